@@ -1,0 +1,95 @@
+//! The one SSE reader every streaming assembler shares.
+//!
+//! Capture sees a streamed response as the list of byte chunks the upstream
+//! sent, cut wherever the network cut them: an event may span chunks and a
+//! multi-byte character may be split. The `eventsource-stream` crate does the
+//! framing (WHATWG rules: `data:` lines joined, comments skipped, a final
+//! event without its blank line discarded); this module only feeds it the
+//! chunks and decodes each event's data as JSON.
+
+use bytes::Bytes;
+use eventsource_stream::{Event, Eventsource};
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::convert::Infallible;
+use std::task::{Context, Poll, Waker};
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    /// The `event:` field (empty for the default "message").
+    pub event: String,
+    /// The `data:` lines, joined with newlines.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data as JSON, when it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.data).ok()
+    }
+
+    /// True for OpenAI's end-of-stream sentinel `data: [DONE]`.
+    pub fn is_done(&self) -> bool {
+        self.data.trim() == "[DONE]"
+    }
+}
+
+/// Splits the chunks of a streamed response into events.
+pub fn events(chunks: &[Bytes]) -> Vec<SseEvent> {
+    let source = futures_util::stream::iter(chunks.iter().cloned().map(Ok::<Bytes, Infallible>));
+    let mut stream = source.eventsource();
+    // The source never waits, so the stream is driven to its end without a
+    // runtime: every poll is Ready.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut out = Vec::new();
+    loop {
+        match stream.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(Ok(Event { event, data, .. }))) => out.push(SseEvent { event, data }),
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!("unreadable SSE stream after {} events: {e}", out.len());
+                break;
+            }
+            Poll::Ready(None) | Poll::Pending => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&[u8]]) -> Vec<Bytes> {
+        parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
+    }
+
+    #[test]
+    fn events_split_across_chunks_are_joined() {
+        let evs = events(&chunks(&[b"data: {\"a\"", b":1}\n", b"\ndata: [DONE]\n\n"]));
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].json().unwrap()["a"], 1);
+        assert!(evs[1].is_done());
+    }
+
+    #[test]
+    fn multibyte_characters_split_across_chunks_survive() {
+        let text = "data: \"héllo\"\n\n".as_bytes();
+        let (a, b) = text.split_at(9); // inside the two-byte 'é'
+        let evs = events(&chunks(&[a, b]));
+        assert_eq!(evs[0].json().unwrap(), "héllo");
+    }
+
+    #[test]
+    fn named_events_and_comments() {
+        let evs = events(&chunks(&[b": ping\n\nevent: message_start\ndata: {}\n\n"]));
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].event, "message_start");
+    }
+
+    #[test]
+    fn an_unterminated_final_event_is_dropped() {
+        let evs = events(&chunks(&[b"data: 1\n\ndata: 2"]));
+        assert_eq!(evs.len(), 1);
+    }
+}

@@ -1,0 +1,407 @@
+//! Configuration: a TOML file, `TRACEGATE_*` environment variables and
+//! command-line flags, merged into one validated [`Config`].
+//!
+//! Precedence is flags > environment > file > defaults, key by key. Flags and
+//! environment variables are declared together (clap reads both), the file is
+//! read with unknown keys rejected, and every value is validated here, once,
+//! with an error that names the key — so the rest of the gateway never sees a
+//! bad value and a user never sees a stack trace. With no configuration at all
+//! the gateway serves: it listens on `127.0.0.1:9090`, stores traces in
+//! `./tracegate.db`, and forwards to `$OPENAI_BASE_URL` (else OpenAI),
+//! passing the caller's credentials through.
+
+use reqwest::Url;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
+/// The default database path.
+pub const DEFAULT_DB: &str = "./tracegate.db";
+/// The upstream used when none is configured and `$OPENAI_BASE_URL` is unset.
+pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
+/// The default request body limit: 32 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Flags of `tracegate serve`; each can also come from its `TRACEGATE_*`
+/// variable. Values stay strings here so that [`Config::load`] can name the key
+/// in its error whatever the source.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TRACEGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9090].
+    #[arg(long, env = "TRACEGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// SQLite database file [default: ./tracegate.db].
+    #[arg(long, env = "TRACEGATE_DB", value_name = "PATH")]
+    pub db: Option<String>,
+    /// Upstream base URL, e.g. http://localhost:8000/v1 (repeatable; the
+    /// environment variable takes a comma-separated list)
+    /// [default: $OPENAI_BASE_URL, else https://api.openai.com/v1].
+    #[arg(
+        long,
+        env = "TRACEGATE_UPSTREAM",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub upstream: Vec<String>,
+    /// Largest request body accepted, in bytes (suffixes KiB, MiB, GiB)
+    /// [default: 32MiB].
+    #[arg(long, env = "TRACEGATE_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<String>,
+    /// Time allowed to connect to the upstream [default: 10s].
+    #[arg(long, env = "TRACEGATE_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Longest silence allowed while reading the upstream's answer; "none"
+    /// disables it [default: 10m].
+    #[arg(long, env = "TRACEGATE_READ_TIMEOUT", value_name = "DURATION")]
+    pub read_timeout: Option<String>,
+    /// Total time allowed for one upstream call; "none" disables it
+    /// [default: none — LLM calls are long].
+    #[arg(long, env = "TRACEGATE_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish
+    /// [default: 30s].
+    #[arg(long, env = "TRACEGATE_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+}
+
+/// The configuration file, as written. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    db: Option<String>,
+    upstream: Option<OneOrMany>,
+    max_body_bytes: Option<ByteSize>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+    request_timeout: Option<String>,
+    shutdown_grace: Option<String>,
+    store: Option<FileStore>,
+}
+
+/// The `[store]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStore {
+    queue_capacity: Option<usize>,
+    batch_max: Option<usize>,
+}
+
+/// A key that takes one string or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A byte count written as an integer or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// The validated configuration of a running gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The address the gateway listens on.
+    pub listen: SocketAddr,
+    /// The SQLite database file.
+    pub db: PathBuf,
+    /// The upstream base URLs (at least one), without trailing slash.
+    pub upstreams: Vec<Url>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Time allowed to connect to an upstream.
+    pub connect_timeout: Duration,
+    /// Longest silence allowed while reading an upstream answer.
+    pub read_timeout: Option<Duration>,
+    /// Total time allowed for one upstream call.
+    pub request_timeout: Option<Duration>,
+    /// How long in-flight calls may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Store tuning.
+    pub store: StoreOptions,
+}
+
+/// Tuning of the store writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Records that may wait for the writer before callers wait for room.
+    pub queue_capacity: usize,
+    /// Most records committed in one transaction.
+    pub batch_max: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 8192,
+            batch_max: 512,
+        }
+    }
+}
+
+/// A configuration error: one line, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{key}: {message}"))
+}
+
+impl Config {
+    /// Builds the configuration from flags and environment (`args`, as clap
+    /// parsed them), the file they name, and the defaults.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let store_file = file.store.unwrap_or_default();
+
+        let listen_text = pick(&args.listen, file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text.parse().map_err(|_| {
+            err(
+                "listen",
+                format!("'{listen_text}' is not an address like 127.0.0.1:9090"),
+            )
+        })?;
+
+        let db = PathBuf::from(pick(&args.db, file.db).unwrap_or_else(|| DEFAULT_DB.into()));
+        if db.as_os_str().is_empty() {
+            return Err(err("db", "must not be empty"));
+        }
+
+        let upstream_texts = if !args.upstream.is_empty() {
+            args.upstream.clone()
+        } else {
+            match file.upstream {
+                Some(OneOrMany::One(u)) => vec![u],
+                Some(OneOrMany::Many(list)) => list,
+                None => vec![default_upstream()],
+            }
+        };
+        if upstream_texts.is_empty() {
+            return Err(err("upstream", "at least one upstream URL is needed"));
+        }
+        let upstreams = upstream_texts
+            .iter()
+            .map(|u| parse_upstream(u).map_err(|m| err("upstream", m)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let max_body_bytes = match (args.max_body_bytes.clone(), file.max_body_bytes) {
+            (Some(text), _) | (None, Some(ByteSize::Text(text))) => {
+                parse_bytes(&text).ok_or_else(|| {
+                    err(
+                        "max_body_bytes",
+                        format!("'{text}' is not a size like 32MiB"),
+                    )
+                })?
+            }
+            (None, Some(ByteSize::Bytes(n))) => n,
+            (None, None) => DEFAULT_MAX_BODY_BYTES as u64,
+        };
+        if max_body_bytes == 0 {
+            return Err(err("max_body_bytes", "must be greater than zero"));
+        }
+
+        let connect_timeout = duration(
+            "connect_timeout",
+            pick(&args.connect_timeout, file.connect_timeout),
+            "10s",
+        )?
+        .ok_or_else(|| err("connect_timeout", "cannot be disabled"))?;
+        let read_timeout = duration(
+            "read_timeout",
+            pick(&args.read_timeout, file.read_timeout),
+            "10m",
+        )?;
+        let request_timeout = duration(
+            "request_timeout",
+            pick(&args.request_timeout, file.request_timeout),
+            "none",
+        )?;
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            pick(&args.shutdown_grace, file.shutdown_grace),
+            "30s",
+        )?
+        .unwrap_or(Duration::ZERO);
+
+        let defaults = StoreOptions::default();
+        let store = StoreOptions {
+            queue_capacity: positive(
+                "store.queue_capacity",
+                store_file.queue_capacity.unwrap_or(defaults.queue_capacity),
+            )?,
+            batch_max: positive(
+                "store.batch_max",
+                store_file.batch_max.unwrap_or(defaults.batch_max),
+            )?,
+        };
+
+        Ok(Config {
+            listen,
+            db,
+            upstreams,
+            max_body_bytes: usize::try_from(max_body_bytes)
+                .map_err(|_| err("max_body_bytes", "too large for this machine"))?,
+            connect_timeout,
+            read_timeout,
+            request_timeout,
+            shutdown_grace,
+            store,
+        })
+    }
+}
+
+/// The flag-or-environment value if given, else the file's.
+fn pick(cli: &Option<String>, file: Option<String>) -> Option<String> {
+    cli.clone().or(file)
+}
+
+fn default_upstream() -> String {
+    std::env::var("OPENAI_BASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_UPSTREAM.to_string())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let message = e.message().replace('\n', " ");
+        match line {
+            Some(line) => err(
+                "config",
+                format!("{} line {line}: {message}", path.display()),
+            ),
+            None => err("config", format!("{}: {message}", path.display())),
+        }
+    })
+}
+
+/// Parses an upstream base URL: http or https, no credentials, no query.
+pub fn parse_upstream(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("'{text}' is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("'{text}' must start with http:// or https://"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("'{text}' has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in an upstream URL are not supported".to_string());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("'{text}' must not have a query or fragment"));
+    }
+    let mut url = url;
+    let trimmed = url.path().trim_end_matches('/').to_string();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+/// Parses `1048576`, `512KiB`, `32MiB`, `1GiB` (also `KB`/`MB`/`GB`, binary).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// Parses a duration such as `10s`, `500ms`, `5m`; `none` or `0` mean "no
+/// limit" (`None`).
+fn duration(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("none") || t == "0" {
+        return Ok(None);
+    }
+    humantime::parse_duration(t).map(Some).map_err(|_| {
+        err(
+            key,
+            format!("'{text}' is not a duration like 10s, 500ms or none"),
+        )
+    })
+}
+
+fn positive(key: &str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        Err(err(key, "must be greater than zero"))
+    } else {
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_take_binary_units() {
+        assert_eq!(parse_bytes("32MiB"), Some(32 << 20));
+        assert_eq!(parse_bytes("512 kb"), Some(512 << 10));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("ten"), None);
+        assert_eq!(parse_bytes("5 parsecs"), None);
+    }
+
+    #[test]
+    fn upstream_urls_lose_their_trailing_slash() {
+        assert_eq!(
+            parse_upstream("http://h:8000/v1/").unwrap().as_str(),
+            "http://h:8000/v1"
+        );
+        assert!(parse_upstream("ftp://h").is_err());
+        assert!(parse_upstream("http://user:pw@h/v1").is_err());
+    }
+
+    #[test]
+    fn none_disables_a_timeout() {
+        assert_eq!(duration("k", Some("none".into()), "10s").unwrap(), None);
+        assert_eq!(
+            duration("k", None, "10s").unwrap(),
+            Some(Duration::from_secs(10))
+        );
+        assert!(
+            duration("k", Some("soon".into()), "10s")
+                .unwrap_err()
+                .0
+                .starts_with("k:")
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! `tracegate demo`: the whole product in one command, with no API key.
+//!
+//! It starts the mock model server and a gateway in-process on free ports,
+//! plays a small agent episode through the gateway the way a harness would —
+//! one run, two sessions, three steps each (a plain call, a call that makes a
+//! tool call, a streamed call), every call stamped with `X-RLLM-*` identity
+//! and each step naming the previous one as its parent — then prints the
+//! run → session → step tree from the store, and where the database is.
+
+use crate::config::{Config, ServeArgs};
+use crate::mock_upstream::{self, MockOptions};
+use crate::record::TraceRecord;
+use crate::server::Server;
+use crate::store::{TraceFilter, read};
+use serde_json::{Value, json};
+use std::path::Path;
+use tokio::net::TcpListener;
+
+/// Runs the demo, recording into the database at `db`; returns the report
+/// to print.
+pub async fn run(db: &Path) -> Result<String, String> {
+    let mock_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot start the mock upstream: {e}"))?;
+    let mock = mock_upstream::start(
+        mock_listener,
+        MockOptions {
+            chunks: 6,
+            chunk_delay_ms: 5,
+            ..MockOptions::default()
+        },
+    )
+    .map_err(|e| format!("cannot start the mock upstream: {e}"))?;
+
+    let config = Config::load(&ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        db: Some(db.display().to_string()),
+        upstream: vec![mock.base_url()],
+        ..ServeArgs::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let server = Server::bind(&config).await?;
+    let gateway = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let run_id = format!(
+        "demo-run-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[..12]
+    );
+    let played = play_episode(&gateway, &run_id).await;
+    let flushed = reqwest::Client::new()
+        .post(format!("{gateway}/admin/flush"))
+        .send()
+        .await
+        .map_err(|e| format!("flush failed: {e}"));
+
+    let _ = stop.send(());
+    serving
+        .await
+        .map_err(|e| format!("the gateway task failed: {e}"))??;
+    mock.stop();
+    played?;
+    flushed?;
+
+    print_tree(db, &run_id)
+}
+
+/// Plays one run of two sessions, three steps each.
+async fn play_episode(gateway: &str, run_id: &str) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    let tools = json!([{
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "description": "Search the project documentation",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }]);
+    let tasks = [
+        "Find why the nightly build is red",
+        "Summarise the open pull requests",
+    ];
+    for (s, task) in tasks.iter().enumerate() {
+        let session = format!("{run_id}-session-{}", s + 1);
+        let mut messages = vec![json!({"role": "user", "content": task})];
+        let mut parent: Option<String> = None;
+        for step in 1..=3 {
+            let mut body = json!({"model": "mock-model", "messages": messages});
+            match step {
+                2 => body["tools"] = tools.clone(),
+                3 => {
+                    body["stream"] = json!(true);
+                    body["stream_options"] = json!({"include_usage": true});
+                }
+                _ => {}
+            }
+            let mut request = client
+                .post(format!("{gateway}/v1/chat/completions"))
+                .header("X-RLLM-Run-Id", run_id)
+                .header("X-RLLM-Session-Id", &session)
+                .header("X-RLLM-Harness", "tracegate-demo")
+                .header("X-RLLM-Step-Id", step.to_string())
+                .header("X-RLLM-Project", "demo")
+                .header("X-RLLM-Experiment", "walkthrough")
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+            if let Some(parent) = &parent {
+                request = request.header("X-RLLM-Parent-Span-Id", parent);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("step {step} of {session} failed: {e}"))?;
+            parent = response
+                .headers()
+                .get(crate::headers::TRACE_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let status = response.status();
+            let text = response
+                .text()
+                .await
+                .map_err(|e| format!("step {step} of {session}: {e}"))?;
+            if !status.is_success() {
+                return Err(format!(
+                    "step {step} of {session} answered {status}: {text}"
+                ));
+            }
+            // Keep the conversation going like an agent would.
+            if step == 2 {
+                let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+                let message = answer["choices"][0]["message"].clone();
+                let call_id = message["tool_calls"][0]["id"]
+                    .as_str()
+                    .unwrap_or("call")
+                    .to_string();
+                messages.push(message);
+                messages.push(
+                    json!({"role": "tool", "tool_call_id": call_id, "content": "3 results found"}),
+                );
+            } else {
+                messages.push(json!({"role": "assistant", "content": "Noted."}));
+                messages.push(json!({"role": "user", "content": "Go on."}));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The run → session → step tree of `run_id`, from the store.
+fn print_tree(db: &Path, run_id: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let conn = read::open_read_only(db)?;
+    let run = read::run(&conn, run_id)?.ok_or_else(|| format!("run {run_id} was not recorded"))?;
+    let _ = writeln!(
+        out,
+        "run {} · {} sessions · {} calls · {} errors · {} tokens",
+        run.run_id, run.session_count, run.trace_count, run.error_count, run.tokens
+    );
+    let sessions = read::sessions(&conn, None, Some(run_id), None)?;
+    for (i, session) in sessions.iter().enumerate() {
+        let last_session = i + 1 == sessions.len();
+        let _ = writeln!(
+            out,
+            "{} session {} · {} calls",
+            if last_session {
+                "└──"
+            } else {
+                "├──"
+            },
+            session.session_id,
+            session.trace_count
+        );
+        let traces = read::traces(
+            &conn,
+            &TraceFilter {
+                session_ids: vec![session.session_id.clone()],
+                ..TraceFilter::default()
+            },
+        )?;
+        for (j, trace) in traces.iter().enumerate() {
+            let branch = if j + 1 == traces.len() {
+                "└──"
+            } else {
+                "├──"
+            };
+            let stem = if last_session { "    " } else { "│   " };
+            let _ = writeln!(out, "{stem}{branch} {}", describe_step(trace));
+        }
+    }
+    let path = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Database: {}", path.display());
+    let _ = writeln!(
+        out,
+        "Try: sqlite3 {} \"SELECT session_id, step_id, status, latency_ms FROM traces WHERE run_id = '{run_id}' ORDER BY started_at\"",
+        db.display()
+    );
+    Ok(out)
+}
+
+/// One line for one step: step, operation, model, status, timing, answer.
+fn describe_step(t: &TraceRecord) -> String {
+    let step = t.step_id.map_or("-".to_string(), |s| s.to_string());
+    let answer = match t
+        .response_message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+    {
+        Some(calls) if !calls.is_empty() => {
+            let f = &calls[0]["function"];
+            format!(
+                "tool call {}({})",
+                f["name"].as_str().unwrap_or("?"),
+                f["arguments"].as_str().unwrap_or("")
+            )
+        }
+        _ => {
+            let text = t
+                .response_message
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let short: String = text.chars().take(48).collect();
+            format!(
+                "\"{short}{}\"",
+                if text.chars().count() > 48 { "…" } else { "" }
+            )
+        }
+    };
+    let ttft = t
+        .ttft_ms
+        .filter(|_| t.stream)
+        .map(|ms| format!(" ttft {ms:.1} ms"))
+        .unwrap_or_default();
+    format!(
+        "step {step} {} {}{} · {} {} · {:.1} ms{ttft} · tokens in {} out {} · {answer}",
+        t.operation,
+        t.model.as_deref().unwrap_or("?"),
+        if t.stream { " (stream)" } else { "" },
+        t.status.as_str(),
+        t.http_status.map_or("-".into(), |s| s.to_string()),
+        t.latency_ms,
+        t.usage.input_tokens.unwrap_or(0),
+        t.usage.output_tokens.unwrap_or(0),
+    )
+}

@@ -1,0 +1,349 @@
+//! The proxy: every `/v1/...` and `/sessions/{sid}/v1/...` call, end to end.
+//!
+//! One handler follows one call through the boxes of DESIGN §1:
+//!
+//! 1. read the body whole, up to `max_body_bytes` (413 beyond it);
+//! 2. `identity`: who made the call (headers > body > path), then strip the
+//!    carriers — a body that carried none is forwarded byte for byte;
+//! 3. `route`: pick the upstream and build the target URL;
+//! 4. send it with the one pooled client (`headers` decides what crosses);
+//! 5. stream the answer back through [`tee::TeeBody`], which hands a clone of
+//!    each chunk to `capture`.
+//!
+//! Failures before an upstream answer (body too large, upstream unreachable,
+//! upstream timeout) are answered with the OpenAI error shape and recorded
+//! like any other call. Every response carries `X-RLLM-Trace-Id`.
+
+pub mod tee;
+
+use crate::capture::{CallContext, Endpoint, Moment, ResponseCapture, record_failure};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::headers::{self, TRACE_ID_HEADER};
+use crate::identity;
+use crate::record::CallError;
+use crate::route::{self, Router};
+use crate::store::StoreWriter;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Everything the proxy handler needs: the pooled client, the router, the
+/// store, and the body limit.
+pub struct Forwarder {
+    client: reqwest::Client,
+    router: Router,
+    store: StoreWriter,
+    max_body_bytes: usize,
+}
+
+impl Forwarder {
+    /// Builds the forwarder and its pooled HTTP client.
+    pub fn new(config: &Config, store: StoreWriter) -> Result<Forwarder, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            // A gateway passes redirects to its client; it does not follow them.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(std::time::Duration::from_secs(90));
+        if let Some(t) = config.read_timeout {
+            builder = builder.read_timeout(t);
+        }
+        if let Some(t) = config.request_timeout {
+            builder = builder.timeout(t);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Forwarder {
+            client,
+            router: Router::new(config.upstreams.clone()),
+            store,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+}
+
+/// The axum handler for every proxied path.
+pub async fn proxy(State(forwarder): State<Arc<Forwarder>>, request: Request) -> Response {
+    forwarder.handle(request).await
+}
+
+impl Forwarder {
+    async fn handle(&self, request: Request) -> Response {
+        let started = Moment::now();
+        let trace_id = uuid::Uuid::now_v7().to_string();
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_string();
+        let (path_session, api_path) = split_session_path(&path);
+        let mut ctx = CallContext {
+            trace_id,
+            span_id: random_hex(8),
+            otel_trace_id: random_hex(16),
+            otel_parent_span_id: None,
+            started,
+            method: parts.method.to_string(),
+            path: path.clone(),
+            endpoint: Endpoint::from_api_path(&api_path),
+            identity: Default::default(),
+            identity_errors: Vec::new(),
+            upstream: String::new(),
+            route: None,
+            request_headers: headers::for_storage(&parts.headers),
+            request_content_type: parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            request_json: None,
+            request_body: Bytes::new(),
+        };
+
+        // 1. The body, whole, within the limit.
+        let body = match self.read_body(&parts.headers, body).await {
+            Ok(body) => body,
+            Err(error) => {
+                (ctx.identity, ctx.identity_errors) =
+                    identity::extract(&parts.headers, None, path_session.as_deref());
+                ctx.upstream = self.router.pick(&ctx.identity).to_string();
+                return self.fail(ctx, error);
+            }
+        };
+
+        // 2. Identity, then the carriers stripped.
+        let mut json = parse_object(&body);
+        let (identity, identity_errors) =
+            identity::extract(&parts.headers, json.as_ref(), path_session.as_deref());
+        for error in &identity_errors {
+            tracing::warn!(trace_id = %ctx.trace_id, "identity: {error}");
+        }
+        let stripped = json.as_mut().is_some_and(identity::strip_body);
+        let forward_body = match &json {
+            Some(object) if stripped => match serde_json::to_vec(object) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(e) => {
+                    let error = GatewayError::internal(format!("cannot re-encode the body: {e}"));
+                    return self.fail(ctx, error);
+                }
+            },
+            _ => body.clone(),
+        };
+        match json {
+            Some(object) => ctx.request_json = Some(object),
+            None => ctx.request_body = body,
+        }
+
+        // 3. Route.
+        let base = self.router.pick(&identity).clone();
+        let url = route::target_url(&base, &api_path, parts.uri.query());
+        ctx.upstream = base.to_string();
+        ctx.identity = identity;
+        ctx.identity_errors = identity_errors;
+
+        // 4. Send.
+        let sent = self
+            .client
+            .request(parts.method.clone(), url)
+            .headers(headers::upstream_request_headers(&parts.headers))
+            .body(forward_body)
+            .send()
+            .await;
+        let upstream = match sent {
+            Ok(response) => response,
+            Err(e) => return self.fail(ctx, request_failure(&e)),
+        };
+
+        // 5. Stream the answer back, teeing it to capture.
+        let status = upstream.status();
+        let length = upstream.content_length();
+        let upstream_headers = upstream.headers().clone();
+        let mut client_headers = headers::client_response_headers(&upstream_headers);
+        insert_trace_id(&mut client_headers, &ctx.trace_id);
+        tracing::debug!(
+            trace_id = %ctx.trace_id,
+            method = %parts.method,
+            path = %ctx.path,
+            status = status.as_u16(),
+            "proxied"
+        );
+        let capture =
+            ResponseCapture::new(ctx, status.as_u16(), upstream_headers, self.store.clone());
+        let body = tee::TeeBody::new(Box::pin(upstream.bytes_stream()), capture, length);
+        let mut response = Response::new(Body::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = client_headers;
+        response
+    }
+
+    /// Reads the request body whole, refusing more than `max_body_bytes`.
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Body,
+    ) -> Result<Bytes, GatewayError> {
+        let too_large = || {
+            GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!(
+                    "the request body is larger than the gateway's limit of {} bytes (max_body_bytes)",
+                    self.max_body_bytes
+                ),
+            )
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        axum::body::to_bytes(body, self.max_body_bytes)
+            .await
+            .map_err(|e| {
+                if is_length_limit(&e) {
+                    too_large()
+                } else {
+                    GatewayError::bad_request(format!("cannot read the request body: {e}"))
+                }
+            })
+    }
+
+    /// Answers a call the gateway failed, and records it.
+    fn fail(&self, ctx: CallContext, error: GatewayError) -> Response {
+        tracing::debug!(trace_id = %ctx.trace_id, path = %ctx.path, "{error}");
+        let trace_id = ctx.trace_id.clone();
+        record_failure(ctx, &error, &self.store);
+        let mut response = error.into_response();
+        insert_trace_id(response.headers_mut(), &trace_id);
+        response
+    }
+}
+
+fn insert_trace_id(headers: &mut http::HeaderMap, trace_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(trace_id) {
+        headers.insert(TRACE_ID_HEADER, value);
+    }
+}
+
+/// Splits `/sessions/{sid}/v1/...` into the session and the `/v1/...` path;
+/// any other path has no session and is its own API path.
+pub fn split_session_path(path: &str) -> (Option<String>, String) {
+    let Some(rest) = path.strip_prefix("/sessions/") else {
+        return (None, path.to_string());
+    };
+    let (sid, api) = rest.split_once('/').unwrap_or((rest, ""));
+    let sid = percent_encoding::percent_decode_str(sid)
+        .decode_utf8_lossy()
+        .into_owned();
+    (Some(sid), format!("/{api}"))
+}
+
+/// The body as a JSON object, when it is one. Anything else (another JSON
+/// value, invalid JSON, not JSON at all) is forwarded untouched.
+fn parse_object(body: &[u8]) -> Option<Map<String, Value>> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A reqwest error's full cause chain, without the URL (which could carry
+/// credentials in its query).
+fn describe(error: &reqwest::Error) -> String {
+    let mut message = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    let top = error.to_string();
+    message.push_str(top.split(" for url").next().unwrap_or(&top));
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    message
+}
+
+/// The gateway error for a request that got no upstream response.
+fn request_failure(error: &reqwest::Error) -> GatewayError {
+    if error.is_timeout() {
+        GatewayError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("the upstream did not answer in time: {}", describe(error)),
+        )
+    } else if error.is_connect() {
+        GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("cannot connect to the upstream: {}", describe(error)),
+        )
+    } else {
+        GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("the upstream request failed: {}", describe(error)),
+        )
+    }
+}
+
+/// The record error for an upstream body that failed mid-stream.
+fn body_failure(error: &reqwest::Error) -> CallError {
+    let kind = if error.is_timeout() {
+        "upstream_timeout"
+    } else {
+        "upstream_stream_error"
+    };
+    CallError {
+        kind: kind.into(),
+        message: format!("the upstream response broke off: {}", describe(error)),
+    }
+}
+
+/// `bytes` random bytes as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes()[..bytes]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_paths_split() {
+        assert_eq!(
+            split_session_path("/sessions/ep%2017/v1/chat/completions"),
+            (Some("ep 17".into()), "/v1/chat/completions".into())
+        );
+        assert_eq!(
+            split_session_path("/v1/models"),
+            (None, "/v1/models".into())
+        );
+    }
+
+    #[test]
+    fn only_json_objects_are_parsed() {
+        assert!(parse_object(b" {\"a\": 1}").is_some());
+        assert!(parse_object(b"[1, 2]").is_none());
+        assert!(parse_object(b"{not json").is_none());
+        assert!(parse_object(b"").is_none());
+    }
+}

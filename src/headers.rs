@@ -1,0 +1,191 @@
+//! The header policy, in one place.
+//!
+//! A gateway sits between two parties that must not be able to reach each
+//! other's plumbing. Every rule about which header may cross the gateway, in
+//! which direction, and which header may be written to disk, lives in this file
+//! and nowhere else (DESIGN §6):
+//!
+//! * **hop-by-hop** headers describe one TCP connection, not the message; they
+//!   never cross the gateway in either direction, and neither does any header
+//!   the `Connection` header names;
+//! * **identity carriers** (`X-RLLM-*`) are ours: they are read by `identity`
+//!   and always stripped before upstream, so providers never see them;
+//! * **framing** headers (`host`, `content-length`) are recomputed by the HTTP
+//!   client for the bytes it actually sends;
+//! * `accept-encoding` is replaced by `identity` upstream: capture must read
+//!   the response body, so the upstream must not compress it. The client still
+//!   receives exactly the upstream's bytes.
+//! * **redacted** headers are credentials: stored traces keep the header name
+//!   with the value replaced by `[REDACTED]`.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+/// Connection-scoped headers that never cross the gateway (RFC 9110 §7.6.1).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers whose values are credentials: never stored, logged or exported.
+pub const REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "set-cookie",
+];
+
+/// The placeholder stored instead of a credential.
+pub const REDACTED_VALUE: &str = "[REDACTED]";
+
+/// Prefix of the identity carrier headers (`X-RLLM-Session-Id`, ...).
+pub const IDENTITY_PREFIX: &str = "x-rllm-";
+
+/// The response header carrying the record's id back to the caller.
+pub const TRACE_ID_HEADER: &str = "x-rllm-trace-id";
+
+/// True for a header that carries tracegate identity (`X-RLLM-*`).
+pub fn is_identity_carrier(name: &HeaderName) -> bool {
+    name.as_str().starts_with(IDENTITY_PREFIX)
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header
+/// lists, from `headers`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// The headers to send upstream for a request that arrived with `incoming`.
+pub fn upstream_request_headers(incoming: &HeaderMap) -> HeaderMap {
+    let mut out = incoming.clone();
+    remove_hop_by_hop(&mut out);
+    out.remove(header::HOST);
+    out.remove(header::CONTENT_LENGTH);
+    let identity: Vec<HeaderName> = out
+        .keys()
+        .filter(|name| is_identity_carrier(name))
+        .cloned()
+        .collect();
+    for name in identity {
+        out.remove(name);
+    }
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    out
+}
+
+/// The headers to send back to the client for an upstream response.
+pub fn client_response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = upstream.clone();
+    remove_hop_by_hop(&mut out);
+    out
+}
+
+/// True for a header whose value must never be stored.
+pub fn is_redacted(name: &HeaderName) -> bool {
+    REDACTED.contains(&name.as_str())
+}
+
+/// Headers as a JSON object for a stored record: credentials replaced by
+/// [`REDACTED_VALUE`], repeated headers joined with `, `.
+pub fn for_storage(headers: &HeaderMap) -> Map<String, Value> {
+    let mut out = Map::new();
+    for name in headers.keys() {
+        let value = if is_redacted(name) {
+            REDACTED_VALUE.to_string()
+        } else {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.insert(name.as_str().to_string(), Value::String(value));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upstream_headers_drop_identity_host_and_length() {
+        let h = map(&[
+            ("host", "gateway:9090"),
+            ("content-length", "12"),
+            ("X-RLLM-Session-Id", "s1"),
+            ("x-rllm-anything", "v"),
+            ("authorization", "Bearer sk-caller"),
+            ("accept-encoding", "gzip"),
+        ]);
+        let out = upstream_request_headers(&h);
+        assert!(out.get("host").is_none());
+        assert!(out.get("content-length").is_none());
+        assert!(out.keys().all(|k| !k.as_str().starts_with("x-rllm-")));
+        assert_eq!(out["authorization"], "Bearer sk-caller");
+        assert_eq!(out["accept-encoding"], "identity");
+    }
+
+    #[test]
+    fn storage_redacts_credentials() {
+        let h = map(&[
+            ("authorization", "Bearer sk-secret"),
+            ("x-api-key", "sk-ant"),
+            ("cookie", "a=b"),
+            ("x-kept", "visible"),
+        ]);
+        let stored = Value::Object(for_storage(&h)).to_string();
+        assert!(!stored.contains("sk-secret"));
+        assert!(!stored.contains("sk-ant"));
+        assert!(!stored.contains("a=b"));
+        assert!(stored.contains("visible"));
+    }
+}

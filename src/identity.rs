@@ -1,0 +1,295 @@
+//! Who made a call: the identity a harness stamps on it (DESIGN §2).
+//!
+//! Seven fields, three carriers. A harness may put a field in an
+//! `X-RLLM-*` header, in the JSON body under `metadata.rllm` or `rllm`, or (the
+//! session only) in the path `/sessions/{sid}/v1/...`. Precedence is header >
+//! body > path **field by field**: a request may carry its session in the path
+//! and its run in a header, and both count. Within the body, `metadata.rllm`
+//! wins over a top-level `rllm`, again field by field.
+//!
+//! Values are trimmed and an empty value counts as absent. `step_id` must be an
+//! integer (a JSON integer, or a string holding one); the first carrier that has
+//! a step_id decides it, and a value that is not an integer never fails the
+//! agent's call: the record gets `step_id = null` and the raw value in
+//! `identity_errors`.
+//!
+//! The carriers are ours, not the provider's: [`strip_body`] removes them from
+//! the body (headers are removed by the `headers` policy), and a body that
+//! carries none of them is never touched, so it is forwarded byte for byte.
+
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The identity of one call. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The agent episode (or conversation) the call belongs to.
+    pub session_id: Option<String>,
+    /// The evaluation or training run the session belongs to.
+    pub run_id: Option<String>,
+    /// The harness (agent framework) that made the call.
+    pub harness: Option<String>,
+    /// The call's step within its session.
+    pub step_id: Option<i64>,
+    /// The harness's id of the call's parent (a step, a tool call, a sub-agent).
+    pub parent_span_id: Option<String>,
+    /// The project the run belongs to.
+    pub project: Option<String>,
+    /// The experiment the run belongs to.
+    pub experiment: Option<String>,
+}
+
+/// One identity field: its name in the body and the record, and its header.
+struct Field {
+    name: &'static str,
+    header: &'static str,
+}
+
+/// The identity table (DESIGN §2), in one place.
+const FIELDS: &[Field] = &[
+    Field {
+        name: "session_id",
+        header: "x-rllm-session-id",
+    },
+    Field {
+        name: "run_id",
+        header: "x-rllm-run-id",
+    },
+    Field {
+        name: "harness",
+        header: "x-rllm-harness",
+    },
+    Field {
+        name: "step_id",
+        header: "x-rllm-step-id",
+    },
+    Field {
+        name: "parent_span_id",
+        header: "x-rllm-parent-span-id",
+    },
+    Field {
+        name: "project",
+        header: "x-rllm-project",
+    },
+    Field {
+        name: "experiment",
+        header: "x-rllm-experiment",
+    },
+];
+
+/// A raw identity value as found in one carrier, before typing.
+enum Raw<'a> {
+    Text(String),
+    Json(&'a Value),
+}
+
+impl Raw<'_> {
+    /// The value as trimmed text; `None` when empty or not a scalar.
+    fn text(&self) -> Option<String> {
+        let s = match self {
+            Raw::Text(s) => s.trim().to_string(),
+            Raw::Json(Value::String(s)) => s.trim().to_string(),
+            Raw::Json(Value::Number(n)) => n.to_string(),
+            Raw::Json(Value::Bool(b)) => b.to_string(),
+            Raw::Json(_) => return None,
+        };
+        (!s.is_empty()).then_some(s)
+    }
+
+    /// The raw value as it should appear in an error message.
+    fn describe(&self) -> String {
+        match self {
+            Raw::Text(s) => s.clone(),
+            Raw::Json(v) => v.to_string(),
+        }
+    }
+
+    /// The value as an integer step id.
+    fn integer(&self) -> Option<i64> {
+        match self {
+            Raw::Json(Value::Number(n)) => n.as_i64(),
+            _ => self.text()?.parse().ok(),
+        }
+    }
+}
+
+/// Extracts the identity of a call from its headers, its parsed JSON body (if
+/// the body is a JSON object) and the session segment of its path (if any).
+///
+/// Returns the identity and the identity errors (values that were present but
+/// unusable), each a human-readable line.
+pub fn extract(
+    headers: &HeaderMap,
+    body: Option<&Map<String, Value>>,
+    path_session: Option<&str>,
+) -> (Identity, Vec<String>) {
+    let metadata_rllm = body
+        .and_then(|b| b.get("metadata"))
+        .and_then(|m| m.get("rllm"))
+        .and_then(Value::as_object);
+    let top_rllm = body.and_then(|b| b.get("rllm")).and_then(Value::as_object);
+
+    let mut identity = Identity::default();
+    let mut errors = Vec::new();
+    for field in FIELDS {
+        let mut candidates: Vec<(&str, Raw)> = Vec::new();
+        if let Some(value) = headers.get(field.header) {
+            match value.to_str() {
+                Ok(s) => candidates.push(("header", Raw::Text(s.to_string()))),
+                Err(_) => errors.push(format!(
+                    "{}: header {} is not valid text; ignored",
+                    field.name, field.header
+                )),
+            }
+        }
+        for (carrier, object) in [("metadata.rllm", metadata_rllm), ("rllm", top_rllm)] {
+            if let Some(v) = object.and_then(|o| o.get(field.name)) {
+                candidates.push((carrier, Raw::Json(v)));
+            }
+        }
+        if field.name == "session_id"
+            && let Some(sid) = path_session
+        {
+            candidates.push(("path", Raw::Text(sid.to_string())));
+        }
+        // The first carrier with a non-empty value decides the field.
+        let Some((carrier, raw)) = candidates.into_iter().find(|(_, raw)| raw.text().is_some())
+        else {
+            continue;
+        };
+        if field.name == "step_id" {
+            match raw.integer() {
+                Some(step) => identity.step_id = Some(step),
+                None => errors.push(format!(
+                    "step_id: {carrier} value {} is not an integer",
+                    raw.describe()
+                )),
+            }
+            continue;
+        }
+        let value = raw.text();
+        match field.name {
+            "session_id" => identity.session_id = value,
+            "run_id" => identity.run_id = value,
+            "harness" => identity.harness = value,
+            "parent_span_id" => identity.parent_span_id = value,
+            "project" => identity.project = value,
+            "experiment" => identity.experiment = value,
+            _ => {}
+        }
+    }
+    (identity, errors)
+}
+
+/// Removes the identity carriers from a JSON body: `rllm`, `metadata.rllm`, and
+/// `metadata` itself when that leaves it empty. Returns true when the body
+/// changed (and so must be re-serialised before forwarding).
+pub fn strip_body(body: &mut Map<String, Value>) -> bool {
+    let mut changed = body.shift_remove("rllm").is_some();
+    if let Some(Value::Object(metadata)) = body.get_mut("metadata")
+        && metadata.shift_remove("rllm").is_some()
+    {
+        changed = true;
+        if metadata.is_empty() {
+            body.shift_remove("metadata");
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+    use serde_json::json;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn object(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_values_trimmed() {
+        let (id, errors) = extract(&headers(&[("X-RLLM-RUN-ID", "  run-1  ")]), None, None);
+        assert_eq!(id.run_id.as_deref(), Some("run-1"));
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn empty_header_counts_as_absent() {
+        let body = object(json!({"rllm": {"harness": "swe"}}));
+        let (id, _) = extract(&headers(&[("x-rllm-harness", "   ")]), Some(&body), None);
+        assert_eq!(id.harness.as_deref(), Some("swe"));
+    }
+
+    #[test]
+    fn metadata_rllm_wins_over_top_level_rllm_field_by_field() {
+        let body = object(json!({
+            "metadata": {"rllm": {"run_id": "from-metadata"}},
+            "rllm": {"run_id": "from-top", "project": "p-top"}
+        }));
+        let (id, _) = extract(&HeaderMap::new(), Some(&body), None);
+        assert_eq!(id.run_id.as_deref(), Some("from-metadata"));
+        assert_eq!(id.project.as_deref(), Some("p-top"));
+    }
+
+    #[test]
+    fn step_id_accepts_integers_and_integer_strings() {
+        let body = object(json!({"rllm": {"step_id": 7}}));
+        assert_eq!(
+            extract(&HeaderMap::new(), Some(&body), None).0.step_id,
+            Some(7)
+        );
+        let (id, _) = extract(&headers(&[("x-rllm-step-id", " 12 ")]), None, None);
+        assert_eq!(id.step_id, Some(12));
+    }
+
+    #[test]
+    fn bad_step_id_is_recorded_not_fatal() {
+        let (id, errors) = extract(&headers(&[("x-rllm-step-id", "three")]), None, None);
+        assert_eq!(id.step_id, None);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("three"), "{errors:?}");
+    }
+
+    #[test]
+    fn fractional_step_id_is_an_error() {
+        let body = object(json!({"rllm": {"step_id": 2.5}}));
+        let (id, errors) = extract(&HeaderMap::new(), Some(&body), None);
+        assert_eq!(id.step_id, None);
+        assert!(errors[0].contains("2.5"));
+    }
+
+    #[test]
+    fn strip_removes_carriers_and_empty_metadata() {
+        let mut body = object(json!({
+            "model": "m", "rllm": {"run_id": "r"}, "metadata": {"rllm": {"step_id": 1}}
+        }));
+        assert!(strip_body(&mut body));
+        assert_eq!(Value::Object(body), json!({"model": "m"}));
+    }
+
+    #[test]
+    fn strip_keeps_other_metadata() {
+        let mut body = object(json!({"metadata": {"rllm": {}, "user": "u"}}));
+        assert!(strip_body(&mut body));
+        assert_eq!(Value::Object(body), json!({"metadata": {"user": "u"}}));
+    }
+
+    #[test]
+    fn strip_reports_untouched_body() {
+        let mut body = object(json!({"model": "m", "metadata": {"user": "u"}}));
+        assert!(!strip_body(&mut body));
+    }
+}

@@ -1,0 +1,262 @@
+//! The TraceRecord: everything tracegate remembers about one proxied call.
+//!
+//! This type is the contract between capture (which fills it), the store
+//! (which keeps it), the API and CLI (which serve it) and the exporter (which
+//! turns it into a span). Its JSON form is the one the HTTP API returns, and
+//! `schema/trace_record.schema.json` describes exactly that form (a test keeps
+//! the two in agreement).
+//!
+//! The JSON keeps rLLM's TraceRecord field names and types so that
+//! rllm-model-gateway's Python `GatewayClient` reads it unchanged: the rLLM
+//! fields (`session_id`, `model`, `messages`, `prompt_token_ids`,
+//! `response_message`, `completion_token_ids`, `token_counts`, `metadata`, ...)
+//! are never `null` — an absent session or model is `""`, an absent list `[]`,
+//! an absent object `{}`. tracegate's own fields use `null` for "absent".
+//!
+//! One record is written for every call, whatever happened: `status` says how
+//! it ended (`ok`, `error`, `client_closed`) and `error` says why.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The default `span_type` of a model call.
+pub const DEFAULT_SPAN_TYPE: &str = "llm.call";
+
+/// One proxied call, as stored and served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TraceRecord {
+    // ---- ids ----
+    /// The record's id (UUIDv7, so ids sort by time). Also sent back to the
+    /// caller as `X-RLLM-Trace-Id`.
+    pub trace_id: String,
+    /// The OpenTelemetry span id of the call (16 hex digits).
+    pub span_id: String,
+    /// The OpenTelemetry trace id the span belongs to (32 hex digits).
+    pub otel_trace_id: String,
+    /// The OpenTelemetry parent span id (16 hex digits), if the call has one.
+    pub otel_parent_span_id: Option<String>,
+
+    // ---- identity (DESIGN §2) ----
+    /// The session; `""` when the call carried none (rLLM type).
+    #[serde(with = "empty_as_none")]
+    pub session_id: Option<String>,
+    /// The run.
+    pub run_id: Option<String>,
+    /// The harness.
+    pub harness: Option<String>,
+    /// The step within the session.
+    pub step_id: Option<i64>,
+    /// The harness's parent id, as the harness sent it.
+    pub parent_span_id: Option<String>,
+    /// The project.
+    pub project: Option<String>,
+    /// The experiment.
+    pub experiment: Option<String>,
+    /// Identity values that were present but unusable (e.g. a step_id that is
+    /// not an integer), one line each.
+    pub identity_errors: Vec<String>,
+    /// What kind of span this call is (`llm.call` unless configured otherwise).
+    pub span_type: String,
+
+    // ---- where it went ----
+    /// The HTTP method of the call.
+    pub method: String,
+    /// The path the client called (with its `/sessions/{sid}` prefix, if any).
+    pub path: String,
+    /// The route that served the call, when routes are configured.
+    pub route: Option<String>,
+    /// The upstream base URL the call was sent to (never with credentials).
+    pub upstream: String,
+    /// The API family the call spoke: `openai` or `anthropic`.
+    pub protocol: String,
+    /// The GenAI operation: `chat`, `text_completion`, `embeddings`,
+    /// `responses`, `messages`, or `other`.
+    pub operation: String,
+
+    // ---- request ----
+    /// The model the client asked for; `""` when none (rLLM type).
+    #[serde(with = "empty_as_none")]
+    pub model: Option<String>,
+    /// Whether the client asked for a streamed answer.
+    pub stream: bool,
+    /// The input messages (normalised: OpenAI chat shape).
+    pub messages: Vec<Value>,
+    /// The tool definitions offered to the model.
+    pub tools: Vec<Value>,
+    /// Every other request parameter (sampling parameters and the like).
+    pub request_params: Map<String, Value>,
+
+    // ---- response ----
+    /// The response id the upstream gave.
+    pub response_id: Option<String>,
+    /// The model that answered, as the upstream reported it.
+    pub response_model: Option<String>,
+    /// The first choice's message (`{}` when there is none; rLLM type).
+    pub response_message: Map<String, Value>,
+    /// Every choice of the answer.
+    pub choices: Vec<Choice>,
+    /// The first choice's finish reason.
+    pub finish_reason: Option<String>,
+    /// Every choice's finish reason, in choice order.
+    pub finish_reasons: Vec<String>,
+
+    // ---- token data (vLLM) ----
+    /// The prompt's token ids, when the upstream returned them.
+    pub prompt_token_ids: Vec<u32>,
+    /// The first choice's completion token ids, when returned.
+    pub completion_token_ids: Vec<u32>,
+    /// The first choice's per-token logprobs, when returned.
+    pub logprobs: Option<Vec<f64>>,
+
+    // ---- usage ----
+    /// Token usage as the upstream reported it.
+    pub usage: Usage,
+    /// rLLM's usage summary: `{prompt, completion}`.
+    pub token_counts: Map<String, Value>,
+
+    // ---- timing ----
+    /// When the call arrived, in seconds since the Unix epoch (rLLM type).
+    pub timestamp: f64,
+    /// When the call arrived (RFC 3339, UTC, milliseconds).
+    pub started_at: String,
+    /// When the first response byte arrived from the upstream.
+    pub first_chunk_at: Option<String>,
+    /// When the call ended (last byte, error, or client disconnect).
+    pub ended_at: String,
+    /// Milliseconds from arrival to end.
+    pub latency_ms: f64,
+    /// Milliseconds from arrival to the first response byte.
+    pub ttft_ms: Option<f64>,
+
+    // ---- outcome ----
+    /// How the call ended.
+    pub status: Status,
+    /// The HTTP status the client received (none if it never got one).
+    pub http_status: Option<u16>,
+    /// Why the call failed, when it did.
+    pub error: Option<CallError>,
+
+    // ---- raw ----
+    /// The request headers as the client sent them, credentials redacted.
+    pub request_headers: Map<String, Value>,
+    /// The response headers as the upstream sent them, credentials redacted.
+    pub response_headers: Map<String, Value>,
+    /// The request body as forwarded: the JSON object, or a wrapper
+    /// `{content_type, encoding, body}` for anything else.
+    pub raw_request: Option<Value>,
+    /// The response body as received: the JSON object, or a wrapper
+    /// `{content_type, encoding, body}` for anything else (SSE streams too).
+    pub raw_response: Option<Value>,
+    /// Free-form metadata (the request's own `metadata` object, rLLM type).
+    pub metadata: Map<String, Value>,
+}
+
+/// One choice of an answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Choice {
+    /// The choice's index.
+    pub index: u32,
+    /// The message: `role`, `content`, and when present `reasoning_content`,
+    /// `refusal`, `tool_calls`.
+    pub message: Map<String, Value>,
+    /// Why generation stopped.
+    pub finish_reason: Option<String>,
+}
+
+/// Token usage. Every count is optional: upstreams report what they report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub input_tokens: Option<u64>,
+    /// Completion (output) tokens.
+    pub output_tokens: Option<u64>,
+    /// Total tokens.
+    pub total_tokens: Option<u64>,
+    /// Input tokens served from a prompt cache.
+    pub cached_input_tokens: Option<u64>,
+    /// Input tokens written to a prompt cache.
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Output tokens spent on reasoning.
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Input plus output tokens, when either is known.
+    pub fn tokens(&self) -> Option<u64> {
+        match (self.input_tokens, self.output_tokens) {
+            (None, None) => self.total_tokens,
+            (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The upstream answered 2xx and the whole answer reached the client.
+    #[default]
+    Ok,
+    /// The upstream or the gateway failed the call; `error` says how.
+    Error,
+    /// The client went away before the answer was complete.
+    ClientClosed,
+}
+
+impl Status {
+    /// The status as stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::ClientClosed => "client_closed",
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallError {
+    /// A stable machine-readable kind, e.g. `upstream_unreachable`.
+    pub kind: String,
+    /// A human-readable message (never contains a credential).
+    pub message: String,
+}
+
+/// Formats a time as RFC 3339 in UTC with milliseconds, the form every stored
+/// time takes (it sorts lexicographically).
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Seconds since the Unix epoch, as rLLM's `timestamp` has it.
+pub fn epoch_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+/// Milliseconds in a duration, with sub-millisecond precision.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Serde helper: an `Option<String>` written as `""` when absent (rLLM's
+/// string-typed fields), and read back with `""` meaning absent.
+mod empty_as_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_deref().unwrap_or(""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let v: Option<String> = Option::deserialize(d)?;
+        Ok(v.filter(|s| !s.is_empty()))
+    }
+}

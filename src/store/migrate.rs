@@ -1,0 +1,118 @@
+//! Schema migrations: numbered SQL files from `schema/`, applied forward only.
+//!
+//! Each migration runs once, in its own transaction, and is recorded in the
+//! `schema_migrations` table with the time it was applied. There is no "down":
+//! a database is only ever moved forward, and no migration may drop user data.
+//! A database written by a newer tracegate (one with migrations this binary
+//! does not know) is refused rather than misread.
+
+use rusqlite::{Connection, params};
+
+/// One migration: its version number, its file name, and its SQL.
+pub struct Migration {
+    /// The number the file name starts with.
+    pub version: i64,
+    /// The file name under `schema/`.
+    pub name: &'static str,
+    /// The SQL it runs.
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. A test checks that this list and the `.sql`
+/// files in `schema/` agree.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_initial.sql",
+    sql: include_str!("../../schema/0001_initial.sql"),
+}];
+
+/// Applies every migration the database has not seen yet. Returns the
+/// versions applied.
+pub fn apply(conn: &mut Connection) -> Result<Vec<i64>, String> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         )",
+    )
+    .map_err(|e| format!("cannot create schema_migrations: {e}"))?;
+
+    let newest_known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let newest_applied: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| format!("cannot read schema_migrations: {e}"))?;
+    if newest_applied > newest_known {
+        return Err(format!(
+            "the database has schema version {newest_applied}, newer than this tracegate \
+             understands ({newest_known}); upgrade tracegate"
+        ));
+    }
+
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| m.version > newest_applied) {
+        let tx = conn
+            .transaction()
+            .map_err(|e| format!("cannot start migration {}: {e}", migration.name))?;
+        tx.execute_batch(migration.sql)
+            .map_err(|e| format!("migration {} failed: {e}", migration.name))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![
+                migration.version,
+                migration.name,
+                crate::record::rfc3339(std::time::SystemTime::now())
+            ],
+        )
+        .map_err(|e| format!("cannot record migration {}: {e}", migration.name))?;
+        tx.commit()
+            .map_err(|e| format!("cannot commit migration {}: {e}", migration.name))?;
+        applied.push(migration.version);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_match_the_schema_directory() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schema");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|m| m.name.to_string()).collect();
+        assert_eq!(files, listed);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "versions are consecutive from 1");
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&mut conn).unwrap().len(), MIGRATIONS.len());
+        assert!(apply(&mut conn).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (999, 'future.sql', 'x')",
+            [],
+        )
+        .unwrap();
+        assert!(apply(&mut conn).unwrap_err().contains("newer"));
+    }
+}

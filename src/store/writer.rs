@@ -1,0 +1,492 @@
+//! The one writer: a dedicated thread that owns the write connection.
+//!
+//! Request tasks never touch the disk. A finished call's record is handed to
+//! the writer through a bounded channel; the writer thread takes everything
+//! that is waiting (up to `batch_max`) and commits it in one transaction —
+//! group commit: at low load each record commits at once, under load the
+//! batches grow on their own, with no timer adding latency.
+//!
+//! **Nothing is ever dropped.** When the channel is full, the task handing a
+//! record over waits for room. That task is the capture task of a call whose
+//! response has already been sent, so a slow disk delays only the bookkeeping,
+//! never a client — until memory for waiting captures runs out, which is the
+//! point where dropping would be the only alternative and we choose
+//! backpressure instead.
+//!
+//! **Flush** (`POST /admin/flush`, shutdown) must cover every call whose
+//! response has ended, even if its record is still being assembled. So a call
+//! takes a *reservation* the moment its response ends, before the client can
+//! see the end, and releases it when its record is in the channel. A flush
+//! waits for every reservation taken before it, then sends a barrier through
+//! the same channel and returns when the writer has committed up to it.
+
+use crate::record::TraceRecord;
+use crate::store::codec;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// A cloneable handle for sending work to the writer thread.
+#[derive(Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<Command>,
+    pending: Arc<Pending>,
+}
+
+/// What the writer thread is asked to do.
+pub(crate) enum Command {
+    Record(Box<Row>),
+    CreateSession {
+        session_id: String,
+        metadata: Map<String, Value>,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+    DeleteSession {
+        session_id: String,
+        ack: oneshot::Sender<Result<usize, String>>,
+    },
+    Flush(oneshot::Sender<Result<(), String>>),
+    Shutdown(oneshot::Sender<Result<(), String>>),
+}
+
+impl StoreWriter {
+    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
+        Self {
+            tx,
+            pending: Arc::new(Pending::default()),
+        }
+    }
+
+    /// Reserves a place for a record that is being assembled: flushes wait
+    /// for it. Call this when the call's response ends, then [`Reservation::submit`].
+    pub fn reserve(&self) -> Reservation {
+        Reservation {
+            writer: self.clone(),
+            ticket: Some(self.pending.open()),
+        }
+    }
+
+    /// Returns once every record whose reservation was taken before this call
+    /// is committed.
+    pub async fn flush(&self) -> Result<(), String> {
+        self.pending
+            .wait_for_tickets_before(self.pending.high_water())
+            .await;
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Flush(ack)).await?;
+        done.await
+            .map_err(|_| "the store writer stopped".to_string())?
+    }
+
+    /// Creates a session (or updates its metadata), committed on return.
+    pub async fn create_session(
+        &self,
+        session_id: String,
+        metadata: Map<String, Value>,
+    ) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::CreateSession {
+            session_id,
+            metadata,
+            ack,
+        })
+        .await?;
+        done.await
+            .map_err(|_| "the store writer stopped".to_string())?
+    }
+
+    /// Deletes a session and its traces; returns the number of traces deleted.
+    pub async fn delete_session(&self, session_id: String) -> Result<usize, String> {
+        // Records already on their way must not resurrect the session.
+        self.flush().await?;
+        let (ack, done) = oneshot::channel();
+        self.send(Command::DeleteSession { session_id, ack })
+            .await?;
+        done.await
+            .map_err(|_| "the store writer stopped".to_string())?
+    }
+
+    /// Flushes everything, then stops the writer thread.
+    pub async fn shutdown(&self) -> Result<(), String> {
+        self.flush().await?;
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Shutdown(ack)).await?;
+        done.await
+            .map_err(|_| "the store writer stopped".to_string())?
+    }
+
+    /// Records waiting in the channel for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    async fn send(&self, command: Command) -> Result<(), String> {
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| "the store writer stopped".to_string())
+    }
+}
+
+/// A place reserved for one record; see [`StoreWriter::reserve`].
+pub struct Reservation {
+    writer: StoreWriter,
+    ticket: Option<u64>,
+}
+
+impl Reservation {
+    /// Encodes the record and hands it to the writer, waiting for room in the
+    /// channel if it is full. Never drops the record unless the writer has
+    /// stopped (shutdown), which is logged.
+    pub async fn submit(mut self, record: TraceRecord) {
+        let trace_id = record.trace_id.clone();
+        match Row::from_record(record) {
+            Ok(row) => {
+                if self
+                    .writer
+                    .send(Command::Record(Box::new(row)))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(%trace_id, "store writer stopped; record lost");
+                }
+            }
+            Err(e) => tracing::error!(%trace_id, "cannot encode record: {e}"),
+        }
+        if let Some(ticket) = self.ticket.take() {
+            self.writer.pending.close(ticket);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // A capture that failed before submitting must not block flushes.
+        if let Some(ticket) = self.ticket.take() {
+            self.writer.pending.close(ticket);
+        }
+    }
+}
+
+/// Open reservations, by ticket number.
+#[derive(Default)]
+struct Pending {
+    state: Mutex<PendingState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct PendingState {
+    next: u64,
+    open: BTreeSet<u64>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn open(&self) -> u64 {
+        let mut state = self.lock();
+        let ticket = state.next;
+        state.next += 1;
+        state.open.insert(ticket);
+        ticket
+    }
+
+    fn close(&self, ticket: u64) {
+        self.lock().open.remove(&ticket);
+        self.changed.notify_waiters();
+    }
+
+    /// The number of the next ticket: every ticket below it exists already.
+    fn high_water(&self) -> u64 {
+        self.lock().next
+    }
+
+    async fn wait_for_tickets_before(&self, mark: u64) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .lock()
+                .open
+                .first()
+                .is_none_or(|oldest| *oldest >= mark)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A record encoded for its row: the record (for its indexed columns, with
+/// its bulky parts moved out), its JSON, and its compact blobs.
+pub(crate) struct Row {
+    record: TraceRecord,
+    json: String,
+    prompt_token_ids: Option<Vec<u8>>,
+    completion_token_ids: Option<Vec<u8>>,
+    logprobs: Option<Vec<u8>>,
+    raw_request: Option<Vec<u8>>,
+    raw_response: Option<Vec<u8>>,
+}
+
+/// Record fields stored in their own compact columns rather than the JSON.
+pub(crate) const BLOB_FIELDS: &[&str] = &[
+    "prompt_token_ids",
+    "completion_token_ids",
+    "logprobs",
+    "raw_request",
+    "raw_response",
+];
+
+impl Row {
+    /// Encodes a record (off the writer thread: compression is CPU work).
+    pub(crate) fn from_record(mut record: TraceRecord) -> Result<Row, String> {
+        let prompt_token_ids = codec::pack_u32(&std::mem::take(&mut record.prompt_token_ids));
+        let completion_token_ids =
+            codec::pack_u32(&std::mem::take(&mut record.completion_token_ids));
+        let logprobs = codec::pack_f64(record.logprobs.take().as_deref());
+        let raw_request = codec::compress_json(record.raw_request.take().as_ref())?;
+        let raw_response = codec::compress_json(record.raw_response.take().as_ref())?;
+        let mut value = serde_json::to_value(&record).map_err(|e| e.to_string())?;
+        if let Some(object) = value.as_object_mut() {
+            for field in BLOB_FIELDS {
+                object.shift_remove(*field);
+            }
+        }
+        Ok(Row {
+            record,
+            json: value.to_string(),
+            prompt_token_ids,
+            completion_token_ids,
+            logprobs,
+            raw_request,
+            raw_response,
+        })
+    }
+}
+
+/// The writer thread's loop: batch, commit, acknowledge, until shutdown.
+pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, batch_max: usize) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        if commit(&mut conn, batch) {
+            break;
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!("final WAL checkpoint failed: {e}");
+    }
+}
+
+/// Acknowledgements to send once the transaction is committed.
+enum Ack {
+    Unit(oneshot::Sender<Result<(), String>>, Result<(), String>),
+    Count(
+        oneshot::Sender<Result<usize, String>>,
+        Result<usize, String>,
+    ),
+}
+
+/// Commits one batch; returns true when the batch asked the writer to stop.
+fn commit(conn: &mut Connection, batch: Vec<Command>) -> bool {
+    let mut acks = Vec::new();
+    let mut stop = false;
+    let mut records = 0usize;
+    let outcome = (|| -> Result<(), rusqlite::Error> {
+        let mut tx = conn.transaction()?;
+        for command in batch {
+            match command {
+                Command::Record(row) => {
+                    records += 1;
+                    if let Err(e) = insert_atomically(&mut tx, &row) {
+                        tracing::error!(trace_id = %row.record.trace_id, "cannot store record: {e}");
+                    }
+                }
+                Command::CreateSession {
+                    session_id,
+                    metadata,
+                    ack,
+                } => {
+                    let result =
+                        create_session(&tx, &session_id, &metadata).map_err(|e| e.to_string());
+                    acks.push(Ack::Unit(ack, result));
+                }
+                Command::DeleteSession { session_id, ack } => {
+                    let result = delete_session(&tx, &session_id).map_err(|e| e.to_string());
+                    acks.push(Ack::Count(ack, result));
+                }
+                Command::Flush(ack) => acks.push(Ack::Unit(ack, Ok(()))),
+                Command::Shutdown(ack) => {
+                    acks.push(Ack::Unit(ack, Ok(())));
+                    stop = true;
+                }
+            }
+        }
+        tx.commit()
+    })();
+    if let Err(e) = &outcome {
+        tracing::error!("store commit failed, {records} records lost: {e}");
+    }
+    for ack in acks {
+        // A requester that gave up waiting is not an error.
+        match ack {
+            Ack::Unit(tx, result) => {
+                let _ = tx.send(outcome.as_ref().map_err(|e| e.to_string()).and(result));
+            }
+            Ack::Count(tx, result) => {
+                let _ = tx.send(outcome.as_ref().map_err(|e| e.to_string()).and(result));
+            }
+        }
+    }
+    stop
+}
+
+fn insert_atomically(tx: &mut Transaction<'_>, row: &Row) -> Result<(), rusqlite::Error> {
+    let sp = tx.savepoint()?;
+    insert(&sp, row)?;
+    sp.commit()
+}
+
+fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
+    let r = &row.record;
+    let tokens = r.usage.tokens().map(|t| t as i64);
+    let is_error = i64::from(r.status != crate::record::Status::Ok);
+    conn.prepare_cached(
+        "INSERT INTO traces (
+            trace_id, session_id, run_id, harness, step_id, parent_span_id, project, experiment,
+            span_type, route, upstream, protocol, operation, method, path, model, response_model,
+            stream, status, http_status, error_kind, started_at, ended_at, latency_ms, ttft_ms,
+            input_tokens, output_tokens, tokens, record,
+            prompt_token_ids, completion_token_ids, logprobs, raw_request, raw_response
+        ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                  ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32,
+                  ?33, ?34)",
+    )?
+    .execute(params![
+        r.trace_id,
+        r.session_id,
+        r.run_id,
+        r.harness,
+        r.step_id,
+        r.parent_span_id,
+        r.project,
+        r.experiment,
+        r.span_type,
+        r.route,
+        r.upstream,
+        r.protocol,
+        r.operation,
+        r.method,
+        r.path,
+        r.model,
+        r.response_model,
+        r.stream,
+        r.status.as_str(),
+        r.http_status,
+        r.error.as_ref().map(|e| e.kind.as_str()),
+        r.started_at,
+        r.ended_at,
+        r.latency_ms,
+        r.ttft_ms,
+        r.usage.input_tokens.map(|t| t as i64),
+        r.usage.output_tokens.map(|t| t as i64),
+        tokens,
+        row.json,
+        row.prompt_token_ids,
+        row.completion_token_ids,
+        row.logprobs,
+        row.raw_request,
+        row.raw_response,
+    ])?;
+
+    let tokens = tokens.unwrap_or(0);
+    if let Some(session_id) = &r.session_id {
+        conn.prepare_cached(
+            "INSERT INTO sessions (session_id, run_id, created_at, first_seen, last_seen,
+                                   trace_count, error_count, tokens)
+             VALUES (?1, ?2, ?3, ?3, ?3, 1, ?4, ?5)
+             ON CONFLICT (session_id) DO UPDATE SET
+                 run_id      = COALESCE(excluded.run_id, sessions.run_id),
+                 first_seen  = MIN(COALESCE(sessions.first_seen, excluded.first_seen), excluded.first_seen),
+                 last_seen   = MAX(COALESCE(sessions.last_seen, excluded.last_seen), excluded.last_seen),
+                 trace_count = sessions.trace_count + 1,
+                 error_count = sessions.error_count + excluded.error_count,
+                 tokens      = sessions.tokens + excluded.tokens",
+        )?
+        .execute(params![session_id, r.run_id, r.started_at, is_error, tokens])?;
+    }
+    if let Some(run_id) = &r.run_id {
+        conn.prepare_cached(
+            "INSERT INTO runs (run_id, first_seen, last_seen, trace_count, error_count, tokens)
+             VALUES (?1, ?2, ?2, 1, ?3, ?4)
+             ON CONFLICT (run_id) DO UPDATE SET
+                 first_seen  = MIN(runs.first_seen, excluded.first_seen),
+                 last_seen   = MAX(runs.last_seen, excluded.last_seen),
+                 trace_count = runs.trace_count + 1,
+                 error_count = runs.error_count + excluded.error_count,
+                 tokens      = runs.tokens + excluded.tokens",
+        )?
+        .execute(params![run_id, r.started_at, is_error, tokens])?;
+    }
+    Ok(())
+}
+
+fn create_session(
+    conn: &Connection,
+    session_id: &str,
+    metadata: &Map<String, Value>,
+) -> Result<(), rusqlite::Error> {
+    let now = crate::record::rfc3339(std::time::SystemTime::now());
+    let metadata = Value::Object(metadata.clone()).to_string();
+    conn.execute(
+        "INSERT INTO sessions (session_id, created_at, metadata) VALUES (?1, ?2, ?3)
+         ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata
+         WHERE excluded.metadata != '{}'",
+        params![session_id, now, metadata],
+    )?;
+    Ok(())
+}
+
+fn delete_session(conn: &Connection, session_id: &str) -> Result<usize, rusqlite::Error> {
+    let run_id: Option<String> = conn
+        .query_row(
+            "SELECT run_id FROM sessions WHERE session_id = ?1",
+            [session_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let deleted = conn.execute("DELETE FROM traces WHERE session_id = ?1", [session_id])?;
+    conn.execute("DELETE FROM sessions WHERE session_id = ?1", [session_id])?;
+    if let Some(run_id) = run_id {
+        // Keep the run's counters true to the traces that remain.
+        conn.execute(
+            "UPDATE runs SET
+                 trace_count = (SELECT COUNT(*) FROM traces WHERE run_id = ?1),
+                 error_count = (SELECT COUNT(*) FROM traces WHERE run_id = ?1 AND status != 'ok'),
+                 tokens      = (SELECT COALESCE(SUM(tokens), 0) FROM traces WHERE run_id = ?1)
+             WHERE run_id = ?1",
+            [&run_id],
+        )?;
+        conn.execute(
+            "DELETE FROM runs WHERE run_id = ?1 AND trace_count = 0",
+            [&run_id],
+        )?;
+    }
+    Ok(deleted)
+}
