@@ -5,7 +5,7 @@
 -- is kept beside them as JSON (`record`), except for the bulky parts, which
 -- are stored compactly: token ids as packed little-endian u32, logprobs as
 -- packed little-endian f64, raw request and response as zstd-compressed JSON.
--- Times are RFC 3339 UTC strings with milliseconds: they sort as text.
+-- Times are RFC 3339 UTC strings with microseconds: they sort as text.
 
 CREATE TABLE traces (
     trace_id             TEXT PRIMARY KEY,

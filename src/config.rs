@@ -95,7 +95,7 @@ struct FileStore {
 
 /// A key that takes one string or a list of them.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a URL or a list of URLs")]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -103,7 +103,10 @@ enum OneOrMany {
 
 /// A byte count written as an integer or a string with a unit.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a byte count like 33554432 or \"32MiB\""
+)]
 enum ByteSize {
     Bytes(u64),
     Text(String),
@@ -288,18 +291,43 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
         let message = e.message().replace('\n', " ");
-        match line {
-            Some(line) => err(
-                "config",
-                format!("{} line {line}: {message}", path.display()),
-            ),
-            None => err("config", format!("{}: {message}", path.display())),
-        }
+        let place = match e.span() {
+            Some(span) => {
+                let (line, key) = locate(&text, span.start);
+                match key {
+                    Some(key) => format!("{} line {line}, key {key}", path.display()),
+                    None => format!("{} line {line}", path.display()),
+                }
+            }
+            None => path.display().to_string(),
+        };
+        err("config", format!("{place}: {message}"))
     })
+}
+
+/// The line number of `offset` in a TOML text, and the dotted key assigned
+/// on that line (with its `[table]` prefix), if the line assigns one.
+fn locate(text: &str, offset: usize) -> (usize, Option<String>) {
+    let before = &text[..offset.min(text.len())];
+    let line_number = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_number - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = match (table, key) {
+        (Some(table), Some(key)) => Some(format!("{table}.{key}")),
+        (None, key) => key,
+        (Some(_), None) => None,
+    };
+    (line_number, key)
 }
 
 /// Parses an upstream base URL: http or https, no credentials, no query.
@@ -388,6 +416,17 @@ mod tests {
         );
         assert!(parse_upstream("ftp://h").is_err());
         assert!(parse_upstream("http://user:pw@h/v1").is_err());
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_its_table() {
+        let text = "listen = \"x\"\n[store]\nqueue_capacity = \"many\"\n";
+        let offset = text.find("\"many\"").unwrap();
+        assert_eq!(
+            locate(text, offset),
+            (3, Some("store.queue_capacity".to_string()))
+        );
+        assert_eq!(locate(text, 0), (1, Some("listen".to_string())));
     }
 
     #[test]

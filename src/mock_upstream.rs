@@ -539,14 +539,14 @@ fn stream_response(state: &MockState, behaviour: Behaviour, frames: Vec<Bytes>) 
     let mut released = state.release.subscribe();
     tokio::spawn(async move {
         for (i, frame) in frames.into_iter().enumerate() {
+            if i > 0 && !behaviour.chunk_delay.is_zero() {
+                tokio::time::sleep(behaviour.chunk_delay).await;
+            }
             if behaviour.drop_after == Some(i) {
                 let _ = tx
                     .send(Err(std::io::Error::other("mock dropped the connection")))
                     .await;
                 return;
-            }
-            if i > 0 && !behaviour.chunk_delay.is_zero() {
-                tokio::time::sleep(behaviour.chunk_delay).await;
             }
             if tx.send(Ok(frame)).await.is_err() {
                 return; // the client went away

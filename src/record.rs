@@ -119,7 +119,7 @@ pub struct TraceRecord {
     // ---- timing ----
     /// When the call arrived, in seconds since the Unix epoch (rLLM type).
     pub timestamp: f64,
-    /// When the call arrived (RFC 3339, UTC, milliseconds).
+    /// When the call arrived (RFC 3339, UTC, microseconds).
     pub started_at: String,
     /// When the first response byte arrived from the upstream.
     pub first_chunk_at: Option<String>,
@@ -228,10 +228,10 @@ pub struct CallError {
     pub message: String,
 }
 
-/// Formats a time as RFC 3339 in UTC with milliseconds, the form every stored
-/// time takes (it sorts lexicographically).
+/// Formats a time as RFC 3339 in UTC with microseconds, the form every stored
+/// time takes (fixed width, so it sorts lexicographically).
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_micros(t).to_string()
 }
 
 /// Seconds since the Unix epoch, as rLLM's `timestamp` has it.

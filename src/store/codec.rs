@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn logprobs_round_trip_exactly() {
-        let lp = [-0.0021876335144042969, -12.5, 0.0];
+        let lp = [-0.002187633514404297, -12.5, 0.0];
         assert_eq!(unpack_f64(&pack_f64(Some(&lp)).unwrap()), lp);
         assert_eq!(pack_f64(None), None);
     }

@@ -79,8 +79,10 @@ fn sql_err(e: rusqlite::Error) -> String {
 
 /// RFC 3339 text for an epoch-seconds value (the form the columns hold).
 fn since_text(since: f64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs_f64(since.max(0.0));
-    crate::record::rfc3339(t)
+    // Stored times have microsecond precision; round so that a timestamp
+    // read back from a record selects strictly after that record.
+    let micros = (since.max(0.0) * 1e6).round() as u64;
+    crate::record::rfc3339(UNIX_EPOCH + Duration::from_micros(micros))
 }
 
 const RECORD_COLUMNS: &str =

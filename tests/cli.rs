@@ -1,0 +1,319 @@
+//! The real `tracegate` binary: configuration precedence and errors,
+//! graceful shutdown on SIGTERM, the demo, the mock upstream.
+
+mod common;
+
+use common::process::{Running, free_port, tracegate};
+use common::{chat_body, start_mock_with, within};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Output};
+use tracegate::mock_upstream::MockOptions;
+
+fn count(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn run_to_end(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+#[test]
+fn listen_precedence_is_flag_then_env_then_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("tracegate.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{file_port}\"\n")).unwrap();
+
+    let mut cmd = tracegate(dir.path());
+    cmd.args(["serve", "--config", config.to_str().unwrap()]);
+    drop(Running::spawn(cmd, file_port));
+
+    let mut cmd = tracegate(dir.path());
+    cmd.args(["serve", "--config", config.to_str().unwrap()])
+        .env("TRACEGATE_LISTEN", format!("127.0.0.1:{env_port}"));
+    drop(Running::spawn(cmd, env_port));
+
+    let mut cmd = tracegate(dir.path());
+    cmd.args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{flag_port}")])
+        .env("TRACEGATE_LISTEN", format!("127.0.0.1:{env_port}"));
+    drop(Running::spawn(cmd, flag_port));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_and_db_follow_the_same_precedence() {
+    let file_mock = start_mock_with(MockOptions::default()).await;
+    let env_mock = start_mock_with(MockOptions::default()).await;
+    let flag_mock = start_mock_with(MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracegate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = [\"{}\"]\ndb = \"file.db\"\n",
+            file_mock.base_url()
+        ),
+    )
+    .unwrap();
+    let cases = [
+        (None, None, &file_mock, "file.db"),
+        (Some(&env_mock), None, &env_mock, "env.db"),
+        (Some(&env_mock), Some(&flag_mock), &flag_mock, "flag.db"),
+    ];
+    for (env, flag, expected, db) in cases {
+        let port = free_port();
+        let mut cmd = tracegate(dir.path());
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        if let Some(env) = env {
+            cmd.env("TRACEGATE_UPSTREAM", env.base_url())
+                .env("TRACEGATE_DB", "env.db");
+        }
+        if let Some(flag) = flag {
+            cmd.args(["--upstream", &flag.base_url(), "--db", "flag.db"]);
+        }
+        let running = Running::spawn(cmd, port);
+        let before = expected.state.received().len();
+        reqwest::get(running.url("/v1/models")).await.unwrap();
+        assert_eq!(expected.state.received().len(), before + 1);
+        running.terminate();
+        assert!(running.wait().success());
+        assert_eq!(
+            count(&dir.path().join(db), "SELECT COUNT(*) FROM traces"),
+            1,
+            "{db}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_uses_openai_base_url_and_the_default_db() {
+    let mock = start_mock_with(MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = tracegate(dir.path());
+    // Only the port is chosen (the default 9090 may be taken on a shared box).
+    cmd.arg("serve")
+        .env("TRACEGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("OPENAI_BASE_URL", mock.base_url());
+    let running = Running::spawn(cmd, port);
+    let answer: Value = reqwest::get(running.url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["data"][0]["id"], "mock-model");
+    running.terminate();
+    assert!(running.wait().success());
+    assert!(dir.path().join("tracegate.db").exists());
+}
+
+#[test]
+fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n").unwrap();
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(&syntax, "listen = \n").unwrap();
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["--listen", "nowhere"], vec![], "listen"),
+        (vec!["--upstream", "ftp://x"], vec![], "upstream"),
+        (
+            vec![],
+            vec![("TRACEGATE_MAX_BODY_BYTES", "lots")],
+            "max_body_bytes",
+        ),
+        (
+            vec![],
+            vec![("TRACEGATE_CONNECT_TIMEOUT", "soon")],
+            "connect_timeout",
+        ),
+        (
+            vec!["--config", file.to_str().unwrap()],
+            vec![],
+            "listen_adress",
+        ),
+        (vec!["--config", syntax.to_str().unwrap()], vec![], "line 1"),
+        (vec!["--config", "/does/not/exist.toml"], vec![], "config"),
+    ];
+    for (args, env, key) in cases {
+        let mut cmd = tracegate(dir.path());
+        cmd.arg("serve").args(&args);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = run_to_end(&mut cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(key), "{stderr} should name {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_streams_finish_and_commits_them() {
+    let mock = start_mock_with(MockOptions {
+        chunks: 10,
+        chunk_delay_ms: 100,
+        ..MockOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = tracegate(dir.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        &mock.base_url(),
+    ]);
+    let running = Running::spawn(cmd, port);
+    let mut body = chat_body("a slow stream");
+    body["stream"] = json!(true);
+    let mut response = reqwest::Client::new()
+        .post(running.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    within("the first chunk", response.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    running.terminate();
+    let mut rest = String::new();
+    while let Some(chunk) = within("the stream", response.chunk()).await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        rest.ends_with("data: [DONE]\n\n"),
+        "the stream finished after SIGTERM"
+    );
+    let status = tokio::task::spawn_blocking(move || running.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit 0 after draining");
+    let db = dir.path().join("tracegate.db");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM traces WHERE status = 'ok'"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_period_records_what_it_cut() {
+    let mock = start_mock_with(MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = tracegate(dir.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        &mock.base_url(),
+    ])
+    .args(["--shutdown-grace", "300ms"]);
+    let running = Running::spawn(cmd, port);
+    let mut body = chat_body("held forever");
+    body["stream"] = json!(true);
+    let mut response = reqwest::Client::new()
+        .post(running.url("/v1/chat/completions"))
+        .header("x-mock-hold", "1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    within("the first chunk", response.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    running.terminate();
+    let status = tokio::task::spawn_blocking(move || running.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let db = dir.path().join("tracegate.db");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM traces WHERE status = 'client_closed'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn demo_prints_the_run_tree_and_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_to_end(tracegate(dir.path()).args(["demo", "--db", "demo.db"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("run demo-run-"), "{stdout}");
+    assert!(
+        stdout.contains("2 sessions · 6 calls · 0 errors"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("── session ").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("── step ").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("(stream)").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("tool call search_docs").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stdout.contains("demo.db"), "{stdout}");
+    let db = dir.path().join("demo.db");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM traces"), 6);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM traces WHERE parent_span_id IS NOT NULL"
+        ),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_upstream_serves_models_and_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = tracegate(dir.path());
+    cmd.args([
+        "mock-upstream",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--chunks",
+        "3",
+    ]);
+    let running = Running::spawn(cmd, port);
+    let models: Value = reqwest::get(running.url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "mock-model");
+    let mut body = chat_body("hi");
+    body["stream"] = json!(true);
+    let text = reqwest::Client::new()
+        .post(running.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // role chunk + 3 content chunks + finish chunk + [DONE]
+    assert_eq!(text.matches("data: ").count(), 6, "{text}");
+}

@@ -1,0 +1,230 @@
+//! Identity over real sockets: the precedence table of DESIGN §2, every
+//! combination of carriers, and the stripping as the upstream sees it.
+
+mod common;
+
+use common::{TestGateway, chat_body, client, start_mock};
+use serde_json::{Value, json};
+use tracegate::record::TraceRecord;
+
+/// The carriers a field can travel in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Carrier {
+    Header,
+    MetadataRllm,
+    TopRllm,
+    Path,
+}
+
+/// The text fields and their headers (step_id is tested on its own).
+const TEXT_FIELDS: &[(&str, &str)] = &[
+    ("session_id", "X-RLLM-Session-Id"),
+    ("run_id", "X-RLLM-Run-Id"),
+    ("harness", "X-RLLM-Harness"),
+    ("parent_span_id", "X-RLLM-Parent-Span-Id"),
+    ("project", "X-RLLM-Project"),
+    ("experiment", "X-RLLM-Experiment"),
+];
+
+fn value_of(carrier: Carrier) -> &'static str {
+    match carrier {
+        Carrier::Header => "from-header",
+        Carrier::MetadataRllm => "from-metadata-rllm",
+        Carrier::TopRllm => "from-rllm",
+        Carrier::Path => "from-path",
+    }
+}
+
+fn field(record: &TraceRecord, name: &str) -> Option<String> {
+    match name {
+        "session_id" => record.session_id.clone(),
+        "run_id" => record.run_id.clone(),
+        "harness" => record.harness.clone(),
+        "parent_span_id" => record.parent_span_id.clone(),
+        "project" => record.project.clone(),
+        "experiment" => record.experiment.clone(),
+        "step_id" => record.step_id.map(|s| s.to_string()),
+        _ => unreachable!(),
+    }
+}
+
+/// Sends one call with `field` in each of `carriers`, returns its record id.
+async fn send(gw: &TestGateway, name: &str, header: &str, carriers: &[Carrier]) -> String {
+    let mut body = chat_body("who am I");
+    let mut path = "/v1/chat/completions".to_string();
+    let mut request = client().post("http://placeholder");
+    for carrier in carriers {
+        let value = value_of(*carrier);
+        match carrier {
+            Carrier::Header => request = request.header(header, value),
+            Carrier::MetadataRllm => body["metadata"] = json!({"rllm": {name: value}}),
+            Carrier::TopRllm => body["rllm"] = json!({name: value}),
+            Carrier::Path => path = format!("/sessions/{value}/v1/chat/completions"),
+        }
+    }
+    let mut built = request.json(&body).build().unwrap();
+    *built.url_mut() = reqwest::Url::parse(&gw.at(&path)).unwrap();
+    let response = client().execute(built).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["x-rllm-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every subset of `carriers`, in order.
+fn subsets(carriers: &[Carrier]) -> Vec<Vec<Carrier>> {
+    (0..1u32 << carriers.len())
+        .map(|mask| {
+            carriers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, c)| *c)
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precedence_is_header_then_body_then_path_for_every_combination() {
+    let mock = start_mock().await;
+    let gw = TestGateway::start(&mock.base_url()).await;
+    let mut expectations = Vec::new();
+    for (name, header) in TEXT_FIELDS {
+        let mut carriers = vec![Carrier::Header, Carrier::MetadataRllm, Carrier::TopRllm];
+        if *name == "session_id" {
+            carriers.push(Carrier::Path);
+        }
+        for combination in subsets(&carriers) {
+            let trace_id = send(&gw, name, header, &combination).await;
+            // The winner is the first carrier in precedence order.
+            let expected = combination.first().map(|c| value_of(*c).to_string());
+            expectations.push((trace_id, *name, combination, expected));
+        }
+    }
+    let records = gw.records().await;
+    assert_eq!(records.len(), expectations.len());
+    for (trace_id, name, combination, expected) in expectations {
+        let record = records.iter().find(|r| r.trace_id == trace_id).unwrap();
+        assert_eq!(
+            field(record, name),
+            expected,
+            "{name} carried by {combination:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_from_different_carriers_combine() {
+    let mock = start_mock().await;
+    let gw = TestGateway::start(&mock.base_url()).await;
+    let mut body = chat_body("mixed");
+    body["metadata"] = json!({"rllm": {"harness": "swe-agent", "step_id": 4}});
+    body["rllm"] = json!({"project": "p1", "harness": "loses-to-metadata"});
+    client()
+        .post(gw.at("/sessions/episode-9/v1/chat/completions"))
+        .header("x-rllm-run-id", "run-7")
+        .header("X-Rllm-Experiment", "  exp-a  ")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let r = gw.only_record().await;
+    assert_eq!(r.session_id.as_deref(), Some("episode-9"));
+    assert_eq!(r.run_id.as_deref(), Some("run-7"));
+    assert_eq!(r.harness.as_deref(), Some("swe-agent"));
+    assert_eq!(r.step_id, Some(4));
+    assert_eq!(r.project.as_deref(), Some("p1"));
+    assert_eq!(r.experiment.as_deref(), Some("exp-a"), "values are trimmed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_id_precedence_and_types() {
+    let mock = start_mock().await;
+    let gw = TestGateway::start(&mock.base_url()).await;
+    let cases: Vec<(Option<&str>, Option<Value>, Option<i64>)> = vec![
+        (Some("3"), Some(json!(5)), Some(3)),
+        (None, Some(json!(5)), Some(5)),
+        (None, Some(json!("6")), Some(6)),
+        (Some(" 7 "), None, Some(7)),
+        (Some(""), Some(json!(8)), Some(8)),
+        (None, None, None),
+    ];
+    let mut ids = Vec::new();
+    for (header, body_value, expected) in &cases {
+        let mut body = chat_body("step");
+        if let Some(v) = body_value {
+            body["metadata"] = json!({"rllm": {"step_id": v}});
+        }
+        let mut request = client().post(gw.at("/v1/chat/completions")).json(&body);
+        if let Some(h) = header {
+            request = request.header("x-rllm-step-id", *h);
+        }
+        let response = request.send().await.unwrap();
+        ids.push((
+            response.headers()["x-rllm-trace-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+            *expected,
+        ));
+    }
+    let records = gw.records().await;
+    for (id, expected) in ids {
+        let r = records.iter().find(|r| r.trace_id == id).unwrap();
+        assert_eq!(r.step_id, expected);
+        assert!(r.identity_errors.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_step_id_is_recorded_and_never_fails_the_call() {
+    let mock = start_mock().await;
+    let gw = TestGateway::start(&mock.base_url()).await;
+    let response = client()
+        .post(gw.at("/v1/chat/completions"))
+        .header("x-rllm-step-id", "step-three")
+        .header("x-rllm-session-id", "s")
+        .json(&chat_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let r = gw.only_record().await;
+    assert_eq!(r.step_id, None);
+    assert_eq!(r.session_id.as_deref(), Some("s"));
+    assert_eq!(r.identity_errors.len(), 1);
+    assert!(r.identity_errors[0].contains("step-three"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_never_sees_identity() {
+    let mock = start_mock().await;
+    let gw = TestGateway::start(&mock.base_url()).await;
+    let mut body = chat_body("secret identity");
+    body["rllm"] = json!({"run_id": "r"});
+    body["metadata"] = json!({"rllm": {"session_id": "s"}});
+    let mut request = client().post(gw.at("/sessions/s/v1/chat/completions"));
+    for (_, header) in TEXT_FIELDS {
+        request = request.header(*header, "v");
+    }
+    request
+        .header("X-RLLM-Step-Id", "1")
+        .header("x-rllm-custom-future-field", "v")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let received = &mock.state.received()[0];
+    for (name, _) in &received.headers {
+        assert!(!name.starts_with("x-rllm-"), "{name} reached the upstream");
+    }
+    let forwarded = received.json().unwrap();
+    assert!(forwarded.get("rllm").is_none());
+    assert!(
+        forwarded.get("metadata").is_none(),
+        "emptied metadata is removed"
+    );
+    assert!(!received.body.contains("rllm"));
+}
