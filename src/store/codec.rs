@@ -8,6 +8,7 @@
 //! zstd-compressed. An empty array or an absent value is stored as NULL.
 
 use serde_json::Value;
+use std::cell::RefCell;
 
 /// zstd level: fast enough for the capture path, a good ratio on JSON.
 const ZSTD_LEVEL: i32 = 3;
@@ -43,13 +44,30 @@ pub fn unpack_f64(bytes: &[u8]) -> Vec<f64> {
         .collect()
 }
 
+thread_local! {
+    /// One compression context per thread: creating a zstd context costs
+    /// more than compressing a typical record.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
 /// Compresses a JSON value; `None` for an absent value.
 pub fn compress_json(value: Option<&Value>) -> Result<Option<Vec<u8>>, String> {
     let Some(value) = value else { return Ok(None) };
     let text = serde_json::to_vec(value).map_err(|e| format!("cannot encode JSON: {e}"))?;
-    zstd::bulk::compress(&text, ZSTD_LEVEL)
-        .map(Some)
-        .map_err(|e| format!("cannot compress: {e}"))
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(
+                zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                    .map_err(|e| format!("cannot create a compressor: {e}"))?,
+            ),
+        };
+        compressor
+            .compress(&text)
+            .map(Some)
+            .map_err(|e| format!("cannot compress: {e}"))
+    })
 }
 
 /// Decompresses [`compress_json`].

@@ -47,7 +47,9 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, String> {
     // WAL: readers never block the writer. synchronous=NORMAL: a commit is
     // durable against a process crash (not against power loss until the next
     // checkpoint), without an fsync per batch.
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
+    )
         .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
     Ok(conn)
 }

@@ -22,7 +22,7 @@
 
 use crate::record::TraceRecord;
 use crate::store::codec;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -308,12 +308,12 @@ fn commit(conn: &mut Connection, batch: Vec<Command>) -> bool {
     let mut stop = false;
     let mut records = 0usize;
     let outcome = (|| -> Result<(), rusqlite::Error> {
-        let mut tx = conn.transaction()?;
+        let tx = conn.transaction()?;
         for command in batch {
             match command {
                 Command::Record(row) => {
                     records += 1;
-                    if let Err(e) = insert_atomically(&mut tx, &row) {
+                    if let Err(e) = insert(&tx, &row) {
                         tracing::error!(trace_id = %row.record.trace_id, "cannot store record: {e}");
                     }
                 }
@@ -356,12 +356,10 @@ fn commit(conn: &mut Connection, batch: Vec<Command>) -> bool {
     stop
 }
 
-fn insert_atomically(tx: &mut Transaction<'_>, row: &Row) -> Result<(), rusqlite::Error> {
-    let sp = tx.savepoint()?;
-    insert(&sp, row)?;
-    sp.commit()
-}
-
+/// Inserts a record and updates its session and run. No savepoint per
+/// record: it would cost a statement-journal write each, and the trace insert
+/// — the statement that could fail — comes first, so a failure leaves the
+/// session and run counters untouched.
 fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
     let r = &row.record;
     let tokens = r.usage.tokens().map(|t| t as i64);
