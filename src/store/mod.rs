@@ -50,7 +50,7 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, String> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
     )
-        .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
+    .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
     Ok(conn)
 }
 
