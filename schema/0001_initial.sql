@@ -4,7 +4,9 @@
 -- `sqlite3 tracegate.db` answers everyday questions directly. The full record
 -- is kept beside them as JSON (`record`), except for the bulky parts, which
 -- are stored compactly: token ids as packed little-endian u32, logprobs as
--- packed little-endian f64, raw request and response as zstd-compressed JSON.
+-- packed little-endian f64 (one list per choice: a u32 count of lists, then
+-- each list's u32 length, 0xFFFFFFFF for an absent list, and its values),
+-- top logprobs and the raw request and response as zstd-compressed JSON.
 -- Times are RFC 3339 UTC strings with microseconds: they sort as text.
 
 CREATE TABLE traces (
@@ -38,8 +40,9 @@ CREATE TABLE traces (
     tokens               INTEGER,         -- input + output
     record               TEXT NOT NULL,   -- the TraceRecord JSON, minus the blobs below
     prompt_token_ids     BLOB,            -- packed u32 LE
-    completion_token_ids BLOB,            -- packed u32 LE
-    logprobs             BLOB,            -- packed f64 LE
+    completion_token_ids BLOB,            -- per choice: packed u32 LE lists
+    logprobs             BLOB,            -- per choice: packed f64 LE lists
+    top_logprobs         BLOB,            -- per choice: zstd(JSON)
     raw_request          BLOB,            -- zstd(JSON)
     raw_response         BLOB             -- zstd(JSON)
 );

@@ -71,8 +71,8 @@ pub struct TraceRecord {
     pub upstream: String,
     /// The API family the call spoke: `openai` or `anthropic`.
     pub protocol: String,
-    /// The GenAI operation: `chat`, `text_completion`, `embeddings`,
-    /// `responses`, `messages`, or `other`.
+    /// The GenAI operation: `chat` (chat completions, Anthropic messages, the
+    /// Responses API), `text_completion`, `embeddings`, or `other`.
     pub operation: String,
 
     // ---- request ----
@@ -95,8 +95,13 @@ pub struct TraceRecord {
     pub response_model: Option<String>,
     /// The first choice's message (`{}` when there is none; rLLM type).
     pub response_message: Map<String, Value>,
-    /// Every choice of the answer.
+    /// Every choice of the answer (the output messages).
     pub choices: Vec<Choice>,
+    /// Every tool call of every choice, in OpenAI's shape
+    /// (`{id, type, function: {name, arguments}}`) plus its `choice` index,
+    /// whatever the protocol (Anthropic `tool_use` blocks and Responses API
+    /// `function_call` items are normalised to it).
+    pub tool_calls: Vec<Value>,
     /// The first choice's finish reason.
     pub finish_reason: Option<String>,
     /// Every choice's finish reason, in choice order.
@@ -109,6 +114,8 @@ pub struct TraceRecord {
     pub completion_token_ids: Vec<u32>,
     /// The first choice's per-token logprobs, when returned.
     pub logprobs: Option<Vec<f64>>,
+    /// For embeddings calls: how many inputs, and the vectors' size.
+    pub embeddings: Option<Embeddings>,
 
     // ---- usage ----
     /// Token usage as the upstream reported it.
@@ -160,10 +167,40 @@ pub struct Choice {
     /// The choice's index.
     pub index: u32,
     /// The message: `role`, `content`, and when present `reasoning_content`,
-    /// `refusal`, `tool_calls`.
+    /// `refusal`, `tool_calls` (and for Anthropic `content_blocks`, the
+    /// message's blocks exactly as the API returns them).
     pub message: Map<String, Value>,
     /// Why generation stopped.
     pub finish_reason: Option<String>,
+    /// The choice's completion token ids (vLLM `token_ids`).
+    pub token_ids: Vec<u32>,
+    /// The choice's per-token logprobs.
+    pub logprobs: Option<Vec<f64>>,
+    /// For each token, the most likely alternatives, when asked for.
+    pub top_logprobs: Option<Vec<Vec<TopLogprob>>>,
+}
+
+/// One alternative token and its logprob.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log probability.
+    pub logprob: f64,
+}
+
+/// What an embeddings call embedded. The vectors themselves are not kept
+/// unless `capture.store_embeddings` is on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Embeddings {
+    /// How many inputs were embedded.
+    pub input_count: u64,
+    /// The size of each vector.
+    pub dimensions: Option<u64>,
+    /// `float` or `base64`, as requested.
+    pub encoding_format: Option<String>,
 }
 
 /// Token usage. Every count is optional: upstreams report what they report.

@@ -15,18 +15,26 @@
 //!
 //! Each protocol has one assembler module with plain functions: `request`
 //! (normalised input), `response_json` (a whole answer) and `response_events`
-//! (a streamed one), all producing the same [`Output`]. [`sse`] is the one SSE
-//! reader they share.
+//! (a streamed one), all producing the same [`Output`] — one normalised view
+//! (input messages, output messages, tool calls, finish reasons, usage)
+//! whatever the protocol, beside the protocol's own raw request and
+//! response. [`sse`] is the one SSE reader they share, [`fields`] the field
+//! readers the OpenAI-style APIs share.
 
+pub mod anthropic_messages;
+pub mod fields;
 pub mod openai_chat;
+pub mod openai_completions;
+pub mod openai_embeddings;
+pub mod openai_responses;
 pub mod sse;
 
 use crate::error::GatewayError;
 use crate::headers;
 use crate::identity::Identity;
 use crate::record::{
-    CallError, Choice, DEFAULT_SPAN_TYPE, Status, TraceRecord, Usage, epoch_seconds, millis,
-    rfc3339,
+    CallError, Choice, DEFAULT_SPAN_TYPE, Embeddings, Status, TraceRecord, Usage, epoch_seconds,
+    millis, rfc3339,
 };
 use crate::store::{Reservation, StoreWriter};
 use base64::Engine;
@@ -40,8 +48,18 @@ use std::time::{Instant, SystemTime};
 pub enum Endpoint {
     /// OpenAI `/v1/chat/completions`.
     ChatCompletions,
-    /// Anything else: forwarded and recorded with raw bodies only.
+    /// OpenAI `/v1/completions`.
+    Completions,
+    /// OpenAI `/v1/responses`.
+    Responses,
+    /// OpenAI `/v1/embeddings`.
+    Embeddings,
+    /// Anthropic `/v1/messages`.
+    Messages,
+    /// Any other OpenAI-style path: forwarded and recorded with raw bodies.
     Other,
+    /// Any other Anthropic path (`/v1/messages/count_tokens`, batches).
+    OtherAnthropic,
 }
 
 impl Endpoint {
@@ -49,22 +67,41 @@ impl Endpoint {
     pub fn from_api_path(api_path: &str) -> Endpoint {
         match api_path.trim_end_matches('/') {
             "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/v1/completions" => Endpoint::Completions,
+            "/v1/responses" => Endpoint::Responses,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/messages" => Endpoint::Messages,
+            p if p.starts_with("/v1/messages/") => Endpoint::OtherAnthropic,
             _ => Endpoint::Other,
         }
     }
 
     /// The API family (`openai` or `anthropic`).
     pub fn protocol(self) -> &'static str {
-        "openai"
+        match self {
+            Endpoint::Messages | Endpoint::OtherAnthropic => "anthropic",
+            _ => "openai",
+        }
     }
 
     /// The GenAI operation name.
     pub fn operation(self) -> &'static str {
         match self {
-            Endpoint::ChatCompletions => "chat",
-            Endpoint::Other => "other",
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages => "chat",
+            Endpoint::Completions => "text_completion",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Other | Endpoint::OtherAnthropic => "other",
         }
     }
+}
+
+/// The normalised input of a request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Input {
+    /// Input messages, in the OpenAI chat shape.
+    pub messages: Vec<Value>,
+    /// Tool definitions offered to the model.
+    pub tools: Vec<Value>,
 }
 
 /// A point in time, on both clocks: wall (for the record) and monotonic (for
@@ -122,6 +159,8 @@ pub struct CallContext {
     pub request_json: Option<Map<String, Value>>,
     /// The forwarded body, when it is not a JSON object.
     pub request_body: Bytes,
+    /// Whether embedding vectors are kept in the raw response.
+    pub store_embeddings: bool,
 }
 
 /// How a response ended.
@@ -159,28 +198,20 @@ pub struct Output {
     pub response_id: Option<String>,
     /// The model that answered.
     pub response_model: Option<String>,
-    /// Every choice, in index order.
-    pub choices: Vec<ChoiceData>,
+    /// Every choice, in index order, with its token data.
+    pub choices: Vec<Choice>,
     /// Token usage.
     pub usage: Usage,
     /// Prompt token ids (vLLM).
     pub prompt_token_ids: Vec<u32>,
+    /// For embeddings: what was embedded.
+    pub embeddings: Option<Embeddings>,
     /// An error the upstream reported inside a 2xx response (an error event).
     pub error: Option<CallError>,
-    /// Whether the response reached its protocol's proper end (`[DONE]`, a
-    /// whole JSON body); a stream cut short is not complete.
+    /// Whether the response reached its protocol's proper end (`[DONE]`,
+    /// `message_stop`, `response.completed`, a whole JSON body); a stream cut
+    /// short is not complete.
     pub complete: bool,
-}
-
-/// A choice with its token data, before it is split into the record.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChoiceData {
-    /// The choice as the record shows it.
-    pub choice: Choice,
-    /// Its completion token ids (vLLM).
-    pub token_ids: Vec<u32>,
-    /// Its per-token logprobs.
-    pub logprobs: Option<Vec<f64>>,
 }
 
 /// Collects a response as it streams to the client, and records the call when
@@ -319,18 +350,27 @@ pub fn assemble(
     };
 
     // ---- the request ----
+    let mut requested_embeddings = None;
     if let Some(body) = ctx.request_json {
-        rec.model = body
-            .get("model")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        rec.model = body.get("model").and_then(Value::as_str).map(str::to_string);
         rec.stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         if let Some(Value::Object(metadata)) = body.get("metadata") {
             rec.metadata = metadata.clone();
         }
-        if ctx.endpoint == Endpoint::ChatCompletions {
-            (rec.messages, rec.tools) = openai_chat::request(&body);
-        }
+        let input = match ctx.endpoint {
+            Endpoint::ChatCompletions => openai_chat::request(&body),
+            Endpoint::Completions => openai_completions::request(&body),
+            Endpoint::Responses => openai_responses::request(&body),
+            Endpoint::Messages => anthropic_messages::request(&body),
+            Endpoint::Embeddings => {
+                let (input, info) = openai_embeddings::request(&body);
+                requested_embeddings = Some(info);
+                input
+            }
+            Endpoint::Other | Endpoint::OtherAnthropic => Input::default(),
+        };
+        rec.messages = input.messages;
+        rec.tools = input.tools;
         rec.request_params = body
             .iter()
             .filter(|(k, _)| !CONTENT_KEYS.contains(&k.as_str()))
@@ -338,10 +378,7 @@ pub fn assemble(
             .collect();
         rec.raw_request = Some(Value::Object(body));
     } else if !ctx.request_body.is_empty() {
-        rec.raw_request = Some(raw_body(
-            ctx.request_content_type.as_deref(),
-            &ctx.request_body,
-        ));
+        rec.raw_request = Some(raw_body(ctx.request_content_type.as_deref(), &ctx.request_body));
     }
 
     // ---- the response ----
@@ -383,15 +420,29 @@ pub fn assemble(
         let events = sse::events(&response.chunks);
         match ctx.endpoint {
             Endpoint::ChatCompletions => Some(openai_chat::response_events(&events)),
-            Endpoint::Other => None,
-        }
-    } else {
-        match (&json, ctx.endpoint) {
-            (Some(v), Endpoint::ChatCompletions) if response.status < 400 => {
-                Some(openai_chat::response_json(v))
-            }
+            Endpoint::Completions => Some(openai_completions::response_events(&events)),
+            Endpoint::Responses => Some(openai_responses::response_events(&events)),
+            Endpoint::Messages => Some(anthropic_messages::response_events(&events)),
             _ => None,
         }
+    } else {
+        match &json {
+            Some(v) if response.status < 400 => match ctx.endpoint {
+                Endpoint::ChatCompletions => Some(openai_chat::response_json(v)),
+                Endpoint::Completions => Some(openai_completions::response_json(v)),
+                Endpoint::Responses => Some(openai_responses::response_json(v)),
+                Endpoint::Messages => Some(anthropic_messages::response_json(v)),
+                Endpoint::Embeddings => Some(openai_embeddings::response_json(v)),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let json = match json {
+        Some(v) if ctx.endpoint == Endpoint::Embeddings && !ctx.store_embeddings => {
+            Some(openai_embeddings::without_vectors(v))
+        }
+        other => other,
     };
     rec.raw_response = match json {
         Some(Value::Object(object)) => Some(Value::Object(object)),
@@ -429,7 +480,11 @@ pub fn assemble(
         rec.status = Status::Error;
     }
 
-    if let Some(out) = output {
+    if let Some(mut out) = output {
+        if let (Some(asked), Some(got)) = (requested_embeddings, out.embeddings.as_mut()) {
+            got.encoding_format = asked.encoding_format;
+            got.dimensions = got.dimensions.or(asked.dimensions);
+        }
         apply_output(&mut rec, out);
     }
     rec
@@ -440,20 +495,35 @@ fn apply_output(rec: &mut TraceRecord, out: Output) {
     rec.response_id = out.response_id;
     rec.response_model = out.response_model;
     rec.prompt_token_ids = out.prompt_token_ids;
+    rec.embeddings = out.embeddings;
     rec.token_counts = token_counts(&out.usage);
     rec.usage = out.usage;
     rec.finish_reasons = out
         .choices
         .iter()
-        .filter_map(|c| c.choice.finish_reason.clone())
+        .filter_map(|c| c.finish_reason.clone())
+        .collect();
+    rec.tool_calls = out
+        .choices
+        .iter()
+        .flat_map(|c| {
+            let calls = c.message.get("tool_calls").and_then(Value::as_array);
+            calls.into_iter().flatten().map(move |call| {
+                let mut call = call.clone();
+                if let Some(fields) = call.as_object_mut() {
+                    fields.insert("choice".into(), json!(c.index));
+                }
+                call
+            })
+        })
         .collect();
     if let Some(first) = out.choices.first() {
-        rec.response_message = first.choice.message.clone();
-        rec.finish_reason = first.choice.finish_reason.clone();
+        rec.response_message = first.message.clone();
+        rec.finish_reason = first.finish_reason.clone();
         rec.completion_token_ids = first.token_ids.clone();
         rec.logprobs = first.logprobs.clone();
     }
-    rec.choices = out.choices.into_iter().map(|c| c.choice).collect();
+    rec.choices = out.choices;
 }
 
 /// rLLM's `token_counts`: `{prompt, completion}` when known.

@@ -100,6 +100,7 @@ impl Forwarder {
                 .map(str::to_string),
             request_json: None,
             request_body: Bytes::new(),
+            store_embeddings: false,
         };
 
         // 1. The body, whole, within the limit.

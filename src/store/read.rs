@@ -6,7 +6,7 @@
 //! [`Connection`]; [`StoreReader`] runs them on a small pool of read-only
 //! connections off the async runtime.
 
-use crate::record::{TraceRecord, epoch_seconds};
+use crate::record::{TopLogprob, TraceRecord, epoch_seconds};
 use crate::store::codec;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row as SqlRow, params_from_iter};
 use serde::Serialize;
@@ -85,8 +85,8 @@ fn since_text(since: f64) -> String {
     crate::record::rfc3339(UNIX_EPOCH + Duration::from_micros(micros))
 }
 
-const RECORD_COLUMNS: &str =
-    "record, prompt_token_ids, completion_token_ids, logprobs, raw_request, raw_response";
+const RECORD_COLUMNS: &str = "record, prompt_token_ids, completion_token_ids, logprobs, \
+                              top_logprobs, raw_request, raw_response";
 
 /// Rebuilds a record from its JSON and blob columns.
 fn record_from_row(row: &SqlRow<'_>) -> rusqlite::Result<ReadResult<TraceRecord>> {
@@ -94,25 +94,31 @@ fn record_from_row(row: &SqlRow<'_>) -> rusqlite::Result<ReadResult<TraceRecord>
     let prompt: Option<Vec<u8>> = row.get(1)?;
     let completion: Option<Vec<u8>> = row.get(2)?;
     let logprobs: Option<Vec<u8>> = row.get(3)?;
-    let raw_request: Option<Vec<u8>> = row.get(4)?;
-    let raw_response: Option<Vec<u8>> = row.get(5)?;
+    let top_logprobs: Option<Vec<u8>> = row.get(4)?;
+    let raw_request: Option<Vec<u8>> = row.get(5)?;
+    let raw_response: Option<Vec<u8>> = row.get(6)?;
     Ok((|| {
         let mut record: TraceRecord =
             serde_json::from_str(&json).map_err(|e| format!("stored record is corrupt: {e}"))?;
         record.prompt_token_ids = prompt.as_deref().map(codec::unpack_u32).unwrap_or_default();
-        record.completion_token_ids = completion
-            .as_deref()
-            .map(codec::unpack_u32)
-            .unwrap_or_default();
-        record.logprobs = logprobs.as_deref().map(codec::unpack_f64);
-        record.raw_request = raw_request
-            .as_deref()
-            .map(codec::decompress_json)
-            .transpose()?;
-        record.raw_response = raw_response
-            .as_deref()
-            .map(codec::decompress_json)
-            .transpose()?;
+        let ids = completion.as_deref().map(codec::unpack_u32_lists).unwrap_or_default();
+        let lps = logprobs.as_deref().map(codec::unpack_f64_lists).unwrap_or_default();
+        let tops: Vec<Option<Vec<Vec<TopLogprob>>>> = match top_logprobs.as_deref() {
+            Some(blob) => serde_json::from_value(codec::decompress_json(blob)?)
+                .map_err(|e| format!("stored top logprobs are corrupt: {e}"))?,
+            None => Vec::new(),
+        };
+        for (i, choice) in record.choices.iter_mut().enumerate() {
+            choice.token_ids = ids.get(i).cloned().unwrap_or_default();
+            choice.logprobs = lps.get(i).cloned().flatten();
+            choice.top_logprobs = tops.get(i).cloned().flatten();
+        }
+        if let Some(first) = record.choices.first() {
+            record.completion_token_ids = first.token_ids.clone();
+            record.logprobs = first.logprobs.clone();
+        }
+        record.raw_request = raw_request.as_deref().map(codec::decompress_json).transpose()?;
+        record.raw_response = raw_response.as_deref().map(codec::decompress_json).transpose()?;
         Ok(record)
     })())
 }

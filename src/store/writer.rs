@@ -20,7 +20,7 @@
 //! waits for every reservation taken before it, then sends a barrier through
 //! the same channel and returns when the writer has committed up to it.
 
-use crate::record::TraceRecord;
+use crate::record::{TopLogprob, TraceRecord};
 use crate::store::codec;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -234,11 +234,14 @@ pub(crate) struct Row {
     prompt_token_ids: Option<Vec<u8>>,
     completion_token_ids: Option<Vec<u8>>,
     logprobs: Option<Vec<u8>>,
+    top_logprobs: Option<Vec<u8>>,
     raw_request: Option<Vec<u8>>,
     raw_response: Option<Vec<u8>>,
 }
 
 /// Record fields stored in their own compact columns rather than the JSON.
+/// (`completion_token_ids` and `logprobs` are the first choice's, rebuilt
+/// from the per-choice columns on read.)
 pub(crate) const BLOB_FIELDS: &[&str] = &[
     "prompt_token_ids",
     "completion_token_ids",
@@ -251,9 +254,27 @@ impl Row {
     /// Encodes a record (off the writer thread: compression is CPU work).
     pub(crate) fn from_record(mut record: TraceRecord) -> Result<Row, String> {
         let prompt_token_ids = codec::pack_u32(&std::mem::take(&mut record.prompt_token_ids));
+        record.completion_token_ids = Vec::new();
+        record.logprobs = None;
+        let ids: Vec<Vec<u32>> = record
+            .choices
+            .iter_mut()
+            .map(|c| std::mem::take(&mut c.token_ids))
+            .collect();
+        let logprobs: Vec<Option<Vec<f64>>> =
+            record.choices.iter_mut().map(|c| c.logprobs.take()).collect();
+        let top: Vec<Option<Vec<Vec<TopLogprob>>>> =
+            record.choices.iter_mut().map(|c| c.top_logprobs.take()).collect();
         let completion_token_ids =
-            codec::pack_u32(&std::mem::take(&mut record.completion_token_ids));
-        let logprobs = codec::pack_f64(record.logprobs.take().as_deref());
+            codec::pack_u32_lists(&ids.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let logprobs =
+            codec::pack_f64_lists(&logprobs.iter().map(Option::as_deref).collect::<Vec<_>>());
+        let top_logprobs = if top.iter().all(Option::is_none) {
+            None
+        } else {
+            let value = serde_json::to_value(&top).map_err(|e| e.to_string())?;
+            codec::compress_json(Some(&value))?
+        };
         let raw_request = codec::compress_json(record.raw_request.take().as_ref())?;
         let raw_response = codec::compress_json(record.raw_response.take().as_ref())?;
         let mut value = serde_json::to_value(&record).map_err(|e| e.to_string())?;
@@ -268,6 +289,7 @@ impl Row {
             prompt_token_ids,
             completion_token_ids,
             logprobs,
+            top_logprobs,
             raw_request,
             raw_response,
         })
@@ -370,10 +392,11 @@ fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
             span_type, route, upstream, protocol, operation, method, path, model, response_model,
             stream, status, http_status, error_kind, started_at, ended_at, latency_ms, ttft_ms,
             input_tokens, output_tokens, tokens, record,
-            prompt_token_ids, completion_token_ids, logprobs, raw_request, raw_response
+            prompt_token_ids, completion_token_ids, logprobs, top_logprobs,
+            raw_request, raw_response
         ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                   ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32,
-                  ?33, ?34)",
+                  ?33, ?34, ?35)",
     )?
     .execute(params![
         r.trace_id,
@@ -408,6 +431,7 @@ fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
         row.prompt_token_ids,
         row.completion_token_ids,
         row.logprobs,
+        row.top_logprobs,
         row.raw_request,
         row.raw_response,
     ])?;

@@ -1,0 +1,200 @@
+//! Reading the fields the OpenAI-style APIs share.
+//!
+//! Chat completions, completions, the Responses API and embeddings name their
+//! usage, token ids, logprobs and errors alike (with small variations this
+//! file absorbs), so every assembler reads them through these functions.
+
+use crate::record::{CallError, TopLogprob, Usage};
+use serde_json::Value;
+
+/// A string field of a JSON object.
+pub fn str_field(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// An array field of a JSON object, cloned (empty when absent).
+pub fn array(v: Option<&Value>) -> Vec<Value> {
+    v.and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+/// Token ids from a JSON array of integers.
+pub fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    v.and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|i| i.as_u64().and_then(|n| u32::try_from(n).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Usage in OpenAI's shape: chat and completions name it `prompt_tokens`,
+/// the Responses API and embeddings `input_tokens`; both are read.
+pub fn usage(u: &Value) -> Usage {
+    let count = |keys: &[&str]| keys.iter().find_map(|k| u.get(*k).and_then(Value::as_u64));
+    let detail = |outer: &[&str], inner: &str| {
+        outer
+            .iter()
+            .find_map(|k| u.get(*k).and_then(|d| d.get(inner)).and_then(Value::as_u64))
+    };
+    Usage {
+        input_tokens: count(&["prompt_tokens", "input_tokens"]),
+        output_tokens: count(&["completion_tokens", "output_tokens"]),
+        total_tokens: count(&["total_tokens"]),
+        cached_input_tokens: detail(
+            &["prompt_tokens_details", "input_tokens_details"],
+            "cached_tokens",
+        ),
+        cache_creation_input_tokens: None,
+        reasoning_tokens: detail(
+            &["completion_tokens_details", "output_tokens_details"],
+            "reasoning_tokens",
+        ),
+    }
+}
+
+/// An error object sent inside a 2xx answer (an SSE error event, a failed
+/// response).
+pub fn error(error: &Value) -> CallError {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string());
+    CallError {
+        kind: "upstream_stream_error".into(),
+        message,
+    }
+}
+
+/// Per-token logprobs in the chat shape: `{"content": [{"token", "logprob",
+/// "top_logprobs": [{"token", "logprob"}]}]}`. Returns the logprobs and the
+/// alternatives (`None` when no token had any), or `None` when absent.
+pub fn chat_logprobs(v: Option<&Value>) -> Option<(Vec<f64>, Option<Vec<Vec<TopLogprob>>>)> {
+    let items = v?.get("content")?.as_array()?;
+    let logprobs = items
+        .iter()
+        .filter_map(|t| t.get("logprob").and_then(Value::as_f64))
+        .collect();
+    let tops: Vec<Vec<TopLogprob>> = items
+        .iter()
+        .map(|t| {
+            t.get("top_logprobs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|alt| {
+                    Some(TopLogprob {
+                        token: alt.get("token")?.as_str()?.to_string(),
+                        logprob: alt.get("logprob")?.as_f64()?,
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let any_top = tops.iter().any(|t| !t.is_empty());
+    Some((logprobs, any_top.then_some(tops)))
+}
+
+/// Per-token logprobs in the completions shape: `{"tokens", "token_logprobs",
+/// "top_logprobs": [{"token": logprob, ...}]}` (a `null` logprob, as for an
+/// echoed first token, is skipped).
+pub fn completion_logprobs(v: Option<&Value>) -> Option<(Vec<f64>, Option<Vec<Vec<TopLogprob>>>)> {
+    let l = v?;
+    let logprobs = l
+        .get("token_logprobs")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let tops: Option<Vec<Vec<TopLogprob>>> = l.get("top_logprobs").and_then(Value::as_array).map(|per_token| {
+        per_token
+            .iter()
+            .map(|alts| {
+                alts.as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(token, lp)| {
+                        Some(TopLogprob {
+                            token: token.clone(),
+                            logprob: lp.as_f64()?,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    Some((logprobs, tops.filter(|t: &Vec<Vec<TopLogprob>>| t.iter().any(|x| !x.is_empty()))))
+}
+
+/// Appends one chunk's logprobs to a choice's running lists.
+pub fn extend_logprobs(
+    logprobs: &mut Option<Vec<f64>>,
+    tops: &mut Option<Vec<Vec<TopLogprob>>>,
+    chunk: Option<(Vec<f64>, Option<Vec<Vec<TopLogprob>>>)>,
+) {
+    let Some((lp, top)) = chunk else { return };
+    let before = logprobs.as_ref().map_or(0, Vec::len);
+    logprobs.get_or_insert_with(Vec::new).extend(lp);
+    if let Some(top) = top {
+        // Tokens seen before without alternatives get empty lists, so the
+        // alternatives stay aligned with their tokens.
+        let list = tops.get_or_insert_with(|| vec![Vec::new(); before]);
+        list.resize(before, Vec::new());
+        list.extend(top);
+    } else if let Some(list) = tops {
+        let after = logprobs.as_ref().map_or(0, Vec::len);
+        list.resize(after, Vec::new());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_reads_both_namings_and_details() {
+        let chat = usage(&json!({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 3}, "completion_tokens_details": {"reasoning_tokens": 1}}));
+        assert_eq!((chat.input_tokens, chat.output_tokens, chat.total_tokens), (Some(5), Some(2), Some(7)));
+        assert_eq!((chat.cached_input_tokens, chat.reasoning_tokens), (Some(3), Some(1)));
+        let responses = usage(&json!({"input_tokens": 9, "output_tokens": 4,
+            "input_tokens_details": {"cached_tokens": 8}, "output_tokens_details": {"reasoning_tokens": 2}}));
+        assert_eq!((responses.input_tokens, responses.cached_input_tokens, responses.reasoning_tokens), (Some(9), Some(8), Some(2)));
+    }
+
+    #[test]
+    fn chat_logprobs_keep_alternatives_only_when_given() {
+        let (lp, top) = chat_logprobs(Some(&json!({"content": [
+            {"token": "a", "logprob": -0.5, "top_logprobs": []}]}))).unwrap();
+        assert_eq!((lp, top), (vec![-0.5], None));
+        let (_, top) = chat_logprobs(Some(&json!({"content": [
+            {"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "b", "logprob": -1.5}]}]}))).unwrap();
+        assert_eq!(top.unwrap()[0][0].token, "b");
+        assert!(chat_logprobs(None).is_none());
+    }
+
+    #[test]
+    fn completion_logprobs_skip_nulls_and_read_dicts() {
+        let (lp, top) = completion_logprobs(Some(&json!({"tokens": ["x", "y"], "token_logprobs": [null, -0.25],
+            "top_logprobs": [null, {"y": -0.25, "z": -2.0}]}))).unwrap();
+        assert_eq!(lp, vec![-0.25]);
+        let top = top.unwrap();
+        assert_eq!(top[1].len(), 2);
+        assert_eq!(top[1][1].token, "z");
+    }
+
+    #[test]
+    fn alternatives_stay_aligned_across_chunks() {
+        let (mut lp, mut top) = (None, None);
+        extend_logprobs(&mut lp, &mut top, Some((vec![-1.0], None)));
+        let alt = vec![vec![TopLogprob { token: "t".into(), logprob: -2.0 }]];
+        extend_logprobs(&mut lp, &mut top, Some((vec![-2.0], Some(alt))));
+        assert_eq!(lp.unwrap().len(), 2);
+        let top = top.unwrap();
+        assert_eq!(top.len(), 2);
+        assert!(top[0].is_empty());
+        assert_eq!(top[1][0].token, "t");
+    }
+}
