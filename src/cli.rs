@@ -91,7 +91,7 @@ fn print(text: &str) {
 
 async fn serve(config: Config) -> Result<(), String> {
     let server = crate::server::Server::bind(&config).await?;
-    let upstreams: Vec<&str> = config.upstreams.iter().map(|u| u.as_str()).collect();
+    let upstreams: Vec<&str> = config.route.upstreams.iter().map(|u| u.as_str()).collect();
     tracing::info!(
         "tracegate listening on http://{} → upstream {} · db {}",
         server.local_addr(),

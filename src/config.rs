@@ -68,6 +68,26 @@ pub struct ServeArgs {
     /// [default: 30s].
     #[arg(long, env = "TRACEGATE_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
+    /// What the upstream is: vllm, openai, anthropic or generic; vllm turns
+    /// on the token-data options below [default: generic].
+    #[arg(long, env = "TRACEGATE_KIND", value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Ask the upstream for logprobs on chat and completions calls
+    /// [default: true for vllm, else false].
+    #[arg(long, env = "TRACEGATE_INJECT_LOGPROBS", value_name = "BOOL")]
+    pub inject_logprobs: Option<String>,
+    /// Ask the upstream for token ids (`return_token_ids`)
+    /// [default: true for vllm, else false].
+    #[arg(long, env = "TRACEGATE_INJECT_RETURN_TOKEN_IDS", value_name = "BOOL")]
+    pub inject_return_token_ids: Option<String>,
+    /// Remove vLLM's extra fields (token ids, prompt logprobs, logprobs the
+    /// client did not ask for) from what the client receives
+    /// [default: true for vllm, else false].
+    #[arg(long, env = "TRACEGATE_STRIP_VLLM_FIELDS", value_name = "BOOL")]
+    pub strip_vllm_fields: Option<String>,
+    /// Keep embedding vectors in stored raw responses [default: false].
+    #[arg(long, env = "TRACEGATE_STORE_EMBEDDINGS", value_name = "BOOL")]
+    pub store_embeddings: Option<String>,
 }
 
 /// The configuration file, as written. Every key is optional.
@@ -82,7 +102,19 @@ struct FileConfig {
     read_timeout: Option<String>,
     request_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    kind: Option<String>,
+    inject_logprobs: Option<bool>,
+    inject_return_token_ids: Option<bool>,
+    strip_vllm_fields: Option<bool>,
     store: Option<FileStore>,
+    capture: Option<FileCapture>,
+}
+
+/// The `[capture]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCapture {
+    store_embeddings: Option<bool>,
 }
 
 /// The `[store]` table of the configuration file.
@@ -119,8 +151,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The SQLite database file.
     pub db: PathBuf,
-    /// The upstream base URLs (at least one), without trailing slash.
-    pub upstreams: Vec<Url>,
+    /// Where calls go.
+    pub route: RouteConfig,
+    /// What capture keeps.
+    pub capture: CaptureOptions,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Time allowed to connect to an upstream.
@@ -133,6 +167,53 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Store tuning.
     pub store: StoreOptions,
+}
+
+/// What an upstream is. It sets the defaults of the token-data options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// A vLLM server: token ids and logprobs on by default.
+    Vllm,
+    /// OpenAI itself (rejects unknown parameters).
+    Openai,
+    /// Anthropic itself.
+    Anthropic,
+    /// Any other OpenAI-compatible server.
+    Generic,
+}
+
+impl UpstreamKind {
+    fn parse(text: &str) -> Option<UpstreamKind> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "vllm" => Some(UpstreamKind::Vllm),
+            "openai" => Some(UpstreamKind::Openai),
+            "anthropic" => Some(UpstreamKind::Anthropic),
+            "generic" => Some(UpstreamKind::Generic),
+            _ => None,
+        }
+    }
+}
+
+/// A route: the upstreams calls go to and how they are treated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// The upstream base URLs (at least one), without trailing slash.
+    pub upstreams: Vec<Url>,
+    /// What the upstream is.
+    pub kind: UpstreamKind,
+    /// Add `logprobs` to chat and completions requests that lack it.
+    pub inject_logprobs: bool,
+    /// Add `return_token_ids` to chat and completions requests that lack it.
+    pub inject_return_token_ids: bool,
+    /// Remove vLLM's extra fields from what the client receives.
+    pub strip_vllm_fields: bool,
+}
+
+/// What capture keeps beyond the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// Keep embedding vectors in stored raw responses.
+    pub store_embeddings: bool,
 }
 
 /// Tuning of the store writer.
@@ -208,6 +289,46 @@ impl Config {
             .iter()
             .map(|u| parse_upstream(u).map_err(|m| err("upstream", m)))
             .collect::<Result<Vec<_>, _>>()?;
+        let kind = match pick(&args.kind, file.kind) {
+            Some(text) => UpstreamKind::parse(&text).ok_or_else(|| {
+                err(
+                    "kind",
+                    format!("'{text}' is not one of vllm, openai, anthropic, generic"),
+                )
+            })?,
+            None => UpstreamKind::Generic,
+        };
+        let vllm = kind == UpstreamKind::Vllm;
+        let route = RouteConfig {
+            upstreams,
+            kind,
+            inject_logprobs: flag(
+                "inject_logprobs",
+                &args.inject_logprobs,
+                file.inject_logprobs,
+            )?
+            .unwrap_or(vllm),
+            inject_return_token_ids: flag(
+                "inject_return_token_ids",
+                &args.inject_return_token_ids,
+                file.inject_return_token_ids,
+            )?
+            .unwrap_or(vllm),
+            strip_vllm_fields: flag(
+                "strip_vllm_fields",
+                &args.strip_vllm_fields,
+                file.strip_vllm_fields,
+            )?
+            .unwrap_or(vllm),
+        };
+        let capture = CaptureOptions {
+            store_embeddings: flag(
+                "capture.store_embeddings",
+                &args.store_embeddings,
+                file.capture.and_then(|c| c.store_embeddings),
+            )?
+            .unwrap_or(false),
+        };
 
         let max_body_bytes = match (args.max_body_bytes.clone(), file.max_body_bytes) {
             (Some(text), _) | (None, Some(ByteSize::Text(text))) => {
@@ -263,7 +384,8 @@ impl Config {
         Ok(Config {
             listen,
             db,
-            upstreams,
+            route,
+            capture,
             max_body_bytes: usize::try_from(max_body_bytes)
                 .map_err(|_| err("max_body_bytes", "too large for this machine"))?,
             connect_timeout,
@@ -278,6 +400,17 @@ impl Config {
 /// The flag-or-environment value if given, else the file's.
 fn pick(cli: &Option<String>, file: Option<String>) -> Option<String> {
     cli.clone().or(file)
+}
+
+/// A boolean: the flag-or-environment text if given (`true`/`false`,
+/// `1`/`0`, `yes`/`no`, `on`/`off`), else the file's value.
+fn flag(key: &str, cli: &Option<String>, file: Option<bool>) -> Result<Option<bool>, ConfigError> {
+    let Some(text) = cli else { return Ok(file) };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(Some(true)),
+        "false" | "0" | "no" | "off" => Ok(Some(false)),
+        _ => Err(err(key, format!("'{text}' is not true or false"))),
+    }
 }
 
 fn default_upstream() -> String {

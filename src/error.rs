@@ -1,8 +1,10 @@
 //! Errors the gateway itself answers with.
 //!
 //! When tracegate (not the upstream) fails a call, the client gets the error
-//! shape its SDK already understands, `{"error": {"message", "type", "code"}}`
-//! with the matching HTTP status, so `openai.APIStatusError` and friends work.
+//! shape its SDK already understands — OpenAI's
+//! `{"error": {"message", "type", "code"}}`, or on the Anthropic API
+//! Anthropic's `{"type": "error", "error": {"type", "message"}}` — with the
+//! matching HTTP status, so the SDKs' error classes work.
 //! Messages never echo a secret, a URL with credentials, or an environment
 //! variable name.
 
@@ -83,6 +85,35 @@ impl std::fmt::Display for GatewayError {
 }
 
 impl std::error::Error for GatewayError {}
+
+impl GatewayError {
+    /// The error in Anthropic's shape, `{"type": "error", "error": {"type",
+    /// "message"}}`, for calls made to the Anthropic API.
+    pub fn anthropic_body(&self) -> serde_json::Value {
+        let kind = match self.status.as_u16() {
+            400 | 405 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        };
+        json!({"type": "error", "error": {"type": kind, "message": self.message}})
+    }
+
+    /// The response in the error shape of `protocol` (`anthropic`, else
+    /// OpenAI's).
+    pub fn into_response_for(self, protocol: &str) -> Response {
+        let body = if protocol == "anthropic" {
+            self.anthropic_body()
+        } else {
+            self.body()
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {

@@ -10,30 +10,33 @@
 //! target URL is the base path followed by the client path, without doubling
 //! the `/v1` the base already ends with.
 
+use crate::config::RouteConfig;
 use crate::identity::Identity;
 use reqwest::Url;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The pool of upstreams calls are sent to.
+/// Picks the route and upstream of each call.
 #[derive(Debug)]
 pub struct Router {
-    upstreams: Vec<Url>,
+    route: RouteConfig,
     next: AtomicUsize,
 }
 
 impl Router {
-    /// A router over `upstreams`, which must not be empty (config ensures it).
-    pub fn new(upstreams: Vec<Url>) -> Self {
+    /// A router over one route, whose upstream list config ensures is not
+    /// empty.
+    pub fn new(route: RouteConfig) -> Self {
         Self {
-            upstreams,
+            route,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The upstream base URL for a call with this identity.
-    pub fn pick(&self, identity: &Identity) -> &Url {
-        let n = self.upstreams.len();
+    /// The route and upstream base URL for a call with this identity.
+    pub fn pick(&self, identity: &Identity) -> (&RouteConfig, &Url) {
+        let upstreams = &self.route.upstreams;
+        let n = upstreams.len();
         let index = match &identity.session_id {
             Some(session) if n > 1 => {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -42,7 +45,7 @@ impl Router {
             }
             _ => self.next.fetch_add(1, Ordering::Relaxed) % n,
         };
-        &self.upstreams[index]
+        (&self.route, &upstreams[index])
     }
 }
 
@@ -91,25 +94,35 @@ mod tests {
         assert_eq!(t.as_str(), "https://e.com/openai/v1/embeddings?a=1&b=2");
     }
 
+    fn router(urls: &[&str]) -> Router {
+        Router::new(RouteConfig {
+            upstreams: urls.iter().map(|u| url(u)).collect(),
+            kind: crate::config::UpstreamKind::Generic,
+            inject_logprobs: false,
+            inject_return_token_ids: false,
+            strip_vllm_fields: false,
+        })
+    }
+
     #[test]
     fn sessions_stick_to_one_upstream() {
-        let r = Router::new(vec![url("http://a"), url("http://b"), url("http://c")]);
+        let r = router(&["http://a", "http://b", "http://c"]);
         let id = Identity {
             session_id: Some("s-42".into()),
             ..Identity::default()
         };
-        let first = r.pick(&id).clone();
+        let first = r.pick(&id).1.clone();
         for _ in 0..10 {
-            assert_eq!(r.pick(&id), &first);
+            assert_eq!(r.pick(&id).1, &first);
         }
     }
 
     #[test]
     fn calls_without_session_take_turns() {
-        let r = Router::new(vec![url("http://a"), url("http://b")]);
+        let r = router(&["http://a", "http://b"]);
         let id = Identity::default();
         let picks: Vec<_> = (0..4)
-            .map(|_| r.pick(&id).host_str().unwrap().to_string())
+            .map(|_| r.pick(&id).1.host_str().unwrap().to_string())
             .collect();
         assert_eq!(picks, ["a", "b", "a", "b"]);
     }

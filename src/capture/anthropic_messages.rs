@@ -36,7 +36,12 @@ pub fn request(body: &Map<String, Value>) -> Input {
         }
         _ => {}
     }
-    for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         normalise_message(m, &mut messages);
     }
     Input {
@@ -96,14 +101,21 @@ fn normalise_message(m: &Value, out: &mut Vec<Value>) {
     message.insert(
         "content".into(),
         if others.is_empty() {
-            if text.is_empty() { Value::Null } else { Value::String(text.join("\n")) }
+            if text.is_empty() {
+                Value::Null
+            } else {
+                Value::String(text.join("\n"))
+            }
         } else {
             // Images and other blocks: keep the content as blocks.
             Value::Array(blocks.clone())
         },
     );
     if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), Value::String(reasoning.concat()));
+        message.insert(
+            "reasoning_content".into(),
+            Value::String(reasoning.concat()),
+        );
     }
     if !tool_calls.is_empty() {
         message.insert("tool_calls".into(), Value::Array(tool_calls));
@@ -177,7 +189,11 @@ fn choice(blocks: Vec<Value>, stop_reason: Option<String>) -> Choice {
     message.insert("role".into(), json!("assistant"));
     message.insert(
         "content".into(),
-        if text.is_empty() { Value::Null } else { Value::String(text.concat()) },
+        if text.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text.concat())
+        },
     );
     if !thinking.is_empty() {
         message.insert("reasoning_content".into(), Value::String(thinking));
@@ -200,7 +216,10 @@ pub fn response_json(body: &Value) -> Output {
         response_id: str_field(body, "id"),
         response_model: str_field(body, "model"),
         usage: body.get("usage").map(usage).unwrap_or_default(),
-        choices: vec![choice(array(body.get("content")), str_field(body, "stop_reason"))],
+        choices: vec![choice(
+            array(body.get("content")),
+            str_field(body, "stop_reason"),
+        )],
         complete: true,
         ..Output::default()
     }
@@ -218,10 +237,18 @@ struct BlockDeltas {
 impl BlockDeltas {
     fn into_block(self) -> Value {
         let mut block = self.block;
-        let kind = block.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = block
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         match kind.as_str() {
             "text" => {
-                let start = block.get("text").and_then(Value::as_str).unwrap_or("").to_string();
+                let start = block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 block.insert("text".into(), Value::String(start + &self.text));
             }
             "tool_use" | "server_tool_use" if !self.partial_json.is_empty() => {
@@ -232,7 +259,11 @@ impl BlockDeltas {
                 block.insert("input".into(), input);
             }
             "thinking" => {
-                let start = block.get("thinking").and_then(Value::as_str).unwrap_or("").to_string();
+                let start = block
+                    .get("thinking")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 block.insert("thinking".into(), Value::String(start + &self.thinking));
                 if !self.signature.is_empty() {
                     block.insert("signature".into(), Value::String(self.signature));
@@ -295,7 +326,11 @@ pub fn response_events(events: &[SseEvent]) -> Output {
                 }
             }
             "message_delta" => {
-                if let Some(reason) = data.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str) {
+                if let Some(reason) = data
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
                     stop_reason = Some(reason.to_string());
                 }
                 merge_usage(&mut raw_usage, data.get("usage"));
@@ -333,32 +368,72 @@ mod tests {
                 {"type": "tool_use", "id": "tu_1", "name": "w", "input": {"city": "Paris"}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "sunny"}]}
         ]}).as_object().unwrap());
-        assert_eq!(input.messages[0], json!({"role": "system", "content": "be kind"}));
-        assert_eq!(input.messages[2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
-        assert_eq!(input.messages[3], json!({"role": "tool", "tool_call_id": "tu_1", "content": "sunny"}));
+        assert_eq!(
+            input.messages[0],
+            json!({"role": "system", "content": "be kind"})
+        );
+        assert_eq!(
+            input.messages[2]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
+        assert_eq!(
+            input.messages[3],
+            json!({"role": "tool", "tool_call_id": "tu_1", "content": "sunny"})
+        );
         assert_eq!(input.messages.len(), 4);
     }
 
     #[test]
     fn input_json_deltas_merge_per_block() {
         let out = response_events(&[
-            ev("message_start", json!({"message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 5}}})),
-            ev("content_block_start", json!({"index": 0, "content_block": {"type": "text", "text": ""}})),
-            ev("content_block_delta", json!({"index": 0, "delta": {"type": "text_delta", "text": "Let me "}})),
-            ev("content_block_start", json!({"index": 1, "content_block": {"type": "tool_use", "id": "tu", "name": "w", "input": {}}})),
-            ev("content_block_delta", json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"ci"}})),
-            ev("content_block_delta", json!({"index": 0, "delta": {"type": "text_delta", "text": "check."}})),
-            ev("content_block_delta", json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "ty\": \"Paris\"}"}})),
-            ev("message_delta", json!({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}})),
+            ev(
+                "message_start",
+                json!({"message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 5}}}),
+            ),
+            ev(
+                "content_block_start",
+                json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "text_delta", "text": "Let me "}}),
+            ),
+            ev(
+                "content_block_start",
+                json!({"index": 1, "content_block": {"type": "tool_use", "id": "tu", "name": "w", "input": {}}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"ci"}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "text_delta", "text": "check."}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "ty\": \"Paris\"}"}}),
+            ),
+            ev(
+                "message_delta",
+                json!({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}}),
+            ),
             ev("message_stop", json!({})),
         ]);
         let m = &out.choices[0].message;
         assert_eq!(m["content"], "Let me check.");
         assert_eq!(m["content_blocks"][1]["input"], json!({"city": "Paris"}));
-        assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(
+            m["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
         assert_eq!(out.choices[0].finish_reason.as_deref(), Some("tool_use"));
         assert_eq!(out.usage.output_tokens, Some(30), "message_delta wins");
-        assert_eq!(out.usage.input_tokens, Some(15), "cache reads count as input");
+        assert_eq!(
+            out.usage.input_tokens,
+            Some(15),
+            "cache reads count as input"
+        );
         assert_eq!(out.usage.cached_input_tokens, Some(5));
         assert!(out.complete);
     }
@@ -366,21 +441,39 @@ mod tests {
     #[test]
     fn thinking_and_signatures_are_kept() {
         let out = response_events(&[
-            ev("content_block_start", json!({"index": 0, "content_block": {"type": "thinking", "thinking": ""}})),
-            ev("content_block_delta", json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}})),
-            ev("content_block_delta", json!({"index": 0, "delta": {"type": "signature_delta", "signature": "sig"}})),
-            ev("content_block_start", json!({"index": 1, "content_block": {"type": "redacted_thinking", "data": "opaque"}})),
+            ev(
+                "content_block_start",
+                json!({"index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+            ),
+            ev(
+                "content_block_start",
+                json!({"index": 1, "content_block": {"type": "redacted_thinking", "data": "opaque"}}),
+            ),
         ]);
         let m = &out.choices[0].message;
         assert_eq!(m["reasoning_content"], "hmm");
         assert_eq!(m["content_blocks"][0]["signature"], "sig");
-        assert_eq!(m["content_blocks"][1], json!({"type": "redacted_thinking", "data": "opaque"}));
+        assert_eq!(
+            m["content_blocks"][1],
+            json!({"type": "redacted_thinking", "data": "opaque"})
+        );
         assert!(!out.complete);
     }
 
     #[test]
     fn error_events_are_reported() {
-        let out = response_events(&[ev("error", json!({"error": {"type": "overloaded_error", "message": "Overloaded"}}))]);
+        let out = response_events(&[ev(
+            "error",
+            json!({"error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        )]);
         assert_eq!(out.error.unwrap().message, "Overloaded");
     }
 }

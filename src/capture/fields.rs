@@ -107,24 +107,30 @@ pub fn completion_logprobs(v: Option<&Value>) -> Option<(Vec<f64>, Option<Vec<Ve
         .iter()
         .filter_map(Value::as_f64)
         .collect();
-    let tops: Option<Vec<Vec<TopLogprob>>> = l.get("top_logprobs").and_then(Value::as_array).map(|per_token| {
-        per_token
-            .iter()
-            .map(|alts| {
-                alts.as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(token, lp)| {
-                        Some(TopLogprob {
-                            token: token.clone(),
-                            logprob: lp.as_f64()?,
-                        })
+    let tops: Option<Vec<Vec<TopLogprob>>> =
+        l.get("top_logprobs")
+            .and_then(Value::as_array)
+            .map(|per_token| {
+                per_token
+                    .iter()
+                    .map(|alts| {
+                        alts.as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(token, lp)| {
+                                Some(TopLogprob {
+                                    token: token.clone(),
+                                    logprob: lp.as_f64()?,
+                                })
+                            })
+                            .collect()
                     })
                     .collect()
-            })
-            .collect()
-    });
-    Some((logprobs, tops.filter(|t: &Vec<Vec<TopLogprob>>| t.iter().any(|x| !x.is_empty()))))
+            });
+    Some((
+        logprobs,
+        tops.filter(|t: &Vec<Vec<TopLogprob>>| t.iter().any(|x| !x.is_empty())),
+    ))
 }
 
 /// Appends one chunk's logprobs to a choice's running lists.
@@ -155,30 +161,50 @@ mod tests {
 
     #[test]
     fn usage_reads_both_namings_and_details() {
-        let chat = usage(&json!({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
-            "prompt_tokens_details": {"cached_tokens": 3}, "completion_tokens_details": {"reasoning_tokens": 1}}));
-        assert_eq!((chat.input_tokens, chat.output_tokens, chat.total_tokens), (Some(5), Some(2), Some(7)));
-        assert_eq!((chat.cached_input_tokens, chat.reasoning_tokens), (Some(3), Some(1)));
+        let chat = usage(
+            &json!({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 3}, "completion_tokens_details": {"reasoning_tokens": 1}}),
+        );
+        assert_eq!(
+            (chat.input_tokens, chat.output_tokens, chat.total_tokens),
+            (Some(5), Some(2), Some(7))
+        );
+        assert_eq!(
+            (chat.cached_input_tokens, chat.reasoning_tokens),
+            (Some(3), Some(1))
+        );
         let responses = usage(&json!({"input_tokens": 9, "output_tokens": 4,
             "input_tokens_details": {"cached_tokens": 8}, "output_tokens_details": {"reasoning_tokens": 2}}));
-        assert_eq!((responses.input_tokens, responses.cached_input_tokens, responses.reasoning_tokens), (Some(9), Some(8), Some(2)));
+        assert_eq!(
+            (
+                responses.input_tokens,
+                responses.cached_input_tokens,
+                responses.reasoning_tokens
+            ),
+            (Some(9), Some(8), Some(2))
+        );
     }
 
     #[test]
     fn chat_logprobs_keep_alternatives_only_when_given() {
         let (lp, top) = chat_logprobs(Some(&json!({"content": [
-            {"token": "a", "logprob": -0.5, "top_logprobs": []}]}))).unwrap();
+            {"token": "a", "logprob": -0.5, "top_logprobs": []}]})))
+        .unwrap();
         assert_eq!((lp, top), (vec![-0.5], None));
         let (_, top) = chat_logprobs(Some(&json!({"content": [
-            {"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "b", "logprob": -1.5}]}]}))).unwrap();
+            {"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "b", "logprob": -1.5}]}]})))
+        .unwrap();
         assert_eq!(top.unwrap()[0][0].token, "b");
         assert!(chat_logprobs(None).is_none());
     }
 
     #[test]
     fn completion_logprobs_skip_nulls_and_read_dicts() {
-        let (lp, top) = completion_logprobs(Some(&json!({"tokens": ["x", "y"], "token_logprobs": [null, -0.25],
-            "top_logprobs": [null, {"y": -0.25, "z": -2.0}]}))).unwrap();
+        let (lp, top) = completion_logprobs(Some(
+            &json!({"tokens": ["x", "y"], "token_logprobs": [null, -0.25],
+            "top_logprobs": [null, {"y": -0.25, "z": -2.0}]}),
+        ))
+        .unwrap();
         assert_eq!(lp, vec![-0.25]);
         let top = top.unwrap();
         assert_eq!(top[1].len(), 2);
@@ -189,7 +215,10 @@ mod tests {
     fn alternatives_stay_aligned_across_chunks() {
         let (mut lp, mut top) = (None, None);
         extend_logprobs(&mut lp, &mut top, Some((vec![-1.0], None)));
-        let alt = vec![vec![TopLogprob { token: "t".into(), logprob: -2.0 }]];
+        let alt = vec![vec![TopLogprob {
+            token: "t".into(),
+            logprob: -2.0,
+        }]];
         extend_logprobs(&mut lp, &mut top, Some((vec![-2.0], Some(alt))));
         assert_eq!(lp.unwrap().len(), 2);
         let top = top.unwrap();

@@ -352,7 +352,10 @@ pub fn assemble(
     // ---- the request ----
     let mut requested_embeddings = None;
     if let Some(body) = ctx.request_json {
-        rec.model = body.get("model").and_then(Value::as_str).map(str::to_string);
+        rec.model = body
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         rec.stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
         if let Some(Value::Object(metadata)) = body.get("metadata") {
             rec.metadata = metadata.clone();
@@ -378,7 +381,10 @@ pub fn assemble(
             .collect();
         rec.raw_request = Some(Value::Object(body));
     } else if !ctx.request_body.is_empty() {
-        rec.raw_request = Some(raw_body(ctx.request_content_type.as_deref(), &ctx.request_body));
+        rec.raw_request = Some(raw_body(
+            ctx.request_content_type.as_deref(),
+            &ctx.request_body,
+        ));
     }
 
     // ---- the response ----

@@ -94,7 +94,10 @@ pub fn response_events(events: &[SseEvent]) -> Output {
 }
 
 fn choices(v: &Value) -> impl Iterator<Item = &Value> {
-    v.get("choices").and_then(Value::as_array).into_iter().flatten()
+    v.get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 /// A choice's `index`, or its position when a server omits it.
@@ -141,7 +144,10 @@ impl ChoiceDeltas {
             if let Some(role) = delta.get("role").and_then(Value::as_str) {
                 self.role = Some(role.to_string());
             }
-            append(&mut self.content, delta.get("content").and_then(Value::as_str));
+            append(
+                &mut self.content,
+                delta.get("content").and_then(Value::as_str),
+            );
             append(
                 &mut self.reasoning,
                 delta
@@ -149,7 +155,10 @@ impl ChoiceDeltas {
                     .or_else(|| delta.get("reasoning"))
                     .and_then(Value::as_str),
             );
-            append(&mut self.refusal, delta.get("refusal").and_then(Value::as_str));
+            append(
+                &mut self.refusal,
+                delta.get("refusal").and_then(Value::as_str),
+            );
             let calls = delta.get("tool_calls").and_then(Value::as_array);
             for (position, tc) in calls.into_iter().flatten().enumerate() {
                 let index = tc
@@ -187,7 +196,10 @@ impl ChoiceDeltas {
             message.insert("refusal".into(), Value::String(refusal));
         }
         if !self.tool_calls.is_empty() {
-            let calls = self.tool_calls.into_values().map(ToolCallDeltas::into_value);
+            let calls = self
+                .tool_calls
+                .into_values()
+                .map(ToolCallDeltas::into_value);
             message.insert("tool_calls".into(), Value::Array(calls.collect()));
         }
         Choice {
@@ -203,13 +215,19 @@ impl ChoiceDeltas {
 
 impl ToolCallDeltas {
     fn apply(&mut self, tc: &Value) {
-        if let Some(id) = tc.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        if let Some(id) = tc
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
             self.id = id.to_string();
         }
         if let Some(kind) = tc.get("type").and_then(Value::as_str) {
             self.kind = kind.to_string();
         }
-        let Some(function) = tc.get("function") else { return };
+        let Some(function) = tc.get("function") else {
+            return;
+        };
         if let Some(name) = function.get("name").and_then(Value::as_str)
             && name != self.name
         {
@@ -257,12 +275,20 @@ mod tests {
     #[test]
     fn tool_call_fragments_merge_by_index() {
         let events = vec![
-            ev(json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+            ev(
+                json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
                 {"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
-                {"index": 1, "id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": ""}}]}}]})),
-            ev(json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}}]})),
-            ev(json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}}]})),
-            ev(json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}, "finish_reason": "tool_calls"}]})),
+                {"index": 1, "id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": ""}}]}}]}),
+            ),
+            ev(
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}}]}),
+            ),
+            ev(
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}}]}),
+            ),
+            ev(
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}, "finish_reason": "tool_calls"}]}),
+            ),
             done(),
         ];
         let out = response_events(&events);
@@ -280,8 +306,12 @@ mod tests {
         let events = vec![
             ev(json!({"choices": [{"index": 1, "delta": {"content": "B1"}}]})),
             ev(json!({"choices": [{"index": 0, "delta": {"content": "A1"}}]})),
-            ev(json!({"choices": [{"index": 1, "delta": {"content": "B2"}, "finish_reason": "stop"}]})),
-            ev(json!({"choices": [{"index": 0, "delta": {"content": "A2"}, "finish_reason": "length"}]})),
+            ev(
+                json!({"choices": [{"index": 1, "delta": {"content": "B2"}, "finish_reason": "stop"}]}),
+            ),
+            ev(
+                json!({"choices": [{"index": 0, "delta": {"content": "A2"}, "finish_reason": "length"}]}),
+            ),
         ];
         let out = response_events(&events);
         assert_eq!(out.choices[0].message["content"], "A1A2");
@@ -294,7 +324,9 @@ mod tests {
     fn usage_from_the_final_chunk() {
         let events = vec![
             ev(json!({"choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": null})),
-            ev(json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})),
+            ev(
+                json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}),
+            ),
             done(),
         ];
         let u = response_events(&events).usage;
@@ -307,16 +339,23 @@ mod tests {
     #[test]
     fn vllm_token_data_accumulates_across_chunks() {
         let events = vec![
-            ev(json!({"prompt_token_ids": [1, 2, 3], "choices": [{"index": 0, "delta": {"content": "a"}, "token_ids": [10],
-                "logprobs": {"content": [{"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "a", "logprob": -0.5}]}]}}]})),
-            ev(json!({"choices": [{"index": 0, "delta": {"content": "b"}, "token_ids": [11],
-                "logprobs": {"content": [{"token": "b", "logprob": -0.25, "top_logprobs": [{"token": "c", "logprob": -3.0}]}]}}]})),
+            ev(
+                json!({"prompt_token_ids": [1, 2, 3], "choices": [{"index": 0, "delta": {"content": "a"}, "token_ids": [10],
+                "logprobs": {"content": [{"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "a", "logprob": -0.5}]}]}}]}),
+            ),
+            ev(
+                json!({"choices": [{"index": 0, "delta": {"content": "b"}, "token_ids": [11],
+                "logprobs": {"content": [{"token": "b", "logprob": -0.25, "top_logprobs": [{"token": "c", "logprob": -3.0}]}]}}]}),
+            ),
         ];
         let out = response_events(&events);
         assert_eq!(out.prompt_token_ids, [1, 2, 3]);
         assert_eq!(out.choices[0].token_ids, [10, 11]);
         assert_eq!(out.choices[0].logprobs, Some(vec![-0.5, -0.25]));
-        assert_eq!(out.choices[0].top_logprobs.as_ref().unwrap()[1][0].token, "c");
+        assert_eq!(
+            out.choices[0].top_logprobs.as_ref().unwrap()[1][0].token,
+            "c"
+        );
     }
 
     #[test]

@@ -51,7 +51,10 @@ fn prompt_ids(body: &Value) -> Vec<u32> {
 fn message(text: Option<String>) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("role".into(), json!("assistant"));
-    m.insert("content".into(), text.map(Value::String).unwrap_or(Value::Null));
+    m.insert(
+        "content".into(),
+        text.map(Value::String).unwrap_or(Value::Null),
+    );
     m
 }
 
@@ -167,9 +170,11 @@ mod tests {
 
     #[test]
     fn vllm_prompt_ids_come_from_the_choices() {
-        let out = response_json(&json!({"choices": [{"index": 0, "text": "x", "prompt_token_ids": [7, 8],
+        let out = response_json(
+            &json!({"choices": [{"index": 0, "text": "x", "prompt_token_ids": [7, 8],
             "token_ids": [9], "logprobs": {"tokens": ["x"], "token_logprobs": [-0.5], "top_logprobs": [{"x": -0.5}]},
-            "finish_reason": "length"}]}));
+            "finish_reason": "length"}]}),
+        );
         assert_eq!(out.prompt_token_ids, [7, 8]);
         assert_eq!(out.choices[0].token_ids, [9]);
         assert_eq!(out.choices[0].logprobs, Some(vec![-0.5]));
@@ -179,11 +184,18 @@ mod tests {
     #[test]
     fn streamed_text_and_logprobs_concatenate() {
         let out = response_events(&[
-            ev(json!({"id": "c", "choices": [{"index": 0, "text": "Hel", "token_ids": [1],
-                "logprobs": {"tokens": ["Hel"], "token_logprobs": [-1.0]}}]})),
-            ev(json!({"choices": [{"index": 0, "text": "lo", "token_ids": [2], "finish_reason": "stop",
-                "logprobs": {"tokens": ["lo"], "token_logprobs": [-2.0]}}]})),
-            SseEvent { event: String::new(), data: "[DONE]".into() },
+            ev(
+                json!({"id": "c", "choices": [{"index": 0, "text": "Hel", "token_ids": [1],
+                "logprobs": {"tokens": ["Hel"], "token_logprobs": [-1.0]}}]}),
+            ),
+            ev(
+                json!({"choices": [{"index": 0, "text": "lo", "token_ids": [2], "finish_reason": "stop",
+                "logprobs": {"tokens": ["lo"], "token_logprobs": [-2.0]}}]}),
+            ),
+            SseEvent {
+                event: String::new(),
+                data: "[DONE]".into(),
+            },
         ]);
         assert_eq!(out.choices[0].message["content"], "Hello");
         assert_eq!(out.choices[0].token_ids, [1, 2]);

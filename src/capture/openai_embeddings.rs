@@ -94,7 +94,9 @@ mod tests {
 
     #[test]
     fn dimensions_come_from_float_or_base64_vectors() {
-        let floats = response_json(&json!({"data": [{"embedding": [0.1, 0.2, 0.3]}], "usage": {"prompt_tokens": 2}}));
+        let floats = response_json(
+            &json!({"data": [{"embedding": [0.1, 0.2, 0.3]}], "usage": {"prompt_tokens": 2}}),
+        );
         assert_eq!(floats.embeddings.unwrap().dimensions, Some(3));
         assert_eq!(floats.usage.input_tokens, Some(2));
         let b64 = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
@@ -105,6 +107,9 @@ mod tests {
     #[test]
     fn vectors_can_be_dropped() {
         let v = without_vectors(json!({"data": [{"index": 0, "embedding": [1.0]}], "model": "m"}));
-        assert_eq!(v, json!({"data": [{"index": 0, "embedding": null}], "model": "m"}));
+        assert_eq!(
+            v,
+            json!({"data": [{"index": 0, "embedding": null}], "model": "m"})
+        );
     }
 }

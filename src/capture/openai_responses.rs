@@ -68,12 +68,14 @@ fn input_item(item: &Value) -> Value {
 fn text_of(content: Option<&Value>) -> Value {
     match content {
         Some(Value::String(s)) => Value::String(s.clone()),
-        Some(Value::Array(parts)) if parts.iter().all(|p| p.get("text").is_some()) => Value::String(
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect(),
-        ),
+        Some(Value::Array(parts)) if parts.iter().all(|p| p.get("text").is_some()) => {
+            Value::String(
+                parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect(),
+            )
+        }
         Some(other) => other.clone(),
         None => Value::Null,
     }
@@ -82,7 +84,10 @@ fn text_of(content: Option<&Value>) -> Value {
 /// Reads a non-streamed response (or the final response of a stream).
 pub fn response_json(body: &Value) -> Output {
     let items = array(body.get("output"));
-    let status = body.get("status").and_then(Value::as_str).unwrap_or("completed");
+    let status = body
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("completed");
     let mut out = Output {
         response_id: str_field(body, "id"),
         response_model: str_field(body, "model"),
@@ -114,7 +119,12 @@ fn choice(items: Vec<Value>, status: &str, incomplete_reason: Option<&str>) -> C
     for item in &items {
         match item.get("type").and_then(Value::as_str) {
             Some("message") => {
-                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                for part in item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     match part.get("type").and_then(Value::as_str) {
                         Some("output_text") => push(&mut text, part.get("text")),
                         Some("refusal") => push(&mut refusal, part.get("refusal")),
@@ -129,7 +139,12 @@ fn choice(items: Vec<Value>, status: &str, incomplete_reason: Option<&str>) -> C
             })),
             Some("reasoning") => {
                 for key in ["summary", "content"] {
-                    for part in item.get(key).and_then(Value::as_array).into_iter().flatten() {
+                    for part in item
+                        .get(key)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
                         push(&mut reasoning, part.get("text"));
                     }
                 }
@@ -145,7 +160,10 @@ fn choice(items: Vec<Value>, status: &str, incomplete_reason: Option<&str>) -> C
     };
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
-    message.insert("content".into(), text.map(Value::String).unwrap_or(Value::Null));
+    message.insert(
+        "content".into(),
+        text.map(Value::String).unwrap_or(Value::Null),
+    );
     if let Some(r) = reasoning {
         message.insert("reasoning_content".into(), Value::String(r));
     }
@@ -226,7 +244,10 @@ pub fn response_events(events: &[SseEvent]) -> Output {
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or(event.event.as_str());
-        let at = data.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+        let at = data
+            .get("output_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let delta = data.get("delta").and_then(Value::as_str).unwrap_or("");
         match kind {
             "response.completed" | "response.failed" | "response.incomplete" => {
@@ -258,7 +279,11 @@ pub fn response_events(events: &[SseEvent]) -> Output {
     }
     // The stream ended without its terminal event: rebuild from the pieces.
     let items: Vec<Value> = items.into_values().map(ItemDeltas::into_item).collect();
-    let status = if error.is_some() { "failed" } else { "incomplete" };
+    let status = if error.is_some() {
+        "failed"
+    } else {
+        "incomplete"
+    };
     Output {
         response_id: str_field(&header, "id"),
         response_model: str_field(&header, "model"),
@@ -283,15 +308,28 @@ mod tests {
 
     #[test]
     fn input_items_become_chat_messages() {
-        let input = request(json!({"instructions": "be terse", "input": [
-            {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
-            {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "c1", "output": "sunny"}
-        ]}).as_object().unwrap());
-        assert_eq!(input.messages[0], json!({"role": "system", "content": "be terse"}));
-        assert_eq!(input.messages[1], json!({"role": "user", "content": "weather?"}));
+        let input = request(
+            json!({"instructions": "be terse", "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+                {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"}
+            ]})
+            .as_object()
+            .unwrap(),
+        );
+        assert_eq!(
+            input.messages[0],
+            json!({"role": "system", "content": "be terse"})
+        );
+        assert_eq!(
+            input.messages[1],
+            json!({"role": "user", "content": "weather?"})
+        );
         assert_eq!(input.messages[2]["tool_calls"][0]["function"]["name"], "w");
-        assert_eq!(input.messages[3], json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}));
+        assert_eq!(
+            input.messages[3],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"})
+        );
     }
 
     #[test]
@@ -313,9 +351,15 @@ mod tests {
     #[test]
     fn the_terminal_event_is_authoritative() {
         let out = response_events(&[
-            ev("response.output_text.delta", json!({"output_index": 0, "delta": "partial"})),
-            ev("response.completed", json!({"response": {"id": "r", "status": "completed",
-                "output": [{"type": "message", "content": [{"type": "output_text", "text": "whole"}]}]}})),
+            ev(
+                "response.output_text.delta",
+                json!({"output_index": 0, "delta": "partial"}),
+            ),
+            ev(
+                "response.completed",
+                json!({"response": {"id": "r", "status": "completed",
+                "output": [{"type": "message", "content": [{"type": "output_text", "text": "whole"}]}]}}),
+            ),
         ]);
         assert_eq!(out.choices[0].message["content"], "whole");
         assert!(out.complete);
@@ -324,13 +368,34 @@ mod tests {
     #[test]
     fn a_cut_stream_is_rebuilt_from_its_deltas() {
         let out = response_events(&[
-            ev("response.created", json!({"response": {"id": "r9", "model": "m"}})),
-            ev("response.output_item.added", json!({"output_index": 0, "item": {"type": "function_call", "call_id": "c", "name": "f", "arguments": ""}})),
-            ev("response.function_call_arguments.delta", json!({"output_index": 0, "delta": "{\"x\""})),
-            ev("response.function_call_arguments.delta", json!({"output_index": 0, "delta": ":2}"})),
-            ev("response.output_item.added", json!({"output_index": 1, "item": {"type": "message", "content": []}})),
-            ev("response.output_text.delta", json!({"output_index": 1, "delta": "so "})),
-            ev("response.output_text.delta", json!({"output_index": 1, "delta": "far"})),
+            ev(
+                "response.created",
+                json!({"response": {"id": "r9", "model": "m"}}),
+            ),
+            ev(
+                "response.output_item.added",
+                json!({"output_index": 0, "item": {"type": "function_call", "call_id": "c", "name": "f", "arguments": ""}}),
+            ),
+            ev(
+                "response.function_call_arguments.delta",
+                json!({"output_index": 0, "delta": "{\"x\""}),
+            ),
+            ev(
+                "response.function_call_arguments.delta",
+                json!({"output_index": 0, "delta": ":2}"}),
+            ),
+            ev(
+                "response.output_item.added",
+                json!({"output_index": 1, "item": {"type": "message", "content": []}}),
+            ),
+            ev(
+                "response.output_text.delta",
+                json!({"output_index": 1, "delta": "so "}),
+            ),
+            ev(
+                "response.output_text.delta",
+                json!({"output_index": 1, "delta": "far"}),
+            ),
         ]);
         assert!(!out.complete);
         assert_eq!(out.response_id.as_deref(), Some("r9"));
@@ -341,7 +406,10 @@ mod tests {
 
     #[test]
     fn error_events_are_reported() {
-        let out = response_events(&[ev("error", json!({"code": "server_error", "message": "boom"}))]);
+        let out = response_events(&[ev(
+            "error",
+            json!({"code": "server_error", "message": "boom"}),
+        )]);
         assert_eq!(out.error.unwrap().message, "boom");
     }
 }

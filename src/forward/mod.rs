@@ -5,16 +5,20 @@
 //! 1. read the body whole, up to `max_body_bytes` (413 beyond it);
 //! 2. `identity`: who made the call (headers > body > path), then strip the
 //!    carriers — a body that carried none is forwarded byte for byte;
-//! 3. `route`: pick the upstream and build the target URL;
+//! 3. `route`: pick the route and upstream, build the target URL, and for a
+//!    vLLM route ask for token data ([`vllm`]);
 //! 4. send it with the one pooled client (`headers` decides what crosses);
 //! 5. stream the answer back through [`tee::TeeBody`], which hands a clone of
-//!    each chunk to `capture`.
+//!    each chunk to `capture` (and, for a vLLM route, strips vLLM's extra
+//!    fields from what the client gets).
 //!
 //! Failures before an upstream answer (body too large, upstream unreachable,
-//! upstream timeout) are answered with the OpenAI error shape and recorded
-//! like any other call. Every response carries `X-RLLM-Trace-Id`.
+//! upstream timeout) are answered with the error shape of the API called
+//! (OpenAI's, or Anthropic's on `/v1/messages`) and recorded like any other
+//! call. Every response carries `X-RLLM-Trace-Id`.
 
 pub mod tee;
+pub mod vllm;
 
 use crate::capture::{CallContext, Endpoint, Moment, ResponseCapture, record_failure};
 use crate::config::Config;
@@ -26,7 +30,7 @@ use crate::route::{self, Router};
 use crate::store::StoreWriter;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value};
@@ -39,6 +43,7 @@ pub struct Forwarder {
     router: Router,
     store: StoreWriter,
     max_body_bytes: usize,
+    store_embeddings: bool,
 }
 
 impl Forwarder {
@@ -60,9 +65,10 @@ impl Forwarder {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Forwarder {
             client,
-            router: Router::new(config.upstreams.clone()),
+            router: Router::new(config.route.clone()),
             store,
             max_body_bytes: config.max_body_bytes,
+            store_embeddings: config.capture.store_embeddings,
         })
     }
 }
@@ -100,7 +106,7 @@ impl Forwarder {
                 .map(str::to_string),
             request_json: None,
             request_body: Bytes::new(),
-            store_embeddings: false,
+            store_embeddings: self.store_embeddings,
         };
 
         // 1. The body, whole, within the limit.
@@ -109,21 +115,30 @@ impl Forwarder {
             Err(error) => {
                 (ctx.identity, ctx.identity_errors) =
                     identity::extract(&parts.headers, None, path_session.as_deref());
-                ctx.upstream = self.router.pick(&ctx.identity).to_string();
+                ctx.upstream = self.router.pick(&ctx.identity).1.to_string();
                 return self.fail(ctx, error);
             }
         };
 
-        // 2. Identity, then the carriers stripped.
+        // 2. Identity.
         let mut json = parse_object(&body);
         let (identity, identity_errors) =
             identity::extract(&parts.headers, json.as_ref(), path_session.as_deref());
         for error in &identity_errors {
             tracing::warn!(trace_id = %ctx.trace_id, "identity: {error}");
         }
-        let stripped = json.as_mut().is_some_and(identity::strip_body);
+
+        // 3. Route; the body loses its identity carriers and, for a vLLM
+        // route, gains the token-data parameters. A body that neither
+        // changes is forwarded byte for byte.
+        let (route, base) = self.router.pick(&identity);
+        let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
+        let changed = json.as_mut().is_some_and(|object| {
+            let stripped = identity::strip_body(object);
+            vllm::inject(object, ctx.endpoint, route) | stripped
+        });
         let forward_body = match &json {
-            Some(object) if stripped => match serde_json::to_vec(object) {
+            Some(object) if changed => match serde_json::to_vec(object) {
                 Ok(bytes) => Bytes::from(bytes),
                 Err(e) => {
                     let error = GatewayError::internal(format!("cannot re-encode the body: {e}"));
@@ -137,9 +152,7 @@ impl Forwarder {
             None => ctx.request_body = body,
         }
 
-        // 3. Route.
-        let base = self.router.pick(&identity).clone();
-        let url = route::target_url(&base, &api_path, parts.uri.query());
+        let url = route::target_url(base, &api_path, parts.uri.query());
         ctx.upstream = base.to_string();
         ctx.identity = identity;
         ctx.identity_errors = identity_errors;
@@ -163,6 +176,23 @@ impl Forwarder {
         let upstream_headers = upstream.headers().clone();
         let mut client_headers = headers::client_response_headers(&upstream_headers);
         insert_trace_id(&mut client_headers, &ctx.trace_id);
+        let stripper = (route.strip_vllm_fields
+            && status.is_success()
+            && matches!(
+                ctx.endpoint,
+                Endpoint::ChatCompletions | Endpoint::Completions
+            ))
+        .then(|| {
+            let stream = upstream_headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            vllm::Stripper::new(stream, !client_wants_logprobs)
+        });
+        if stripper.is_some() {
+            // The body may shrink: its length is no longer known up front.
+            client_headers.remove(header::CONTENT_LENGTH);
+        }
         tracing::debug!(
             trace_id = %ctx.trace_id,
             method = %parts.method,
@@ -172,7 +202,7 @@ impl Forwarder {
         );
         let capture =
             ResponseCapture::new(ctx, status.as_u16(), upstream_headers, self.store.clone());
-        let body = tee::TeeBody::new(Box::pin(upstream.bytes_stream()), capture, length);
+        let body = tee::TeeBody::new(Box::pin(upstream.bytes_stream()), capture, length, stripper);
         let mut response = Response::new(Body::new(body));
         *response.status_mut() = status;
         *response.headers_mut() = client_headers;
@@ -217,8 +247,9 @@ impl Forwarder {
     fn fail(&self, ctx: CallContext, error: GatewayError) -> Response {
         tracing::debug!(trace_id = %ctx.trace_id, path = %ctx.path, "{error}");
         let trace_id = ctx.trace_id.clone();
+        let protocol = ctx.endpoint.protocol();
         record_failure(ctx, &error, &self.store);
-        let mut response = error.into_response();
+        let mut response = error.into_response_for(protocol);
         insert_trace_id(response.headers_mut(), &trace_id);
         response
     }

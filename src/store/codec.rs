@@ -171,7 +171,10 @@ mod tests {
         let b: &[u32] = &[];
         let c: &[u32] = &[u32::MAX - 1];
         let packed = pack_u32_lists(&[a, b, c]).unwrap();
-        assert_eq!(unpack_u32_lists(&packed), vec![vec![1, 2, 3], vec![], vec![u32::MAX - 1]]);
+        assert_eq!(
+            unpack_u32_lists(&packed),
+            vec![vec![1, 2, 3], vec![], vec![u32::MAX - 1]]
+        );
         assert_eq!(pack_u32_lists(&[b, b]), None);
     }
 

@@ -101,8 +101,14 @@ fn record_from_row(row: &SqlRow<'_>) -> rusqlite::Result<ReadResult<TraceRecord>
         let mut record: TraceRecord =
             serde_json::from_str(&json).map_err(|e| format!("stored record is corrupt: {e}"))?;
         record.prompt_token_ids = prompt.as_deref().map(codec::unpack_u32).unwrap_or_default();
-        let ids = completion.as_deref().map(codec::unpack_u32_lists).unwrap_or_default();
-        let lps = logprobs.as_deref().map(codec::unpack_f64_lists).unwrap_or_default();
+        let ids = completion
+            .as_deref()
+            .map(codec::unpack_u32_lists)
+            .unwrap_or_default();
+        let lps = logprobs
+            .as_deref()
+            .map(codec::unpack_f64_lists)
+            .unwrap_or_default();
         let tops: Vec<Option<Vec<Vec<TopLogprob>>>> = match top_logprobs.as_deref() {
             Some(blob) => serde_json::from_value(codec::decompress_json(blob)?)
                 .map_err(|e| format!("stored top logprobs are corrupt: {e}"))?,
@@ -117,8 +123,14 @@ fn record_from_row(row: &SqlRow<'_>) -> rusqlite::Result<ReadResult<TraceRecord>
             record.completion_token_ids = first.token_ids.clone();
             record.logprobs = first.logprobs.clone();
         }
-        record.raw_request = raw_request.as_deref().map(codec::decompress_json).transpose()?;
-        record.raw_response = raw_response.as_deref().map(codec::decompress_json).transpose()?;
+        record.raw_request = raw_request
+            .as_deref()
+            .map(codec::decompress_json)
+            .transpose()?;
+        record.raw_response = raw_response
+            .as_deref()
+            .map(codec::decompress_json)
+            .transpose()?;
         Ok(record)
     })())
 }

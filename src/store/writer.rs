@@ -261,10 +261,16 @@ impl Row {
             .iter_mut()
             .map(|c| std::mem::take(&mut c.token_ids))
             .collect();
-        let logprobs: Vec<Option<Vec<f64>>> =
-            record.choices.iter_mut().map(|c| c.logprobs.take()).collect();
-        let top: Vec<Option<Vec<Vec<TopLogprob>>>> =
-            record.choices.iter_mut().map(|c| c.top_logprobs.take()).collect();
+        let logprobs: Vec<Option<Vec<f64>>> = record
+            .choices
+            .iter_mut()
+            .map(|c| c.logprobs.take())
+            .collect();
+        let top: Vec<Option<Vec<Vec<TopLogprob>>>> = record
+            .choices
+            .iter_mut()
+            .map(|c| c.top_logprobs.take())
+            .collect();
         let completion_token_ids =
             codec::pack_u32_lists(&ids.iter().map(Vec::as_slice).collect::<Vec<_>>());
         let logprobs =
