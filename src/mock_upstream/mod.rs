@@ -1,0 +1,413 @@
+//! `tracegate mock-upstream`: a deterministic model server for demos, tests
+//! and benchmarks.
+//!
+//! It speaks enough of the OpenAI and Anthropic APIs for every SDK and every
+//! capture path: `GET /v1/models`; `POST /v1/chat/completions`,
+//! `/v1/completions` and `/v1/responses` ([`openai`]) and `POST /v1/messages`
+//! ([`anthropic`]), streamed or not, with tool calls when tools are offered,
+//! `n` choices, thinking blocks when Anthropic thinking is enabled, and
+//! vLLM-style token data (`prompt_token_ids`, `token_ids`, logprobs with
+//! `top_logprobs`) when the request asks for `return_token_ids` /
+//! `logprobs`; `POST /v1/embeddings`. Any other `/v1/...` path echoes the
+//! request body back with the request's content type. What it says is decided
+//! in [`content`].
+//!
+//! Its answers depend only on the request, so tests can predict them. Its
+//! misbehaviour is configurable, globally by flags or per request by headers
+//! (the header wins):
+//!
+//! | flag | header | effect |
+//! |---|---|---|
+//! | `--latency-ms` | `x-mock-latency-ms` | wait before answering |
+//! | `--chunks` | `x-mock-chunks` | number of content chunks in a stream |
+//! | `--chunk-delay-ms` | `x-mock-chunk-delay-ms` | wait between stream chunks |
+//! | `--fail-status` | `x-mock-status` | answer this HTTP status with an error body |
+//! | `--drop-after` | `x-mock-drop-after` | cut the connection after N stream chunks |
+//! | | `x-mock-hold: 1` | after the first chunk, wait for `POST /mock/release` |
+//! | | `x-mock-content` | the answer's text |
+//!
+//! Every request is remembered: `GET /mock/requests` lists them (method,
+//! path, query, headers, body), `DELETE /mock/requests` forgets them.
+
+mod anthropic;
+pub mod content;
+mod openai;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// Default behaviour; each can be overridden per request by a header.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MockOptions {
+    /// Wait this long before answering.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub latency_ms: u64,
+    /// Split streamed content into this many chunks.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub chunks: usize,
+    /// Wait this long between stream chunks.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub chunk_delay_ms: u64,
+    /// Fail every model call with this HTTP status.
+    #[arg(long, value_name = "CODE")]
+    pub fail_status: Option<u16>,
+    /// Cut the connection after this many stream chunks.
+    #[arg(long, value_name = "N")]
+    pub drop_after: Option<usize>,
+}
+
+/// A request the mock received.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceivedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Query string.
+    pub query: Option<String>,
+    /// Headers, lower-case names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The body, as text (lossy for binary bodies).
+    pub body: String,
+    /// The body's exact bytes.
+    #[serde(skip)]
+    pub raw_body: Bytes,
+}
+
+impl ReceivedRequest {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.raw_body).ok()
+    }
+}
+
+/// The mock's shared state.
+#[derive(Clone)]
+pub struct MockState {
+    options: Arc<MockOptions>,
+    received: Arc<Mutex<Vec<ReceivedRequest>>>,
+    release: Arc<watch::Sender<u64>>,
+}
+
+impl MockState {
+    /// Fresh state with these defaults.
+    pub fn new(options: MockOptions) -> Self {
+        Self {
+            options: Arc::new(options),
+            received: Arc::new(Mutex::new(Vec::new())),
+            release: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<ReceivedRequest> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Releases every stream held by `x-mock-hold`.
+    pub fn release(&self) {
+        self.release.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// A running mock server.
+pub struct MockServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (received requests, release).
+    pub state: MockState,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockServer {
+    /// The base URL to configure as an upstream (`http://addr/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Stops serving (open connections are dropped).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the mock on `listener` in the background.
+pub fn start(listener: TcpListener, options: MockOptions) -> std::io::Result<MockServer> {
+    let addr = listener.local_addr()?;
+    let state = MockState::new(options);
+    let app = router(state.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            tracing::error!("mock upstream stopped: {e}");
+        }
+    });
+    Ok(MockServer { addr, state, task })
+}
+
+/// Serves the mock on `listen` until interrupted.
+pub async fn serve(listen: SocketAddr, options: MockOptions) -> Result<(), String> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("tracegate mock upstream listening on http://{addr}/v1");
+    axum::serve(listener.tap_io(no_delay), router(MockState::new(options)))
+        .with_graceful_shutdown(crate::server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Small stream chunks must leave at once, not wait for Nagle's algorithm.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
+/// The mock's routes.
+pub fn router(state: MockState) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/responses", post(openai::responses))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/{*rest}", any(echo))
+        .route("/mock/requests", get(list_received).delete(clear_received))
+        .route("/mock/release", post(release))
+        .with_state(state)
+}
+
+async fn list_received(State(state): State<MockState>) -> axum::Json<Vec<ReceivedRequest>> {
+    axum::Json(state.received())
+}
+
+async fn clear_received(State(state): State<MockState>) -> StatusCode {
+    if let Ok(mut r) = state.received.lock() {
+        r.clear();
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn release(State(state): State<MockState>) -> StatusCode {
+    state.release();
+    StatusCode::NO_CONTENT
+}
+
+/// The behaviour for one request: flags, overridden by headers.
+pub(crate) struct Behaviour {
+    pub(crate) latency: Duration,
+    pub(crate) chunks: usize,
+    pub(crate) chunk_delay: Duration,
+    pub(crate) fail_status: Option<u16>,
+    pub(crate) drop_after: Option<usize>,
+    pub(crate) hold: bool,
+    pub(crate) content: Option<String>,
+}
+
+impl Behaviour {
+    fn of(options: &MockOptions, headers: &HeaderMap) -> Behaviour {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let number = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
+        Behaviour {
+            latency: Duration::from_millis(
+                number("x-mock-latency-ms").unwrap_or(options.latency_ms),
+            ),
+            chunks: number("x-mock-chunks")
+                .map_or(options.chunks, |n| n as usize)
+                .max(1),
+            chunk_delay: Duration::from_millis(
+                number("x-mock-chunk-delay-ms").unwrap_or(options.chunk_delay_ms),
+            ),
+            fail_status: number("x-mock-status")
+                .map(|n| n as u16)
+                .or(options.fail_status),
+            drop_after: number("x-mock-drop-after")
+                .map(|n| n as usize)
+                .or(options.drop_after),
+            hold: header("x-mock-hold").is_some_and(|v| v.trim() == "1"),
+            content: header("x-mock-content").map(str::to_string),
+        }
+    }
+}
+
+/// Remembers the request and returns its parts, body and behaviour.
+pub(crate) async fn receive(
+    state: &MockState,
+    request: Request,
+) -> (http::request::Parts, Bytes, Behaviour) {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let received = ReceivedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        raw_body: body.clone(),
+    };
+    if let Ok(mut r) = state.received.lock() {
+        r.push(received);
+    }
+    let behaviour = Behaviour::of(&state.options, &parts.headers);
+    if !behaviour.latency.is_zero() {
+        tokio::time::sleep(behaviour.latency).await;
+    }
+    (parts, body, behaviour)
+}
+
+async fn models(State(state): State<MockState>, request: Request) -> Response {
+    let (_, _, behaviour) = receive(&state, request).await;
+    if let Some(status) = behaviour.fail_status {
+        return openai_error(status);
+    }
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "tracegate"}],
+    }))
+    .into_response()
+}
+
+/// Any other `/v1/...` call: the body comes back as it was sent.
+async fn echo(State(state): State<MockState>, request: Request) -> Response {
+    let (parts, body, behaviour) = receive(&state, request).await;
+    let status = behaviour
+        .fail_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    if let Ok(v) = HeaderValue::from_str(parts.method.as_str()) {
+        h.insert("x-mock-method", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(parts.uri.path()) {
+        h.insert("x-mock-path", v);
+    }
+    if let Some(v) = parts
+        .uri
+        .query()
+        .and_then(|q| HeaderValue::from_str(q).ok())
+    {
+        h.insert("x-mock-query", v);
+    }
+    response
+}
+
+pub(crate) fn openai_error(status: u16) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {
+        "message": format!("mock failure with status {status}"),
+        "type": "server_error",
+        "code": "mock_failure",
+    }});
+    (code, axum::Json(body)).into_response()
+}
+
+pub(crate) fn anthropic_error(status: u16) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"type": "error", "error": {
+        "type": "api_error",
+        "message": format!("mock failure with status {status}"),
+    }});
+    (code, axum::Json(body)).into_response()
+}
+
+pub(crate) fn bad_request(message: &str) -> Response {
+    let body =
+        json!({"error": {"message": message, "type": "invalid_request_error", "code": null}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// One SSE frame, optionally named.
+pub(crate) fn sse_frame(event: Option<&str>, data: &str) -> Bytes {
+    match event {
+        Some(name) => Bytes::from(format!("event: {name}\ndata: {data}\n\n")),
+        None => Bytes::from(format!("data: {data}\n\n")),
+    }
+}
+
+/// Streams frames with the request's pacing, hold and drop behaviour.
+pub(crate) fn stream_response(
+    state: &MockState,
+    behaviour: Behaviour,
+    frames: Vec<Bytes>,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let mut released = state.release.subscribe();
+    tokio::spawn(async move {
+        for (i, frame) in frames.into_iter().enumerate() {
+            if i > 0 && !behaviour.chunk_delay.is_zero() {
+                tokio::time::sleep(behaviour.chunk_delay).await;
+            }
+            if behaviour.drop_after == Some(i) {
+                let _ = tx
+                    .send(Err(std::io::Error::other("mock dropped the connection")))
+                    .await;
+                return;
+            }
+            if tx.send(Ok(frame)).await.is_err() {
+                return; // the client went away
+            }
+            if i == 0 && behaviour.hold {
+                // `changed` resolves for a release sent after the subscription,
+                // which was taken when the request arrived.
+                if released.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
