@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the built-in deterministic model server (OpenAI and Anthropic APIs).
     MockUpstream {
         /// Address to listen on.

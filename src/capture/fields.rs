@@ -7,6 +7,12 @@
 use crate::record::{CallError, TopLogprob, Usage};
 use serde_json::Value;
 
+/// Per token, the most likely alternatives.
+pub type Alternatives = Vec<Vec<TopLogprob>>;
+
+/// One chunk's (or answer's) logprobs and, when given, their alternatives.
+pub type TokenLogprobs = (Vec<f64>, Option<Alternatives>);
+
 /// A string field of a JSON object.
 pub fn str_field(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_string)
@@ -70,7 +76,7 @@ pub fn error(error: &Value) -> CallError {
 /// Per-token logprobs in the chat shape: `{"content": [{"token", "logprob",
 /// "top_logprobs": [{"token", "logprob"}]}]}`. Returns the logprobs and the
 /// alternatives (`None` when no token had any), or `None` when absent.
-pub fn chat_logprobs(v: Option<&Value>) -> Option<(Vec<f64>, Option<Vec<Vec<TopLogprob>>>)> {
+pub fn chat_logprobs(v: Option<&Value>) -> Option<TokenLogprobs> {
     let items = v?.get("content")?.as_array()?;
     let logprobs = items
         .iter()
@@ -99,7 +105,7 @@ pub fn chat_logprobs(v: Option<&Value>) -> Option<(Vec<f64>, Option<Vec<Vec<TopL
 /// Per-token logprobs in the completions shape: `{"tokens", "token_logprobs",
 /// "top_logprobs": [{"token": logprob, ...}]}` (a `null` logprob, as for an
 /// echoed first token, is skipped).
-pub fn completion_logprobs(v: Option<&Value>) -> Option<(Vec<f64>, Option<Vec<Vec<TopLogprob>>>)> {
+pub fn completion_logprobs(v: Option<&Value>) -> Option<TokenLogprobs> {
     let l = v?;
     let logprobs = l
         .get("token_logprobs")?
@@ -136,8 +142,8 @@ pub fn completion_logprobs(v: Option<&Value>) -> Option<(Vec<f64>, Option<Vec<Ve
 /// Appends one chunk's logprobs to a choice's running lists.
 pub fn extend_logprobs(
     logprobs: &mut Option<Vec<f64>>,
-    tops: &mut Option<Vec<Vec<TopLogprob>>>,
-    chunk: Option<(Vec<f64>, Option<Vec<Vec<TopLogprob>>>)>,
+    tops: &mut Option<Alternatives>,
+    chunk: Option<TokenLogprobs>,
 ) {
     let Some((lp, top)) = chunk else { return };
     let before = logprobs.as_ref().map_or(0, Vec::len);

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod process;
+pub mod replay;
 
 use serde_json::Value;
 use std::net::SocketAddr;
