@@ -350,3 +350,30 @@ async fn unknown_paths_get_a_json_404() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors_on_the_anthropic_api_use_anthropics_shape() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw = TestGateway::start(&format!("http://127.0.0.1:{port}")).await;
+    let response = client()
+        .post(gw.at("/v1/messages"))
+        .json(&json!({"model": "claude", "max_tokens": 5, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "api_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect")
+    );
+    assert_eq!(gw.only_record().await.protocol, "anthropic");
+}

@@ -77,3 +77,8 @@ async fn pytest(file: &str) {
 async fn openai_sdk_end_to_end() {
     pytest("test_openai_sdk.py").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_sdk_end_to_end() {
+    pytest("test_anthropic_sdk.py").await;
+}

@@ -155,3 +155,85 @@ def test_the_api_key_is_never_stored(gateway, session_id):
     text = raw_trace(trace.trace_id).text
     assert API_KEY not in text
     assert '"authorization":"[REDACTED]"' in text.replace(" ", "")
+
+
+def test_n2_choices_are_all_recorded(gateway, session_id):
+    answer = client(session_id).chat.completions.create(
+        model="mock-model", messages=[{"role": "user", "content": "two please"}], n=2
+    )
+    assert len(answer.choices) == 2
+    gateway.flush()
+    (trace,) = gateway.get_session_traces(session_id)
+    full = raw_trace(trace.trace_id).json()
+    assert [c["message"]["content"] for c in full["choices"]] == [c.message.content for c in answer.choices]
+    assert full["finish_reasons"] == ["stop", "stop"]
+
+
+def test_streaming_tool_calls_with_usage_are_merged(gateway, session_id):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    stream = client(session_id, **{"x-mock-chunks": "9"}).chat.completions.create(
+        model="mock-model",
+        messages=[{"role": "user", "content": "find the docs"}],
+        tools=tools,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    fragments, usage = [], None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or []:
+                fragments.append(call.function.arguments or "")
+        usage = chunk.usage or usage
+    assert len([f for f in fragments if f]) > 3, "the arguments arrived in pieces"
+    gateway.flush()
+    (trace,) = gateway.get_session_traces(session_id)
+    full = raw_trace(trace.trace_id).json()
+    assert full["tool_calls"][0]["function"]["arguments"] == "".join(fragments)
+    assert full["tool_calls"][0]["function"]["name"] == "lookup"
+    assert full["usage"]["output_tokens"] == usage.completion_tokens
+
+
+def test_responses_api_is_answered_and_recorded(gateway, session_id):
+    sdk = client(session_id)
+    whole = sdk.responses.create(model="mock-model", input="hello responses", instructions="Be brief.")
+    assert whole.output_text == "This is the tracegate mock answering: hello responses"
+    events = list(sdk.responses.create(model="mock-model", input="stream responses", stream=True))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert events[-1].type == "response.completed"
+    gateway.flush()
+    first, second = gateway.get_session_traces(session_id)
+    assert first.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello responses"}]
+    assert first.response_message["content"] == whole.output_text
+    assert second.response_message["content"] == deltas
+    full = raw_trace(second.trace_id).json()
+    assert full["stream"] is True and full["status"] == "ok"
+    assert full["usage"]["output_tokens"] == events[-1].response.usage.output_tokens
+
+
+def test_responses_api_function_calls(gateway, session_id):
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    stream = client(session_id).responses.create(model="mock-model", input="weather in Oslo", tools=tools, stream=True)
+    final = [e for e in stream if e.type == "response.completed"][0].response
+    call = final.output[0]
+    assert call.type == "function_call"
+    gateway.flush()
+    (trace,) = gateway.get_session_traces(session_id)
+    full = raw_trace(trace.trace_id).json()
+    assert full["tool_calls"][0]["function"]["arguments"] == call.arguments
+    assert full["finish_reason"] == "tool_calls"
+
+
+def test_completions_and_embeddings_are_recorded(gateway, session_id):
+    sdk = client(session_id)
+    completion = sdk.completions.create(model="mock-model", prompt="Once upon a time", logprobs=2)
+    embedding = sdk.embeddings.create(model="mock-embed", input=["alpha", "beta"], dimensions=4)
+    assert len(embedding.data) == 2 and len(embedding.data[0].embedding) == 4
+    gateway.flush()
+    comp, emb = gateway.get_session_traces(session_id)
+    assert comp.response_message["content"] == completion.choices[0].text
+    assert comp.logprobs == completion.choices[0].logprobs.token_logprobs
+    full = raw_trace(emb.trace_id).json()
+    assert full["operation"] == "embeddings"
+    # The SDK asks for base64 vectors (and decodes them itself).
+    assert full["embeddings"] == {"input_count": 2, "dimensions": 4, "encoding_format": "base64"}
+    assert all(d["embedding"] is None for d in full["raw_response"]["data"]), "vectors are not stored"
