@@ -74,6 +74,12 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
             mib(reclaimed.before),
             mib(reclaimed.after),
         ))?;
+        if !reclaimed.log_truncated {
+            print(
+                "the write-ahead log (-wal file) keeps its size for now: another process \
+                 was reading; it is emptied at the next checkpoint\n",
+            )?;
+        }
     }
     Ok(())
 }

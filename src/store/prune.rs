@@ -108,6 +108,10 @@ pub struct Reclaimed {
     pub before: u64,
     /// Bytes after.
     pub after: u64,
+    /// Whether the write-ahead log could be emptied too (not while another
+    /// connection still reads an older snapshot: then the log keeps the
+    /// rewritten pages until a later checkpoint).
+    pub log_truncated: bool,
 }
 
 /// Deletes (or, with `dry_run`, counts) everything older than the cutoff and
@@ -254,11 +258,13 @@ pub fn vacuum(conn: &Connection) -> Result<Reclaimed, String> {
     })?;
     // After VACUUM in WAL mode the rewritten pages sit in the log; move them
     // into the file and empty the log, or the disk holds both copies.
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
         .map_err(|e| format!("checkpoint after VACUUM failed: {e}"))?;
     Ok(Reclaimed {
         before,
         after: file_bytes(conn)?,
+        log_truncated: busy == 0,
     })
 }
 
