@@ -84,7 +84,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
 fn progress_bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {human_pos}/{human_len} traces · {per_sec} · {elapsed_precise} (eta {eta})",
+        "{wide_bar} {human_pos}/{human_len} traces · {elapsed_precise} · eta {eta}",
     ) {
         bar.set_style(style);
     }
