@@ -7,12 +7,15 @@
 //! * [`migrate`] brings the file to the schema in `schema/` (forward only);
 //! * [`writer`] is the single writer thread, fed through a bounded channel,
 //!   committing in batches; request tasks never wait on disk;
-//! * [`read`] answers queries on separate read-only connections.
+//! * [`read`] answers queries on separate read-only connections;
+//! * [`prune`] deletes what is older than a cutoff and reclaims the space
+//!   (`tracegate prune`, run from another process while a gateway writes).
 //!
 //! [`codec`] holds the compact encodings of the bulky record parts.
 
 pub mod codec;
 pub mod migrate;
+pub mod prune;
 pub mod read;
 pub mod writer;
 

@@ -1,0 +1,369 @@
+//! The `tracegate` command line: clap definitions and dispatch, nothing else.
+//!
+//! Two families of subcommands share the binary:
+//!
+//! * the gateway and its helpers — `serve` (the gateway), `mock-upstream` (a
+//!   deterministic model server) and `demo` (both, plus a sample agent
+//!   episode) — which run on a tokio runtime;
+//! * the queries over a database file — `runs`, `sessions`, `traces list`,
+//!   `traces show`, `export`, `stats` and `prune` — which need no server and
+//!   no runtime: they open the SQLite file themselves (read-only, except
+//!   `prune`) and are safe while a gateway writes to it, because WAL lets
+//!   readers see the last commit without blocking the writer.
+//!
+//! Each query command lives in its own file ([`runs`], [`traces`],
+//! [`export`], [`stats`], [`prune`]) as a thin layer: parse flags, call
+//! `store::read` or `store::prune`, format through [`output`]. The SQL stays
+//! in the store. Every query command takes `--db PATH` (env `TRACEGATE_DB`,
+//! default `./tracegate.db`) like `serve`.
+//!
+//! Exit codes: 0 on success, 2 for a configuration or usage error (one line
+//! saying what is wrong — a bad flag, a missing database), 1 for anything
+//! that fails at run time.
+
+mod export;
+mod output;
+mod prune;
+mod runs;
+mod stats;
+mod traces;
+
+use crate::config::{Config, ServeArgs};
+use crate::mock_upstream::{self, MockOptions};
+use crate::store::{TraceFilter, read};
+use clap::{Args, Parser, Subcommand};
+use rusqlite::Connection;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+/// tracegate: a trace-recording gateway for LLM traffic.
+#[derive(Debug, Parser)]
+#[command(name = "tracegate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(Box<ServeArgs>),
+    /// Run the built-in deterministic model server (OpenAI and Anthropic APIs).
+    MockUpstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        options: MockOptions,
+    },
+    /// Run a sample agent episode through a gateway and a mock model, and
+    /// print what was recorded. Needs no API key.
+    Demo {
+        /// SQLite database file to record into.
+        #[arg(long, default_value = crate::config::DEFAULT_DB, value_name = "PATH")]
+        db: PathBuf,
+    },
+    /// List runs, newest first: sessions, calls, errors, tokens, first and
+    /// last seen.
+    Runs(runs::RunsArgs),
+    /// List sessions, oldest first: calls, errors, tokens, first and last seen.
+    Sessions(runs::SessionsArgs),
+    /// List recorded calls, or show one.
+    Traces {
+        #[command(subcommand)]
+        command: traces::TracesCommand,
+    },
+    /// Write traces to a JSON Lines file, one TraceRecord per line, in the
+    /// HTTP API's JSON.
+    Export(export::ExportArgs),
+    /// Calls, error rate, latency and TTFT percentiles, and tokens per model
+    /// and route.
+    Stats(stats::StatsArgs),
+    /// Delete traces older than a duration, the sessions and runs they leave
+    /// empty, and reclaim the space.
+    Prune(prune::PruneArgs),
+}
+
+/// Why a command failed, which decides its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A configuration or usage error: exit 2.
+    Usage(String),
+    /// A failure at run time: exit 1.
+    Runtime(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Runtime(message)
+    }
+}
+
+/// Parses the command line, runs the command, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Serve(_) | Command::MockUpstream { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let result = match cli.command {
+        Command::Runs(args) => runs::runs(&args),
+        Command::Sessions(args) => runs::sessions(&args),
+        Command::Traces { command } => traces::run(&command),
+        Command::Export(args) => export::export(&args),
+        Command::Stats(args) => stats::stats(&args),
+        Command::Prune(args) => prune::prune(&args),
+        gateway => run_gateway(gateway),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("tracegate: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("tracegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `serve`, `mock-upstream` or `demo` on a tokio runtime.
+fn run_gateway(command: Command) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    match command {
+        Command::Serve(args) => {
+            let config = Config::load(&args).map_err(|e| Failure::Usage(e.to_string()))?;
+            runtime.block_on(serve(config))?;
+        }
+        Command::MockUpstream { listen, options } => {
+            runtime.block_on(mock_upstream::serve(listen, options))?;
+        }
+        Command::Demo { db } => {
+            let report = runtime.block_on(crate::demo::run(&db))?;
+            let mut out = output::Output::stdout();
+            out.text(&report)?;
+            out.finish()?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let server = crate::server::Server::bind(&config).await?;
+    let upstreams: Vec<&str> = config.route.upstreams.iter().map(|u| u.as_str()).collect();
+    tracing::info!(
+        "tracegate listening on http://{} → upstream {} · db {}",
+        server.local_addr(),
+        upstreams.join(", "),
+        config.db.display()
+    );
+    server.run(crate::server::shutdown_signal()).await
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `--db`, as every query command takes it (the same flag and variable as
+/// `serve`).
+#[derive(Debug, Clone, Args)]
+pub struct DbArg {
+    /// SQLite database file.
+    #[arg(
+        long,
+        env = "TRACEGATE_DB",
+        default_value = crate::config::DEFAULT_DB,
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+}
+
+impl DbArg {
+    /// A read-only connection to the database, or a usage error when there
+    /// is no tracegate database at the path.
+    pub fn open_read_only(&self) -> Result<Connection, Failure> {
+        self.exists()?;
+        let conn = read::open_read_only(&self.db)?;
+        self.check(&conn)?;
+        Ok(conn)
+    }
+
+    /// A writable connection to an existing database (never creates one).
+    pub fn open_writable(&self) -> Result<Connection, Failure> {
+        self.exists()?;
+        let conn = crate::store::open_for_writing(&self.db)?;
+        self.check(&conn)?;
+        Ok(conn)
+    }
+
+    fn exists(&self) -> Result<(), Failure> {
+        if self.db.is_file() {
+            return Ok(());
+        }
+        Err(Failure::Usage(format!(
+            "no database at {} (pass --db PATH or set TRACEGATE_DB; \
+             `tracegate serve` or `tracegate demo` create one)",
+            self.db.display()
+        )))
+    }
+
+    /// Refuses a file that is not a tracegate database.
+    fn check(&self, conn: &Connection) -> Result<(), Failure> {
+        let found = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        match found {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(self.not_a_store("it has no tracegate tables")),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+                Err(self.not_a_store("it is not an SQLite file"))
+            }
+            Err(e) => Err(Failure::Runtime(format!(
+                "cannot read {}: {e}",
+                self.db.display()
+            ))),
+        }
+    }
+
+    fn not_a_store(&self, why: &str) -> Failure {
+        Failure::Usage(format!(
+            "{} is not a tracegate database: {why}",
+            self.db.display()
+        ))
+    }
+}
+
+/// The filters `traces list`, `export` and `stats` share.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FilterArgs {
+    /// Only calls of this run.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// Only calls of this session.
+    #[arg(long, value_name = "SESSION_ID")]
+    pub session: Option<String>,
+    /// Only calls that asked for this model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only calls of this harness.
+    #[arg(long)]
+    pub harness: Option<String>,
+    /// Only calls that did not end ok (upstream errors, gateway errors,
+    /// client disconnects).
+    #[arg(long)]
+    pub errors: bool,
+    /// Only calls that started after this: a duration back from now (90m,
+    /// 1h, 7d), a UTC date (2026-11-01) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub since: Option<SystemTime>,
+}
+
+impl FilterArgs {
+    /// The store filter these flags describe (oldest first, no limit).
+    pub fn to_filter(&self) -> TraceFilter {
+        TraceFilter {
+            session_ids: self.session.iter().cloned().collect(),
+            run_id: self.run.clone(),
+            since: self.since.map(crate::record::epoch_seconds),
+            model: self.model.clone(),
+            harness: self.harness.clone(),
+            errors_only: self.errors,
+            ..TraceFilter::default()
+        }
+    }
+}
+
+/// Parses a duration such as `30d`, `12h` or `90m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("'{text}' is not a duration like 90m, 12h or 30d ({e})"))
+}
+
+/// Parses `--since`: a duration back from now (`90m`, `1h`, `7d`), a date
+/// (`2026-11-01`, midnight UTC) or an RFC 3339 time
+/// (`2026-11-01T12:00:00Z`, `2026-11-01T14:00:00+02:00`).
+fn parse_since(text: &str) -> Result<SystemTime, String> {
+    let t = text.trim();
+    if let Ok(back) = humantime::parse_duration(t) {
+        return SystemTime::now()
+            .checked_sub(back)
+            .ok_or_else(|| format!("'{text}' reaches back before the epoch"));
+    }
+    let invalid =
+        || format!("'{text}' is not a duration (1h, 7d), a date (2026-11-01) or an RFC 3339 time");
+    if !t.is_ascii() {
+        return Err(invalid());
+    }
+    if t.len() == 10 {
+        return humantime::parse_rfc3339_weak(&format!("{t}T00:00:00Z")).map_err(|_| invalid());
+    }
+    // humantime reads only UTC ("Z"); apply a numeric offset ourselves. The
+    // text is ASCII here, so byte positions are character positions.
+    let at = t.len().saturating_sub(6);
+    let sign = t.as_bytes().get(at).copied();
+    if at <= 10 || !matches!(sign, Some(b'+' | b'-')) || t.as_bytes().get(at + 3) != Some(&b':') {
+        return humantime::parse_rfc3339_weak(t).map_err(|_| invalid());
+    }
+    let number = |range: std::ops::Range<usize>| -> Result<u64, String> {
+        t.get(range)
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(invalid)
+    };
+    let offset = Duration::from_secs(number(at + 1..at + 3)? * 3600 + number(at + 4..at + 6)? * 60);
+    let ahead = sign == Some(b'+');
+    let local = humantime::parse_rfc3339_weak(&format!("{}Z", &t[..at])).map_err(|_| invalid())?;
+    let utc = if ahead {
+        local.checked_sub(offset)
+    } else {
+        local.checked_add(offset)
+    };
+    utc.ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn since_takes_dates_times_and_offsets() {
+        for (text, utc) in [
+            ("2026-11-01", "2026-11-01T00:00:00Z"),
+            ("2026-11-01T12:30:00.5Z", "2026-11-01T12:30:00.5Z"),
+            ("2026-11-01T14:30:00+02:00", "2026-11-01T12:30:00Z"),
+            ("2026-11-01T10:00:00-01:30", "2026-11-01T11:30:00Z"),
+        ] {
+            assert_eq!(parse_since(text).unwrap(), at(utc), "{text}");
+        }
+        for bad in ["yesterday", "2026-13-01", "2026-11-01T10:00:00+2:00x", ""] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_takes_a_duration_back_from_now() {
+        let before = SystemTime::now() - Duration::from_secs(3600);
+        let since = parse_since("1h").unwrap();
+        let after = SystemTime::now() - Duration::from_secs(3600);
+        assert!(before <= since && since <= after);
+    }
+}

@@ -1,0 +1,97 @@
+//! `tracegate runs` and `tracegate sessions`: the top two levels of the
+//! run → session → step tree.
+//!
+//! Both read the `runs` and `sessions` tables, whose counters the writer keeps
+//! up to date, so they answer at once on any store size. Their JSON is the
+//! HTTP API's (`GET /runs`, `GET /sessions`): the same query functions
+//! produce both.
+
+use super::output::{Align, Format, Table, or_dash, print_listing, short_time};
+use super::{DbArg, Failure};
+use crate::store::read;
+use clap::Args;
+
+/// Flags of `tracegate runs`.
+#[derive(Debug, Clone, Args)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// At most this many runs (the newest).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Flags of `tracegate sessions`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Only sessions of this run.
+    #[arg(long, value_name = "RUN_ID")]
+    run: Option<String>,
+    /// At most this many sessions (the oldest).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+const COUNTS: [(&str, Align); 5] = [
+    ("CALLS", Align::Right),
+    ("ERRORS", Align::Right),
+    ("TOKENS", Align::Right),
+    ("FIRST SEEN", Align::Left),
+    ("LAST SEEN", Align::Left),
+];
+
+/// Runs `tracegate runs`.
+pub fn runs(args: &RunsArgs) -> Result<(), Failure> {
+    let conn = args.db.open_read_only()?;
+    let runs = read::runs(&conn, args.limit)?;
+    print_listing(args.format, &runs, |runs| {
+        let mut columns = vec![("RUN", Align::Left), ("SESSIONS", Align::Right)];
+        columns.extend(COUNTS);
+        let mut table = Table::new(&columns);
+        for run in runs {
+            table.row(vec![
+                run.run_id.clone(),
+                run.session_count.to_string(),
+                run.trace_count.to_string(),
+                run.error_count.to_string(),
+                run.tokens.to_string(),
+                short_time(&run.first_seen),
+                short_time(&run.last_seen),
+            ]);
+        }
+        table
+    })?;
+    Ok(())
+}
+
+/// Runs `tracegate sessions`.
+pub fn sessions(args: &SessionsArgs) -> Result<(), Failure> {
+    let conn = args.db.open_read_only()?;
+    let sessions = read::sessions(&conn, None, args.run.as_deref(), args.limit)?;
+    print_listing(args.format, &sessions, |sessions| {
+        let mut columns = vec![("SESSION", Align::Left), ("RUN", Align::Left)];
+        columns.extend(COUNTS);
+        let mut table = Table::new(&columns);
+        for s in sessions {
+            table.row(vec![
+                s.session_id.clone(),
+                or_dash(s.run_id.as_deref()),
+                s.trace_count.to_string(),
+                s.error_count.to_string(),
+                s.tokens.to_string(),
+                or_dash(s.first_seen.as_deref().map(short_time)),
+                or_dash(s.last_seen.as_deref().map(short_time)),
+            ]);
+        }
+        table
+    })?;
+    Ok(())
+}

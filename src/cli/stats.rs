@@ -1,0 +1,68 @@
+//! `tracegate stats`: how the calls went, per model and route.
+//!
+//! For each (requested model, route) pair: calls, error rate, latency and
+//! time-to-first-byte percentiles (P50, P95, P99) and input and output
+//! tokens. Percentiles are exact — the nearest-rank value over every
+//! matching call, computed by `store::read::stats` — not estimates from a
+//! histogram, so a test (or a user with `sqlite3`) can check them by hand.
+//! It takes the same filters as `traces list`, so `stats --run R` describes
+//! one run and `stats --since 1h` the last hour.
+
+use super::output::{Align, Format, Table, ms, or_dash, print_listing};
+use super::{DbArg, Failure, FilterArgs};
+use crate::store::read::{self, Percentiles};
+use clap::Args;
+
+/// Flags of `tracegate stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Runs `tracegate stats`.
+pub fn stats(args: &StatsArgs) -> Result<(), Failure> {
+    let conn = args.db.open_read_only()?;
+    let groups = read::stats(&conn, &args.filter.to_filter())?;
+    print_listing(args.format, &groups, |groups| {
+        let mut table = Table::new(&[
+            ("MODEL", Align::Left),
+            ("ROUTE", Align::Left),
+            ("CALLS", Align::Right),
+            ("ERRORS", Align::Right),
+            ("P50 MS", Align::Right),
+            ("P95 MS", Align::Right),
+            ("P99 MS", Align::Right),
+            ("TTFT P50", Align::Right),
+            ("TTFT P95", Align::Right),
+            ("TTFT P99", Align::Right),
+            ("IN TOKENS", Align::Right),
+            ("OUT TOKENS", Align::Right),
+        ]);
+        for g in groups {
+            let ttft =
+                |pick: fn(&Percentiles) -> f64| or_dash(g.ttft_ms.as_ref().map(pick).map(ms));
+            table.row(vec![
+                or_dash(g.model.as_deref()),
+                or_dash(g.route.as_deref()),
+                g.calls.to_string(),
+                format!("{} ({:.1}%)", g.errors, g.error_rate * 100.0),
+                ms(g.latency_ms.p50),
+                ms(g.latency_ms.p95),
+                ms(g.latency_ms.p99),
+                ttft(|p| p.p50),
+                ttft(|p| p.p95),
+                ttft(|p| p.p99),
+                g.input_tokens.to_string(),
+                g.output_tokens.to_string(),
+            ]);
+        }
+        table
+    })?;
+    Ok(())
+}

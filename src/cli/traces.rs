@@ -1,0 +1,405 @@
+//! `tracegate traces list` and `tracegate traces show`: the recorded calls.
+//!
+//! `list` answers "which calls?" from the indexed columns alone (no record is
+//! decoded), newest first, filtered by run, session, model, harness, errors
+//! and time. Its JSON objects are summaries that keep the record's field
+//! names; the full record is what `show` and `export` are for.
+//!
+//! `show` answers "what happened in this call?" for a person: who made it,
+//! where it went, how long it took, the conversation it sent, the tools it
+//! offered, the answer (text, reasoning, tool calls) and usage, then the
+//! error if any. `--raw` prints instead what went over the wire: headers and
+//! bodies of the request as forwarded and the response as received (an SSE
+//! stream as its text).
+
+use super::output::{Align, Format, Table, ms, or_dash, print_listing, short_time};
+use super::{DbArg, Failure, FilterArgs};
+use crate::record::TraceRecord;
+use crate::store::{TraceFilter, read};
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+
+/// `tracegate traces ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TracesCommand {
+    /// List calls, newest first.
+    List(ListArgs),
+    /// Show one call, readable: identity, route, timing, messages, tool
+    /// calls, the answer, usage and error.
+    Show(ShowArgs),
+}
+
+/// Flags of `tracegate traces list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// At most this many calls (the newest).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Flags of `tracegate traces show`.
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// The trace id (as `traces list` prints it, or from the
+    /// `X-RLLM-Trace-Id` response header).
+    id: String,
+    /// Print the raw request and response (headers and bodies) instead.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// Runs a `tracegate traces` subcommand.
+pub fn run(command: &TracesCommand) -> Result<(), Failure> {
+    match command {
+        TracesCommand::List(args) => list(args),
+        TracesCommand::Show(args) => show(args),
+    }
+}
+
+fn list(args: &ListArgs) -> Result<(), Failure> {
+    let conn = args.db.open_read_only()?;
+    let filter = TraceFilter {
+        limit: args.limit,
+        newest_first: true,
+        ..args.filter.to_filter()
+    };
+    let traces = read::trace_summaries(&conn, &filter)?;
+    print_listing(args.format, &traces, |traces| {
+        let mut table = Table::new(&[
+            ("STARTED", Align::Left),
+            ("TRACE", Align::Left),
+            ("SESSION", Align::Left),
+            ("STEP", Align::Right),
+            ("MODEL", Align::Left),
+            ("STATUS", Align::Left),
+            ("LATENCY MS", Align::Right),
+            ("TTFT MS", Align::Right),
+            ("IN", Align::Right),
+            ("OUT", Align::Right),
+            ("ERROR", Align::Left),
+        ]);
+        for t in traces {
+            let status = match t.http_status {
+                Some(code) => format!("{} {code}", t.status),
+                None => t.status.clone(),
+            };
+            let model = match (&t.model, t.stream) {
+                (Some(model), true) => format!("{model} (stream)"),
+                (model, _) => or_dash(model.as_deref()),
+            };
+            table.row(vec![
+                short_time(&t.started_at),
+                t.trace_id.clone(),
+                or_dash(t.session_id.as_deref()),
+                or_dash(t.step_id),
+                model,
+                status,
+                ms(t.latency_ms),
+                or_dash(t.ttft_ms.map(ms)),
+                or_dash(t.usage.input_tokens),
+                or_dash(t.usage.output_tokens),
+                or_dash(t.error.as_ref().map(|e| e.kind.as_str())),
+            ]);
+        }
+        table
+    })?;
+    Ok(())
+}
+
+fn show(args: &ShowArgs) -> Result<(), Failure> {
+    let conn = args.db.open_read_only()?;
+    let record = read::trace(&conn, &args.id)?.ok_or_else(|| {
+        Failure::Runtime(format!("no trace {} in {}", args.id, args.db.db.display()))
+    })?;
+    let text = if args.raw {
+        render_raw(&record)
+    } else {
+        render(&record)
+    };
+    let mut out = super::output::Output::stdout();
+    out.text(&text)?;
+    out.finish()?;
+    Ok(())
+}
+
+/// Appends `label value` lines, the label padded to one width; absent
+/// values are skipped.
+fn fields(out: &mut String, pairs: &[(&str, Option<String>)]) {
+    for (label, value) in pairs {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{label:<11}{value}");
+        }
+    }
+}
+
+/// Joins the present `label value` parts with ` · `; none if all absent.
+fn joined(parts: &[(&str, Option<String>)]) -> Option<String> {
+    let present: Vec<String> = parts
+        .iter()
+        .filter_map(|(label, value)| value.as_ref().map(|v| format!("{label} {v}")))
+        .collect();
+    (!present.is_empty()).then(|| present.join(" · "))
+}
+
+/// The record, readable.
+fn render(t: &TraceRecord) -> String {
+    let mut out = String::new();
+    let identity = joined(&[
+        ("run", t.run_id.clone()),
+        ("session", t.session_id.clone()),
+        ("step", t.step_id.map(|s| s.to_string())),
+    ]);
+    let context = joined(&[
+        ("harness", t.harness.clone()),
+        ("project", t.project.clone()),
+        ("experiment", t.experiment.clone()),
+    ]);
+    let route = format!(
+        "{} {} → {} · {} {}{}",
+        t.method,
+        t.path,
+        t.upstream,
+        t.protocol,
+        t.operation,
+        t.route
+            .as_deref()
+            .map(|r| format!(" · route {r}"))
+            .unwrap_or_default()
+    );
+    let model = format!(
+        "{}{}{}",
+        t.model.as_deref().unwrap_or("-"),
+        t.response_model
+            .as_deref()
+            .filter(|m| Some(*m) != t.model.as_deref())
+            .map(|m| format!(" (answered by {m})"))
+            .unwrap_or_default(),
+        if t.stream { " · streamed" } else { "" }
+    );
+    let timing = format!(
+        "{} → {} · latency {} ms{}",
+        t.started_at,
+        t.ended_at,
+        ms(t.latency_ms),
+        t.ttft_ms
+            .map(|v| format!(" · ttft {} ms", ms(v)))
+            .unwrap_or_default()
+    );
+    let status = format!(
+        "{}{}",
+        t.status.as_str(),
+        t.http_status
+            .map(|s| format!(" · HTTP {s}"))
+            .unwrap_or_default()
+    );
+    let u = &t.usage;
+    let usage = joined(&[
+        ("input", u.input_tokens.map(|n| n.to_string())),
+        ("output", u.output_tokens.map(|n| n.to_string())),
+        ("total", u.total_tokens.map(|n| n.to_string())),
+        ("cached input", u.cached_input_tokens.map(|n| n.to_string())),
+        ("reasoning", u.reasoning_tokens.map(|n| n.to_string())),
+    ]);
+    fields(
+        &mut out,
+        &[
+            ("trace", Some(t.trace_id.clone())),
+            ("identity", identity),
+            ("context", context),
+            ("parent", t.parent_span_id.clone()),
+            (
+                "span",
+                Some(format!("{} in OTel trace {}", t.span_id, t.otel_trace_id)),
+            ),
+            ("call", Some(route)),
+            ("model", Some(model)),
+            ("time", Some(timing)),
+            ("status", Some(status)),
+            ("usage", usage),
+            (
+                "error",
+                t.error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.kind, e.message)),
+            ),
+        ],
+    );
+    for problem in &t.identity_errors {
+        let _ = writeln!(out, "{:<11}{problem}", "identity?");
+    }
+
+    let _ = writeln!(out, "\nmessages ({})", t.messages.len());
+    for message in &t.messages {
+        if let Some(message) = message.as_object() {
+            message_lines(&mut out, message);
+        }
+    }
+    if !t.tools.is_empty() {
+        let names: Vec<&str> = t
+            .tools
+            .iter()
+            .map(|tool| {
+                tool.pointer("/function/name")
+                    .or_else(|| tool.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            })
+            .collect();
+        let _ = writeln!(out, "\ntools offered: {}", names.join(", "));
+    }
+    if !t.request_params.is_empty() {
+        let _ = writeln!(
+            out,
+            "parameters: {}",
+            Value::Object(t.request_params.clone())
+        );
+    }
+
+    let _ = writeln!(out, "\nanswer");
+    if t.choices.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for choice in &t.choices {
+        let finish = choice.finish_reason.as_deref().unwrap_or("-");
+        if t.choices.len() > 1 {
+            let _ = writeln!(out, "  choice {} (finish: {finish})", choice.index);
+        } else {
+            let _ = writeln!(out, "  finish: {finish}");
+        }
+        message_lines(&mut out, &choice.message);
+    }
+    out
+}
+
+/// A message: its role (and tool call id), then its reasoning, content,
+/// refusal and tool calls, indented.
+fn message_lines(out: &mut String, message: &Map<String, Value>) {
+    let text = |key: &str| message.get(key).and_then(Value::as_str);
+    let mut head = format!("  [{}]", text("role").unwrap_or("?"));
+    if let Some(name) = text("name") {
+        let _ = write!(head, " {name}");
+    }
+    if let Some(id) = text("tool_call_id") {
+        let _ = write!(head, " (result of {id})");
+    }
+    let _ = writeln!(out, "{head}");
+    for (label, key) in [
+        ("reasoning: ", "reasoning_content"),
+        ("refusal: ", "refusal"),
+    ] {
+        if let Some(value) = text(key) {
+            indented(out, &format!("{label}{value}"));
+        }
+    }
+    if let Some(content) = message.get("content") {
+        let content = content_text(content);
+        if !content.is_empty() {
+            indented(out, &content);
+        }
+    }
+    for call in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let function = call.get("function");
+        let field = |key: &str| {
+            function
+                .and_then(|f| f.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
+        let id = call.get("id").and_then(Value::as_str).unwrap_or("-");
+        indented(
+            out,
+            &format!(
+                "tool call {}({}) id {id}",
+                field("name"),
+                field("arguments")
+            ),
+        );
+    }
+}
+
+/// A message content as text: a string as is; a list of parts with its text
+/// parts as they are and other parts as `[type]`; anything else as JSON.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part.get("text").and_then(Value::as_str) {
+                Some(text) => text.to_string(),
+                None => format!(
+                    "[{}]",
+                    part.get("type").and_then(Value::as_str).unwrap_or("part")
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}
+
+fn indented(out: &mut String, text: &str) {
+    for line in text.lines() {
+        let _ = writeln!(out, "      {line}");
+    }
+}
+
+/// The request and response as they went over the wire.
+fn render_raw(t: &TraceRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "request: {} {} → {}", t.method, t.path, t.upstream);
+    headers(&mut out, &t.request_headers);
+    let _ = writeln!(out, "\n{}", body_text(t.raw_request.as_ref()));
+    let _ = writeln!(
+        out,
+        "\nresponse: {}",
+        t.http_status
+            .map_or_else(|| "no HTTP status".to_string(), |s| format!("HTTP {s}"))
+    );
+    headers(&mut out, &t.response_headers);
+    let _ = writeln!(out, "\n{}", body_text(t.raw_response.as_ref()));
+    out
+}
+
+fn headers(out: &mut String, headers: &Map<String, Value>) {
+    for (name, value) in headers {
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string);
+        let _ = writeln!(out, "{name}: {value}");
+    }
+}
+
+/// A stored body: JSON pretty-printed; a non-JSON body (stored as
+/// `{content_type, encoding, body}`) as its text.
+fn body_text(body: Option<&Value>) -> String {
+    let Some(body) = body else {
+        return "(no body)".to_string();
+    };
+    if let Some(wrapper) = body
+        .as_object()
+        .filter(|o| o.len() == 3 && o.contains_key("content_type") && o.contains_key("encoding"))
+        && let Some(text) = wrapper.get("body").and_then(Value::as_str)
+    {
+        return match wrapper.get("encoding").and_then(Value::as_str) {
+            Some("utf8") => text.to_string(),
+            _ => format!("(binary, base64) {text}"),
+        };
+    }
+    serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string())
+}
