@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod migrate;
 pub mod read;
+pub mod stats;
 pub mod writer;
 
 pub use read::{RunInfo, SessionInfo, StoreReader, TraceFilter};
