@@ -71,6 +71,14 @@ function build(el, props, children) {
   return el;
 }
 
+// A table head; a label starting with '#' heads a numeric (right-aligned)
+// column, without the '#'.
+function thead(...labels) {
+  return h('thead', null, h('tr', null, labels.map((label) => (label.startsWith('#')
+    ? h('th', { class: 'num' }, label.slice(1))
+    : h('th', null, label)))));
+}
+
 function replace(el, ...children) {
   el.replaceChildren();
   return build(el, null, children);
@@ -226,7 +234,8 @@ function setLive(state, title) {
   button.title = live.paused ? 'Live updates paused. Click to resume.' : title;
 }
 
-// Calls a function at most once per `ms`, the last call winning.
+// Runs `fn` at most once per `ms`: calls in between fold into one run at
+// the end of the wait.
 function throttle(fn, ms) {
   let timer = null;
   let last = 0;
@@ -326,7 +335,7 @@ function runsTable(runs) {
       : 'No runs yet. Send calls with an X-RLLM-Run-Id header, or try `tracegate demo`.');
   }
   return h('table', { class: 'runs' },
-    h('thead', null, h('tr', null, ['Run', 'Started', 'Duration', 'Sessions', 'Calls', 'Errors', 'Tokens'].map((t) => h('th', null, t)))),
+    thead('Run', 'Started', '#Duration', '#Sessions', '#Calls', '#Errors', '#Tokens'),
     h('tbody', null, runs.map((run) => h('tr', { data: { runId: run.run_id }, onclick: (e) => { if (!e.target.closest('a')) location.hash = runHref(run.run_id); } },
       h('td', { class: 'id' }, h('a', { href: runHref(run.run_id) }, run.run_id)),
       h('td', null, fmtWhen(run.first_seen)),
@@ -340,7 +349,7 @@ function runsTable(runs) {
 function callsTable(calls) {
   if (!calls.length) return h('p', { class: 'empty' }, 'No calls recorded yet.');
   return h('table', { class: 'calls' },
-    h('thead', null, h('tr', null, ['Time', 'Run · session', 'Step', 'Model', 'Status', 'Latency', 'Tokens', 'Answer'].map((t) => h('th', null, t)))),
+    thead('Time', 'Run · session', '#Step', 'Model', 'Status', '#Latency', '#Tokens', 'Answer'),
     h('tbody', null, calls.map((c) => h('tr', { data: { traceId: c.trace_id }, onclick: () => { location.hash = callHref(c.trace_id); } },
       h('td', null, fmtClock(parseTime(c.started_at))),
       h('td', { class: 'id' }, c.run_id ? h('a', { href: runHref(c.run_id), onclick: (e) => e.stopPropagation() }, c.run_id) : '–', ' · ', shortSession(c.session_id, c.run_id)),
@@ -388,15 +397,21 @@ async function runView(view, runId, gen) {
   draw();
   await charts.refresh();
   const refreshCharts = throttle(() => charts.refresh(), 5000);
+  // A busy run gets new calls every poll; redrawing thousands of rows at
+  // most once a second keeps the page responsive.
+  const redraw = throttle(async () => {
+    const latest = await request(`runs/${encodeURIComponent(runId)}`).catch(reportError);
+    if (gen !== generation) return;
+    if (latest) info = latest;
+    draw();
+  }, 1000);
   current = {
     onResize: draw,
-    async onCalls(fresh) {
+    onCalls(fresh) {
       const mine = fresh.filter((c) => c.run_id === runId);
       if (!mine.length) return;
       for (const c of mine) calls.set(c.trace_id, c);
-      info = await request(`runs/${encodeURIComponent(runId)}`);
-      if (gen !== generation) return;
-      draw();
+      redraw();
       refreshCharts();
     },
   };
@@ -467,7 +482,8 @@ function runTree(runId, sessions, calls, links) {
     const grandchildren = kids.children.get(c.trace_id);
     // Agents chain every step to the previous one: past a few levels, stop
     // indenting so that long sessions stay readable.
-    if (grandchildren.length) item.append(h('ul', { class: depth >= 6 ? 'flat' : '' }, grandchildren.map((g) => node(g, kids, depth + 1))));
+    const flat = depth > 6 ? 'flat' : depth === 6 ? 'flat first' : null;
+    if (grandchildren.length) item.append(h('ul', { class: flat }, grandchildren.map((g) => node(g, kids, depth + 1))));
     return item;
   };
   return h('ul', { class: 'tree', data: { run: runId } }, sessions.map((session) => {
@@ -633,7 +649,7 @@ function swatch(fill) {
 function modelTable(stats, color) {
   const q = (quantiles) => (quantiles ? `${fmtMs(quantiles.p50)} / ${fmtMs(quantiles.p90)} / ${fmtMs(quantiles.p99)}` : '–');
   return h('table', { class: 'models' },
-    h('thead', null, h('tr', null, ['Model', 'Calls', 'Errors', 'Latency p50 / p90 / p99', 'TTFT p50 / p90 / p99', 'Tokens in', 'Tokens out'].map((t) => h('th', null, t)))),
+    thead('Model', '#Calls', '#Errors', '#Latency p50 / p90 / p99', '#TTFT p50 / p90 / p99', '#Tokens in', '#Tokens out'),
     h('tbody', null, stats.per_model.map((m) => h('tr', null,
       h('td', null, swatch(color.get(m.model)), ' ', m.model),
       h('td', { class: 'num' }, fmtInt(m.calls)),
@@ -864,7 +880,7 @@ const TOKEN_ROWS_SHOWN = 200;
 function tokenTable(rows) {
   const body = h('tbody');
   const table = h('table', { class: 'tokens' },
-    h('thead', null, h('tr', null, ['#', 'token id', 'token', 'logprob', 'p', 'alternatives'].map((x) => h('th', null, x)))), body);
+    thead('##', '#token id', 'token', '#logprob', 'p', 'alternatives'), body);
   const renderRows = (limit) => replace(body, rows.slice(0, limit).map((r, k) => {
     const p = r.logprob === null ? null : Math.exp(r.logprob);
     return h('tr', null,

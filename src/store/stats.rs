@@ -16,7 +16,8 @@
 
 use crate::record::{epoch_seconds, rfc3339};
 use crate::store::read::{self, ReadResult, RunInfo};
-use rusqlite::{Connection, Row as SqlRow, ToSql};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, Row as SqlRow, params_from_iter};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -28,6 +29,34 @@ fn sql_err(e: rusqlite::Error) -> String {
 /// Epoch seconds as the RFC 3339 text the time columns hold.
 fn epoch_text(seconds: f64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_micros((seconds.max(0.0) * 1e6).round() as u64))
+}
+
+/// The conditions of a query, built from the filters that are set. Only the
+/// set ones go into the SQL: `(?1 IS NULL OR run_id = ?1)` would read the
+/// same but keep SQLite from using the index.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    args: Vec<SqlValue>,
+}
+
+impl Conditions {
+    /// Adds `clause` (with one `?`) when `value` is set.
+    fn add(&mut self, clause: &str, value: Option<impl Into<SqlValue>>) {
+        if let Some(value) = value {
+            self.clauses.push(clause.to_string());
+            self.args.push(value.into());
+        }
+    }
+
+    /// ` WHERE a AND b`, or nothing.
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
 }
 
 /// The trace columns the run list can be filtered on, by exact value.
@@ -63,29 +92,28 @@ pub struct RunPage {
 pub fn runs(conn: &Connection, filter: &RunFilter) -> ReadResult<RunPage> {
     // One snapshot for the ids and the rows they name.
     let tx = conn.unchecked_transaction().map_err(sql_err)?;
-    let mut sql = String::from(
-        "SELECT run_id FROM runs
-         WHERE (?1 IS NULL OR instr(lower(run_id), lower(?1)) > 0)
-           AND (?2 = 0 OR error_count > 0)
-           AND (?3 IS NULL OR last_seen > ?3)",
-    );
-    for (i, column) in FACET_COLUMNS.iter().enumerate() {
-        let n = i + 4;
-        sql.push_str(&format!(
-            " AND (?{n} IS NULL OR EXISTS (SELECT 1 FROM traces t
-                   WHERE t.run_id = runs.run_id AND t.{column} = ?{n}))"
-        ));
+    let mut when = Conditions::default();
+    when.add("instr(lower(run_id), lower(?)) > 0", filter.search.clone());
+    when.add("error_count > ?", filter.errors_only.then_some(0));
+    when.add("last_seen > ?", filter.since.map(epoch_text));
+    for (column, value) in FACET_COLUMNS.iter().zip(&filter.facets) {
+        // `+` keeps SQLite on the run_id index: walking each run's calls
+        // until one matches beats walking every call of a common model once
+        // per run.
+        let clause = format!(
+            "EXISTS (SELECT 1 FROM traces t WHERE t.run_id = runs.run_id AND +t.{column} = ?)"
+        );
+        when.add(&clause, value.clone());
     }
-    sql.push_str(" ORDER BY first_seen DESC, run_id LIMIT ?8");
-    let since = filter.since.map(epoch_text);
-    let limit = filter.limit as i64;
-    let mut args: Vec<&dyn ToSql> = vec![&filter.search, &filter.errors_only, &since];
-    args.extend(filter.facets.iter().map(|f| f as &dyn ToSql));
-    args.push(&limit);
+    let sql = format!(
+        "SELECT run_id FROM runs{} ORDER BY first_seen DESC, run_id LIMIT {}",
+        when.sql(),
+        filter.limit
+    );
     let ids: Vec<String> = {
         let mut stmt = tx.prepare(&sql).map_err(sql_err)?;
         let rows = stmt
-            .query_map(args.as_slice(), |row| row.get(0))
+            .query_map(params_from_iter(&when.args), |row| row.get(0))
             .map_err(sql_err)?;
         rows.collect::<Result<_, _>>().map_err(sql_err)?
     };
@@ -99,10 +127,17 @@ pub fn runs(conn: &Connection, filter: &RunFilter) -> ReadResult<RunPage> {
             .iter()
             .zip(["models", "harnesses", "projects", "experiments"])
     {
+        // A loose index scan: one index seek per distinct value, instead
+        // of `SELECT DISTINCT`, which would read every row's index entry.
         let mut stmt = tx
             .prepare(&format!(
-                "SELECT DISTINCT {column} FROM traces WHERE {column} IS NOT NULL
-                 ORDER BY 1 LIMIT 200"
+                "WITH RECURSIVE v(value) AS (
+                     SELECT MIN({column}) FROM traces
+                     UNION ALL
+                     SELECT (SELECT MIN({column}) FROM traces WHERE {column} > v.value)
+                     FROM v WHERE v.value IS NOT NULL
+                 )
+                 SELECT value FROM v WHERE value IS NOT NULL LIMIT 200"
             ))
             .map_err(sql_err)?;
         let values = stmt
@@ -236,27 +271,25 @@ fn call_from_row(row: &SqlRow<'_>) -> rusqlite::Result<CallSummary> {
 /// since that cursor; without, the newest calls. Either way in start order.
 pub fn calls(conn: &Connection, filter: &CallFilter) -> ReadResult<CallPage> {
     let tx = conn.unchecked_transaction().map_err(sql_err)?;
+    let mut when = Conditions::default();
+    when.add("run_id = ?", filter.run_id.clone());
+    when.add("session_id = ?", filter.session_id.clone());
+    when.add("rowid > ?", filter.after);
+    // Since a cursor: the oldest first, so that a cut page resumes cleanly.
     let order = if filter.after.is_some() {
         "ASC"
     } else {
         "DESC"
     };
     let sql = format!(
-        "{CALL_SELECT} WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR session_id = ?2)
-         AND rowid > ?3 ORDER BY rowid {order} LIMIT ?4"
+        "{CALL_SELECT}{} ORDER BY rowid {order} LIMIT {}",
+        when.sql(),
+        filter.limit
     );
     let mut calls: Vec<CallSummary> = {
         let mut stmt = tx.prepare(&sql).map_err(sql_err)?;
         let rows = stmt
-            .query_map(
-                rusqlite::params![
-                    filter.run_id,
-                    filter.session_id,
-                    filter.after.unwrap_or(0),
-                    filter.limit as i64
-                ],
-                call_from_row,
-            )
+            .query_map(params_from_iter(&when.args), call_from_row)
             .map_err(sql_err)?;
         rows.collect::<Result<_, _>>().map_err(sql_err)?
     };
@@ -395,37 +428,34 @@ struct Point {
 
 /// Chart data for the calls matching `filter`.
 pub fn stats(conn: &Connection, filter: &StatsFilter) -> ReadResult<Stats> {
+    let mut when = Conditions::default();
+    when.add("run_id = ?", filter.run_id.clone());
+    when.add("started_at > ?", filter.since.map(epoch_text));
     let mut stmt = conn
-        .prepare(
+        .prepare(&format!(
             "SELECT COALESCE(model, '(none)'), started_at, latency_ms,
                     CASE WHEN stream THEN ttft_ms END, status != 'ok',
                     COALESCE(input_tokens, 0), COALESCE(output_tokens, 0)
-             FROM traces WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR started_at > ?2)
-             ORDER BY rowid DESC LIMIT ?3",
-        )
+             FROM traces{} ORDER BY rowid DESC LIMIT {}",
+            when.sql(),
+            STATS_SAMPLE + 1
+        ))
         .map_err(sql_err)?;
     let rows = stmt
-        .query_map(
-            rusqlite::params![
-                filter.run_id,
-                filter.since.map(epoch_text),
-                STATS_SAMPLE as i64 + 1
-            ],
-            |row| {
-                let started: String = row.get(1)?;
-                Ok(Point {
-                    model: row.get(0)?,
-                    started: humantime::parse_rfc3339_weak(&started)
-                        .ok()
-                        .map(epoch_seconds),
-                    latency_ms: row.get(2)?,
-                    ttft_ms: row.get(3)?,
-                    error: row.get(4)?,
-                    input_tokens: row.get::<_, i64>(5)?.max(0) as u64,
-                    output_tokens: row.get::<_, i64>(6)?.max(0) as u64,
-                })
-            },
-        )
+        .query_map(params_from_iter(&when.args), |row| {
+            let started: String = row.get(1)?;
+            Ok(Point {
+                model: row.get(0)?,
+                started: humantime::parse_rfc3339_weak(&started)
+                    .ok()
+                    .map(epoch_seconds),
+                latency_ms: row.get(2)?,
+                ttft_ms: row.get(3)?,
+                error: row.get(4)?,
+                input_tokens: row.get::<_, i64>(5)?.max(0) as u64,
+                output_tokens: row.get::<_, i64>(6)?.max(0) as u64,
+            })
+        })
         .map_err(sql_err)?;
     let mut points: Vec<Point> = rows.collect::<Result<_, _>>().map_err(sql_err)?;
     let sampled = points.len() > STATS_SAMPLE;
