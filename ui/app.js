@@ -191,6 +191,7 @@ function route() {
 }
 
 function setCrumbs(items) {
+  document.title = ['tracegate', ...items.map(([label]) => label)].join(' · ');
   const nav = replace($('#crumbs'));
   for (const [label, href] of items) {
     nav.append(h('span', { class: 'sep' }, '›'), href ? h('a', { href }, label) : h('span', null, label));
