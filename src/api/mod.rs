@@ -6,11 +6,15 @@
 //! adds runs (`/runs`) and its own fields beside rLLM's. Errors use the
 //! OpenAI error shape, with 404 for unknown sessions, traces and runs and 400
 //! for unusable parameters.
+//!
+//! The web UI (`/ui`) is served from here too, with its own few endpoints
+//! under `/ui/api/` (see `ui.rs`).
 
 mod admin;
 mod runs;
 mod sessions;
 mod traces;
+mod ui;
 
 use crate::error::GatewayError;
 use crate::store::{StoreReader, StoreWriter};
@@ -42,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/traces/{trace_id}", get(traces::get))
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
+        .merge(ui::routes())
         .with_state(state)
 }
 

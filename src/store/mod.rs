@@ -17,6 +17,7 @@ pub mod codec;
 pub mod migrate;
 pub mod prune;
 pub mod read;
+pub mod stats;
 pub mod writer;
 
 pub use read::{RunInfo, SessionInfo, StoreReader, TraceFilter};

@@ -1,0 +1,945 @@
+// tracegate web UI: plain JavaScript, no build step, no dependencies.
+//
+// Views, chosen by the URL fragment (so the gateway serves one page):
+//   #/                 runs (filtered), charts, the latest calls
+//   #/run/<run_id>     a run: its sessions with their steps as a tree (by
+//                      parent links) and as a waterfall timeline; its charts
+//   #/call/<trace_id>  one call: messages, answer, tool calls, usage, token
+//                      ids with logprobs, raw request and response
+//
+// Live updates: a poller asks /ui/api/calls for the calls committed since
+// its cursor and hands them to the current view, which refreshes itself.
+//
+// Everything shown from a record is model or user output, i.e. untrusted:
+// it only ever enters the page as text (textContent, SVG text nodes), never
+// as HTML. The gateway also serves this page under a strict CSP.
+'use strict';
+
+// ---------------------------------------------------------------------------
+// Talking to the gateway
+
+// The gateway's root URL: this page is served at <root>/ui/.
+const ROOT = new URL('../', location.href.split('#')[0]);
+
+// Every request to the gateway goes through here. When inbound auth is on,
+// this is the one place that adds the credentials.
+async function request(path, params) {
+  const url = new URL(path, ROOT);
+  for (const [key, value] of Object.entries(params || {})) {
+    if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, String(value));
+  }
+  const response = await fetch(url, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // Not JSON: reported below by status.
+  }
+  if (!response.ok) {
+    const error = new Error((body && body.error && body.error.message) || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------------------
+// DOM helpers
+
+// h('div', {class: 'x', onclick: f, data: {step: 2}}, child, 'text', [more])
+function h(tag, props, ...children) {
+  return build(document.createElement(tag), props, children);
+}
+
+// The same for SVG elements.
+function s(tag, props, ...children) {
+  return build(document.createElementNS('http://www.w3.org/2000/svg', tag), props, children);
+}
+
+function build(el, props, children) {
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key === 'data') {
+      for (const [name, v] of Object.entries(value)) if (v !== undefined && v !== null) el.dataset[name] = v;
+    } else el.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+// A table head; a label starting with '#' heads a numeric (right-aligned)
+// column, without the '#'.
+function thead(...labels) {
+  return h('thead', null, h('tr', null, labels.map((label) => (label.startsWith('#')
+    ? h('th', { class: 'num' }, label.slice(1))
+    : h('th', null, label)))));
+}
+
+function replace(el, ...children) {
+  el.replaceChildren();
+  return build(el, null, children);
+}
+
+const $ = (selector, root) => (root || document).querySelector(selector);
+
+// ---------------------------------------------------------------------------
+// Formatting
+
+function fmtMs(ms) {
+  if (ms === null || ms === undefined) return '–';
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 10) return `${ms.toFixed(1)} ms`;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+}
+
+function fmtInt(n) {
+  return n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US');
+}
+
+// Stored times are RFC 3339 UTC with microseconds; Date.parse keeps only
+// milliseconds, so the fraction is added separately (sub-ms waterfalls).
+function parseTime(text) {
+  const m = /^(.{19})(\.\d+)?(Z|[+-]\d\d:\d\d)$/.exec(text || '');
+  if (!m) return NaN;
+  return Date.parse(m[1] + m[3]) + (m[2] ? Number(m[2]) * 1000 : 0);
+}
+
+const pad = (n, w = 2) => String(n).padStart(w, '0');
+
+function fmtWhen(text) {
+  const t = parseTime(text);
+  if (Number.isNaN(t)) return text || '–';
+  const d = new Date(t);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${fmtClock(t)}`;
+}
+
+function fmtClock(ms, precise) {
+  const d = new Date(ms);
+  const clock = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return precise ? `${clock}.${pad(d.getMilliseconds(), 3)}` : clock;
+}
+
+const plural = (n, word) => `${fmtInt(n)} ${word}${n === 1 ? '' : 's'}`;
+
+function pretty(value) {
+  if (typeof value === 'string') {
+    try {
+      return JSON.stringify(JSON.parse(value), null, 2);
+    } catch {
+      return value;
+    }
+  }
+  return JSON.stringify(value, null, 2);
+}
+
+// A session id without its run's prefix, when it has one (demo-style ids).
+function shortSession(sessionId, runId) {
+  if (!sessionId) return '(no session)';
+  if (runId && sessionId.startsWith(runId) && sessionId.length > runId.length) return '…' + sessionId.slice(runId.length);
+  return sessionId;
+}
+
+function statusBadge(status, http) {
+  const label = http && status !== 'ok' ? `${status} ${http}` : status;
+  return h('span', { class: `badge ${statusClass(status)}` }, label);
+}
+
+const statusClass = (status) => (status === 'ok' ? 'ok' : status === 'client_closed' ? 'closed' : 'error');
+
+const callHref = (traceId) => `#/call/${encodeURIComponent(traceId)}`;
+const runHref = (runId) => `#/run/${encodeURIComponent(runId)}`;
+
+// What a call answered, in one line.
+function answerLine(call) {
+  if (call.tool_call) return `tool call ${call.tool_call}(…)`;
+  if (call.error_message) return call.error_message;
+  return call.preview || '';
+}
+
+// ---------------------------------------------------------------------------
+// Routing and live updates
+
+let generation = 0; // bumped on every navigation; stale async renders check it
+let current = null; // the current view's hooks: { onCalls(calls), onResize() }
+
+function route() {
+  const gen = ++generation;
+  current = null;
+  window.scrollTo(0, 0);
+  let parts;
+  try {
+    parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    parts = [];
+  }
+  const view = replace($('#view'), h('p', { class: 'muted' }, 'Loading…'));
+  let rendering;
+  if (parts[0] === 'run' && parts[1]) rendering = runView(view, parts[1], gen);
+  else if (parts[0] === 'call' && parts[1]) rendering = callView(view, parts[1], gen);
+  else rendering = homeView(view, gen);
+  rendering.catch((error) => {
+    if (gen !== generation) return;
+    setCrumbs([]);
+    replace(view, h('div', { class: 'panel failure' }, h('h2', null, error.status === 404 ? 'Not found' : 'Could not load this page'), h('p', null, error.message), h('p', null, h('a', { href: '#/' }, 'Back to the runs'))));
+  });
+}
+
+function setCrumbs(items) {
+  document.title = ['tracegate', ...items.map(([label]) => label)].join(' · ');
+  const nav = replace($('#crumbs'));
+  for (const [label, href] of items) {
+    nav.append(h('span', { class: 'sep' }, '›'), href ? h('a', { href }, label) : h('span', null, label));
+  }
+}
+
+const POLL_MS = 2000;
+const live = { cursor: null, paused: false };
+
+// Asks for the calls committed since the cursor; the current view decides
+// what to refresh. A failed poll is shown on the live button and retried.
+async function poll() {
+  let delay = POLL_MS;
+  if (!live.paused && !document.hidden) {
+    try {
+      const first = live.cursor === null;
+      const page = await request('ui/api/calls', first ? { limit: 1 } : { after: live.cursor, limit: 500 });
+      live.cursor = page.cursor;
+      if (!first && page.calls.length && current && current.onCalls) {
+        Promise.resolve(current.onCalls(page.calls)).catch(reportError);
+      }
+      if (page.truncated && !first) delay = 0;
+      setLive('on', 'New calls appear as they are recorded. Click to pause.');
+    } catch (error) {
+      setLive('error', `Live updates failed: ${error.message}`);
+      delay = POLL_MS * 3;
+    }
+  }
+  setTimeout(poll, delay);
+}
+
+// A failure outside a page load (a refresh): shown on the live button.
+function reportError(error) {
+  setLive('error', `Refresh failed: ${error.message}`);
+}
+
+function setLive(state, title) {
+  const button = $('#live');
+  button.className = `live ${live.paused ? 'paused' : state}`;
+  button.textContent = live.paused ? 'paused' : state === 'error' ? 'offline' : 'live';
+  button.title = live.paused ? 'Live updates paused. Click to resume.' : title;
+}
+
+// Runs `fn` at most once per `ms`: calls in between fold into one run at
+// the end of the wait.
+function throttle(fn, ms) {
+  let timer = null;
+  let last = 0;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + ms - Date.now());
+    timer = setTimeout(() => {
+      timer = null;
+      last = Date.now();
+      fn();
+    }, wait);
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Home: runs, charts, latest calls
+
+const runFilters = { q: '', model: '', harness: '', project: '', experiment: '', errors: false };
+
+async function homeView(view, gen) {
+  setCrumbs([['Runs']]);
+  const runsBox = h('div', { class: 'runs-box' });
+  const recentBox = h('div');
+  const filters = filterBar(() => loadRuns().catch(reportError));
+  const charts = chartsPanel({});
+  replace(view,
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Runs'), filters.el), runsBox),
+    h('section', { class: 'panel' }, h('h2', null, 'Charts'), charts.el),
+    h('section', { class: 'panel' }, h('h2', null, 'Latest calls'), recentBox));
+
+  async function loadRuns() {
+    const page = await request('ui/api/runs', { ...runFilters, errors: runFilters.errors ? 1 : '' });
+    if (gen !== generation) return;
+    filters.setFacets(page.facets);
+    replace(runsBox, runsTable(page.runs));
+  }
+  let recent = [];
+  async function loadRecent() {
+    const page = await request('ui/api/calls', { limit: 25 });
+    if (gen !== generation) return;
+    recent = page.calls.reverse();
+    replace(recentBox, callsTable(recent));
+  }
+  await Promise.all([loadRuns(), loadRecent(), charts.refresh()]);
+  const refreshCharts = throttle(() => charts.refresh(), 5000);
+  current = {
+    onCalls(calls) {
+      loadRuns().catch(reportError);
+      const known = new Set(recent.map((c) => c.trace_id));
+      recent = [...calls.filter((c) => !known.has(c.trace_id)).reverse(), ...recent].slice(0, 25);
+      replace(recentBox, callsTable(recent));
+      refreshCharts();
+    },
+  };
+}
+
+// The run filters: text search, facet selects, "with errors".
+function filterBar(onChange) {
+  let timer = null;
+  const search = h('input', {
+    type: 'search', placeholder: 'run id contains…', value: runFilters.q, 'aria-label': 'Search runs',
+    oninput: () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => { runFilters.q = search.value.trim(); onChange(); }, 250);
+    },
+  });
+  const facetNames = { model: 'models', harness: 'harnesses', project: 'projects', experiment: 'experiments' };
+  const selects = {};
+  for (const key of Object.keys(facetNames)) {
+    selects[key] = h('select', { 'aria-label': key, onchange: () => { runFilters[key] = selects[key].value; onChange(); } });
+  }
+  const errors = h('input', { type: 'checkbox', checked: runFilters.errors, onchange: () => { runFilters.errors = errors.checked; onChange(); } });
+  const el = h('div', { class: 'filters' }, search, Object.values(selects), h('label', { class: 'check' }, errors, 'with errors'));
+  return {
+    el,
+    // Refreshes the options, keeping the selection (and hiding empty facets).
+    setFacets(facets) {
+      for (const [key, plural] of Object.entries(facetNames)) {
+        const values = (facets && facets[plural]) || [];
+        const select = selects[key];
+        const wanted = ['', ...values].join('\n');
+        if (select.dataset.values !== wanted) {
+          select.dataset.values = wanted;
+          replace(select, h('option', { value: '' }, `any ${key}`), values.map((v) => h('option', { value: v }, v)));
+          select.value = runFilters[key];
+        }
+        select.hidden = values.length === 0 && !runFilters[key];
+      }
+    },
+  };
+}
+
+function runsTable(runs) {
+  if (!runs.length) {
+    const filtered = Object.values(runFilters).some(Boolean);
+    return h('p', { class: 'empty' }, filtered ? 'No run matches these filters.'
+      : 'No runs yet. Send calls with an X-RLLM-Run-Id header, or try `tracegate demo`.');
+  }
+  return h('table', { class: 'runs' },
+    thead('Run', 'Started', '#Duration', '#Sessions', '#Calls', '#Errors', '#Tokens'),
+    h('tbody', null, runs.map((run) => h('tr', { data: { runId: run.run_id }, onclick: (e) => { if (!e.target.closest('a')) location.hash = runHref(run.run_id); } },
+      h('td', { class: 'id' }, h('a', { href: runHref(run.run_id) }, run.run_id)),
+      h('td', null, fmtWhen(run.first_seen)),
+      h('td', { class: 'num' }, fmtMs(parseTime(run.last_seen) - parseTime(run.first_seen))),
+      h('td', { class: 'num sessions' }, fmtInt(run.session_count)),
+      h('td', { class: 'num calls' }, fmtInt(run.trace_count)),
+      h('td', { class: 'num errors' }, run.error_count ? h('span', { class: 'badge error' }, fmtInt(run.error_count)) : '0'),
+      h('td', { class: 'num tokens' }, fmtInt(run.tokens))))));
+}
+
+function callsTable(calls) {
+  if (!calls.length) return h('p', { class: 'empty' }, 'No calls recorded yet.');
+  return h('table', { class: 'calls' },
+    thead('Time', 'Run · session', '#Step', 'Model', 'Status', '#Latency', '#Tokens', 'Answer'),
+    h('tbody', null, calls.map((c) => h('tr', { data: { traceId: c.trace_id }, onclick: () => { location.hash = callHref(c.trace_id); } },
+      h('td', null, fmtClock(parseTime(c.started_at))),
+      h('td', { class: 'id' }, c.run_id ? h('a', { href: runHref(c.run_id), onclick: (e) => e.stopPropagation() }, c.run_id) : '–', ' · ', shortSession(c.session_id, c.run_id)),
+      h('td', { class: 'num' }, c.step_id ?? '–'),
+      h('td', null, c.model || '–'),
+      h('td', null, statusBadge(c.status, c.http_status)),
+      h('td', { class: 'num' }, fmtMs(c.latency_ms)),
+      h('td', { class: 'num' }, fmtInt((c.input_tokens || 0) + (c.output_tokens || 0))),
+      h('td', { class: 'preview' }, h('a', { href: callHref(c.trace_id) }, answerLine(c) || '(empty)'))))));
+}
+
+// ---------------------------------------------------------------------------
+// A run: sessions, tree, waterfall, charts
+
+async function runView(view, runId, gen) {
+  const [run, page] = await Promise.all([
+    request(`runs/${encodeURIComponent(runId)}`),
+    request('ui/api/calls', { run_id: runId, limit: 5000 }),
+  ]);
+  if (gen !== generation) return;
+  setCrumbs([['Runs', '#/'], [runId]]);
+  const calls = new Map(page.calls.map((c) => [c.trace_id, c]));
+  const summary = h('div', { class: 'cards' });
+  const tree = h('div', { class: 'tree-box' });
+  const waterfallBox = h('div', { class: 'waterfall-box' });
+  const charts = chartsPanel({ run_id: runId });
+  replace(view,
+    h('h1', null, h('span', { class: 'muted' }, 'run '), runId),
+    summary,
+    page.truncated ? h('p', { class: 'note' }, `Showing the newest ${page.calls.length} calls of this run.`) : null,
+    h('div', { class: 'run-grid' },
+      h('section', { class: 'panel' }, h('h2', null, 'Sessions and steps'), tree),
+      h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Timeline'), legend()), waterfallBox)),
+    h('section', { class: 'panel' }, h('h2', null, 'Charts'), charts.el));
+
+  let info = run;
+  function draw() {
+    const all = [...calls.values()].sort((a, b) => (a.started_at < b.started_at ? -1 : a.started_at > b.started_at ? 1 : 0));
+    const sessions = sessionOrder(info.sessions, all);
+    replace(summary, runCards(info, all));
+    const links = new Map(); // trace id -> the elements that show it, for hover highlighting
+    replace(tree, runTree(runId, sessions, all, links));
+    replace(waterfallBox, waterfall(runId, sessions, all, links, waterfallBox.clientWidth));
+  }
+  draw();
+  await charts.refresh();
+  const refreshCharts = throttle(() => charts.refresh(), 5000);
+  // A busy run gets new calls every poll; redrawing thousands of rows at
+  // most once a second keeps the page responsive.
+  const redraw = throttle(async () => {
+    const latest = await request(`runs/${encodeURIComponent(runId)}`).catch(reportError);
+    if (gen !== generation) return;
+    if (latest) info = latest;
+    draw();
+  }, 1000);
+  current = {
+    onResize: draw,
+    onCalls(fresh) {
+      const mine = fresh.filter((c) => c.run_id === runId);
+      if (!mine.length) return;
+      for (const c of mine) calls.set(c.trace_id, c);
+      redraw();
+      refreshCharts();
+    },
+  };
+}
+
+// Sessions in the order the run lists them, then any only seen in calls.
+function sessionOrder(listed, calls) {
+  const order = (listed || []).map((s) => s.session_id);
+  for (const c of calls) if (!order.includes(c.session_id)) order.push(c.session_id);
+  const info = new Map((listed || []).map((s) => [s.session_id, s]));
+  return order.map((id) => ({ id, info: info.get(id), calls: calls.filter((c) => c.session_id === id) }));
+}
+
+function runCards(run, calls) {
+  const ms = parseTime(run.last_seen) - parseTime(run.first_seen);
+  const ends = calls.map((c) => parseTime(c.started_at) + c.latency_ms);
+  const wall = calls.length ? Math.max(...ends) - parseTime(calls[0].started_at) : ms;
+  const card = (label, value, cls) => h('div', { class: `card ${cls || ''}` }, h('div', { class: 'value' }, value), h('div', { class: 'label' }, label));
+  const harnesses = [...new Set(calls.map((c) => c.harness).filter(Boolean))];
+  const models = [...new Set(calls.map((c) => c.model).filter(Boolean))];
+  return [
+    card('sessions', fmtInt(run.session_count)),
+    card('calls', fmtInt(run.trace_count)),
+    card('errors', fmtInt(run.error_count), run.error_count ? 'bad' : ''),
+    card('tokens', fmtInt(run.tokens)),
+    card('wall time', fmtMs(wall)),
+    card('started', fmtWhen(run.first_seen)),
+    models.length ? card(models.length > 1 ? 'models' : 'model', models.join(', ')) : null,
+    harnesses.length ? card('harness', harnesses.join(', ')) : null,
+  ];
+}
+
+// Each session's calls as a forest: a call whose parent id names another
+// call of the same session (by trace id or span id) hangs under it.
+function forest(calls) {
+  const byId = new Map();
+  for (const c of calls) {
+    byId.set(c.trace_id, c);
+    if (c.span_id) byId.set(c.span_id, c);
+  }
+  const children = new Map(calls.map((c) => [c.trace_id, []]));
+  const roots = [];
+  for (const c of calls) {
+    const parent = c.parent_span_id ? byId.get(c.parent_span_id) : undefined;
+    if (parent && parent !== c) children.get(parent.trace_id).push(c);
+    else roots.push(c);
+  }
+  // Parent links that form a cycle leave calls unreachable: show them as roots.
+  const seen = new Set();
+  const visit = (c) => { if (!seen.has(c.trace_id)) { seen.add(c.trace_id); children.get(c.trace_id).forEach(visit); } };
+  roots.forEach(visit);
+  for (const c of calls) if (!seen.has(c.trace_id)) { roots.push(c); visit(c); }
+  return { roots, children };
+}
+
+function runTree(runId, sessions, calls, links) {
+  if (!sessions.length) return h('p', { class: 'empty' }, 'No sessions in this run yet.');
+  const node = (c, kids, depth) => {
+    const item = h('li', { class: 'call', data: { traceId: c.trace_id, step: c.step_id ?? '', parent: c.parent_span_id || '', session: c.session_id || '', status: c.status } },
+      h('a', { class: `node ${statusClass(c.status)}`, href: callHref(c.trace_id), title: `${c.trace_id}\n${answerLine(c)}` },
+        h('span', { class: 'step' }, c.step_id !== null && c.step_id !== undefined ? `step ${c.step_id}` : 'call'),
+        h('span', { class: 'op' }, `${c.operation} ${c.model || ''}`),
+        c.stream ? h('span', { class: 'tag' }, 'stream') : null,
+        statusBadge(c.status, c.http_status),
+        h('span', { class: 'num' }, fmtMs(c.latency_ms)),
+        h('span', { class: 'preview' }, answerLine(c))));
+    hoverLink(links, c.trace_id, item.firstChild);
+    const grandchildren = kids.children.get(c.trace_id);
+    // Agents chain every step to the previous one: past a few levels, stop
+    // indenting so that long sessions stay readable.
+    const flat = depth > 6 ? 'flat' : depth === 6 ? 'flat first' : null;
+    if (grandchildren.length) item.append(h('ul', { class: flat }, grandchildren.map((g) => node(g, kids, depth + 1))));
+    return item;
+  };
+  return h('ul', { class: 'tree', data: { run: runId } }, sessions.map((session) => {
+    const kids = forest(session.calls);
+    const info = session.info;
+    const errors = info ? info.error_count : session.calls.filter((c) => c.status !== 'ok').length;
+    return h('li', { class: 'session', data: { session: session.id || '' } },
+      h('div', { class: 'node session-node', title: session.id || '' },
+        h('span', { class: 'sid' }, `session ${shortSession(session.id, runId)}`),
+        h('span', { class: 'muted' }, plural(info ? info.trace_count : session.calls.length, 'call')),
+        errors ? h('span', { class: 'badge error' }, plural(errors, 'error')) : null,
+        info ? h('span', { class: 'muted' }, `${fmtInt(info.tokens)} tokens`) : null),
+      h('ul', null, kids.roots.map((c) => node(c, kids, 1))));
+  }));
+}
+
+// Highlights a call in the tree and the waterfall together on hover.
+function hoverLink(links, traceId, el) {
+  if (!links.has(traceId)) links.set(traceId, []);
+  links.get(traceId).push(el);
+  const set = (on) => links.get(traceId).forEach((x) => x.classList.toggle('hl', on));
+  el.addEventListener('mouseenter', () => set(true));
+  el.addEventListener('mouseleave', () => set(false));
+}
+
+function legend() {
+  const item = (cls, label) => h('span', { class: 'legend-item' }, h('span', { class: `swatch ${cls}` }), label);
+  return h('div', { class: 'legend' }, item('ok', 'ok'), item('error', 'error'), item('closed', 'client closed'), item('ttft', 'first token'));
+}
+
+// A step in a 1-2-5 sequence so that `span` has about `count` ticks.
+function niceStep(span, count) {
+  const raw = span / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw) || raw;
+}
+
+// The waterfall: one row per call, grouped by session; a bar from start to
+// end, a tick at the first response byte, failures in red.
+function waterfall(runId, sessions, calls, links, width) {
+  if (!calls.length) return h('p', { class: 'empty' }, 'No calls yet.');
+  const W = Math.max(560, width || 900);
+  const LABEL = 150;
+  const RIGHT = 64;
+  const ROW = 22;
+  const HEAD = 22;
+  const AXIS = 22;
+  const t0 = Math.min(...calls.map((c) => parseTime(c.started_at)));
+  const t1 = Math.max(...calls.map((c) => parseTime(c.started_at) + c.latency_ms));
+  const span = Math.max(t1 - t0, 1);
+  const plot = W - LABEL - RIGHT;
+  const x = (ms) => LABEL + (ms / span) * plot;
+  const height = AXIS + sessions.reduce((sum, se) => sum + HEAD + se.calls.length * ROW, 0) + 4;
+  const root = s('svg', { class: 'waterfall', width: W, height, viewBox: `0 0 ${W} ${height}`, role: 'img', 'aria-label': 'Timeline of the run\'s calls' });
+
+  // Time axis and grid.
+  const step = niceStep(span, 6);
+  for (let t = 0; t <= span + 1e-9; t += step) {
+    root.append(s('line', { class: 'grid', x1: x(t), x2: x(t), y1: AXIS - 4, y2: height }),
+      s('text', { class: 'axis', x: x(t), y: AXIS - 8, 'text-anchor': 'middle' }, t === 0 ? '0' : fmtMs(t)));
+  }
+
+  let y = AXIS;
+  for (const session of sessions) {
+    root.append(s('g', { class: 'session-row', data: { session: session.id || '' } },
+      s('rect', { class: 'band', x: 0, y, width: W, height: HEAD }),
+      s('text', { class: 'session-label', x: 6, y: y + 15 }, `session ${shortSession(session.id, runId)}`)));
+    y += HEAD;
+    for (const c of session.calls) {
+      const start = parseTime(c.started_at) - t0;
+      const bx = x(start);
+      const bw = Math.max(2, (c.latency_ms / span) * plot);
+      const label = `${c.step_id !== null && c.step_id !== undefined ? `step ${c.step_id}` : 'call'} · ${c.operation}${c.stream ? ' · stream' : ''}`;
+      const tip = `${label} · ${c.model || ''}\n${c.status}${c.http_status ? ` ${c.http_status}` : ''} · ${fmtMs(c.latency_ms)}`
+        + (c.ttft_ms !== null && c.ttft_ms !== undefined ? ` · first byte ${fmtMs(c.ttft_ms)}` : '')
+        + `\nstarts at +${fmtMs(start)}\n${answerLine(c)}`;
+      const bar = s('g', { class: `bar ${statusClass(c.status)}`, data: { traceId: c.trace_id, step: c.step_id ?? '', session: c.session_id || '', status: c.status }, onclick: () => { location.hash = callHref(c.trace_id); } },
+        s('title', null, tip),
+        s('rect', { class: 'hit', x: 0, y, width: W, height: ROW }),
+        s('text', { class: 'row-label', x: 18, y: y + 15 }, label),
+        s('rect', { class: 'span', x: bx, y: y + 5, width: bw, height: ROW - 10, rx: 2 }),
+        c.ttft_ms !== null && c.ttft_ms !== undefined
+          ? s('line', { class: 'ttft', x1: x(start + c.ttft_ms), x2: x(start + c.ttft_ms), y1: y + 2, y2: y + ROW - 2 })
+          : null,
+        s('text', { class: 'duration', x: Math.min(bx + bw + 4, W - RIGHT + 4), y: y + 15 }, fmtMs(c.latency_ms)));
+      hoverLink(links, c.trace_id, bar);
+      root.append(bar);
+      y += ROW;
+    }
+  }
+  return root;
+}
+
+// ---------------------------------------------------------------------------
+// Charts (hand-drawn SVG)
+
+const PALETTE = ['#2563eb', '#059669', '#7c3aed', '#ea580c', '#0891b2', '#ca8a04', '#db2777', '#4b5563'];
+
+// Latency and TTFT distributions, tokens and errors over time, per model;
+// `params` narrows them (e.g. to a run).
+function chartsPanel(params) {
+  const el = h('div', { class: 'charts' }, h('p', { class: 'muted' }, 'Loading…'));
+  async function refresh() {
+    let stats;
+    try {
+      stats = await request('ui/api/stats', params);
+    } catch (error) {
+      replace(el, h('p', { class: 'empty' }, `Charts unavailable: ${error.message}`));
+      return;
+    }
+    if (!el.isConnected) return;
+    if (!stats.calls) {
+      replace(el, h('p', { class: 'empty' }, 'No calls to chart yet.'));
+      return;
+    }
+    const color = new Map(stats.models.map((m, i) => [m, PALETTE[i % PALETTE.length]]));
+    const grid = h('div', { class: 'chart-grid' });
+    replace(el, modelLegend(stats.models, color), grid, modelTable(stats, color));
+    const width = Math.max(300, Math.floor((grid.clientWidth - 16) / 2));
+    const hist = (histogram) => ({
+      labels: histogram.edges.slice(0, -1).map((lo, i) => fmtRange(lo, histogram.edges[i + 1])),
+      ticks: histogram.edges.slice(0, -1).map((lo, i) => fmtRange(lo, histogram.edges[i + 1])),
+      series: stats.models.filter((m) => histogram.counts[m]).map((m) => ({ name: m, color: color.get(m), values: histogram.counts[m] })),
+    });
+    const time = stats.over_time;
+    const n = Math.max(0, ...Object.values(time.series).map((series) => series.calls.length));
+    const times = Array.from({ length: n }, (_, i) => (time.start + i * time.bucket_seconds) * 1000);
+    const precise = time.bucket_seconds < 1;
+    const over = (pick) => ({
+      labels: times.map((t) => `from ${fmtClock(t, precise)} (${fmtMs(time.bucket_seconds * 1000)})`),
+      ticks: times.map((t) => fmtClock(t, precise)),
+      series: stats.models.map((m) => ({ name: m, color: color.get(m), values: time.series[m] ? pick(time.series[m]) : [] })),
+    });
+    const calls = times.map((_, i) => Object.values(time.series).reduce((sum, series) => sum + series.calls[i], 0));
+    grid.append(
+      chart('Latency distribution', 'calls', width, hist(stats.latency_ms)),
+      chart('Time to first token (streamed calls)', 'calls', width, hist(stats.ttft_ms)),
+      chart('Tokens over time', 'tokens', width, over((series) => series.input_tokens.map((v, i) => v + series.output_tokens[i]))),
+      chart('Errors over time (grey: all calls)', 'calls', width, { ...over((series) => series.errors), ghost: calls }));
+  }
+  return { el, refresh };
+}
+
+// A histogram bin's range, e.g. "2–5 ms", "500 ms–1 s"; the server's last
+// bin (ending at 200 s) also holds everything slower.
+function fmtRange(lo, hi) {
+  if (hi >= 200000) return `≥ ${fmtMs(lo)}`;
+  const unit = (ms) => (ms >= 1000 ? [ms / 1000, 's'] : [ms, 'ms']);
+  const [a, aUnit] = unit(lo);
+  const [b, bUnit] = unit(hi);
+  return aUnit === bUnit ? `${a}–${b} ${bUnit}` : `${a} ${aUnit}–${b} ${bUnit}`;
+}
+
+function modelLegend(models, color) {
+  return h('div', { class: 'legend models' }, models.map((m) => h('span', { class: 'legend-item' }, swatch(color.get(m)), m)));
+}
+
+// A colour chip; SVG so that its colour is an attribute, not an inline style.
+function swatch(fill) {
+  return s('svg', { class: 'chip', width: 10, height: 10, viewBox: '0 0 10 10' }, s('rect', { width: 10, height: 10, rx: 2, fill }));
+}
+
+function modelTable(stats, color) {
+  const q = (quantiles) => (quantiles ? `${fmtMs(quantiles.p50)} / ${fmtMs(quantiles.p90)} / ${fmtMs(quantiles.p99)}` : '–');
+  return h('table', { class: 'models' },
+    thead('Model', '#Calls', '#Errors', '#Latency p50 / p90 / p99', '#TTFT p50 / p90 / p99', '#Tokens in', '#Tokens out'),
+    h('tbody', null, stats.per_model.map((m) => h('tr', null,
+      h('td', null, swatch(color.get(m.model)), ' ', m.model),
+      h('td', { class: 'num' }, fmtInt(m.calls)),
+      h('td', { class: 'num' }, m.errors ? h('span', { class: 'badge error' }, fmtInt(m.errors)) : '0'),
+      h('td', { class: 'num' }, q(m.latency_ms)),
+      h('td', { class: 'num' }, q(m.ttft_ms)),
+      h('td', { class: 'num' }, fmtInt(m.input_tokens)),
+      h('td', { class: 'num' }, fmtInt(m.output_tokens))))),
+    stats.sampled ? h('caption', null, `The newest ${fmtInt(stats.calls)} calls.`) : null);
+}
+
+// A stacked bar chart: `series` stack per bar; `ghost` (optional) is drawn
+// behind them in grey; `labels` are the tooltips, `ticks` the axis text.
+function chart(title, unit, width, { labels, ticks, series, ghost }) {
+  const W = width;
+  const H = 190;
+  const M = { left: 46, right: 8, top: 10, bottom: 26 };
+  const plotW = W - M.left - M.right;
+  const plotH = H - M.top - M.bottom;
+  const n = labels.length;
+  const svg = s('svg', { class: 'chart', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title });
+  const figure = h('figure', { class: 'chart-box' }, h('figcaption', null, title), svg);
+  const totals = labels.map((_, i) => series.reduce((sum, se) => sum + (se.values[i] || 0), 0));
+  const top = Math.max(1, ...totals, ...(ghost || []));
+  if (!n || !Math.max(0, ...totals, ...(ghost || []))) {
+    svg.append(s('text', { class: 'axis', x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'no data'));
+    return figure;
+  }
+  const step = Math.max(1, niceStep(top, 4));
+  const yMax = Math.ceil(top / step) * step;
+  const y = (v) => M.top + plotH - (v / yMax) * plotH;
+  for (let v = 0; v <= yMax + 1e-9; v += step) {
+    svg.append(s('line', { class: 'grid', x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }),
+      s('text', { class: 'axis', x: M.left - 6, y: y(v) + 4, 'text-anchor': 'end' }, fmtInt(Math.round(v))));
+  }
+  const band = plotW / n;
+  const bw = Math.max(1, Math.min(band * 0.78, 56));
+  const every = Math.ceil(n / Math.max(1, Math.floor(plotW / 70)));
+  for (let i = 0; i < n; i++) {
+    const bx = M.left + i * band + (band - bw) / 2;
+    if (ghost && ghost[i]) {
+      svg.append(s('rect', { class: 'ghost', x: bx, y: y(ghost[i]), width: bw, height: y(0) - y(ghost[i]) }, s('title', null, `${labels[i]}: ${fmtInt(ghost[i])} calls in all`)));
+    }
+    let base = 0;
+    for (const se of series) {
+      const v = se.values[i] || 0;
+      if (!v) continue;
+      svg.append(s('rect', { x: bx, y: y(base + v), width: bw, height: y(base) - y(base + v), fill: se.color }, s('title', null, `${labels[i]}\n${se.name}: ${fmtInt(v)} ${unit}`)));
+      base += v;
+    }
+    if (i % every === 0) svg.append(s('text', { class: 'axis', x: bx + bw / 2, y: H - 8, 'text-anchor': 'middle' }, ticks[i]));
+  }
+  svg.append(s('line', { class: 'baseline', x1: M.left, x2: W - M.right, y1: y(0), y2: y(0) }));
+  return figure;
+}
+
+// ---------------------------------------------------------------------------
+// One call
+
+async function callView(view, traceId, gen) {
+  const t = await request(`traces/${encodeURIComponent(traceId)}`);
+  if (gen !== generation) return;
+  const step = t.step_id !== null && t.step_id !== undefined ? `step ${t.step_id}` : 'call';
+  setCrumbs([['Runs', '#/'],
+    t.run_id ? [t.run_id, runHref(t.run_id)] : null,
+    [`${shortSession(t.session_id, t.run_id)} · ${step}`]].filter(Boolean));
+  const choices = answerChoices(t);
+  replace(view,
+    h('h1', null, `${step} · ${t.operation} `, h('span', { class: 'model' }, t.model || ''), ' ', statusBadge(t.status, t.http_status)),
+    facts(t),
+    t.error ? h('div', { class: 'panel failure' }, h('h2', null, `Error: ${t.error.kind || 'error'}`), h('p', null, t.error.message || '')) : null,
+    section('Messages', `${(t.messages || []).length}`, h('div', { class: 'messages' }, (t.messages || []).map((m) => messageCard(m)))),
+    section('Answer', choices.length > 1 ? `${choices.length} choices` : '', h('div', { class: 'answer' }, choices.length
+      ? choices.map((c, i) => choiceCard(c, i, choices.length))
+      : h('p', { class: 'empty' }, 'No answer was recorded.'))),
+    t.tools && t.tools.length ? section('Tools offered', `${t.tools.length}`, h('div', null, t.tools.map(toolDefinition)), true) : null,
+    section('Usage', '', usageTable(t)),
+    tokenSection(t, choices),
+    Object.keys(t.request_params || {}).length ? section('Request parameters', '', kvTable(t.request_params), true) : null,
+    section('Raw request and response', '', h('div', null,
+      rawBlock('Request headers', t.request_headers, true),
+      rawBlock(`Request body · ${t.method || ''} ${t.path || ''}`, t.raw_request),
+      rawBlock('Response headers', t.response_headers, true),
+      rawBlock('Response body', t.raw_response)), true));
+}
+
+function section(title, count, body, collapsed) {
+  const head = [h('span', null, title), count ? h('span', { class: 'count' }, count) : null];
+  if (collapsed) return h('details', { class: 'panel' }, h('summary', null, h('h2', null, head)), body);
+  return h('section', { class: 'panel' }, h('h2', null, head), body);
+}
+
+function facts(t) {
+  const row = (label, value) => (value === null || value === undefined || value === '' ? null : [h('dt', null, label), h('dd', null, value)]);
+  const u = t.usage || {};
+  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const parent = t.parent_span_id ? (uuid.test(t.parent_span_id) ? h('a', { href: callHref(t.parent_span_id), class: 'id' }, t.parent_span_id) : h('span', { class: 'id' }, t.parent_span_id)) : null;
+  const answered = t.response_model && t.response_model !== t.model ? ` → ${t.response_model}` : '';
+  return h('dl', { class: 'facts panel' },
+    row('Status', [statusBadge(t.status, null), t.http_status ? ` HTTP ${t.http_status}` : '']),
+    row('Model', (t.model || '–') + answered),
+    row('API', `${t.protocol} · ${t.operation}${t.stream ? ' · streamed' : ''}`),
+    row('Started', fmtWhen(t.started_at)),
+    row('Latency', fmtMs(t.latency_ms)),
+    row('First byte', t.ttft_ms !== null && t.ttft_ms !== undefined ? fmtMs(t.ttft_ms) : null),
+    row('Tokens', `in ${fmtInt(u.input_tokens)} · out ${fmtInt(u.output_tokens)}`),
+    row('Finish', (t.finish_reasons || []).join(', ') || t.finish_reason),
+    row('Run', t.run_id ? h('a', { href: runHref(t.run_id) }, t.run_id) : null),
+    row('Session', t.session_id),
+    row('Step', t.step_id),
+    row('Parent', parent),
+    row('Harness', t.harness),
+    row('Project', [t.project, t.experiment].filter(Boolean).join(' · ')),
+    row('Upstream', [t.route, t.upstream].filter(Boolean).join(' · ')),
+    row('Trace id', h('span', { class: 'id' }, t.trace_id)),
+    row('Identity errors', (t.identity_errors || []).join('; ')));
+}
+
+// The choices of the answer; older records may only have response_message.
+function answerChoices(t) {
+  if (Array.isArray(t.choices) && t.choices.length) return t.choices;
+  if (t.response_message && Object.keys(t.response_message).length) return [{ index: 0, message: t.response_message, finish_reason: t.finish_reason }];
+  return [];
+}
+
+function messageCard(m, extra) {
+  const role = (m && m.role) || 'message';
+  const head = h('div', { class: 'msg-head' }, h('span', { class: 'role' }, role),
+    m.name ? ` ${m.name}` : null,
+    m.tool_call_id ? h('span', { class: 'muted' }, ` answers ${m.tool_call_id}`) : null,
+    extra);
+  const reasoning = m.reasoning_content || m.reasoning;
+  return h('div', { class: `msg role-${String(role).replace(/[^a-z_]/gi, '')}` }, head,
+    reasoning ? h('div', { class: 'reasoning' }, h('div', { class: 'label' }, 'reasoning'), contentBlock(reasoning)) : null,
+    contentBlock(m.content),
+    m.refusal ? h('div', { class: 'refusal' }, 'refusal: ', m.refusal) : null,
+    (m.tool_calls || []).map(toolCall));
+}
+
+// Message content: a string, a list of parts (text or anything else), or
+// some other JSON value.
+function contentBlock(content) {
+  if (content === null || content === undefined || content === '') return null;
+  if (typeof content === 'string') return h('div', { class: 'text' }, content);
+  if (Array.isArray(content)) {
+    return content.map((part) => (part && typeof part.text === 'string' && (!part.type || part.type === 'text' || part.type === 'input_text' || part.type === 'output_text')
+      ? h('div', { class: 'text' }, part.text)
+      : h('pre', { class: 'json' }, pretty(part))));
+  }
+  return h('pre', { class: 'json' }, pretty(content));
+}
+
+function toolCall(call) {
+  const fn = (call && call.function) || {};
+  const name = fn.name || call.name || '?';
+  const args = fn.arguments !== undefined ? fn.arguments : call.input !== undefined ? call.input : call.arguments;
+  return h('div', { class: 'toolcall' },
+    h('div', null, h('span', { class: 'label' }, 'tool call '), h('span', { class: 'fn' }, name), call.id ? h('span', { class: 'muted' }, `  ${call.id}`) : null),
+    args !== undefined ? h('pre', { class: 'json' }, pretty(args)) : null);
+}
+
+function toolDefinition(tool) {
+  const fn = tool.function || tool;
+  return h('div', { class: 'tool' }, h('span', { class: 'fn' }, fn.name || '?'), fn.description ? h('span', { class: 'muted' }, ` — ${fn.description}`) : null,
+    h('pre', { class: 'json' }, pretty(fn.parameters || fn.input_schema || tool)));
+}
+
+function choiceCard(choice, i, count) {
+  const extra = [count > 1 ? h('span', { class: 'muted' }, ` choice ${choice.index ?? i}`) : null,
+    choice.finish_reason ? h('span', { class: 'muted' }, ` · finish: ${choice.finish_reason}`) : null];
+  return messageCard(choice.message || {}, extra);
+}
+
+function kvTable(object) {
+  return h('table', { class: 'kv' }, h('tbody', null, Object.entries(object || {}).map(([k, v]) =>
+    h('tr', null, h('th', null, k), h('td', null, typeof v === 'object' && v !== null ? h('pre', { class: 'json' }, pretty(v)) : String(v))))));
+}
+
+function usageTable(t) {
+  const usage = Object.fromEntries(Object.entries(t.usage || {}).filter(([, v]) => v !== null && v !== undefined));
+  if (!Object.keys(usage).length) return h('p', { class: 'empty' }, 'The upstream reported no usage.');
+  return h('div', { class: 'usage' }, kvTable(usage));
+}
+
+// Token ids and logprobs of choice `i`: from the record's per-choice
+// `token_ids`, `logprobs` and `top_logprobs`, else its first-choice
+// `completion_token_ids` and `logprobs`, else the raw (non-streamed) answer,
+// which also gives each token's text and alternatives when the record does
+// not. Logprobs may be numbers, OpenAI entries {token, logprob,
+// top_logprobs}, or {content: [entries]}.
+function tokenRows(t, choice, i) {
+  const some = (v) => (Array.isArray(v) ? v.length > 0 : v !== undefined && v !== null);
+  const pick = (...values) => values.find(some);
+  const entries = (v) => (v && !Array.isArray(v) && Array.isArray(v.content) ? v.content : Array.isArray(v) ? v : []);
+  const index = choice.index ?? i;
+  const rawChoices = t.raw_response && Array.isArray(t.raw_response.choices) ? t.raw_response.choices : [];
+  const raw = rawChoices.find((c) => c && (c.index ?? 0) === index) || {};
+  const ids = pick(choice.token_ids, index === 0 ? t.completion_token_ids : undefined, raw.token_ids) || [];
+  const lps = entries(pick(choice.logprobs, index === 0 ? t.logprobs : undefined, raw.logprobs));
+  const detail = entries(raw.logprobs);
+  const tops = Array.isArray(choice.top_logprobs) ? choice.top_logprobs : [];
+  const rows = [];
+  for (let k = 0; k < Math.max(ids.length, lps.length); k++) {
+    const entry = lps[k];
+    const object = entry && typeof entry === 'object' ? entry : detail[k] && typeof detail[k] === 'object' ? detail[k] : {};
+    const logprob = typeof entry === 'number' ? entry : typeof object.logprob === 'number' ? object.logprob : null;
+    let top = object.top_logprobs || tops[k] || [];
+    if (!Array.isArray(top)) top = Object.entries(top).map(([token, lp]) => ({ token, logprob: lp })); // {token: logprob} form
+    rows.push({ id: ids[k], token: object.token, logprob, top });
+  }
+  return rows;
+}
+
+function tokenSection(t, choices) {
+  const tables = (choices.length ? choices : [{}]).map((choice, i) => {
+    const rows = tokenRows(t, choice, i);
+    return rows.length ? h('div', null, choices.length > 1 ? h('h3', null, `choice ${choice.index ?? i}`) : null, tokenTable(rows)) : null;
+  }).filter(Boolean);
+  const prompt = t.prompt_token_ids || [];
+  if (!tables.length && !prompt.length) return null;
+  return section('Tokens and logprobs', '', h('div', null,
+    prompt.length ? h('details', { class: 'prompt-ids' }, h('summary', null, `prompt: ${fmtInt(prompt.length)} token ids`), h('pre', { class: 'ids' }, prompt.join(' '))) : null,
+    tables));
+}
+
+const TOKEN_ROWS_SHOWN = 200;
+
+function tokenTable(rows) {
+  const body = h('tbody');
+  const table = h('table', { class: 'tokens' },
+    thead('##', '#token id', 'token', '#logprob', 'p', 'alternatives'), body);
+  const renderRows = (limit) => replace(body, rows.slice(0, limit).map((r, k) => {
+    const p = r.logprob === null ? null : Math.exp(r.logprob);
+    return h('tr', null,
+      h('td', { class: 'num muted' }, k),
+      h('td', { class: 'num' }, r.id ?? '–'),
+      h('td', { class: 'tok' }, r.token === undefined ? '' : JSON.stringify(r.token)),
+      h('td', { class: 'num' }, r.logprob === null ? '–' : r.logprob.toFixed(4)),
+      h('td', null, p === null ? '' : probBar(p)),
+      h('td', { class: 'alts' }, r.top.filter((a) => a && a.token !== r.token).slice(0, 4)
+        .map((a) => `${JSON.stringify(a.token)} ${typeof a.logprob === 'number' ? a.logprob.toFixed(2) : ''}`).join('   ')));
+  }));
+  renderRows(TOKEN_ROWS_SHOWN);
+  if (rows.length <= TOKEN_ROWS_SHOWN) return table;
+  const more = h('button', { type: 'button', onclick: () => { renderRows(rows.length); more.remove(); } }, `Show all ${fmtInt(rows.length)} tokens`);
+  return h('div', null, table, more);
+}
+
+function probBar(p) {
+  return s('svg', { class: 'prob', width: 60, height: 10, viewBox: '0 0 60 10' },
+    s('title', null, `p = ${p.toFixed(4)}`),
+    s('rect', { class: 'track', width: 60, height: 10, rx: 2 }),
+    s('rect', { class: p >= 0.5 ? 'fill high' : p >= 0.1 ? 'fill mid' : 'fill low', width: Math.max(1, p * 60), height: 10, rx: 2 }));
+}
+
+// Credentials are redacted when a record is stored; the UI masks these
+// headers again in case a record came from elsewhere.
+const SECRET_HEADERS = /^(authorization|proxy-authorization|x-api-key|api-key|cookie|set-cookie)$/i;
+const RAW_SHOWN = 200000;
+
+function rawBlock(title, value, headers) {
+  let text;
+  let note = '';
+  if (value === null || value === undefined) {
+    text = '(none)';
+  } else if (headers) {
+    text = Object.entries(value).map(([k, v]) => `${k}: ${SECRET_HEADERS.test(k) ? '[REDACTED]' : Array.isArray(v) ? v.join(', ') : v}`).join('\n') || '(none)';
+  } else if (typeof value === 'object' && typeof value.body === 'string' && 'encoding' in value) {
+    // A body that was not a JSON object (an SSE stream, text, or bytes).
+    note = `${value.content_type || 'unknown type'} · ${value.encoding}`;
+    text = value.body;
+  } else {
+    text = pretty(value);
+  }
+  const pre = h('pre', { class: 'raw' }, text.length > RAW_SHOWN ? text.slice(0, RAW_SHOWN) : text);
+  const more = text.length > RAW_SHOWN
+    ? h('button', { type: 'button', onclick: () => { pre.textContent = text; more.remove(); } }, `Show all ${fmtInt(text.length)} characters`)
+    : null;
+  return h('div', { class: 'raw-block' }, h('h3', null, title, note ? h('span', { class: 'muted' }, ` · ${note}`) : null), pre, more);
+}
+
+// ---------------------------------------------------------------------------
+// Start
+
+$('#live').addEventListener('click', () => {
+  live.paused = !live.paused;
+  setLive('on', 'New calls appear as they are recorded. Click to pause.');
+});
+window.addEventListener('hashchange', route);
+window.addEventListener('resize', throttle(() => { if (current && current.onResize) current.onResize(); }, 200));
+route();
+poll();
