@@ -288,3 +288,35 @@ async fn an_upstream_that_breaks_mid_stream_is_recorded() {
             .starts_with("This")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_out_a_locked_database() {
+    let mock = start_mock().await;
+    let gw = TestGateway::start(&mock.base_url()).await;
+    // Another process (a `tracegate prune` VACUUM, say) holds the write lock
+    // for longer than the writer's busy timeout.
+    let db = gw.db.clone();
+    let (locked, lock_taken) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(7));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    lock_taken.recv().unwrap();
+    let response = client()
+        .post(gw.at("/v1/chat/completions"))
+        .json(&chat_body("while locked"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the call itself never waits on the disk"
+    );
+    holder.join().unwrap();
+    let r = gw.only_record().await;
+    assert_eq!(r.messages[0]["content"], "while locked");
+}

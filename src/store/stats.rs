@@ -15,7 +15,7 @@
 //! them up on its next full load.)
 
 use crate::record::{epoch_seconds, rfc3339};
-use crate::store::read::{self, ReadResult, RunInfo};
+use crate::store::read::{self, ReadResult, RunInfo, nearest_rank};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row as SqlRow, params_from_iter};
 use serde::Serialize;
@@ -508,19 +508,15 @@ fn summarise(points: &[Point], buckets: usize, sampled: bool) -> Stats {
     }
 }
 
-/// Nearest-rank quantiles; `None` for no values.
+/// Nearest-rank quantiles (as `tracegate stats` computes them); `None` for
+/// no values.
 fn quantiles(mut values: Vec<f64>) -> Option<Quantiles> {
-    if values.is_empty() {
-        return None;
-    }
     values.sort_by(f64::total_cmp);
-    let rank =
-        |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
     Some(Quantiles {
-        p50: rank(0.5),
-        p90: rank(0.9),
-        p99: rank(0.99),
-        max: values[values.len() - 1],
+        p50: nearest_rank(&values, 50)?,
+        p90: nearest_rank(&values, 90)?,
+        p99: nearest_rank(&values, 99)?,
+        max: *values.last()?,
     })
 }
 

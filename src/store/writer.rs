@@ -26,6 +26,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// A cloneable handle for sending work to the writer thread.
@@ -321,67 +322,108 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, batch_m
     }
 }
 
-/// Acknowledgements to send once the transaction is committed.
-enum Ack {
-    Unit(oneshot::Sender<Result<(), String>>, Result<(), String>),
-    Count(
-        oneshot::Sender<Result<usize, String>>,
-        Result<usize, String>,
-    ),
+/// What a command answers once its transaction is committed.
+enum Answer {
+    None,
+    Unit(Result<(), String>),
+    Count(Result<usize, String>),
 }
 
-/// Commits one batch; returns true when the batch asked the writer to stop.
+/// How often a batch is retried when its transaction fails (the database is
+/// locked by a `VACUUM` or another writer, the disk is full), with a wait
+/// doubling up to [`RETRY_WAIT_MAX`] in between. Each attempt also waits up
+/// to the connection's busy timeout for a lock. Only after all of them is a
+/// batch given up, loudly: records are not dropped for a passing problem.
+const RETRY_ATTEMPTS: u32 = 30;
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// Commits one batch, retrying a failed transaction; returns true when the
+/// batch asked the writer to stop.
 fn commit(conn: &mut Connection, batch: Vec<Command>) -> bool {
-    let mut acks = Vec::new();
-    let mut stop = false;
-    let mut records = 0usize;
-    let outcome = (|| -> Result<(), rusqlite::Error> {
-        let tx = conn.transaction()?;
-        for command in batch {
-            match command {
-                Command::Record(row) => {
-                    records += 1;
-                    if let Err(e) = insert(&tx, &row) {
-                        tracing::error!(trace_id = %row.record.trace_id, "cannot store record: {e}");
-                    }
-                }
-                Command::CreateSession {
-                    session_id,
-                    metadata,
-                    ack,
-                } => {
-                    let result =
-                        create_session(&tx, &session_id, &metadata).map_err(|e| e.to_string());
-                    acks.push(Ack::Unit(ack, result));
-                }
-                Command::DeleteSession { session_id, ack } => {
-                    let result = delete_session(&tx, &session_id).map_err(|e| e.to_string());
-                    acks.push(Ack::Count(ack, result));
-                }
-                Command::Flush(ack) => acks.push(Ack::Unit(ack, Ok(()))),
-                Command::Shutdown(ack) => {
-                    acks.push(Ack::Unit(ack, Ok(())));
-                    stop = true;
-                }
+    let stop = batch.iter().any(|c| matches!(c, Command::Shutdown(_)));
+    let records = batch
+        .iter()
+        .filter(|c| matches!(c, Command::Record(_)))
+        .count();
+    let mut wait = Duration::from_millis(50);
+    let mut attempt = 1;
+    let answers = loop {
+        match apply(conn, &batch) {
+            Ok(answers) => break answers,
+            Err(e) if attempt < RETRY_ATTEMPTS => {
+                tracing::warn!("store commit failed (attempt {attempt}), retrying: {e}");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(RETRY_WAIT_MAX);
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::error!("store commit failed {attempt} times, {records} records lost: {e}");
+                break batch
+                    .iter()
+                    .map(|_| Answer::Unit(Err(e.to_string())))
+                    .collect();
             }
         }
-        tx.commit()
-    })();
-    if let Err(e) = &outcome {
-        tracing::error!("store commit failed, {records} records lost: {e}");
-    }
-    for ack in acks {
+    };
+    for (command, answer) in batch.into_iter().zip(answers) {
         // A requester that gave up waiting is not an error.
-        match ack {
-            Ack::Unit(tx, result) => {
-                let _ = tx.send(outcome.as_ref().map_err(|e| e.to_string()).and(result));
+        match (command, answer) {
+            (
+                Command::CreateSession { ack, .. } | Command::Flush(ack) | Command::Shutdown(ack),
+                Answer::Unit(result),
+            ) => {
+                let _ = ack.send(result);
             }
-            Ack::Count(tx, result) => {
-                let _ = tx.send(outcome.as_ref().map_err(|e| e.to_string()).and(result));
+            (Command::DeleteSession { ack, .. }, Answer::Count(result)) => {
+                let _ = ack.send(result);
             }
+            (Command::DeleteSession { ack, .. }, Answer::Unit(result)) => {
+                let _ = ack.send(result.map(|()| 0));
+            }
+            _ => {}
         }
     }
     stop
+}
+
+/// Runs a batch in one transaction; returns each command's answer, or the
+/// error that failed the transaction (which is then rolled back).
+fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Answer>, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut answers = Vec::with_capacity(batch.len());
+    for command in batch {
+        answers.push(match command {
+            Command::Record(row) => {
+                match insert(&tx, row) {
+                    Ok(()) => {}
+                    // The database is not ours right now: retry the batch.
+                    Err(e) if is_busy(&e) => return Err(e),
+                    Err(e) => {
+                        tracing::error!(trace_id = %row.record.trace_id, "cannot store record: {e}")
+                    }
+                }
+                Answer::None
+            }
+            Command::CreateSession {
+                session_id,
+                metadata,
+                ..
+            } => Answer::Unit(create_session(&tx, session_id, metadata).map_err(|e| e.to_string())),
+            Command::DeleteSession { session_id, .. } => {
+                Answer::Count(delete_session(&tx, session_id).map_err(|e| e.to_string()))
+            }
+            Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
+        });
+    }
+    tx.commit()?;
+    Ok(answers)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Inserts a record and updates its session and run. No savepoint per
