@@ -2,7 +2,8 @@
 # Gateway overhead benchmark: the mock upstream directly vs through tracegate.
 #
 # Runs on 127.0.0.1 only, bounded in requests and time:
-#   - non-streaming and streaming chat completions,
+#   - non-streaming and streaming chat completions, streaming Anthropic
+#     messages,
 #   - at a fixed rate (RATE req/s, default 500) and at saturation (CONC
 #     concurrent connections, default 64),
 #   - direct to the mock, then through the gateway (release builds of both).
@@ -40,23 +41,28 @@ done
 
 PLAIN='{"model":"mock-model","messages":[{"role":"system","content":"You are a helpful agent."},{"role":"user","content":"Summarise the failing test and propose a fix."}],"max_tokens":128}'
 STREAM='{"model":"mock-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful agent."},{"role":"user","content":"Summarise the failing test and propose a fix."}],"max_tokens":128}'
+ANTHROPIC='{"model":"claude-mock","stream":true,"system":"You are a helpful agent.","messages":[{"role":"user","content":"Summarise the failing test and propose a fix."}],"max_tokens":128}'
 
 sent_through_gateway=0
-run() { # name base body extra-oha-args...
-  local name=$1 base=$2 body=$3; shift 3
+run() { # name url body extra-oha-args...
+  local name=$1 url=$2 body=$3; shift 3
   "$OHA" --no-tui --output-format json "$@" -m POST -H 'content-type: application/json' \
       -H 'x-rllm-run-id: bench' -H 'x-rllm-session-id: bench-session' \
-      -d "$body" "$base/v1/chat/completions" > "$WORK/$name.json"
+      -H 'anthropic-version: 2023-06-01' -d "$body" "$url" > "$WORK/$name.json"
 }
 
 declare -a rows
-for kind in plain stream; do
-  body=$PLAIN; [ $kind = stream ] && body=$STREAM
+for kind in plain stream anthropic; do
+  case $kind in
+    plain) body=$PLAIN; path=/v1/chat/completions ;;
+    stream) body=$STREAM; path=/v1/chat/completions ;;
+    anthropic) body=$ANTHROPIC; path=/v1/messages ;;
+  esac
   for load in fixed saturation; do
     if [ $load = fixed ]; then args=(-n "$FIXED_N" -q "$RATE" -c "$CONC"); n=$FIXED_N
     else args=(-n "$SAT_N" -c "$CONC"); n=$SAT_N; fi
-    run "$kind-$load-direct" "http://127.0.0.1:$MOCK_PORT" "$body" "${args[@]}"
-    run "$kind-$load-gateway" "http://127.0.0.1:$GW_PORT" "$body" "${args[@]}"
+    run "$kind-$load-direct" "http://127.0.0.1:$MOCK_PORT$path" "$body" "${args[@]}"
+    run "$kind-$load-gateway" "http://127.0.0.1:$GW_PORT$path" "$body" "${args[@]}"
     sent_through_gateway=$((sent_through_gateway + n))
     rows+=("$kind $load")
   done
