@@ -6,6 +6,8 @@
 //! tool call, a streamed call), every call stamped with `X-RLLM-*` identity
 //! and each step naming the previous one as its parent — then prints the
 //! run → session → step tree from the store, and where the database is.
+//! With `--otlp-endpoint` the episode's spans go to a collector too: one
+//! trace for the run, each step a child of the previous one.
 
 use crate::config::{Config, ServeArgs};
 use crate::mock_upstream::{self, MockOptions};
@@ -13,12 +15,27 @@ use crate::record::TraceRecord;
 use crate::server::Server;
 use crate::store::{TraceFilter, read};
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
 
-/// Runs the demo, recording into the database at `db`; returns the report
-/// to print.
-pub async fn run(db: &Path) -> Result<String, String> {
+/// Options of `tracegate demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// SQLite database file to record into.
+    #[arg(long, default_value = crate::config::DEFAULT_DB, value_name = "PATH")]
+    pub db: PathBuf,
+    /// Also export the episode's spans to this OTLP collector (the
+    /// OTEL_EXPORTER_OTLP_* variables work too).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http/protobuf.
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+}
+
+/// Runs the demo; returns the report to print.
+pub async fn run(args: &DemoArgs) -> Result<String, String> {
+    let db = args.db.as_path();
     let mock_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot start the mock upstream: {e}"))?;
@@ -36,6 +53,8 @@ pub async fn run(db: &Path) -> Result<String, String> {
         listen: Some("127.0.0.1:0".into()),
         db: Some(db.display().to_string()),
         upstream: vec![mock.base_url()],
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        otlp_protocol: args.otlp_protocol.clone(),
         ..ServeArgs::default()
     })
     .map_err(|e| e.to_string())?;

@@ -15,6 +15,9 @@
 //! * `accept-encoding` is replaced by `identity` upstream: capture must read
 //!   the response body, so the upstream must not compress it. The client still
 //!   receives exactly the upstream's bytes.
+//! * `traceparent`/`tracestate` are replaced by the gateway span's own, both
+//!   upstream (unless `propagate_traceparent` is off, which removes them) and
+//!   back to the client, so each hop names its real parent.
 //! * **redacted** headers are credentials: stored traces keep the header name
 //!   with the value replaced by `[REDACTED]`.
 
@@ -100,6 +103,28 @@ pub fn client_response_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut out = upstream.clone();
     remove_hop_by_hop(&mut out);
     out
+}
+
+/// The W3C trace context headers.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C vendor trace state header.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Replaces the W3C trace context headers: the gateway's own span is the
+/// parent of whatever comes next (`traceparent = None` removes them).
+pub fn set_trace_context(
+    headers: &mut HeaderMap,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) {
+    headers.remove(TRACEPARENT);
+    headers.remove(TRACESTATE);
+    if let Some(value) = traceparent.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(TRACEPARENT, value);
+        if let Some(state) = tracestate.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(TRACESTATE, state);
+        }
+    }
 }
 
 /// True for a header whose value must never be stored.

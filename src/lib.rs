@@ -8,12 +8,14 @@
 //! The modules follow one request (DESIGN §1), and can be read in this order:
 //!
 //! * [`server`] binds, routes, and shuts down without losing a record;
-//! * [`identity`] reads who made the call (`X-RLLM-*` headers, body, path);
+//! * [`identity`] reads who made the call (`X-RLLM-*` headers, body, path),
+//!   [`trace_context`] where its span hangs (`traceparent`, run, parent);
 //! * [`route`] picks the upstream; [`headers`] says which headers cross;
 //! * [`forward`] sends the call and streams the answer back, teeing it;
 //! * [`capture`] turns request and response bytes into a record;
-//! * [`record`] is that record; [`store`] keeps it;
-//! * [`api`] serves it back over HTTP.
+//! * [`record`] is that record (and its span); [`store`] keeps both;
+//! * [`export`] sends the spans to an OTLP collector;
+//! * [`api`] serves the records back over HTTP.
 //!
 //! Around them: [`config`] (one validated configuration), [`error`] (the
 //! errors the gateway answers with), [`cli`] (the `tracegate` command),
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod forward;
 pub mod headers;
 pub mod identity;
@@ -33,3 +36,4 @@ pub mod record;
 pub mod route;
 pub mod server;
 pub mod store;
+pub mod trace_context;

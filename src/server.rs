@@ -12,12 +12,14 @@
 //! 2. let in-flight calls finish, up to `shutdown_grace`;
 //! 3. abort what is left: their response bodies are dropped, which records
 //!    those calls as `client_closed`;
-//! 4. flush the store — every record, including those just made — and stop
-//!    the writer thread; then exit 0.
+//! 4. flush the store — every record, including those just made — give span
+//!    export a few seconds to send what is queued (the rest stays in the
+//!    outbox for the next start), stop the writer thread; then exit 0.
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::export::Exporter;
 use crate::forward::{self, Forwarder};
 use crate::store::Store;
 use axum::Router;
@@ -35,11 +37,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower_http::catch_panic::CatchPanicLayer;
 
+/// How long span export may take to send what is queued at shutdown.
+const EXPORT_GRACE: Duration = Duration::from_secs(5);
+
 /// A bound, ready-to-run gateway.
 pub struct Server {
     listener: TcpListener,
     app: Router,
     store: Store,
+    exporter: Option<Exporter>,
     grace: Duration,
 }
 
@@ -51,15 +57,26 @@ impl Server {
         let api_state = ApiState {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
+            export: config.export.clone(),
         };
         let app = app(forwarder, api_state);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let exporter = match &config.export {
+            Some(export) => Some(Exporter::start(
+                export.clone(),
+                store.reader.clone(),
+                store.writer.clone(),
+                store.spans_committed.clone(),
+            )?),
+            None => None,
+        };
         Ok(Server {
             listener,
             app,
             store,
+            exporter,
             grace: config.shutdown_grace,
         })
     }
@@ -77,6 +94,7 @@ impl Server {
             listener,
             app,
             store,
+            exporter,
             grace,
         } = self;
         let builder = Builder::new(TokioExecutor::new());
@@ -126,6 +144,12 @@ impl Server {
             );
         }
         connections.shutdown().await;
+        if let Some(exporter) = exporter {
+            // Every record (and span) is committed first, then export gets a
+            // moment to send them; what it cannot send waits in the outbox.
+            store.writer.flush().await?;
+            exporter.stop(EXPORT_GRACE).await;
+        }
         store.close().await?;
         tracing::info!("store flushed; bye");
         Ok(())

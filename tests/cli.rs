@@ -123,7 +123,11 @@ fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
         (vec!["--listen", "nowhere"], vec![], "listen"),
         (vec!["--upstream", "ftp://x"], vec![], "upstream"),
         (vec!["--kind", "llama"], vec![], "kind"),
-        (vec![], vec![("TRACEGATE_STRIP_VLLM_FIELDS", "maybe")], "strip_vllm_fields"),
+        (
+            vec![],
+            vec![("TRACEGATE_STRIP_VLLM_FIELDS", "maybe")],
+            "strip_vllm_fields",
+        ),
         (
             vec![],
             vec![("TRACEGATE_MAX_BODY_BYTES", "lots")],

@@ -237,11 +237,36 @@ impl Call {
 /// Writes `calls` into a new store at `dir/traces.db` through the real
 /// writer; returns their records (trace ids, times) in the same order.
 async fn build_store(dir: &Path, calls: &[Call]) -> Vec<TraceRecord> {
+    build_store_with_spans(dir, calls, None).await
+}
+
+/// Like [`build_store`], with a span per record in the export outbox, the
+/// first `exported` of them marked as exported, when `exported` is given.
+async fn build_store_with_spans(
+    dir: &Path,
+    calls: &[Call],
+    exported: Option<i64>,
+) -> Vec<TraceRecord> {
     let now = SystemTime::now();
     let records: Vec<TraceRecord> = calls.iter().map(|c| c.record(now)).collect();
     let store = Store::open(&dir.join("traces.db"), StoreOptions::default()).unwrap();
     for record in &records {
-        store.writer.reserve().submit(record.clone()).await;
+        let span = exported.map(|_| tracegate::record::Span {
+            name: record.trace_id.clone(),
+            ..Default::default()
+        });
+        store.writer.reserve().submit(record.clone(), span).await;
+    }
+    if let Some(cursor) = exported {
+        store
+            .writer
+            .export_progress(tracegate::store::ExportProgress {
+                cursor,
+                exported: 0,
+                error: None,
+            })
+            .await
+            .unwrap();
     }
     store.close().await.unwrap();
     records
@@ -754,7 +779,7 @@ async fn prune_dry_run_reports_what_would_go_and_changes_nothing() {
     let before = dump(&db);
     let out = prune_30d(dir.path(), &["--dry-run", "--force"]);
     assert!(
-        out.contains("would delete: traces 6, sessions 2, runs 1"),
+        out.contains("would delete: spans 0, traces 6, sessions 2, runs 1"),
         "{out}"
     );
     assert!(out.contains("would recount: sessions 1, runs 1"), "{out}");
@@ -769,7 +794,7 @@ async fn prune_deletes_exactly_the_old_rows_and_recounts_what_it_keeps() {
     let db = dir.path().join("traces.db");
     let out = prune_30d(dir.path(), &[]);
     assert!(
-        out.contains("deleted: traces 6, sessions 2, runs 1"),
+        out.contains("deleted: spans 0, traces 6, sessions 2, runs 1"),
         "{out}"
     );
     assert!(out.contains("recounted: sessions 1, runs 1"), "{out}");
@@ -811,7 +836,7 @@ async fn prune_deletes_exactly_the_old_rows_and_recounts_what_it_keeps() {
     // Nothing older is left: a second prune deletes nothing.
     let again = prune_30d(dir.path(), &["--no-vacuum"]);
     assert!(
-        again.contains("deleted: traces 0, sessions 0, runs 0"),
+        again.contains("deleted: spans 0, traces 0, sessions 0, runs 0"),
         "{again}"
     );
     assert!(!again.contains("reclaimed"), "{again}");
@@ -977,4 +1002,23 @@ async fn queries_read_a_store_while_a_gateway_writes_to_it() {
     assert_eq!(lines_as_json(&exported).len(), calls);
     assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM traces"), calls as i64);
     assert!(rounds >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_keeps_unexported_spans_unless_forced() {
+    // Nine records with a span each; the first four spans were exported.
+    // Six records are older than 30 days: the first five of them have spans
+    // in order, so four old spans are exported and two are not.
+    let dir = tempfile::tempdir().unwrap();
+    build_store_with_spans(dir.path(), &prune_dataset(), Some(4)).await;
+    let db = dir.path().join("traces.db");
+    let out = prune_30d(dir.path(), &["--no-vacuum"]);
+    assert!(out.contains("deleted: spans 4,"), "{out}");
+    let left: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 5, "unexported old spans stay for the exporter");
+    let forced = prune_30d(dir.path(), &["--force", "--no-vacuum"]);
+    assert!(forced.contains("deleted: spans 2,"), "{forced}");
 }

@@ -6,12 +6,26 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-/// `GET /health`: the gateway is up; also reports the store queue.
+/// `GET /health`: the gateway is up; also reports the store queue and, when
+/// span export is on, its backlog (spans waiting, the oldest one's age, the
+/// last error).
 pub async fn health(State(state): State<ApiState>) -> Json<Value> {
+    let export = match &state.export {
+        None => json!({"enabled": false}),
+        Some(config) => match crate::export::health(config, &state.reader).await {
+            Ok(health) => {
+                let mut v = json!(health);
+                v["enabled"] = json!(true);
+                v
+            }
+            Err(e) => json!({"enabled": true, "error": e}),
+        },
+    };
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "store": {"queue_depth": state.writer.queue_depth()},
+        "export": export,
     }))
 }
 

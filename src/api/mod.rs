@@ -16,6 +16,7 @@ mod sessions;
 mod traces;
 mod ui;
 
+use crate::config::ExportConfig;
 use crate::error::GatewayError;
 use crate::store::{StoreReader, StoreWriter};
 use axum::Router;
@@ -29,6 +30,8 @@ pub struct ApiState {
     pub reader: StoreReader,
     /// Session changes and flushes.
     pub writer: StoreWriter,
+    /// Span export, when it is on (for `/health`).
+    pub export: Option<ExportConfig>,
 }
 
 /// The API's routes.

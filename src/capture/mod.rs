@@ -27,6 +27,7 @@ pub mod openai_chat;
 pub mod openai_completions;
 pub mod openai_embeddings;
 pub mod openai_responses;
+pub mod span;
 pub mod sse;
 
 use crate::error::GatewayError;
@@ -37,6 +38,7 @@ use crate::record::{
     millis, rfc3339,
 };
 use crate::store::{Reservation, StoreWriter};
+use crate::trace_context::TraceContext;
 use base64::Engine;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -129,12 +131,12 @@ impl Moment {
 pub struct CallContext {
     /// The record id (UUIDv7).
     pub trace_id: String,
-    /// The call's span id.
-    pub span_id: String,
-    /// The call's OpenTelemetry trace id.
-    pub otel_trace_id: String,
-    /// The call's OpenTelemetry parent span id.
-    pub otel_parent_span_id: Option<String>,
+    /// Where the call's span hangs.
+    pub trace: TraceContext,
+    /// `gen_ai.provider.name` for the span.
+    pub provider: &'static str,
+    /// Whether the call gets a span, and with what.
+    pub spans: SpanPolicy,
     /// When the call arrived.
     pub started: Moment,
     /// HTTP method.
@@ -161,6 +163,18 @@ pub struct CallContext {
     pub request_body: Bytes,
     /// Whether embedding vectors are kept in the raw response.
     pub store_embeddings: bool,
+}
+
+/// Whether a call gets a span (export on), and whether message content goes
+/// on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanPolicy {
+    /// Export is off: no span.
+    None,
+    /// A span without message content.
+    WithoutContent,
+    /// A span with `gen_ai.input.messages` and `gen_ai.output.messages`.
+    WithContent,
 }
 
 /// How a response ended.
@@ -289,8 +303,20 @@ fn spawn_record(
     reservation: Reservation,
 ) {
     let task = async move {
+        let (policy, trace, provider, started) =
+            (ctx.spans, ctx.trace.clone(), ctx.provider, ctx.started.wall);
         let record = assemble(ctx, response, failure.as_ref());
-        reservation.submit(record).await;
+        let span = (policy != SpanPolicy::None).then(|| {
+            let inputs = span::SpanInputs {
+                trace: &trace,
+                provider,
+                started,
+                ended: started + std::time::Duration::from_secs_f64(record.latency_ms / 1000.0),
+                include_content: policy == SpanPolicy::WithContent,
+            };
+            span::of(&record, &inputs)
+        });
+        reservation.submit(record, span).await;
     };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
@@ -323,9 +349,9 @@ pub fn assemble(
     let ended = response.as_ref().map_or_else(Moment::now, |r| r.ended);
     let mut rec = TraceRecord {
         trace_id: ctx.trace_id,
-        span_id: ctx.span_id,
-        otel_trace_id: ctx.otel_trace_id,
-        otel_parent_span_id: ctx.otel_parent_span_id,
+        span_id: ctx.trace.span_id,
+        otel_trace_id: ctx.trace.trace_id,
+        otel_parent_span_id: ctx.trace.parent_span_id,
         session_id: ctx.identity.session_id,
         run_id: ctx.identity.run_id,
         harness: ctx.identity.harness,

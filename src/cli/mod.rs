@@ -60,11 +60,7 @@ enum Command {
     },
     /// Run a sample agent episode through a gateway and a mock model, and
     /// print what was recorded. Needs no API key.
-    Demo {
-        /// SQLite database file to record into.
-        #[arg(long, default_value = crate::config::DEFAULT_DB, value_name = "PATH")]
-        db: PathBuf,
-    },
+    Demo(crate::demo::DemoArgs),
     /// List runs, newest first: sessions, calls, errors, tokens, first and
     /// last seen.
     Runs(runs::RunsArgs),
@@ -145,8 +141,8 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
         Command::MockUpstream { listen, options } => {
             runtime.block_on(mock_upstream::serve(listen, options))?;
         }
-        Command::Demo { db } => {
-            let report = runtime.block_on(crate::demo::run(&db))?;
+        Command::Demo(args) => {
+            let report = runtime.block_on(crate::demo::run(&args))?;
             let mut out = output::Output::stdout();
             out.text(&report)?;
             out.finish()?;

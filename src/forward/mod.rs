@@ -20,7 +20,9 @@
 pub mod tee;
 pub mod vllm;
 
-use crate::capture::{CallContext, Endpoint, Moment, ResponseCapture, record_failure};
+use crate::capture::{
+    CallContext, Endpoint, Moment, ResponseCapture, SpanPolicy, record_failure, span,
+};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::headers::{self, TRACE_ID_HEADER};
@@ -28,6 +30,7 @@ use crate::identity;
 use crate::record::CallError;
 use crate::route::{self, Router};
 use crate::store::StoreWriter;
+use crate::trace_context::TraceContext;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -44,6 +47,8 @@ pub struct Forwarder {
     store: StoreWriter,
     max_body_bytes: usize,
     store_embeddings: bool,
+    spans: SpanPolicy,
+    propagate_traceparent: bool,
 }
 
 impl Forwarder {
@@ -69,6 +74,12 @@ impl Forwarder {
             store,
             max_body_bytes: config.max_body_bytes,
             store_embeddings: config.capture.store_embeddings,
+            spans: match &config.export {
+                None => SpanPolicy::None,
+                Some(e) if e.include_content => SpanPolicy::WithContent,
+                Some(_) => SpanPolicy::WithoutContent,
+            },
+            propagate_traceparent: config.propagate_traceparent,
         })
     }
 }
@@ -85,15 +96,16 @@ impl Forwarder {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_string();
         let (path_session, api_path) = split_session_path(&path);
+        let endpoint = Endpoint::from_api_path(&api_path);
         let mut ctx = CallContext {
+            trace: TraceContext::for_call(&parts.headers, &Default::default(), &trace_id),
             trace_id,
-            span_id: random_hex(8),
-            otel_trace_id: random_hex(16),
-            otel_parent_span_id: None,
+            provider: endpoint.protocol(),
+            spans: self.spans,
             started,
             method: parts.method.to_string(),
             path: path.clone(),
-            endpoint: Endpoint::from_api_path(&api_path),
+            endpoint,
             identity: Default::default(),
             identity_errors: Vec::new(),
             upstream: String::new(),
@@ -115,7 +127,10 @@ impl Forwarder {
             Err(error) => {
                 (ctx.identity, ctx.identity_errors) =
                     identity::extract(&parts.headers, None, path_session.as_deref());
-                ctx.upstream = self.router.pick(&ctx.identity).1.to_string();
+                ctx.trace = TraceContext::for_call(&parts.headers, &ctx.identity, &ctx.trace_id);
+                let (route, base) = self.router.pick(&ctx.identity);
+                ctx.provider = span::provider(route.kind, endpoint.protocol());
+                ctx.upstream = base.to_string();
                 return self.fail(ctx, error);
             }
         };
@@ -127,11 +142,13 @@ impl Forwarder {
         for error in &identity_errors {
             tracing::warn!(trace_id = %ctx.trace_id, "identity: {error}");
         }
+        ctx.trace = TraceContext::for_call(&parts.headers, &identity, &ctx.trace_id);
 
         // 3. Route; the body loses its identity carriers and, for a vLLM
         // route, gains the token-data parameters. A body that neither
         // changes is forwarded byte for byte.
         let (route, base) = self.router.pick(&identity);
+        ctx.provider = span::provider(route.kind, endpoint.protocol());
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
         let changed = json.as_mut().is_some_and(|object| {
             let stripped = identity::strip_body(object);
@@ -158,10 +175,18 @@ impl Forwarder {
         ctx.identity_errors = identity_errors;
 
         // 4. Send.
+        let mut upstream_headers = headers::upstream_request_headers(&parts.headers);
+        let traceparent = ctx.trace.traceparent();
+        let (parent, state) = if self.propagate_traceparent {
+            (Some(traceparent.as_str()), ctx.trace.trace_state.as_deref())
+        } else {
+            (None, None)
+        };
+        headers::set_trace_context(&mut upstream_headers, parent, state);
         let sent = self
             .client
             .request(parts.method.clone(), url)
-            .headers(headers::upstream_request_headers(&parts.headers))
+            .headers(upstream_headers)
             .body(forward_body)
             .send()
             .await;
@@ -175,7 +200,7 @@ impl Forwarder {
         let length = upstream.content_length();
         let upstream_headers = upstream.headers().clone();
         let mut client_headers = headers::client_response_headers(&upstream_headers);
-        insert_trace_id(&mut client_headers, &ctx.trace_id);
+        identify(&mut client_headers, &ctx);
         let stripper = (route.strip_vllm_fields
             && status.is_success()
             && matches!(
@@ -246,19 +271,27 @@ impl Forwarder {
     /// Answers a call the gateway failed, and records it.
     fn fail(&self, ctx: CallContext, error: GatewayError) -> Response {
         tracing::debug!(trace_id = %ctx.trace_id, path = %ctx.path, "{error}");
-        let trace_id = ctx.trace_id.clone();
         let protocol = ctx.endpoint.protocol();
+        let mut response = error.clone().into_response_for(protocol);
+        identify(response.headers_mut(), &ctx);
         record_failure(ctx, &error, &self.store);
-        let mut response = error.into_response_for(protocol);
-        insert_trace_id(response.headers_mut(), &trace_id);
         response
     }
 }
 
-fn insert_trace_id(headers: &mut http::HeaderMap, trace_id: &str) {
-    if let Ok(value) = HeaderValue::from_str(trace_id) {
+/// Tells the client which record and span its call became:
+/// `X-RLLM-Trace-Id` and the gateway span's `traceparent` (with the caller's
+/// `tracestate`), so a harness can hang its next step under this call.
+fn identify(headers: &mut http::HeaderMap, ctx: &CallContext) {
+    if let Ok(value) = HeaderValue::from_str(&ctx.trace_id) {
         headers.insert(TRACE_ID_HEADER, value);
     }
+    let traceparent = ctx.trace.traceparent();
+    headers::set_trace_context(
+        headers,
+        Some(&traceparent),
+        ctx.trace.trace_state.as_deref(),
+    );
 }
 
 /// Splits `/sessions/{sid}/v1/...` into the session and the `/v1/...` path;
@@ -344,15 +377,6 @@ fn body_failure(error: &reqwest::Error) -> CallError {
         kind: kind.into(),
         message: format!("the upstream response broke off: {}", describe(error)),
     }
-}
-
-/// `bytes` random bytes as lowercase hex.
-fn random_hex(bytes: usize) -> String {
-    let id = uuid::Uuid::new_v4();
-    id.as_bytes()[..bytes]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

@@ -20,11 +20,18 @@ pub struct Migration {
 
 /// Every migration, in order. A test checks that this list and the `.sql`
 /// files in `schema/` agree.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial.sql",
-    sql: include_str!("../../schema/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial.sql",
+        sql: include_str!("../../schema/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_spans.sql",
+        sql: include_str!("../../schema/0002_spans.sql"),
+    },
+];
 
 /// Applies every migration the database has not seen yet. Returns the
 /// versions applied.

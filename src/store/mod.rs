@@ -15,19 +15,21 @@
 
 pub mod codec;
 pub mod migrate;
+pub mod outbox;
 pub mod prune;
 pub mod read;
 pub mod stats;
 pub mod writer;
 
 pub use read::{RunInfo, SessionInfo, StoreReader, TraceFilter};
-pub use writer::{Reservation, StoreWriter};
+pub use writer::{ExportProgress, Reservation, StoreWriter};
 
 use crate::config::StoreOptions;
 use rusqlite::Connection;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// An open store: the writer handle, the reader, and the writer thread.
 pub struct Store {
@@ -35,6 +37,8 @@ pub struct Store {
     pub writer: StoreWriter,
     /// Runs read queries.
     pub reader: StoreReader,
+    /// Notified after each commit that added spans to the export outbox.
+    pub spans_committed: Arc<Notify>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -69,13 +73,16 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let batch_max = options.batch_max;
+        let spans_committed = Arc::new(Notify::new());
+        let notify = spans_committed.clone();
         let thread = std::thread::Builder::new()
             .name("tracegate-store".into())
-            .spawn(move || writer::run(conn, rx, batch_max))
+            .spawn(move || writer::run(conn, rx, batch_max, notify))
             .map_err(|e| format!("cannot start the store writer: {e}"))?;
         Ok(Store {
             writer: StoreWriter::new(tx),
             reader: StoreReader::new(path.to_path_buf()),
+            spans_committed,
             thread,
         })
     }

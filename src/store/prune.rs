@@ -14,8 +14,7 @@
 //! The deletions are a list, [`DOOMED`]: a table and an SQL predicate saying
 //! which of its rows are old. The same predicate counts rows for a dry run
 //! and deletes them for a real one, so a dry run reports exactly what the
-//! real run would delete (on a store nobody writes to meanwhile). Adding a
-//! table — the `spans` outbox of the OTLP exporter — is one more entry.
+//! real run would delete (on a store nobody writes to meanwhile).
 //!
 //! Pruning is safe while a gateway writes: deletes go in chunks of
 //! [`CHUNK_ROWS`] rows, one short transaction each, so the gateway's writer
@@ -41,13 +40,15 @@ struct Doomed {
 }
 
 /// What prune deletes, in order: children before parents, since a session's
-/// or run's fate depends on the traces that remain.
-///
-/// The `spans` outbox (OTLP export) goes first, as one more entry:
-/// `Doomed { table: "spans", old: "<span time> < :cutoff AND (:force OR <span
-/// seq> <= <the export cursor>)" }` — only spans already exported, unless
-/// `--force`.
+/// or run's fate depends on the traces that remain. The `spans` outbox goes
+/// first: only spans already exported (at or before the export cursor),
+/// unless `--force`, so pruning never loses a span a collector has not had.
 const DOOMED: &[Doomed] = &[
+    Doomed {
+        table: "spans",
+        old: "created_at < :cutoff AND (:force \
+              OR id <= COALESCE((SELECT cursor FROM export_state WHERE exporter = 'otlp'), 0))",
+    },
     Doomed {
         table: "traces",
         old: "started_at < :cutoff",

@@ -20,7 +20,7 @@
 //! waits for every reservation taken before it, then sends a barrier through
 //! the same channel and returns when the writer has committed up to it.
 
-use crate::record::{TopLogprob, TraceRecord};
+use crate::record::{Span, TopLogprob, TraceRecord};
 use crate::store::codec;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -50,6 +50,18 @@ pub(crate) enum Command {
     },
     Flush(oneshot::Sender<Result<(), String>>),
     Shutdown(oneshot::Sender<Result<(), String>>),
+    ExportProgress(ExportProgress),
+}
+
+/// What the exporter reports after an export attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportProgress {
+    /// The last span id the collector accepted (the new cursor).
+    pub cursor: i64,
+    /// How many spans this attempt exported.
+    pub exported: u64,
+    /// The attempt's error, if it failed (the cursor then stays).
+    pub error: Option<String>,
 }
 
 impl StoreWriter {
@@ -118,6 +130,11 @@ impl StoreWriter {
             .map_err(|_| "the store writer stopped".to_string())?
     }
 
+    /// Saves the exporter's progress (its cursor, counts, last error).
+    pub async fn export_progress(&self, progress: ExportProgress) -> Result<(), String> {
+        self.send(Command::ExportProgress(progress)).await
+    }
+
     /// Records waiting in the channel for the writer.
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -141,9 +158,9 @@ impl Reservation {
     /// Encodes the record and hands it to the writer, waiting for room in the
     /// channel if it is full. Never drops the record unless the writer has
     /// stopped (shutdown), which is logged.
-    pub async fn submit(mut self, record: TraceRecord) {
+    pub async fn submit(mut self, record: TraceRecord, span: Option<Span>) {
         let trace_id = record.trace_id.clone();
-        match Row::from_record(record) {
+        match Row::from_record(record, span.as_ref()) {
             Ok(row) => {
                 if self
                     .writer
@@ -238,6 +255,8 @@ pub(crate) struct Row {
     top_logprobs: Option<Vec<u8>>,
     raw_request: Option<Vec<u8>>,
     raw_response: Option<Vec<u8>>,
+    /// The call's span as JSON, for the export outbox (when export is on).
+    span: Option<String>,
 }
 
 /// Record fields stored in their own compact columns rather than the JSON.
@@ -253,7 +272,11 @@ pub(crate) const BLOB_FIELDS: &[&str] = &[
 
 impl Row {
     /// Encodes a record (off the writer thread: compression is CPU work).
-    pub(crate) fn from_record(mut record: TraceRecord) -> Result<Row, String> {
+    pub(crate) fn from_record(mut record: TraceRecord, span: Option<&Span>) -> Result<Row, String> {
+        let span = span
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         let prompt_token_ids = codec::pack_u32(&std::mem::take(&mut record.prompt_token_ids));
         record.completion_token_ids = Vec::new();
         record.logprobs = None;
@@ -299,12 +322,18 @@ impl Row {
             top_logprobs,
             raw_request,
             raw_response,
+            span,
         })
     }
 }
 
 /// The writer thread's loop: batch, commit, acknowledge, until shutdown.
-pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, batch_max: usize) {
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    batch_max: usize,
+    spans_committed: Arc<Notify>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < batch_max {
@@ -313,7 +342,15 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, batch_m
                 Err(_) => break,
             }
         }
-        if commit(&mut conn, batch) {
+        let spans = batch
+            .iter()
+            .any(|c| matches!(c, Command::Record(row) if row.span.is_some()));
+        let stop = commit(&mut conn, batch);
+        if spans {
+            // Wake the exporter: there is something new past its cursor.
+            spans_committed.notify_one();
+        }
+        if stop {
             break;
         }
     }
@@ -413,6 +450,10 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Answer>, rusqli
                 Answer::Count(delete_session(&tx, session_id).map_err(|e| e.to_string()))
             }
             Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
+            Command::ExportProgress(progress) => {
+                save_export_progress(&tx, progress)?;
+                Answer::None
+            }
         });
     }
     tx.commit()?;
@@ -513,6 +554,26 @@ fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
         )?
         .execute(params![run_id, r.started_at, is_error, tokens])?;
     }
+    if let Some(span) = &row.span {
+        conn.prepare_cached("INSERT INTO spans (trace_id, created_at, span) VALUES (?1, ?2, ?3)")?
+            .execute(params![r.trace_id, r.ended_at, span])?;
+    }
+    Ok(())
+}
+
+fn save_export_progress(conn: &Connection, p: &ExportProgress) -> Result<(), rusqlite::Error> {
+    let now = crate::record::rfc3339(std::time::SystemTime::now());
+    conn.execute(
+        "INSERT INTO export_state (exporter, cursor, exported, last_success_at, last_error, last_error_at)
+         VALUES ('otlp', ?1, ?2, CASE WHEN ?3 IS NULL THEN ?4 END, ?3, CASE WHEN ?3 IS NOT NULL THEN ?4 END)
+         ON CONFLICT (exporter) DO UPDATE SET
+             cursor          = MAX(export_state.cursor, excluded.cursor),
+             exported        = export_state.exported + excluded.exported,
+             last_success_at = COALESCE(excluded.last_success_at, export_state.last_success_at),
+             last_error      = CASE WHEN ?3 IS NULL THEN export_state.last_error ELSE ?3 END,
+             last_error_at   = COALESCE(excluded.last_error_at, export_state.last_error_at)",
+        params![p.cursor, i64::try_from(p.exported).unwrap_or(i64::MAX), p.error, now],
+    )?;
     Ok(())
 }
 

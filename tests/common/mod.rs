@@ -2,6 +2,7 @@
 //! on real sockets on 127.0.0.1, each stopped when the test ends.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod otlp;
 pub mod process;
 pub mod replay;
 
@@ -57,6 +58,30 @@ impl TestGateway {
     pub async fn start_with(args: ServeArgs) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("traces.db");
+        let config = Config::load(&ServeArgs {
+            listen: Some("127.0.0.1:0".into()),
+            db: Some(db.display().to_string()),
+            ..args
+        })
+        .unwrap();
+        Self::start_config(config, dir).await
+    }
+
+    /// Stops this gateway and starts another on the same database.
+    pub async fn restart_with(self, args: ServeArgs) -> TestGateway {
+        let TestGateway {
+            db,
+            stop,
+            task,
+            _dir: dir,
+            ..
+        } = self;
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(task) = task {
+            task.await.unwrap().unwrap();
+        }
         let config = Config::load(&ServeArgs {
             listen: Some("127.0.0.1:0".into()),
             db: Some(db.display().to_string()),

@@ -1,0 +1,379 @@
+//! A record as an OpenTelemetry span, following the GenAI semantic
+//! conventions.
+//!
+//! The span is named `{gen_ai.operation.name} {model}`, is of kind CLIENT,
+//! starts and ends with the call, and has status error (with `error.type`)
+//! when the call failed. Its attributes are the GenAI ones tracing backends
+//! understand (`gen_ai.*`, using `gen_ai.provider.name`, not the deprecated
+//! `gen_ai.system`), the HTTP and server ones, `session.id` and
+//! `gen_ai.conversation.id` (both the session), and tracegate's identity under
+//! `rllm.*`. Message content (`gen_ai.input.messages`,
+//! `gen_ai.output.messages`, as JSON strings) is opt-in: prompts may hold
+//! what a tracing backend should not.
+//!
+//! The attribute table is documented in `schema/span_attributes.md`; a test
+//! checks that every attribute this file can set is listed there.
+
+use crate::config::UpstreamKind;
+use crate::record::{Attribute, AttributeValue, Span, Status, TraceRecord, unix_nanos};
+use crate::trace_context::TraceContext;
+use reqwest::Url;
+use serde_json::Value;
+use std::time::SystemTime;
+
+/// What a span needs beyond its record.
+pub struct SpanInputs<'a> {
+    /// Where the span hangs.
+    pub trace: &'a TraceContext,
+    /// `gen_ai.provider.name`: `openai`, `anthropic`, `vllm`, ...
+    pub provider: &'a str,
+    /// When the call arrived and ended.
+    pub started: SystemTime,
+    /// When the call ended.
+    pub ended: SystemTime,
+    /// Whether message content goes on the span.
+    pub include_content: bool,
+}
+
+/// The span of a recorded call.
+pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
+    let model = record
+        .model
+        .as_deref()
+        .or(record.response_model.as_deref())
+        .unwrap_or_default();
+    let name = if model.is_empty() {
+        record.operation.clone()
+    } else {
+        format!("{} {model}", record.operation)
+    };
+    let mut a = Attributes(Vec::new());
+    a.text("gen_ai.operation.name", Some(&record.operation));
+    a.text("gen_ai.provider.name", Some(inputs.provider));
+    a.text("gen_ai.request.model", record.model.as_deref());
+    a.text("gen_ai.response.model", record.response_model.as_deref());
+    a.text("gen_ai.response.id", record.response_id.as_deref());
+    if !record.finish_reasons.is_empty() {
+        a.push(
+            "gen_ai.response.finish_reasons",
+            AttributeValue::Strings(record.finish_reasons.clone()),
+        );
+    }
+    let params = &record.request_params;
+    a.float("gen_ai.request.temperature", params.get("temperature"));
+    a.int(
+        "gen_ai.request.max_tokens",
+        ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|k| params.get(*k)),
+    );
+    a.float("gen_ai.request.top_p", params.get("top_p"));
+    a.int("gen_ai.request.seed", params.get("seed"));
+    a.int("gen_ai.request.choice.count", params.get("n"));
+    if record.operation != "embeddings" {
+        a.push("gen_ai.request.stream", AttributeValue::Bool(record.stream));
+    }
+    let u = &record.usage;
+    a.count("gen_ai.usage.input_tokens", u.input_tokens);
+    a.count("gen_ai.usage.output_tokens", u.output_tokens);
+    a.count(
+        "gen_ai.usage.cache_read.input_tokens",
+        u.cached_input_tokens,
+    );
+    a.count(
+        "gen_ai.usage.cache_creation.input_tokens",
+        u.cache_creation_input_tokens,
+    );
+    a.count("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
+    // Time to first chunk is a streaming measure (as the conventions define it).
+    if let Some(ttft) = record.ttft_ms.filter(|_| record.stream) {
+        a.push(
+            "gen_ai.response.time_to_first_chunk",
+            AttributeValue::Float(ttft / 1000.0),
+        );
+    }
+    if let Ok(url) = Url::parse(&record.upstream) {
+        a.text("server.address", url.host_str());
+        a.count("server.port", url.port_or_known_default().map(u64::from));
+    }
+    a.count(
+        "http.response.status_code",
+        record.http_status.map(u64::from),
+    );
+    a.text("session.id", record.session_id.as_deref());
+    a.text("gen_ai.conversation.id", record.session_id.as_deref());
+    a.text("rllm.trace_id", Some(&record.trace_id));
+    a.text("rllm.run_id", record.run_id.as_deref());
+    a.text("rllm.harness", record.harness.as_deref());
+    if let Some(step) = record.step_id {
+        a.push("rllm.step_id", AttributeValue::Int(step));
+    }
+    a.text("rllm.parent_span_id", record.parent_span_id.as_deref());
+    a.text("rllm.span_type", Some(&record.span_type));
+    a.text("rllm.project", record.project.as_deref());
+    a.text("rllm.experiment", record.experiment.as_deref());
+    a.text("tracegate.route", record.route.as_deref());
+    let error = match (&record.status, &record.error) {
+        (Status::Ok, _) => None,
+        (_, Some(e)) => {
+            a.text("error.type", Some(&e.kind));
+            Some(e.message.clone())
+        }
+        (status, None) => {
+            a.text("error.type", Some(status.as_str()));
+            Some(status.as_str().to_string())
+        }
+    };
+    if inputs.include_content {
+        a.text(
+            "gen_ai.input.messages",
+            Some(&Value::from(record.messages.clone()).to_string()),
+        );
+        let output: Vec<Value> = record
+            .choices
+            .iter()
+            .map(|c| Value::Object(c.message.clone()))
+            .collect();
+        a.text(
+            "gen_ai.output.messages",
+            Some(&Value::from(output).to_string()),
+        );
+    }
+    Span {
+        trace_id: inputs.trace.trace_id.clone(),
+        span_id: inputs.trace.span_id.clone(),
+        parent_span_id: inputs.trace.parent_span_id.clone(),
+        parent_is_remote: inputs.trace.parent_is_remote,
+        trace_state: inputs.trace.trace_state.clone(),
+        name,
+        start_unix_nanos: unix_nanos(inputs.started),
+        end_unix_nanos: unix_nanos(inputs.ended),
+        error,
+        attributes: a.0,
+    }
+}
+
+/// `gen_ai.provider.name` for an upstream of this kind spoken to over this
+/// protocol: the kind when it names the provider, else the protocol.
+pub fn provider(kind: UpstreamKind, protocol: &'static str) -> &'static str {
+    match kind {
+        UpstreamKind::Vllm => "vllm",
+        UpstreamKind::Openai => "openai",
+        UpstreamKind::Anthropic => "anthropic",
+        UpstreamKind::Generic => protocol,
+    }
+}
+
+/// Attributes being collected; absent values are skipped.
+struct Attributes(Vec<Attribute>);
+
+impl Attributes {
+    fn push(&mut self, key: &str, value: AttributeValue) {
+        self.0.push(Attribute {
+            key: key.to_string(),
+            value,
+        });
+    }
+
+    fn text(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.push(key, AttributeValue::String(v.to_string()));
+        }
+    }
+
+    fn count(&mut self, key: &str, value: Option<u64>) {
+        if let Some(v) = value {
+            self.push(
+                key,
+                AttributeValue::Int(i64::try_from(v).unwrap_or(i64::MAX)),
+            );
+        }
+    }
+
+    fn int(&mut self, key: &str, value: Option<&Value>) {
+        if let Some(v) = value.and_then(Value::as_i64) {
+            self.push(key, AttributeValue::Int(v));
+        }
+    }
+
+    fn float(&mut self, key: &str, value: Option<&Value>) {
+        if let Some(v) = value.and_then(Value::as_f64) {
+            self.push(key, AttributeValue::Float(v));
+        }
+    }
+}
+
+/// Every attribute key [`of`] can set, for the documentation test.
+pub const KEYS: &[&str] = &[
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.response.id",
+    "gen_ai.response.finish_reasons",
+    "gen_ai.request.temperature",
+    "gen_ai.request.max_tokens",
+    "gen_ai.request.top_p",
+    "gen_ai.request.seed",
+    "gen_ai.request.choice.count",
+    "gen_ai.request.stream",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.response.time_to_first_chunk",
+    "server.address",
+    "server.port",
+    "http.response.status_code",
+    "session.id",
+    "gen_ai.conversation.id",
+    "rllm.trace_id",
+    "rllm.run_id",
+    "rllm.harness",
+    "rllm.step_id",
+    "rllm.parent_span_id",
+    "rllm.span_type",
+    "rllm.project",
+    "rllm.experiment",
+    "tracegate.route",
+    "error.type",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{CallError, Choice, Usage};
+    use serde_json::json;
+
+    fn trace() -> TraceContext {
+        TraceContext {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+            parent_span_id: None,
+            parent_is_remote: false,
+            trace_state: None,
+        }
+    }
+
+    fn inputs(trace: &TraceContext, content: bool) -> SpanInputs<'_> {
+        SpanInputs {
+            trace,
+            provider: "openai",
+            started: SystemTime::UNIX_EPOCH,
+            ended: SystemTime::UNIX_EPOCH,
+            include_content: content,
+        }
+    }
+
+    fn value<'a>(span: &'a Span, key: &str) -> Option<&'a AttributeValue> {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
+    }
+
+    #[test]
+    fn every_key_set_is_listed() {
+        let record = TraceRecord {
+            operation: "chat".into(),
+            model: Some("m".into()),
+            response_model: Some("m-1".into()),
+            response_id: Some("r".into()),
+            finish_reasons: vec!["stop".into()],
+            request_params:
+                json!({"temperature": 0.5, "max_tokens": 9, "top_p": 1, "seed": 3, "n": 2})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            usage: Usage {
+                input_tokens: Some(1),
+                output_tokens: Some(2),
+                total_tokens: Some(3),
+                cached_input_tokens: Some(1),
+                cache_creation_input_tokens: Some(0),
+                reasoning_tokens: Some(1),
+            },
+            ttft_ms: Some(5.0),
+            stream: true,
+            upstream: "http://h:8000/v1".into(),
+            http_status: Some(500),
+            session_id: Some("s".into()),
+            run_id: Some("r".into()),
+            harness: Some("h".into()),
+            step_id: Some(1),
+            parent_span_id: Some("p".into()),
+            project: Some("p".into()),
+            experiment: Some("e".into()),
+            route: Some("r".into()),
+            status: Status::Error,
+            error: Some(CallError {
+                kind: "upstream_http_error".into(),
+                message: "boom".into(),
+            }),
+            ..TraceRecord::default()
+        };
+        let t = trace();
+        let span = of(&record, &inputs(&t, true));
+        for a in &span.attributes {
+            assert!(KEYS.contains(&a.key.as_str()), "{} is not listed", a.key);
+        }
+        assert_eq!(
+            span.attributes.len(),
+            KEYS.len(),
+            "every listed key is set here"
+        );
+        assert_eq!(span.name, "chat m");
+        assert_eq!(span.error.as_deref(), Some("boom"));
+        assert_eq!(
+            value(&span, "server.port"),
+            Some(&AttributeValue::Int(8000))
+        );
+        assert_eq!(
+            value(&span, "gen_ai.response.time_to_first_chunk"),
+            Some(&AttributeValue::Float(0.005))
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented_in_the_schema() {
+        let doc = include_str!("../../schema/span_attributes.md");
+        for key in KEYS {
+            assert!(
+                doc.contains(&format!("| `{key}` |")),
+                "{key} is not in schema/span_attributes.md"
+            );
+        }
+    }
+
+    #[test]
+    fn content_is_opt_in() {
+        let record = TraceRecord {
+            operation: "chat".into(),
+            messages: vec![json!({"role": "user", "content": "secret"})],
+            choices: vec![Choice::default()],
+            ..TraceRecord::default()
+        };
+        let t = trace();
+        assert!(value(&of(&record, &inputs(&t, false)), "gen_ai.input.messages").is_none());
+        let with = of(&record, &inputs(&t, true));
+        assert_eq!(
+            value(&with, "gen_ai.input.messages"),
+            Some(&AttributeValue::String(
+                r#"[{"role":"user","content":"secret"}]"#.into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_call_without_model_is_named_by_its_operation() {
+        let record = TraceRecord {
+            operation: "other".into(),
+            ..TraceRecord::default()
+        };
+        let t = trace();
+        assert_eq!(of(&record, &inputs(&t, false)).name, "other");
+    }
+}

@@ -1,0 +1,167 @@
+//! The OTLP side of export: the `opentelemetry-otlp` exporter for the
+//! configured transport, and our stored spans as the SDK's `SpanData`.
+//!
+//! The exporter's own retries are disabled: the outbox loop (`export`)
+//! retries whole batches with its own backoff, and only moves its cursor on
+//! success, so there is one retry policy, not two stacked.
+
+use crate::config::{ExportConfig, OtlpProtocol};
+use crate::record::{AttributeValue, Span};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{
+    Protocol, RetryPolicy, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+use std::str::FromStr;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Builds the exporter for `config`, with tracegate's resource
+/// (`service.name`, `service.version`, and `OTEL_RESOURCE_ATTRIBUTES`).
+pub fn exporter(config: &ExportConfig) -> Result<SpanExporter, String> {
+    let mut exporter = match config.protocol {
+        OtlpProtocol::Grpc => {
+            let mut headers = http::HeaderMap::new();
+            for (key, value) in &config.headers {
+                let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("export header '{key}' is not a valid header name"))?;
+                // Never echo the value: it is usually a credential.
+                let value = http::HeaderValue::from_str(value)
+                    .map_err(|_| format!("the value of export header '{key}' is not valid"))?;
+                headers.insert(name, value);
+            }
+            let metadata = MetadataMap::from_headers(headers);
+            SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&config.endpoint)
+                .with_timeout(config.timeout)
+                .with_metadata(metadata)
+                .with_retry_policy(RetryPolicy::disabled())
+                .build()
+        }
+        OtlpProtocol::HttpProtobuf => SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(&config.endpoint)
+            .with_timeout(config.timeout)
+            .with_headers(config.headers.iter().cloned().collect())
+            .with_retry_policy(RetryPolicy::disabled())
+            .build(),
+    }
+    .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    exporter.set_resource(&resource(&config.service_name));
+    Ok(exporter)
+}
+
+/// The resource every span is exported with.
+pub fn resource(service_name: &str) -> Resource {
+    Resource::builder()
+        .with_service_name(service_name.to_string())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The instrumentation scope of tracegate's spans.
+pub fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("tracegate")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+/// A stored span as the SDK's `SpanData`; `None` if its ids are unusable.
+pub fn span_data(span: &Span, scope: &InstrumentationScope) -> Option<SpanData> {
+    let trace_id = TraceId::from_hex(&span.trace_id).ok()?;
+    let span_id = SpanId::from_hex(&span.span_id).ok()?;
+    let parent_span_id = span
+        .parent_span_id
+        .as_deref()
+        .and_then(|p| SpanId::from_hex(p).ok())
+        .unwrap_or(SpanId::INVALID);
+    let trace_state = span
+        .trace_state
+        .as_deref()
+        .and_then(|s| TraceState::from_str(s).ok())
+        .unwrap_or_default();
+    Some(SpanData {
+        span_context: SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, trace_state),
+        parent_span_id,
+        parent_span_is_remote: span.parent_is_remote,
+        span_kind: SpanKind::Client,
+        name: span.name.clone().into(),
+        start_time: UNIX_EPOCH + Duration::from_nanos(span.start_unix_nanos),
+        end_time: UNIX_EPOCH + Duration::from_nanos(span.end_unix_nanos),
+        attributes: span
+            .attributes
+            .iter()
+            .map(|a| KeyValue::new(a.key.clone(), value(&a.value)))
+            .collect(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: match &span.error {
+            Some(message) => Status::error(message.clone()),
+            None => Status::Unset,
+        },
+        instrumentation_scope: scope.clone(),
+    })
+}
+
+fn value(v: &AttributeValue) -> Value {
+    match v {
+        AttributeValue::String(s) => Value::String(s.clone().into()),
+        AttributeValue::Int(i) => Value::I64(*i),
+        AttributeValue::Float(f) => Value::F64(*f),
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::Strings(list) => Value::Array(Array::String(
+            list.iter().cloned().map(StringValue::from).collect(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Attribute;
+
+    #[test]
+    fn stored_spans_become_client_spans() {
+        let span = Span {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+            parent_span_id: Some("00f067aa0ba902b7".into()),
+            parent_is_remote: true,
+            trace_state: Some("vendor=x".into()),
+            name: "chat m".into(),
+            start_unix_nanos: 1_000,
+            end_unix_nanos: 2_000,
+            error: Some("boom".into()),
+            attributes: vec![Attribute {
+                key: "gen_ai.response.finish_reasons".into(),
+                value: AttributeValue::Strings(vec!["stop".into()]),
+            }],
+        };
+        let data = span_data(&span, &scope()).unwrap();
+        assert_eq!(data.span_kind, SpanKind::Client);
+        assert_eq!(data.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert!(data.parent_span_is_remote);
+        assert_eq!(data.span_context.trace_state().header(), "vendor=x");
+        assert_eq!(data.status, Status::error("boom"));
+        assert_eq!(
+            data.end_time.duration_since(data.start_time).unwrap(),
+            Duration::from_nanos(1000)
+        );
+    }
+
+    #[test]
+    fn spans_with_broken_ids_are_refused() {
+        let span = Span {
+            trace_id: "nope".into(),
+            ..Span::default()
+        };
+        assert!(span_data(&span, &scope()).is_none());
+    }
+}
