@@ -18,6 +18,12 @@
 //! * `traceparent`/`tracestate` are replaced by the gateway span's own, both
 //!   upstream (unless `propagate_traceparent` is off, which removes them) and
 //!   back to the client, so each hop names its real parent.
+//! * **blocked for callers**: a route may let callers add per-request headers
+//!   (`X-Tracegate-Provider-Data`), but never ones that carry credentials,
+//!   framing, routing or client identity — request smuggling, credential
+//!   override and origin spoofing are what such headers are for;
+//! * **protected from routes** (in `config`): a route's static headers cannot
+//!   set credentials or framing either — keys go through `auth = "env:VAR"`;
 //! * **redacted** headers are credentials: stored traces keep the header name
 //!   with the value replaced by `[REDACTED]`.
 
@@ -35,7 +41,8 @@ pub const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Headers whose values are credentials: never stored, logged or exported.
+/// Headers whose values are credentials (or carry them): never stored,
+/// logged or exported.
 pub const REDACTED: &[&str] = &[
     "authorization",
     "proxy-authorization",
@@ -43,7 +50,46 @@ pub const REDACTED: &[&str] = &[
     "api-key",
     "cookie",
     "set-cookie",
+    PROVIDER_DATA,
 ];
+
+/// The caller's per-request extra headers for a route
+/// (`{"<route>_extra_headers": {...}}`): read by `route`, never forwarded,
+/// never stored with its values.
+pub const PROVIDER_DATA: &str = "x-tracegate-provider-data";
+
+/// Headers a caller may not set through provider data (DESIGN §6): the
+/// hop-by-hop ones, framing, host, cookies, every credential header, and the
+/// forwarding and client-IP headers — plus `x-forwarded-*`, the identity
+/// carriers and the gateway's own headers, checked by prefix in
+/// [`is_blocked_for_caller`].
+pub const BLOCKED_FOR_CALLER: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "forwarded",
+    "x-real-ip",
+    "cf-connecting-ip",
+    "true-client-ip",
+    TRACEPARENT,
+    TRACESTATE,
+];
+
+/// True for a header a caller may not add to an upstream request.
+pub fn is_blocked_for_caller(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(&n)
+        || BLOCKED_FOR_CALLER.contains(&n)
+        || n.starts_with("x-forwarded-")
+        || n.starts_with(IDENTITY_PREFIX)
+        || n.starts_with("x-tracegate-")
+}
 
 /// The placeholder stored instead of a credential.
 pub const REDACTED_VALUE: &str = "[REDACTED]";
@@ -77,12 +123,20 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The headers to send upstream for a request that arrived with `incoming`.
+/// True for a hop-by-hop header or one the HTTP client frames itself
+/// (`host`, `content-length`): headers no configuration may set.
+pub fn is_hop_by_hop_or_framing(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || name == header::HOST || name == header::CONTENT_LENGTH
+}
+
+/// The headers to send upstream for a request that arrived with `incoming`
+/// (before the route adds or replaces credentials and headers).
 pub fn upstream_request_headers(incoming: &HeaderMap) -> HeaderMap {
     let mut out = incoming.clone();
     remove_hop_by_hop(&mut out);
     out.remove(header::HOST);
     out.remove(header::CONTENT_LENGTH);
+    out.remove(PROVIDER_DATA);
     let identity: Vec<HeaderName> = out
         .keys()
         .filter(|name| is_identity_carrier(name))
@@ -105,7 +159,7 @@ pub fn client_response_headers(upstream: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The W3C trace context headers.
+/// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
 /// The W3C vendor trace state header.
 pub const TRACESTATE: &str = "tracestate";

@@ -8,6 +8,7 @@
 //! The modules follow one request (DESIGN §1), and can be read in this order:
 //!
 //! * [`server`] binds, routes, and shuts down without losing a record;
+//!   [`auth`] checks the gateway's own token first;
 //! * [`identity`] reads who made the call (`X-RLLM-*` headers, body, path),
 //!   [`trace_context`] where its span hangs (`traceparent`, run, parent);
 //! * [`route`] picks the upstream; [`headers`] says which headers cross;
@@ -22,6 +23,7 @@
 //! [`mock_upstream`] (a deterministic model server) and [`demo`].
 
 pub mod api;
+pub mod auth;
 pub mod capture;
 pub mod cli;
 pub mod config;

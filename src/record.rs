@@ -79,6 +79,8 @@ pub struct TraceRecord {
     /// The model the client asked for; `""` when none (rLLM type).
     #[serde(with = "empty_as_none")]
     pub model: Option<String>,
+    /// The model name sent upstream, when the route renamed it.
+    pub backend_model: Option<String>,
     /// Whether the client asked for a streamed answer.
     pub stream: bool,
     /// The input messages (normalised: OpenAI chat shape).

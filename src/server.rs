@@ -2,8 +2,9 @@
 //! record.
 //!
 //! The router puts the API (`api`) beside the proxy (`forward`); anything else
-//! is a 404 in the OpenAI error shape. A panic in a handler becomes a 500 for
-//! that request only.
+//! is a 404 in the OpenAI error shape. Inbound auth (`auth`) wraps them all.
+//! A panic in a handler becomes a 500 for that request only. A background
+//! task probes the workers of health-checked routes (`route`).
 //!
 //! Connections are served by hyper directly (HTTP/1.1 and HTTP/2), so that
 //! shutdown is ours to order:
@@ -17,12 +18,12 @@
 //!    outbox for the next start), stop the writer thread; then exit 0.
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{Config, InboundAuth};
 use crate::error::GatewayError;
 use crate::export::Exporter;
 use crate::forward::{self, Forwarder};
+use crate::route::Router;
 use crate::store::Store;
-use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -43,9 +44,10 @@ const EXPORT_GRACE: Duration = Duration::from_secs(5);
 /// A bound, ready-to-run gateway.
 pub struct Server {
     listener: TcpListener,
-    app: Router,
+    app: axum::Router,
     store: Store,
     exporter: Option<Exporter>,
+    health_checks: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
@@ -53,13 +55,22 @@ impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: &Config) -> Result<Server, String> {
         let store = Store::open(&config.db, config.store)?;
-        let forwarder = Arc::new(Forwarder::new(config, store.writer.clone())?);
+        let router = Arc::new(Router::new(
+            config.routes.clone(),
+            config.session_affinity_capacity,
+        ));
+        let forwarder = Arc::new(Forwarder::new(
+            config,
+            router.clone(),
+            store.writer.clone(),
+        )?);
         let api_state = ApiState {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
             export: config.export.clone(),
+            router: router.clone(),
         };
-        let app = app(forwarder, api_state);
+        let app = app(forwarder, api_state, Arc::new(config.auth.clone()));
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -72,11 +83,13 @@ impl Server {
             )?),
             None => None,
         };
+        let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));
         Ok(Server {
             listener,
             app,
             store,
             exporter,
+            health_checks,
             grace: config.shutdown_grace,
         })
     }
@@ -95,6 +108,7 @@ impl Server {
             app,
             store,
             exporter,
+            health_checks,
             grace,
         } = self;
         let builder = Builder::new(TokioExecutor::new());
@@ -131,6 +145,7 @@ impl Server {
             }
         }
         drop(listener);
+        health_checks.abort();
         tracing::info!(
             in_flight = connections.len(),
             "shutting down: draining in-flight calls"
@@ -156,9 +171,31 @@ impl Server {
     }
 }
 
+/// Probes the workers of health-checked routes every `interval`.
+async fn check_workers(router: Arc<Router>, interval: Duration) {
+    let client = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("worker health checks are off: {e}");
+            return;
+        }
+    };
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        router
+            .check_health(&client, interval.min(Duration::from_secs(5)))
+            .await;
+    }
+}
+
 /// The gateway's router: API, proxy, and a JSON 404 for everything else.
-fn app(forwarder: Arc<Forwarder>, api_state: ApiState) -> Router {
-    let proxy = Router::new()
+fn app(forwarder: Arc<Forwarder>, api_state: ApiState, auth: Arc<InboundAuth>) -> axum::Router {
+    let proxy = axum::Router::new()
         .route("/v1", any(forward::proxy))
         .route("/v1/{*rest}", any(forward::proxy))
         .route("/sessions/{session_id}/v1", any(forward::proxy))
@@ -167,6 +204,12 @@ fn app(forwarder: Arc<Forwarder>, api_state: ApiState) -> Router {
     api::router(api_state)
         .merge(proxy)
         .fallback(not_found)
+        // Layers run outside-in: panics are caught around everything, and
+        // the token is checked before any handler (or body read).
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::check,
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
 }
 

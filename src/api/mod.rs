@@ -15,13 +15,15 @@ mod runs;
 mod sessions;
 mod traces;
 mod ui;
+mod workers;
 
 use crate::config::ExportConfig;
 use crate::error::GatewayError;
 use crate::store::{StoreReader, StoreWriter};
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -32,6 +34,8 @@ pub struct ApiState {
     pub writer: StoreWriter,
     /// Span export, when it is on (for `/health`).
     pub export: Option<ExportConfig>,
+    /// The routes and worker pools (for `/admin/workers`, `/admin/routes`).
+    pub router: Arc<crate::route::Router>,
 }
 
 /// The API's routes.
@@ -39,6 +43,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(admin::health))
         .route("/admin/flush", post(admin::flush))
+        .route("/admin/workers", get(workers::list).post(workers::add))
+        .route("/admin/workers/{worker_id}", delete(workers::remove))
+        .route("/admin/routes", get(workers::routes))
+        .route("/health/workers", get(workers::health))
         .route("/sessions", get(sessions::list).post(sessions::create))
         .route(
             "/sessions/{session_id}",

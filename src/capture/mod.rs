@@ -27,6 +27,7 @@ pub mod openai_chat;
 pub mod openai_completions;
 pub mod openai_embeddings;
 pub mod openai_responses;
+pub mod redact;
 pub mod span;
 pub mod sse;
 
@@ -153,6 +154,8 @@ pub struct CallContext {
     pub upstream: String,
     /// The route name, when routes are configured.
     pub route: Option<String>,
+    /// `(requested, sent)` when the route renamed the model (`backend_model`).
+    pub model_rewrite: Option<(String, String)>,
     /// The client's request headers, credentials redacted.
     pub request_headers: Map<String, Value>,
     /// The request's content type.
@@ -163,6 +166,9 @@ pub struct CallContext {
     pub request_body: Bytes,
     /// Whether embedding vectors are kept in the raw response.
     pub store_embeddings: bool,
+    /// Secret values that must never be stored (route keys, env-sourced
+    /// headers, the gateway's own tokens).
+    pub secrets: Vec<String>,
 }
 
 /// Whether a call gets a span (export on), and whether message content goes
@@ -340,13 +346,26 @@ const CONTENT_KEYS: &[&str] = &[
 ];
 
 /// Builds the record of a call from its context and its response (or the
-/// gateway's failure). Pure: no I/O, so tests can call it directly.
+/// gateway's failure), with every secret scrubbed. Pure: no I/O, so tests
+/// can call it directly.
 pub fn assemble(
-    ctx: CallContext,
+    mut ctx: CallContext,
+    response: Option<ResponseFacts>,
+    failure: Option<&GatewayError>,
+) -> TraceRecord {
+    let secrets = std::mem::take(&mut ctx.secrets);
+    let mut record = build(ctx, response, failure);
+    redact::secrets(&mut record, &secrets);
+    record
+}
+
+fn build(
+    mut ctx: CallContext,
     response: Option<ResponseFacts>,
     failure: Option<&GatewayError>,
 ) -> TraceRecord {
     let ended = response.as_ref().map_or_else(Moment::now, |r| r.ended);
+    let model_rewrite = ctx.model_rewrite.take();
     let mut rec = TraceRecord {
         trace_id: ctx.trace_id,
         span_id: ctx.trace.span_id,
@@ -411,6 +430,10 @@ pub fn assemble(
             ctx.request_content_type.as_deref(),
             &ctx.request_body,
         ));
+    }
+    if let Some((requested, sent)) = model_rewrite {
+        rec.model = Some(requested);
+        rec.backend_model = Some(sent);
     }
 
     // ---- the response ----

@@ -154,11 +154,21 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
 
 async fn serve(config: Config) -> Result<(), String> {
     let server = crate::server::Server::bind(&config).await?;
-    let upstreams: Vec<&str> = config.route.upstreams.iter().map(|u| u.as_str()).collect();
+    let routes: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let workers: Vec<&str> = r.workers.iter().map(|w| w.url.as_str()).collect();
+            match &r.model_prefix {
+                Some(prefix) => format!("{} ({prefix}) → {}", r.label(), workers.join(", ")),
+                None => workers.join(", "),
+            }
+        })
+        .collect();
     tracing::info!(
-        "tracegate listening on http://{} → upstream {} · db {}",
+        "tracegate listening on http://{} → {} · db {}",
         server.local_addr(),
-        upstreams.join(", "),
+        routes.join("; "),
         config.db.display()
     );
     server.run(crate::server::shutdown_signal()).await

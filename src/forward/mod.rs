@@ -3,12 +3,16 @@
 //! One handler follows one call through the boxes of DESIGN §1:
 //!
 //! 1. read the body whole, up to `max_body_bytes` (413 beyond it);
-//! 2. `identity`: who made the call (headers > body > path), then strip the
-//!    carriers — a body that carried none is forwarded byte for byte;
-//! 3. `route`: pick the route and upstream, build the target URL, and for a
-//!    vLLM route ask for token data ([`vllm`]);
-//! 4. send it with the one pooled client (`headers` decides what crosses);
-//! 5. stream the answer back through [`tee::TeeBody`], which hands a clone of
+//! 2. `identity`: who made the call (headers > body > path);
+//! 3. `route`: the route for the model (404 when none); the body loses its
+//!    identity carriers, gets the backend model name and, for a vLLM route,
+//!    the token-data parameters ([`vllm`]) — a body that does not change is
+//!    forwarded byte for byte;
+//! 4. the upstream request's headers: `headers` policy, then the route's
+//!    credentials and headers (failing closed when a key is missing);
+//! 5. send it with the one pooled client to the session's worker, or the
+//!    least busy one, moving on when a worker refuses the connection;
+//! 6. stream the answer back through [`tee::TeeBody`], which hands a clone of
 //!    each chunk to `capture` (and, for a vLLM route, strips vLLM's extra
 //!    fields from what the client gets).
 //!
@@ -23,12 +27,12 @@ pub mod vllm;
 use crate::capture::{
     CallContext, Endpoint, Moment, ResponseCapture, SpanPolicy, record_failure, span,
 };
-use crate::config::Config;
+use crate::config::{Config, InboundAuth};
 use crate::error::GatewayError;
 use crate::headers::{self, TRACE_ID_HEADER};
 use crate::identity;
 use crate::record::CallError;
-use crate::route::{self, Router};
+use crate::route::{self, NoRoute, OutboundError, Router};
 use crate::store::StoreWriter;
 use crate::trace_context::TraceContext;
 use axum::body::Body;
@@ -39,11 +43,13 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// Everything the proxy handler needs: the pooled client, the router, the
-/// store, and the body limit.
+/// Everything the proxy handler needs: the pooled client, the routes, the
+/// inbound auth (whose token must not travel upstream), the store, and the
+/// limits.
 pub struct Forwarder {
     client: reqwest::Client,
-    router: Router,
+    router: Arc<Router>,
+    inbound: InboundAuth,
     store: StoreWriter,
     max_body_bytes: usize,
     store_embeddings: bool,
@@ -53,7 +59,11 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Builds the forwarder and its pooled HTTP client.
-    pub fn new(config: &Config, store: StoreWriter) -> Result<Forwarder, String> {
+    pub fn new(
+        config: &Config,
+        router: Arc<Router>,
+        store: StoreWriter,
+    ) -> Result<Forwarder, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             // A gateway passes redirects to its client; it does not follow them.
@@ -70,7 +80,8 @@ impl Forwarder {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Forwarder {
             client,
-            router: Router::new(config.route.clone()),
+            router,
+            inbound: config.auth.clone(),
             store,
             max_body_bytes: config.max_body_bytes,
             store_embeddings: config.capture.store_embeddings,
@@ -110,6 +121,7 @@ impl Forwarder {
             identity_errors: Vec::new(),
             upstream: String::new(),
             route: None,
+            model_rewrite: None,
             request_headers: headers::for_storage(&parts.headers),
             request_content_type: parts
                 .headers
@@ -119,6 +131,7 @@ impl Forwarder {
             request_json: None,
             request_body: Bytes::new(),
             store_embeddings: self.store_embeddings,
+            secrets: self.inbound.tokens.clone(),
         };
 
         // 1. The body, whole, within the limit.
@@ -128,9 +141,10 @@ impl Forwarder {
                 (ctx.identity, ctx.identity_errors) =
                     identity::extract(&parts.headers, None, path_session.as_deref());
                 ctx.trace = TraceContext::for_call(&parts.headers, &ctx.identity, &ctx.trace_id);
-                let (route, base) = self.router.pick(&ctx.identity);
-                ctx.provider = span::provider(route.kind, endpoint.protocol());
-                ctx.upstream = base.to_string();
+                if let Ok(route) = self.router.route_for(None) {
+                    ctx.route = route.config.name.clone();
+                    ctx.provider = span::provider(route.config.kind, endpoint.protocol());
+                }
                 return self.fail(ctx, error);
             }
         };
@@ -143,16 +157,41 @@ impl Forwarder {
             tracing::warn!(trace_id = %ctx.trace_id, "identity: {error}");
         }
         ctx.trace = TraceContext::for_call(&parts.headers, &identity, &ctx.trace_id);
+        ctx.identity = identity;
+        ctx.identity_errors = identity_errors;
 
-        // 3. Route; the body loses its identity carriers and, for a vLLM
-        // route, gains the token-data parameters. A body that neither
-        // changes is forwarded byte for byte.
-        let (route, base) = self.router.pick(&identity);
-        ctx.provider = span::provider(route.kind, endpoint.protocol());
+        // 3. Route, by model. The body loses its identity carriers and, as
+        // the route says, gets the backend's model name and the vLLM
+        // token-data parameters. A body that does not change is forwarded
+        // byte for byte.
+        let model = json
+            .as_ref()
+            .and_then(|b| b.get("model"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let route = match self.router.route_for(model.as_deref()) {
+            Ok(route) => route,
+            Err(NoRoute(message)) => {
+                let error = GatewayError::new(StatusCode::NOT_FOUND, "model_not_found", message);
+                return self.fail(ctx, error);
+            }
+        };
+        let config = &route.config;
+        ctx.route = config.name.clone();
+        ctx.provider = span::provider(config.kind, endpoint.protocol());
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
         let changed = json.as_mut().is_some_and(|object| {
             let stripped = identity::strip_body(object);
-            vllm::inject(object, ctx.endpoint, route) | stripped
+            let renamed = match (&config.backend_model, &model) {
+                (Some(backend), Some(requested)) if backend != requested => {
+                    object.insert("model".into(), Value::String(backend.clone()));
+                    ctx.model_rewrite = Some((requested.clone(), backend.clone()));
+                    true
+                }
+                _ => false,
+            };
+            let injected = vllm::inject(object, ctx.endpoint, config);
+            stripped | renamed | injected
         });
         let forward_body = match &json {
             Some(object) if changed => match serde_json::to_vec(object) {
@@ -169,39 +208,74 @@ impl Forwarder {
             None => ctx.request_body = body,
         }
 
-        let url = route::target_url(base, &api_path, parts.uri.query());
-        ctx.upstream = base.to_string();
-        ctx.identity = identity;
-        ctx.identity_errors = identity_errors;
-
-        // 4. Send.
-        let mut upstream_headers = headers::upstream_request_headers(&parts.headers);
+        // 4. What the upstream request carries.
+        let mut outbound = match route::outbound_headers(config, &parts.headers, &self.inbound) {
+            Ok(outbound) => outbound,
+            Err(OutboundError::MissingSecret) => {
+                let error = GatewayError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_credentials_unavailable",
+                    "the gateway has no credentials for this route's upstream; the request was not sent",
+                );
+                return self.fail(ctx, error);
+            }
+            Err(OutboundError::BadProviderData(message)) => {
+                let error =
+                    GatewayError::new(StatusCode::BAD_REQUEST, "invalid_provider_data", message);
+                return self.fail(ctx, error);
+            }
+        };
+        ctx.secrets.append(&mut outbound.secrets);
         let traceparent = ctx.trace.traceparent();
         let (parent, state) = if self.propagate_traceparent {
             (Some(traceparent.as_str()), ctx.trace.trace_state.as_deref())
         } else {
             (None, None)
         };
-        headers::set_trace_context(&mut upstream_headers, parent, state);
-        let sent = self
-            .client
-            .request(parts.method.clone(), url)
-            .headers(upstream_headers)
-            .body(forward_body)
-            .send()
-            .await;
-        let upstream = match sent {
-            Ok(response) => response,
-            Err(e) => return self.fail(ctx, request_failure(&e)),
+        headers::set_trace_context(&mut outbound.headers, parent, state);
+
+        // 5. Send, to the session's worker or the least busy one; a worker
+        // that refuses the connection (nothing was sent) is skipped for the
+        // next.
+        let mut tried: Vec<String> = Vec::new();
+        let (lease, upstream) = loop {
+            let Some(lease) = route.pool.pick(ctx.identity.session_id.as_deref(), &tried) else {
+                let error = GatewayError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    "no worker of this route accepted the connection",
+                );
+                return self.fail(ctx, error);
+            };
+            let base = &lease.worker().url;
+            ctx.upstream = base.to_string();
+            let sent = self
+                .client
+                .request(
+                    parts.method.clone(),
+                    route::target_url(base, &api_path, parts.uri.query()),
+                )
+                .headers(outbound.headers.clone())
+                .body(forward_body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) => break (lease, response),
+                Err(e) if e.is_connect() && tried.len() + 1 < route.pool.len() => {
+                    tracing::warn!(worker = %lease.worker().id, "connect failed, trying another worker: {}", describe(&e));
+                    tried.push(lease.worker().id.clone());
+                }
+                Err(e) => return self.fail(ctx, request_failure(&e)),
+            }
         };
 
-        // 5. Stream the answer back, teeing it to capture.
+        // 6. Stream the answer back, teeing it to capture.
         let status = upstream.status();
         let length = upstream.content_length();
         let upstream_headers = upstream.headers().clone();
         let mut client_headers = headers::client_response_headers(&upstream_headers);
         identify(&mut client_headers, &ctx);
-        let stripper = (route.strip_vllm_fields
+        let stripper = (config.strip_vllm_fields
             && status.is_success()
             && matches!(
                 ctx.endpoint,
@@ -222,12 +296,19 @@ impl Forwarder {
             trace_id = %ctx.trace_id,
             method = %parts.method,
             path = %ctx.path,
+            route = config.label(),
             status = status.as_u16(),
             "proxied"
         );
         let capture =
             ResponseCapture::new(ctx, status.as_u16(), upstream_headers, self.store.clone());
-        let body = tee::TeeBody::new(Box::pin(upstream.bytes_stream()), capture, length, stripper);
+        let body = tee::TeeBody::new(
+            Box::pin(upstream.bytes_stream()),
+            capture,
+            length,
+            stripper,
+            lease,
+        );
         let mut response = Response::new(Body::new(body));
         *response.status_mut() = status;
         *response.headers_mut() = client_headers;

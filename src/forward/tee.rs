@@ -22,6 +22,7 @@
 
 use crate::capture::{Ending, ResponseCapture};
 use crate::forward::vllm::Stripper;
+use crate::route::Lease;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http_body::{Frame, SizeHint};
@@ -41,6 +42,8 @@ pub struct TeeBody {
     length: Option<u64>,
     remaining: Option<u64>,
     upstream_done: bool,
+    /// The call's share of its worker's load, released with the body.
+    _lease: Lease,
 }
 
 impl TeeBody {
@@ -51,6 +54,7 @@ impl TeeBody {
         mut capture: ResponseCapture,
         length: Option<u64>,
         stripper: Option<Stripper>,
+        lease: Lease,
     ) -> Self {
         let length = if stripper.is_some() { None } else { length };
         if length == Some(0) {
@@ -64,6 +68,7 @@ impl TeeBody {
             length,
             remaining: length,
             upstream_done: false,
+            _lease: lease,
         }
     }
 }

@@ -250,11 +250,11 @@ mod tests {
 
     fn route(vllm: bool) -> RouteConfig {
         RouteConfig {
-            upstreams: vec![],
             kind: crate::config::UpstreamKind::Vllm,
             inject_logprobs: vllm,
             inject_return_token_ids: vllm,
             strip_vllm_fields: vllm,
+            ..RouteConfig::to(reqwest::Url::parse("http://vllm:8000/v1").unwrap())
         }
     }
 

@@ -10,6 +10,15 @@
 //! `./tracegate.db`, and forwards to `$OPENAI_BASE_URL` (else OpenAI),
 //! passing the caller's credentials through.
 
+mod export;
+mod routes;
+
+pub use export::{ExportConfig, OtlpProtocol};
+pub use routes::{
+    ApiProtocol, HeaderSource, PROTECTED_FROM_ROUTE, RouteConfig, UpstreamAuth, UpstreamKind,
+    WorkerConfig, parse_auth,
+};
+
 use reqwest::Url;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -104,6 +113,31 @@ pub struct ServeArgs {
     /// Put message content on exported spans [default: false].
     #[arg(long, env = "TRACEGATE_EXPORT_INCLUDE_CONTENT", value_name = "BOOL")]
     pub export_include_content: Option<String>,
+    /// Routes by model, as a JSON array of route objects (the same keys as
+    /// the file's [[routes]]).
+    #[arg(long, env = "TRACEGATE_ROUTES", value_name = "JSON")]
+    pub routes: Option<String>,
+    /// Upstream credentials of the single-upstream route: passthrough or
+    /// env:VARIABLE [default: passthrough].
+    #[arg(long, env = "TRACEGATE_UPSTREAM_AUTH", value_name = "AUTH")]
+    pub upstream_auth: Option<String>,
+    /// Tokens callers must present to use the gateway (comma-separated in the
+    /// environment variable); turns inbound auth on.
+    #[arg(
+        long,
+        env = "TRACEGATE_AUTH_TOKENS",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_tokens: Vec<String>,
+    /// The header carrying the gateway token, when not Authorization (so
+    /// callers' own Authorization can pass through to upstreams).
+    #[arg(long, env = "TRACEGATE_AUTH_HEADER", value_name = "HEADER")]
+    pub auth_header: Option<String>,
+    /// How often worker health is checked [default: 10s].
+    #[arg(long, env = "TRACEGATE_HEALTH_CHECK_INTERVAL", value_name = "DURATION")]
+    pub health_check_interval: Option<String>,
 }
 
 /// The configuration file, as written. Every key is optional.
@@ -123,22 +157,22 @@ struct FileConfig {
     inject_return_token_ids: Option<bool>,
     strip_vllm_fields: Option<bool>,
     propagate_traceparent: Option<bool>,
+    upstream_auth: Option<String>,
+    health_check_interval: Option<String>,
+    session_affinity_capacity: Option<usize>,
+    routes: Option<Vec<routes::FileRoute>>,
+    auth: Option<FileAuth>,
     store: Option<FileStore>,
     capture: Option<FileCapture>,
-    export: Option<FileExport>,
+    export: Option<export::FileExport>,
 }
 
-/// The `[export]` table of the configuration file.
+/// The `[auth]` table: inbound auth.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileExport {
-    endpoint: Option<String>,
-    protocol: Option<String>,
-    headers: Option<std::collections::BTreeMap<String, String>>,
-    timeout: Option<String>,
-    service_name: Option<String>,
-    include_content: Option<bool>,
-    batch_size: Option<usize>,
+struct FileAuth {
+    tokens: Option<Vec<String>>,
+    header: Option<String>,
 }
 
 /// The `[capture]` table of the configuration file.
@@ -182,8 +216,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The SQLite database file.
     pub db: PathBuf,
-    /// Where calls go.
-    pub route: RouteConfig,
+    /// Where calls go: the routes in match order (one implicit route when
+    /// none is configured).
+    pub routes: Vec<RouteConfig>,
+    /// Inbound auth: who may use the gateway.
+    pub auth: InboundAuth,
+    /// How often worker health is checked.
+    pub health_check_interval: Duration,
+    /// How many sessions remember their worker (least recently used forgotten).
+    pub session_affinity_capacity: usize,
     /// What capture keeps.
     pub capture: CaptureOptions,
     /// Where spans are exported; `None` when export is off.
@@ -204,44 +245,20 @@ pub struct Config {
     pub store: StoreOptions,
 }
 
-/// What an upstream is. It sets the defaults of the token-data options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamKind {
-    /// A vLLM server: token ids and logprobs on by default.
-    Vllm,
-    /// OpenAI itself (rejects unknown parameters).
-    Openai,
-    /// Anthropic itself.
-    Anthropic,
-    /// Any other OpenAI-compatible server.
-    Generic,
+/// Inbound auth: the tokens callers present, and where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundAuth {
+    /// Accepted tokens; empty means auth is off.
+    pub tokens: Vec<String>,
+    /// The header carrying the token; `None` for `Authorization: Bearer`.
+    pub header: Option<http::HeaderName>,
 }
 
-impl UpstreamKind {
-    fn parse(text: &str) -> Option<UpstreamKind> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "vllm" => Some(UpstreamKind::Vllm),
-            "openai" => Some(UpstreamKind::Openai),
-            "anthropic" => Some(UpstreamKind::Anthropic),
-            "generic" => Some(UpstreamKind::Generic),
-            _ => None,
-        }
+impl InboundAuth {
+    /// Whether callers must present a token.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
     }
-}
-
-/// A route: the upstreams calls go to and how they are treated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteConfig {
-    /// The upstream base URLs (at least one), without trailing slash.
-    pub upstreams: Vec<Url>,
-    /// What the upstream is.
-    pub kind: UpstreamKind,
-    /// Add `logprobs` to chat and completions requests that lack it.
-    pub inject_logprobs: bool,
-    /// Add `return_token_ids` to chat and completions requests that lack it.
-    pub inject_return_token_ids: bool,
-    /// Remove vLLM's extra fields from what the client receives.
-    pub strip_vllm_fields: bool,
 }
 
 /// What capture keeps beyond the defaults.
@@ -249,35 +266,6 @@ pub struct RouteConfig {
 pub struct CaptureOptions {
     /// Keep embedding vectors in stored raw responses.
     pub store_embeddings: bool,
-}
-
-/// The OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    /// OTLP over gRPC (usually port 4317).
-    Grpc,
-    /// OTLP over HTTP with protobuf bodies (usually port 4318).
-    HttpProtobuf,
-}
-
-/// Where and how spans are exported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportConfig {
-    /// The collector URL: for gRPC its base, for HTTP the full traces URL
-    /// (`.../v1/traces`).
-    pub endpoint: String,
-    /// The transport.
-    pub protocol: OtlpProtocol,
-    /// Headers sent with each export (a collector's API key, say).
-    pub headers: Vec<(String, String)>,
-    /// Time allowed for one export request.
-    pub timeout: Duration,
-    /// The `service.name` resource attribute.
-    pub service_name: String,
-    /// Whether message content goes on spans.
-    pub include_content: bool,
-    /// Most spans per export request.
-    pub batch_size: usize,
 }
 
 /// Tuning of the store writer.
@@ -318,10 +306,26 @@ impl Config {
     /// Builds the configuration from flags and environment (`args`, as clap
     /// parsed them), the file they name, and the defaults.
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let routes = load_routes(args, &mut file)?;
+        let auth = inbound_auth(args, file.auth.take().unwrap_or_default())?;
+        check_auth_against_routes(&auth, &routes)?;
+        let health_check_interval = duration(
+            "health_check_interval",
+            pick(
+                &args.health_check_interval,
+                file.health_check_interval.take(),
+            ),
+            "10s",
+        )?
+        .ok_or_else(|| err("health_check_interval", "cannot be disabled"))?;
+        let session_affinity_capacity = positive(
+            "session_affinity_capacity",
+            file.session_affinity_capacity.unwrap_or(100_000),
+        )?;
         let store_file = file.store.unwrap_or_default();
 
         let listen_text = pick(&args.listen, file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
@@ -337,54 +341,6 @@ impl Config {
             return Err(err("db", "must not be empty"));
         }
 
-        let upstream_texts = if !args.upstream.is_empty() {
-            args.upstream.clone()
-        } else {
-            match file.upstream {
-                Some(OneOrMany::One(u)) => vec![u],
-                Some(OneOrMany::Many(list)) => list,
-                None => vec![default_upstream()],
-            }
-        };
-        if upstream_texts.is_empty() {
-            return Err(err("upstream", "at least one upstream URL is needed"));
-        }
-        let upstreams = upstream_texts
-            .iter()
-            .map(|u| parse_upstream(u).map_err(|m| err("upstream", m)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let kind = match pick(&args.kind, file.kind) {
-            Some(text) => UpstreamKind::parse(&text).ok_or_else(|| {
-                err(
-                    "kind",
-                    format!("'{text}' is not one of vllm, openai, anthropic, generic"),
-                )
-            })?,
-            None => UpstreamKind::Generic,
-        };
-        let vllm = kind == UpstreamKind::Vllm;
-        let route = RouteConfig {
-            upstreams,
-            kind,
-            inject_logprobs: flag(
-                "inject_logprobs",
-                &args.inject_logprobs,
-                file.inject_logprobs,
-            )?
-            .unwrap_or(vllm),
-            inject_return_token_ids: flag(
-                "inject_return_token_ids",
-                &args.inject_return_token_ids,
-                file.inject_return_token_ids,
-            )?
-            .unwrap_or(vllm),
-            strip_vllm_fields: flag(
-                "strip_vllm_fields",
-                &args.strip_vllm_fields,
-                file.strip_vllm_fields,
-            )?
-            .unwrap_or(vllm),
-        };
         let capture = CaptureOptions {
             store_embeddings: flag(
                 "capture.store_embeddings",
@@ -451,12 +407,15 @@ impl Config {
             file.propagate_traceparent,
         )?
         .unwrap_or(true);
-        let export = export_config(args, file.export.unwrap_or_default())?;
+        let export = export::export_config(args, file.export.unwrap_or_default())?;
 
         Ok(Config {
             listen,
             db,
-            route,
+            routes,
+            auth,
+            health_check_interval,
+            session_affinity_capacity,
             capture,
             export,
             propagate_traceparent,
@@ -471,115 +430,129 @@ impl Config {
     }
 }
 
-/// An `OTEL_*` variable, when set to something.
-fn otel_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// The export settings: flags, then the standard `OTEL_EXPORTER_OTLP_*`
-/// variables (the traces-specific one first), then the `[export]` table.
-/// Export is on when an endpoint is given anywhere.
-fn export_config(args: &ServeArgs, file: FileExport) -> Result<Option<ExportConfig>, ConfigError> {
-    // A traces endpoint is the full URL; the others are bases.
-    let (endpoint, full) = match (
-        &args.otlp_endpoint,
-        otel_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-    ) {
-        (Some(flag), _) => (flag.clone(), false),
-        (None, Some(traces)) => (traces, true),
-        (None, None) => match otel_env("OTEL_EXPORTER_OTLP_ENDPOINT").or(file.endpoint) {
-            Some(base) => (base, false),
-            None => return Ok(None),
-        },
+/// The routes: `TRACEGATE_ROUTES` / `--routes`, else the file's
+/// `[[routes]]`, else the implicit route of the top-level keys.
+fn load_routes(args: &ServeArgs, file: &mut FileConfig) -> Result<Vec<RouteConfig>, ConfigError> {
+    let configured = match &args.routes {
+        Some(json) => routes::routes_from_json(json)?,
+        None => file.routes.take().unwrap_or_default(),
     };
-    let url = Url::parse(endpoint.trim()).map_err(|e| {
-        err(
-            "export.endpoint",
-            format!("'{endpoint}' is not a URL ({e})"),
-        )
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(err(
-            "export.endpoint",
-            format!("'{endpoint}' must start with http:// or https://"),
-        ));
-    }
-    let protocol_text = args
-        .otlp_protocol
-        .clone()
-        .or_else(|| otel_env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
-        .or_else(|| otel_env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .or(file.protocol);
-    let protocol = match protocol_text.as_deref().map(str::trim) {
-        Some("grpc") => OtlpProtocol::Grpc,
-        Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
-        Some(other) => {
+    if !configured.is_empty() {
+        // Top-level route keys would be silently ignored: refuse them.
+        let ignored = [
+            (
+                "upstream",
+                !args.upstream.is_empty() || file.upstream.is_some(),
+            ),
+            (
+                "upstream_auth",
+                args.upstream_auth.is_some() || file.upstream_auth.is_some(),
+            ),
+            ("kind", args.kind.is_some() || file.kind.is_some()),
+        ];
+        if let Some((key, _)) = ignored.iter().find(|(_, set)| *set) {
             return Err(err(
-                "export.protocol",
-                format!("'{other}' is not grpc or http/protobuf (http/json is not supported)"),
+                key,
+                "set it per route when routes are configured (a route with model_prefix = \"*\" takes the rest)",
             ));
         }
-        // The conventional ports say which transport a collector listens on.
-        None if url.port() == Some(4317) => OtlpProtocol::Grpc,
-        None => OtlpProtocol::HttpProtobuf,
-    };
-    let endpoint = match protocol {
-        OtlpProtocol::HttpProtobuf if !full && !url.path().ends_with("/v1/traces") => {
-            format!("{}/v1/traces", url.as_str().trim_end_matches('/'))
+        return routes::configured_routes(configured);
+    }
+    let upstream_texts = if !args.upstream.is_empty() {
+        args.upstream.clone()
+    } else {
+        match file.upstream.take() {
+            Some(OneOrMany::One(u)) => vec![u],
+            Some(OneOrMany::Many(list)) => list,
+            None => vec![default_upstream()],
         }
-        _ => url.as_str().trim_end_matches('/').to_string(),
     };
-    let headers = match otel_env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-        .or_else(|| otel_env("OTEL_EXPORTER_OTLP_HEADERS"))
-    {
-        Some(text) => parse_otel_headers(&text)?,
-        None => file.headers.unwrap_or_default().into_iter().collect(),
+    if upstream_texts.is_empty() {
+        return Err(err("upstream", "at least one upstream URL is needed"));
+    }
+    let upstreams = upstream_texts
+        .iter()
+        .map(|u| parse_upstream(u).map_err(|m| err("upstream", m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kind = match pick(&args.kind, file.kind.take()) {
+        Some(text) => UpstreamKind::parse(&text).ok_or_else(|| {
+            err(
+                "kind",
+                format!("'{text}' is not one of vllm, openai, anthropic, generic"),
+            )
+        })?,
+        None => UpstreamKind::Generic,
     };
-    let timeout = match otel_env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-        .or_else(|| otel_env("OTEL_EXPORTER_OTLP_TIMEOUT"))
-    {
-        Some(ms) => Duration::from_millis(
-            ms.trim()
-                .parse()
-                .map_err(|_| err("export.timeout", format!("'{ms}' is not milliseconds")))?,
-        ),
-        None => duration("export.timeout", file.timeout, "10s")?
-            .ok_or_else(|| err("export.timeout", "cannot be disabled"))?,
+    let top = routes::TopLevel {
+        upstreams,
+        kind,
+        auth: pick(&args.upstream_auth, file.upstream_auth.take()),
+        inject_logprobs: flag(
+            "inject_logprobs",
+            &args.inject_logprobs,
+            file.inject_logprobs,
+        )?,
+        inject_return_token_ids: flag(
+            "inject_return_token_ids",
+            &args.inject_return_token_ids,
+            file.inject_return_token_ids,
+        )?,
+        strip_vllm_fields: flag(
+            "strip_vllm_fields",
+            &args.strip_vllm_fields,
+            file.strip_vllm_fields,
+        )?,
     };
-    Ok(Some(ExportConfig {
-        endpoint,
-        protocol,
-        headers,
-        timeout,
-        service_name: otel_env("OTEL_SERVICE_NAME")
-            .or(file.service_name)
-            .unwrap_or_else(|| "tracegate".to_string()),
-        include_content: flag(
-            "export.include_content",
-            &args.export_include_content,
-            file.include_content,
-        )?
-        .unwrap_or(false),
-        batch_size: positive("export.batch_size", file.batch_size.unwrap_or(512))?,
-    }))
+    Ok(vec![routes::implicit_route(top)?])
 }
 
-/// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value` pairs separated by commas,
-/// values percent-encoded.
-fn parse_otel_headers(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    text.split(',')
-        .filter(|pair| !pair.trim().is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').ok_or_else(|| {
-                // Never echo the value: it is usually a credential.
-                err("OTEL_EXPORTER_OTLP_HEADERS", "each entry must be key=value")
-            })?;
-            let value = percent_encoding::percent_decode_str(value.trim())
-                .decode_utf8_lossy()
-                .into_owned();
-            Ok((key.trim().to_string(), value))
-        })
-        .collect()
+/// Inbound auth: tokens from `TRACEGATE_AUTH_TOKENS` / `--auth-tokens`, else
+/// the file's `[auth]`.
+fn inbound_auth(args: &ServeArgs, file: FileAuth) -> Result<InboundAuth, ConfigError> {
+    let tokens = if args.auth_tokens.is_empty() {
+        file.tokens.unwrap_or_default()
+    } else {
+        args.auth_tokens.clone()
+    };
+    let tokens: Vec<String> = tokens.into_iter().map(|t| t.trim().to_string()).collect();
+    if tokens.iter().any(String::is_empty) {
+        return Err(err("auth.tokens", "a token must not be empty"));
+    }
+    let header = match pick(&args.auth_header, file.header) {
+        Some(name) => {
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| err("auth.header", format!("'{name}' is not a header name")))?;
+            (name != http::header::AUTHORIZATION).then_some(name)
+        }
+        None => None,
+    };
+    Ok(InboundAuth { tokens, header })
+}
+
+/// With inbound auth in `Authorization`, a passthrough route would hand the
+/// gateway's own token to the upstream as a credential.
+fn check_auth_against_routes(
+    auth: &InboundAuth,
+    routes: &[RouteConfig],
+) -> Result<(), ConfigError> {
+    if !auth.enabled() || auth.header.is_some() {
+        return Ok(());
+    }
+    match routes.iter().find(|r| r.auth == UpstreamAuth::Passthrough) {
+        Some(route) => {
+            let key = match &route.name {
+                Some(name) => format!("routes ({name}): auth"),
+                None => "upstream_auth".to_string(),
+            };
+            Err(err(
+                &key,
+                "passthrough would forward the gateway token upstream while inbound auth reads \
+                 Authorization; use env:VARIABLE, or set auth.header (e.g. x-tracegate-key) for the \
+                 gateway token",
+            ))
+        }
+        None => Ok(()),
+    }
 }
 
 /// The flag-or-environment value if given, else the file's.
@@ -745,48 +718,6 @@ mod tests {
             (3, Some("store.queue_capacity".to_string()))
         );
         assert_eq!(locate(text, 0), (1, Some("listen".to_string())));
-    }
-
-    #[test]
-    fn otel_headers_are_pairs_with_encoded_values() {
-        let h = parse_otel_headers("api-key=abc%3D%3D, x-team = ml ").unwrap();
-        assert_eq!(
-            h,
-            vec![
-                ("api-key".into(), "abc==".into()),
-                ("x-team".into(), "ml".into())
-            ]
-        );
-        let e = parse_otel_headers("secret-without-equals").unwrap_err();
-        assert!(!e.0.contains("secret"), "the value is never echoed");
-    }
-
-    #[test]
-    fn export_endpoints_resolve_per_protocol() {
-        let resolve = |endpoint: &str, protocol: Option<&str>| {
-            let args = ServeArgs {
-                otlp_endpoint: Some(endpoint.into()),
-                otlp_protocol: protocol.map(str::to_string),
-                ..ServeArgs::default()
-            };
-            let c = export_config(&args, FileExport::default())
-                .unwrap()
-                .unwrap();
-            (c.endpoint, c.protocol)
-        };
-        assert_eq!(
-            resolve("http://c:4317", None),
-            ("http://c:4317".into(), OtlpProtocol::Grpc)
-        );
-        assert_eq!(
-            resolve("http://c:4318", None),
-            ("http://c:4318/v1/traces".into(), OtlpProtocol::HttpProtobuf)
-        );
-        assert_eq!(
-            resolve("https://otlp.example.com/otlp/", Some("http/protobuf")).0,
-            "https://otlp.example.com/otlp/v1/traces"
-        );
-        assert!(export_config(&ServeArgs::default(), FileExport::default()).is_ok());
     }
 
     #[test]

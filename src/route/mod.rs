@@ -1,0 +1,388 @@
+//! Where a call goes: its route (by model) and the worker that serves it.
+//!
+//! Routes are tried in order; the first whose model prefix matches the
+//! request's `model` (case-insensitively; `*` matches every model) serves it.
+//! A request without a model, or whose model no route matches, goes to the
+//! default route — the implicit one when no routes are configured, else the
+//! route marked `default` — or is refused with a 404 naming the model.
+//!
+//! Each route has a pool of workers ([`pool`]; one for a plain `upstream`),
+//! session-sticky and least-busy. Health checks (`GET /health` at the
+//! worker's root, as vLLM serves it) mark workers down and up; a connect
+//! failure before any byte was sent is retried on another worker by
+//! `forward`. Workers can be added and removed at run time (`/admin/workers`,
+//! compatible with rllm-model-gateway).
+//!
+//! A route also decides what the upstream request carries ([`outbound`]):
+//! its credentials, its static headers, and the caller's extra headers when
+//! it allows them.
+//!
+//! Upstream base URLs may carry a path (`http://host:8000/v1`,
+//! `https://example.com/openai/v1`). Clients always call `/v1/...`, so the
+//! target URL is the base path followed by the client path, without doubling
+//! the `/v1` the base already ends with.
+
+mod outbound;
+mod pool;
+
+pub use outbound::{Outbound, OutboundError, outbound_headers};
+pub use pool::{Lease, Pool, Worker, WorkerInfo};
+
+use crate::config::{RouteConfig, UpstreamKind, WorkerConfig};
+use reqwest::Url;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A configured route with its live pool.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's configuration.
+    pub config: RouteConfig,
+    /// Its workers.
+    pub pool: Pool,
+}
+
+impl Route {
+    /// Whether health checks probe this route's workers: self-hosted model
+    /// servers (vLLM, or a pool of several), not a hosted API, which has no
+    /// `/health`.
+    pub fn health_checked(&self) -> bool {
+        self.config.kind == UpstreamKind::Vllm || self.pool.len() > 1
+    }
+}
+
+/// Why no route serves a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoRoute(pub String);
+
+/// The routes and their pools.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+    next_worker_id: AtomicU64,
+}
+
+impl Router {
+    /// The router of configured routes (at least one; config ensures it).
+    pub fn new(routes: Vec<RouteConfig>, affinity_capacity: usize) -> Router {
+        Router {
+            routes: routes
+                .into_iter()
+                .map(|config| Route {
+                    pool: Pool::new(config.workers.clone(), affinity_capacity),
+                    config,
+                })
+                .collect(),
+            next_worker_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Every route, in match order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route that serves `model`.
+    pub fn route_for(&self, model: Option<&str>) -> Result<&Route, NoRoute> {
+        if let Some(model) = model.map(str::to_ascii_lowercase) {
+            let matched = self
+                .routes
+                .iter()
+                .find(|r| match r.config.model_prefix.as_deref() {
+                    Some("*") | None => true,
+                    Some(prefix) => model.starts_with(prefix),
+                });
+            if let Some(route) = matched {
+                return Ok(route);
+            }
+        }
+        self.routes
+            .iter()
+            .find(|r| r.config.is_default)
+            .ok_or_else(|| {
+                NoRoute(match model {
+                    Some(m) => format!("no route serves the model '{m}'"),
+                    None => "the request names no model and no route is the default".to_string(),
+                })
+            })
+    }
+
+    /// The route named `name`.
+    pub fn route_named(&self, name: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.config.name.as_deref() == Some(name))
+    }
+
+    /// Every worker of every route, for the admin API.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.routes
+            .iter()
+            .flat_map(|route| {
+                route.pool.workers().into_iter().map(move |w| {
+                    let mut root = w.url.clone();
+                    root.set_path("");
+                    WorkerInfo {
+                        worker_id: w.id.clone(),
+                        url: root.as_str().trim_end_matches('/').to_string(),
+                        api_path: w.url.path().to_string(),
+                        model_name: w.model_name.clone(),
+                        weight: w.weight,
+                        healthy: w.healthy(),
+                        active_requests: w.active(),
+                        route: route.config.label().to_string(),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a worker to `route`; its id is the one given or a new one.
+    /// Refuses an id already in use anywhere.
+    pub fn add_worker(&self, route: &Route, mut worker: WorkerConfig) -> Result<String, String> {
+        if worker.id.is_empty() {
+            worker.id = format!("w{}", self.next_worker_id.fetch_add(1, Ordering::Relaxed));
+        }
+        if self.workers().iter().any(|w| w.worker_id == worker.id) {
+            return Err(format!("a worker with id '{}' exists already", worker.id));
+        }
+        let id = worker.id.clone();
+        let mut workers = route
+            .pool
+            .workers
+            .write()
+            .map_err(|_| "worker pool poisoned".to_string())?;
+        workers.push(Arc::new(Worker::new(worker)));
+        Ok(id)
+    }
+
+    /// Removes a worker; false when no worker has that id. Calls in flight
+    /// on it finish; its sessions move on their next call.
+    pub fn remove_worker(&self, id: &str) -> bool {
+        self.routes.iter().any(|route| {
+            let Ok(mut workers) = route.pool.workers.write() else {
+                return false;
+            };
+            let before = workers.len();
+            workers.retain(|w| w.id != id);
+            workers.len() != before
+        })
+    }
+
+    /// Probes every health-checked worker once and marks it up or down.
+    pub async fn check_health(&self, client: &reqwest::Client, timeout: Duration) {
+        let probes = self
+            .routes
+            .iter()
+            .filter(|r| r.health_checked())
+            .flat_map(|r| r.pool.workers())
+            .map(|worker| {
+                let client = client.clone();
+                async move {
+                    let up = client
+                        .get(worker.health_url())
+                        .timeout(timeout)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if worker.healthy.swap(up, Ordering::Relaxed) != up {
+                        tracing::warn!(worker = %worker.id, url = %worker.url, up, "worker health changed");
+                    }
+                }
+            });
+        futures_util::future::join_all(probes).await;
+    }
+}
+
+/// The URL to call upstream for the client path `api_path` (which starts with
+/// `/v1`) and its query string.
+pub fn target_url(base: &Url, api_path: &str, query: Option<&str>) -> Url {
+    let base_path = base.path().trim_end_matches('/');
+    let rest = if base_path.ends_with("/v1") {
+        api_path.strip_prefix("/v1").unwrap_or(api_path)
+    } else {
+        api_path
+    };
+    let mut url = base.clone();
+    url.set_path(&format!("{base_path}{rest}"));
+    url.set_query(query);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    fn route(name: &str, prefix: &str, workers: &[&str]) -> RouteConfig {
+        RouteConfig {
+            name: Some(name.into()),
+            model_prefix: Some(prefix.into()),
+            is_default: false,
+            workers: workers
+                .iter()
+                .enumerate()
+                .map(|(i, u)| WorkerConfig {
+                    id: format!("{name}-{i}"),
+                    url: url(u),
+                    weight: 1,
+                    model_name: None,
+                })
+                .collect(),
+            ..RouteConfig::to(url("http://unused"))
+        }
+    }
+
+    #[test]
+    fn base_with_v1_is_not_doubled() {
+        let t = target_url(&url("http://h:8000/v1"), "/v1/chat/completions", None);
+        assert_eq!(t.as_str(), "http://h:8000/v1/chat/completions");
+    }
+
+    #[test]
+    fn bare_base_gets_the_client_path() {
+        let t = target_url(&url("http://h:8000"), "/v1/models", None);
+        assert_eq!(t.as_str(), "http://h:8000/v1/models");
+    }
+
+    #[test]
+    fn base_path_prefix_is_kept() {
+        let t = target_url(
+            &url("https://e.com/openai/v1"),
+            "/v1/embeddings",
+            Some("a=1&b=2"),
+        );
+        assert_eq!(t.as_str(), "https://e.com/openai/v1/embeddings?a=1&b=2");
+    }
+
+    #[test]
+    fn the_first_matching_prefix_wins_case_insensitively() {
+        let r = Router::new(
+            vec![
+                route("mini", "gpt-4o-mini", &["http://a"]),
+                route("gpt", "gpt-", &["http://b"]),
+                route("rest", "*", &["http://c"]),
+            ],
+            10,
+        );
+        let name = |m: &str| r.route_for(Some(m)).unwrap().config.label().to_string();
+        assert_eq!(name("GPT-4o-mini-2024"), "mini");
+        assert_eq!(name("gpt-4o"), "gpt");
+        assert_eq!(name("claude-3"), "rest");
+    }
+
+    #[test]
+    fn no_match_without_default_names_the_model() {
+        let r = Router::new(vec![route("gpt", "gpt-", &["http://b"])], 10);
+        assert_eq!(
+            r.route_for(Some("llama")).unwrap_err().0,
+            "no route serves the model 'llama'"
+        );
+        assert!(r.route_for(None).is_err());
+        let mut fallback = route("fallback", "x-", &["http://d"]);
+        fallback.is_default = true;
+        let r = Router::new(vec![route("gpt", "gpt-", &["http://b"]), fallback], 10);
+        assert_eq!(
+            r.route_for(Some("llama")).unwrap().config.label(),
+            "fallback"
+        );
+        assert_eq!(r.route_for(None).unwrap().config.label(), "fallback");
+    }
+
+    #[test]
+    fn sessions_stick_to_their_worker() {
+        let r = Router::new(
+            vec![route("p", "*", &["http://a", "http://b", "http://c"])],
+            10,
+        );
+        let pool = &r.routes()[0].pool;
+        let first = pool.pick(Some("s-42"), &[]).unwrap().worker().id.clone();
+        let _busy = pool.pick(Some("other"), &[]);
+        for _ in 0..5 {
+            assert_eq!(pool.pick(Some("s-42"), &[]).unwrap().worker().id, first);
+        }
+    }
+
+    #[test]
+    fn new_sessions_go_to_the_least_busy_worker() {
+        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])], 10);
+        let pool = &r.routes()[0].pool;
+        let a = pool.pick(Some("s1"), &[]).unwrap();
+        let b = pool.pick(Some("s2"), &[]).unwrap();
+        assert_ne!(
+            a.worker().id,
+            b.worker().id,
+            "the second session avoids the busy worker"
+        );
+        drop(b);
+        let c = pool.pick(Some("s3"), &[]).unwrap();
+        assert_ne!(c.worker().id, a.worker().id);
+    }
+
+    #[test]
+    fn excluded_and_unhealthy_workers_are_avoided() {
+        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])], 10);
+        let pool = &r.routes()[0].pool;
+        let first = pool.pick(Some("s"), &[]).unwrap().worker().id.clone();
+        let moved = pool
+            .pick(Some("s"), std::slice::from_ref(&first))
+            .unwrap()
+            .worker()
+            .id
+            .clone();
+        assert_ne!(moved, first, "a failed worker is skipped");
+        assert_eq!(
+            pool.pick(Some("s"), &[]).unwrap().worker().id,
+            moved,
+            "and the session moved"
+        );
+        for w in pool.workers() {
+            w.healthy.store(w.id != moved, Ordering::Relaxed);
+        }
+        assert_ne!(
+            pool.pick(Some("s"), &[]).unwrap().worker().id,
+            moved,
+            "down workers lose their sessions"
+        );
+        assert!(pool.pick(None, &["p-0".into(), "p-1".into()]).is_none());
+    }
+
+    #[test]
+    fn the_affinity_map_is_bounded() {
+        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])], 2);
+        let pool = &r.routes()[0].pool;
+        for s in ["s1", "s2", "s3"] {
+            pool.pick(Some(s), &[]);
+        }
+        assert_eq!(pool.sessions.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn workers_are_added_and_removed_at_run_time() {
+        let r = Router::new(vec![route("p", "*", &["http://a:8000/v1"])], 10);
+        let id = r
+            .add_worker(
+                &r.routes()[0],
+                WorkerConfig {
+                    id: String::new(),
+                    url: url("http://b:9000/v1"),
+                    weight: 2,
+                    model_name: None,
+                },
+            )
+            .unwrap();
+        let info = r.workers();
+        assert_eq!(info.len(), 2);
+        assert_eq!(
+            (info[1].url.as_str(), info[1].api_path.as_str()),
+            ("http://b:9000", "/v1")
+        );
+        assert!(r.remove_worker(&id));
+        assert!(!r.remove_worker(&id));
+        assert_eq!(r.workers().len(), 1);
+    }
+}

@@ -1,0 +1,279 @@
+//! What the upstream request carries: the route's credentials, its static
+//! headers, and the caller's extra headers when the route allows them.
+//!
+//! The order is the order of trust. The caller's own headers come first
+//! (through the header policy: no hop-by-hop, no identity carriers); then the
+//! caller's per-request extra headers from `X-Tracegate-Provider-Data`, for
+//! routes that opt in, minus everything the blocklist holds; then the
+//! deployer's static route headers, which override the caller's; then the
+//! route's credentials, which override everything:
+//!
+//! * `auth = "passthrough"` leaves the caller's `Authorization` / `x-api-key`;
+//! * `auth = "env:VAR"` removes the caller's `Authorization`, `x-api-key` and
+//!   `api-key` and sends the key read from `VAR` now (so a rotated secret
+//!   needs no restart) as `Authorization: Bearer` to OpenAI-style upstreams
+//!   and as `x-api-key` to Anthropic.
+//!
+//! A key or a static header that comes from an unset or empty variable
+//! **fails closed**: the call is refused (502) before the upstream is
+//! contacted, never sent without its credential, and the message does not
+//! name the variable. Malformed provider data is a 400 — never silently
+//! ignored. The gateway's own inbound token is never forwarded.
+
+use crate::config::{ApiProtocol, HeaderSource, InboundAuth, RouteConfig, UpstreamAuth};
+use crate::headers;
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+/// The upstream request's headers, and the secrets they carry (so capture
+/// can make sure none of them is stored).
+#[derive(Debug)]
+pub struct Outbound {
+    /// The headers to send.
+    pub headers: HeaderMap,
+    /// Secret values placed in them (route keys and env-sourced headers).
+    pub secrets: Vec<String>,
+}
+
+/// Why the upstream request cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundError {
+    /// A credential or header the route needs is not available (its
+    /// variable is unset or empty): fail closed.
+    MissingSecret,
+    /// The caller's provider data is unusable; the message says why.
+    BadProviderData(String),
+}
+
+/// The headers to send upstream for a call the route serves.
+pub fn outbound_headers(
+    route: &RouteConfig,
+    incoming: &HeaderMap,
+    inbound: &InboundAuth,
+) -> Result<Outbound, OutboundError> {
+    let mut out = headers::upstream_request_headers(incoming);
+    // The gateway's own token stays at the gateway.
+    match &inbound.header {
+        Some(name) => {
+            out.remove(name);
+        }
+        None if inbound.enabled() => {
+            out.remove(AUTHORIZATION);
+        }
+        None => {}
+    }
+    if route.allow_caller_headers {
+        for (name, value) in caller_headers(route, incoming)? {
+            out.insert(name, value);
+        }
+    }
+    let mut secrets = Vec::new();
+    for (name, source) in &route.headers {
+        let value = match source {
+            HeaderSource::Literal(value) => value.clone(),
+            HeaderSource::Env(var) => {
+                let secret = env_secret(var)?;
+                let value =
+                    HeaderValue::from_str(&secret).map_err(|_| OutboundError::MissingSecret)?;
+                secrets.push(secret);
+                value
+            }
+        };
+        out.insert(name.clone(), value);
+    }
+    if let UpstreamAuth::Env(var) = &route.auth {
+        for name in ["authorization", "x-api-key", "api-key"] {
+            out.remove(name);
+        }
+        let key = env_secret(var)?;
+        let (name, value) = match route.protocol {
+            ApiProtocol::Openai => (AUTHORIZATION, format!("Bearer {key}")),
+            ApiProtocol::Anthropic => (HeaderName::from_static("x-api-key"), key.clone()),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| OutboundError::MissingSecret)?;
+        value.set_sensitive(true);
+        out.insert(name, value);
+        secrets.push(key);
+    }
+    Ok(Outbound {
+        headers: out,
+        secrets,
+    })
+}
+
+/// A secret from the environment, read at request time; unset or empty is
+/// an error (never an unauthenticated request).
+fn env_secret(var: &str) -> Result<String, OutboundError> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .ok_or(OutboundError::MissingSecret)
+}
+
+/// The caller's extra headers for this route, from
+/// `X-Tracegate-Provider-Data: {"<route>_extra_headers": {name: value}}`,
+/// with blocked headers dropped.
+fn caller_headers(
+    route: &RouteConfig,
+    incoming: &HeaderMap,
+) -> Result<Vec<(HeaderName, HeaderValue)>, OutboundError> {
+    let Some(raw) = incoming.get(headers::PROVIDER_DATA) else {
+        return Ok(Vec::new());
+    };
+    let bad = |m: String| OutboundError::BadProviderData(m);
+    let text = raw
+        .to_str()
+        .map_err(|_| bad("X-Tracegate-Provider-Data must be text (JSON)".into()))?;
+    let data: Value = serde_json::from_str(text)
+        .map_err(|e| bad(format!("X-Tracegate-Provider-Data is not valid JSON: {e}")))?;
+    let Value::Object(data) = data else {
+        return Err(bad("X-Tracegate-Provider-Data must be a JSON object".into()));
+    };
+    let field = format!("{}_extra_headers", route.label());
+    let extras = match data.get(&field) {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(extras)) => extras,
+        Some(_) => {
+            return Err(bad(format!(
+                "{field} must be a JSON object of header names to values"
+            )));
+        }
+    };
+    let mut out = Vec::with_capacity(extras.len());
+    for (name, value) in extras {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(format!("{field}: '{name}' is not a valid header name")))?;
+        let Value::String(text) = value else {
+            return Err(bad(format!(
+                "{field}: the value of '{name}' must be a string"
+            )));
+        };
+        let value = HeaderValue::from_str(text).map_err(|_| {
+            bad(format!(
+                "{field}: the value of '{name}' is not a valid header value"
+            ))
+        })?;
+        if headers::is_blocked_for_caller(&header) {
+            tracing::debug!(header = %header, route = route.label(), "caller header blocked");
+            continue;
+        }
+        out.push((header, value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(auth: UpstreamAuth, protocol: ApiProtocol) -> RouteConfig {
+        RouteConfig {
+            name: Some("maas".into()),
+            protocol,
+            auth,
+            headers: vec![(
+                HeaderName::from_static("x-org"),
+                HeaderSource::Literal(HeaderValue::from_static("acme")),
+            )],
+            allow_caller_headers: true,
+            ..RouteConfig::to(reqwest::Url::parse("http://h").unwrap())
+        }
+    }
+
+    fn incoming(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn passthrough_keeps_the_callers_credentials() {
+        let out = outbound_headers(
+            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &incoming(&[("authorization", "Bearer caller")]),
+            &InboundAuth::default(),
+        )
+        .unwrap();
+        assert_eq!(out.headers["authorization"], "Bearer caller");
+        assert_eq!(out.headers["x-org"], "acme");
+        assert!(out.secrets.is_empty());
+    }
+
+    #[test]
+    fn a_missing_key_fails_closed() {
+        let r = route(
+            UpstreamAuth::Env("TRACEGATE_TEST_SURELY_UNSET_KEY".into()),
+            ApiProtocol::Openai,
+        );
+        assert_eq!(
+            outbound_headers(&r, &HeaderMap::new(), &InboundAuth::default()).unwrap_err(),
+            OutboundError::MissingSecret
+        );
+    }
+
+    #[test]
+    fn the_inbound_token_is_never_forwarded() {
+        let auth = InboundAuth {
+            tokens: vec!["t".into()],
+            header: Some(HeaderName::from_static("x-tracegate-key")),
+        };
+        let out = outbound_headers(
+            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &incoming(&[("x-tracegate-key", "t"), ("authorization", "Bearer caller")]),
+            &auth,
+        )
+        .unwrap();
+        assert!(out.headers.get("x-tracegate-key").is_none());
+        assert_eq!(out.headers["authorization"], "Bearer caller");
+    }
+
+    #[test]
+    fn caller_headers_pass_the_blocklist_and_route_headers_win() {
+        let data = r#"{"maas_extra_headers": {"X-MAAS-Subscription": "free-tier", "Authorization": "Bearer evil", "x-org": "spoof", "Host": "evil", "X-Forwarded-For": "1.2.3.4"}, "other_extra_headers": {"X-Other": "no"}}"#;
+        let out = outbound_headers(
+            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &incoming(&[("x-tracegate-provider-data", data)]),
+            &InboundAuth::default(),
+        )
+        .unwrap();
+        assert_eq!(out.headers["x-maas-subscription"], "free-tier");
+        assert!(out.headers.get("authorization").is_none(), "blocked");
+        assert!(out.headers.get("host").is_none(), "blocked");
+        assert!(out.headers.get("x-forwarded-for").is_none(), "blocked");
+        assert!(
+            out.headers.get("x-other").is_none(),
+            "another route's field"
+        );
+        assert_eq!(out.headers["x-org"], "acme", "the deployer's header wins");
+        assert!(
+            out.headers.get("x-tracegate-provider-data").is_none(),
+            "never forwarded"
+        );
+    }
+
+    #[test]
+    fn malformed_provider_data_is_an_error() {
+        let r = route(UpstreamAuth::Passthrough, ApiProtocol::Openai);
+        for data in [
+            "not json",
+            "[1]",
+            r#"{"maas_extra_headers": "x"}"#,
+            r#"{"maas_extra_headers": {"bad name": "v"}}"#,
+            r#"{"maas_extra_headers": {"x-a": 1}}"#,
+        ] {
+            let e = outbound_headers(
+                &r,
+                &incoming(&[("x-tracegate-provider-data", data)]),
+                &InboundAuth::default(),
+            )
+            .unwrap_err();
+            assert!(matches!(e, OutboundError::BadProviderData(_)), "{data}");
+        }
+    }
+}
