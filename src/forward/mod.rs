@@ -131,7 +131,7 @@ impl Forwarder {
             request_json: None,
             request_body: Bytes::new(),
             store_embeddings: self.store_embeddings,
-            secrets: self.inbound.tokens.clone(),
+            secrets: self.known_secrets(),
         };
 
         // 1. The body, whole, within the limit.
@@ -225,14 +225,13 @@ impl Forwarder {
                 return self.fail(ctx, error);
             }
         };
-        ctx.secrets.append(&mut outbound.secrets);
         let traceparent = ctx.trace.traceparent();
         let (parent, state) = if self.propagate_traceparent {
             (Some(traceparent.as_str()), ctx.trace.trace_state.as_deref())
         } else {
             (None, None)
         };
-        headers::set_trace_context(&mut outbound.headers, parent, state);
+        headers::set_trace_context(&mut outbound, parent, state);
 
         // 5. Send, to the session's worker or the least busy one; a worker
         // that refuses the connection (nothing was sent) is skipped for the
@@ -255,7 +254,7 @@ impl Forwarder {
                     parts.method.clone(),
                     route::target_url(base, &api_path, parts.uri.query()),
                 )
-                .headers(outbound.headers.clone())
+                .headers(outbound.clone())
                 .body(forward_body.clone())
                 .send()
                 .await;
@@ -347,6 +346,14 @@ impl Forwarder {
                     GatewayError::bad_request(format!("cannot read the request body: {e}"))
                 }
             })
+    }
+
+    /// Every secret the gateway holds — its inbound tokens and every
+    /// route's keys — for capture to scrub from the record.
+    fn known_secrets(&self) -> Vec<String> {
+        let mut secrets = self.inbound.tokens.clone();
+        secrets.extend(self.router.secrets());
+        secrets
     }
 
     /// Answers a call the gateway failed, and records it.

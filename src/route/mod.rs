@@ -25,7 +25,7 @@
 mod outbound;
 mod pool;
 
-pub use outbound::{Outbound, OutboundError, outbound_headers};
+pub use outbound::{OutboundError, outbound_headers};
 pub use pool::{Lease, Pool, Worker, WorkerInfo};
 
 use crate::config::{RouteConfig, UpstreamKind, WorkerConfig};
@@ -106,6 +106,17 @@ impl Router {
                     None => "the request names no model and no route is the default".to_string(),
                 })
             })
+    }
+
+    /// Every secret value the routes send upstream (keys and env-sourced
+    /// headers), read now. Capture scrubs all of them from every record:
+    /// route A's key pasted into a call to route B is still a secret.
+    pub fn secrets(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.config.secret_vars())
+            .filter_map(|var| outbound::env_secret(var).ok())
+            .collect()
     }
 
     /// The route named `name`.
@@ -321,6 +332,28 @@ mod tests {
         drop(b);
         let c = pool.pick(Some("s3"), &[]).unwrap();
         assert_ne!(c.worker().id, a.worker().id);
+    }
+
+    #[test]
+    fn an_idle_pool_spreads_new_sessions_by_weight() {
+        let mut config = route("p", "*", &["http://a", "http://b"]);
+        config.workers[1].weight = 2;
+        let r = Router::new(vec![config], 10);
+        let pool = &r.routes()[0].pool;
+        let picks: Vec<String> = (0..6)
+            .map(|i| {
+                pool.pick(Some(&format!("s{i}")), &[])
+                    .unwrap()
+                    .worker()
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(
+            picks.iter().filter(|id| *id == "p-1").count(),
+            4,
+            "{picks:?}"
+        );
     }
 
     #[test]

@@ -25,16 +25,6 @@ use crate::headers;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-/// The upstream request's headers, and the secrets they carry (so capture
-/// can make sure none of them is stored).
-#[derive(Debug)]
-pub struct Outbound {
-    /// The headers to send.
-    pub headers: HeaderMap,
-    /// Secret values placed in them (route keys and env-sourced headers).
-    pub secrets: Vec<String>,
-}
-
 /// Why the upstream request cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutboundError {
@@ -50,7 +40,7 @@ pub fn outbound_headers(
     route: &RouteConfig,
     incoming: &HeaderMap,
     inbound: &InboundAuth,
-) -> Result<Outbound, OutboundError> {
+) -> Result<HeaderMap, OutboundError> {
     let mut out = headers::upstream_request_headers(incoming);
     // The gateway's own token stays at the gateway.
     match &inbound.header {
@@ -67,16 +57,12 @@ pub fn outbound_headers(
             out.insert(name, value);
         }
     }
-    let mut secrets = Vec::new();
     for (name, source) in &route.headers {
         let value = match source {
             HeaderSource::Literal(value) => value.clone(),
             HeaderSource::Env(var) => {
                 let secret = env_secret(var)?;
-                let value =
-                    HeaderValue::from_str(&secret).map_err(|_| OutboundError::MissingSecret)?;
-                secrets.push(secret);
-                value
+                HeaderValue::from_str(&secret).map_err(|_| OutboundError::MissingSecret)?
             }
         };
         out.insert(name.clone(), value);
@@ -93,17 +79,13 @@ pub fn outbound_headers(
         let mut value = HeaderValue::from_str(&value).map_err(|_| OutboundError::MissingSecret)?;
         value.set_sensitive(true);
         out.insert(name, value);
-        secrets.push(key);
     }
-    Ok(Outbound {
-        headers: out,
-        secrets,
-    })
+    Ok(out)
 }
 
 /// A secret from the environment, read at request time; unset or empty is
 /// an error (never an unauthenticated request).
-fn env_secret(var: &str) -> Result<String, OutboundError> {
+pub fn env_secret(var: &str) -> Result<String, OutboundError> {
     std::env::var(var)
         .ok()
         .map(|v| v.trim().to_string())
@@ -200,9 +182,8 @@ mod tests {
             &InboundAuth::default(),
         )
         .unwrap();
-        assert_eq!(out.headers["authorization"], "Bearer caller");
-        assert_eq!(out.headers["x-org"], "acme");
-        assert!(out.secrets.is_empty());
+        assert_eq!(out["authorization"], "Bearer caller");
+        assert_eq!(out["x-org"], "acme");
     }
 
     #[test]
@@ -229,8 +210,8 @@ mod tests {
             &auth,
         )
         .unwrap();
-        assert!(out.headers.get("x-tracegate-key").is_none());
-        assert_eq!(out.headers["authorization"], "Bearer caller");
+        assert!(out.get("x-tracegate-key").is_none());
+        assert_eq!(out["authorization"], "Bearer caller");
     }
 
     #[test]
@@ -242,17 +223,14 @@ mod tests {
             &InboundAuth::default(),
         )
         .unwrap();
-        assert_eq!(out.headers["x-maas-subscription"], "free-tier");
-        assert!(out.headers.get("authorization").is_none(), "blocked");
-        assert!(out.headers.get("host").is_none(), "blocked");
-        assert!(out.headers.get("x-forwarded-for").is_none(), "blocked");
+        assert_eq!(out["x-maas-subscription"], "free-tier");
+        assert!(out.get("authorization").is_none(), "blocked");
+        assert!(out.get("host").is_none(), "blocked");
+        assert!(out.get("x-forwarded-for").is_none(), "blocked");
+        assert!(out.get("x-other").is_none(), "another route's field");
+        assert_eq!(out["x-org"], "acme", "the deployer's header wins");
         assert!(
-            out.headers.get("x-other").is_none(),
-            "another route's field"
-        );
-        assert_eq!(out.headers["x-org"], "acme", "the deployer's header wins");
-        assert!(
-            out.headers.get("x-tracegate-provider-data").is_none(),
+            out.get("x-tracegate-provider-data").is_none(),
             "never forwarded"
         );
     }

@@ -11,7 +11,7 @@ use crate::config::WorkerConfig;
 use hashlink::LruCache;
 use reqwest::Url;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// One worker of a pool.
@@ -27,6 +27,8 @@ pub struct Worker {
     pub model_name: Option<String>,
     pub(super) healthy: AtomicBool,
     active: AtomicUsize,
+    /// How many calls the balancer has sent here (sticky calls excepted).
+    assigned: AtomicU64,
 }
 
 impl Worker {
@@ -38,6 +40,7 @@ impl Worker {
             model_name: config.model_name,
             healthy: AtomicBool::new(true),
             active: AtomicUsize::new(0),
+            assigned: AtomicU64::new(0),
         }
     }
 
@@ -152,16 +155,25 @@ impl Pool {
                 return Some(Lease::new(worker.clone()));
             }
         }
+        // Least busy relative to weight; among equally busy workers, the one
+        // that has had the fewest calls relative to its weight (so idle
+        // pools still spread new sessions by weight).
         let least_busy = |healthy_only: bool| {
             workers
                 .iter()
                 .filter(usable)
                 .filter(|w| !healthy_only || w.healthy())
-                // Compare active/weight without division: a/wa < b/wb.
-                .min_by_key(|w| (w.active() as u64 * 1_000_000) / u64::from(w.weight))
+                .min_by_key(|w| {
+                    let weight = u64::from(w.weight);
+                    let active = w.active() as u64 * 1_000_000 / weight;
+                    let assigned =
+                        w.assigned.load(Ordering::Relaxed).saturating_mul(1_000_000) / weight;
+                    (active, assigned)
+                })
                 .cloned()
         };
         let worker = least_busy(true).or_else(|| least_busy(false))?;
+        worker.assigned.fetch_add(1, Ordering::Relaxed);
         if let Some(session) = session
             && let Ok(mut sessions) = self.sessions.lock()
         {

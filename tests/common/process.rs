@@ -1,7 +1,9 @@
 //! The real `tracegate` binary as a child process, for tests that need it.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The binary under test.
@@ -34,6 +36,10 @@ pub fn tracegate(dir: &Path) -> Command {
 /// A running gateway process.
 pub struct Running {
     child: Child,
+    /// Everything the process wrote to stderr so far. A thread drains the
+    /// pipe continuously so a chatty log level can never block the child.
+    stderr: Arc<Mutex<Vec<u8>>>,
+    drain: Option<std::thread::JoinHandle<()>>,
     /// The port it listens on.
     pub port: u16,
 }
@@ -41,12 +47,29 @@ pub struct Running {
 impl Running {
     /// Spawns `cmd` and waits until `port` accepts connections.
     pub fn spawn(mut cmd: Command, port: u16) -> Running {
-        let child = cmd
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut running = Running { child, port };
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let drain = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let mut running = Running {
+            child,
+            stderr,
+            drain: Some(drain),
+            port,
+        };
         running.wait_ready();
         running
     }
@@ -80,6 +103,20 @@ impl Running {
 
     /// Waits for the process to exit.
     pub fn wait(mut self) -> std::process::ExitStatus {
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit and returns everything it logged.
+    pub fn wait_output(mut self) -> String {
+        self.wait_exit();
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+        let bytes = self.stderr.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
         for _ in 0..400 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
