@@ -211,15 +211,14 @@ async fn sessions_stick_to_a_worker_and_fail_over_when_it_dies() {
             {"url": a.base_url(), "worker_id": "a"}, {"url": b.base_url(), "worker_id": "b"}]},
     ])))
     .await;
-    // Two sessions spread over the two workers, each staying on its own.
-    for _ in 0..3 {
-        for session in ["one", "two"] {
-            chat(&gw, "m", &[("x-rllm-session-id", session)])
-                .await
-                .bytes()
-                .await
-                .unwrap();
-        }
+    // Two sessions spread over the two workers, each staying on its own
+    // (an irregular order, so that plain alternation would not pass).
+    for session in ["one", "one", "two", "one", "two", "two"] {
+        chat(&gw, "m", &[("x-rllm-session-id", session)])
+            .await
+            .bytes()
+            .await
+            .unwrap();
     }
     assert_eq!(counts(&[&a, &b]), [3, 3], "each session kept its worker");
     let records = gw.records().await;

@@ -215,6 +215,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bearer_gateway_token_is_never_forwarded_even_on_passthrough() {
+        // Config refuses this pairing; the header builder holds the line
+        // on its own all the same.
+        let auth = InboundAuth {
+            tokens: vec!["gateway-token".into()],
+            header: None,
+        };
+        let out = outbound_headers(
+            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &incoming(&[("authorization", "Bearer gateway-token")]),
+            &auth,
+        )
+        .unwrap();
+        assert!(out.get("authorization").is_none());
+    }
+
+    #[test]
     fn caller_headers_pass_the_blocklist_and_route_headers_win() {
         let data = r#"{"maas_extra_headers": {"X-MAAS-Subscription": "free-tier", "Authorization": "Bearer evil", "x-org": "spoof", "Host": "evil", "X-Forwarded-For": "1.2.3.4"}, "other_extra_headers": {"X-Other": "no"}}"#;
         let out = outbound_headers(
