@@ -22,8 +22,9 @@
 //!   (`X-Tracegate-Provider-Data`), but never ones that carry credentials,
 //!   framing, routing or client identity — request smuggling, credential
 //!   override and origin spoofing are what such headers are for;
-//! * **protected from routes** (in `config`): a route's static headers cannot
-//!   set credentials or framing either — keys go through `auth = "env:VAR"`;
+//! * **protected from routes** (checked by `config` at start): a route's
+//!   static headers cannot set credentials or framing either — keys go
+//!   through `auth = "env:VAR"`;
 //! * **redacted** headers are credentials: stored traces keep the header name
 //!   with the value replaced by `[REDACTED]`.
 
@@ -53,6 +54,11 @@ pub const REDACTED: &[&str] = &[
     PROVIDER_DATA,
 ];
 
+/// The caller's credentials, which a route with its own key
+/// (`auth = "env:VAR"`) removes: the caller must not override the
+/// deployer's key, nor send its own to a provider it does not choose.
+pub const CALLER_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "api-key", "cookie"];
+
 /// The caller's per-request extra headers for a route
 /// (`{"<route>_extra_headers": {...}}`): read by `route`, never forwarded,
 /// never stored with its values.
@@ -79,6 +85,16 @@ pub const BLOCKED_FOR_CALLER: &[&str] = &[
     "true-client-ip",
     TRACEPARENT,
     TRACESTATE,
+];
+
+/// Headers a route's static `headers` may not set (DESIGN §6, "protected"),
+/// beside hop-by-hop and framing headers: credentials go through
+/// `auth = "env:VAR"`, and the body's framing is the gateway's.
+pub const PROTECTED_FROM_ROUTE: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "content-type",
+    "anthropic-version",
 ];
 
 /// True for a header a caller may not add to an upstream request.
@@ -137,6 +153,8 @@ pub fn upstream_request_headers(incoming: &HeaderMap) -> HeaderMap {
     out.remove(header::HOST);
     out.remove(header::CONTENT_LENGTH);
     out.remove(PROVIDER_DATA);
+    // Addressed to this proxy, not to the provider (RFC 9110 §11.7.2).
+    out.remove(header::PROXY_AUTHORIZATION);
     let identity: Vec<HeaderName> = out
         .keys()
         .filter(|name| is_identity_carrier(name))

@@ -69,8 +69,10 @@ impl Server {
             writer: store.writer.clone(),
             export: config.export.clone(),
             router: router.clone(),
+            inbound: Arc::new(config.auth.clone()),
         };
-        let app = app(forwarder, api_state, Arc::new(config.auth.clone()));
+        let auth = api_state.inbound.clone();
+        let app = app(forwarder, api_state, auth);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -116,6 +116,8 @@ async fn an_env_key_replaces_the_callers_credentials_openai_style() {
             ("authorization", "Bearer caller-key"),
             ("x-api-key", "caller-x"),
             ("api-key", "caller-azure"),
+            ("cookie", "session=caller"),
+            ("proxy-authorization", "Basic caller"),
         ],
     )
     .await
@@ -129,6 +131,8 @@ async fn an_env_key_replaces_the_callers_credentials_openai_style() {
     );
     assert_eq!(received.header("x-api-key"), None);
     assert_eq!(received.header("api-key"), None);
+    assert_eq!(received.header("cookie"), None);
+    assert_eq!(received.header("proxy-authorization"), None);
     stop(gw).await;
 }
 
@@ -171,15 +175,23 @@ async fn passthrough_forwards_the_callers_credentials() {
     post(
         gw.url("/v1/chat/completions"),
         chat_body("hi"),
-        &[("authorization", "Bearer caller-key")],
+        &[
+            ("authorization", "Bearer caller-key"),
+            ("cookie", "session=caller"),
+            ("proxy-authorization", "Basic for-the-gateway"),
+        ],
     )
     .await
     .bytes()
     .await
     .unwrap();
+    let received = &mock.state.received()[0];
+    assert_eq!(received.header("authorization"), Some("Bearer caller-key"));
+    assert_eq!(received.header("cookie"), Some("session=caller"));
     assert_eq!(
-        mock.state.received()[0].header("authorization"),
-        Some("Bearer caller-key")
+        received.header("proxy-authorization"),
+        None,
+        "addressed to the gateway, not the provider"
     );
     stop(gw).await;
 }
@@ -268,10 +280,13 @@ async fn inbound_auth_guards_everything_but_health() {
             "the gateway token stays home"
         );
     }
+    let health = client.get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "health is exempt");
+    let health: Value = health.json().await.unwrap();
     assert_eq!(
-        client.get(gw.url("/health")).send().await.unwrap().status(),
-        200,
-        "health is exempt"
+        health["auth"],
+        json!({"enabled": true, "header": "authorization", "scheme": "Bearer"}),
+        "health tells clients how to present a token, never the token"
     );
     for path in [
         "/sessions",
@@ -344,6 +359,16 @@ async fn a_custom_auth_header_lets_the_callers_authorization_pass_through() {
         received.header("x-tracegate-key"),
         None,
         "the gateway token is never forwarded"
+    );
+    let health: Value = reqwest::get(gw.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["auth"],
+        json!({"enabled": true, "header": "x-tracegate-key", "scheme": null})
     );
     stop(gw).await;
 }

@@ -40,6 +40,11 @@ impl DemoGateway {
 
 /// Records a demo episode with `tracegate demo`, then serves it.
 async fn demo_gateway() -> DemoGateway {
+    demo_gateway_with(&[]).await
+}
+
+/// The same, with extra environment for `tracegate serve`.
+async fn demo_gateway_with(env: &[(&str, &str)]) -> DemoGateway {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ui.db");
     let demo = tracegate(dir.path())
@@ -59,7 +64,8 @@ async fn demo_gateway() -> DemoGateway {
     let mut cmd = tracegate(dir.path());
     cmd.args(["serve", "--db", db.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &mock.base_url()]);
+        .args(["--upstream", &mock.base_url()])
+        .envs(env.iter().copied());
     DemoGateway {
         gateway: Running::spawn(cmd, port),
         run_id,
@@ -416,19 +422,39 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs a browser script from `tests/browser/` with `env`.
+async fn run_browser_script(
+    node: &str,
+    script: &str,
+    env: &[(&str, String)],
+) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
+    let mut cmd = Command::new(node);
+    cmd.arg(script);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
     let Some(node) = browser_tools() else { return };
     let gw = demo_gateway().await;
     let screenshot = target_dir().join("ui-screenshot.png");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/ui.test.mjs");
-    let mut cmd = Command::new(node);
-    cmd.arg(script)
-        .env("GATEWAY_URL", gw.url(""))
-        .env("SCREENSHOT", &screenshot);
-    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let output = run_browser_script(
+        node,
+        "ui.test.mjs",
+        &[
+            ("GATEWAY_URL", gw.url("")),
+            ("SCREENSHOT", screenshot.display().to_string()),
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}{stderr}");
@@ -441,5 +467,33 @@ async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
     assert!(
         output.status.success(),
         "the browser test failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_asks_for_the_gateway_token_when_inbound_auth_is_on() {
+    let Some(node) = browser_tools() else { return };
+    let token = "tg-ui-token-123";
+    // Bearer inbound auth needs the route to hold its own key.
+    let gw = demo_gateway_with(&[
+        ("TRACEGATE_AUTH_TOKENS", token),
+        ("TRACEGATE_UPSTREAM_AUTH", "env:UI_TEST_UPSTREAM_KEY"),
+        ("UI_TEST_UPSTREAM_KEY", "sk-ui-upstream"),
+    ])
+    .await;
+    let output = run_browser_script(
+        node,
+        "auth.test.mjs",
+        &[
+            ("GATEWAY_URL", gw.url("")),
+            ("GATEWAY_TOKEN", token.to_string()),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser auth test failed:\n{stdout}\n{stderr}"
     );
 }

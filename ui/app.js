@@ -22,25 +22,86 @@
 const ROOT = new URL('../', location.href.split('#')[0]);
 
 // Every request to the gateway goes through here. When inbound auth is on,
-// this is the one place that adds the credentials.
+// this is the one place that adds the credentials: on a 401 it asks the
+// user for the gateway token (once, however many requests were refused),
+// keeps it for this tab only (sessionStorage) and retries.
 async function request(path, params) {
   const url = new URL(path, ROOT);
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, String(value));
   }
-  const response = await fetch(url, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    // Not JSON: reported below by status.
+  for (;;) {
+    const headers = { Accept: 'application/json', ...(await credentials()) };
+    const response = await fetch(url, { headers, credentials: 'same-origin' });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      // Not JSON: reported below by status.
+    }
+    if (response.status === 401) {
+      const refused = Boolean(sessionStorage.getItem(TOKEN_KEY));
+      await askForToken(refused ? 'That token was not accepted.' : 'This gateway needs a token.');
+      continue;
+    }
+    if (!response.ok) {
+      const error = new Error((body && body.error && body.error.message) || `HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
+    }
+    return body;
   }
-  if (!response.ok) {
-    const error = new Error((body && body.error && body.error.message) || `HTTP ${response.status}`);
-    error.status = response.status;
-    throw error;
+}
+
+// ---------------------------------------------------------------------------
+// Inbound auth
+
+const TOKEN_KEY = 'tracegate.token';
+// How the gateway wants the token ({header, scheme}, from the public
+// /health), fetched once, when a token is first needed.
+let authScheme = null;
+// The one open token dialog, shared by every refused request.
+let tokenPrompt = null;
+
+async function credentials() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return {};
+  if (!authScheme) {
+    const health = await fetch(new URL('health', ROOT)).then((r) => r.json()).catch(() => ({}));
+    authScheme = (health && health.auth) || {};
   }
-  return body;
+  const header = authScheme.header || 'authorization';
+  return { [header]: authScheme.scheme === null ? token : `Bearer ${token}` };
+}
+
+function askForToken(message) {
+  if (!tokenPrompt) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    tokenPrompt = new Promise((resolve) => {
+      const input = h('input', { type: 'password', name: 'token', autocomplete: 'current-password', required: true, 'aria-label': 'Gateway token' });
+      const dialog = h('dialog', { class: 'login' },
+        h('form', {
+          method: 'dialog',
+          onsubmit: () => {
+            sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+            dialog.remove();
+            tokenPrompt = null;
+            resolve();
+          },
+        },
+        h('h2', null, 'Gateway token'),
+        h('p', { class: 'message' }, message),
+        h('p', { class: 'muted' }, 'The gateway was started with inbound auth (auth.tokens). The token is kept in this tab only.'),
+        input,
+        h('button', { type: 'submit' }, 'Open')));
+      // Escape would close the dialog without a token: keep it open.
+      dialog.addEventListener('cancel', (event) => event.preventDefault());
+      document.body.append(dialog);
+      dialog.showModal();
+      input.focus();
+    });
+  }
+  return tokenPrompt;
 }
 
 // ---------------------------------------------------------------------------

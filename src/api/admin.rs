@@ -1,6 +1,7 @@
 //! Health and flush.
 
 use super::{ApiState, store_error};
+use crate::config::InboundAuth;
 use crate::error::GatewayError;
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 
 /// `GET /health`: the gateway is up; also reports the store queue and, when
 /// span export is on, its backlog (spans waiting, the oldest one's age, the
-/// last error).
+/// last error), and how to present a token when inbound auth is on.
 pub async fn health(State(state): State<ApiState>) -> Json<Value> {
     let export = match &state.export {
         None => json!({"enabled": false}),
@@ -26,7 +27,21 @@ pub async fn health(State(state): State<ApiState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "store": {"queue_depth": state.writer.queue_depth()},
         "export": export,
+        "auth": auth_scheme(&state.inbound),
     }))
+}
+
+/// How callers present the gateway token: `{enabled, header, scheme}` —
+/// `Authorization` with `Bearer`, or the configured header with the bare
+/// token.
+fn auth_scheme(auth: &InboundAuth) -> Value {
+    if !auth.enabled() {
+        return json!({"enabled": false});
+    }
+    match &auth.header {
+        Some(name) => json!({"enabled": true, "header": name.as_str(), "scheme": null}),
+        None => json!({"enabled": true, "header": "authorization", "scheme": "Bearer"}),
+    }
 }
 
 /// `POST /admin/flush`: returns once every record of a call that has ended is

@@ -36,6 +36,9 @@ pub struct ApiState {
     pub export: Option<ExportConfig>,
     /// The routes and worker pools (for `/admin/workers`, `/admin/routes`).
     pub router: Arc<crate::route::Router>,
+    /// Inbound auth, so `/health` can tell a client (the web UI) how to
+    /// present a token — never the tokens themselves.
+    pub inbound: Arc<crate::config::InboundAuth>,
 }
 
 /// The API's routes.

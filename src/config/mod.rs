@@ -15,8 +15,7 @@ mod routes;
 
 pub use export::{ExportConfig, OtlpProtocol};
 pub use routes::{
-    ApiProtocol, HeaderSource, PROTECTED_FROM_ROUTE, RouteConfig, UpstreamAuth, UpstreamKind,
-    WorkerConfig, parse_auth,
+    ApiProtocol, HeaderSource, RouteConfig, UpstreamAuth, UpstreamKind, WorkerConfig, parse_auth,
 };
 
 use reqwest::Url;

@@ -227,15 +227,6 @@ pub(super) struct TopLevel {
     pub strip_vllm_fields: Option<bool>,
 }
 
-/// Headers a route may not set (DESIGN §6, "protected"), beside hop-by-hop
-/// and framing headers.
-pub const PROTECTED_FROM_ROUTE: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "content-type",
-    "anthropic-version",
-];
-
 /// Parses `TRACEGATE_ROUTES` (a JSON array of route objects).
 pub(super) fn routes_from_json(text: &str) -> Result<Vec<FileRoute>, ConfigError> {
     serde_json::from_str(text).map_err(|e| {
@@ -464,7 +455,7 @@ fn is_env_name(var: &str) -> bool {
 fn static_header(key: &str, value: &str) -> Result<(HeaderName, HeaderSource), String> {
     let name = HeaderName::from_bytes(key.trim().as_bytes())
         .map_err(|_| format!("'{key}' is not a header name"))?;
-    if PROTECTED_FROM_ROUTE.contains(&name.as_str()) {
+    if headers::PROTECTED_FROM_ROUTE.contains(&name.as_str()) {
         return Err(format!(
             "'{key}' cannot be set as a route header (credentials and framing are the gateway's); use auth = \"env:VAR\" for keys"
         ));

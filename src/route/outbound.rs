@@ -9,8 +9,8 @@
 //! route's credentials, which override everything:
 //!
 //! * `auth = "passthrough"` leaves the caller's `Authorization` / `x-api-key`;
-//! * `auth = "env:VAR"` removes the caller's `Authorization`, `x-api-key` and
-//!   `api-key` and sends the key read from `VAR` now (so a rotated secret
+//! * `auth = "env:VAR"` removes the caller's `Authorization`, `x-api-key`,
+//!   `api-key` and `Cookie` and sends the key read from `VAR` now (so a rotated secret
 //!   needs no restart) as `Authorization: Bearer` to OpenAI-style upstreams
 //!   and as `x-api-key` to Anthropic.
 //!
@@ -52,6 +52,13 @@ pub fn outbound_headers(
         }
         None => {}
     }
+    // A route with its own key drops the caller's credentials first, so a
+    // route header set below (a cookie, say) is not removed with them.
+    if let UpstreamAuth::Env(_) = &route.auth {
+        for name in headers::CALLER_CREDENTIALS {
+            out.remove(*name);
+        }
+    }
     if route.allow_caller_headers {
         for (name, value) in caller_headers(route, incoming)? {
             out.insert(name, value);
@@ -68,9 +75,6 @@ pub fn outbound_headers(
         out.insert(name.clone(), value);
     }
     if let UpstreamAuth::Env(var) = &route.auth {
-        for name in ["authorization", "x-api-key", "api-key"] {
-            out.remove(name);
-        }
         let key = env_secret(var)?;
         let (name, value) = match route.protocol {
             ApiProtocol::Openai => (AUTHORIZATION, format!("Bearer {key}")),
