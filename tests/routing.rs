@@ -564,3 +564,36 @@ async fn concurrent_callers_never_see_each_others_extra_headers() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_multi_provider_example_is_a_valid_config() {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("## Routing and security").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let toml = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tracegate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let gw = TestGateway::start_with(ServeArgs {
+        config: Some(path),
+        ..ServeArgs::default()
+    })
+    .await;
+    let routes: Value = client()
+        .get(gw.at("/admin/routes"))
+        .header("x-tracegate-key", "tg-team-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = routes
+        .as_array()
+        .unwrap_or_else(|| panic!("{routes}"))
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["policy", "judge", "claude", "local"]);
+    gw.stop().await;
+}
