@@ -19,7 +19,8 @@
 //! * [`api`] serves the records back over HTTP.
 //!
 //! Around them: [`config`] (one validated configuration), [`error`] (the
-//! errors the gateway answers with), [`cli`] (the `tracegate` command),
+//! errors the gateway answers with), [`metrics`] (what `/metrics` reports,
+//! observed by forward, capture, store and export), [`cli`] (the `tracegate` command),
 //! [`mock_upstream`] (a deterministic model server) and [`demo`].
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod export;
 pub mod forward;
 pub mod headers;
 pub mod identity;
+pub mod metrics;
 pub mod mock_upstream;
 pub mod record;
 pub mod route;

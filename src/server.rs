@@ -22,6 +22,7 @@ use crate::config::{Config, InboundAuth};
 use crate::error::GatewayError;
 use crate::export::Exporter;
 use crate::forward::{self, Forwarder};
+use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::store::Store;
 use axum::response::{IntoResponse, Response};
@@ -54,7 +55,8 @@ pub struct Server {
 impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: &Config) -> Result<Server, String> {
-        let store = Store::open(&config.db, config.store)?;
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(&config.db, config.store, metrics.clone())?;
         let router = Arc::new(Router::new(
             config.routes.clone(),
             config.session_affinity_capacity,
@@ -63,6 +65,7 @@ impl Server {
             config,
             router.clone(),
             store.writer.clone(),
+            metrics.clone(),
         )?);
         let api_state = ApiState {
             reader: store.reader.clone(),
@@ -70,6 +73,7 @@ impl Server {
             export: config.export.clone(),
             router: router.clone(),
             inbound: Arc::new(config.auth.clone()),
+            metrics: metrics.clone(),
         };
         let auth = api_state.inbound.clone();
         let app = app(forwarder, api_state, auth);
@@ -82,6 +86,7 @@ impl Server {
                 store.reader.clone(),
                 store.writer.clone(),
                 store.spans_committed.clone(),
+                metrics,
             )?),
             None => None,
         };

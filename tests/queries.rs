@@ -249,7 +249,12 @@ async fn build_store_with_spans(
 ) -> Vec<TraceRecord> {
     let now = SystemTime::now();
     let records: Vec<TraceRecord> = calls.iter().map(|c| c.record(now)).collect();
-    let store = Store::open(&dir.join("traces.db"), StoreOptions::default()).unwrap();
+    let store = Store::open(
+        &dir.join("traces.db"),
+        StoreOptions::default(),
+        Default::default(),
+    )
+    .unwrap();
     for record in &records {
         let span = exported.map(|_| tracegate::record::Span {
             name: record.trace_id.clone(),

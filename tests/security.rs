@@ -295,6 +295,7 @@ async fn inbound_auth_guards_everything_but_health() {
         "/admin/routes",
         "/health/workers",
         "/ui/api/runs",
+        "/metrics",
     ] {
         assert_eq!(
             client.get(gw.url(path)).send().await.unwrap().status(),

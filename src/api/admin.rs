@@ -1,10 +1,13 @@
-//! Health and flush.
+//! Health, metrics and flush.
 
 use super::{ApiState, store_error};
 use crate::config::InboundAuth;
 use crate::error::GatewayError;
+use crate::metrics::Scrape;
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::header;
 use serde_json::{Value, json};
 
 /// `GET /health`: the gateway is up; also reports the store queue and, when
@@ -49,4 +52,33 @@ fn auth_scheme(auth: &InboundAuth) -> Value {
 pub async fn flush(State(state): State<ApiState>) -> Result<Json<Value>, GatewayError> {
     state.writer.flush().await.map_err(store_error)?;
     Ok(Json(json!({"status": "flushed"})))
+}
+
+/// The OpenMetrics content type Prometheus asks for.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`: every metric in the OpenMetrics text format, with the
+/// store queue, the export backlog and the workers' health read now.
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut scrape = Scrape {
+        store_queue_depth: state.writer.queue_depth(),
+        workers: state
+            .router
+            .workers()
+            .into_iter()
+            .map(|w| (w.route, w.worker_id, w.healthy))
+            .collect(),
+        ..Scrape::default()
+    };
+    if let Some(config) = &state.export {
+        match crate::export::health(config, &state.reader).await {
+            Ok(health) => {
+                scrape.export_waiting = health.waiting;
+                scrape.export_lag_seconds = health.oldest_waiting_seconds.unwrap_or(0.0);
+            }
+            Err(e) => tracing::warn!("metrics: cannot read the export backlog: {e}"),
+        }
+    }
+    let body = state.metrics.encode(&scrape);
+    ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
 }

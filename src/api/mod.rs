@@ -39,12 +39,15 @@ pub struct ApiState {
     /// Inbound auth, so `/health` can tell a client (the web UI) how to
     /// present a token — never the tokens themselves.
     pub inbound: Arc<crate::config::InboundAuth>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(admin::health))
+        .route("/metrics", get(admin::metrics))
         .route("/admin/flush", post(admin::flush))
         .route("/admin/workers", get(workers::list).post(workers::add))
         .route("/admin/workers/{worker_id}", delete(workers::remove))

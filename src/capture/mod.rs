@@ -34,6 +34,7 @@ pub mod sse;
 use crate::error::GatewayError;
 use crate::headers;
 use crate::identity::Identity;
+use crate::metrics::InFlight;
 use crate::record::{
     CallError, Choice, DEFAULT_SPAN_TYPE, Embeddings, Status, TraceRecord, Usage, epoch_seconds,
     millis, rfc3339,
@@ -128,7 +129,7 @@ impl Moment {
 }
 
 /// What the gateway knows about a call before the upstream answers.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CallContext {
     /// The record id (UUIDv7).
     pub trace_id: String,
@@ -169,6 +170,9 @@ pub struct CallContext {
     /// Secret values that must never be stored (route keys, env-sourced
     /// headers, the gateway's own tokens).
     pub secrets: Vec<String>,
+    /// Counts the call in flight until its record is built; its metrics
+    /// then observe the record.
+    pub in_flight: InFlight,
 }
 
 /// Whether a call gets a span (export on), and whether message content goes
@@ -311,7 +315,9 @@ fn spawn_record(
     let task = async move {
         let (policy, trace, provider, started) =
             (ctx.spans, ctx.trace.clone(), ctx.provider, ctx.started.wall);
+        let metrics = ctx.in_flight.metrics().clone();
         let record = assemble(ctx, response, failure.as_ref());
+        metrics.observe_call(&record);
         let span = (policy != SpanPolicy::None).then(|| {
             let inputs = span::SpanInputs {
                 trace: &trace,

@@ -22,6 +22,7 @@
 pub mod otlp;
 
 use crate::config::{ExportConfig, OtlpProtocol};
+use crate::metrics::Metrics;
 use crate::store::{ExportProgress, StoreReader, StoreWriter, outbox};
 use opentelemetry_sdk::trace::SpanExporter as _;
 use serde::Serialize;
@@ -101,10 +102,13 @@ impl Exporter {
         reader: StoreReader,
         writer: StoreWriter,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Result<Exporter, String> {
         let exporter = otlp::exporter(&config)?;
         let (stop, stopping) = watch::channel(false);
-        let task = tokio::spawn(run(config, exporter, reader, writer, wake, stopping));
+        let task = tokio::spawn(run(
+            config, exporter, reader, writer, wake, stopping, metrics,
+        ));
         Ok(Exporter { stop, task })
     }
 
@@ -129,6 +133,7 @@ async fn run(
     writer: StoreWriter,
     wake: Arc<Notify>,
     mut stopping: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
     let scope = otlp::scope();
     let mut cursor = match reader.call(outbox::state).await {
@@ -185,6 +190,7 @@ async fn run(
         };
         match sent {
             Ok(()) => {
+                metrics.spans_exported(count);
                 cursor = batch.last_id;
                 backoff = BACKOFF_START;
                 let progress = ExportProgress {
@@ -197,6 +203,7 @@ async fn run(
                 }
             }
             Err(error) => {
+                metrics.export_failed();
                 tracing::warn!("span export failed, retrying in {backoff:?}: {error}");
                 let progress = ExportProgress {
                     cursor,

@@ -31,6 +31,7 @@ use crate::config::{Config, InboundAuth};
 use crate::error::GatewayError;
 use crate::headers::{self, TRACE_ID_HEADER};
 use crate::identity;
+use crate::metrics::Metrics;
 use crate::record::CallError;
 use crate::route::{self, NoRoute, OutboundError, Router};
 use crate::store::StoreWriter;
@@ -44,8 +45,8 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Everything the proxy handler needs: the pooled client, the routes, the
-/// inbound auth (whose token must not travel upstream), the store, and the
-/// limits.
+/// inbound auth (whose token must not travel upstream), the store, the
+/// metrics, and the limits.
 pub struct Forwarder {
     client: reqwest::Client,
     router: Arc<Router>,
@@ -55,6 +56,7 @@ pub struct Forwarder {
     store_embeddings: bool,
     spans: SpanPolicy,
     propagate_traceparent: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Forwarder {
@@ -63,6 +65,7 @@ impl Forwarder {
         config: &Config,
         router: Arc<Router>,
         store: StoreWriter,
+        metrics: Arc<Metrics>,
     ) -> Result<Forwarder, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -91,6 +94,7 @@ impl Forwarder {
                 Some(_) => SpanPolicy::WithoutContent,
             },
             propagate_traceparent: config.propagate_traceparent,
+            metrics,
         })
     }
 }
@@ -132,6 +136,7 @@ impl Forwarder {
             request_body: Bytes::new(),
             store_embeddings: self.store_embeddings,
             secrets: self.known_secrets(),
+            in_flight: self.metrics.in_flight(),
         };
 
         // 1. The body, whole, within the limit.

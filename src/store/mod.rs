@@ -25,6 +25,7 @@ pub use read::{RunInfo, SessionInfo, StoreReader, TraceFilter};
 pub use writer::{ExportProgress, Reservation, StoreWriter};
 
 use crate::config::StoreOptions;
+use crate::metrics::Metrics;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
@@ -65,7 +66,11 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, String> {
 impl Store {
     /// Opens (creating and migrating as needed) the database at `path` and
     /// starts the writer thread.
-    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, String> {
+    pub fn open(
+        path: &Path,
+        options: StoreOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, String> {
         let mut conn = open_for_writing(path)?;
         let applied = migrate::apply(&mut conn)?;
         if !applied.is_empty() {
@@ -77,7 +82,7 @@ impl Store {
         let notify = spans_committed.clone();
         let thread = std::thread::Builder::new()
             .name("tracegate-store".into())
-            .spawn(move || writer::run(conn, rx, batch_max, notify))
+            .spawn(move || writer::run(conn, rx, batch_max, notify, &metrics))
             .map_err(|e| format!("cannot start the store writer: {e}"))?;
         Ok(Store {
             writer: StoreWriter::new(tx),

@@ -20,13 +20,14 @@
 //! waits for every reservation taken before it, then sends a barrier through
 //! the same channel and returns when the writer has committed up to it.
 
+use crate::metrics::Metrics;
 use crate::record::{Span, TopLogprob, TraceRecord};
 use crate::store::codec;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// A cloneable handle for sending work to the writer thread.
@@ -333,6 +334,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Command>,
     batch_max: usize,
     spans_committed: Arc<Notify>,
+    metrics: &Metrics,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -345,7 +347,7 @@ pub(crate) fn run(
         let spans = batch
             .iter()
             .any(|c| matches!(c, Command::Record(row) if row.span.is_some()));
-        let stop = commit(&mut conn, batch);
+        let stop = commit(&mut conn, batch, metrics);
         if spans {
             // Wake the exporter: there is something new past its cursor.
             spans_committed.notify_one();
@@ -376,7 +378,7 @@ const RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// Commits one batch, retrying a failed transaction; returns true when the
 /// batch asked the writer to stop.
-fn commit(conn: &mut Connection, batch: Vec<Command>) -> bool {
+fn commit(conn: &mut Connection, batch: Vec<Command>, metrics: &Metrics) -> bool {
     let stop = batch.iter().any(|c| matches!(c, Command::Shutdown(_)));
     let records = batch
         .iter()
@@ -385,8 +387,16 @@ fn commit(conn: &mut Connection, batch: Vec<Command>) -> bool {
     let mut wait = Duration::from_millis(50);
     let mut attempt = 1;
     let answers = loop {
-        match apply(conn, &batch) {
-            Ok(answers) => break answers,
+        let started = Instant::now();
+        let applied = apply(conn, &batch);
+        if applied.is_err() {
+            metrics.commit_failed();
+        }
+        match applied {
+            Ok((answers, written)) => {
+                metrics.observe_commit(started.elapsed(), written);
+                break answers;
+            }
             Err(e) if attempt < RETRY_ATTEMPTS => {
                 tracing::warn!("store commit failed (attempt {attempt}), retrying: {e}");
                 std::thread::sleep(wait);
@@ -423,16 +433,21 @@ fn commit(conn: &mut Connection, batch: Vec<Command>) -> bool {
     stop
 }
 
-/// Runs a batch in one transaction; returns each command's answer, or the
-/// error that failed the transaction (which is then rolled back).
-fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Answer>, rusqlite::Error> {
+/// Runs a batch in one transaction; returns each command's answer and the
+/// number of records written, or the error that failed the transaction
+/// (which is then rolled back).
+fn apply(
+    conn: &mut Connection,
+    batch: &[Command],
+) -> Result<(Vec<Answer>, usize), rusqlite::Error> {
     let tx = conn.transaction()?;
     let mut answers = Vec::with_capacity(batch.len());
+    let mut written = 0;
     for command in batch {
         answers.push(match command {
             Command::Record(row) => {
                 match insert(&tx, row) {
-                    Ok(()) => {}
+                    Ok(()) => written += 1,
                     // The database is not ours right now: retry the batch.
                     Err(e) if is_busy(&e) => return Err(e),
                     Err(e) => {
@@ -457,7 +472,7 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Answer>, rusqli
         });
     }
     tx.commit()?;
-    Ok(answers)
+    Ok((answers, written))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -1,0 +1,499 @@
+//! Prometheus metrics: what an operator graphs and alerts on.
+//!
+//! The records answer "what happened in this call"; metrics answer "how is
+//! the gateway doing" without a query: throughput, latency, tokens, errors,
+//! and whether the store and the span export keep up. `GET /metrics` serves
+//! them in the OpenMetrics text format (Prometheus scrapes it as is), encoded
+//! by the official `prometheus-client` crate.
+//!
+//! One [`Metrics`] per gateway, shared by `Arc` — never a process global, so
+//! tests running several gateways in one process each see their own. Who
+//! writes what:
+//!
+//! * a call's metrics are observed once, from its finished record
+//!   ([`Metrics::observe_call`]), so they agree with the store by
+//!   construction: duration (`gen_ai.client.operation.duration` semantics:
+//!   seconds, from the request to the end of the response), time to first
+//!   token, tokens by type, errors by kind;
+//! * requests in flight are counted by a guard the call holds
+//!   ([`InFlight`]) from its arrival until its record is built;
+//! * the store writer times each commit and counts records written;
+//! * the exporter counts spans sent and failed attempts;
+//! * the scrape itself sets what is cheapest to read at scrape time: the
+//!   store queue depth, the export backlog and lag, and each worker's health.
+//!
+//! Label values come from callers (the model name), so their number is
+//! bounded: past [`MAX_MODELS`] distinct models, new ones are counted as
+//! `other` — a caller sending random model names cannot grow the scrape
+//! without bound.
+
+use crate::record::TraceRecord;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+/// The most distinct model label values; later models are `other`.
+pub const MAX_MODELS: usize = 500;
+
+/// The label value of models past [`MAX_MODELS`].
+const OTHER_MODEL: &str = "other";
+
+/// Bucket boundaries (seconds) of the operation duration, as the OpenTelemetry
+/// GenAI semantic conventions advise for `gen_ai.client.operation.duration`.
+const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// Bucket boundaries (seconds) of time to first token, as the conventions
+/// advise for `gen_ai.server.time_to_first_token`.
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Bucket boundaries (seconds) of a store commit.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS.iter().copied())
+}
+
+fn ttft_histogram() -> Histogram {
+    Histogram::new(TTFT_BUCKETS.iter().copied())
+}
+
+/// The labels of a call's duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    model: String,
+    route: String,
+    operation: String,
+    status: String,
+}
+
+/// The labels of a call's time to first token.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+    route: String,
+    operation: String,
+}
+
+/// The labels of token counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: String,
+    route: String,
+    /// `input`, `output`, `cached_input`, `reasoning`.
+    r#type: String,
+}
+
+/// The labels of failed calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    route: String,
+    kind: String,
+}
+
+/// The labels of a pool worker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    route: String,
+    worker: String,
+}
+
+/// Every metric the gateway exports, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    operation_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
+    time_to_first_token: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    in_flight: Gauge,
+    store_queue_depth: Gauge,
+    store_commit_duration: Histogram,
+    store_records_written: Counter,
+    store_commit_failures: Counter,
+    spans_exported: Counter,
+    export_failures: Counter,
+    export_spans_waiting: Gauge,
+    export_lag: Gauge<f64, AtomicU64>,
+    worker_up: Family<WorkerLabels, Gauge>,
+    models: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered, at zero.
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            operation_duration: Family::new_with_constructor(duration_histogram),
+            time_to_first_token: Family::new_with_constructor(ttft_histogram),
+            tokens: Family::default(),
+            errors: Family::default(),
+            in_flight: Gauge::default(),
+            store_queue_depth: Gauge::default(),
+            store_commit_duration: Histogram::new(COMMIT_BUCKETS.iter().copied()),
+            store_records_written: Counter::default(),
+            store_commit_failures: Counter::default(),
+            spans_exported: Counter::default(),
+            export_failures: Counter::default(),
+            export_spans_waiting: Gauge::default(),
+            export_lag: Gauge::default(),
+            worker_up: Family::default(),
+            models: Mutex::new(HashSet::new()),
+            registry: Registry::default(),
+        };
+        m.registry.register_with_unit(
+            "gen_ai_client_operation_duration",
+            "Duration of proxied GenAI calls, from the request to the end of the response",
+            Unit::Seconds,
+            m.operation_duration.clone(),
+        );
+        m.registry.register_with_unit(
+            "tracegate_time_to_first_token",
+            "Time from the request to the first response byte of streamed calls",
+            Unit::Seconds,
+            m.time_to_first_token.clone(),
+        );
+        m.registry.register(
+            "tracegate_tokens",
+            "Tokens used, by type: input, output, cached_input, reasoning",
+            m.tokens.clone(),
+        );
+        m.registry.register(
+            "tracegate_errors",
+            "Failed calls by error kind (upstream_http_error, upstream_unreachable, upstream_timeout, client_closed, ...)",
+            m.errors.clone(),
+        );
+        m.registry.register(
+            "tracegate_requests_in_flight",
+            "Proxied calls being served now",
+            m.in_flight.clone(),
+        );
+        m.registry.register(
+            "tracegate_store_queue_depth",
+            "Records waiting for the store writer",
+            m.store_queue_depth.clone(),
+        );
+        m.registry.register_with_unit(
+            "tracegate_store_commit_duration",
+            "Time to commit one batch of records",
+            Unit::Seconds,
+            m.store_commit_duration.clone(),
+        );
+        m.registry.register(
+            "tracegate_store_records_written",
+            "Records committed to the store",
+            m.store_records_written.clone(),
+        );
+        m.registry.register(
+            "tracegate_store_commit_failures",
+            "Failed commit attempts (each is retried)",
+            m.store_commit_failures.clone(),
+        );
+        m.registry.register(
+            "tracegate_export_spans",
+            "Spans accepted by the OTLP collector",
+            m.spans_exported.clone(),
+        );
+        m.registry.register(
+            "tracegate_export_failures",
+            "Failed OTLP export attempts (each is retried)",
+            m.export_failures.clone(),
+        );
+        m.registry.register(
+            "tracegate_export_spans_waiting",
+            "Spans stored but not yet exported",
+            m.export_spans_waiting.clone(),
+        );
+        m.registry.register_with_unit(
+            "tracegate_export_lag",
+            "Age of the oldest span waiting for export (0 when none waits)",
+            Unit::Seconds,
+            m.export_lag.clone(),
+        );
+        m.registry.register(
+            "tracegate_worker_up",
+            "1 when a pool worker passes its health checks, else 0",
+            m.worker_up.clone(),
+        );
+        m
+    }
+
+    /// Observes a finished call from its record.
+    pub fn observe_call(&self, record: &TraceRecord) {
+        let model = self.model_label(record.model.as_deref());
+        let route = record.route.clone().unwrap_or_else(|| "default".into());
+        let operation = record.operation.clone();
+        self.operation_duration
+            .get_or_create(&CallLabels {
+                model: model.clone(),
+                route: route.clone(),
+                operation: operation.clone(),
+                status: record.status.as_str().to_string(),
+            })
+            .observe(record.latency_ms / 1000.0);
+        if let Some(ttft) = record.ttft_ms.filter(|_| record.stream) {
+            self.time_to_first_token
+                .get_or_create(&ModelLabels {
+                    model: model.clone(),
+                    route: route.clone(),
+                    operation,
+                })
+                .observe(ttft / 1000.0);
+        }
+        let usage = &record.usage;
+        for (kind, count) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached_input", usage.cached_input_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ] {
+            if let Some(count) = count.filter(|c| *c > 0) {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        model: model.clone(),
+                        route: route.clone(),
+                        r#type: kind.to_string(),
+                    })
+                    .inc_by(count);
+            }
+        }
+        if let Some(error) = &record.error {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    route,
+                    kind: error.kind.clone(),
+                })
+                .inc();
+        }
+    }
+
+    /// The model's label value: `other` once [`MAX_MODELS`] are known.
+    fn model_label(&self, model: Option<&str>) -> String {
+        let model = model.unwrap_or("");
+        let Ok(mut known) = self.models.lock() else {
+            return OTHER_MODEL.to_string();
+        };
+        if known.contains(model) {
+            return model.to_string();
+        }
+        if known.len() < MAX_MODELS {
+            known.insert(model.to_string());
+            return model.to_string();
+        }
+        OTHER_MODEL.to_string()
+    }
+
+    /// Counts a call in flight until the guard is dropped.
+    pub fn in_flight(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight {
+            metrics: self.clone(),
+        }
+    }
+
+    /// Records one store commit: its duration and how many records it wrote.
+    pub fn observe_commit(&self, took: Duration, records: usize) {
+        self.store_commit_duration.observe(took.as_secs_f64());
+        self.store_records_written.inc_by(records as u64);
+    }
+
+    /// Counts a failed commit attempt.
+    pub fn commit_failed(&self) {
+        self.store_commit_failures.inc();
+    }
+
+    /// Counts spans the collector accepted.
+    pub fn spans_exported(&self, count: u64) {
+        self.spans_exported.inc_by(count);
+    }
+
+    /// Counts a failed export attempt.
+    pub fn export_failed(&self) {
+        self.export_failures.inc();
+    }
+
+    /// Encodes every metric in the OpenMetrics text format, after setting
+    /// the values read at scrape time.
+    pub fn encode(&self, scrape: &Scrape) -> String {
+        self.store_queue_depth
+            .set(i64::try_from(scrape.store_queue_depth).unwrap_or(i64::MAX));
+        self.export_spans_waiting.set(scrape.export_waiting);
+        self.export_lag.set(scrape.export_lag_seconds);
+        // Workers come and go at run time: only current ones are reported.
+        self.worker_up.clear();
+        for (route, worker, up) in &scrape.workers {
+            self.worker_up
+                .get_or_create(&WorkerLabels {
+                    route: route.clone(),
+                    worker: worker.clone(),
+                })
+                .set(i64::from(*up));
+        }
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        text
+    }
+}
+
+/// Values read when `/metrics` is scraped.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// Records waiting for the store writer.
+    pub store_queue_depth: usize,
+    /// Spans not yet exported.
+    pub export_waiting: i64,
+    /// Age of the oldest waiting span, in seconds.
+    pub export_lag_seconds: f64,
+    /// `(route, worker id, healthy)` of every pool worker.
+    pub workers: Vec<(String, String, bool)>,
+}
+
+/// A call being served: counted in `tracegate_requests_in_flight` until
+/// dropped.
+pub struct InFlight {
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl InFlight {
+    /// The metrics the call reports to.
+    pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+    }
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{CallError, Status, Usage};
+
+    fn call(model: &str) -> TraceRecord {
+        TraceRecord {
+            model: Some(model.into()),
+            route: Some("judge".into()),
+            operation: "chat".into(),
+            latency_ms: 250.0,
+            ttft_ms: Some(40.0),
+            stream: true,
+            usage: Usage {
+                input_tokens: Some(12),
+                output_tokens: Some(5),
+                reasoning_tokens: Some(2),
+                ..Usage::default()
+            },
+            ..TraceRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_call_is_observed_with_its_labels() {
+        let metrics = Metrics::new();
+        metrics.observe_call(&call("gpt-4o"));
+        let text = metrics.encode(&Scrape::default());
+        assert!(text.contains(
+            r#"gen_ai_client_operation_duration_seconds_count{model="gpt-4o",route="judge",operation="chat",status="ok"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"tracegate_time_to_first_token_seconds_count{model="gpt-4o",route="judge",operation="chat"} 1"#
+        ));
+        assert!(
+            text.contains(
+                r#"tracegate_tokens_total{model="gpt-4o",route="judge",type="input"} 12"#
+            )
+        );
+        assert!(text.contains(
+            r#"tracegate_tokens_total{model="gpt-4o",route="judge",type="reasoning"} 2"#
+        ));
+        assert!(!text.contains(r#"type="cached_input""#), "no zero series");
+    }
+
+    #[test]
+    fn a_failed_call_counts_its_error_kind() {
+        let metrics = Metrics::new();
+        let mut record = call("m");
+        record.status = Status::Error;
+        record.error = Some(CallError {
+            kind: "upstream_unreachable".into(),
+            message: String::new(),
+        });
+        metrics.observe_call(&record);
+        let text = metrics.encode(&Scrape::default());
+        assert!(
+            text.contains(r#"tracegate_errors_total{route="judge",kind="upstream_unreachable"} 1"#)
+        );
+        assert!(text.contains(r#"status="error""#));
+    }
+
+    #[test]
+    fn model_labels_are_bounded() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_MODELS + 10 {
+            metrics.observe_call(&call(&format!("model-{i}")));
+        }
+        let text = metrics.encode(&Scrape::default());
+        assert!(text.contains(r#"model="other""#));
+        assert!(!text.contains(&format!("model=\"model-{MAX_MODELS}\"")));
+    }
+
+    #[test]
+    fn in_flight_counts_until_the_guard_drops() {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let guard = metrics.in_flight();
+        assert!(
+            metrics
+                .encode(&Scrape::default())
+                .contains("tracegate_requests_in_flight 1")
+        );
+        drop(guard);
+        assert!(
+            metrics
+                .encode(&Scrape::default())
+                .contains("tracegate_requests_in_flight 0")
+        );
+    }
+
+    #[test]
+    fn removed_workers_leave_the_scrape() {
+        let metrics = Metrics::new();
+        let mut scrape = Scrape {
+            workers: vec![
+                ("pool".into(), "a".into(), true),
+                ("pool".into(), "b".into(), false),
+            ],
+            ..Scrape::default()
+        };
+        let text = metrics.encode(&scrape);
+        assert!(text.contains(r#"tracegate_worker_up{route="pool",worker="b"} 0"#));
+        scrape.workers.pop();
+        assert!(!metrics.encode(&scrape).contains(r#"worker="b""#));
+    }
+}
