@@ -53,11 +53,15 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, String> {
         Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
-    // WAL: readers never block the writer. synchronous=NORMAL: a commit is
-    // durable against a process crash (not against power loss until the next
-    // checkpoint), without an fsync per batch.
+    // page_size (new databases only; it must come before WAL): a small
+    // call's row is 2-3 KB, so on 4 KiB pages two never share a page and
+    // half of each page is empty; 16 KiB pages hold six. WAL: readers never
+    // block the writer. synchronous=NORMAL: a commit is durable against a
+    // process crash (not against power loss until the next checkpoint),
+    // without an fsync per batch.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA temp_store = MEMORY;",
     )
     .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
     Ok(conn)
