@@ -4,7 +4,7 @@
 mod common;
 
 use common::otlp::{Received, Receiver, Transport};
-use common::{TestGateway, chat_body, client, start_mock};
+use common::{TestGateway, chat_body, client, get_json, start_mock};
 use serde_json::{Value, json};
 use tracegate::config::ServeArgs;
 use tracegate::mock_upstream::MockServer;
@@ -396,14 +396,7 @@ async fn a_collector_outage_loses_no_span_and_slows_no_request() {
     receiver.kill();
     statuses.extend(run(&gw, "dead").await);
     gw.flush().await;
-    let health: Value = client()
-        .get(gw.at("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(gw.at("/health")).await;
     assert!(
         health["export"]["waiting"].as_i64().unwrap() > 0,
         "{health}"
@@ -427,14 +420,7 @@ async fn a_collector_outage_loses_no_span_and_slows_no_request() {
     let unique: std::collections::BTreeSet<String> = spans.iter().map(Received::span_id).collect();
     assert_eq!(unique.len(), 3 * calls_per_phase, "every span arrived");
     assert!(receiver.attempts() > 1, "exports were refused and retried");
-    let health: Value = client()
-        .get(gw.at("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(gw.at("/health")).await;
     assert_eq!(
         health["export"]["exported"],
         3 * calls_per_phase,
@@ -481,14 +467,7 @@ async fn export_is_off_unless_configured() {
         .await
         .unwrap();
     gw.flush().await;
-    let health: Value = client()
-        .get(gw.at("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(gw.at("/health")).await;
     assert_eq!(health["export"], json!({"enabled": false}));
     let conn = rusqlite::Connection::open(&gw.db).unwrap();
     let spans: i64 = conn

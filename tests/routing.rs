@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestGateway, chat_body, client, start_mock, within};
+use common::{TestGateway, chat_body, client, get_json, start_mock, within};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use tracegate::config::ServeArgs;
@@ -266,16 +266,7 @@ async fn health_checks_mark_workers_down_and_up() {
     .await;
     let health = |gw: &TestGateway| {
         let url = gw.at("/health/workers");
-        async move {
-            client()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { get_json(url).await }
     };
     assert_eq!(health(&gw).await["healthy"], 2);
     b.take().unwrap().stop();
@@ -331,14 +322,7 @@ async fn workers_are_managed_at_run_time_like_rllm_model_gateway() {
         added,
         json!({"worker_id": "extra", "url": format!("http://{}", b.addr), "api_path": "/v1"})
     );
-    let list: Value = client()
-        .get(gw.at("/admin/workers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(gw.at("/admin/workers")).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[1]["weight"], 3);
     assert_eq!(list[1]["healthy"], true);

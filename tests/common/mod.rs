@@ -150,6 +150,18 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// `GET url` as JSON.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A small chat request body.
 pub fn chat_body(content: &str) -> Value {
     serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": content}]})
