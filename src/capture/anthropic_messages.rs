@@ -352,12 +352,8 @@ pub fn response_events(events: &[SseEvent]) -> Output {
 mod tests {
     use super::*;
 
-    fn ev(kind: &str, mut data: Value) -> SseEvent {
-        data["type"] = json!(kind);
-        SseEvent {
-            event: kind.to_string(),
-            data: data.to_string(),
-        }
+    fn ev(kind: &str, data: Value) -> SseEvent {
+        SseEvent::typed(kind, data)
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! usage, token ids, logprobs and errors alike (with small variations this
 //! file absorbs), so every assembler reads them through these functions.
 
+use super::Output;
+use super::sse::SseEvent;
 use crate::record::{CallError, TopLogprob, Usage};
 use serde_json::Value;
 
@@ -12,6 +14,32 @@ pub type Alternatives = Vec<Vec<TopLogprob>>;
 
 /// One chunk's (or answer's) logprobs and, when given, their alternatives.
 pub type TokenLogprobs = (Vec<f64>, Option<Alternatives>);
+
+/// The part of folding a chat or completions stream event that both share:
+/// `[DONE]` completes the stream, an error chunk is the call's error, and
+/// the first id and model and the latest usage are kept. Returns the chunk
+/// when its choices are still to be folded.
+pub fn stream_chunk(out: &mut Output, event: &SseEvent) -> Option<Value> {
+    if event.is_done() {
+        out.complete = true;
+        return None;
+    }
+    let chunk = event.json()?;
+    if let Some(e) = chunk.get("error") {
+        out.error = Some(error(e));
+        return None;
+    }
+    if out.response_id.is_none() {
+        out.response_id = str_field(&chunk, "id");
+    }
+    if out.response_model.is_none() {
+        out.response_model = str_field(&chunk, "model");
+    }
+    if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+        out.usage = usage(u);
+    }
+    Some(chunk)
+}
 
 /// A string field of a JSON object.
 pub fn str_field(v: &Value, key: &str) -> Option<String> {

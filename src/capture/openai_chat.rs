@@ -62,24 +62,9 @@ pub fn response_events(events: &[SseEvent]) -> Output {
     let mut out = Output::default();
     let mut deltas: BTreeMap<u32, ChoiceDeltas> = BTreeMap::new();
     for event in events {
-        if event.is_done() {
-            out.complete = true;
+        let Some(chunk) = fields::stream_chunk(&mut out, event) else {
             continue;
-        }
-        let Some(chunk) = event.json() else { continue };
-        if let Some(error) = chunk.get("error") {
-            out.error = Some(fields::error(error));
-            continue;
-        }
-        if out.response_id.is_none() {
-            out.response_id = str_field(&chunk, "id");
-        }
-        if out.response_model.is_none() {
-            out.response_model = str_field(&chunk, "model");
-        }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            out.usage = fields::usage(u);
-        }
+        };
         out.prompt_token_ids
             .extend(token_ids(chunk.get("prompt_token_ids")));
         for (position, c) in choices(&chunk).enumerate() {

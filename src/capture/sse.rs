@@ -33,6 +33,17 @@ impl SseEvent {
     pub fn is_done(&self) -> bool {
         self.data.trim() == "[DONE]"
     }
+
+    /// A typed event as Anthropic and the Responses API send them: the
+    /// `event:` name repeated as the data's `type` (for assembler tests).
+    #[cfg(test)]
+    pub fn typed(kind: &str, mut data: serde_json::Value) -> SseEvent {
+        data["type"] = serde_json::json!(kind);
+        SseEvent {
+            event: kind.to_string(),
+            data: data.to_string(),
+        }
+    }
 }
 
 /// Splits the chunks of a streamed response into events.
