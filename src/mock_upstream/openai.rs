@@ -65,6 +65,14 @@ fn text(tokens: &[Token]) -> String {
     tokens.iter().map(|t| t.text.as_str()).collect()
 }
 
+/// `n`, the number of choices asked for (1 to 8).
+fn choice_count(req: &Map<String, Value>) -> usize {
+    req.get("n")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 8) as usize
+}
+
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(State(state): State<MockState>, request: Request) -> Response {
     let (req, digest, behaviour) = match read(&state, request).await {
@@ -72,11 +80,7 @@ pub(crate) async fn chat_completions(State(state): State<MockState>, request: Re
         Err(response) => return response,
     };
     let model = model(&req);
-    let n = req
-        .get("n")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .clamp(1, 8) as usize;
+    let n = choice_count(&req);
     let want_logprobs = flag(&req, "logprobs");
     let top = req
         .get("top_logprobs")
@@ -232,11 +236,7 @@ pub(crate) async fn completions(State(state): State<MockState>, request: Request
         Err(response) => return response,
     };
     let model = model(&req);
-    let n = req
-        .get("n")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .clamp(1, 8) as usize;
+    let n = choice_count(&req);
     // `logprobs: k` asks for logprobs with k alternatives (0: none).
     let logprobs = req
         .get("logprobs")
