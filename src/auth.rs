@@ -17,10 +17,12 @@
 
 use crate::config::InboundAuth;
 use crate::error::GatewayError;
+use crate::protocol::CallPath;
+use crate::record::ErrorKind;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, header};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -33,18 +35,13 @@ pub async fn check(State(auth): State<Arc<InboundAuth>>, request: Request, next:
         return next.run(request).await;
     }
     tracing::debug!(path = %request.uri().path(), "refused: no valid gateway token");
-    let protocol = if request.uri().path().contains("/v1/messages") {
-        "anthropic"
-    } else {
-        "openai"
-    };
+    let protocol = CallPath::protocol_of(request.method(), request.uri().path());
     let where_ = match &auth.header {
         Some(name) => format!("in the {name} header"),
         None => "as Authorization: Bearer <token>".to_string(),
     };
     let mut response = GatewayError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_api_key",
+        ErrorKind::InvalidApiKey,
         format!("this gateway needs a valid token {where_}"),
     )
     .into_response_for(protocol);

@@ -224,7 +224,10 @@ fn print_tree(db: &Path, run_id: &str) -> Result<String, String> {
 
 /// One line for one step: step, operation, model, status, timing, answer.
 fn describe_step(t: &TraceRecord) -> String {
-    let step = t.step_id.map_or("-".to_string(), |s| s.to_string());
+    let step = t
+        .identity
+        .step_id
+        .map_or("-".to_string(), |s| s.to_string());
     let answer = match t
         .response_message
         .get("tool_calls")

@@ -1,4 +1,4 @@
-//! Who made a call: the identity a harness stamps on it (DESIGN §2).
+//! Who made a call: the identity a harness stamps on it.
 //!
 //! Seven fields, three carriers. A harness may put a field in an
 //! `X-RLLM-*` header, in the JSON body under `metadata.rllm` or `rllm`, or (the
@@ -13,9 +13,15 @@
 //! agent's call: the record gets `step_id = null` and the raw value in
 //! `identity_errors`.
 //!
+//! The fields are one table, [`IdentityField::ALL`]: the extractor reads each
+//! field's carriers from it, the store makes a column of each, and the schema
+//! and README describe each (tests check both). Adding a field is adding a
+//! variant here and a struct field in [`Identity`].
+//!
 //! The carriers are ours, not the provider's: [`strip_body`] removes them from
-//! the body (headers are removed by the `headers` policy), and a body that
-//! carries none of them is never touched, so it is forwarded byte for byte.
+//! the body (headers are removed by the `headers` policy, by their common
+//! `x-rllm-` prefix), and a body that carries none of them is never touched,
+//! so it is forwarded byte for byte.
 
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -23,8 +29,11 @@ use serde_json::{Map, Value};
 
 /// The identity of one call. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Identity {
-    /// The agent episode (or conversation) the call belongs to.
+    /// The agent episode (or conversation) the call belongs to; `""` in
+    /// JSON when absent (rLLM's type).
+    #[serde(with = "crate::record::empty_as_none")]
     pub session_id: Option<String>,
     /// The evaluation or training run the session belongs to.
     pub run_id: Option<String>,
@@ -40,43 +49,117 @@ pub struct Identity {
     pub experiment: Option<String>,
 }
 
-/// One identity field: its name in the body and the record, and its header.
-struct Field {
-    name: &'static str,
-    header: &'static str,
+/// One identity field: a row of the identity table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityField {
+    /// `session_id`.
+    SessionId,
+    /// `run_id`.
+    RunId,
+    /// `harness`.
+    Harness,
+    /// `step_id` (an integer).
+    StepId,
+    /// `parent_span_id`.
+    ParentSpanId,
+    /// `project`.
+    Project,
+    /// `experiment`.
+    Experiment,
 }
 
-/// The identity table (DESIGN §2), in one place.
-const FIELDS: &[Field] = &[
-    Field {
-        name: "session_id",
-        header: "x-rllm-session-id",
-    },
-    Field {
-        name: "run_id",
-        header: "x-rllm-run-id",
-    },
-    Field {
-        name: "harness",
-        header: "x-rllm-harness",
-    },
-    Field {
-        name: "step_id",
-        header: "x-rllm-step-id",
-    },
-    Field {
-        name: "parent_span_id",
-        header: "x-rllm-parent-span-id",
-    },
-    Field {
-        name: "project",
-        header: "x-rllm-project",
-    },
-    Field {
-        name: "experiment",
-        header: "x-rllm-experiment",
-    },
-];
+/// A typed identity value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    /// A text field's value.
+    Text(&'a str),
+    /// An integer field's value.
+    Integer(i64),
+}
+
+impl IdentityField {
+    /// The identity table, in the record's order.
+    pub const ALL: [IdentityField; 7] = [
+        IdentityField::SessionId,
+        IdentityField::RunId,
+        IdentityField::Harness,
+        IdentityField::StepId,
+        IdentityField::ParentSpanId,
+        IdentityField::Project,
+        IdentityField::Experiment,
+    ];
+
+    /// Its name in the body (`rllm.<name>`), the record and the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdentityField::SessionId => "session_id",
+            IdentityField::RunId => "run_id",
+            IdentityField::Harness => "harness",
+            IdentityField::StepId => "step_id",
+            IdentityField::ParentSpanId => "parent_span_id",
+            IdentityField::Project => "project",
+            IdentityField::Experiment => "experiment",
+        }
+    }
+
+    /// Its header (lower case; header names are case-insensitive).
+    pub fn header(self) -> &'static str {
+        match self {
+            IdentityField::SessionId => "x-rllm-session-id",
+            IdentityField::RunId => "x-rllm-run-id",
+            IdentityField::Harness => "x-rllm-harness",
+            IdentityField::StepId => "x-rllm-step-id",
+            IdentityField::ParentSpanId => "x-rllm-parent-span-id",
+            IdentityField::Project => "x-rllm-project",
+            IdentityField::Experiment => "x-rllm-experiment",
+        }
+    }
+
+    /// Whether its value must be an integer.
+    pub fn is_integer(self) -> bool {
+        self == IdentityField::StepId
+    }
+
+    /// Whether the path `/sessions/{sid}/v1/...` carries it.
+    pub fn in_path(self) -> bool {
+        self == IdentityField::SessionId
+    }
+}
+
+impl Identity {
+    /// The value of one field.
+    pub fn get(&self, field: IdentityField) -> Option<FieldValue<'_>> {
+        let text = match field {
+            IdentityField::StepId => return self.step_id.map(FieldValue::Integer),
+            IdentityField::SessionId => &self.session_id,
+            IdentityField::RunId => &self.run_id,
+            IdentityField::Harness => &self.harness,
+            IdentityField::ParentSpanId => &self.parent_span_id,
+            IdentityField::Project => &self.project,
+            IdentityField::Experiment => &self.experiment,
+        };
+        text.as_deref().map(FieldValue::Text)
+    }
+
+    /// Sets a field from a carrier's raw value; false (and the field left
+    /// unset) when an integer field's value is not an integer.
+    fn set(&mut self, field: IdentityField, raw: &Raw<'_>) -> bool {
+        let slot = match field {
+            IdentityField::StepId => {
+                self.step_id = raw.integer();
+                return self.step_id.is_some();
+            }
+            IdentityField::SessionId => &mut self.session_id,
+            IdentityField::RunId => &mut self.run_id,
+            IdentityField::Harness => &mut self.harness,
+            IdentityField::ParentSpanId => &mut self.parent_span_id,
+            IdentityField::Project => &mut self.project,
+            IdentityField::Experiment => &mut self.experiment,
+        };
+        *slot = raw.text();
+        true
+    }
+}
 
 /// A raw identity value as found in one carrier, before typing.
 enum Raw<'a> {
@@ -105,7 +188,7 @@ impl Raw<'_> {
         }
     }
 
-    /// The value as an integer step id.
+    /// The value as an integer.
     fn integer(&self) -> Option<i64> {
         match self {
             Raw::Json(Value::Number(n)) => n.as_i64(),
@@ -124,33 +207,33 @@ pub fn extract(
     body: Option<&Map<String, Value>>,
     path_session: Option<&str>,
 ) -> (Identity, Vec<String>) {
-    let metadata_rllm = body
-        .and_then(|b| b.get("metadata"))
-        .and_then(|m| m.get("rllm"))
-        .and_then(Value::as_object);
-    let top_rllm = body.and_then(|b| b.get("rllm")).and_then(Value::as_object);
-
+    let bodies = [
+        (
+            "metadata.rllm",
+            body.and_then(|b| b.get("metadata")?.get("rllm")?.as_object()),
+        ),
+        ("rllm", body.and_then(|b| b.get("rllm")?.as_object())),
+    ];
     let mut identity = Identity::default();
     let mut errors = Vec::new();
-    for field in FIELDS {
+    for field in IdentityField::ALL {
         let mut candidates: Vec<(&str, Raw)> = Vec::new();
-        if let Some(value) = headers.get(field.header) {
+        if let Some(value) = headers.get(field.header()) {
             match value.to_str() {
                 Ok(s) => candidates.push(("header", Raw::Text(s.to_string()))),
                 Err(_) => errors.push(format!(
                     "{}: header {} is not valid text; ignored",
-                    field.name, field.header
+                    field.name(),
+                    field.header()
                 )),
             }
         }
-        for (carrier, object) in [("metadata.rllm", metadata_rllm), ("rllm", top_rllm)] {
-            if let Some(v) = object.and_then(|o| o.get(field.name)) {
+        for (carrier, object) in bodies {
+            if let Some(v) = object.and_then(|o| o.get(field.name())) {
                 candidates.push((carrier, Raw::Json(v)));
             }
         }
-        if field.name == "session_id"
-            && let Some(sid) = path_session
-        {
+        if let Some(sid) = path_session.filter(|_| field.in_path()) {
             candidates.push(("path", Raw::Text(sid.to_string())));
         }
         // The first carrier with a non-empty value decides the field.
@@ -158,25 +241,12 @@ pub fn extract(
         else {
             continue;
         };
-        if field.name == "step_id" {
-            match raw.integer() {
-                Some(step) => identity.step_id = Some(step),
-                None => errors.push(format!(
-                    "step_id: {carrier} value {} is not an integer",
-                    raw.describe()
-                )),
-            }
-            continue;
-        }
-        let value = raw.text();
-        match field.name {
-            "session_id" => identity.session_id = value,
-            "run_id" => identity.run_id = value,
-            "harness" => identity.harness = value,
-            "parent_span_id" => identity.parent_span_id = value,
-            "project" => identity.project = value,
-            "experiment" => identity.experiment = value,
-            _ => {}
+        if !identity.set(field, &raw) {
+            errors.push(format!(
+                "{}: {carrier} value {} is not an integer",
+                field.name(),
+                raw.describe()
+            ));
         }
     }
     (identity, errors)

@@ -238,12 +238,12 @@ impl Metrics {
     pub fn observe_call(&self, record: &TraceRecord) {
         let model = self.model_label(record.model.as_deref());
         let route = record.route.clone().unwrap_or_else(|| "default".into());
-        let operation = record.operation.clone();
+        let operation = record.operation;
         self.operation_duration
             .get_or_create(&CallLabels {
                 model: model.clone(),
                 route: route.clone(),
-                operation: operation.clone(),
+                operation: operation.to_string(),
                 status: record.status.as_str().to_string(),
             })
             .observe(record.latency_ms / 1000.0);
@@ -252,7 +252,7 @@ impl Metrics {
                 .get_or_create(&ModelLabels {
                     model: model.clone(),
                     route: route.clone(),
-                    operation,
+                    operation: operation.to_string(),
                 })
                 .observe(ttft / 1000.0);
         }
@@ -277,7 +277,7 @@ impl Metrics {
             self.errors
                 .get_or_create(&ErrorLabels {
                     route,
-                    kind: error.kind.clone(),
+                    kind: error.kind.to_string(),
                 })
                 .inc();
         }
@@ -286,9 +286,7 @@ impl Metrics {
     /// The model's label value: `other` once [`MAX_MODELS`] are known.
     fn model_label(&self, model: Option<&str>) -> String {
         let model = model.unwrap_or("");
-        let Ok(mut known) = self.models.lock() else {
-            return OTHER_MODEL.to_string();
-        };
+        let mut known = crate::sync::lock(&self.models);
         if known.contains(model) {
             return model.to_string();
         }
@@ -394,13 +392,14 @@ impl std::fmt::Debug for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{CallError, Status, Usage};
+    use crate::protocol::Operation;
+    use crate::record::{CallError, ErrorKind, Status, Usage};
 
     fn call(model: &str) -> TraceRecord {
         TraceRecord {
             model: Some(model.into()),
             route: Some("judge".into()),
-            operation: "chat".into(),
+            operation: Operation::Chat,
             latency_ms: 250.0,
             ttft_ms: Some(40.0),
             stream: true,
@@ -442,7 +441,7 @@ mod tests {
         let mut record = call("m");
         record.status = Status::Error;
         record.error = Some(CallError {
-            kind: "upstream_unreachable".into(),
+            kind: ErrorKind::UpstreamUnreachable,
             message: String::new(),
         });
         metrics.observe_call(&record);

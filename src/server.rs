@@ -61,12 +61,15 @@ impl Server {
             config.routes.clone(),
             config.session_affinity_capacity,
         ));
-        let forwarder = Arc::new(Forwarder::new(
-            config,
-            router.clone(),
-            store.writer.clone(),
-            metrics.clone(),
-        )?);
+        let forwarder = Arc::new(
+            Forwarder::new(
+                config,
+                router.clone(),
+                store.writer.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| e.to_string())?,
+        );
         let api_state = ApiState {
             reader: store.reader.clone(),
             writer: store.writer.clone(),

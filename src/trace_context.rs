@@ -31,7 +31,7 @@ use uuid::Uuid;
 const NAMESPACE: Uuid = Uuid::from_u128(0x6a1c_52e3_8d9b_4f0e_a7c2_5b9e_1d4f_7a30);
 
 /// The OpenTelemetry identity of one call's span.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceContext {
     /// The trace id, 32 lowercase hex digits.
     pub trace_id: String,

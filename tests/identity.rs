@@ -37,13 +37,13 @@ fn value_of(carrier: Carrier) -> &'static str {
 
 fn field(record: &TraceRecord, name: &str) -> Option<String> {
     match name {
-        "session_id" => record.session_id.clone(),
-        "run_id" => record.run_id.clone(),
-        "harness" => record.harness.clone(),
-        "parent_span_id" => record.parent_span_id.clone(),
-        "project" => record.project.clone(),
-        "experiment" => record.experiment.clone(),
-        "step_id" => record.step_id.map(|s| s.to_string()),
+        "session_id" => record.identity.session_id.clone(),
+        "run_id" => record.identity.run_id.clone(),
+        "harness" => record.identity.harness.clone(),
+        "parent_span_id" => record.identity.parent_span_id.clone(),
+        "project" => record.identity.project.clone(),
+        "experiment" => record.identity.experiment.clone(),
+        "step_id" => record.identity.step_id.map(|s| s.to_string()),
         _ => unreachable!(),
     }
 }
@@ -131,12 +131,16 @@ async fn fields_from_different_carriers_combine() {
         .await
         .unwrap();
     let r = gw.only_record().await;
-    assert_eq!(r.session_id.as_deref(), Some("episode-9"));
-    assert_eq!(r.run_id.as_deref(), Some("run-7"));
-    assert_eq!(r.harness.as_deref(), Some("swe-agent"));
-    assert_eq!(r.step_id, Some(4));
-    assert_eq!(r.project.as_deref(), Some("p1"));
-    assert_eq!(r.experiment.as_deref(), Some("exp-a"), "values are trimmed");
+    assert_eq!(r.identity.session_id.as_deref(), Some("episode-9"));
+    assert_eq!(r.identity.run_id.as_deref(), Some("run-7"));
+    assert_eq!(r.identity.harness.as_deref(), Some("swe-agent"));
+    assert_eq!(r.identity.step_id, Some(4));
+    assert_eq!(r.identity.project.as_deref(), Some("p1"));
+    assert_eq!(
+        r.identity.experiment.as_deref(),
+        Some("exp-a"),
+        "values are trimmed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +177,7 @@ async fn step_id_precedence_and_types() {
     let records = gw.records().await;
     for (id, expected) in ids {
         let r = records.iter().find(|r| r.trace_id == id).unwrap();
-        assert_eq!(r.step_id, expected);
+        assert_eq!(r.identity.step_id, expected);
         assert!(r.identity_errors.is_empty());
     }
 }
@@ -192,8 +196,8 @@ async fn a_bad_step_id_is_recorded_and_never_fails_the_call() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let r = gw.only_record().await;
-    assert_eq!(r.step_id, None);
-    assert_eq!(r.session_id.as_deref(), Some("s"));
+    assert_eq!(r.identity.step_id, None);
+    assert_eq!(r.identity.session_id.as_deref(), Some("s"));
     assert_eq!(r.identity_errors.len(), 1);
     assert!(r.identity_errors[0].contains("step-three"));
 }

@@ -268,7 +268,7 @@ async fn oversized_body_is_refused_with_413_and_recorded() {
     );
     let record = gw.only_record().await;
     assert_eq!(record.http_status, Some(413));
-    assert_eq!(record.session_id.as_deref(), Some("big-one"));
+    assert_eq!(record.identity.session_id.as_deref(), Some("big-one"));
     assert_eq!(record.error.unwrap().kind, "request_too_large");
 }
 

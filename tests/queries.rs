@@ -22,7 +22,10 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, SystemTime};
 use tempfile::TempDir;
 use tracegate::config::StoreOptions;
-use tracegate::record::{CallError, Status, TraceRecord, Usage, epoch_seconds, rfc3339};
+use tracegate::record::{
+    CallError, ErrorKind, Identity, Operation, Protocol, Status, TraceRecord, Usage, epoch_seconds,
+    rfc3339,
+};
 use tracegate::store::Store;
 
 // ---- running the binary ----
@@ -197,16 +200,19 @@ impl Call {
             trace_id: uuid::Uuid::now_v7().to_string(),
             span_id: "0123456789abcdef".into(),
             otel_trace_id: "0123456789abcdef0123456789abcdef".into(),
-            session_id: self.session.map(str::to_string),
-            run_id: self.run.map(str::to_string),
-            harness: Some(self.harness.to_string()),
+            identity: Identity {
+                session_id: self.session.map(str::to_string),
+                run_id: self.run.map(str::to_string),
+                harness: Some(self.harness.to_string()),
+                ..Identity::default()
+            },
             span_type: "llm.call".into(),
             method: "POST".into(),
             path: "/v1/chat/completions".into(),
             route: self.route.map(str::to_string),
             upstream: "http://127.0.0.1:9/v1".into(),
-            protocol: "openai".into(),
-            operation: "chat".into(),
+            protocol: Protocol::Openai,
+            operation: Operation::Chat,
             model: Some(self.model.to_string()),
             messages: vec![json!({"role": "user", "content": "hi"})],
             usage: Usage {
@@ -225,10 +231,9 @@ impl Call {
                 Status::Ok
             },
             http_status: Some(if self.error { 500 } else { 200 }),
-            error: self.error.then(|| CallError {
-                kind: "upstream_error".into(),
-                message: "the upstream answered 500".into(),
-            }),
+            error: self
+                .error
+                .then(|| CallError::new(ErrorKind::UpstreamError, "the upstream answered 500")),
             ..TraceRecord::default()
         }
     }

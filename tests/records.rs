@@ -165,7 +165,7 @@ async fn calls_without_identity_are_recorded_too() {
     let gw = TestGateway::start(&mock.base_url()).await;
     client().get(gw.at("/v1/models")).send().await.unwrap();
     let r = gw.only_record().await;
-    assert_eq!(r.session_id, None);
+    assert_eq!(r.identity.session_id, None);
     assert_eq!(r.operation, "other");
     assert_eq!(r.method, "GET");
     assert_eq!(r.raw_response.unwrap()["data"][0]["id"], "mock-model");
@@ -214,7 +214,7 @@ async fn an_unreachable_upstream_is_recorded() {
     assert_eq!(r.status, Status::Error);
     assert_eq!(r.http_status, Some(502));
     assert_eq!(r.error.unwrap().kind, "upstream_unreachable");
-    assert_eq!(r.run_id.as_deref(), Some("run-down"));
+    assert_eq!(r.identity.run_id.as_deref(), Some("run-down"));
     assert_eq!(r.messages[0]["content"], "hello?");
     assert_eq!(r.upstream, format!("http://127.0.0.1:{port}/v1"));
 }

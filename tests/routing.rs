@@ -225,7 +225,7 @@ async fn sessions_stick_to_a_worker_and_fail_over_when_it_dies() {
     for session in ["one", "two"] {
         let upstreams: std::collections::BTreeSet<String> = records
             .iter()
-            .filter(|r| r.session_id.as_deref() == Some(session))
+            .filter(|r| r.identity.session_id.as_deref() == Some(session))
             .map(|r| r.upstream.clone())
             .collect();
         assert_eq!(upstreams.len(), 1, "session {session} stayed on one worker");
@@ -235,6 +235,7 @@ async fn sessions_stick_to_a_worker_and_fail_over_when_it_dies() {
         .iter()
         .find(|r| r.upstream.contains(&a.addr.port().to_string()))
         .unwrap()
+        .identity
         .session_id
         .clone()
         .unwrap();

@@ -47,6 +47,7 @@ pub fn request(body: &Map<String, Value>) -> Input {
     Input {
         messages,
         tools: array(body.get("tools")),
+        embeddings: None,
     }
 }
 

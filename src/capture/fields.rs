@@ -6,7 +6,7 @@
 
 use super::Output;
 use super::sse::SseEvent;
-use crate::record::{CallError, TopLogprob, Usage};
+use crate::record::{CallError, ErrorKind, TopLogprob, Usage};
 use serde_json::Value;
 
 /// Per token, the most likely alternatives.
@@ -95,10 +95,7 @@ pub fn error(error: &Value) -> CallError {
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| error.to_string());
-    CallError {
-        kind: "upstream_stream_error".into(),
-        message,
-    }
+    CallError::new(ErrorKind::UpstreamStreamError, message)
 }
 
 /// Per-token logprobs in the chat shape: `{"content": [{"token", "logprob",

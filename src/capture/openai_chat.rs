@@ -26,6 +26,7 @@ pub fn request(body: &Map<String, Value>) -> Input {
     Input {
         messages: array(body.get("messages")),
         tools,
+        embeddings: None,
     }
 }
 

@@ -32,6 +32,7 @@ pub fn request(body: &Map<String, Value>) -> Input {
             .map(|p| json!({"role": "user", "content": p}))
             .collect(),
         tools: Vec::new(),
+        embeddings: None,
     }
 }
 

@@ -12,8 +12,8 @@ use crate::record::Embeddings;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-/// The normalised input (each input as a user message) and what was asked.
-pub fn request(body: &Map<String, Value>) -> (Input, Embeddings) {
+/// The normalised input: each input as a user message, and what was asked.
+pub fn request(body: &Map<String, Value>) -> Input {
     let inputs: Vec<Value> = match body.get("input") {
         // A list of numbers is one tokenised input; a list of anything else
         // is several inputs.
@@ -29,14 +29,14 @@ pub fn request(body: &Map<String, Value>) -> (Input, Embeddings) {
         dimensions: body.get("dimensions").and_then(Value::as_u64),
         encoding_format: str_field(&Value::Object(body.clone()), "encoding_format"),
     };
-    let input = Input {
+    Input {
         messages: inputs
             .into_iter()
             .map(|i| json!({"role": "user", "content": i}))
             .collect(),
         tools: Vec::new(),
-    };
-    (input, info)
+        embeddings: Some(info),
+    }
 }
 
 /// Reads an embeddings response.
@@ -85,7 +85,12 @@ mod tests {
 
     #[test]
     fn inputs_are_counted_in_every_form() {
-        let count = |v: Value| request(v.as_object().unwrap()).1.input_count;
+        let count = |v: Value| {
+            request(v.as_object().unwrap())
+                .embeddings
+                .unwrap()
+                .input_count
+        };
         assert_eq!(count(json!({"input": "one"})), 1);
         assert_eq!(count(json!({"input": ["a", "b", "c"]})), 3);
         assert_eq!(count(json!({"input": [1, 2, 3]})), 1);

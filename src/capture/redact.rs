@@ -8,6 +8,13 @@
 //! in a prompt, an upstream error message quoting a header, a token pasted
 //! into a custom header. Values shorter than [`MIN_SECRET_LEN`] are ignored:
 //! scrubbing them would mangle ordinary text, and they are not secrets.
+//!
+//! The scrub walks the record's serialised form, every string of it, so a
+//! field added to the record later is covered without anyone listing it. A
+//! field whose scrubbed value no longer reads back (a fixed-vocabulary
+//! field like `status` that happened to contain a secret-shaped piece) keeps
+//! its original value: such values are the gateway's own words, never the
+//! caller's text.
 
 use crate::headers::REDACTED_VALUE;
 use crate::record::TraceRecord;
@@ -16,63 +23,70 @@ use serde_json::{Map, Value};
 /// Shorter values are not scrubbed.
 pub const MIN_SECRET_LEN: usize = 6;
 
-/// Replaces every occurrence of each secret in the record's text.
-pub fn secrets(record: &mut TraceRecord, secrets: &[String]) {
+/// The record with every occurrence of each secret replaced.
+pub fn secrets(record: TraceRecord, secrets: &[String]) -> TraceRecord {
     let secrets: Vec<&str> = secrets
         .iter()
         .map(String::as_str)
         .filter(|s| s.len() >= MIN_SECRET_LEN)
         .collect();
     if secrets.is_empty() {
-        return;
+        return record;
     }
-    let scrub = |text: &mut String| {
-        for secret in &secrets {
-            if text.contains(secret) {
-                *text = text.replace(secret, REDACTED_VALUE);
-            }
-        }
+    let Ok(Value::Object(original)) = serde_json::to_value(&record) else {
+        return record;
     };
-    let scrub_value = |value: &mut Value| walk(value, &scrub);
-    let scrub_map = |map: &mut Map<String, Value>| map.values_mut().for_each(|v| walk(v, &scrub));
-    record.messages.iter_mut().for_each(scrub_value);
-    record.tools.iter_mut().for_each(scrub_value);
-    record.tool_calls.iter_mut().for_each(scrub_value);
-    scrub_map(&mut record.request_params);
-    scrub_map(&mut record.response_message);
-    scrub_map(&mut record.request_headers);
-    scrub_map(&mut record.response_headers);
-    scrub_map(&mut record.metadata);
-    for choice in &mut record.choices {
-        scrub_map(&mut choice.message);
+    let mut scrubbed = Value::Object(original.clone());
+    if !walk(&mut scrubbed, &secrets) {
+        return record;
     }
-    record.raw_request.iter_mut().for_each(scrub_value);
-    record.raw_response.iter_mut().for_each(scrub_value);
-    if let Some(error) = &mut record.error {
-        scrub(&mut error.message);
+    match serde_json::from_value(scrubbed.clone()) {
+        Ok(record) => record,
+        Err(_) => field_by_field(scrubbed, original),
     }
-    for text in [
-        &mut record.session_id,
-        &mut record.run_id,
-        &mut record.harness,
-        &mut record.parent_span_id,
-        &mut record.project,
-        &mut record.experiment,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        scrub(text);
-    }
-    record.identity_errors.iter_mut().for_each(scrub);
 }
 
-fn walk(value: &mut Value, scrub: &impl Fn(&mut String)) {
+/// Reads back a scrubbed record whose whole form did not: each field that
+/// does not read back scrubbed keeps its original value.
+fn field_by_field(scrubbed: Value, original: Map<String, Value>) -> TraceRecord {
+    let Value::Object(scrubbed) = scrubbed else {
+        return TraceRecord::default();
+    };
+    let merged: Map<String, Value> = scrubbed
+        .into_iter()
+        .map(|(key, value)| {
+            let single = Value::Object(Map::from_iter([(key.clone(), value.clone())]));
+            if serde_json::from_value::<TraceRecord>(single).is_ok() {
+                (key, value)
+            } else {
+                let kept = original.get(&key).cloned().unwrap_or(Value::Null);
+                (key, kept)
+            }
+        })
+        .collect();
+    serde_json::from_value(Value::Object(merged)).unwrap_or_default()
+}
+
+/// Scrubs every string under `value`; true when anything changed.
+fn walk(value: &mut Value, secrets: &[&str]) -> bool {
     match value {
-        Value::String(text) => scrub(text),
-        Value::Array(items) => items.iter_mut().for_each(|v| walk(v, scrub)),
-        Value::Object(map) => map.values_mut().for_each(|v| walk(v, scrub)),
-        _ => {}
+        Value::String(text) => {
+            let mut changed = false;
+            for secret in secrets {
+                if text.contains(secret) {
+                    *text = text.replace(secret, REDACTED_VALUE);
+                    changed = true;
+                }
+            }
+            changed
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, v| walk(v, secrets) | changed),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |changed, v| walk(v, secrets) | changed),
+        _ => false,
     }
 }
 
@@ -81,27 +95,64 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const SECRET: &str = "sk-live-123456";
+
+    /// A value of the shape `like` has, with the secret in every string.
+    fn seeded(like: &Value) -> Value {
+        match like {
+            Value::Array(items) if items.is_empty() => json!([format!("a {SECRET} b")]),
+            Value::Object(map) if map.is_empty() => json!({"k": format!("a {SECRET} b")}),
+            Value::Null | Value::String(_) => json!(format!("a {SECRET} b")),
+            other => other.clone(),
+        }
+    }
+
     #[test]
-    fn secrets_are_scrubbed_everywhere() {
-        let mut r = TraceRecord {
+    fn every_text_field_of_the_record_is_scrubbed() {
+        let Value::Object(fields) = serde_json::to_value(TraceRecord::default()).unwrap() else {
+            panic!("a record is an object");
+        };
+        for (key, like) in fields {
+            let mut one = Map::new();
+            one.insert(key.clone(), seeded(&like));
+            let Ok(record) = serde_json::from_value::<TraceRecord>(Value::Object(one)) else {
+                continue; // a typed field (number, enum) cannot hold text
+            };
+            let scrubbed = secrets(record, &[SECRET.into()]);
+            let text = serde_json::to_string(&scrubbed).unwrap();
+            assert!(!text.contains(SECRET), "{key} was not scrubbed: {text}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_replaced_in_place() {
+        let r = TraceRecord {
             messages: vec![json!({"role": "user", "content": "my key is sk-live-123456 ok"})],
-            raw_response: Some(json!({"error": {"message": "bad key sk-live-123456"}})),
-            run_id: Some("run-sk-live-123456".into()),
             ..TraceRecord::default()
         };
-        secrets(&mut r, &["sk-live-123456".into(), "abc".into()]);
-        let text = serde_json::to_string(&r).unwrap();
-        assert!(!text.contains("sk-live-123456"), "{text}");
+        let r = secrets(r, &[SECRET.into(), "abc".into()]);
         assert_eq!(r.messages[0]["content"], "my key is [REDACTED] ok");
     }
 
     #[test]
     fn short_values_are_left_alone() {
-        let mut r = TraceRecord {
+        let r = TraceRecord {
             messages: vec![json!({"role": "user", "content": "abc"})],
             ..TraceRecord::default()
         };
-        secrets(&mut r, &["abc".into()]);
+        let r = secrets(r, &["abc".into()]);
         assert_eq!(r.messages[0]["content"], "abc");
+    }
+
+    #[test]
+    fn a_secret_that_matches_the_records_own_words_keeps_them() {
+        let r = TraceRecord {
+            protocol: crate::protocol::Protocol::Anthropic,
+            messages: vec![json!({"role": "user", "content": "anthropic"})],
+            ..TraceRecord::default()
+        };
+        let r = secrets(r, &["anthropic".into()]);
+        assert_eq!(r.protocol, crate::protocol::Protocol::Anthropic);
+        assert_eq!(r.messages[0]["content"], "[REDACTED]");
     }
 }

@@ -15,6 +15,8 @@
 //! checks that every attribute this file can set is listed there.
 
 use crate::config::UpstreamKind;
+use crate::identity::{FieldValue, IdentityField};
+use crate::protocol::{Operation, Protocol};
 use crate::record::{Attribute, AttributeValue, Span, Status, TraceRecord, unix_nanos};
 use crate::trace_context::TraceContext;
 use reqwest::Url;
@@ -42,13 +44,14 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
         .as_deref()
         .or(record.response_model.as_deref())
         .unwrap_or_default();
+    let operation = record.operation.as_str();
     let name = if model.is_empty() {
-        record.operation.clone()
+        operation.to_string()
     } else {
-        format!("{} {model}", record.operation)
+        format!("{operation} {model}")
     };
     let mut a = Attributes(Vec::new());
-    a.text("gen_ai.operation.name", Some(&record.operation));
+    a.text("gen_ai.operation.name", Some(operation));
     a.text("gen_ai.provider.name", Some(inputs.provider));
     a.text("gen_ai.request.model", record.model.as_deref());
     a.text("gen_ai.response.model", record.response_model.as_deref());
@@ -70,7 +73,7 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
     a.float("gen_ai.request.top_p", params.get("top_p"));
     a.int("gen_ai.request.seed", params.get("seed"));
     a.int("gen_ai.request.choice.count", params.get("n"));
-    if record.operation != "embeddings" {
+    if record.operation != Operation::Embeddings {
         a.push("gen_ai.request.stream", AttributeValue::Bool(record.stream));
     }
     let u = &record.usage;
@@ -100,23 +103,28 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
         "http.response.status_code",
         record.http_status.map(u64::from),
     );
-    a.text("session.id", record.session_id.as_deref());
-    a.text("gen_ai.conversation.id", record.session_id.as_deref());
+    let identity = &record.identity;
+    a.text("session.id", identity.session_id.as_deref());
+    a.text("gen_ai.conversation.id", identity.session_id.as_deref());
     a.text("rllm.trace_id", Some(&record.trace_id));
-    a.text("rllm.run_id", record.run_id.as_deref());
-    a.text("rllm.harness", record.harness.as_deref());
-    if let Some(step) = record.step_id {
-        a.push("rllm.step_id", AttributeValue::Int(step));
+    // The session is `session.id` (the conventions' name); the rest are ours.
+    for field in IdentityField::ALL
+        .into_iter()
+        .filter(|f| *f != IdentityField::SessionId)
+    {
+        let key = format!("rllm.{}", field.name());
+        match identity.get(field) {
+            Some(FieldValue::Text(text)) => a.text(&key, Some(text)),
+            Some(FieldValue::Integer(n)) => a.push(&key, AttributeValue::Int(n)),
+            None => {}
+        }
     }
-    a.text("rllm.parent_span_id", record.parent_span_id.as_deref());
     a.text("rllm.span_type", Some(&record.span_type));
-    a.text("rllm.project", record.project.as_deref());
-    a.text("rllm.experiment", record.experiment.as_deref());
     a.text("tracegate.route", record.route.as_deref());
     let error = match (&record.status, &record.error) {
         (Status::Ok, _) => None,
         (_, Some(e)) => {
-            a.text("error.type", Some(&e.kind));
+            a.text("error.type", Some(e.kind.as_str()));
             Some(e.message.clone())
         }
         (status, None) => {
@@ -155,12 +163,10 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
 
 /// `gen_ai.provider.name` for an upstream of this kind spoken to over this
 /// protocol: the kind when it names the provider, else the protocol.
-pub fn provider(kind: UpstreamKind, protocol: &'static str) -> &'static str {
+pub fn provider(kind: UpstreamKind, protocol: Protocol) -> &'static str {
     match kind {
-        UpstreamKind::Vllm => "vllm",
-        UpstreamKind::Openai => "openai",
-        UpstreamKind::Anthropic => "anthropic",
-        UpstreamKind::Generic => protocol,
+        UpstreamKind::Generic => protocol.as_str(),
+        named => named.as_str(),
     }
 }
 
@@ -245,7 +251,7 @@ pub const KEYS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{CallError, Choice, Usage};
+    use crate::record::{CallError, Choice, ErrorKind, Identity, Usage};
     use serde_json::json;
 
     fn trace() -> TraceContext {
@@ -261,7 +267,7 @@ mod tests {
     fn inputs(trace: &TraceContext, content: bool) -> SpanInputs<'_> {
         SpanInputs {
             trace,
-            provider: "openai",
+            provider: Protocol::Openai.as_str(),
             started: SystemTime::UNIX_EPOCH,
             ended: SystemTime::UNIX_EPOCH,
             include_content: content,
@@ -278,7 +284,7 @@ mod tests {
     #[test]
     fn every_key_set_is_listed() {
         let record = TraceRecord {
-            operation: "chat".into(),
+            operation: Operation::Chat,
             model: Some("m".into()),
             response_model: Some("m-1".into()),
             response_id: Some("r".into()),
@@ -300,19 +306,18 @@ mod tests {
             stream: true,
             upstream: "http://h:8000/v1".into(),
             http_status: Some(500),
-            session_id: Some("s".into()),
-            run_id: Some("r".into()),
-            harness: Some("h".into()),
-            step_id: Some(1),
-            parent_span_id: Some("p".into()),
-            project: Some("p".into()),
-            experiment: Some("e".into()),
+            identity: Identity {
+                session_id: Some("s".into()),
+                run_id: Some("r".into()),
+                harness: Some("h".into()),
+                step_id: Some(1),
+                parent_span_id: Some("p".into()),
+                project: Some("p".into()),
+                experiment: Some("e".into()),
+            },
             route: Some("r".into()),
             status: Status::Error,
-            error: Some(CallError {
-                kind: "upstream_http_error".into(),
-                message: "boom".into(),
-            }),
+            error: Some(CallError::new(ErrorKind::UpstreamHttpError, "boom")),
             ..TraceRecord::default()
         };
         let t = trace();
@@ -351,7 +356,7 @@ mod tests {
     #[test]
     fn content_is_opt_in() {
         let record = TraceRecord {
-            operation: "chat".into(),
+            operation: Operation::Chat,
             messages: vec![json!({"role": "user", "content": "secret"})],
             choices: vec![Choice::default()],
             ..TraceRecord::default()
@@ -370,7 +375,7 @@ mod tests {
     #[test]
     fn a_call_without_model_is_named_by_its_operation() {
         let record = TraceRecord {
-            operation: "other".into(),
+            operation: Operation::Other,
             ..TraceRecord::default()
         };
         let t = trace();

@@ -155,14 +155,14 @@ fn joined(parts: &[(&str, Option<String>)]) -> Option<String> {
 fn render(t: &TraceRecord) -> String {
     let mut out = String::new();
     let identity = joined(&[
-        ("run", t.run_id.clone()),
-        ("session", t.session_id.clone()),
-        ("step", t.step_id.map(|s| s.to_string())),
+        ("run", t.identity.run_id.clone()),
+        ("session", t.identity.session_id.clone()),
+        ("step", t.identity.step_id.map(|s| s.to_string())),
     ]);
     let context = joined(&[
-        ("harness", t.harness.clone()),
-        ("project", t.project.clone()),
-        ("experiment", t.experiment.clone()),
+        ("harness", t.identity.harness.clone()),
+        ("project", t.identity.project.clone()),
+        ("experiment", t.identity.experiment.clone()),
     ]);
     let route = format!(
         "{} {} → {} · {} {}{}",
@@ -216,7 +216,7 @@ fn render(t: &TraceRecord) -> String {
             ("trace", Some(t.trace_id.clone())),
             ("identity", identity),
             ("context", context),
-            ("parent", t.parent_span_id.clone()),
+            ("parent", t.identity.parent_span_id.clone()),
             (
                 "span",
                 Some(format!("{} in OTel trace {}", t.span_id, t.otel_trace_id)),

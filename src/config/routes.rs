@@ -26,7 +26,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
 /// What an upstream is. It sets the defaults of the token-data options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum UpstreamKind {
     /// A vLLM server: token ids and logprobs on by default.
     Vllm,
@@ -35,6 +35,7 @@ pub enum UpstreamKind {
     /// Anthropic itself.
     Anthropic,
     /// Any other OpenAI-compatible server.
+    #[default]
     Generic,
 }
 

@@ -1,46 +1,56 @@
 //! The proxy: every `/v1/...` and `/sessions/{sid}/v1/...` call, end to end.
 //!
-//! One handler follows one call through the boxes of DESIGN §1:
+//! A call goes through four stages, each a function that takes the previous
+//! stage's value and returns the next, or the failure that ends the call:
 //!
-//! 1. read the body whole, up to `max_body_bytes` (413 beyond it);
-//! 2. `identity`: who made the call (headers > body > path);
-//! 3. `route`: the route for the model (404 when none); the body loses its
-//!    identity carriers, gets the backend model name and, for a vLLM route,
-//!    the token-data parameters ([`vllm`]) — a body that does not change is
-//!    forwarded byte for byte;
-//! 4. the upstream request's headers: `headers` policy, then the route's
-//!    credentials and headers (failing closed when a key is missing);
-//! 5. send it with the one pooled client to the session's worker, or the
-//!    least busy one, moving on when a worker refuses the connection;
-//! 6. stream the answer back through [`tee::TeeBody`], which hands a clone of
-//!    each chunk to `capture` (and, for a vLLM route, strips vLLM's extra
-//!    fields from what the client gets).
+//! 1. [`Forwarder::arrive`]: the call as it arrived — its record id, time,
+//!    path (with the session split off) and endpoint (`protocol`);
+//! 2. [`Forwarder::read`]: the body, whole, up to `max_body_bytes` (413
+//!    beyond it); then who made the call (`identity`: headers > body > path)
+//!    and where its span hangs (`trace_context`), decided once;
+//! 3. [`Forwarder::route`]: the route for the model (404 when none); the body
+//!    loses its identity carriers, gets the backend model name and, for a
+//!    vLLM route, the token-data parameters ([`vllm`]) — a body that does not
+//!    change is forwarded byte for byte; the upstream request's headers
+//!    (`headers` policy, then the route's credentials, failing closed);
+//! 4. [`Forwarder::send`]: the request, with the one pooled client, to the
+//!    session's worker or the least busy one, moving on when a worker
+//!    refuses the connection;
 //!
-//! Failures before an upstream answer (body too large, upstream unreachable,
-//! upstream timeout) are answered with the error shape of the API called
-//! (OpenAI's, or Anthropic's on `/v1/messages`) and recorded like any other
-//! call. Every response carries `X-RLLM-Trace-Id`.
+//! and then [`Forwarder::respond`] streams the answer back through
+//! [`tee::TeeBody`], which hands a clone of each chunk to `capture` (and, for
+//! a vLLM route, strips vLLM's extra fields from what the client gets).
+//!
+//! A stage that fails returns [`Failed`]: the call as far as it is known and
+//! the gateway's error. [`Forwarder::fail`], the one place failures end,
+//! answers in the error shape of the API called (OpenAI's, or Anthropic's on
+//! `/v1/messages`) and records the call like any other. Every response
+//! carries `X-RLLM-Trace-Id`.
 
+pub mod failure;
 pub mod tee;
 pub mod vllm;
 
 use crate::capture::{
-    CallContext, Endpoint, Moment, ResponseCapture, SpanPolicy, record_failure, span,
+    Arrival, CallContext, CaptureSettings, Destination, Moment, RequestBody, ResponseCapture,
+    SpanPolicy, Who, record_failure,
 };
-use crate::config::{Config, InboundAuth};
+use crate::config::{Config, InboundAuth, RouteConfig};
 use crate::error::GatewayError;
 use crate::headers::{self, TRACE_ID_HEADER};
 use crate::identity;
-use crate::metrics::Metrics;
-use crate::record::CallError;
-use crate::route::{self, NoRoute, OutboundError, Router};
+use crate::metrics::{InFlight, Metrics};
+use crate::protocol::{CallPath, Endpoint};
+use crate::record::ErrorKind;
+use crate::route::{self, Lease, NoRoute, OutboundError, Route, Router};
 use crate::store::StoreWriter;
 use crate::trace_context::TraceContext;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -53,11 +63,15 @@ pub struct Forwarder {
     inbound: InboundAuth,
     store: StoreWriter,
     max_body_bytes: usize,
-    store_embeddings: bool,
-    spans: SpanPolicy,
+    settings: CaptureSettings,
     propagate_traceparent: bool,
     metrics: Arc<Metrics>,
 }
+
+/// Why the forwarder could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[from] reqwest::Error);
 
 impl Forwarder {
     /// Builds the forwarder and its pooled HTTP client.
@@ -66,7 +80,7 @@ impl Forwarder {
         router: Arc<Router>,
         store: StoreWriter,
         metrics: Arc<Metrics>,
-    ) -> Result<Forwarder, String> {
+    ) -> Result<Forwarder, ClientError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             // A gateway passes redirects to its client; it does not follow them.
@@ -78,20 +92,19 @@ impl Forwarder {
         if let Some(t) = config.request_timeout {
             builder = builder.timeout(t);
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Forwarder {
-            client,
+            client: builder.build()?,
             router,
             inbound: config.auth.clone(),
             store,
             max_body_bytes: config.max_body_bytes,
-            store_embeddings: config.capture.store_embeddings,
-            spans: match &config.export {
-                None => SpanPolicy::None,
-                Some(e) if e.include_content => SpanPolicy::WithContent,
-                Some(_) => SpanPolicy::WithoutContent,
+            settings: CaptureSettings {
+                spans: match &config.export {
+                    None => SpanPolicy::None,
+                    Some(e) if e.include_content => SpanPolicy::WithContent,
+                    Some(_) => SpanPolicy::WithoutContent,
+                },
+                store_embeddings: config.capture.store_embeddings,
             },
             propagate_traceparent: config.propagate_traceparent,
             metrics,
@@ -104,71 +117,137 @@ pub async fn proxy(State(forwarder): State<Arc<Forwarder>>, request: Request) ->
     forwarder.handle(request).await
 }
 
+/// Stage 1: the call as it arrived.
+struct Arrived {
+    arrival: Arrival,
+    parts: Parts,
+    path: CallPath,
+    in_flight: InFlight,
+}
+
+/// Stage 2: the body is read; who made the call is known.
+struct Inbound {
+    arrived: Arrived,
+    who: Who,
+    body: Bytes,
+    json: Option<Map<String, Value>>,
+}
+
+/// Stage 3: the route is chosen and the upstream request is ready.
+struct Routed<'r> {
+    ctx: CallContext,
+    route: &'r Route,
+    parts: Parts,
+    api_path: String,
+    body: Bytes,
+    headers: HeaderMap,
+    client_wants_logprobs: bool,
+}
+
+/// Stage 4: the upstream answered with its status and headers.
+struct Sent<'r> {
+    ctx: CallContext,
+    route: &'r Route,
+    lease: Lease,
+    upstream: reqwest::Response,
+    client_wants_logprobs: bool,
+}
+
+/// A stage that could not go on: the call as far as it is known, and why.
+struct Failed {
+    ctx: CallContext,
+    error: GatewayError,
+}
+
 impl Forwarder {
     async fn handle(&self, request: Request) -> Response {
-        let started = Moment::now();
-        let trace_id = uuid::Uuid::now_v7().to_string();
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path().to_string();
-        let (path_session, api_path) = split_session_path(&path);
-        let endpoint = Endpoint::from_api_path(&api_path);
-        let mut ctx = CallContext {
-            trace: TraceContext::for_call(&parts.headers, &Default::default(), &trace_id),
-            trace_id,
-            provider: endpoint.protocol(),
-            spans: self.spans,
-            started,
+        let arrived = self.arrive(parts);
+        let inbound = match self.read(arrived, body).await {
+            Ok(inbound) => inbound,
+            Err(failed) => return self.fail(failed),
+        };
+        let routed = match self.route(inbound) {
+            Ok(routed) => routed,
+            Err(failed) => return self.fail(failed),
+        };
+        match self.send(routed).await {
+            Ok(sent) => self.respond(sent),
+            Err(failed) => self.fail(failed),
+        }
+    }
+
+    /// Stage 1: names the call and reads what its head says.
+    fn arrive(&self, parts: Parts) -> Arrived {
+        let path = CallPath::parse(parts.uri.path());
+        let arrival = Arrival {
+            trace_id: uuid::Uuid::now_v7().to_string(),
+            started: Moment::now(),
             method: parts.method.to_string(),
-            path: path.clone(),
-            endpoint,
-            identity: Default::default(),
-            identity_errors: Vec::new(),
-            upstream: String::new(),
-            route: None,
-            model_rewrite: None,
+            path: parts.uri.path().to_string(),
+            endpoint: Endpoint::of(&parts.method, &path.api_path),
             request_headers: headers::for_storage(&parts.headers),
-            request_content_type: parts
+            content_type: parts
                 .headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            request_json: None,
-            request_body: Bytes::new(),
-            store_embeddings: self.store_embeddings,
-            secrets: self.known_secrets(),
-            in_flight: self.metrics.in_flight(),
         };
+        Arrived {
+            arrival,
+            parts,
+            path,
+            in_flight: self.metrics.in_flight(),
+        }
+    }
 
-        // 1. The body, whole, within the limit.
-        let body = match self.read_body(&parts.headers, body).await {
+    /// Stage 2: reads the body and decides who made the call. A body that
+    /// cannot be read still leaves the identity its headers and path carry.
+    async fn read(&self, arrived: Arrived, body: Body) -> Result<Inbound, Box<Failed>> {
+        let body = match self.read_body(&arrived.parts.headers, body).await {
             Ok(body) => body,
             Err(error) => {
-                (ctx.identity, ctx.identity_errors) =
-                    identity::extract(&parts.headers, None, path_session.as_deref());
-                ctx.trace = TraceContext::for_call(&parts.headers, &ctx.identity, &ctx.trace_id);
-                if let Ok(route) = self.router.route_for(None) {
-                    ctx.route = route.config.name.clone();
-                    ctx.provider = span::provider(route.config.kind, endpoint.protocol());
-                }
-                return self.fail(ctx, error);
+                let who = who(&arrived, None);
+                let destination = self
+                    .router
+                    .route_for(None)
+                    .map(|route| destination(&route.config))
+                    .unwrap_or_default();
+                let ctx = self.context(
+                    arrived.arrival,
+                    arrived.in_flight,
+                    who,
+                    RequestBody::None,
+                    destination,
+                );
+                return Err(Box::new(Failed { ctx, error }));
             }
         };
+        let json = parse_object(&body);
+        let who = who(&arrived, json.as_ref());
+        Ok(Inbound {
+            arrived,
+            who,
+            body,
+            json,
+        })
+    }
 
-        // 2. Identity.
-        let mut json = parse_object(&body);
-        let (identity, identity_errors) =
-            identity::extract(&parts.headers, json.as_ref(), path_session.as_deref());
-        for error in &identity_errors {
-            tracing::warn!(trace_id = %ctx.trace_id, "identity: {error}");
-        }
-        ctx.trace = TraceContext::for_call(&parts.headers, &identity, &ctx.trace_id);
-        ctx.identity = identity;
-        ctx.identity_errors = identity_errors;
-
-        // 3. Route, by model. The body loses its identity carriers and, as
-        // the route says, gets the backend's model name and the vLLM
-        // token-data parameters. A body that does not change is forwarded
-        // byte for byte.
+    /// Stage 3: picks the route by model, rewrites the body for it, and
+    /// builds the upstream request's headers.
+    fn route(&self, inbound: Inbound) -> Result<Routed<'_>, Box<Failed>> {
+        let Inbound {
+            arrived,
+            who,
+            body,
+            mut json,
+        } = inbound;
+        let Arrived {
+            arrival,
+            parts,
+            path,
+            in_flight,
+        } = arrived;
         let model = json
             .as_ref()
             .and_then(|b| b.get("model"))
@@ -177,115 +256,128 @@ impl Forwarder {
         let route = match self.router.route_for(model.as_deref()) {
             Ok(route) => route,
             Err(NoRoute(message)) => {
-                let error = GatewayError::new(StatusCode::NOT_FOUND, "model_not_found", message);
-                return self.fail(ctx, error);
+                let request = request_body(json, body);
+                let ctx = self.context(arrival, in_flight, who, request, Destination::default());
+                let error = GatewayError::new(ErrorKind::ModelNotFound, message);
+                return Err(Box::new(Failed { ctx, error }));
             }
         };
-        let config = &route.config;
-        ctx.route = config.name.clone();
-        ctx.provider = span::provider(config.kind, endpoint.protocol());
+        let mut destination = destination(&route.config);
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
-        let changed = json.as_mut().is_some_and(|object| {
-            let stripped = identity::strip_body(object);
-            let renamed = match (&config.backend_model, &model) {
-                (Some(backend), Some(requested)) if backend != requested => {
-                    object.insert("model".into(), Value::String(backend.clone()));
-                    ctx.model_rewrite = Some((requested.clone(), backend.clone()));
-                    true
-                }
-                _ => false,
-            };
-            let injected = vllm::inject(object, ctx.endpoint, config);
-            stripped | renamed | injected
-        });
-        let forward_body = match &json {
-            Some(object) if changed => match serde_json::to_vec(object) {
-                Ok(bytes) => Bytes::from(bytes),
-                Err(e) => {
-                    let error = GatewayError::internal(format!("cannot re-encode the body: {e}"));
-                    return self.fail(ctx, error);
-                }
-            },
-            _ => body.clone(),
-        };
-        match json {
-            Some(object) => ctx.request_json = Some(object),
-            None => ctx.request_body = body,
+        let mut forward_body = Ok(body.clone());
+        if let Some(object) = json.as_mut() {
+            let (changed, renamed) =
+                rewrite(object, &route.config, arrival.endpoint, model.as_deref());
+            destination.model_rewrite = renamed;
+            if changed {
+                forward_body = serde_json::to_vec(object).map(Bytes::from);
+            }
         }
-
-        // 4. What the upstream request carries.
-        let mut outbound = match route::outbound_headers(config, &parts.headers, &self.inbound) {
-            Ok(outbound) => outbound,
-            Err(OutboundError::MissingSecret) => {
-                let error = GatewayError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_credentials_unavailable",
-                    "the gateway has no credentials for this route's upstream; the request was not sent",
-                );
-                return self.fail(ctx, error);
+        let headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
+        let ctx = self.context(
+            arrival,
+            in_flight,
+            who,
+            request_body(json, body),
+            destination,
+        );
+        let (body, headers) = match (forward_body, headers) {
+            (Ok(body), Ok(headers)) => (body, headers),
+            (Err(e), _) => {
+                let error = GatewayError::internal(format!("cannot re-encode the body: {e}"));
+                return Err(Box::new(Failed { ctx, error }));
             }
-            Err(OutboundError::BadProviderData(message)) => {
-                let error =
-                    GatewayError::new(StatusCode::BAD_REQUEST, "invalid_provider_data", message);
-                return self.fail(ctx, error);
+            (_, Err(e)) => {
+                let error = outbound_failure(e);
+                return Err(Box::new(Failed { ctx, error }));
             }
         };
-        let traceparent = ctx.trace.traceparent();
-        let (parent, state) = if self.propagate_traceparent {
-            (Some(traceparent.as_str()), ctx.trace.trace_state.as_deref())
-        } else {
-            (None, None)
-        };
-        headers::set_trace_context(&mut outbound, parent, state);
+        Ok(Routed {
+            ctx,
+            route,
+            parts,
+            api_path: path.api_path,
+            body,
+            headers,
+            client_wants_logprobs,
+        })
+    }
 
-        // 5. Send, to the session's worker or the least busy one; a worker
-        // that refuses the connection (nothing was sent) is skipped for the
-        // next.
+    /// Stage 4: sends the request to the session's worker or the least busy
+    /// one; a worker that refuses the connection (nothing was sent) is
+    /// skipped for the next.
+    async fn send<'r>(&self, routed: Routed<'r>) -> Result<Sent<'r>, Box<Failed>> {
+        let Routed {
+            mut ctx,
+            route,
+            parts,
+            api_path,
+            body,
+            headers,
+            client_wants_logprobs,
+        } = routed;
+        let session = ctx.who.identity.session_id.clone();
         let mut tried: Vec<String> = Vec::new();
-        let (lease, upstream) = loop {
-            let Some(lease) = route.pool.pick(ctx.identity.session_id.as_deref(), &tried) else {
+        loop {
+            let Some(lease) = route.pool.pick(session.as_deref(), &tried) else {
                 let error = GatewayError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
+                    ErrorKind::UpstreamUnreachable,
                     "no worker of this route accepted the connection",
                 );
-                return self.fail(ctx, error);
+                return Err(Box::new(Failed { ctx, error }));
             };
             let base = &lease.worker().url;
-            ctx.upstream = base.to_string();
+            ctx.destination.upstream = base.to_string();
+            let url = route::target_url(base, &api_path, parts.uri.query());
             let sent = self
                 .client
-                .request(
-                    parts.method.clone(),
-                    route::target_url(base, &api_path, parts.uri.query()),
-                )
-                .headers(outbound.clone())
-                .body(forward_body.clone())
+                .request(parts.method.clone(), url)
+                .headers(headers.clone())
+                .body(body.clone())
                 .send()
                 .await;
             match sent {
-                Ok(response) => break (lease, response),
-                Err(e) if e.is_connect() && tried.len() + 1 < route.pool.len() => {
-                    tracing::warn!(worker = %lease.worker().id, "connect failed, trying another worker: {}", describe(&e));
-                    tried.push(lease.worker().id.clone());
+                Ok(upstream) => {
+                    return Ok(Sent {
+                        ctx,
+                        route,
+                        lease,
+                        upstream,
+                        client_wants_logprobs,
+                    });
                 }
-                Err(e) => return self.fail(ctx, request_failure(&e)),
+                Err(e) if e.is_connect() && tried.len() + 1 < route.pool.len() => {
+                    let message = failure::describe(&e);
+                    let worker = &lease.worker().id;
+                    tracing::warn!(%worker, "connect failed, trying another worker: {message}");
+                    tried.push(worker.clone());
+                }
+                Err(e) => {
+                    let error = failure::before_answer(&e);
+                    return Err(Box::new(Failed { ctx, error }));
+                }
             }
-        };
+        }
+    }
 
-        // 6. Stream the answer back, teeing it to capture.
+    /// Streams the upstream's answer back, teeing it to capture.
+    fn respond(&self, sent: Sent<'_>) -> Response {
+        let Sent {
+            ctx,
+            route,
+            lease,
+            upstream,
+            client_wants_logprobs,
+        } = sent;
         let status = upstream.status();
         let length = upstream.content_length();
         let upstream_headers = upstream.headers().clone();
         let mut client_headers = headers::client_response_headers(&upstream_headers);
         identify(&mut client_headers, &ctx);
-        let stripper = (config.strip_vllm_fields
+        let strips = route.config.strip_vllm_fields
             && status.is_success()
-            && matches!(
-                ctx.endpoint,
-                Endpoint::ChatCompletions | Endpoint::Completions
-            ))
-        .then(|| {
+            && ctx.arrival.endpoint.has_token_data();
+        let stripper = strips.then(|| {
             let stream = upstream_headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -297,38 +389,79 @@ impl Forwarder {
             client_headers.remove(header::CONTENT_LENGTH);
         }
         tracing::debug!(
-            trace_id = %ctx.trace_id,
-            method = %parts.method,
-            path = %ctx.path,
-            route = config.label(),
+            trace_id = %ctx.arrival.trace_id,
+            path = %ctx.arrival.path,
+            route = route.config.label(),
             status = status.as_u16(),
             "proxied"
         );
         let capture =
             ResponseCapture::new(ctx, status.as_u16(), upstream_headers, self.store.clone());
-        let body = tee::TeeBody::new(
-            Box::pin(upstream.bytes_stream()),
-            capture,
-            length,
-            stripper,
-            lease,
-        );
+        let stream = Box::pin(upstream.bytes_stream());
+        let body = tee::TeeBody::new(stream, capture, length, stripper, lease);
         let mut response = Response::new(Body::new(body));
         *response.status_mut() = status;
         *response.headers_mut() = client_headers;
         response
     }
 
-    /// Reads the request body whole, refusing more than `max_body_bytes`.
-    async fn read_body(
+    /// Answers a call the gateway failed, and records it: the one place a
+    /// failed stage ends.
+    fn fail(&self, failed: Box<Failed>) -> Response {
+        let Failed { ctx, error } = *failed;
+        tracing::debug!(trace_id = %ctx.arrival.trace_id, path = %ctx.arrival.path, "{error}");
+        let protocol = ctx.arrival.endpoint.protocol();
+        let mut response = error.clone().into_response_for(protocol);
+        identify(response.headers_mut(), &ctx);
+        record_failure(ctx, &error, &self.store);
+        response
+    }
+
+    /// The call's context from what the stages learnt.
+    fn context(
         &self,
-        headers: &http::HeaderMap,
-        body: Body,
-    ) -> Result<Bytes, GatewayError> {
+        arrival: Arrival,
+        in_flight: InFlight,
+        who: Who,
+        request: RequestBody,
+        destination: Destination,
+    ) -> CallContext {
+        CallContext {
+            arrival,
+            who,
+            request,
+            destination,
+            settings: self.settings,
+            secrets: self.known_secrets(),
+            in_flight,
+        }
+    }
+
+    /// The upstream request's headers: the header policy and the route's
+    /// credentials, then the trace context (the gateway's span is the
+    /// parent, unless propagation is off).
+    fn outbound_headers(
+        &self,
+        route: &RouteConfig,
+        incoming: &HeaderMap,
+        trace: &TraceContext,
+    ) -> Result<HeaderMap, OutboundError> {
+        let mut outbound = route::outbound_headers(route, incoming, &self.inbound)?;
+        let traceparent = trace.traceparent();
+        let (parent, state) = if self.propagate_traceparent {
+            (Some(traceparent.as_str()), trace.trace_state.as_deref())
+        } else {
+            (None, None)
+        };
+        headers::set_trace_context(&mut outbound, parent, state);
+        Ok(outbound)
+    }
+
+    /// Reads the request body whole, refusing more than `max_body_bytes`.
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
         let too_large = || {
             GatewayError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
+                ErrorKind::RequestTooLarge,
                 format!(
                     "the request body is larger than the gateway's limit of {} bytes (max_body_bytes)",
                     self.max_body_bytes
@@ -360,44 +493,87 @@ impl Forwarder {
         secrets.extend(self.router.secrets());
         secrets
     }
+}
 
-    /// Answers a call the gateway failed, and records it.
-    fn fail(&self, ctx: CallContext, error: GatewayError) -> Response {
-        tracing::debug!(trace_id = %ctx.trace_id, path = %ctx.path, "{error}");
-        let protocol = ctx.endpoint.protocol();
-        let mut response = error.clone().into_response_for(protocol);
-        identify(response.headers_mut(), &ctx);
-        record_failure(ctx, &error, &self.store);
-        response
+/// Who made the call (identity from headers, body and path, field by
+/// field) and where its span hangs.
+fn who(arrived: &Arrived, json: Option<&Map<String, Value>>) -> Who {
+    let headers = &arrived.parts.headers;
+    let session = arrived.path.session.as_deref();
+    let (identity, errors) = identity::extract(headers, json, session);
+    for error in &errors {
+        tracing::warn!(trace_id = %arrived.arrival.trace_id, "identity: {error}");
+    }
+    let trace = TraceContext::for_call(headers, &identity, &arrived.arrival.trace_id);
+    Who {
+        identity,
+        errors,
+        trace,
+    }
+}
+
+/// Where a call on `route` goes, before a worker is chosen.
+fn destination(route: &RouteConfig) -> Destination {
+    Destination {
+        route: route.name.clone(),
+        kind: route.kind,
+        ..Destination::default()
+    }
+}
+
+/// The request body as the record keeps it: the JSON object as forwarded,
+/// or the bytes.
+fn request_body(json: Option<Map<String, Value>>, body: Bytes) -> RequestBody {
+    match json {
+        Some(object) => RequestBody::Json(object),
+        None => RequestBody::Raw(body),
+    }
+}
+
+/// Rewrites a JSON body for its route: identity carriers out, the backend's
+/// model name in, the vLLM token-data parameters in. Returns whether the
+/// body changed and, when the model was renamed, `(requested, sent)`.
+fn rewrite(
+    object: &mut Map<String, Value>,
+    route: &RouteConfig,
+    endpoint: Endpoint,
+    model: Option<&str>,
+) -> (bool, Option<(String, String)>) {
+    let stripped = identity::strip_body(object);
+    let renamed = match (&route.backend_model, model) {
+        (Some(backend), Some(requested)) if backend != requested => {
+            object.insert("model".into(), Value::String(backend.clone()));
+            Some((requested.to_string(), backend.clone()))
+        }
+        _ => None,
+    };
+    let injected = vllm::inject(object, endpoint, route);
+    (stripped | renamed.is_some() | injected, renamed)
+}
+
+/// The gateway error for upstream headers that cannot be built.
+fn outbound_failure(error: OutboundError) -> GatewayError {
+    match error {
+        OutboundError::MissingSecret => GatewayError::new(
+            ErrorKind::UpstreamCredentialsUnavailable,
+            "the gateway has no credentials for this route's upstream; the request was not sent",
+        ),
+        OutboundError::BadProviderData(message) => {
+            GatewayError::new(ErrorKind::InvalidProviderData, message)
+        }
     }
 }
 
 /// Tells the client which record and span its call became:
 /// `X-RLLM-Trace-Id` and the gateway span's `traceparent` (with the caller's
 /// `tracestate`), so a harness can hang its next step under this call.
-fn identify(headers: &mut http::HeaderMap, ctx: &CallContext) {
-    if let Ok(value) = HeaderValue::from_str(&ctx.trace_id) {
+fn identify(headers: &mut HeaderMap, ctx: &CallContext) {
+    if let Ok(value) = HeaderValue::from_str(&ctx.arrival.trace_id) {
         headers.insert(TRACE_ID_HEADER, value);
     }
-    let traceparent = ctx.trace.traceparent();
-    headers::set_trace_context(
-        headers,
-        Some(&traceparent),
-        ctx.trace.trace_state.as_deref(),
-    );
-}
-
-/// Splits `/sessions/{sid}/v1/...` into the session and the `/v1/...` path;
-/// any other path has no session and is its own API path.
-pub fn split_session_path(path: &str) -> (Option<String>, String) {
-    let Some(rest) = path.strip_prefix("/sessions/") else {
-        return (None, path.to_string());
-    };
-    let (sid, api) = rest.split_once('/').unwrap_or((rest, ""));
-    let sid = percent_encoding::percent_decode_str(sid)
-        .decode_utf8_lossy()
-        .into_owned();
-    (Some(sid), format!("/{api}"))
+    let trace = &ctx.who.trace;
+    let traceparent = trace.traceparent();
+    headers::set_trace_context(headers, Some(&traceparent), trace.trace_state.as_deref());
 }
 
 /// The body as a JSON object, when it is one. Anything else (another JSON
@@ -421,72 +597,9 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-/// A reqwest error's full cause chain, without the URL (which could carry
-/// credentials in its query).
-fn describe(error: &reqwest::Error) -> String {
-    let mut message = String::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    let top = error.to_string();
-    message.push_str(top.split(" for url").next().unwrap_or(&top));
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
-    }
-    message
-}
-
-/// The gateway error for a request that got no upstream response.
-fn request_failure(error: &reqwest::Error) -> GatewayError {
-    if error.is_timeout() {
-        GatewayError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            format!("the upstream did not answer in time: {}", describe(error)),
-        )
-    } else if error.is_connect() {
-        GatewayError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unreachable",
-            format!("cannot connect to the upstream: {}", describe(error)),
-        )
-    } else {
-        GatewayError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!("the upstream request failed: {}", describe(error)),
-        )
-    }
-}
-
-/// The record error for an upstream body that failed mid-stream.
-fn body_failure(error: &reqwest::Error) -> CallError {
-    let kind = if error.is_timeout() {
-        "upstream_timeout"
-    } else {
-        "upstream_stream_error"
-    };
-    CallError {
-        kind: kind.into(),
-        message: format!("the upstream response broke off: {}", describe(error)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn session_paths_split() {
-        assert_eq!(
-            split_session_path("/sessions/ep%2017/v1/chat/completions"),
-            (Some("ep 17".into()), "/v1/chat/completions".into())
-        );
-        assert_eq!(
-            split_session_path("/v1/models"),
-            (None, "/v1/models".into())
-        );
-    }
 
     #[test]
     fn only_json_objects_are_parsed() {

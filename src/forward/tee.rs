@@ -107,7 +107,7 @@ impl http_body::Body for TeeBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.capture
-                        .finish(Ending::UpstreamFailed(super::body_failure(&e)));
+                        .finish(Ending::UpstreamFailed(super::failure::mid_body(&e)));
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {

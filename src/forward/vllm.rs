@@ -20,15 +20,15 @@
 //! are parsed with serde_json. (Capture's own SSE reading, which needs no
 //! byte-exact pass-through, uses the eventsource-stream crate.)
 
-use crate::capture::Endpoint;
 use crate::config::RouteConfig;
+use crate::protocol::Endpoint;
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
 
 /// Adds the token-data parameters the route asks for to a request body.
 /// Returns true when the body changed.
 pub fn inject(body: &mut Map<String, Value>, endpoint: Endpoint, route: &RouteConfig) -> bool {
-    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+    if !endpoint.has_token_data() {
         return false;
     }
     let mut changed = false;

@@ -121,7 +121,7 @@ impl MockState {
 
     /// Every request received so far.
     pub fn received(&self) -> Vec<ReceivedRequest> {
-        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+        crate::sync::lock(&self.received).clone()
     }
 
     /// Releases every stream held by `x-mock-hold`.
@@ -212,9 +212,7 @@ async fn list_received(State(state): State<MockState>) -> axum::Json<Vec<Receive
 }
 
 async fn clear_received(State(state): State<MockState>) -> StatusCode {
-    if let Ok(mut r) = state.received.lock() {
-        r.clear();
-    }
+    crate::sync::lock(&state.received).clear();
     StatusCode::NO_CONTENT
 }
 
@@ -286,9 +284,7 @@ pub(crate) async fn receive(
         body: String::from_utf8_lossy(&body).into_owned(),
         raw_body: body.clone(),
     };
-    if let Ok(mut r) = state.received.lock() {
-        r.push(received);
-    }
+    crate::sync::lock(&state.received).push(received);
     let behaviour = Behaviour::of(&state.options, &parts.headers);
     if !behaviour.latency.is_zero() {
         tokio::time::sleep(behaviour.latency).await;

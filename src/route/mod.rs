@@ -159,11 +159,7 @@ impl Router {
             return Err(format!("a worker with id '{}' exists already", worker.id));
         }
         let id = worker.id.clone();
-        let mut workers = route
-            .pool
-            .workers
-            .write()
-            .map_err(|_| "worker pool poisoned".to_string())?;
+        let mut workers = crate::sync::write(&route.pool.workers);
         workers.push(Arc::new(Worker::new(worker)));
         Ok(id)
     }
@@ -172,9 +168,7 @@ impl Router {
     /// on it finish; its sessions move on their next call.
     pub fn remove_worker(&self, id: &str) -> bool {
         self.routes.iter().any(|route| {
-            let Ok(mut workers) = route.pool.workers.write() else {
-                return false;
-            };
+            let mut workers = crate::sync::write(&route.pool.workers);
             let before = workers.len();
             workers.retain(|w| w.id != id);
             workers.len() != before

@@ -8,6 +8,7 @@
 //! long as each call's response.
 
 use crate::config::WorkerConfig;
+use crate::sync::{lock, read};
 use hashlink::LruCache;
 use reqwest::Url;
 use serde::Serialize;
@@ -131,7 +132,7 @@ impl Pool {
     }
 
     pub(super) fn workers(&self) -> Vec<Arc<Worker>> {
-        self.workers.read().map(|w| w.clone()).unwrap_or_default()
+        read(&self.workers).clone()
     }
 
     /// A worker for a call: the session's own worker if it is healthy and
@@ -143,11 +144,7 @@ impl Pool {
         let workers = self.workers();
         let usable = |w: &&Arc<Worker>| !exclude.contains(&w.id);
         if let Some(session) = session {
-            let sticky = self
-                .sessions
-                .lock()
-                .ok()
-                .and_then(|mut s| s.get(session).cloned());
+            let sticky = lock(&self.sessions).get(session).cloned();
             if let Some(worker) = sticky.and_then(|id| workers.iter().find(|w| w.id == id))
                 && worker.healthy()
                 && usable(&worker)
@@ -174,17 +171,15 @@ impl Pool {
         };
         let worker = least_busy(true).or_else(|| least_busy(false))?;
         worker.assigned.fetch_add(1, Ordering::Relaxed);
-        if let Some(session) = session
-            && let Ok(mut sessions) = self.sessions.lock()
-        {
-            sessions.insert(session.to_string(), worker.id.clone());
+        if let Some(session) = session {
+            lock(&self.sessions).insert(session.to_string(), worker.id.clone());
         }
         Some(Lease::new(worker))
     }
 
     /// The number of workers.
     pub fn len(&self) -> usize {
-        self.workers.read().map_or(0, |w| w.len())
+        read(&self.workers).len()
     }
 
     /// Whether the pool has no worker.

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod prune;
 pub mod read;
 pub mod stats;
+mod vocabulary;
 pub mod writer;
 
 pub use read::{RunInfo, SessionInfo, StoreReader, TraceFilter};

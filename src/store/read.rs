@@ -6,7 +6,7 @@
 //! [`Connection`]; [`StoreReader`] runs them on a small pool of read-only
 //! connections off the async runtime.
 
-use crate::record::{CallError, Status, TopLogprob, TraceRecord, epoch_seconds};
+use crate::record::{CallError, ErrorKind, Status, TopLogprob, TraceRecord, epoch_seconds};
 use crate::store::codec;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row as SqlRow, params_from_iter};
 use serde::Serialize;
@@ -296,7 +296,7 @@ const SUMMARY_COLUMNS: &str = "trace_id, started_at, run_id, session_id, harness
      json_extract(record, '$.error.message'), latency_ms, ttft_ms, input_tokens, output_tokens";
 
 fn summary_from_row(row: &SqlRow<'_>) -> rusqlite::Result<TraceSummary> {
-    let error_kind: Option<String> = row.get(11)?;
+    let error_kind: Option<ErrorKind> = row.get(11)?;
     let error_message: Option<String> = row.get(12)?;
     Ok(TraceSummary {
         trace_id: row.get(0)?,
@@ -571,19 +571,13 @@ impl StoreReader {
     {
         let reader = self.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = reader
-                .idle
-                .lock()
-                .map_err(|_| "reader pool poisoned".to_string())?
-                .pop();
+            let pooled = crate::sync::lock(&reader.idle).pop();
             let conn = match pooled {
                 Some(conn) => conn,
                 None => open_read_only(&reader.path)?,
             };
             let result = query(&conn);
-            if let Ok(mut idle) = reader.idle.lock() {
-                idle.push(conn);
-            }
+            crate::sync::lock(&reader.idle).push(conn);
             result
         })
         .await

@@ -204,9 +204,7 @@ struct PendingState {
 
 impl Pending {
     fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn open(&self) -> u64 {
@@ -504,13 +502,13 @@ fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
     )?
     .execute(params![
         r.trace_id,
-        r.session_id,
-        r.run_id,
-        r.harness,
-        r.step_id,
-        r.parent_span_id,
-        r.project,
-        r.experiment,
+        r.identity.session_id,
+        r.identity.run_id,
+        r.identity.harness,
+        r.identity.step_id,
+        r.identity.parent_span_id,
+        r.identity.project,
+        r.identity.experiment,
         r.span_type,
         r.route,
         r.upstream,
@@ -541,7 +539,7 @@ fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
     ])?;
 
     let tokens = tokens.unwrap_or(0);
-    if let Some(session_id) = &r.session_id {
+    if let Some(session_id) = &r.identity.session_id {
         conn.prepare_cached(
             "INSERT INTO sessions (session_id, run_id, created_at, first_seen, last_seen,
                                    trace_count, error_count, tokens)
@@ -554,9 +552,9 @@ fn insert(conn: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
                  error_count = sessions.error_count + excluded.error_count,
                  tokens      = sessions.tokens + excluded.tokens",
         )?
-        .execute(params![session_id, r.run_id, r.started_at, is_error, tokens])?;
+        .execute(params![session_id, r.identity.run_id, r.started_at, is_error, tokens])?;
     }
-    if let Some(run_id) = &r.run_id {
+    if let Some(run_id) = &r.identity.run_id {
         conn.prepare_cached(
             "INSERT INTO runs (run_id, first_seen, last_seen, trace_count, error_count, tokens)
              VALUES (?1, ?2, ?2, 1, ?3, ?4)

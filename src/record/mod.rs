@@ -16,6 +16,14 @@
 //! One record is written for every call, whatever happened: `status` says how
 //! it ended (`ok`, `error`, `client_closed`) and `error` says why.
 
+mod outcome;
+mod span;
+
+pub use crate::identity::Identity;
+pub use crate::protocol::{Operation, Protocol};
+pub use outcome::{CallError, ErrorKind, Status};
+pub use span::{Attribute, AttributeValue, Span, unix_nanos};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,22 +46,11 @@ pub struct TraceRecord {
     /// The OpenTelemetry parent span id (16 hex digits), if the call has one.
     pub otel_parent_span_id: Option<String>,
 
-    // ---- identity (DESIGN §2) ----
-    /// The session; `""` when the call carried none (rLLM type).
-    #[serde(with = "empty_as_none")]
-    pub session_id: Option<String>,
-    /// The run.
-    pub run_id: Option<String>,
-    /// The harness.
-    pub harness: Option<String>,
-    /// The step within the session.
-    pub step_id: Option<i64>,
-    /// The harness's parent id, as the harness sent it.
-    pub parent_span_id: Option<String>,
-    /// The project.
-    pub project: Option<String>,
-    /// The experiment.
-    pub experiment: Option<String>,
+    // ---- identity ----
+    /// Who made the call (see `identity`): its fields sit at the top level
+    /// of the JSON, as rLLM's record has them.
+    #[serde(flatten)]
+    pub identity: Identity,
     /// Identity values that were present but unusable (e.g. a step_id that is
     /// not an integer), one line each.
     pub identity_errors: Vec<String>,
@@ -70,10 +67,10 @@ pub struct TraceRecord {
     /// The upstream base URL the call was sent to (never with credentials).
     pub upstream: String,
     /// The API family the call spoke: `openai` or `anthropic`.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// The GenAI operation: `chat` (chat completions, Anthropic messages, the
     /// Responses API), `text_completion`, `embeddings`, or `other`.
-    pub operation: String,
+    pub operation: Operation,
 
     // ---- request ----
     /// The model the client asked for; `""` when none (rLLM type).
@@ -233,40 +230,6 @@ impl Usage {
     }
 }
 
-/// How a call ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// The upstream answered 2xx and the whole answer reached the client.
-    #[default]
-    Ok,
-    /// The upstream or the gateway failed the call; `error` says how.
-    Error,
-    /// The client went away before the answer was complete.
-    ClientClosed,
-}
-
-impl Status {
-    /// The status as stored in the `status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Error => "error",
-            Status::ClientClosed => "client_closed",
-        }
-    }
-}
-
-/// Why a call failed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CallError {
-    /// A stable machine-readable kind, e.g. `upstream_unreachable`.
-    pub kind: String,
-    /// A human-readable message (never contains a credential).
-    pub message: String,
-}
-
 /// Formats a time as RFC 3339 in UTC with microseconds, the form every stored
 /// time takes (fixed width, so it sorts lexicographically).
 pub fn rfc3339(t: SystemTime) -> String {
@@ -287,7 +250,7 @@ pub fn millis(d: Duration) -> f64 {
 
 /// Serde helper: an `Option<String>` written as `""` when absent (rLLM's
 /// string-typed fields), and read back with `""` meaning absent.
-mod empty_as_none {
+pub(crate) mod empty_as_none {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -298,64 +261,4 @@ mod empty_as_none {
         let v: Option<String> = Option::deserialize(d)?;
         Ok(v.filter(|s| !s.is_empty()))
     }
-}
-
-/// The OpenTelemetry span of one call, as kept in the store's outbox until
-/// it is exported. Kind is always CLIENT: the gateway calls a model server.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Span {
-    /// Trace id, 32 hex digits.
-    pub trace_id: String,
-    /// Span id, 16 hex digits.
-    pub span_id: String,
-    /// Parent span id, 16 hex digits.
-    pub parent_span_id: Option<String>,
-    /// Whether the parent is in another process (an incoming `traceparent`).
-    pub parent_is_remote: bool,
-    /// The caller's W3C `tracestate`.
-    pub trace_state: Option<String>,
-    /// `{gen_ai.operation.name} {model}`.
-    pub name: String,
-    /// Start, nanoseconds since the Unix epoch.
-    pub start_unix_nanos: u64,
-    /// End, nanoseconds since the Unix epoch.
-    pub end_unix_nanos: u64,
-    /// The status description when the call failed (status error); `None`
-    /// for a call that succeeded (status unset).
-    pub error: Option<String>,
-    /// Attributes, in a stable order.
-    pub attributes: Vec<Attribute>,
-}
-
-/// One span attribute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attribute {
-    /// The key, e.g. `gen_ai.request.model`.
-    pub key: String,
-    /// The value.
-    pub value: AttributeValue,
-}
-
-/// A span attribute's value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttributeValue {
-    /// A string.
-    String(String),
-    /// An integer.
-    Int(i64),
-    /// A floating-point number.
-    Float(f64),
-    /// A boolean.
-    Bool(bool),
-    /// A list of strings.
-    Strings(Vec<String>),
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
