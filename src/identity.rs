@@ -290,6 +290,70 @@ mod tests {
     }
 
     #[test]
+    fn every_identity_field_is_in_the_record_schema() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../schema/trace_record.schema.json")).unwrap();
+        for field in IdentityField::ALL {
+            let name = field.name();
+            assert!(schema["properties"].get(name).is_some(), "{name}");
+            assert!(
+                schema["required"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(name)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_identity_field_is_in_the_readme_table_with_its_header() {
+        let readme = include_str!("../README.md");
+        for field in IdentityField::ALL {
+            let header = field.header().strip_prefix("x-rllm-").unwrap();
+            assert!(
+                readme
+                    .to_ascii_lowercase()
+                    .contains(&format!("`x-rllm-{header}`")),
+                "{}",
+                field.name()
+            );
+            assert!(
+                readme.contains(&format!("rllm.{}`", field.name())),
+                "{}",
+                field.name()
+            );
+        }
+    }
+
+    #[test]
+    fn every_carrier_header_is_stripped_by_the_identity_prefix() {
+        for field in IdentityField::ALL {
+            let name = http::HeaderName::from_static(field.header());
+            assert!(crate::headers::is_identity_carrier(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn identity_reads_back_what_it_serialises() {
+        let identity = Identity {
+            session_id: Some("s".into()),
+            step_id: Some(3),
+            ..Identity::default()
+        };
+        for field in IdentityField::ALL {
+            let json = serde_json::to_value(&identity).unwrap();
+            let expected = match identity.get(field) {
+                Some(FieldValue::Text(t)) => json!(t),
+                Some(FieldValue::Integer(n)) => json!(n),
+                None if field == IdentityField::SessionId => json!(""),
+                None => Value::Null,
+            };
+            assert_eq!(json[field.name()], expected, "{}", field.name());
+        }
+    }
+
+    #[test]
     fn header_names_are_case_insensitive_and_values_trimmed() {
         let (id, errors) = extract(&headers(&[("X-RLLM-RUN-ID", "  run-1  ")]), None, None);
         assert_eq!(id.run_id.as_deref(), Some("run-1"));

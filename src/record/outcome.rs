@@ -216,6 +216,53 @@ impl CallError {
 mod tests {
     use super::*;
 
+    /// The kinds a documentation table lists: the first cell of each row
+    /// that names a kind in backquotes.
+    fn kinds_in_table(text: &str, heading: &str) -> Vec<String> {
+        let section = text.split(heading).nth(1).unwrap_or_default();
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1))
+            .map(|cell| cell.trim().trim_matches('`').to_string())
+            .filter(|cell| cell.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect()
+    }
+
+    fn all_names() -> Vec<String> {
+        ErrorKind::ALL
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_schema_lists_exactly_every_error_kind() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/trace_record.schema.json")).unwrap();
+        let listed: Vec<String> = serde_json::from_value(
+            schema["properties"]["error"]["properties"]["kind"]["enum"].clone(),
+        )
+        .unwrap();
+        assert_eq!(listed, all_names());
+    }
+
+    #[test]
+    fn the_readme_table_lists_exactly_every_error_kind() {
+        let listed = kinds_in_table(include_str!("../../README.md"), "### Error kinds");
+        assert_eq!(listed, all_names());
+    }
+
+    #[test]
+    fn the_readme_table_says_what_each_kind_means() {
+        let readme = include_str!("../../README.md");
+        for kind in ErrorKind::ALL {
+            let row = format!("| `{}` | {} |", kind.as_str(), kind.description());
+            assert!(readme.contains(&row), "README row for {kind}: {row}");
+        }
+    }
+
     #[test]
     fn wire_names_round_trip_through_serde() {
         for kind in ErrorKind::ALL {
