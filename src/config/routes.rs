@@ -714,16 +714,14 @@ pub(super) fn check_passthrough(
 
 /// Where configured route `i` set its `auth`, else where the route is.
 fn auth_origin(s: &Settings, i: usize) -> Origin {
-    let route = s.get(Key::Routes).and_then(|routes| routes.items().get(i));
-    match route {
-        Some(route) => match &route.raw {
-            Raw::Table(fields) => fields.get(RouteKey::Auth.name()).unwrap_or(route),
-            _ => route,
-        }
-        .origin
-        .clone(),
-        None => Origin::Default,
-    }
+    let Some(route) = s.get(Key::Routes).and_then(|routes| routes.items().get(i)) else {
+        return Origin::Default;
+    };
+    let auth = match &route.raw {
+        Raw::Table(fields) => fields.get(RouteKey::Auth.name()),
+        _ => None,
+    };
+    auth.unwrap_or(route).origin.clone()
 }
 
 #[cfg(test)]
