@@ -45,7 +45,7 @@ pub async fn add(State(state): State<ApiState>, body: Bytes) -> Result<Json<Valu
         ),
         None => url,
     };
-    let url = parse_upstream(&full).map_err(GatewayError::bad_request)?;
+    let url = parse_upstream(&full).map_err(|e| GatewayError::bad_request(e.to_string()))?;
     let weight = match request.get("weight") {
         None | Some(Value::Null) => 1,
         Some(v) => v

@@ -31,7 +31,7 @@ mod traces;
 use crate::config::{Config, ServeArgs};
 use crate::mock_upstream::{self, MockOptions};
 use crate::store::{TraceFilter, read};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rusqlite::Connection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,7 +99,7 @@ impl From<String> for Failure {
 
 /// Parses the command line, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     let default_log = match cli.command {
         Command::Serve(_) | Command::MockUpstream { .. } => "info",
         _ => "warn",
@@ -125,6 +125,21 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line. `serve`'s arguments also learn which values
+/// came from environment variables, so that a configuration error names the
+/// variable rather than the flag.
+fn parse_command_line() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)
+        .map_err(|e| e.format(&mut Cli::command()))
+        .unwrap_or_else(|e| e.exit());
+    if let (Command::Serve(args), Some(("serve", serve))) = (&mut cli.command, matches.subcommand())
+    {
+        args.note_sources(serve);
+    }
+    cli
 }
 
 /// Runs `serve`, `mock-upstream` or `demo` on a tokio runtime.

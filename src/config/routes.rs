@@ -6,9 +6,12 @@
 //! single-upstream behaviour. With routes (from the file, or the
 //! `TRACEGATE_ROUTES` variable as a JSON array of the same objects), each
 //! names its model prefix, its upstream or worker pool, its API protocol and
-//! kind, and how it authenticates upstream. Every mistake is refused with a
-//! message naming the route and the field — a route is never skipped with a
-//! warning, because a skipped route silently sends traffic somewhere else.
+//! kind, and how it authenticates upstream. Both sources arrive as the same
+//! raw tables (a JSON route and a TOML route are one shape, the TOML one
+//! with lines), whose fields are the [`RouteKey`] and [`WorkerKey`] tables.
+//! Every mistake is refused with a message naming the route and the field —
+//! a route is never skipped with a warning, because a skipped route silently
+//! sends traffic somewhere else.
 //!
 //! Two rules are security rules: a route's static `headers` may not set the
 //! headers that carry credentials or framing (`authorization`, `x-api-key`,
@@ -18,15 +21,20 @@
 //! token would be forwarded as the upstream's credential) — unless the
 //! gateway's token travels in its own header (`auth.header`).
 
-use super::{ConfigError, err, parse_upstream};
+use super::error::{ConfigError, Origin};
+use super::key::{Key, keys};
+use super::raw::{Raw, Setting, Settings, alternatives};
+use super::upstream_url::parse_upstream;
+use super::{DEFAULT_UPSTREAM, InboundAuth};
 use crate::headers;
+use crate::protocol::Protocol;
 use http::{HeaderName, HeaderValue};
 use reqwest::Url;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
 
 /// What an upstream is. It sets the defaults of the token-data options.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum UpstreamKind {
     /// A vLLM server: token ids and logprobs on by default.
     Vllm,
@@ -40,17 +48,6 @@ pub enum UpstreamKind {
 }
 
 impl UpstreamKind {
-    /// Parses `vllm`, `openai`, `anthropic` or `generic`.
-    pub fn parse(text: &str) -> Option<UpstreamKind> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "vllm" => Some(UpstreamKind::Vllm),
-            "openai" => Some(UpstreamKind::Openai),
-            "anthropic" => Some(UpstreamKind::Anthropic),
-            "generic" => Some(UpstreamKind::Generic),
-            _ => None,
-        }
-    }
-
     /// The name as written in the configuration.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -60,16 +57,14 @@ impl UpstreamKind {
             UpstreamKind::Generic => "generic",
         }
     }
-}
 
-/// The API family a route's upstream speaks; it decides how an injected key
-/// is sent (`Authorization: Bearer` or `x-api-key`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiProtocol {
-    /// OpenAI-style APIs.
-    Openai,
-    /// Anthropic's API.
-    Anthropic,
+    /// The protocol such an upstream speaks unless a route says otherwise.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            UpstreamKind::Anthropic => Protocol::Anthropic,
+            _ => Protocol::Openai,
+        }
+    }
 }
 
 /// Where a route's upstream credentials come from.
@@ -80,6 +75,27 @@ pub enum UpstreamAuth {
     /// The caller's credentials are removed and the key in this environment
     /// variable is sent instead, read at request time.
     Env(String),
+}
+
+/// A text that is neither `passthrough` nor `env:VARIABLE`. The text is not
+/// repeated: a key pasted in by mistake must not reach the logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be passthrough or env:VARIABLE")]
+pub struct InvalidUpstreamAuth;
+
+impl FromStr for UpstreamAuth {
+    type Err = InvalidUpstreamAuth;
+
+    /// `passthrough` or `env:VAR`.
+    fn from_str(text: &str) -> Result<UpstreamAuth, InvalidUpstreamAuth> {
+        match text.trim() {
+            "passthrough" => Ok(UpstreamAuth::Passthrough),
+            t => match t.strip_prefix("env:") {
+                Some(var) if is_env_name(var) => Ok(UpstreamAuth::Env(var.to_string())),
+                _ => Err(InvalidUpstreamAuth),
+            },
+        }
+    }
 }
 
 /// A static header value: literal, or read from the environment per request.
@@ -116,8 +132,9 @@ pub struct RouteConfig {
     pub is_default: bool,
     /// The worker pool (one worker for a single `upstream`).
     pub workers: Vec<WorkerConfig>,
-    /// The API family.
-    pub protocol: ApiProtocol,
+    /// The API family the upstream speaks; it decides how an injected key is
+    /// sent (`Authorization: Bearer` or `x-api-key`).
+    pub protocol: Protocol,
     /// What the upstream is.
     pub kind: UpstreamKind,
     /// The model name sent upstream instead of the requested one.
@@ -150,7 +167,7 @@ impl RouteConfig {
                 weight: 1,
                 model_name: None,
             }],
-            protocol: ApiProtocol::Openai,
+            protocol: Protocol::Openai,
             kind: UpstreamKind::Generic,
             backend_model: None,
             auth: UpstreamAuth::Passthrough,
@@ -181,270 +198,449 @@ impl RouteConfig {
     }
 }
 
-/// One `[[routes]]` entry (or one object of `TRACEGATE_ROUTES`), as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileRoute {
-    name: Option<String>,
-    model_prefix: Option<String>,
-    upstream: Option<String>,
-    workers: Option<Vec<FileWorker>>,
-    protocol: Option<String>,
-    kind: Option<String>,
-    backend_model: Option<String>,
-    auth: Option<String>,
-    headers: Option<BTreeMap<String, String>>,
-    allow_caller_headers: Option<bool>,
-    default: Option<bool>,
-    inject_logprobs: Option<bool>,
-    inject_return_token_ids: Option<bool>,
-    strip_vllm_fields: Option<bool>,
+keys! {
+    /// The fields of one `[[routes]]` entry (or one `TRACEGATE_ROUTES` object).
+    enum RouteKey {
+        Name => "name",
+        ModelPrefix => "model_prefix",
+        Upstream => "upstream",
+        Workers => "workers",
+        Protocol => "protocol",
+        Kind => "kind",
+        BackendModel => "backend_model",
+        Auth => "auth",
+        Headers => "headers",
+        AllowCallerHeaders => "allow_caller_headers",
+        Default => "default",
+        InjectLogprobs => "inject_logprobs",
+        InjectReturnTokenIds => "inject_return_token_ids",
+        StripVllmFields => "strip_vllm_fields",
+    }
 }
 
-/// A worker as written: a URL, or a table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "expected a URL or {url, weight, worker_id, model_name}"
-)]
-enum FileWorker {
-    Url(String),
-    Table {
-        url: String,
-        weight: Option<u32>,
-        worker_id: Option<String>,
-        model_name: Option<String>,
-    },
+keys! {
+    /// The fields of a worker written as a table (a worker may also be a URL).
+    enum WorkerKey {
+        Url => "url",
+        Weight => "weight",
+        WorkerId => "worker_id",
+        ModelName => "model_name",
+    }
 }
 
-/// The keys of the implicit route (no `[[routes]]`), already merged from
-/// flags, environment and file.
-pub(super) struct TopLevel {
-    pub upstreams: Vec<Url>,
-    pub kind: UpstreamKind,
-    pub auth: Option<String>,
-    pub inject_logprobs: Option<bool>,
-    pub inject_return_token_ids: Option<bool>,
-    pub strip_vllm_fields: Option<bool>,
+/// The name JSON routes are known by; errors in the JSON itself name it.
+const JSON_ROUTES: &str = "TRACEGATE_ROUTES";
+
+/// Why passthrough and bearer inbound auth cannot go together.
+const PASSTHROUGH_WITH_BEARER: &str = "passthrough would forward the gateway token upstream while \
+     inbound auth reads Authorization; use env:VARIABLE, or set auth.header (e.g. \
+     x-tracegate-key) for the gateway token";
+
+/// Reads `TRACEGATE_ROUTES` / `--routes`, a JSON array of route objects,
+/// into the raw routes, every part from `origin`.
+pub(super) fn from_json(text: &str, origin: Origin) -> Result<Setting, ConfigError> {
+    let fail = |message: String| {
+        let message = format!("not a JSON array of routes: {message}");
+        ConfigError::new(JSON_ROUTES, message, origin.clone())
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
+    if !value.is_array() {
+        return Err(fail("expected an array".to_string()));
+    }
+    let routes = Setting::from_json(value, &origin).map_err(|e| fail(e.to_string()))?;
+    check_fields(&routes).map_err(|e| fail(format!("{}: {}", e.key, e.message)))?;
+    Ok(routes)
 }
 
-/// Parses `TRACEGATE_ROUTES` (a JSON array of route objects).
-pub(super) fn routes_from_json(text: &str) -> Result<Vec<FileRoute>, ConfigError> {
-    serde_json::from_str(text).map_err(|e| {
-        err(
-            "TRACEGATE_ROUTES",
-            format!("not a JSON array of routes: {e}"),
-        )
-    })
+/// Refuses a field no route or worker has, as `routes[i].field` (or
+/// `routes[i].workers[j].field`), with the fields there are.
+pub(super) fn check_fields(routes: &Setting) -> Result<(), ConfigError> {
+    let Raw::List(list) = &routes.raw else {
+        return Ok(());
+    };
+    let route_names: Vec<&str> = RouteKey::ALL.iter().map(|k| k.name()).collect();
+    let worker_names: Vec<&str> = WorkerKey::ALL.iter().map(|k| k.name()).collect();
+    for (i, route) in list.iter().enumerate() {
+        let Raw::Table(fields) = &route.raw else {
+            continue;
+        };
+        let at = format!("routes[{i}]");
+        unknown_field(
+            &at,
+            fields,
+            |name| RouteKey::named(name).is_some(),
+            &route_names,
+        )?;
+        let Some(Setting {
+            raw: Raw::List(workers),
+            ..
+        }) = fields.get(RouteKey::Workers.name())
+        else {
+            continue;
+        };
+        for (j, worker) in workers.iter().enumerate() {
+            if let Raw::Table(fields) = &worker.raw {
+                let at = format!("{at}.workers[{j}]");
+                unknown_field(
+                    &at,
+                    fields,
+                    |name| WorkerKey::named(name).is_some(),
+                    &worker_names,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first key of `fields` that `known` refuses.
+fn unknown_field(
+    at: &str,
+    fields: &BTreeMap<String, Setting>,
+    known: impl Fn(&str) -> bool,
+    names: &[&str],
+) -> Result<(), ConfigError> {
+    match fields.iter().find(|(name, _)| !known(name)) {
+        Some((name, value)) => Err(value.error(
+            &format!("{at}.{name}"),
+            format!("unknown key; expected one of {}", names.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The routes: the configured ones, else the implicit route of the
+/// top-level keys.
+pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
+    match s.get(Key::Routes) {
+        Some(routes) if !matches!(&routes.raw, Raw::List(list) if list.is_empty()) => {
+            // Top-level route keys would be silently ignored: refuse them.
+            for key in [Key::Upstream, Key::UpstreamAuth, Key::Kind] {
+                if let Some(setting) = s.get(key) {
+                    return Err(setting.error(
+                        key.name(),
+                        "set it per route when routes are configured (a route with \
+                         model_prefix = \"*\" takes the rest)",
+                    ));
+                }
+            }
+            configured(routes)
+        }
+        _ => Ok(vec![implicit(s)?]),
+    }
 }
 
 /// The implicit route of a gateway without `[[routes]]`.
-pub(super) fn implicit_route(top: TopLevel) -> Result<RouteConfig, ConfigError> {
-    let vllm = top.kind == UpstreamKind::Vllm;
-    let workers = top
-        .upstreams
-        .into_iter()
-        .enumerate()
-        .map(|(i, url)| WorkerConfig {
-            id: i.to_string(),
-            url,
-            weight: 1,
-            model_name: None,
-        })
-        .collect();
+fn implicit(s: &Settings) -> Result<RouteConfig, ConfigError> {
+    let kind: UpstreamKind = match s.get(Key::Kind) {
+        Some(kind) => kind.choice(Key::Kind.name(), true)?,
+        None => UpstreamKind::Generic,
+    };
+    let vllm = kind == UpstreamKind::Vllm;
+    let auth = match s.get(Key::UpstreamAuth) {
+        Some(auth) => upstream_auth(auth, Key::UpstreamAuth.name())?,
+        None => UpstreamAuth::Passthrough,
+    };
     Ok(RouteConfig {
         name: None,
         model_prefix: None,
         is_default: true,
-        workers,
-        protocol: if top.kind == UpstreamKind::Anthropic {
-            ApiProtocol::Anthropic
-        } else {
-            ApiProtocol::Openai
-        },
-        kind: top.kind,
+        workers: implicit_workers(s)?,
+        protocol: kind.protocol(),
+        kind,
         backend_model: None,
-        auth: match top.auth {
-            Some(text) => parse_auth(&text).map_err(|m| err("upstream_auth", m))?,
-            None => UpstreamAuth::Passthrough,
-        },
+        auth,
         headers: Vec::new(),
         allow_caller_headers: false,
-        inject_logprobs: top.inject_logprobs.unwrap_or(vllm),
-        inject_return_token_ids: top.inject_return_token_ids.unwrap_or(vllm),
-        strip_vllm_fields: top.strip_vllm_fields.unwrap_or(vllm),
+        inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
+        inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
+        strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
     })
 }
 
-/// Validates configured routes, in order.
-pub(super) fn configured_routes(file: Vec<FileRoute>) -> Result<Vec<RouteConfig>, ConfigError> {
-    let mut names = HashSet::new();
-    let mut routes = Vec::with_capacity(file.len());
-    for (i, r) in file.into_iter().enumerate() {
-        let label = format!(
-            "routes[{i}]{}",
-            r.name
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default()
-        );
-        let fail = |field: &str, message: String| err(&format!("{label}: {field}"), message);
-        let name = r
-            .name
-            .clone()
-            .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| fail("name", "every route needs a name".into()))?;
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(fail(
-                "name",
-                format!("'{name}' may only use letters, digits, '_' and '-'"),
-            ));
+/// The implicit route's pool: `upstream`, else `$OPENAI_BASE_URL`, else
+/// OpenAI.
+fn implicit_workers(s: &Settings) -> Result<Vec<WorkerConfig>, ConfigError> {
+    let fallback;
+    let upstream = match s.get(Key::Upstream) {
+        Some(upstream) => upstream,
+        None => {
+            fallback = default_upstream();
+            &fallback
         }
-        if !names.insert(name.clone()) {
-            return Err(fail("name", format!("'{name}' is used by another route")));
-        }
-        let model_prefix = r
-            .model_prefix
-            .map(|p| p.trim().to_ascii_lowercase())
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| fail("model_prefix", "needed; use \"*\" for every model".into()))?;
-        let workers = match (r.upstream, r.workers) {
-            (Some(url), None) => vec![WorkerConfig {
-                id: "0".into(),
-                url: parse_upstream(&url).map_err(|m| fail("upstream", m))?,
+    };
+    let key = Key::Upstream.name();
+    if upstream.items().is_empty() {
+        return Err(upstream.error(key, "at least one upstream URL is needed"));
+    }
+    let urls = upstream.items().iter().map(|u| upstream_url(u, key));
+    urls.enumerate()
+        .map(|(i, url)| {
+            Ok(WorkerConfig {
+                id: i.to_string(),
+                url: url?,
                 weight: 1,
                 model_name: None,
-            }],
-            (None, Some(list)) if !list.is_empty() => {
-                workers(list).map_err(|(f, m)| fail(&f, m))?
-            }
-            (None, Some(_)) => return Err(fail("workers", "the pool is empty".into())),
-            (Some(_), Some(_)) => {
-                return Err(fail(
-                    "upstream",
-                    "give either upstream or workers, not both".into(),
-                ));
-            }
-            (None, None) => return Err(fail("upstream", "needed (or workers)".into())),
-        };
-        let kind = match r.kind {
-            Some(text) => UpstreamKind::parse(&text).ok_or_else(|| {
-                fail(
-                    "kind",
-                    format!("'{text}' is not one of vllm, openai, anthropic, generic"),
-                )
-            })?,
-            None => UpstreamKind::Generic,
-        };
-        let protocol = match r.protocol.as_deref().map(str::trim) {
-            Some("openai") => ApiProtocol::Openai,
-            Some("anthropic") => ApiProtocol::Anthropic,
-            Some(other) => {
-                return Err(fail(
-                    "protocol",
-                    format!("'{other}' is not openai or anthropic"),
-                ));
-            }
-            None if kind == UpstreamKind::Anthropic => ApiProtocol::Anthropic,
-            None => ApiProtocol::Openai,
-        };
-        let backend_model = match r.backend_model {
-            Some(m) if m.trim().is_empty() => {
-                return Err(fail("backend_model", "must not be empty".into()));
-            }
-            other => other,
-        };
-        let auth = match r.auth {
-            Some(text) => parse_auth(&text).map_err(|m| fail("auth", m))?,
-            None => UpstreamAuth::Passthrough,
-        };
-        let mut headers = Vec::new();
-        for (key, value) in r.headers.unwrap_or_default() {
-            headers
-                .push(static_header(&key, &value).map_err(|m| fail(&format!("headers.{key}"), m))?);
-        }
-        let vllm = kind == UpstreamKind::Vllm;
-        routes.push(RouteConfig {
-            name: Some(name),
-            model_prefix: Some(model_prefix),
-            is_default: r.default.unwrap_or(false),
-            workers,
-            protocol,
-            kind,
-            backend_model,
-            auth,
-            headers,
-            allow_caller_headers: r.allow_caller_headers.unwrap_or(false),
-            inject_logprobs: r.inject_logprobs.unwrap_or(vllm),
-            inject_return_token_ids: r.inject_return_token_ids.unwrap_or(vllm),
-            strip_vllm_fields: r.strip_vllm_fields.unwrap_or(vllm),
-        });
+            })
+        })
+        .collect()
+}
+
+/// `$OPENAI_BASE_URL` when set, else OpenAI itself.
+fn default_upstream() -> Setting {
+    const VAR: &str = "OPENAI_BASE_URL";
+    match std::env::var(VAR) {
+        Ok(url) if !url.trim().is_empty() => Setting::text_from(url, Origin::Env(VAR.into())),
+        _ => Setting::text_from(DEFAULT_UPSTREAM, Origin::Default),
     }
-    let defaults: Vec<&str> = routes
+}
+
+/// Validates configured routes, in order.
+fn configured(routes: &Setting) -> Result<Vec<RouteConfig>, ConfigError> {
+    let Raw::List(list) = &routes.raw else {
+        return Err(routes.error(Key::Routes.name(), "expected a list of routes ([[routes]])"));
+    };
+    let mut names = HashSet::new();
+    let mut configured = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let entry = Entry::new(i, entry)?;
+        let route = entry.config()?;
+        if !names.insert(route.label().to_string()) {
+            let message = format!("'{}' is used by another route", route.label());
+            return Err(entry.error(RouteKey::Name, message));
+        }
+        configured.push(route);
+    }
+    let defaults: Vec<&str> = configured
         .iter()
         .filter(|r| r.is_default)
         .map(RouteConfig::label)
         .collect();
     if defaults.len() > 1 {
-        return Err(err(
-            "routes",
-            format!(
-                "only one route can be the default, not {}",
-                defaults.join(" and ")
-            ),
-        ));
+        let message = format!(
+            "only one route can be the default, not {}",
+            defaults.join(" and ")
+        );
+        return Err(routes.error(Key::Routes.name(), message));
     }
-    Ok(routes)
+    Ok(configured)
 }
 
-fn workers(list: Vec<FileWorker>) -> Result<Vec<WorkerConfig>, (String, String)> {
-    let mut ids = HashSet::new();
-    let mut out = Vec::with_capacity(list.len());
-    for (i, w) in list.into_iter().enumerate() {
-        let field = format!("workers[{i}]");
-        let (url, weight, id, model_name) = match w {
-            FileWorker::Url(url) => (url, None, None, None),
-            FileWorker::Table {
-                url,
-                weight,
-                worker_id,
-                model_name,
-            } => (url, weight, worker_id, model_name),
+/// One configured route's fields, with the label its errors carry
+/// (`routes[0] (claude)`).
+struct Entry<'a> {
+    label: String,
+    fields: &'a BTreeMap<String, Setting>,
+    origin: &'a Origin,
+}
+
+impl<'a> Entry<'a> {
+    fn new(i: usize, entry: &'a Setting) -> Result<Entry<'a>, ConfigError> {
+        let fields = entry.table(&format!("routes[{i}]"))?;
+        let name = fields
+            .get(RouteKey::Name.name())
+            .and_then(|n| n.text("name").ok());
+        let label = match name {
+            Some(name) => format!("routes[{i}] ({name})"),
+            None => format!("routes[{i}]"),
         };
-        let url = parse_upstream(&url).map_err(|m| (format!("{field}.url"), m))?;
-        let weight = weight.unwrap_or(1);
-        if weight == 0 {
-            return Err((format!("{field}.weight"), "must be at least 1".into()));
-        }
-        let id = id.unwrap_or_else(|| i.to_string());
-        if !ids.insert(id.clone()) {
-            return Err((
-                format!("{field}.worker_id"),
-                format!("'{id}' is used twice"),
-            ));
-        }
-        out.push(WorkerConfig {
-            id,
-            url,
-            weight,
-            model_name,
-        });
+        Ok(Entry {
+            label,
+            fields,
+            origin: &entry.origin,
+        })
     }
-    Ok(out)
+
+    /// The route, validated.
+    fn config(&self) -> Result<RouteConfig, ConfigError> {
+        let name = self.name()?;
+        let model_prefix = self.model_prefix()?;
+        let workers = self.workers()?;
+        let kind: UpstreamKind = match self.get(RouteKey::Kind) {
+            Some(kind) => kind.choice(&self.key("kind"), true)?,
+            None => UpstreamKind::Generic,
+        };
+        let vllm = kind == UpstreamKind::Vllm;
+        let auth = match self.get(RouteKey::Auth) {
+            Some(auth) => upstream_auth(auth, &self.key("auth"))?,
+            None => UpstreamAuth::Passthrough,
+        };
+        Ok(RouteConfig {
+            name: Some(name),
+            model_prefix: Some(model_prefix),
+            is_default: self.switch(RouteKey::Default)?.unwrap_or(false),
+            workers,
+            protocol: self.protocol(kind)?,
+            kind,
+            backend_model: self.backend_model()?,
+            auth,
+            headers: self.headers()?,
+            allow_caller_headers: self.switch(RouteKey::AllowCallerHeaders)?.unwrap_or(false),
+            inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
+            inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
+            strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
+        })
+    }
+
+    fn get(&self, field: RouteKey) -> Option<&'a Setting> {
+        self.fields.get(field.name())
+    }
+
+    /// The key of a field in messages: `routes[0] (claude): auth`.
+    fn key(&self, field: &str) -> String {
+        format!("{}: {field}", self.label)
+    }
+
+    /// An error about a field, where its value was written (where the route
+    /// was, for a missing field).
+    fn error(&self, field: RouteKey, message: impl std::fmt::Display) -> ConfigError {
+        let origin = self.get(field).map_or(self.origin, |s| &s.origin);
+        ConfigError::new(self.key(field.name()), message, origin.clone())
+    }
+
+    fn text(&self, field: RouteKey) -> Result<Option<String>, ConfigError> {
+        let key = self.key(field.name());
+        self.get(field).map(|s| s.text(&key)).transpose()
+    }
+
+    fn switch(&self, field: RouteKey) -> Result<Option<bool>, ConfigError> {
+        let key = self.key(field.name());
+        self.get(field).map(|s| s.switch(&key)).transpose()
+    }
+
+    fn name(&self) -> Result<String, ConfigError> {
+        let name = self
+            .text(RouteKey::Name)?
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| self.error(RouteKey::Name, "every route needs a name"))?;
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            let message = format!("'{name}' may only use letters, digits, '_' and '-'");
+            return Err(self.error(RouteKey::Name, message));
+        }
+        Ok(name)
+    }
+
+    fn model_prefix(&self) -> Result<String, ConfigError> {
+        self.text(RouteKey::ModelPrefix)?
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| self.error(RouteKey::ModelPrefix, "needed; use \"*\" for every model"))
+    }
+
+    fn workers(&self) -> Result<Vec<WorkerConfig>, ConfigError> {
+        match (self.get(RouteKey::Upstream), self.get(RouteKey::Workers)) {
+            (Some(url), None) => Ok(vec![WorkerConfig {
+                id: "0".into(),
+                url: upstream_url(url, &self.key("upstream"))?,
+                weight: 1,
+                model_name: None,
+            }]),
+            (None, Some(pool)) => self.pool(pool),
+            (Some(_), Some(_)) => Err(self.error(
+                RouteKey::Upstream,
+                "give either upstream or workers, not both",
+            )),
+            (None, None) => Err(self.error(RouteKey::Upstream, "needed (or workers)")),
+        }
+    }
+
+    fn pool(&self, pool: &Setting) -> Result<Vec<WorkerConfig>, ConfigError> {
+        let Raw::List(list) = &pool.raw else {
+            return Err(self.error(RouteKey::Workers, "expected a list of workers"));
+        };
+        if list.is_empty() {
+            return Err(self.error(RouteKey::Workers, "the pool is empty"));
+        }
+        let mut ids = HashSet::new();
+        let mut workers = Vec::with_capacity(list.len());
+        for (i, entry) in list.iter().enumerate() {
+            let worker = self.worker(i, entry)?;
+            if !ids.insert(worker.id.clone()) {
+                let key = self.key(&format!("workers[{i}].worker_id"));
+                return Err(entry.error(&key, format!("'{}' is used twice", worker.id)));
+            }
+            workers.push(worker);
+        }
+        Ok(workers)
+    }
+
+    /// A worker: a URL, or a table of [`WorkerKey`] fields.
+    fn worker(&self, i: usize, entry: &Setting) -> Result<WorkerConfig, ConfigError> {
+        let key = |field: WorkerKey| self.key(&format!("workers[{i}].{}", field.name()));
+        let fields = match &entry.raw {
+            Raw::Table(fields) => Some(fields),
+            _ => None,
+        };
+        let get = |field: WorkerKey| fields.and_then(|f| f.get(field.name()));
+        let text = |field: WorkerKey| get(field).map(|s| s.text(&key(field))).transpose();
+        let url = match fields {
+            Some(_) => {
+                get(WorkerKey::Url).ok_or_else(|| entry.error(&key(WorkerKey::Url), "needed"))?
+            }
+            None => entry,
+        };
+        let weight = match get(WorkerKey::Weight) {
+            Some(weight) => match weight.number::<u32>(&key(WorkerKey::Weight))? {
+                0 => return Err(weight.error(&key(WorkerKey::Weight), "must be at least 1")),
+                n => n,
+            },
+            None => 1,
+        };
+        Ok(WorkerConfig {
+            id: text(WorkerKey::WorkerId)?.unwrap_or_else(|| i.to_string()),
+            url: upstream_url(url, &key(WorkerKey::Url))?,
+            weight,
+            model_name: text(WorkerKey::ModelName)?,
+        })
+    }
+
+    fn protocol(&self, kind: UpstreamKind) -> Result<Protocol, ConfigError> {
+        let Some(setting) = self.get(RouteKey::Protocol) else {
+            return Ok(kind.protocol());
+        };
+        let key = self.key("protocol");
+        let text = setting.text(&key)?;
+        Protocol::parse(text.trim()).ok_or_else(|| {
+            let names: Vec<String> = Protocol::ALL.iter().map(|p| p.to_string()).collect();
+            setting.error(&key, format!("'{text}' is not {}", alternatives(&names)))
+        })
+    }
+
+    fn backend_model(&self) -> Result<Option<String>, ConfigError> {
+        match self.text(RouteKey::BackendModel)? {
+            Some(model) if model.trim().is_empty() => {
+                Err(self.error(RouteKey::BackendModel, "must not be empty"))
+            }
+            model => Ok(model),
+        }
+    }
+
+    fn headers(&self) -> Result<Vec<(HeaderName, HeaderSource)>, ConfigError> {
+        let Some(headers) = self.get(RouteKey::Headers) else {
+            return Ok(Vec::new());
+        };
+        headers
+            .table(&self.key("headers"))?
+            .iter()
+            .map(|(name, value)| static_header(name, value, &self.key(&format!("headers.{name}"))))
+            .collect()
+    }
 }
 
-/// `passthrough` or `env:VAR`.
-pub fn parse_auth(text: &str) -> Result<UpstreamAuth, String> {
-    match text.trim() {
-        "passthrough" => Ok(UpstreamAuth::Passthrough),
-        t => match t.strip_prefix("env:") {
-            Some(var) if is_env_name(var) => Ok(UpstreamAuth::Env(var.to_string())),
-            _ => Err(format!("'{t}' is not passthrough or env:VARIABLE")),
-        },
-    }
+/// A value that must be an upstream base URL.
+fn upstream_url(setting: &Setting, key: &str) -> Result<Url, ConfigError> {
+    parse_upstream(&setting.text(key)?).map_err(|e| setting.error(key, e))
+}
+
+/// A value that must be `passthrough` or `env:VAR`.
+fn upstream_auth(setting: &Setting, key: &str) -> Result<UpstreamAuth, ConfigError> {
+    setting
+        .text(key)?
+        .parse()
+        .map_err(|e: InvalidUpstreamAuth| setting.error(key, e))
 }
 
 fn is_env_name(var: &str) -> bool {
@@ -452,30 +648,80 @@ fn is_env_name(var: &str) -> bool {
 }
 
 /// A route's static header, checked against the protected and connection
-/// headers.
-fn static_header(key: &str, value: &str) -> Result<(HeaderName, HeaderSource), String> {
-    let name = HeaderName::from_bytes(key.trim().as_bytes())
-        .map_err(|_| format!("'{key}' is not a header name"))?;
-    if headers::PROTECTED_FROM_ROUTE.contains(&name.as_str()) {
-        return Err(format!(
-            "'{key}' cannot be set as a route header (credentials and framing are the gateway's); use auth = \"env:VAR\" for keys"
+/// headers. The value is never echoed: it may be a secret.
+fn static_header(
+    name: &str,
+    value: &Setting,
+    key: &str,
+) -> Result<(HeaderName, HeaderSource), ConfigError> {
+    let header = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| value.error(key, format!("'{name}' is not a header name")))?;
+    if headers::PROTECTED_FROM_ROUTE.contains(&header.as_str()) {
+        return Err(value.error(
+            key,
+            format!(
+                "'{name}' cannot be set as a route header (credentials and framing are the \
+                 gateway's); use auth = \"env:VAR\" for keys"
+            ),
         ));
     }
-    if headers::is_hop_by_hop_or_framing(&name) || headers::is_identity_carrier(&name) {
-        return Err(format!(
-            "'{key}' is a connection, framing or identity header and cannot be set"
-        ));
+    if headers::is_hop_by_hop_or_framing(&header) || headers::is_identity_carrier(&header) {
+        let message =
+            format!("'{name}' is a connection, framing or identity header and cannot be set");
+        return Err(value.error(key, message));
     }
-    let source = match value.trim().strip_prefix("env:") {
+    let text = value.text(key)?;
+    let source = match text.trim().strip_prefix("env:") {
         Some(var) if is_env_name(var) => HeaderSource::Env(var.to_string()),
-        Some(_) => return Err("env: must name an environment variable".into()),
-        // Never echo the value: it may be a secret.
+        Some(_) => return Err(value.error(key, "env: must name an environment variable")),
         None => HeaderSource::Literal(
-            HeaderValue::from_str(value)
-                .map_err(|_| "the value is not a valid header value".to_string())?,
+            HeaderValue::from_str(&text)
+                .map_err(|_| value.error(key, "the value is not a valid header value"))?,
         ),
     };
-    Ok((name, source))
+    Ok((header, source))
+}
+
+/// With inbound auth in `Authorization`, a passthrough route would hand the
+/// gateway's own token to the upstream as a credential.
+pub(super) fn check_passthrough(
+    auth: &InboundAuth,
+    routes: &[RouteConfig],
+    s: &Settings,
+) -> Result<(), ConfigError> {
+    if !auth.enabled() || auth.header.is_some() {
+        return Ok(());
+    }
+    let passthrough = routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.auth == UpstreamAuth::Passthrough);
+    let (key, origin) = match passthrough {
+        None => return Ok(()),
+        Some((
+            i,
+            RouteConfig {
+                name: Some(name), ..
+            },
+        )) => (format!("routes ({name}): auth"), auth_origin(s, i)),
+        Some((_, _)) => (
+            Key::UpstreamAuth.name().to_string(),
+            s.origin(Key::UpstreamAuth),
+        ),
+    };
+    Err(ConfigError::new(key, PASSTHROUGH_WITH_BEARER, origin))
+}
+
+/// Where configured route `i` set its `auth`, else where the route is.
+fn auth_origin(s: &Settings, i: usize) -> Origin {
+    let Some(route) = s.get(Key::Routes).and_then(|routes| routes.items().get(i)) else {
+        return Origin::Default;
+    };
+    let auth = match &route.raw {
+        Raw::Table(fields) => fields.get(RouteKey::Auth.name()),
+        _ => None,
+    };
+    auth.unwrap_or(route).origin.clone()
 }
 
 #[cfg(test)]
@@ -483,7 +729,12 @@ mod tests {
     use super::*;
 
     fn route(json: &str) -> Result<Vec<RouteConfig>, ConfigError> {
-        configured_routes(routes_from_json(json)?)
+        configured(&from_json(json, Origin::Env(JSON_ROUTES.into()))?)
+    }
+
+    /// The error as the key and message read, without the origin.
+    fn detail(e: ConfigError) -> String {
+        format!("{}: {}", e.key, e.message)
     }
 
     #[test]
@@ -497,7 +748,7 @@ mod tests {
             Some("claude-"),
             "prefixes compare case-insensitively"
         );
-        assert_eq!(r.protocol, ApiProtocol::Anthropic);
+        assert_eq!(r.protocol, Protocol::Anthropic);
         assert_eq!(r.auth, UpstreamAuth::Env("ANTHROPIC_API_KEY".into()));
         assert_eq!(
             r.secret_vars().collect::<Vec<_>>(),
@@ -554,7 +805,7 @@ mod tests {
             ),
         ];
         for (json, want) in cases {
-            let e = route(json).unwrap_err().0;
+            let e = detail(route(json).unwrap_err());
             assert!(e.starts_with(want), "{json}: {e}");
         }
     }
@@ -563,7 +814,46 @@ mod tests {
     fn literal_header_values_are_never_echoed() {
         let e = route(r#"[{"name": "a", "model_prefix": "x", "upstream": "http://h", "headers": {"X-K": "sec\u0001ret"}}]"#)
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(!e.contains("sec"), "{e}");
+    }
+
+    #[test]
+    fn kinds_protocols_and_auth_parse_their_spellings() {
+        let r = route(
+            r#"[{"name": "a", "model_prefix": "x", "upstream": "http://h", "kind": " VLLM ",
+                "protocol": "anthropic", "auth": "passthrough", "default": "yes"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r[0].kind, r[0].protocol, &r[0].auth, r[0].is_default),
+            (
+                UpstreamKind::Vllm,
+                Protocol::Anthropic,
+                &UpstreamAuth::Passthrough,
+                true
+            )
+        );
+        assert!(r[0].inject_logprobs, "vllm turns token data on");
+        assert_eq!("env:KEY_1".parse(), Ok(UpstreamAuth::Env("KEY_1".into())));
+        assert_eq!("env:".parse::<UpstreamAuth>(), Err(InvalidUpstreamAuth));
+        let e = route(
+            r#"[{"name": "a", "model_prefix": "x", "upstream": "http://h", "protocol": "grpc"}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.message, "'grpc' is not openai or anthropic");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_the_fields_there_are() {
+        let e = route(r#"[{"name": "a", "model_prefix": "x", "workers": [{"url": "http://h", "wieght": 2}]}]"#)
+            .unwrap_err();
+        assert_eq!(e.key, JSON_ROUTES);
+        assert!(
+            e.message
+                .contains("routes[0].workers[0].wieght: unknown key; expected one of url, weight"),
+            "{}",
+            e.message
+        );
     }
 }

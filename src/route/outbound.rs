@@ -20,8 +20,9 @@
 //! name the variable. Malformed provider data is a 400 — never silently
 //! ignored. The gateway's own inbound token is never forwarded.
 
-use crate::config::{ApiProtocol, HeaderSource, InboundAuth, RouteConfig, UpstreamAuth};
+use crate::config::{HeaderSource, InboundAuth, RouteConfig, UpstreamAuth};
 use crate::headers;
+use crate::protocol::Protocol;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -77,8 +78,8 @@ pub fn outbound_headers(
     if let UpstreamAuth::Env(var) = &route.auth {
         let key = env_secret(var)?;
         let (name, value) = match route.protocol {
-            ApiProtocol::Openai => (AUTHORIZATION, format!("Bearer {key}")),
-            ApiProtocol::Anthropic => (HeaderName::from_static("x-api-key"), key.clone()),
+            Protocol::Openai => (AUTHORIZATION, format!("Bearer {key}")),
+            Protocol::Anthropic => (HeaderName::from_static("x-api-key"), key.clone()),
         };
         let mut value = HeaderValue::from_str(&value).map_err(|_| OutboundError::MissingSecret)?;
         value.set_sensitive(true);
@@ -153,7 +154,7 @@ fn caller_headers(
 mod tests {
     use super::*;
 
-    fn route(auth: UpstreamAuth, protocol: ApiProtocol) -> RouteConfig {
+    fn route(auth: UpstreamAuth, protocol: Protocol) -> RouteConfig {
         RouteConfig {
             name: Some("maas".into()),
             protocol,
@@ -181,7 +182,7 @@ mod tests {
     #[test]
     fn passthrough_keeps_the_callers_credentials() {
         let out = outbound_headers(
-            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &route(UpstreamAuth::Passthrough, Protocol::Openai),
             &incoming(&[("authorization", "Bearer caller")]),
             &InboundAuth::default(),
         )
@@ -194,7 +195,7 @@ mod tests {
     fn a_missing_key_fails_closed() {
         let r = route(
             UpstreamAuth::Env("TRACEGATE_TEST_SURELY_UNSET_KEY".into()),
-            ApiProtocol::Openai,
+            Protocol::Openai,
         );
         assert_eq!(
             outbound_headers(&r, &HeaderMap::new(), &InboundAuth::default()).unwrap_err(),
@@ -209,7 +210,7 @@ mod tests {
             header: Some(HeaderName::from_static("x-tracegate-key")),
         };
         let out = outbound_headers(
-            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &route(UpstreamAuth::Passthrough, Protocol::Openai),
             &incoming(&[("x-tracegate-key", "t"), ("authorization", "Bearer caller")]),
             &auth,
         )
@@ -227,7 +228,7 @@ mod tests {
             header: None,
         };
         let out = outbound_headers(
-            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &route(UpstreamAuth::Passthrough, Protocol::Openai),
             &incoming(&[("authorization", "Bearer gateway-token")]),
             &auth,
         )
@@ -239,7 +240,7 @@ mod tests {
     fn caller_headers_pass_the_blocklist_and_route_headers_win() {
         let data = r#"{"maas_extra_headers": {"X-MAAS-Subscription": "free-tier", "Authorization": "Bearer evil", "x-org": "spoof", "Host": "evil", "X-Forwarded-For": "1.2.3.4"}, "other_extra_headers": {"X-Other": "no"}}"#;
         let out = outbound_headers(
-            &route(UpstreamAuth::Passthrough, ApiProtocol::Openai),
+            &route(UpstreamAuth::Passthrough, Protocol::Openai),
             &incoming(&[("x-tracegate-provider-data", data)]),
             &InboundAuth::default(),
         )
@@ -258,7 +259,7 @@ mod tests {
 
     #[test]
     fn malformed_provider_data_is_an_error() {
-        let r = route(UpstreamAuth::Passthrough, ApiProtocol::Openai);
+        let r = route(UpstreamAuth::Passthrough, Protocol::Openai);
         for data in [
             "not json",
             "[1]",
