@@ -2,42 +2,49 @@
 
 mod common;
 
-use common::{TestGateway, chat_body, client, start_mock};
+use common::{Gateway, Setup, all_at_once, chat_body};
 use serde_json::{Value, json};
 
-async fn get(gw: &TestGateway, path: &str) -> (u16, Value) {
-    let r = client().get(gw.at(path)).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+/// `GET path`: the status and the body, which is JSON.
+async fn get(gw: &Setup, path: &str) -> (u16, Value) {
+    let answer = gw.get(path).answer().await;
+    (answer.status.as_u16(), answer.json())
 }
 
-async fn post(gw: &TestGateway, path: &str, body: Value) -> (u16, Value) {
-    let r = client().post(gw.at(path)).json(&body).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+/// `POST path` with a JSON body: the status and the body, which is JSON.
+async fn post(gw: &Setup, path: &str, body: Value) -> (u16, Value) {
+    let answer = gw.post(path).json(&body).answer().await;
+    (answer.status.as_u16(), answer.json())
 }
 
 /// Makes `n` chat calls in session `sid` (and run `run`).
-async fn calls(gw: &TestGateway, sid: &str, run: &str, n: usize) -> Vec<String> {
+async fn calls(gw: &Setup, sid: &str, run: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for step in 0..n {
-        let r = client()
-            .post(gw.at("/v1/chat/completions"))
+        let answer = gw
+            .chat(&chat_body(&format!("step {step}")))
             .header("x-rllm-session-id", sid)
             .header("x-rllm-run-id", run)
             .header("x-rllm-step-id", step.to_string())
-            .json(&chat_body(&format!("step {step}")))
-            .send()
-            .await
-            .unwrap();
-        ids.push(r.headers()["x-rllm-trace-id"].to_str().unwrap().to_string());
-        r.bytes().await.unwrap();
+            .answer()
+            .await;
+        ids.push(answer.trace_id());
     }
     ids
 }
 
+/// The `field` of every item of a JSON array.
+fn each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_ok() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let (status, body) = get(&gw, "/health").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
@@ -45,8 +52,7 @@ async fn health_answers_ok() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_created_listed_and_read() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let (status, created) = post(
         &gw,
         "/sessions",
@@ -71,22 +77,16 @@ async fn sessions_are_created_listed_and_read() {
 
     calls(&gw, "s-a", "run-1", 2).await;
     gw.flush().await;
-    let (_, info) = get(&gw, "/sessions/s-a").await;
+    let info = get(&gw, "/sessions/s-a").await.1;
     assert_eq!(info["trace_count"], 2);
     assert_eq!(info["run_id"], "run-1");
 
-    let (_, list) = get(&gw, "/sessions").await;
-    let ids: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["session_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["s-a", generated_id.as_str()]);
-    let (_, limited) = get(&gw, "/sessions?limit=1").await;
+    let list = get(&gw, "/sessions").await.1;
+    assert_eq!(each(&list, "session_id"), ["s-a", generated_id.as_str()]);
+    let limited = get(&gw, "/sessions?limit=1").await.1;
     assert_eq!(limited.as_array().unwrap().len(), 1);
     let since = info["created_at"].as_f64().unwrap();
-    let (_, later) = get(&gw, &format!("/sessions?since={since}")).await;
+    let later = get(&gw, &format!("/sessions?since={since}")).await.1;
     assert_eq!(
         later.as_array().unwrap().len(),
         1,
@@ -96,8 +96,7 @@ async fn sessions_are_created_listed_and_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_things_are_json_404s() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     for path in ["/sessions/nope", "/traces/nope", "/runs/nope"] {
         let (status, body) = get(&gw, path).await;
         assert_eq!(status, 404, "{path}");
@@ -107,8 +106,7 @@ async fn unknown_things_are_json_404s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_are_json_400s() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     for path in [
         "/sessions?limit=-1",
         "/sessions?since=yesterday",
@@ -118,32 +116,20 @@ async fn bad_parameters_are_json_400s() {
         assert_eq!(status, 400, "{path}");
         assert_eq!(body["error"]["type"], "invalid_request_error");
     }
-    let r = client()
-        .post(gw.at("/sessions"))
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let not_json = gw.post("/sessions").body("{not json").answer().await;
+    assert_eq!(not_json.status, 400);
     let (status, _) = post(&gw, "/traces/query", json!({"session_ids": "s"})).await;
     assert_eq!(status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_traces_come_in_order_with_since_and_limit() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let ids = calls(&gw, "s-t", "r", 3).await;
     calls(&gw, "other", "r", 1).await;
     gw.flush().await;
-    let (_, traces) = get(&gw, "/sessions/s-t/traces").await;
-    let got: Vec<&str> = traces
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["trace_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, ids);
+    let traces = get(&gw, "/sessions/s-t/traces").await.1;
+    assert_eq!(each(&traces, "trace_id"), ids);
     let first_ts = traces[0]["timestamp"].as_f64().unwrap();
     let (_, after) = get(
         &gw,
@@ -156,8 +142,7 @@ async fn session_traces_come_in_order_with_since_and_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_use_rllm_field_names_and_types() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let ids = calls(&gw, "s-r", "run-r", 1).await;
     gw.flush().await;
     let (status, t) = get(&gw, &format!("/traces/{}", ids[0])).await;
@@ -211,12 +196,10 @@ async fn traces_use_rllm_field_names_and_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_without_session_or_model_keeps_rllm_types() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let r = client().get(gw.at("/v1/models")).send().await.unwrap();
-    let id = r.headers()["x-rllm-trace-id"].to_str().unwrap().to_string();
+    let gw = Setup::new().await;
+    let id = gw.get("/v1/models").answer().await.trace_id();
     gw.flush().await;
-    let (_, t) = get(&gw, &format!("/traces/{id}")).await;
+    let t = get(&gw, &format!("/traces/{id}")).await.1;
     assert_eq!(t["session_id"], "");
     assert_eq!(t["model"], "");
     assert_eq!(t["response_message"], json!({}));
@@ -225,37 +208,27 @@ async fn a_trace_without_session_or_model_keeps_rllm_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_query_covers_several_sessions() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     calls(&gw, "q1", "r", 2).await;
     calls(&gw, "q2", "r", 1).await;
     calls(&gw, "q3", "r", 1).await;
     gw.flush().await;
-    let (_, both) = post(&gw, "/traces/query", json!({"session_ids": ["q1", "q2"]})).await;
+    let query = async |body: Value| post(&gw, "/traces/query", body).await.1;
+    let both = query(json!({"session_ids": ["q1", "q2"]})).await;
     assert_eq!(both.as_array().unwrap().len(), 3);
-    let (_, limited) = post(
-        &gw,
-        "/traces/query",
-        json!({"session_ids": ["q1", "q2"], "limit": 2}),
-    )
-    .await;
+    let limited = query(json!({"session_ids": ["q1", "q2"], "limit": 2})).await;
     assert_eq!(limited.as_array().unwrap().len(), 2);
-    let (_, none) = post(&gw, "/traces/query", json!({"session_ids": []})).await;
+    let none = query(json!({"session_ids": []})).await;
     assert_eq!(none, json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_session_deletes_its_traces() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     calls(&gw, "gone", "run-d", 3).await;
     calls(&gw, "kept", "run-d", 1).await;
-    let r = client()
-        .delete(gw.at("/sessions/gone"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"deleted": 3}));
+    let deleted = gw.delete("/sessions/gone").answer().await;
+    assert_eq!(deleted.json(), json!({"deleted": 3}));
     assert_eq!(get(&gw, "/sessions/gone").await.0, 404);
     assert_eq!(get(&gw, "/sessions/gone/traces").await.1, json!([]));
     let (_, run) = get(&gw, "/runs/run-d").await;
@@ -264,22 +237,20 @@ async fn deleting_a_session_deletes_its_traces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_list_their_sessions_and_counts() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     calls(&gw, "r1-s1", "run-1", 2).await;
     calls(&gw, "r1-s2", "run-1", 3).await;
     calls(&gw, "r2-s1", "run-2", 1).await;
-    client()
-        .post(gw.at("/v1/chat/completions"))
-        .header("x-rllm-session-id", "r1-s2")
-        .header("x-rllm-run-id", "run-1")
-        .header("x-mock-status", "500")
-        .json(&chat_body("boom"))
+    gw.chat(&chat_body("boom"))
+        .headers(&[
+            ("x-rllm-session-id", "r1-s2"),
+            ("x-rllm-run-id", "run-1"),
+            ("x-mock-status", "500"),
+        ])
         .send()
-        .await
-        .unwrap();
+        .await;
     gw.flush().await;
-    let (_, runs) = get(&gw, "/runs").await;
+    let runs = get(&gw, "/runs").await.1;
     assert_eq!(runs.as_array().unwrap().len(), 2);
     assert_eq!(runs[0]["run_id"], "run-2", "newest first");
     let (status, run) = get(&gw, "/runs/run-1").await;
@@ -288,74 +259,37 @@ async fn runs_list_their_sessions_and_counts() {
     assert_eq!(run["trace_count"], 6);
     assert_eq!(run["error_count"], 1);
     assert!(run["tokens"].as_i64().unwrap() > 0);
-    let sessions: Vec<&str> = run["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["session_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(sessions, ["r1-s1", "r1-s2"]);
+    assert_eq!(each(&run["sessions"], "session_id"), ["r1-s1", "r1-s2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_returns_after_every_ended_call_is_committed() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let mut tasks = Vec::new();
-    for i in 0..150 {
-        let url = gw.at("/v1/chat/completions");
-        tasks.push(tokio::spawn(async move {
-            let mut body = chat_body(&format!("call {i}"));
-            body["stream"] = json!(i % 2 == 0);
-            client()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let gw = Setup::new().await;
+    let calls = (0..150).map(|i| {
+        let mut body = chat_body(&format!("call {i}"));
+        body["stream"] = json!(i % 2 == 0);
+        gw.chat(&body)
+    });
+    all_at_once(calls).await;
     let (status, body) = post(&gw, "/admin/flush", json!({})).await;
     assert_eq!((status, body), (200, json!({"status": "flushed"})));
     // Read the file directly, right after the flush returned.
-    let conn = rusqlite::Connection::open(&gw.db).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 150);
+    assert_eq!(gw.count("SELECT COUNT(*) FROM traces"), 150);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_waits_for_records_still_being_assembled() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     // A large conversation takes capture a while to assemble and compress;
     // the client has its answer long before the record is ready.
     let history: Vec<Value> = (0..4000)
         .map(|i| json!({"role": "user", "content": format!("message {i}: {}", "lorem ipsum ".repeat(100))}))
         .collect();
+    let body = json!({"model": "mock-model", "messages": history});
     for _ in 0..3 {
-        client()
-            .post(gw.at("/v1/chat/completions"))
-            .json(&json!({"model": "mock-model", "messages": history}))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        gw.chat(&body).answer().await;
     }
     let (status, _) = post(&gw, "/admin/flush", json!({})).await;
     assert_eq!(status, 200);
-    let conn = rusqlite::Connection::open(&gw.db).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 3);
+    assert_eq!(gw.count("SELECT COUNT(*) FROM traces"), 3);
 }

@@ -3,17 +3,10 @@
 
 mod common;
 
-use common::process::{Running, free_port, tracegate};
-use common::{chat_body, start_mock_with, within};
-use serde_json::{Value, json};
-use std::path::Path;
+use common::process::{Running, Serve, free_port, refused_serve, tracegate};
+use common::{Gateway, count, first_chunk, rest_of_stream, start_mock_with, stream_body};
 use std::process::{Command, Output};
 use tracegate::mock_upstream::MockOptions;
-
-fn count(db: &Path, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
 
 fn run_to_end(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
@@ -63,20 +56,19 @@ async fn upstreams_and_db_follow_the_same_precedence() {
         (Some(&env_mock), Some(&flag_mock), &flag_mock, "flag.db"),
     ];
     for (env, flag, expected, db) in cases {
-        let port = free_port();
-        let mut cmd = tracegate(dir.path());
-        cmd.args(["serve", "--config", config.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        let mut serve = Serve::new(dir.path()).args(["--config", config.to_str().unwrap()]);
         if let Some(env) = env {
-            cmd.env("TRACEGATE_UPSTREAM", env.base_url())
-                .env("TRACEGATE_DB", "env.db");
+            serve = serve.envs(&[
+                ("TRACEGATE_UPSTREAM", &env.base_url()),
+                ("TRACEGATE_DB", "env.db"),
+            ]);
         }
         if let Some(flag) = flag {
-            cmd.args(["--upstream", &flag.base_url(), "--db", "flag.db"]);
+            serve = serve.upstream(&flag.base_url()).args(["--db", "flag.db"]);
         }
-        let running = Running::spawn(cmd, port);
+        let running = serve.spawn();
         let before = expected.state.received().len();
-        reqwest::get(running.url("/v1/models")).await.unwrap();
+        running.get("/v1/models").send().await;
         assert_eq!(expected.state.received().len(), before + 1);
         running.terminate();
         assert!(running.wait().success());
@@ -99,12 +91,7 @@ async fn zero_config_uses_openai_base_url_and_the_default_db() {
         .env("TRACEGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("OPENAI_BASE_URL", mock.base_url());
     let running = Running::spawn(cmd, port);
-    let answer: Value = reqwest::get(running.url("/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = running.get_json("/v1/models").await;
     assert_eq!(answer["data"][0]["id"], "mock-model");
     running.terminate();
     assert!(running.wait().success());
@@ -147,15 +134,7 @@ fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
         (vec!["--config", "/does/not/exist.toml"], vec![], "config"),
     ];
     for (args, env, key) in cases {
-        let mut cmd = tracegate(dir.path());
-        cmd.arg("serve").args(&args);
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        let out = run_to_end(&mut cmd);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        let stderr = refused_serve(dir.path(), &args, &env);
         assert!(stderr.contains(key), "{stderr} should name {key}");
     }
 }
@@ -169,41 +148,15 @@ async fn sigterm_lets_in_flight_streams_finish_and_commits_them() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = tracegate(dir.path());
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--upstream",
-        &mock.base_url(),
-    ]);
-    let running = Running::spawn(cmd, port);
-    let mut body = chat_body("a slow stream");
-    body["stream"] = json!(true);
-    let mut response = reqwest::Client::new()
-        .post(running.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    within("the first chunk", response.chunk())
-        .await
-        .unwrap()
-        .unwrap();
+    let running = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    let mut response = running.chat(&stream_body("a slow stream")).send().await;
+    first_chunk(&mut response).await;
     running.terminate();
-    let mut rest = String::new();
-    while let Some(chunk) = within("the stream", response.chunk()).await.unwrap() {
-        rest.push_str(&String::from_utf8_lossy(&chunk));
-    }
     assert!(
-        rest.ends_with("data: [DONE]\n\n"),
+        rest_of_stream(response).await.ends_with("data: [DONE]\n\n"),
         "the stream finished after SIGTERM"
     );
-    let status = tokio::task::spawn_blocking(move || running.wait())
-        .await
-        .unwrap();
-    assert!(status.success(), "exit 0 after draining");
+    assert!(running.exited().await.success(), "exit 0 after draining");
     let db = dir.path().join("tracegate.db");
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM traces WHERE status = 'ok'"),
@@ -215,35 +168,18 @@ async fn sigterm_lets_in_flight_streams_finish_and_commits_them() {
 async fn sigterm_past_the_grace_period_records_what_it_cut() {
     let mock = start_mock_with(MockOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = tracegate(dir.path());
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--upstream",
-        &mock.base_url(),
-    ])
-    .args(["--shutdown-grace", "300ms"]);
-    let running = Running::spawn(cmd, port);
-    let mut body = chat_body("held forever");
-    body["stream"] = json!(true);
-    let mut response = reqwest::Client::new()
-        .post(running.url("/v1/chat/completions"))
+    let running = Serve::new(dir.path())
+        .upstream(&mock.base_url())
+        .args(["--shutdown-grace", "300ms"])
+        .spawn();
+    let mut response = running
+        .chat(&stream_body("held forever"))
         .header("x-mock-hold", "1")
-        .json(&body)
         .send()
-        .await
-        .unwrap();
-    within("the first chunk", response.chunk())
-        .await
-        .unwrap()
-        .unwrap();
+        .await;
+    first_chunk(&mut response).await;
     running.terminate();
-    let status = tokio::task::spawn_blocking(move || running.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    assert!(running.exited().await.success());
     let db = dir.path().join("tracegate.db");
     assert_eq!(
         count(
@@ -302,24 +238,9 @@ async fn mock_upstream_serves_models_and_chat() {
         "3",
     ]);
     let running = Running::spawn(cmd, port);
-    let models: Value = reqwest::get(running.url("/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = running.get_json("/v1/models").await;
     assert_eq!(models["data"][0]["id"], "mock-model");
-    let mut body = chat_body("hi");
-    body["stream"] = json!(true);
-    let text = reqwest::Client::new()
-        .post(running.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = running.chat(&stream_body("hi")).answer().await.text();
     // role chunk + 3 content chunks + finish chunk + [DONE]
     assert_eq!(text.matches("data: ").count(), 6, "{text}");
 }

@@ -4,29 +4,13 @@
 mod common;
 
 use common::otlp::{Received, Receiver, Transport};
-use common::{TestGateway, chat_body, client, get_json, start_mock};
+use common::{Gateway, Setup, TestGateway, chat_body, process};
 use serde_json::{Value, json};
 use tracegate::config::ServeArgs;
-use tracegate::mock_upstream::MockServer;
 
-/// A gateway in front of `mock` exporting to `receiver`.
-async fn gateway(
-    mock: &MockServer,
-    receiver: &Receiver,
-    tweak: impl FnOnce(&mut ServeArgs),
-) -> TestGateway {
-    let mut args = export_args(mock, receiver);
-    tweak(&mut args);
-    TestGateway::start_with(args).await
-}
-
-fn export_args(mock: &MockServer, receiver: &Receiver) -> ServeArgs {
-    ServeArgs {
-        upstream: vec![mock.base_url()],
-        otlp_endpoint: Some(receiver.endpoint()),
-        otlp_protocol: Some(receiver.protocol().into()),
-        ..ServeArgs::default()
-    }
+/// The mock and a gateway in front of it exporting to `receiver`.
+async fn exporting_to(receiver: &Receiver) -> Setup {
+    Setup::with(|args| receiver.export_to(args)).await
 }
 
 fn by_record<'a>(spans: &'a [Received], trace_id: &str) -> &'a Received {
@@ -36,18 +20,14 @@ fn by_record<'a>(spans: &'a [Received], trace_id: &str) -> &'a Received {
         .unwrap_or_else(|| panic!("no span for record {trace_id}"))
 }
 
-async fn call(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = client().post(gw.at("/v1/chat/completions")).json(&body);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    request.send().await.unwrap()
+/// A chat call with these headers; returns its record's id.
+async fn call(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> String {
+    gw.chat(&body).headers(headers).answer().await.trace_id()
 }
 
 async fn attributes_for_every_kind_of_call(transport: Transport) {
-    let mock = start_mock().await;
     let receiver = Receiver::start(transport).await;
-    let gw = gateway(&mock, &receiver, |_| {}).await;
+    let gw = exporting_to(&receiver).await;
     let identity = [
         ("x-rllm-session-id", "sess-a"),
         ("x-rllm-run-id", "run-a"),
@@ -73,9 +53,7 @@ async fn attributes_for_every_kind_of_call(transport: Transport) {
     ] {
         let mut headers = identity.to_vec();
         headers.extend(extra);
-        let r = call(&gw, body, &headers).await;
-        ids.push(r.headers()["x-rllm-trace-id"].to_str().unwrap().to_string());
-        r.bytes().await.unwrap();
+        ids.push(call(&gw, body, &headers).await);
     }
     let spans = receiver.wait_for(3).await;
     let records = gw.records().await;
@@ -95,7 +73,7 @@ async fn attributes_for_every_kind_of_call(transport: Transport) {
             ("gen_ai.provider.name", json!("openai")),
             ("gen_ai.request.model", json!("mock-model")),
             ("server.address", json!("127.0.0.1")),
-            ("server.port", json!(mock.addr.port())),
+            ("server.port", json!(gw.mock.addr.port())),
             ("session.id", json!("sess-a")),
             ("gen_ai.conversation.id", json!("sess-a")),
             ("rllm.run_id", json!("run-a")),
@@ -186,9 +164,8 @@ async fn every_attribute_is_exported_over_http_protobuf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_two_sessions_is_one_trace_with_the_episode_s_parents() {
-    let mock = start_mock().await;
     let receiver = Receiver::start(Transport::Http).await;
-    let gw = gateway(&mock, &receiver, |_| {}).await;
+    let gw = exporting_to(&receiver).await;
     let mut steps = Vec::new(); // (session, step, record id, parent record id)
     for session in ["episode-1", "episode-2"] {
         let mut parent: Option<String> = None;
@@ -202,9 +179,7 @@ async fn a_run_of_two_sessions_is_one_trace_with_the_episode_s_parents() {
             if let Some(p) = &parent {
                 headers.push(("x-rllm-parent-span-id", p.as_str()));
             }
-            let r = call(&gw, chat_body("next step"), &headers).await;
-            let id = r.headers()["x-rllm-trace-id"].to_str().unwrap().to_string();
-            r.bytes().await.unwrap();
+            let id = call(&gw, chat_body("next step"), &headers).await;
             steps.push((session, step, id.clone(), parent.clone()));
             parent = Some(id);
         }
@@ -227,23 +202,20 @@ async fn a_run_of_two_sessions_is_one_trace_with_the_episode_s_parents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incoming_traceparent_is_continued_and_propagated() {
-    let mock = start_mock().await;
     let receiver = Receiver::start(Transport::Grpc).await;
-    let gw = gateway(&mock, &receiver, |_| {}).await;
+    let gw = exporting_to(&receiver).await;
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let r = call(
-        &gw,
-        chat_body("continue me"),
-        &[
+    let r = gw
+        .chat(&chat_body("continue me"))
+        .headers(&[
             ("traceparent", incoming),
             ("tracestate", "rojo=00f067aa0ba902b7"),
             ("x-rllm-run-id", "loses-to-traceparent"),
-        ],
-    )
-    .await;
-    let returned = r.headers()["traceparent"].to_str().unwrap().to_string();
-    assert_eq!(r.headers()["tracestate"], "rojo=00f067aa0ba902b7");
-    r.bytes().await.unwrap();
+        ])
+        .answer()
+        .await;
+    let returned = r.headers["traceparent"].to_str().unwrap().to_string();
+    assert_eq!(r.headers["tracestate"], "rojo=00f067aa0ba902b7");
     let span = receiver.wait_for(1).await.remove(0);
     assert_eq!(span.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(span.parent_span_id(), "00f067aa0ba902b7");
@@ -253,7 +225,7 @@ async fn an_incoming_traceparent_is_continued_and_propagated() {
         format!("00-{}-{}-01", span.trace_id(), span.span_id()),
         "the response names the gateway span"
     );
-    let upstream = &mock.state.received()[0];
+    let upstream = &gw.received()[0];
     assert_eq!(
         upstream.header("traceparent"),
         Some(returned.as_str()),
@@ -264,46 +236,37 @@ async fn an_incoming_traceparent_is_continued_and_propagated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propagation_can_be_turned_off() {
-    let mock = start_mock().await;
     let receiver = Receiver::start(Transport::Http).await;
-    let gw = gateway(&mock, &receiver, |a| {
-        a.propagate_traceparent = Some("false".into())
+    let gw = Setup::with(|a| {
+        receiver.export_to(a);
+        a.propagate_traceparent = Some("false".into());
     })
     .await;
-    let r = call(
-        &gw,
-        chat_body("quiet"),
-        &[(
+    let r = gw
+        .chat(&chat_body("quiet"))
+        .header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )],
-    )
-    .await;
+        )
+        .answer()
+        .await;
     assert!(
-        r.headers().contains_key("traceparent"),
+        r.headers.contains_key("traceparent"),
         "the client still learns the span"
     );
-    r.bytes().await.unwrap();
-    let upstream = &mock.state.received()[0];
+    let upstream = &gw.received()[0];
     assert_eq!(upstream.header("traceparent"), None);
     assert_eq!(upstream.header("tracestate"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_span_ids_are_kept_or_mapped_consistently() {
-    let mock = start_mock().await;
     let receiver = Receiver::start(Transport::Http).await;
-    let gw = gateway(&mock, &receiver, |_| {}).await;
+    let gw = exporting_to(&receiver).await;
     let mut ids = Vec::new();
     for parent in ["00F067AA0BA902B7", "agent-root", "agent-root"] {
-        let r = call(
-            &gw,
-            chat_body("child"),
-            &[("x-rllm-run-id", "r"), ("x-rllm-parent-span-id", parent)],
-        )
-        .await;
-        ids.push(r.headers()["x-rllm-trace-id"].to_str().unwrap().to_string());
-        r.bytes().await.unwrap();
+        let headers = [("x-rllm-run-id", "r"), ("x-rllm-parent-span-id", parent)];
+        ids.push(call(&gw, chat_body("child"), &headers).await);
     }
     let spans = receiver.wait_for(3).await;
     let (hex, a, b) = (
@@ -331,27 +294,21 @@ async fn parent_span_ids_are_kept_or_mapped_consistently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_content_is_off_by_default_and_on_when_configured() {
-    let mock = start_mock().await;
     let receiver = Receiver::start(Transport::Http).await;
-    let quiet = gateway(&mock, &receiver, |_| {}).await;
-    call(&quiet, chat_body("private words"), &[])
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let quiet = exporting_to(&receiver).await;
+    call(&quiet, chat_body("private words"), &[]).await;
     let span = receiver.wait_for(1).await.remove(0);
     assert!(span.attr("gen_ai.input.messages").is_null());
     assert!(span.attr("gen_ai.output.messages").is_null());
 
-    let loud = gateway(&mock, &receiver, |a| {
-        a.export_include_content = Some("true".into())
-    })
-    .await;
-    call(&loud, chat_body("shared words"), &[])
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let mut args = ServeArgs {
+        upstream: vec![quiet.mock.base_url()],
+        export_include_content: Some("true".into()),
+        ..ServeArgs::default()
+    };
+    receiver.export_to(&mut args);
+    let loud = TestGateway::start_with(args).await;
+    call(&loud, chat_body("shared words"), &[]).await;
     let span = receiver.wait_for(2).await.remove(1);
     let input: Value =
         serde_json::from_str(span.attr("gen_ai.input.messages").as_str().unwrap()).unwrap();
@@ -366,37 +323,30 @@ async fn message_content_is_off_by_default_and_on_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_outage_loses_no_span_and_slows_no_request() {
-    let mock = start_mock().await;
     let mut receiver = Receiver::start(Transport::Grpc).await;
-    let gw = gateway(&mock, &receiver, |_| {}).await;
+    let gw = exporting_to(&receiver).await;
     let calls_per_phase = 40;
     let mut statuses = Vec::new();
-    let run = |gw: &TestGateway, phase: &'static str| {
-        let url = gw.at("/v1/chat/completions");
-        async move {
-            let mut statuses = Vec::new();
-            for i in 0..calls_per_phase {
-                let r = client()
-                    .post(&url)
-                    .header("x-rllm-run-id", "outage")
-                    .json(&chat_body(&format!("{phase} {i}")))
-                    .send()
-                    .await
-                    .unwrap();
-                statuses.push(r.status().as_u16());
-                r.bytes().await.unwrap();
-            }
-            statuses
+    let run = async |phase: &str| {
+        let mut statuses = Vec::new();
+        for i in 0..calls_per_phase {
+            let r = gw
+                .chat(&chat_body(&format!("{phase} {i}")))
+                .header("x-rllm-run-id", "outage")
+                .answer()
+                .await;
+            statuses.push(r.status.as_u16());
         }
+        statuses
     };
     // 1. The collector refuses (503 / UNAVAILABLE).
     receiver.refuse(true);
-    statuses.extend(run(&gw, "refused").await);
+    statuses.extend(run("refused").await);
     // 2. The collector is gone.
     receiver.kill();
-    statuses.extend(run(&gw, "dead").await);
+    statuses.extend(run("dead").await);
     gw.flush().await;
-    let health: Value = get_json(gw.at("/health")).await;
+    let health = gw.get_json("/health").await;
     assert!(
         health["export"]["waiting"].as_i64().unwrap() > 0,
         "{health}"
@@ -409,7 +359,7 @@ async fn a_collector_outage_loses_no_span_and_slows_no_request() {
     // 3. It comes back.
     receiver.revive().await;
     receiver.refuse(false);
-    statuses.extend(run(&gw, "back").await);
+    statuses.extend(run("back").await);
 
     assert_eq!(statuses.len(), 3 * calls_per_phase);
     assert!(
@@ -420,7 +370,7 @@ async fn a_collector_outage_loses_no_span_and_slows_no_request() {
     let unique: std::collections::BTreeSet<String> = spans.iter().map(Received::span_id).collect();
     assert_eq!(unique.len(), 3 * calls_per_phase, "every span arrived");
     assert!(receiver.attempts() > 1, "exports were refused and retried");
-    let health: Value = get_json(gw.at("/health")).await;
+    let health = gw.get_json("/health").await;
     assert_eq!(
         health["export"]["exported"],
         3 * calls_per_phase,
@@ -430,25 +380,16 @@ async fn a_collector_outage_loses_no_span_and_slows_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_queued_before_a_restart_are_sent_after_it() {
-    let mock = start_mock().await;
     let mut receiver = Receiver::start(Transport::Http).await;
     receiver.kill();
-    let gw = gateway(&mock, &receiver, |_| {}).await;
+    let gw = exporting_to(&receiver).await;
     for i in 0..5 {
-        call(&gw, chat_body(&format!("before restart {i}")), &[])
-            .await
-            .bytes()
-            .await
-            .unwrap();
+        call(&gw, chat_body(&format!("before restart {i}")), &[]).await;
     }
     gw.flush().await;
-    let gw = gw.restart_with(export_args(&mock, &receiver)).await;
+    let gw = gw.restart(|args| receiver.export_to(args)).await;
     receiver.revive().await;
-    call(&gw, chat_body("after restart"), &[])
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    call(&gw, chat_body("after restart"), &[]).await;
     let spans = receiver.wait_for(6).await;
     assert_eq!(
         spans.len(),
@@ -459,27 +400,22 @@ async fn spans_queued_before_a_restart_are_sent_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_is_off_unless_configured() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    call(&gw, chat_body("no export"), &[])
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let gw = Setup::new().await;
+    call(&gw, chat_body("no export"), &[]).await;
     gw.flush().await;
-    let health: Value = get_json(gw.at("/health")).await;
+    let health = gw.get_json("/health").await;
     assert_eq!(health["export"], json!({"enabled": false}));
-    let conn = rusqlite::Connection::open(&gw.db).unwrap();
-    let spans: i64 = conn
-        .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(spans, 0, "no outbox grows without a collector");
+    assert_eq!(
+        gw.count("SELECT COUNT(*) FROM spans"),
+        0,
+        "no outbox grows without a collector"
+    );
 }
 
 async fn demo_exports_one_trace_per_run(transport: Transport) {
     let receiver = Receiver::start(transport).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = common::process::tracegate(dir.path());
+    let mut cmd = process::tracegate(dir.path());
     cmd.args([
         "demo",
         "--db",

@@ -15,7 +15,7 @@ mod common;
 
 use bytes::Bytes;
 use common::replay::{Recorded, Replay};
-use common::{TestGateway, client};
+use common::{Gateway, TestGateway, trace_id};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -139,21 +139,23 @@ async fn every_fixture_round_trips_exactly() {
             Some("vllm") => &vllm,
             _ => &generic,
         };
-        let mut request = client()
-            .post(gw.at(&f.request.path))
+        let headers: Vec<(&str, &str)> = f
+            .request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut response = gw
+            .post(&f.request.path)
             .header("x-fixture", name)
-            .json(&f.request.body);
-        for (k, v) in &f.request.headers {
-            request = request.header(k, v);
-        }
-        let mut response = request.send().await.unwrap();
+            .json(&f.request.body)
+            .headers(&headers)
+            .send()
+            .await;
         if response.status().as_u16() != f.upstream.status {
             failures.push(format!("{name}: client got status {}", response.status()));
         }
-        let trace_id = response.headers()["x-rllm-trace-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let trace_id = trace_id(response.headers());
         let mut received = Vec::new();
         let mut broke = false;
         loop {
@@ -220,14 +222,7 @@ async fn every_fixture_round_trips_exactly() {
     generic.flush().await;
     vllm.flush().await;
     for (name, f, trace_id, gw) in traces {
-        let record: Value = client()
-            .get(gw.at(&format!("/traces/{trace_id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let record = gw.get_json(&format!("/traces/{trace_id}")).await;
         // (b) the expected record fields
         for (path, want) in &f.record {
             let got = at(&record, path);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestGateway, chat_body, client, start_mock};
+use common::{Gateway, Setup, chat_body};
 use serde_json::{Value, json};
 use tracegate::record::TraceRecord;
 
@@ -49,27 +49,22 @@ fn field(record: &TraceRecord, name: &str) -> Option<String> {
 }
 
 /// Sends one call with `field` in each of `carriers`, returns its record id.
-async fn send(gw: &TestGateway, name: &str, header: &str, carriers: &[Carrier]) -> String {
+async fn send(gw: &Setup, name: &str, header: &str, carriers: &[Carrier]) -> String {
     let mut body = chat_body("who am I");
     let mut path = "/v1/chat/completions".to_string();
-    let mut request = client().post("http://placeholder");
+    let mut headers = Vec::new();
     for carrier in carriers {
         let value = value_of(*carrier);
         match carrier {
-            Carrier::Header => request = request.header(header, value),
+            Carrier::Header => headers.push((header, value)),
             Carrier::MetadataRllm => body["metadata"] = json!({"rllm": {name: value}}),
             Carrier::TopRllm => body["rllm"] = json!({name: value}),
             Carrier::Path => path = format!("/sessions/{value}/v1/chat/completions"),
         }
     }
-    let mut built = request.json(&body).build().unwrap();
-    *built.url_mut() = reqwest::Url::parse(&gw.at(&path)).unwrap();
-    let response = client().execute(built).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.headers()["x-rllm-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
+    let answer = gw.post(&path).headers(&headers).json(&body).answer().await;
+    assert_eq!(answer.status, 200);
+    answer.trace_id()
 }
 
 /// Every subset of `carriers`, in order.
@@ -88,8 +83,7 @@ fn subsets(carriers: &[Carrier]) -> Vec<Vec<Carrier>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn precedence_is_header_then_body_then_path_for_every_combination() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let mut expectations = Vec::new();
     for (name, header) in TEXT_FIELDS {
         let mut carriers = vec![Carrier::Header, Carrier::MetadataRllm, Carrier::TopRllm];
@@ -117,19 +111,16 @@ async fn precedence_is_header_then_body_then_path_for_every_combination() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fields_from_different_carriers_combine() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let mut body = chat_body("mixed");
     body["metadata"] = json!({"rllm": {"harness": "swe-agent", "step_id": 4}});
     body["rllm"] = json!({"project": "p1", "harness": "loses-to-metadata"});
-    client()
-        .post(gw.at("/sessions/episode-9/v1/chat/completions"))
+    gw.post("/sessions/episode-9/v1/chat/completions")
         .header("x-rllm-run-id", "run-7")
         .header("X-Rllm-Experiment", "  exp-a  ")
         .json(&body)
         .send()
-        .await
-        .unwrap();
+        .await;
     let r = gw.only_record().await;
     assert_eq!(r.identity.session_id.as_deref(), Some("episode-9"));
     assert_eq!(r.identity.run_id.as_deref(), Some("run-7"));
@@ -145,8 +136,7 @@ async fn fields_from_different_carriers_combine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_id_precedence_and_types() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let cases: Vec<(Option<&str>, Option<Value>, Option<i64>)> = vec![
         (Some("3"), Some(json!(5)), Some(3)),
         (None, Some(json!(5)), Some(5)),
@@ -161,18 +151,9 @@ async fn step_id_precedence_and_types() {
         if let Some(v) = body_value {
             body["metadata"] = json!({"rllm": {"step_id": v}});
         }
-        let mut request = client().post(gw.at("/v1/chat/completions")).json(&body);
-        if let Some(h) = header {
-            request = request.header("x-rllm-step-id", *h);
-        }
-        let response = request.send().await.unwrap();
-        ids.push((
-            response.headers()["x-rllm-trace-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-            *expected,
-        ));
+        let headers: Vec<_> = header.iter().map(|h| ("x-rllm-step-id", *h)).collect();
+        let answer = gw.chat(&body).headers(&headers).answer().await;
+        ids.push((answer.trace_id(), *expected));
     }
     let records = gw.records().await;
     for (id, expected) in ids {
@@ -184,17 +165,14 @@ async fn step_id_precedence_and_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_step_id_is_recorded_and_never_fails_the_call() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let response = client()
-        .post(gw.at("/v1/chat/completions"))
+    let gw = Setup::new().await;
+    let answer = gw
+        .chat(&chat_body("hi"))
         .header("x-rllm-step-id", "step-three")
         .header("x-rllm-session-id", "s")
-        .json(&chat_body("hi"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .answer()
+        .await;
+    assert_eq!(answer.status, 200);
     let r = gw.only_record().await;
     assert_eq!(r.identity.step_id, None);
     assert_eq!(r.identity.session_id.as_deref(), Some("s"));
@@ -204,23 +182,19 @@ async fn a_bad_step_id_is_recorded_and_never_fails_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_never_sees_identity() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let mut body = chat_body("secret identity");
     body["rllm"] = json!({"run_id": "r"});
     body["metadata"] = json!({"rllm": {"session_id": "s"}});
-    let mut request = client().post(gw.at("/sessions/s/v1/chat/completions"));
-    for (_, header) in TEXT_FIELDS {
-        request = request.header(*header, "v");
-    }
-    request
+    let headers: Vec<(&str, &str)> = TEXT_FIELDS.iter().map(|(_, h)| (*h, "v")).collect();
+    gw.post("/sessions/s/v1/chat/completions")
+        .headers(&headers)
         .header("X-RLLM-Step-Id", "1")
         .header("x-rllm-custom-future-field", "v")
         .json(&body)
         .send()
-        .await
-        .unwrap();
-    let received = &mock.state.received()[0];
+        .await;
+    let received = &gw.received()[0];
     for (name, _) in &received.headers {
         assert!(!name.starts_with("x-rllm-"), "{name} reached the upstream");
     }

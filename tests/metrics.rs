@@ -5,13 +5,12 @@
 mod common;
 
 use common::otlp::{Receiver, Transport};
-use common::{TestGateway, chat_body, client, start_mock, within};
+use common::{Gateway, Setup, TestGateway, chat_body, rest_of_stream, start_mock, until, within};
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 use tracegate::config::ServeArgs;
 
 /// One scrape: every sample by its series (`name{labels}`), and the metric
@@ -54,15 +53,15 @@ impl Scrape {
 }
 
 async fn scrape(gw: &TestGateway) -> Scrape {
-    let response = client().get(gw.at("/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
+    let response = gw.get("/metrics").answer().await;
+    assert_eq!(response.status, 200);
     assert!(
-        response.headers()["content-type"]
+        response.headers["content-type"]
             .to_str()
             .unwrap()
             .starts_with("application/openmetrics-text")
     );
-    let text = response.text().await.unwrap();
+    let text = response.text();
     assert!(
         text.ends_with("# EOF\n"),
         "a complete OpenMetrics exposition"
@@ -82,11 +81,7 @@ async fn scrape(gw: &TestGateway) -> Scrape {
 }
 
 async fn chat(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) {
-    let mut request = client().post(gw.at("/v1/chat/completions")).json(&body);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    request.send().await.unwrap().bytes().await.unwrap();
+    gw.chat(&body).headers(headers).answer().await;
 }
 
 fn model_body(model: &str, stream: bool) -> Value {
@@ -103,8 +98,7 @@ const DURATION: &str = "gen_ai_client_operation_duration_seconds";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_counted_by_model_route_operation_and_status() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     chat(&gw, model_body("alpha", false), &[]).await;
     chat(&gw, model_body("alpha", false), &[]).await;
     chat(&gw, model_body("beta", true), &[]).await;
@@ -138,8 +132,7 @@ async fn calls_are_counted_by_model_route_operation_and_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_to_first_token_is_observed_for_streamed_calls_only() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     chat(&gw, model_body("alpha", false), &[]).await;
     chat(&gw, model_body("beta", true), &[]).await;
     gw.flush().await;
@@ -155,8 +148,7 @@ async fn time_to_first_token_is_observed_for_streamed_calls_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_by_type_add_up_to_the_records_usage() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     for stream in [false, true, false] {
         chat(&gw, model_body("alpha", stream), &[]).await;
     }
@@ -175,11 +167,10 @@ async fn tokens_by_type_add_up_to_the_records_usage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_calls_are_counted_by_error_kind() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     chat(&gw, model_body("alpha", false), &[("x-mock-status", "503")]).await;
     chat(&gw, model_body("alpha", false), &[("x-mock-status", "429")]).await;
-    mock.stop();
+    gw.mock.stop();
     chat(&gw, model_body("alpha", false), &[]).await;
     gw.flush().await;
     let m = scrape(&gw).await;
@@ -195,32 +186,24 @@ async fn failed_calls_are_counted_by_error_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_call_is_in_flight_until_it_ends() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     assert_eq!(scrape(&gw).await.get("tracegate_requests_in_flight"), 0.0);
-    let mut response = client()
-        .post(gw.at("/v1/chat/completions"))
+    let mut response = gw
+        .chat(&model_body("alpha", true))
         .header("x-mock-hold", "1")
-        .json(&model_body("alpha", true))
         .send()
-        .await
-        .unwrap();
+        .await;
     within("the first chunk", response.chunk()).await.unwrap();
     assert_eq!(scrape(&gw).await.get("tracegate_requests_in_flight"), 1.0);
-    mock.state.release();
-    while within("the rest", response.chunk())
-        .await
-        .unwrap()
-        .is_some()
-    {}
+    gw.mock.state.release();
+    rest_of_stream(response).await;
     gw.flush().await;
     assert_eq!(scrape(&gw).await.get("tracegate_requests_in_flight"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_reports_records_written_and_commit_latency() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     for _ in 0..5 {
         chat(&gw, model_body("alpha", false), &[]).await;
     }
@@ -235,45 +218,28 @@ async fn the_store_reports_records_written_and_commit_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_reports_spans_sent_failures_and_lag() {
-    let mock = start_mock().await;
     let receiver = Receiver::start(Transport::Http).await;
-    let gw = TestGateway::start_with(ServeArgs {
-        upstream: vec![mock.base_url()],
-        otlp_endpoint: Some(receiver.endpoint()),
-        otlp_protocol: Some(receiver.protocol().into()),
-        ..ServeArgs::default()
-    })
-    .await;
+    let gw = Setup::with(|args| receiver.export_to(args)).await;
     chat(&gw, model_body("alpha", false), &[]).await;
     chat(&gw, model_body("alpha", false), &[]).await;
     receiver.wait_for(2).await;
-    within("the export counted", async {
-        while scrape(&gw).await.get("tracegate_export_spans_total") < 2.0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    until("the export counted", async || {
+        scrape(&gw).await.get("tracegate_export_spans_total") >= 2.0
     })
     .await;
     // The collector starts refusing: the span waits, ages, and attempts fail.
     receiver.refuse(true);
     chat(&gw, model_body("alpha", false), &[]).await;
-    within("a failed attempt and a waiting span", async {
-        loop {
-            let m = scrape(&gw).await;
-            if m.get("tracegate_export_failures_total") >= 1.0
-                && m.get("tracegate_export_spans_waiting") == 1.0
-                && m.get("tracegate_export_lag_seconds") > 0.0
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    until("a failed attempt and a waiting span", async || {
+        let m = scrape(&gw).await;
+        m.get("tracegate_export_failures_total") >= 1.0
+            && m.get("tracegate_export_spans_waiting") == 1.0
+            && m.get("tracegate_export_lag_seconds") > 0.0
     })
     .await;
     receiver.refuse(false);
-    within("the backlog drained", async {
-        while scrape(&gw).await.get("tracegate_export_spans_waiting") != 0.0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    until("the backlog drained", async || {
+        scrape(&gw).await.get("tracegate_export_spans_waiting") == 0.0
     })
     .await;
     let m = scrape(&gw).await;
@@ -301,10 +267,8 @@ async fn worker_health_is_reported_per_worker() {
     let m = scrape(&gw).await;
     assert_eq!((up(&m, "a"), up(&m, "b")), (1.0, 1.0));
     b.stop();
-    within("b reported down", async {
-        while up(&scrape(&gw).await, "b") != 0.0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    until("b reported down", async || {
+        up(&scrape(&gw).await, "b") == 0.0
     })
     .await;
     assert_eq!(up(&scrape(&gw).await, "a"), 1.0);
@@ -379,8 +343,7 @@ fn dashboard(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_dashboard_queries_only_exported_metrics() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     // One call of each outcome, so every labelled family has a series.
     chat(&gw, model_body("alpha", true), &[]).await;
     chat(&gw, model_body("alpha", false), &[("x-mock-status", "500")]).await;

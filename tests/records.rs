@@ -2,29 +2,28 @@
 
 mod common;
 
-use common::{TestGateway, chat_body, client, start_mock, within};
+use common::{
+    Gateway, Setup, TestGateway, chat_body, client, eventually, nowhere, start_mock, stream_body,
+};
 use serde_json::json;
 use tracegate::record::Status;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_streamed_chat_call_is_recorded_whole() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    let gw = Setup::new().await;
     let body = json!({
         "model": "mock-model",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
         "temperature": 0.25, "max_tokens": 64, "seed": 7,
         "logprobs": true, "top_logprobs": 1, "return_token_ids": true,
     });
-    let response = client()
-        .post(gw.at("/v1/chat/completions"))
+    let answer = gw
+        .chat(&body)
         .header("authorization", "Bearer sk-never-stored")
         .header("x-rllm-session-id", "sess-1")
-        .json(&body)
-        .send()
+        .answer()
         .await
-        .unwrap();
-    let answer: serde_json::Value = response.json().await.unwrap();
+        .json();
     let r = gw.only_record().await;
 
     assert_eq!(r.status, Status::Ok);
@@ -75,35 +74,21 @@ async fn a_non_streamed_chat_call_is_recorded_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_chat_call_is_assembled() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let mut body = chat_body("stream me something");
-    body["stream"] = json!(true);
+    let gw = Setup::new().await;
+    let mut body = stream_body("stream me something");
     body["stream_options"] = json!({"include_usage": true});
     body["return_token_ids"] = json!(true);
     body["logprobs"] = json!(true);
-    let streamed = client()
-        .post(gw.at("/v1/chat/completions"))
+    let streamed = gw
+        .chat(&body)
         .header("x-mock-chunks", "5")
-        .json(&body)
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text();
     // The same request without streaming gives the reference answer.
     body["stream"] = json!(false);
     body.as_object_mut().unwrap().remove("stream_options");
-    let whole: serde_json::Value = client()
-        .post(format!("{}/chat/completions", mock.base_url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let whole = gw.direct_chat(&body).answer().await.json();
 
     let r = gw.only_record().await;
     assert!(r.stream);
@@ -135,21 +120,10 @@ async fn a_streamed_chat_call_is_assembled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_tool_call_is_merged() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let mut body = chat_body("look it up");
-    body["stream"] = json!(true);
+    let gw = Setup::new().await;
+    let mut body = stream_body("look it up");
     body["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {}}}]);
-    client()
-        .post(gw.at("/v1/chat/completions"))
-        .header("x-mock-chunks", "7")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    gw.chat(&body).header("x-mock-chunks", "7").answer().await;
     let r = gw.only_record().await;
     assert_eq!(r.tools, body["tools"].as_array().unwrap().clone());
     let call = &r.response_message["tool_calls"][0];
@@ -161,9 +135,8 @@ async fn a_streamed_tool_call_is_merged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_identity_are_recorded_too() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    client().get(gw.at("/v1/models")).send().await.unwrap();
+    let gw = Setup::new().await;
+    gw.get("/v1/models").send().await;
     let r = gw.only_record().await;
     assert_eq!(r.identity.session_id, None);
     assert_eq!(r.operation, "other");
@@ -173,16 +146,13 @@ async fn calls_without_identity_are_recorded_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_500_is_recorded_as_an_error() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let response = client()
-        .post(gw.at("/v1/chat/completions"))
+    let gw = Setup::new().await;
+    let answer = gw
+        .chat(&chat_body("fail please"))
         .header("x-mock-status", "500")
-        .json(&chat_body("fail please"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 500);
+        .answer()
+        .await;
+    assert_eq!(answer.status, 500);
     let r = gw.only_record().await;
     assert_eq!(r.status, Status::Error);
     assert_eq!(r.http_status, Some(500));
@@ -197,55 +167,29 @@ async fn an_upstream_500_is_recorded_as_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_recorded() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let gw = TestGateway::start(&format!("http://127.0.0.1:{port}/v1")).await;
-    client()
-        .post(gw.at("/v1/chat/completions"))
+    let upstream = nowhere("/v1");
+    let gw = TestGateway::start(&upstream).await;
+    gw.chat(&chat_body("hello?"))
         .header("x-rllm-run-id", "run-down")
-        .json(&chat_body("hello?"))
         .send()
-        .await
-        .unwrap();
+        .await;
     let r = gw.only_record().await;
     assert_eq!(r.status, Status::Error);
     assert_eq!(r.http_status, Some(502));
     assert_eq!(r.error.unwrap().kind, "upstream_unreachable");
     assert_eq!(r.identity.run_id.as_deref(), Some("run-down"));
     assert_eq!(r.messages[0]["content"], "hello?");
-    assert_eq!(r.upstream, format!("http://127.0.0.1:{port}/v1"));
+    assert_eq!(r.upstream, upstream);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_mid_stream_is_recorded_as_client_closed() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let mut body = chat_body("I will not wait");
-    body["stream"] = json!(true);
-    let mut response = client()
-        .post(gw.at("/v1/chat/completions"))
-        .header("x-mock-hold", "1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let first = within("the first chunk", response.chunk())
-        .await
-        .unwrap()
-        .unwrap();
+    let gw = Setup::new().await;
+    let (response, first) = gw.held_stream(&stream_body("I will not wait")).await;
     drop(response); // the client goes away mid-stream
     // Recorded without the upstream ever finishing: the gateway noticed.
-    let r = within("the client_closed record", async {
-        loop {
-            let records = gw.records().await;
-            if let Some(r) = records.into_iter().next() {
-                return r;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    let r = eventually("the client_closed record", async || {
+        gw.records().await.into_iter().next()
     })
     .await;
     assert_eq!(r.status, Status::ClientClosed);
@@ -262,18 +206,13 @@ async fn a_client_that_leaves_mid_stream_is_recorded_as_client_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_breaks_mid_stream_is_recorded() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let mut body = chat_body("break after two chunks");
-    body["stream"] = json!(true);
-    let result = client()
-        .post(gw.at("/v1/chat/completions"))
+    let gw = Setup::new().await;
+    let result = gw
+        .chat(&stream_body("break after two chunks"))
         .header("x-mock-drop-after", "2")
         .header("x-mock-chunk-delay-ms", "30")
-        .json(&body)
         .send()
         .await
-        .unwrap()
         .text()
         .await;
     assert!(result.is_err(), "the client sees the stream break too");

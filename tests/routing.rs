@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestGateway, chat_body, client, get_json, start_mock, within};
+use common::{Gateway, Setup, TestGateway, all_at_once, chat_body, start_mock, until};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use tracegate::config::ServeArgs;
@@ -15,14 +15,11 @@ fn routes(json: Value) -> ServeArgs {
     }
 }
 
+/// A chat call for `model`, with these headers.
 async fn chat(gw: &TestGateway, model: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut body = chat_body("route me");
     body["model"] = json!(model);
-    let mut request = client().post(gw.at("/v1/chat/completions")).json(&body);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    request.send().await.unwrap()
+    gw.chat(&body).headers(headers).send().await
 }
 
 /// How many requests each mock received.
@@ -59,11 +56,7 @@ async fn the_first_matching_prefix_wins_case_insensitively_with_a_catch_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_match_and_no_default_is_a_404_naming_the_model() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start_with(routes(json!([
-        {"name": "gpt", "model_prefix": "gpt-", "upstream": mock.base_url()},
-    ])))
-    .await;
+    let gw = Setup::with_route(json!({"name": "gpt", "model_prefix": "gpt-"})).await;
     let r = chat(&gw, "llama-3", &[]).await;
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
@@ -74,9 +67,9 @@ async fn no_match_and_no_default_is_a_404_naming_the_model() {
             .unwrap()
             .contains("llama-3")
     );
-    let models = client().get(gw.at("/v1/models")).send().await.unwrap();
+    let models = gw.get("/v1/models").send().await;
     assert_eq!(models.status(), 404, "no model and no default route");
-    assert!(mock.state.received().is_empty());
+    assert!(gw.received().is_empty());
     assert_eq!(gw.records().await.len(), 2, "refused calls are recorded");
 }
 
@@ -89,33 +82,22 @@ async fn requests_without_a_match_go_to_the_default_route() {
     ])))
     .await;
     chat(&gw, "mistral", &[]).await.bytes().await.unwrap();
-    client()
-        .get(gw.at("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    gw.get("/v1/models").answer().await;
     assert_eq!(counts(&[&gpt, &fallback]), [0, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_model_renames_upstream_and_the_record_keeps_both() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start_with(routes(json!([
-        {"name": "policy", "model_prefix": "policy", "upstream": mock.base_url(), "backend_model": "Qwen/Qwen3-8B"},
-    ])))
+    let gw = Setup::with_route(
+        json!({"name": "policy", "model_prefix": "policy", "backend_model": "Qwen/Qwen3-8B"}),
+    )
     .await;
     let answer: Value = chat(&gw, "policy-v1", &[]).await.json().await.unwrap();
     assert_eq!(
         answer["model"], "Qwen/Qwen3-8B",
         "the upstream answered as the backend model"
     );
-    assert_eq!(
-        mock.state.received()[0].json().unwrap()["model"],
-        "Qwen/Qwen3-8B"
-    );
+    assert_eq!(gw.received()[0].json().unwrap()["model"], "Qwen/Qwen3-8B");
     let r = gw.only_record().await;
     assert_eq!(r.model.as_deref(), Some("policy-v1"));
     assert_eq!(r.backend_model.as_deref(), Some("Qwen/Qwen3-8B"));
@@ -146,14 +128,12 @@ async fn one_gateway_serves_a_vllm_pool_openai_and_anthropic() {
         );
     }
     chat(&gw, "gpt-4o", &[]).await.bytes().await.unwrap();
-    let r = client()
-        .post(gw.at("/v1/messages"))
+    let r = gw
+        .post("/v1/messages")
         .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.bytes().await.unwrap();
+        .answer()
+        .await;
+    assert_eq!(r.status, 200);
     let records = gw.records().await;
     let by_route: BTreeMap<String, usize> = records.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.route.clone().unwrap()).or_default() += 1;
@@ -265,19 +245,11 @@ async fn health_checks_mark_workers_down_and_up() {
         ]))
     })
     .await;
-    let health = |gw: &TestGateway| {
-        let url = gw.at("/health/workers");
-        async move { get_json(url).await }
-    };
-    assert_eq!(health(&gw).await["healthy"], 2);
+    let health = async || gw.get_json("/health/workers").await;
+    assert_eq!(health().await["healthy"], 2);
     b.take().unwrap().stop();
-    within("b marked down", async {
-        while health(&gw).await["healthy"] != 1 {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let workers = health(&gw).await["workers"].clone();
+    until("b marked down", async || health().await["healthy"] == 1).await;
+    let workers = health().await["workers"].clone();
     assert_eq!(workers[1]["worker_id"], "b");
     assert_eq!(workers[1]["healthy"], false);
     // New calls avoid the down worker.
@@ -297,12 +269,7 @@ async fn health_checks_mark_workers_down_and_up() {
     // b comes back on the same port and is marked up again.
     let listener = tokio::net::TcpListener::bind(b_addr).await.unwrap();
     let _b = tracegate::mock_upstream::start(listener, Default::default()).unwrap();
-    within("b marked up", async {
-        while health(&gw).await["healthy"] != 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    until("b marked up", async || health().await["healthy"] == 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,55 +277,35 @@ async fn workers_are_managed_at_run_time_like_rllm_model_gateway() {
     let a = start_mock().await;
     let b = start_mock().await;
     let gw = TestGateway::start(&a.base_url()).await;
-    let added: Value = client()
-        .post(gw.at("/admin/workers"))
+    let added = gw
+        .post("/admin/workers")
         .json(&json!({"url": format!("http://{}", b.addr), "api_path": "/v1", "weight": 3, "worker_id": "extra"}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json();
     assert_eq!(
         added,
         json!({"worker_id": "extra", "url": format!("http://{}", b.addr), "api_path": "/v1"})
     );
-    let list: Value = get_json(gw.at("/admin/workers")).await;
+    let list = gw.get_json("/admin/workers").await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[1]["weight"], 3);
     assert_eq!(list[1]["healthy"], true);
-    let r = client()
-        .delete(gw.at("/admin/workers/extra"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.json::<Value>().await.unwrap(),
-        json!({"removed": "extra"})
-    );
-    let r = client()
-        .delete(gw.at("/admin/workers/extra"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = client()
-        .post(gw.at("/admin/workers"))
+    let removed = gw.delete("/admin/workers/extra").answer().await;
+    assert_eq!(removed.json(), json!({"removed": "extra"}));
+    let again = gw.delete("/admin/workers/extra").send().await;
+    assert_eq!(again.status(), 404);
+    let no_url = gw
+        .post("/admin/workers")
         .json(&json!({"weight": 1}))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400, "url is required");
+        .await;
+    assert_eq!(no_url.status(), 400, "url is required");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_blocked_header_in_provider_data_is_dropped() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start_with(routes(json!([
-        {"name": "maas", "model_prefix": "*", "upstream": mock.base_url(), "allow_caller_headers": true,
-         "headers": {"X-Org": "acme"}},
-    ])))
-    .await;
+    let gw = Setup::with_route(json!({"name": "maas", "model_prefix": "*", "allow_caller_headers": true, "headers": {"X-Org": "acme"}})).await;
     let blocked = [
         "connection",
         "keep-alive",
@@ -405,7 +352,7 @@ async fn every_blocked_header_in_provider_data_is_dropped() {
     .await;
     assert_eq!(r.status(), 200);
     r.bytes().await.unwrap();
-    let received = &mock.state.received()[0];
+    let received = &gw.received()[0];
     for (name, value) in &received.headers {
         assert_ne!(value, "smuggled", "{name} was smuggled through");
     }
@@ -434,28 +381,23 @@ async fn every_blocked_header_in_provider_data_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_data_is_ignored_for_routes_that_do_not_opt_in() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start_with(routes(json!([
-        {"name": "closed", "model_prefix": "*", "upstream": mock.base_url()},
-    ])))
-    .await;
+    let gw = Setup::with_route(json!({"name": "closed", "model_prefix": "*"})).await;
     let data = json!({"closed_extra_headers": {"X-Extra": "1"}}).to_string();
     chat(&gw, "m", &[("x-tracegate-provider-data", &data)])
         .await
         .bytes()
         .await
         .unwrap();
-    let received = &mock.state.received()[0];
+    let received = &gw.received()[0];
     assert!(received.header("x-extra").is_none());
     assert!(received.header("x-tracegate-provider-data").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_provider_data_is_a_400_and_recorded() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start_with(routes(json!([
-        {"name": "maas", "model_prefix": "*", "upstream": mock.base_url(), "allow_caller_headers": true},
-    ])))
+    let gw = Setup::with_route(
+        json!({"name": "maas", "model_prefix": "*", "allow_caller_headers": true}),
+    )
     .await;
     let cases = [
         ("{not json", "not valid JSON"),
@@ -484,10 +426,7 @@ async fn malformed_provider_data_is_a_400_and_recorded() {
             "{data}: {body}"
         );
     }
-    assert!(
-        mock.state.received().is_empty(),
-        "nothing was sent upstream"
-    );
+    assert!(gw.received().is_empty(), "nothing was sent upstream");
     let records = gw.records().await;
     assert_eq!(records.len(), cases.len());
     assert!(
@@ -498,36 +437,19 @@ async fn malformed_provider_data_is_a_400_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_never_see_each_others_extra_headers() {
-    let mock = start_mock().await;
-    let gw = TestGateway::start_with(routes(json!([
-        {"name": "maas", "model_prefix": "*", "upstream": mock.base_url(), "allow_caller_headers": true},
-    ])))
+    let gw = Setup::with_route(
+        json!({"name": "maas", "model_prefix": "*", "allow_caller_headers": true}),
+    )
     .await;
     let n = 100;
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let url = gw.at("/v1/chat/completions");
-        tasks.push(tokio::spawn(async move {
-            let data =
-                json!({"maas_extra_headers": {"X-Caller": format!("caller-{i}")}}).to_string();
-            let mut body = chat_body(&format!("call {i}"));
-            body["stream"] = json!(i % 2 == 0);
-            client()
-                .post(url)
-                .header("x-tracegate-provider-data", data)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let received = mock.state.received();
+    let calls = (0..n).map(|i| {
+        let data = json!({"maas_extra_headers": {"X-Caller": format!("caller-{i}")}}).to_string();
+        let mut body = chat_body(&format!("call {i}"));
+        body["stream"] = json!(i % 2 == 0);
+        gw.chat(&body).header("x-tracegate-provider-data", data)
+    });
+    all_at_once(calls).await;
+    let received = gw.received();
     assert_eq!(received.len(), n);
     for request in received {
         let body = request.json().unwrap();
@@ -564,15 +486,12 @@ async fn the_readme_multi_provider_example_is_a_valid_config() {
         ..ServeArgs::default()
     })
     .await;
-    let routes: Value = client()
-        .get(gw.at("/admin/routes"))
+    let routes = gw
+        .get("/admin/routes")
         .header("x-tracegate-key", "tg-team-token")
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json();
     let names: Vec<&str> = routes
         .as_array()
         .unwrap_or_else(|| panic!("{routes}"))

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestGateway, chat_body, client, start_mock};
+use common::{Gateway, Setup, chat_body, stream_body};
 use serde_json::{Value, json};
 
 fn schema() -> Value {
@@ -30,10 +30,8 @@ fn the_schema_requires_every_property_it_describes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_record_validates() {
     let validator = jsonschema::validator_for(&schema()).unwrap();
-    let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
-    let mut streamed = chat_body("stream");
-    streamed["stream"] = json!(true);
+    let gw = Setup::new().await;
+    let mut streamed = stream_body("stream");
     streamed["return_token_ids"] = json!(true);
     streamed["logprobs"] = json!(true);
     let mut tools = chat_body("tools");
@@ -60,38 +58,23 @@ async fn every_kind_of_record_validates() {
         ("/v1/models", None, vec![]),
     ];
     for (path, body, headers) in calls {
-        let mut request = match &body {
-            Some(b) => client().post(gw.at(path)).json(b),
-            None => client().get(gw.at(path)),
+        let request = match &body {
+            Some(b) => gw.post(path).json(b),
+            None => gw.get(path),
         };
-        for (k, v) in headers {
-            request = request.header(k, v);
-        }
-        request.send().await.unwrap().bytes().await.unwrap();
+        request.headers(&headers).answer().await;
     }
-    client()
-        .post(gw.at("/v1/files"))
+    gw.post("/v1/files")
         .body(vec![0xff, 0xfe, 0x00])
         .send()
-        .await
-        .unwrap();
-    mock.stop();
-    client()
-        .post(gw.at("/v1/chat/completions"))
-        .json(&chat_body("down"))
-        .send()
-        .await
-        .unwrap();
+        .await;
+    gw.mock.stop();
+    gw.chat(&chat_body("down")).send().await;
 
     let records = gw.records().await;
     assert_eq!(records.len(), 7);
     for record in records {
-        let response = client()
-            .get(gw.at(&format!("/traces/{}", record.trace_id)))
-            .send()
-            .await
-            .unwrap();
-        let served: Value = response.json().await.unwrap();
+        let served = gw.get_json(&format!("/traces/{}", record.trace_id)).await;
         let errors: Vec<String> = validator
             .iter_errors(&served)
             .map(|e| format!("{e} at {}", e.instance_path()))

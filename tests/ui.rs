@@ -6,18 +6,21 @@
 //! binary, then serves that database with `tracegate serve` in front of an
 //! in-process mock model.
 //!
-//! The browser test runs `tests/browser/ui.test.mjs` with Node, Debian's
-//! `chromium` and `playwright-core` (`npm ci --prefix tests/browser`). Without
-//! them it is skipped with a message — unless
-//! `TRACEGATE_REQUIRE_BROWSER_TESTS=1` (set by `.ci/run`), where a missing
-//! tool is a failure. It saves screenshots next to the build directory and
-//! prints their paths (`UI screenshot: ...`) to the log.
+//! The browser tests run `tests/browser/*.test.mjs` with Node, Debian's
+//! `chromium` and `playwright-core` (`npm ci --prefix tests/browser`). A
+//! plain `cargo test` reports them as ignored;
+//! `TRACEGATE_REQUIRE_BROWSER_TESTS=1 cargo test` (what `.ci/run` runs) or
+//! `cargo test --test ui -- --ignored` runs them, and then a missing tool
+//! fails them with the command that installs it (see `build.rs`). The walk
+//! saves screenshots next to the build directory and prints their paths
+//! (`UI screenshot: ...`) to the log.
 
 mod common;
 
-use common::process::{BIN, Running, free_port, tracegate};
-use common::{chat_body, client, start_mock};
-use serde_json::Value;
+use common::process::{BIN, Running, Serve, tracegate};
+use common::{Gateway, Request, chat_body, start_mock};
+use reqwest::Method;
+use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,9 +35,9 @@ struct DemoGateway {
     _dir: TempDir,
 }
 
-impl DemoGateway {
-    fn url(&self, path: &str) -> String {
-        self.gateway.url(path)
+impl Gateway for DemoGateway {
+    fn at(&self, path: &str) -> String {
+        self.gateway.at(path)
     }
 }
 
@@ -60,34 +63,23 @@ async fn demo_gateway_with(env: &[(&str, &str)]) -> DemoGateway {
         .expect("the demo names its run")
         .to_string();
     let mock = start_mock().await;
-    let port = free_port();
-    let mut cmd = tracegate(dir.path());
-    cmd.args(["serve", "--db", db.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--upstream", &mock.base_url()])
-        .envs(env.iter().copied());
+    let gateway = Serve::new(dir.path())
+        .args(["--db", db.to_str().unwrap()])
+        .upstream(&mock.base_url())
+        .envs(env)
+        .spawn();
     DemoGateway {
-        gateway: Running::spawn(cmd, port),
+        gateway,
         run_id,
         _mock: mock,
         _dir: dir,
     }
 }
 
-async fn get_json(url: &str) -> (u16, Value) {
-    let response = client().get(url).send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-async fn get_text(url: &str) -> String {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// `GET path`: the status and the body, which is JSON.
+async fn get(gw: &DemoGateway, path: &str) -> (u16, Value) {
+    let answer = gw.get(path).answer().await;
+    (answer.status.as_u16(), answer.json())
 }
 
 // ---- the files ----
@@ -95,11 +87,9 @@ async fn get_text(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_redirects_to_the_page_with_a_trailing_slash() {
     let gw = demo_gateway().await;
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = no_redirects.get(gw.url("/ui")).send().await.unwrap();
+    let response = Request::without_redirects(Method::GET, gw.at("/ui"))
+        .send()
+        .await;
     assert_eq!(response.status(), 307);
     assert_eq!(response.headers()["location"], "ui/");
 }
@@ -114,9 +104,9 @@ async fn every_ui_file_is_served_with_its_content_type_and_revalidation_headers(
         ("/ui/style.css", "text/css"),
     ];
     for (path, content_type) in files {
-        let response = client().get(gw.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{path}");
-        let headers = response.headers();
+        let response = gw.get(path).answer().await;
+        assert_eq!(response.status, 200, "{path}");
+        let headers = &response.headers;
         assert!(
             headers["content-type"]
                 .to_str()
@@ -128,39 +118,35 @@ async fn every_ui_file_is_served_with_its_content_type_and_revalidation_headers(
         assert_eq!(headers["cache-control"], "no-cache", "{path}");
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
         assert!(headers.contains_key("etag"), "{path}");
-        assert!(!response.text().await.unwrap().is_empty(), "{path}");
+        assert!(!response.text().is_empty(), "{path}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_files_answer_304_while_the_browser_copy_is_current() {
     let gw = demo_gateway().await;
-    let first = client().get(gw.url("/ui/app.js")).send().await.unwrap();
+    let first = gw.get("/ui/app.js").send().await;
     let etag = first.headers()["etag"].clone();
-    let again = client()
-        .get(gw.url("/ui/app.js"))
+    let again = gw
+        .get("/ui/app.js")
         .header("if-none-match", etag.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 304);
-    assert_eq!(again.headers()["etag"], etag);
-    assert!(again.bytes().await.unwrap().is_empty());
+        .answer()
+        .await;
+    assert_eq!(again.status, 304);
+    assert_eq!(again.headers["etag"], etag);
+    assert!(again.body.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_page_loads_nothing_from_outside_the_gateway() {
     let gw = demo_gateway().await;
-    let page = client().get(gw.url("/ui/")).send().await.unwrap();
-    let csp = page.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let page = gw.get("/ui/").answer().await;
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
-    let html = page.text().await.unwrap();
+    let html = page.text();
     assert!(html.contains(r#"src="app.js""#) && html.contains(r#"href="style.css""#));
     for path in ["/ui/", "/ui/app.js", "/ui/style.css"] {
-        let text = get_text(&gw.url(path)).await;
+        let text = gw.get(path).answer().await.text();
         // The SVG namespace is a name, not a fetch.
         let urls = text.replace("http://www.w3.org/2000/svg", "");
         assert!(
@@ -173,7 +159,7 @@ async fn ui_page_loads_nothing_from_outside_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_ui_file_is_a_json_404() {
     let gw = demo_gateway().await;
-    let (status, body) = get_json(&gw.url("/ui/missing.js")).await;
+    let (status, body) = get(&gw, "/ui/missing.js").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
 }
@@ -183,7 +169,7 @@ async fn an_unknown_ui_file_is_a_json_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_api_runs_lists_the_demo_run_with_its_counts_and_filter_values() {
     let gw = demo_gateway().await;
-    let (status, page) = get_json(&gw.url("/ui/api/runs")).await;
+    let (status, page) = get(&gw, "/ui/api/runs").await;
     assert_eq!(status, 200);
     let runs = page["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1);
@@ -193,11 +179,8 @@ async fn ui_api_runs_lists_the_demo_run_with_its_counts_and_filter_values() {
     assert_eq!(run["trace_count"], 6);
     assert_eq!(run["error_count"], 0);
     assert!(run["tokens"].as_i64().unwrap() > 0);
-    assert_eq!(page["facets"]["models"], serde_json::json!(["mock-model"]));
-    assert_eq!(
-        page["facets"]["harnesses"],
-        serde_json::json!(["tracegate-demo"])
-    );
+    assert_eq!(page["facets"]["models"], json!(["mock-model"]));
+    assert_eq!(page["facets"]["harnesses"], json!(["tracegate-demo"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +198,7 @@ async fn ui_api_runs_keeps_only_the_runs_that_match_every_filter() {
         ("limit=0", 0),
     ];
     for (query, expected) in cases {
-        let (status, page) = get_json(&gw.url(&format!("/ui/api/runs?{query}"))).await;
+        let (status, page) = get(&gw, &format!("/ui/api/runs?{query}")).await;
         assert_eq!(status, 200, "{query}");
         assert_eq!(page["runs"].as_array().unwrap().len(), expected, "{query}");
     }
@@ -224,8 +207,8 @@ async fn ui_api_runs_keeps_only_the_runs_that_match_every_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_api_calls_gives_each_step_of_a_run_with_its_parent_link() {
     let gw = demo_gateway().await;
-    let url = gw.url(&format!("/ui/api/calls?run_id={}", gw.run_id));
-    let (status, page) = get_json(&url).await;
+    let url = format!("/ui/api/calls?run_id={}", gw.run_id);
+    let (status, page) = get(&gw, &url).await;
     assert_eq!(status, 200);
     assert_eq!(page["truncated"], false);
     let calls = page["calls"].as_array().unwrap();
@@ -257,28 +240,21 @@ async fn ui_api_calls_gives_each_step_of_a_run_with_its_parent_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_api_calls_after_a_cursor_gives_only_the_calls_recorded_since() {
     let gw = demo_gateway().await;
-    let (_, before) = get_json(&gw.url("/ui/api/calls?limit=1")).await;
+    let (_, before) = get(&gw, "/ui/api/calls?limit=1").await;
     let cursor = before["cursor"].as_i64().unwrap();
-    let (_, nothing) = get_json(&gw.url(&format!("/ui/api/calls?after={cursor}"))).await;
-    assert_eq!(nothing["calls"], serde_json::json!([]));
+    let (_, nothing) = get(&gw, &format!("/ui/api/calls?after={cursor}")).await;
+    assert_eq!(nothing["calls"], json!([]));
     assert_eq!(nothing["cursor"], cursor);
 
-    let answer = client()
-        .post(gw.url("/v1/chat/completions"))
+    let trace_id = gw
+        .chat(&chat_body("one more"))
         .header("x-rllm-run-id", &gw.run_id)
-        .json(&chat_body("one more"))
-        .send()
+        .answer()
         .await
-        .unwrap();
-    let trace_id = answer.headers()["x-rllm-trace-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    answer.bytes().await.unwrap();
-    let flushed = client().post(gw.url("/admin/flush")).send().await.unwrap();
-    assert_eq!(flushed.status(), 200);
+        .trace_id();
+    gw.flush().await;
 
-    let (_, since) = get_json(&gw.url(&format!("/ui/api/calls?after={cursor}"))).await;
+    let (_, since) = get(&gw, &format!("/ui/api/calls?after={cursor}")).await;
     let calls = since["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0]["trace_id"], trace_id.as_str());
@@ -292,8 +268,8 @@ async fn ui_api_calls_pages_through_a_backlog_with_the_cursor() {
     let mut cursor = 0;
     let mut seen = Vec::new();
     loop {
-        let url = gw.url(&format!("/ui/api/calls?after={cursor}&limit=4"));
-        let (_, page) = get_json(&url).await;
+        let url = format!("/ui/api/calls?after={cursor}&limit=4");
+        let (_, page) = get(&gw, &url).await;
         seen.extend(
             page["calls"]
                 .as_array()
@@ -313,11 +289,11 @@ async fn ui_api_calls_pages_through_a_backlog_with_the_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_api_stats_gives_distributions_and_series_per_model() {
     let gw = demo_gateway().await;
-    let url = gw.url(&format!("/ui/api/stats?run_id={}", gw.run_id));
-    let (status, stats) = get_json(&url).await;
+    let url = format!("/ui/api/stats?run_id={}", gw.run_id);
+    let (status, stats) = get(&gw, &url).await;
     assert_eq!(status, 200);
     assert_eq!(stats["calls"], 6);
-    assert_eq!(stats["models"], serde_json::json!(["mock-model"]));
+    assert_eq!(stats["models"], json!(["mock-model"]));
     let model = &stats["per_model"][0];
     assert_eq!(
         (model["calls"].as_u64(), model["errors"].as_u64()),
@@ -342,18 +318,18 @@ async fn ui_api_stats_gives_distributions_and_series_per_model() {
     assert_eq!(sum(&series["calls"]), 6);
     assert_eq!(sum(&series["errors"]), 0);
     let tokens = sum(&series["input_tokens"]) + sum(&series["output_tokens"]);
-    let (_, run) = get_json(&gw.url(&format!("/runs/{}", gw.run_id))).await;
+    let (_, run) = get(&gw, &format!("/runs/{}", gw.run_id)).await;
     assert_eq!(tokens, run["tokens"].as_u64().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_api_stats_of_an_unknown_run_are_empty() {
     let gw = demo_gateway().await;
-    let (status, stats) = get_json(&gw.url("/ui/api/stats?run_id=no-such-run")).await;
+    let (status, stats) = get(&gw, "/ui/api/stats?run_id=no-such-run").await;
     assert_eq!(status, 200);
     assert_eq!(stats["calls"], 0);
-    assert_eq!(stats["models"], serde_json::json!([]));
-    assert_eq!(stats["latency_ms"]["edges"], serde_json::json!([]));
+    assert_eq!(stats["models"], json!([]));
+    assert_eq!(stats["latency_ms"]["edges"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +343,7 @@ async fn ui_api_rejects_unusable_parameters_in_the_openai_error_shape() {
         "/ui/api/runs?since=yesterday",
         "/ui/api/stats?buckets=0",
     ] {
-        let (status, body) = get_json(&gw.url(query)).await;
+        let (status, body) = get(&gw, query).await;
         assert_eq!(status, 400, "{query}");
         assert_eq!(body["error"]["type"], "invalid_request_error", "{query}");
         assert_eq!(body["error"]["code"], "bad_request", "{query}");
@@ -378,15 +354,16 @@ async fn ui_api_rejects_unusable_parameters_in_the_openai_error_shape() {
 async fn ui_api_answers_are_never_cached() {
     let gw = demo_gateway().await;
     for path in ["/ui/api/runs", "/ui/api/calls", "/ui/api/stats"] {
-        let response = client().get(gw.url(path)).send().await.unwrap();
+        let response = gw.get(path).send().await;
         assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
     }
 }
 
 // ---- the browser ----
 
-/// `node`, when Node, Debian's chromium and `playwright-core` are all there.
-fn browser_tools() -> Option<&'static str> {
+/// `node`, once Node, Debian's chromium and `playwright-core` are all
+/// there; fails the test, saying how to install what is missing, otherwise.
+fn browser_tools() -> &'static str {
     let chromium = Path::new("/usr/bin/chromium");
     let modules =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
@@ -404,13 +381,12 @@ fn browser_tools() -> Option<&'static str> {
     .into_iter()
     .flatten()
     .collect();
-    if missing.is_empty() {
-        return Some("node");
-    }
-    let required = std::env::var("TRACEGATE_REQUIRE_BROWSER_TESTS").is_ok_and(|v| v == "1");
-    assert!(!required, "the browser test needs: {}", missing.join(", "));
-    eprintln!("SKIPPED: the browser test needs {}", missing.join(", "));
-    None
+    assert!(
+        missing.is_empty(),
+        "the browser test needs: {}",
+        missing.join(", ")
+    );
+    "node"
 }
 
 /// The build directory (`target/`): the binary is `target/<profile>/tracegate`.
@@ -422,12 +398,15 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// What a browser script did: whether it passed, and what it printed.
+struct BrowserRun {
+    passed: bool,
+    stdout: String,
+    stderr: String,
+}
+
 /// Runs a browser script from `tests/browser/` with `env`.
-async fn run_browser_script(
-    node: &str,
-    script: &str,
-    env: &[(&str, String)],
-) -> std::process::Output {
+async fn run_browser_script(node: &str, script: &str, env: &[(&str, String)]) -> BrowserRun {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/browser")
         .join(script);
@@ -436,27 +415,35 @@ async fn run_browser_script(
     for (key, value) in env {
         cmd.env(key, value);
     }
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
-        .unwrap()
+        .unwrap();
+    BrowserRun {
+        passed: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "needs node, chromium and playwright-core (README, \"Web UI\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+)]
 async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
-    let Some(node) = browser_tools() else { return };
+    let node = browser_tools();
     let gw = demo_gateway().await;
     let screenshot = target_dir().join("ui-screenshot.png");
-    let output = run_browser_script(
+    let run = run_browser_script(
         node,
         "ui.test.mjs",
         &[
-            ("GATEWAY_URL", gw.url("")),
+            ("GATEWAY_URL", gw.at("")),
             ("SCREENSHOT", screenshot.display().to_string()),
         ],
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     println!("{stdout}{stderr}");
     // The screenshot paths go to the real stderr, past the test harness's
     // capture, so that CI logs show them whether the test passes or not.
@@ -464,15 +451,16 @@ async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
     for line in stdout.lines().filter(|l| l.contains("screenshot: ")) {
         let _ = writeln!(log, "{line}");
     }
-    assert!(
-        output.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}"
-    );
+    assert!(run.passed, "the browser test failed:\n{stdout}\n{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "needs node, chromium and playwright-core (README, \"Web UI\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+)]
 async fn browser_asks_for_the_gateway_token_when_inbound_auth_is_on() {
-    let Some(node) = browser_tools() else { return };
+    let node = browser_tools();
     let token = "tg-ui-token-123";
     // Bearer inbound auth needs the route to hold its own key.
     let gw = demo_gateway_with(&[
@@ -481,19 +469,18 @@ async fn browser_asks_for_the_gateway_token_when_inbound_auth_is_on() {
         ("UI_TEST_UPSTREAM_KEY", "sk-ui-upstream"),
     ])
     .await;
-    let output = run_browser_script(
+    let run = run_browser_script(
         node,
         "auth.test.mjs",
         &[
-            ("GATEWAY_URL", gw.url("")),
+            ("GATEWAY_URL", gw.at("")),
             ("GATEWAY_TOKEN", token.to_string()),
         ],
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success(),
-        "the browser auth test failed:\n{stdout}\n{stderr}"
+        run.passed,
+        "the browser auth test failed:\n{}\n{}",
+        run.stdout, run.stderr
     );
 }

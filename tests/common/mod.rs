@@ -1,19 +1,27 @@
-//! Shared test fixtures: a mock upstream and a gateway, both in this process,
-//! on real sockets on 127.0.0.1, each stopped when the test ends.
-#![allow(dead_code)] // each test binary uses its own subset
+//! Shared test fixtures: the mock upstream, gateways (in this process, or the
+//! real binary as a child), the requests a test makes and the waits it
+//! needs, all on real sockets on 127.0.0.1 and stopped when the test ends.
+//!
+//! Most tests start from [`Setup::new`] (the mock and a gateway in front of
+//! it) and talk to it through [`Gateway`]: `gw.chat(&body).answer().await`,
+//! then `gw.only_record().await` and `gw.received()`.
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
+pub mod gateway;
+pub mod http;
 pub mod otlp;
 pub mod process;
 pub mod replay;
 
-use serde_json::Value;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use tempfile::TempDir;
-use tracegate::config::{Config, ServeArgs};
+pub use gateway::{Setup, TestGateway};
+pub use http::{
+    Answer, Gateway, Request, all_at_once, client, first_chunk, rest_of_stream, trace_id,
+};
+
+use serde_json::{Value, json};
+use std::path::Path;
 use tracegate::mock_upstream::{self, MockOptions, MockServer};
 use tracegate::record::TraceRecord;
-use tracegate::server::Server;
 use tracegate::store::{TraceFilter, read};
 
 /// Starts the built-in mock model server on a free port.
@@ -31,140 +39,33 @@ pub async fn start_mock_with(options: MockOptions) -> MockServer {
     mock_upstream::start(listener, options).unwrap()
 }
 
-/// A gateway served in this process, recording into a temporary database.
-pub struct TestGateway {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// `http://addr`.
-    pub url: String,
-    /// The database file.
-    pub db: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
-    _dir: TempDir,
-}
-
-impl TestGateway {
-    /// A gateway in front of `upstream`.
-    pub async fn start(upstream: &str) -> TestGateway {
-        Self::start_with(ServeArgs {
-            upstream: vec![upstream.to_string()],
-            ..ServeArgs::default()
-        })
-        .await
-    }
-
-    /// A gateway with these settings (listen and db are chosen here).
-    pub async fn start_with(args: ServeArgs) -> TestGateway {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("traces.db");
-        let config = Config::load(&ServeArgs {
-            listen: Some("127.0.0.1:0".into()),
-            db: Some(db.display().to_string()),
-            ..args
-        })
-        .unwrap();
-        Self::start_config(config, dir).await
-    }
-
-    /// Stops this gateway and starts another on the same database.
-    pub async fn restart_with(self, args: ServeArgs) -> TestGateway {
-        let TestGateway {
-            db,
-            stop,
-            task,
-            _dir: dir,
-            ..
-        } = self;
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        if let Some(task) = task {
-            task.await.unwrap().unwrap();
-        }
-        let config = Config::load(&ServeArgs {
-            listen: Some("127.0.0.1:0".into()),
-            db: Some(db.display().to_string()),
-            ..args
-        })
-        .unwrap();
-        Self::start_config(config, dir).await
-    }
-
-    async fn start_config(config: Config, dir: TempDir) -> TestGateway {
-        let db = config.db.clone();
-        let server = Server::bind(&config).await.unwrap();
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        TestGateway {
-            addr,
-            url: format!("http://{addr}"),
-            db,
-            stop: Some(stop),
-            task: Some(task),
-            _dir: dir,
-        }
-    }
-
-    /// `url` + `path`.
-    pub fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    /// Waits until every ended call is recorded.
-    pub async fn flush(&self) {
-        let response = client().post(self.at("/admin/flush")).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-    }
-
-    /// Every record, oldest first (after a flush).
-    pub async fn records(&self) -> Vec<TraceRecord> {
-        self.flush().await;
-        let conn = read::open_read_only(&self.db).unwrap();
-        read::traces(&conn, &TraceFilter::default()).unwrap()
-    }
-
-    /// The only record (after a flush); fails if there is not exactly one.
-    pub async fn only_record(&self) -> TraceRecord {
-        let mut records = self.records().await;
-        assert_eq!(records.len(), 1, "expected exactly one record");
-        records.remove(0)
-    }
-
-    /// Stops the gateway gracefully and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-    }
-}
-
-/// A plain HTTP client.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().build().unwrap()
-}
-
-/// `GET url` as JSON.
-pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// An upstream URL (`http://127.0.0.1:port` + `path`) nothing listens on.
+pub fn nowhere(path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", process::free_port())
 }
 
 /// A small chat request body.
 pub fn chat_body(content: &str) -> Value {
-    serde_json::json!({"model": "mock-model", "messages": [{"role": "user", "content": content}]})
+    json!({"model": "mock-model", "messages": [{"role": "user", "content": content}]})
+}
+
+/// A small chat request body asking for a stream.
+pub fn stream_body(content: &str) -> Value {
+    let mut body = chat_body(content);
+    body["stream"] = json!(true);
+    body
+}
+
+/// Every record in the database file `db`, oldest first.
+pub fn records_in(db: &Path) -> Vec<TraceRecord> {
+    let conn = read::open_read_only(db).unwrap();
+    read::traces(&conn, &TraceFilter::default()).unwrap()
+}
+
+/// The single number `sql` selects from the database file `db`.
+pub fn count(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// Guards against hangs: a test step that should be quick gets this long.
@@ -175,4 +76,24 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
     tokio::time::timeout(HANG_GUARD, future)
         .await
         .unwrap_or_else(|_| panic!("{what} did not happen within {HANG_GUARD:?}"))
+}
+
+/// Asks `probe` again and again until it has an answer, failing the test
+/// if none comes within [`HANG_GUARD`].
+pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    within(what, async {
+        loop {
+            if let Some(answer) = probe().await {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Waits until `check` holds, failing the test if it does not within
+/// [`HANG_GUARD`].
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    eventually(what, async || check().await.then_some(())).await
 }

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio_stream::wrappers::TcpListenerStream;
+use tracegate::config::ServeArgs;
 
 /// The transport a receiver speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +220,12 @@ impl Receiver {
         }
     }
 
+    /// Points a gateway's export at this receiver.
+    pub fn export_to(&self, args: &mut ServeArgs) {
+        args.otlp_endpoint = Some(self.endpoint());
+        args.otlp_protocol = Some(self.protocol().into());
+    }
+
     /// Refuse (503 / UNAVAILABLE) or accept exports from now on.
     pub fn refuse(&self, refuse: bool) {
         *self.shared.refuse.lock().unwrap() = refuse;
@@ -255,14 +262,9 @@ impl Receiver {
 
     /// Waits until at least `n` spans arrived (or fails after the hang guard).
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        super::within(&format!("{n} spans at the collector"), async {
-            loop {
-                let spans = self.spans();
-                if spans.len() >= n {
-                    return spans;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+        super::eventually(&format!("{n} spans at the collector"), async || {
+            let spans = self.spans();
+            (spans.len() >= n).then_some(spans)
         })
         .await
     }

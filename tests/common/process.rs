@@ -1,5 +1,9 @@
-//! The real `tracegate` binary as a child process, for tests that need it.
+//! The real `tracegate` binary as a child process, for tests that need it:
+//! [`tracegate`] for a command with a clean environment, [`Serve`] for
+//! `tracegate serve` on a free port, [`Running`] for the process it starts.
 
+use super::http::Gateway;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -31,6 +35,65 @@ pub fn tracegate(dir: &Path) -> Command {
         }
     }
     cmd
+}
+
+/// Runs `tracegate serve` in `dir` with these arguments and environment,
+/// and checks that it refused to start the way the CLI promises: exit
+/// status 2 and a single line on stderr, which it returns.
+pub fn refused_serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tracegate(dir)
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+/// `tracegate serve` in a directory, listening on a free port: add
+/// arguments and environment, then [`spawn`](Serve::spawn) it.
+pub struct Serve {
+    cmd: Command,
+    port: u16,
+}
+
+impl Serve {
+    /// `tracegate serve --listen 127.0.0.1:<free port>`, run in `dir`.
+    pub fn new(dir: &Path) -> Serve {
+        let port = free_port();
+        let mut cmd = tracegate(dir);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        Serve { cmd, port }
+    }
+
+    /// Forwarding to `upstream` (`--upstream`).
+    pub fn upstream(self, upstream: &str) -> Serve {
+        self.args(["--upstream", upstream])
+    }
+
+    /// With these arguments too.
+    pub fn args<I, S>(mut self, args: I) -> Serve
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// With these environment variables.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Serve {
+        self.cmd.envs(vars.iter().copied());
+        self
+    }
+
+    /// Starts it and waits until it listens.
+    pub fn spawn(self) -> Running {
+        Running::spawn(self.cmd, self.port)
+    }
 }
 
 /// A running gateway process.
@@ -101,6 +164,22 @@ impl Running {
         assert!(status.success());
     }
 
+    /// Sends SIGTERM and waits (off the async runtime) for the process to
+    /// exit; returns everything it logged.
+    pub async fn stop(self) -> String {
+        self.terminate();
+        tokio::task::spawn_blocking(move || self.wait_output())
+            .await
+            .unwrap()
+    }
+
+    /// Waits (off the async runtime) for the process to exit.
+    pub async fn exited(self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .unwrap()
+    }
+
     /// Waits for the process to exit.
     pub fn wait(mut self) -> std::process::ExitStatus {
         self.wait_exit()
@@ -125,6 +204,12 @@ impl Running {
         }
         let _ = self.child.kill();
         panic!("tracegate did not exit");
+    }
+}
+
+impl Gateway for Running {
+    fn at(&self, path: &str) -> String {
+        self.url(path)
     }
 }
 
