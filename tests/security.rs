@@ -39,8 +39,9 @@ async fn post(url: String, body: Value, headers: &[(&str, &str)]) -> reqwest::Re
 }
 
 fn records(dir: &Path) -> Vec<Value> {
-    let conn = tracegate::store::read::open_read_only(&dir.join("traces.db")).unwrap();
-    tracegate::store::read::traces(&conn, &Default::default())
+    let store = tracegate::store::Reader::open(&dir.join("traces.db")).unwrap();
+    store
+        .traces(&Default::default())
         .unwrap()
         .into_iter()
         .map(|r| serde_json::to_value(r).unwrap())

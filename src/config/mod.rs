@@ -274,6 +274,9 @@ pub struct StoreOptions {
     pub queue_capacity: usize,
     /// Most records committed in one transaction.
     pub batch_max: usize,
+    /// How long a statement waits for another process's lock (a prune's
+    /// `VACUUM`, say) before it fails and the writer retries the batch.
+    pub busy_timeout: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -281,6 +284,7 @@ impl Default for StoreOptions {
         Self {
             queue_capacity: 8192,
             batch_max: 512,
+            busy_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -398,6 +402,7 @@ impl Config {
                 "store.batch_max",
                 store_file.batch_max.unwrap_or(defaults.batch_max),
             )?,
+            busy_timeout: defaults.busy_timeout,
         };
 
         let propagate_traceparent = flag(

@@ -14,7 +14,7 @@ use tracegate::config::{Config, ServeArgs};
 use tracegate::mock_upstream::{self, MockOptions, MockServer};
 use tracegate::record::TraceRecord;
 use tracegate::server::Server;
-use tracegate::store::{TraceFilter, read};
+use tracegate::store::{Reader, TraceFilter};
 
 /// Starts the built-in mock model server on a free port.
 pub async fn start_mock() -> MockServer {
@@ -91,7 +91,8 @@ impl TestGateway {
         Self::start_config(config, dir).await
     }
 
-    async fn start_config(config: Config, dir: TempDir) -> TestGateway {
+    /// A gateway with this configuration, recording in `dir`.
+    pub async fn start_config(config: Config, dir: TempDir) -> TestGateway {
         let db = config.db.clone();
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr();
@@ -123,8 +124,8 @@ impl TestGateway {
     /// Every record, oldest first (after a flush).
     pub async fn records(&self) -> Vec<TraceRecord> {
         self.flush().await;
-        let conn = read::open_read_only(&self.db).unwrap();
-        read::traces(&conn, &TraceFilter::default()).unwrap()
+        let store = Reader::open(&self.db).unwrap();
+        store.traces(&TraceFilter::default()).unwrap()
     }
 
     /// The only record (after a flush); fails if there is not exactly one.
