@@ -45,10 +45,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
 /// What the gateway's handlers share: the API's handlers take all of it,
-/// the proxy its [`Forwarder`], the auth check the inbound tokens. Cheap to
-/// clone (handles and `Arc`s).
+/// the proxy its [`Forwarder`], the auth check the inbound tokens. One
+/// `Arc`: axum clones the state for every request, twice on the proxy path
+/// (the auth check and the handler).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
     /// Read queries.
     pub reader: StoreReader,
     /// Session changes and flushes.
@@ -63,7 +67,22 @@ pub struct AppState {
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
     /// Span export, when it is on (for `/health` and `/metrics`).
-    pub export: Option<Arc<ExportConfig>>,
+    pub export: Option<ExportConfig>,
+}
+
+impl AppState {
+    /// The state of a gateway.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl FromRef<AppState> for Arc<Forwarder> {
@@ -105,15 +124,15 @@ impl Server {
             metrics.clone(),
         )
         .map_err(|e| e.to_string())?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
             router: router.clone(),
             forwarder: Arc::new(forwarder),
             inbound: Arc::new(config.auth.clone()),
             metrics: metrics.clone(),
-            export: config.export.clone().map(Arc::new),
-        };
+            export: config.export.clone(),
+        });
         let app = app(state);
         let listener = TcpListener::bind(config.listen)
             .await

@@ -96,3 +96,60 @@ impl<T: Serialize> IntoResponse for Json<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::params;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    struct Window {
+        #[serde(default, deserialize_with = "params::since")]
+        since: Option<f64>,
+        #[serde(default, deserialize_with = "params::body_limit")]
+        limit: Option<usize>,
+    }
+
+    async fn query(uri: &str) -> Result<Window, GatewayError> {
+        let request = Request::builder().uri(uri).body(()).unwrap();
+        let (mut parts, ()) = request.into_parts();
+        Query::<Window>::from_request_parts(&mut parts, &())
+            .await
+            .map(|Query(w)| w)
+    }
+
+    async fn body(text: &str) -> Result<Option<Json<Window>>, GatewayError> {
+        let request = Request::builder()
+            .body(axum::body::Body::from(text.to_string()))
+            .unwrap();
+        <Json<Window> as OptionalFromRequest<()>>::from_request(request, &()).await
+    }
+
+    #[tokio::test]
+    async fn a_bad_query_field_is_a_400_naming_the_field() {
+        assert_eq!(query("/x?since=12.5").await.unwrap().since, Some(12.5));
+        let e = query("/x?since=yesterday").await.unwrap_err();
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message,
+            "since: 'yesterday' is not a number of seconds since the epoch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_must_be_a_json_object_of_usable_fields() {
+        assert!(body("  \n").await.unwrap().is_none());
+        let Json(w) = body(r#"{"limit": 3}"#).await.unwrap().unwrap();
+        assert_eq!(w.limit, Some(3));
+        for (text, message) in [
+            ("{not json", "the body must be a JSON object: "),
+            ("[1]", "the body must be a JSON object"),
+            (r#"{"limit": -1}"#, "limit must be a non-negative integer"),
+        ] {
+            let e = body(text).await.unwrap_err();
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST, "{text}");
+            assert!(e.message.starts_with(message), "{text}: {}", e.message);
+        }
+    }
+}
