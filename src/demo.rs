@@ -13,7 +13,7 @@ use crate::config::{Config, ServeArgs};
 use crate::mock_upstream::{self, MockOptions};
 use crate::record::TraceRecord;
 use crate::server::Server;
-use crate::store::{TraceFilter, read};
+use crate::store::{Reader, SessionFilter, TraceFilter};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
@@ -173,14 +173,22 @@ async fn play_episode(gateway: &str, run_id: &str) -> Result<(), String> {
 fn print_tree(db: &Path, run_id: &str) -> Result<String, String> {
     use std::fmt::Write;
     let mut out = String::new();
-    let conn = read::open_read_only(db)?;
-    let run = read::run(&conn, run_id)?.ok_or_else(|| format!("run {run_id} was not recorded"))?;
+    let store = Reader::open(db).map_err(|e| e.to_string())?;
+    let run = store
+        .run(run_id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("run {run_id} was not recorded"))?;
     let _ = writeln!(
         out,
         "run {} · {} sessions · {} calls · {} errors · {} tokens",
         run.run_id, run.session_count, run.trace_count, run.error_count, run.tokens
     );
-    let sessions = read::sessions(&conn, None, Some(run_id), None)?;
+    let sessions = store
+        .sessions(&SessionFilter {
+            run_id: Some(run_id.to_string()),
+            ..SessionFilter::default()
+        })
+        .map_err(|e| e.to_string())?;
     for (i, session) in sessions.iter().enumerate() {
         let last_session = i + 1 == sessions.len();
         let _ = writeln!(
@@ -194,13 +202,12 @@ fn print_tree(db: &Path, run_id: &str) -> Result<String, String> {
             session.session_id,
             session.trace_count
         );
-        let traces = read::traces(
-            &conn,
-            &TraceFilter {
+        let traces = store
+            .traces(&TraceFilter {
                 session_ids: vec![session.session_id.clone()],
                 ..TraceFilter::default()
-            },
-        )?;
+            })
+            .map_err(|e| e.to_string())?;
         for (j, trace) in traces.iter().enumerate() {
             let branch = if j + 1 == traces.len() {
                 "└──"

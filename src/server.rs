@@ -3,6 +3,7 @@
 //!
 //! The router puts the API (`api`) beside the proxy (`forward`); anything else
 //! is a 404 in the OpenAI error shape. Inbound auth (`auth`) wraps them all.
+//! All three share one [`AppState`], each taking the part it needs.
 //! A panic in a handler becomes a 500 for that request only. A background
 //! task probes the workers of health-checked routes (`route`).
 //!
@@ -17,14 +18,15 @@
 //!    export a few seconds to send what is queued (the rest stays in the
 //!    outbox for the next start), stop the writer thread; then exit 0.
 
-use crate::api::{self, ApiState};
-use crate::config::{Config, InboundAuth};
+use crate::api;
+use crate::config::{Config, ExportConfig, InboundAuth};
 use crate::error::GatewayError;
 use crate::export::Exporter;
 use crate::forward::{self, Forwarder};
 use crate::metrics::Metrics;
 use crate::route::Router;
-use crate::store::Store;
+use crate::store::{Store, StoreReader, StoreWriter};
+use axum::extract::FromRef;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -42,6 +44,59 @@ use tower_http::catch_panic::CatchPanicLayer;
 /// How long span export may take to send what is queued at shutdown.
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
+/// What the gateway's handlers share: the API's handlers take all of it,
+/// the proxy its [`Forwarder`], the auth check the inbound tokens. One
+/// `Arc`: axum clones the state for every request, twice on the proxy path
+/// (the auth check and the handler).
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
+    /// Read queries.
+    pub reader: StoreReader,
+    /// Session changes and flushes.
+    pub writer: StoreWriter,
+    /// The routes and worker pools.
+    pub router: Arc<Router>,
+    /// The proxy.
+    pub forwarder: Arc<Forwarder>,
+    /// Inbound auth: the tokens callers present (the API tells the web UI
+    /// only how to present one).
+    pub inbound: Arc<InboundAuth>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// Span export, when it is on (for `/health` and `/metrics`).
+    pub export: Option<ExportConfig>,
+}
+
+impl AppState {
+    /// The state of a gateway.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<Forwarder> {
+    fn from_ref(state: &AppState) -> Self {
+        state.forwarder.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<InboundAuth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.inbound.clone()
+    }
+}
+
 /// A bound, ready-to-run gateway.
 pub struct Server {
     listener: TcpListener,
@@ -56,30 +111,29 @@ impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: &Config) -> Result<Server, String> {
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open(&config.db, config.store, metrics.clone())?;
+        let store =
+            Store::open(&config.db, config.store, metrics.clone()).map_err(|e| e.to_string())?;
         let router = Arc::new(Router::new(
             config.routes.clone(),
             config.session_affinity_capacity,
         ));
-        let forwarder = Arc::new(
-            Forwarder::new(
-                config,
-                router.clone(),
-                store.writer.clone(),
-                metrics.clone(),
-            )
-            .map_err(|e| e.to_string())?,
-        );
-        let api_state = ApiState {
+        let forwarder = Forwarder::new(
+            config,
+            router.clone(),
+            store.writer.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
-            export: config.export.clone(),
             router: router.clone(),
+            forwarder: Arc::new(forwarder),
             inbound: Arc::new(config.auth.clone()),
             metrics: metrics.clone(),
-        };
-        let auth = api_state.inbound.clone();
-        let app = app(forwarder, api_state, auth);
+            export: config.export.clone(),
+        });
+        let app = app(state);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -172,10 +226,10 @@ impl Server {
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.
-            store.writer.flush().await?;
+            store.writer.flush().await.map_err(|e| e.to_string())?;
             exporter.stop(EXPORT_GRACE).await;
         }
-        store.close().await?;
+        store.close().await.map_err(|e| e.to_string())?;
         tracing::info!("store flushed; bye");
         Ok(())
     }
@@ -204,23 +258,23 @@ async fn check_workers(router: Arc<Router>, interval: Duration) {
 }
 
 /// The gateway's router: API, proxy, and a JSON 404 for everything else.
-fn app(forwarder: Arc<Forwarder>, api_state: ApiState, auth: Arc<InboundAuth>) -> axum::Router {
+fn app(state: AppState) -> axum::Router {
     let proxy = axum::Router::new()
         .route("/v1", any(forward::proxy))
         .route("/v1/{*rest}", any(forward::proxy))
         .route("/sessions/{session_id}/v1", any(forward::proxy))
-        .route("/sessions/{session_id}/v1/{*rest}", any(forward::proxy))
-        .with_state(forwarder);
-    api::router(api_state)
+        .route("/sessions/{session_id}/v1/{*rest}", any(forward::proxy));
+    api::router()
         .merge(proxy)
         .fallback(not_found)
         // Layers run outside-in: panics are caught around everything, and
         // the token is checked before any handler (or body read).
         .layer(axum::middleware::from_fn_with_state(
-            auth,
+            state.clone(),
             crate::auth::check,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
 }
 
 async fn not_found(uri: http::Uri) -> GatewayError {

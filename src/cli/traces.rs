@@ -15,7 +15,7 @@
 use super::output::{Align, Format, Table, ms, or_dash, print_listing, short_time};
 use super::{DbArg, Failure, FilterArgs};
 use crate::record::TraceRecord;
-use crate::store::{TraceFilter, read};
+use crate::store::TraceFilter;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -67,13 +67,12 @@ pub fn run(command: &TracesCommand) -> Result<(), Failure> {
 }
 
 fn list(args: &ListArgs) -> Result<(), Failure> {
-    let conn = args.db.open_read_only()?;
     let filter = TraceFilter {
         limit: args.limit,
         newest_first: true,
         ..args.filter.to_filter()
     };
-    let traces = read::trace_summaries(&conn, &filter)?;
+    let traces = args.db.reader()?.summaries(&filter)?;
     print_listing(args.format, &traces, |traces| {
         let mut table = Table::new(&[
             ("STARTED", Align::Left),
@@ -90,8 +89,8 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
         ]);
         for t in traces {
             let status = match t.http_status {
-                Some(code) => format!("{} {code}", t.status),
-                None => t.status.clone(),
+                Some(code) => format!("{} {code}", t.status.as_str()),
+                None => t.status.as_str().to_string(),
             };
             let model = match (&t.model, t.stream) {
                 (Some(model), true) => format!("{model} (stream)"),
@@ -117,8 +116,7 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
 }
 
 fn show(args: &ShowArgs) -> Result<(), Failure> {
-    let conn = args.db.open_read_only()?;
-    let record = read::trace(&conn, &args.id)?.ok_or_else(|| {
+    let record = args.db.reader()?.trace(&args.id)?.ok_or_else(|| {
         Failure::Runtime(format!("no trace {} in {}", args.id, args.db.db.display()))
     })?;
     let text = if args.raw {

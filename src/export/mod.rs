@@ -23,7 +23,7 @@ pub mod otlp;
 
 use crate::config::{ExportConfig, OtlpProtocol};
 use crate::metrics::Metrics;
-use crate::store::{ExportProgress, StoreReader, StoreWriter, outbox};
+use crate::store::{ExportProgress, StoreError, StoreReader, StoreWriter};
 use opentelemetry_sdk::trace::SpanExporter as _;
 use serde::Serialize;
 use std::sync::Arc;
@@ -65,14 +65,11 @@ pub struct ExportHealth {
 }
 
 /// The export health of the store at `reader`.
-pub async fn health(config: &ExportConfig, reader: &StoreReader) -> Result<ExportHealth, String> {
-    let (state, backlog) = reader
-        .call(|conn| {
-            let state = outbox::state(conn)?;
-            let backlog = outbox::backlog(conn, state.cursor)?;
-            Ok((state, backlog))
-        })
-        .await?;
+pub async fn health(
+    config: &ExportConfig,
+    reader: &StoreReader,
+) -> Result<ExportHealth, StoreError> {
+    let (state, backlog) = reader.export_backlog().await?;
     let oldest_waiting_seconds = backlog
         .oldest_at
         .as_deref()
@@ -136,7 +133,7 @@ async fn run(
     metrics: Arc<Metrics>,
 ) {
     let scope = otlp::scope();
-    let mut cursor = match reader.call(outbox::state).await {
+    let mut cursor = match reader.export_state().await {
         Ok(state) => state.cursor,
         Err(e) => {
             tracing::error!("span export cannot start: {e}");
@@ -146,10 +143,7 @@ async fn run(
     let mut backoff = BACKOFF_START;
     loop {
         let size = config.batch_size;
-        let batch = match reader
-            .call(move |conn| outbox::spans_after(conn, cursor, size))
-            .await
-        {
+        let batch = match reader.spans_after(cursor, size).await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!("cannot read the span outbox: {e}");

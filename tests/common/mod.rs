@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use tracegate::mock_upstream::{self, MockOptions, MockServer};
 use tracegate::record::TraceRecord;
-use tracegate::store::{TraceFilter, read};
+use tracegate::store::{Reader, TraceFilter};
 
 /// Starts the built-in mock model server on a free port.
 pub async fn start_mock() -> MockServer {
@@ -58,8 +58,8 @@ pub fn stream_body(content: &str) -> Value {
 
 /// Every record in the database file `db`, oldest first.
 pub fn records_in(db: &Path) -> Vec<TraceRecord> {
-    let conn = read::open_read_only(db).unwrap();
-    read::traces(&conn, &TraceFilter::default()).unwrap()
+    let store = Reader::open(db).unwrap();
+    store.traces(&TraceFilter::default()).unwrap()
 }
 
 /// The single number `sql` selects from the database file `db`.
