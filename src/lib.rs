@@ -43,3 +43,4 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod trace_context;
+pub mod vocabulary;
