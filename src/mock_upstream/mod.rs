@@ -2,15 +2,17 @@
 //! and benchmarks.
 //!
 //! It speaks enough of the OpenAI and Anthropic APIs for every SDK and every
-//! capture path: `GET /v1/models`; `POST /v1/chat/completions`,
-//! `/v1/completions` and `/v1/responses` ([`openai`]) and `POST /v1/messages`
+//! capture path: `GET /v1/models`; `POST /v1/chat/completions`
+//! ([`openai_chat`]), `/v1/completions` ([`openai_completions`]; the two share
+//! [`openai`]), `/v1/responses` ([`openai_responses`]) and `/v1/messages`
 //! ([`anthropic`]), streamed or not, with tool calls when tools are offered,
 //! `n` choices, thinking blocks when Anthropic thinking is enabled, and
 //! vLLM-style token data (`prompt_token_ids`, `token_ids`, logprobs with
 //! `top_logprobs`) when the request asks for `return_token_ids` /
-//! `logprobs`; `POST /v1/embeddings`. Any other `/v1/...` path echoes the
-//! request body back with the request's content type. What it says is decided
-//! in [`content`].
+//! `logprobs`; `POST /v1/embeddings` ([`openai_embeddings`]). Any other
+//! `/v1/...` path echoes the request body back with the request's content
+//! type. What it says is decided in [`content`]; each endpoint builds its
+//! answer once ([`Answer`]) and writes it whole or as a stream.
 //!
 //! Its answers depend only on the request, so tests can predict them. Its
 //! misbehaviour is configurable, globally by flags or per request by headers
@@ -32,7 +34,12 @@
 mod anthropic;
 pub mod content;
 mod openai;
+mod openai_chat;
+mod openai_completions;
+mod openai_embeddings;
+mod openai_responses;
 
+use crate::protocol::Protocol;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -41,7 +48,7 @@ use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,17 +177,36 @@ pub fn start(listener: TcpListener, options: MockOptions) -> std::io::Result<Moc
     Ok(MockServer { addr, state, task })
 }
 
+/// Why `tracegate mock-upstream` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it could not be bound.
+        source: std::io::Error,
+    },
+    /// Serving failed after the bind.
+    #[error(transparent)]
+    Serve(std::io::Error),
+}
+
 /// Serves the mock on `listen` until interrupted.
-pub async fn serve(listen: SocketAddr, options: MockOptions) -> Result<(), String> {
+pub async fn serve(listen: SocketAddr, options: MockOptions) -> Result<(), MockError> {
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| MockError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(MockError::Serve)?;
     println!("tracegate mock upstream listening on http://{addr}/v1");
     axum::serve(listener.tap_io(no_delay), router(MockState::new(options)))
         .with_graceful_shutdown(crate::server::shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(MockError::Serve)
 }
 
 /// Small stream chunks must leave at once, not wait for Nagle's algorithm.
@@ -196,11 +222,14 @@ pub fn router(state: MockState) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/responses", post(openai::responses))
-        .route("/v1/embeddings", post(openai::embeddings))
-        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/chat/completions", post(answer::<openai_chat::Chat>))
+        .route(
+            "/v1/completions",
+            post(answer::<openai_completions::Completion>),
+        )
+        .route("/v1/responses", post(answer::<openai_responses::Responses>))
+        .route("/v1/embeddings", post(openai_embeddings::embeddings))
+        .route("/v1/messages", post(answer::<anthropic::Message>))
         .route("/v1/{*rest}", any(echo))
         .route("/mock/requests", get(list_received).delete(clear_received))
         .route("/mock/release", post(release))
@@ -292,10 +321,81 @@ pub(crate) async fn receive(
     (parts, body, behaviour)
 }
 
+/// A model call being answered: its JSON body, the digest its ids derive
+/// from (so the same request gets the same answer), and its behaviour.
+pub(crate) struct Call {
+    pub(crate) body: Map<String, Value>,
+    pub(crate) digest: String,
+    pub(crate) behaviour: Behaviour,
+}
+
+impl Call {
+    /// Whether the boolean field `key` is true.
+    pub(crate) fn flag(&self, key: &str) -> bool {
+        self.body.get(key).and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    /// The answer's text for `choice` (see [`content::answer`]).
+    pub(crate) fn answer(&self, choice: usize) -> String {
+        content::answer(&self.body, self.behaviour.content.as_deref(), choice)
+    }
+}
+
+/// A model endpoint's answer, built once from the call and written whole
+/// (JSON) or streamed (SSE), as the request's `stream` asks.
+pub(crate) trait Answer: Sized {
+    /// The protocol whose error shapes the endpoint fails in.
+    const PROTOCOL: Protocol;
+
+    /// The answer to `call`.
+    fn of(call: &Call) -> Self;
+
+    /// The answer as one JSON body.
+    fn whole(&self) -> Value;
+
+    /// The answer as SSE frames, its text split into `chunks` deltas.
+    fn frames(&self, chunks: usize) -> Vec<Bytes>;
+}
+
+/// A model endpoint: reads the call, then answers it whole or streamed.
+async fn answer<A: Answer>(State(state): State<MockState>, request: Request) -> Response {
+    let call = match read_call(&state, request, A::PROTOCOL).await {
+        Ok(call) => call,
+        Err(failure) => return failure,
+    };
+    let answer = A::of(&call);
+    if !call.flag("stream") {
+        return axum::Json(answer.whole()).into_response();
+    }
+    let frames = answer.frames(call.behaviour.chunks);
+    stream_response(&state, call.behaviour, frames)
+}
+
+/// What every model endpoint reads first: the call, or the failure (in
+/// `protocol`'s error shape) to answer instead.
+pub(crate) async fn read_call(
+    state: &MockState,
+    request: Request,
+    protocol: Protocol,
+) -> Result<Call, Response> {
+    let (_, body, behaviour) = receive(state, request).await;
+    if let Some(status) = behaviour.fail_status {
+        return Err(failure(protocol, status));
+    }
+    let Ok(json) = serde_json::from_slice::<Map<String, Value>>(&body) else {
+        return Err(bad_request(protocol, "the body must be a JSON object"));
+    };
+    Ok(Call {
+        body: json,
+        digest: format!("{:016x}", content::fnv(&String::from_utf8_lossy(&body))),
+        behaviour,
+    })
+}
+
 async fn models(State(state): State<MockState>, request: Request) -> Response {
     let (_, _, behaviour) = receive(&state, request).await;
     if let Some(status) = behaviour.fail_status {
-        return openai_error(status);
+        return failure(Protocol::Openai, status);
     }
     axum::Json(json!({
         "object": "list",
@@ -336,28 +436,35 @@ async fn echo(State(state): State<MockState>, request: Request) -> Response {
     response
 }
 
-pub(crate) fn openai_error(status: u16) -> Response {
+/// The failure `x-mock-status` / `--fail-status` asked for, in the error
+/// shape of `protocol`.
+fn failure(protocol: Protocol, status: u16) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"error": {
-        "message": format!("mock failure with status {status}"),
-        "type": "server_error",
-        "code": "mock_failure",
-    }});
+    let message = format!("mock failure with status {status}");
+    let body = match protocol {
+        Protocol::Openai => json!({"error": {
+            "message": message,
+            "type": "server_error",
+            "code": "mock_failure",
+        }}),
+        Protocol::Anthropic => json!({"type": "error", "error": {
+            "type": "api_error",
+            "message": message,
+        }}),
+    };
     (code, axum::Json(body)).into_response()
 }
 
-pub(crate) fn anthropic_error(status: u16) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"type": "error", "error": {
-        "type": "api_error",
-        "message": format!("mock failure with status {status}"),
-    }});
-    (code, axum::Json(body)).into_response()
-}
-
-pub(crate) fn bad_request(message: &str) -> Response {
-    let body =
-        json!({"error": {"message": message, "type": "invalid_request_error", "code": null}});
+/// A 400 for a request the mock cannot read, in the error shape of
+/// `protocol`.
+pub(crate) fn bad_request(protocol: Protocol, message: &str) -> Response {
+    let body = match protocol {
+        Protocol::Openai => {
+            json!({"error": {"message": message, "type": "invalid_request_error", "code": null}})
+        }
+        Protocol::Anthropic => json!({"type": "error", "error": {"type": "invalid_request_error",
+            "message": message}}),
+    };
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
@@ -366,6 +473,47 @@ pub(crate) fn sse_frame(event: Option<&str>, data: &str) -> Bytes {
     match event {
         Some(name) => Bytes::from(format!("event: {name}\ndata: {data}\n\n")),
         None => Bytes::from(format!("data: {data}\n\n")),
+    }
+}
+
+/// The frames of a typed-event stream (Anthropic's, the Responses API's):
+/// each event named, its name repeated as the data's `type`, and, when
+/// counted, a `sequence_number`.
+pub(crate) struct TypedEvents {
+    frames: Vec<Bytes>,
+    sequence: Option<u64>,
+}
+
+impl TypedEvents {
+    /// Events without sequence numbers (Anthropic).
+    pub(crate) fn new() -> TypedEvents {
+        TypedEvents {
+            frames: Vec::new(),
+            sequence: None,
+        }
+    }
+
+    /// Events numbered from 0 (the Responses API).
+    pub(crate) fn numbered() -> TypedEvents {
+        TypedEvents {
+            frames: Vec::new(),
+            sequence: Some(0),
+        }
+    }
+
+    /// Appends the event `kind` with `data`.
+    pub(crate) fn push(&mut self, kind: &str, mut data: Value) {
+        data["type"] = json!(kind);
+        if let Some(n) = &mut self.sequence {
+            data["sequence_number"] = json!(*n);
+            *n += 1;
+        }
+        self.frames.push(sse_frame(Some(kind), &data.to_string()));
+    }
+
+    /// The frames, in order.
+    pub(crate) fn into_frames(self) -> Vec<Bytes> {
+        self.frames
     }
 }
 
