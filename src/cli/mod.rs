@@ -144,7 +144,9 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Runtime(e.to_string()))?;
         }
         Command::Demo(args) => {
-            let report = runtime.block_on(crate::demo::run(&args))?;
+            let report = runtime
+                .block_on(crate::demo::run(&args))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
             let mut out = output::Output::stdout();
             out.text(&report)?;
             out.finish()?;
