@@ -12,7 +12,7 @@ use super::content::{
     ToolCall, first_tool, last_turn, last_user_text, model, prompt_text, split_text, text_field,
     tokenize, tool_call,
 };
-use super::{Answer, Call, TypedEvents};
+use super::reply::{Answer, Call, TypedEvents};
 use crate::protocol::Protocol;
 use axum::body::Bytes;
 use serde_json::{Value, json};

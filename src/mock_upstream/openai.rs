@@ -6,9 +6,9 @@
 //! chunk and `[DONE]`; [`Sampled`] is that common answer, which each
 //! endpoint writes in its own shape.
 
-use super::Call;
 use super::content::{Token, prompt_text, tokenize};
-use super::sse_frame;
+use super::reply::Call;
+use super::reply::sse_frame;
 use axum::body::Bytes;
 use serde_json::{Value, json};
 

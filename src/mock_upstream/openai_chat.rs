@@ -12,7 +12,7 @@ use super::content::{
     tokenize, tool_call,
 };
 use super::openai::{Sampled, choice_count, data_frame, ids, text};
-use super::{Answer, Call};
+use super::reply::{Answer, Call};
 use crate::protocol::Protocol;
 use axum::body::Bytes;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@
 
 use super::content::{Token, alternative, logprob, split_even, tokenize};
 use super::openai::{Sampled, choice_count, data_frame, ids, text};
-use super::{Answer, Call};
+use super::reply::{Answer, Call};
 use crate::protocol::Protocol;
 use axum::body::Bytes;
 use serde_json::{Map, Value, json};

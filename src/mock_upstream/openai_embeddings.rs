@@ -4,8 +4,9 @@
 //! `dimensions` values (default 8), as floats or, with
 //! `encoding_format: base64`, as base64 of little-endian f32s.
 
+use super::MockState;
 use super::content::{fnv, model, tokenize};
-use super::{MockState, bad_request, read_call};
+use super::reply::{bad_request, read_call};
 use crate::protocol::Protocol;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};

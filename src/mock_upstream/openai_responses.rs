@@ -12,7 +12,7 @@ use super::content::{
     tool_call,
 };
 use super::openai::CREATED;
-use super::{Answer, Call, TypedEvents};
+use super::reply::{Answer, Call, TypedEvents};
 use crate::protocol::Protocol;
 use axum::body::Bytes;
 use serde_json::{Value, json};
