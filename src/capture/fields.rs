@@ -336,7 +336,7 @@ pub fn completion_logprobs(v: Option<&Value>) -> Option<TokenLogprobs> {
 }
 
 /// Appends one chunk's logprobs to a choice's running lists.
-pub fn extend_logprobs(
+fn extend_logprobs(
     logprobs: &mut Option<Vec<f64>>,
     tops: &mut Option<Alternatives>,
     chunk: Option<TokenLogprobs>,

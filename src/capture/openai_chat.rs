@@ -32,6 +32,11 @@ pub fn request(body: &Map<String, Value>) -> Input {
     }
 }
 
+/// The choice's logprobs, in the chat shape.
+fn logprobs(c: &Value) -> Option<fields::TokenLogprobs> {
+    fields::chat_logprobs(c.get("logprobs"))
+}
+
 /// Reads a non-streamed chat completion.
 pub fn response_json(body: &Value) -> Output {
     let mut out = Output {
@@ -48,7 +53,7 @@ pub fn response_json(body: &Value) -> Output {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let tokens = TokenDeltas::of(c, fields::chat_logprobs(c.get("logprobs")));
+        let tokens = TokenDeltas::of(c, logprobs(c));
         out.choices
             .push(tokens.into_choice(index(c, position), message));
     }
@@ -92,8 +97,7 @@ impl ChoiceDeltas {
         if let Some(delta) = c.get("delta") {
             self.apply_delta(delta);
         }
-        self.tokens
-            .apply(c, fields::chat_logprobs(c.get("logprobs")));
+        self.tokens.apply(c, logprobs(c));
     }
 
     /// The message's pieces: role, text, reasoning, refusal, tool calls.
