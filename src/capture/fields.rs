@@ -207,6 +207,33 @@ pub fn kind(v: &Value) -> Option<&str> {
     text(v, "type")
 }
 
+/// What every whole OpenAI-style answer says alike: its id, model and
+/// usage; a whole answer is complete.
+pub fn whole_answer(body: &Value) -> Output {
+    Output {
+        response_id: str_field(body, "id"),
+        response_model: str_field(body, "model"),
+        usage: body.get("usage").map(usage).unwrap_or_default(),
+        complete: true,
+        ..Output::default()
+    }
+}
+
+/// The choices of a whole answer, each with the message `message` reads
+/// from it and its token data (its logprobs read by `logprobs`).
+pub fn whole_choices(
+    body: &Value,
+    message: impl Fn(&Value) -> Map<String, Value>,
+    logprobs: impl Fn(&Value) -> Option<TokenLogprobs>,
+) -> Vec<Choice> {
+    choices(body)
+        .enumerate()
+        .map(|(position, c)| {
+            TokenDeltas::of(c, logprobs(c)).into_choice(index(c, position), message(c))
+        })
+        .collect()
+}
+
 /// A string field of a JSON object, borrowed.
 pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)

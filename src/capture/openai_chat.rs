@@ -10,7 +10,7 @@
 //! answers interleave choices), merging tool-call fragments by index.
 
 use crate::capture::fields::{
-    self, Message, TokenDeltas, append, array, choices, index, str_field, token_ids,
+    self, Message, TokenDeltas, append, array, choices, index, token_ids,
 };
 use crate::capture::sse::SseEvent;
 use crate::capture::{Input, Output};
@@ -39,25 +39,17 @@ fn logprobs(c: &Value) -> Option<fields::TokenLogprobs> {
 
 /// Reads a non-streamed chat completion.
 pub fn response_json(body: &Value) -> Output {
-    let mut out = Output {
-        response_id: str_field(body, "id"),
-        response_model: str_field(body, "model"),
-        usage: body.get("usage").map(fields::usage).unwrap_or_default(),
-        prompt_token_ids: token_ids(body.get("prompt_token_ids")),
-        complete: true,
-        ..Output::default()
-    };
-    for (position, c) in choices(body).enumerate() {
-        let message = c
-            .get("message")
+    let message = |c: &Value| {
+        c.get("message")
             .and_then(Value::as_object)
             .cloned()
-            .unwrap_or_default();
-        let tokens = TokenDeltas::of(c, logprobs(c));
-        out.choices
-            .push(tokens.into_choice(index(c, position), message));
+            .unwrap_or_default()
+    };
+    Output {
+        prompt_token_ids: token_ids(body.get("prompt_token_ids")),
+        choices: fields::whole_choices(body, message, logprobs),
+        ..fields::whole_answer(body)
     }
-    out
 }
 
 /// Folds the events of a streamed chat completion.

@@ -44,21 +44,12 @@ fn logprobs(c: &Value) -> Option<fields::TokenLogprobs> {
 
 /// Reads a non-streamed completion.
 pub fn response_json(body: &Value) -> Output {
-    let mut out = Output {
-        response_id: str_field(body, "id"),
-        response_model: str_field(body, "model"),
-        usage: body.get("usage").map(fields::usage).unwrap_or_default(),
+    let message = |c: &Value| Message::assistant(str_field(c, "text")).into_map();
+    Output {
         prompt_token_ids: prompt_ids(body),
-        complete: true,
-        ..Output::default()
-    };
-    for (position, c) in choices(body).enumerate() {
-        let message = Message::assistant(str_field(c, "text")).into_map();
-        let tokens = TokenDeltas::of(c, logprobs(c));
-        out.choices
-            .push(tokens.into_choice(index(c, position), message));
+        choices: fields::whole_choices(body, message, logprobs),
+        ..fields::whole_answer(body)
     }
-    out
 }
 
 /// Folds the events of a streamed completion.

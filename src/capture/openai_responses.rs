@@ -87,17 +87,7 @@ pub fn response_json(body: &Value) -> Output {
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("completed");
-    let mut out = Output {
-        response_id: str_field(body, "id"),
-        response_model: str_field(body, "model"),
-        usage: body
-            .get("usage")
-            .filter(|u| u.is_object())
-            .map(fields::usage)
-            .unwrap_or_default(),
-        complete: true,
-        ..Output::default()
-    };
+    let mut out = fields::whole_answer(body);
     if let Some(error) = body.get("error").filter(|e| e.is_object()) {
         out.error = Some(fields::error(error));
     }
