@@ -224,20 +224,24 @@ pub fn for_storage(headers: &HeaderMap) -> Map<String, Value> {
     out
 }
 
+/// A header map of `(name, value)` pairs, in order (for tests).
+#[cfg(test)]
+pub(crate) fn map_of(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use map_of as map;
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

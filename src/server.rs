@@ -138,13 +138,16 @@ impl Server {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let exporter = match &config.export {
-            Some(export) => Some(Exporter::start(
-                export.clone(),
-                store.reader.clone(),
-                store.writer.clone(),
-                store.spans_committed.clone(),
-                metrics,
-            )?),
+            Some(export) => Some(
+                Exporter::start(
+                    export.clone(),
+                    store.reader.clone(),
+                    store.writer.clone(),
+                    store.spans_committed.clone(),
+                    metrics,
+                )
+                .map_err(|e| e.to_string())?,
+            ),
             None => None,
         };
         let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));

@@ -168,10 +168,14 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
             runtime.block_on(serve(config))?;
         }
         Command::MockUpstream { listen, options } => {
-            runtime.block_on(mock_upstream::serve(listen, options))?;
+            runtime
+                .block_on(mock_upstream::serve(listen, options))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
         }
         Command::Demo(args) => {
-            let report = runtime.block_on(crate::demo::run(&args))?;
+            let report = runtime
+                .block_on(crate::demo::run(&args))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
             let mut out = output::Output::stdout();
             out.text(&report)?;
             out.finish()?;
