@@ -12,7 +12,7 @@
 use crate::config::{Config, ConfigError, ServeArgs};
 use crate::mock_upstream::{self, MockOptions};
 use crate::record::TraceRecord;
-use crate::server::Server;
+use crate::server::{Server, StartError};
 use crate::store::{Reader, SessionFilter, TraceFilter};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -42,9 +42,9 @@ pub enum DemoError {
     /// The gateway's configuration was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The gateway did not start, or failed while serving.
-    #[error("{0}")]
-    Gateway(String),
+    /// The gateway did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The gateway's task panicked or was cancelled.
     #[error("the gateway task failed: {0}")]
     GatewayTask(#[from] tokio::task::JoinError),
@@ -115,9 +115,7 @@ pub async fn run(args: &DemoArgs) -> Result<String, DemoError> {
         otlp_protocol: args.otlp_protocol.clone(),
         ..ServeArgs::default()
     })?;
-    let server = Server::bind(&config)
-        .await
-        .map_err(|e| DemoError::Gateway(e.to_string()))?;
+    let server = Server::bind(&config).await?;
     let gateway = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async {
@@ -136,9 +134,7 @@ pub async fn run(args: &DemoArgs) -> Result<String, DemoError> {
         .map_err(DemoError::Flush);
 
     let _ = stop.send(());
-    serving
-        .await?
-        .map_err(|e| DemoError::Gateway(e.to_string()))?;
+    serving.await??;
     mock.stop();
     played?;
     flushed?;

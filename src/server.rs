@@ -21,11 +21,11 @@
 use crate::api;
 use crate::config::{Config, ExportConfig, InboundAuth};
 use crate::error::GatewayError;
-use crate::export::Exporter;
-use crate::forward::{self, Forwarder};
+use crate::export::{ExportError, Exporter};
+use crate::forward::{self, ClientError, Forwarder};
 use crate::metrics::Metrics;
 use crate::route::Router;
-use crate::store::{Store, StoreReader, StoreWriter};
+use crate::store::{Store, StoreError, StoreReader, StoreWriter};
 use axum::extract::FromRef;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -97,9 +97,32 @@ impl FromRef<AppState> for Arc<InboundAuth> {
     }
 }
 
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The upstream HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The span exporter could not be built.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A bound, ready-to-run gateway.
 pub struct Server {
     listener: TcpListener,
+    addr: SocketAddr,
     app: axum::Router,
     store: Store,
     exporter: Option<Exporter>,
@@ -109,10 +132,9 @@ pub struct Server {
 
 impl Server {
     /// Opens the store and binds the listen address.
-    pub async fn bind(config: &Config) -> Result<Server, String> {
+    pub async fn bind(config: &Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let store =
-            Store::open(&config.db, config.store, metrics.clone()).map_err(|e| e.to_string())?;
+        let store = Store::open(&config.db, config.store, metrics.clone())?;
         let router = Arc::new(Router::new(
             config.routes.clone(),
             config.session_affinity_capacity,
@@ -122,8 +144,7 @@ impl Server {
             router.clone(),
             store.writer.clone(),
             metrics.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
@@ -134,25 +155,28 @@ impl Server {
             export: config.export.clone(),
         });
         let app = app(state);
+        let listen_error = |source| StartError::Listen {
+            addr: config.listen,
+            source,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            .map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
         let exporter = match &config.export {
-            Some(export) => Some(
-                Exporter::start(
-                    export.clone(),
-                    store.reader.clone(),
-                    store.writer.clone(),
-                    store.spans_committed.clone(),
-                    metrics,
-                )
-                .map_err(|e| e.to_string())?,
-            ),
+            Some(export) => Some(Exporter::start(
+                export.clone(),
+                store.reader.clone(),
+                store.writer.clone(),
+                store.spans_committed.clone(),
+                metrics,
+            )?),
             None => None,
         };
         let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));
         Ok(Server {
             listener,
+            addr,
             app,
             store,
             exporter,
@@ -163,15 +187,14 @@ impl Server {
 
     /// The address the server is listening on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound TCP listener has an address")
+        self.addr
     }
 
     /// Serves until `shutdown` completes, then drains and closes the store.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StoreError> {
         let Server {
             listener,
+            addr: _,
             app,
             store,
             exporter,
@@ -229,10 +252,10 @@ impl Server {
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.
-            store.writer.flush().await.map_err(|e| e.to_string())?;
+            store.writer.flush().await?;
             exporter.stop(EXPORT_GRACE).await;
         }
-        store.close().await.map_err(|e| e.to_string())?;
+        store.close().await?;
         tracing::info!("store flushed; bye");
         Ok(())
     }
