@@ -3,7 +3,7 @@
 //! A gateway sits between two parties that must not be able to reach each
 //! other's plumbing. Every rule about which header may cross the gateway, in
 //! which direction, and which header may be written to disk, lives in this file
-//! and nowhere else (DESIGN §6):
+//! and nowhere else:
 //!
 //! * **hop-by-hop** headers describe one TCP connection, not the message; they
 //!   never cross the gateway in either direction, and neither does any header
@@ -64,7 +64,7 @@ pub const CALLER_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "api-key
 /// never stored with its values.
 pub const PROVIDER_DATA: &str = "x-tracegate-provider-data";
 
-/// Headers a caller may not set through provider data (DESIGN §6): the
+/// Headers a caller may not set through provider data: the
 /// hop-by-hop ones, framing, host, cookies, every credential header, and the
 /// forwarding and client-IP headers — plus `x-forwarded-*`, the identity
 /// carriers and the gateway's own headers, checked by prefix in
@@ -87,7 +87,7 @@ pub const BLOCKED_FOR_CALLER: &[&str] = &[
     TRACESTATE,
 ];
 
-/// Headers a route's static `headers` may not set (DESIGN §6, "protected"),
+/// Headers a route's static `headers` may not set ("protected"),
 /// beside hop-by-hop and framing headers: credentials go through
 /// `auth = "env:VAR"`, and the body's framing is the gateway's.
 pub const PROTECTED_FROM_ROUTE: &[&str] = &[
