@@ -73,6 +73,14 @@ pub enum ErrorKind {
     UpstreamCredentialsUnavailable,
     /// The caller's `X-Tracegate-Provider-Data` is unusable (400).
     InvalidProviderData,
+    /// The request already passed through this gateway: a forwarding loop
+    /// (508).
+    LoopDetected,
+    /// The request's headers are over the server's limits (431; not
+    /// recorded).
+    HeadersTooLarge,
+    /// The request target is too long to parse (414; not recorded).
+    UriTooLong,
     /// The caller presented no valid gateway token (401; not recorded).
     InvalidApiKey,
     /// No such path or resource (404).
@@ -83,7 +91,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in documentation order.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::UpstreamUnreachable,
         ErrorKind::UpstreamTimeout,
         ErrorKind::UpstreamError,
@@ -96,6 +104,9 @@ impl ErrorKind {
         ErrorKind::ModelNotFound,
         ErrorKind::UpstreamCredentialsUnavailable,
         ErrorKind::InvalidProviderData,
+        ErrorKind::LoopDetected,
+        ErrorKind::HeadersTooLarge,
+        ErrorKind::UriTooLong,
         ErrorKind::InvalidApiKey,
         ErrorKind::NotFound,
         ErrorKind::InternalError,
@@ -116,6 +127,9 @@ impl ErrorKind {
             ErrorKind::ModelNotFound => "model_not_found",
             ErrorKind::UpstreamCredentialsUnavailable => "upstream_credentials_unavailable",
             ErrorKind::InvalidProviderData => "invalid_provider_data",
+            ErrorKind::LoopDetected => "loop_detected",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::InvalidApiKey => "invalid_api_key",
             ErrorKind::NotFound => "not_found",
             ErrorKind::InternalError => "internal_error",
@@ -138,6 +152,9 @@ impl ErrorKind {
             ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::UpstreamUnreachable
             | ErrorKind::ClientClosed
             | ErrorKind::UpstreamError
@@ -173,6 +190,14 @@ impl ErrorKind {
             ErrorKind::InvalidProviderData => {
                 "the caller's X-Tracegate-Provider-Data is unusable (400)"
             }
+            ErrorKind::LoopDetected => {
+                "the request already passed through this gateway: a forwarding loop (508)"
+            }
+            ErrorKind::HeadersTooLarge => {
+                "more header fields or header bytes than server.max_headers or \
+                 server.max_header_bytes allow (431; not recorded)"
+            }
+            ErrorKind::UriTooLong => "the request target is too long to parse (414; not recorded)",
             ErrorKind::InvalidApiKey => "no valid gateway token (401; not recorded)",
             ErrorKind::NotFound => "no such path or resource (404; not recorded)",
             ErrorKind::InternalError => "the gateway failed inside (500)",
