@@ -5,7 +5,7 @@
 //! by `config`), through another host name, through a second gateway or a
 //! proxy — would forward each call to itself again, every hop a new call and
 //! a new record, until it runs out of file descriptors. So each gateway has
-//! an instance id, random per process, and appends
+//! an instance id, drawn at random when it starts, and appends
 //! `Via: <version> tracegate-<id>` (RFC 9110 §7.6.3) to what it sends
 //! upstream, after every other header rule (`headers`), so that neither a
 //! caller nor a route can remove or replace it. A request whose `Via`

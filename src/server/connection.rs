@@ -63,13 +63,16 @@ impl Acceptor {
     /// Connections served as `options` say.
     pub fn new(options: ServerOptions) -> Acceptor {
         let mut builder = Builder::new(TokioExecutor::new());
-        let head_buffer = (2 * options.max_header_bytes + MAX_TARGET).max(HYPER_DEFAULT_BUFFER);
+        let header_bytes = options.max_header_bytes.saturating_mul(2);
+        let head_buffer = header_bytes
+            .saturating_add(MAX_TARGET)
+            .max(HYPER_DEFAULT_BUFFER);
         builder
             .http1()
             .header_read_timeout(None)
-            .max_headers(2 * options.max_headers)
+            .max_headers(options.max_headers.saturating_mul(2))
             .max_buf_size(head_buffer);
-        let list_size = u32::try_from(2 * options.max_header_bytes).unwrap_or(u32::MAX);
+        let list_size = u32::try_from(header_bytes).unwrap_or(u32::MAX);
         builder.http2().max_header_list_size(list_size);
         Acceptor {
             builder,

@@ -4,8 +4,8 @@
 //! fields take more than `server.max_header_bytes` (name, value and the
 //! four bytes of `: ` and CRLF, each), is answered `431` with the error
 //! JSON of the API called, before anything else looks at it (auth, the
-//! proxy): headers are what every later stage reads, and what the record
-//! would store. The connection stays usable. Such a request is not recorded,
+//! proxy), and its body is not read: headers are what every later stage
+//! reads, and what the record would store. Such a request is not recorded,
 //! like a refused token: a flood of them must not fill the store.
 //!
 //! hyper's own limits are set at twice these (`connection`), so this check
