@@ -55,6 +55,14 @@ crate::wire_enum! {
         UpstreamCredentialsUnavailable = "upstream_credentials_unavailable",
         /// The caller's `X-Tracegate-Provider-Data` is unusable (400).
         InvalidProviderData = "invalid_provider_data",
+        /// The request already passed through this gateway: a forwarding loop
+        /// (508).
+        LoopDetected = "loop_detected",
+        /// The request's headers are over the server's limits (431; not
+        /// recorded).
+        HeadersTooLarge = "headers_too_large",
+        /// The request target is too long to parse (414; not recorded).
+        UriTooLong = "uri_too_long",
         /// The caller presented no valid gateway token (401; not recorded).
         InvalidApiKey = "invalid_api_key",
         /// No such path or resource (404).
@@ -76,6 +84,9 @@ impl ErrorKind {
             ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::UpstreamUnreachable
             | ErrorKind::ClientClosed
             | ErrorKind::UpstreamError
@@ -111,6 +122,14 @@ impl ErrorKind {
             ErrorKind::InvalidProviderData => {
                 "the caller's X-Tracegate-Provider-Data is unusable (400)"
             }
+            ErrorKind::LoopDetected => {
+                "the request already passed through this gateway: a forwarding loop (508)"
+            }
+            ErrorKind::HeadersTooLarge => {
+                "more header fields or header bytes than server.max_headers or \
+                 server.max_header_bytes allow (431; not recorded)"
+            }
+            ErrorKind::UriTooLong => "the request target is too long to parse (414; not recorded)",
             ErrorKind::InvalidApiKey => "no valid gateway token (401; not recorded)",
             ErrorKind::NotFound => "no such path or resource (404; not recorded)",
             ErrorKind::InternalError => "the gateway failed inside (500)",
