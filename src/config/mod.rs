@@ -148,7 +148,7 @@ impl Default for StoreOptions {
 
 /// How the gateway serves its connections: the deadlines a connection
 /// without a call in flight has, and the limits on what a request head and
-/// the listener may hold (`[server]`; the README's "Connections and limits"
+/// the listener may hold (`[server]`; `docs/configuration.md`, "Connections, limits and loops"
 /// says what happens past each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -444,10 +444,10 @@ mod tests {
     }
 
     #[test]
-    fn every_server_key_is_in_the_readme_limits_table() {
-        let readme = include_str!("../../README.md");
-        let section = readme
-            .split("### Connections, limits and loops")
+    fn every_server_key_is_in_the_documented_limits_table() {
+        let page = include_str!("../../docs/configuration.md");
+        let section = page
+            .split("## Connections, limits and loops")
             .nth(1)
             .unwrap();
         for name in Key::names_in(Some("server")) {

@@ -6,7 +6,7 @@
 //! record's `error.kind`, the `error_kind` column, the `error.type` span
 //! attribute, the metrics label and the OpenAI error JSON's `code` say), and,
 //! for the failures the gateway itself answers, the HTTP status. The schema's
-//! enum, the README's table and the metrics' label values are all checked
+//! enum, the table in `docs/recording.md` and the metrics' label values are all checked
 //! against [`ErrorKind::ALL`] by tests, so a kind cannot be added in one
 //! place and forgotten in another.
 
@@ -97,7 +97,7 @@ impl ErrorKind {
         }
     }
 
-    /// What the kind means, one line (the README's table).
+    /// What the kind means, one line (the table in `docs/recording.md`).
     pub fn description(self) -> &'static str {
         match self {
             ErrorKind::UpstreamUnreachable => "the gateway could not connect to the upstream (502)",
@@ -195,16 +195,19 @@ mod tests {
 
     #[test]
     fn the_readme_table_lists_exactly_every_error_kind() {
-        let listed = kinds_in_table(include_str!("../../README.md"), "### Error kinds");
+        let listed = kinds_in_table(include_str!("../../docs/recording.md"), "### Error kinds");
         assert_eq!(listed, all_names());
     }
 
     #[test]
     fn the_readme_table_says_what_each_kind_means() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/recording.md");
         for kind in ErrorKind::ALL {
             let row = format!("| `{}` | {} |", kind.as_str(), kind.description());
-            assert!(readme.contains(&row), "README row for {kind}: {row}");
+            assert!(
+                readme.contains(&row),
+                "docs/recording.md row for {kind}: {row}"
+            );
         }
     }
 
