@@ -216,34 +216,10 @@ impl Server {
             options,
             header_limits::check,
         ));
-        let acceptor = Acceptor::new(options);
         let graceful = GracefulShutdown::new();
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = acceptor.accept(&listener) => {
-                    connections.spawn(acceptor.serve(accepted, app.clone(), &graceful));
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
+        let connections = accept_until(shutdown, listener, options, app, &graceful).await;
         health_checks.abort();
-        tracing::info!(
-            in_flight = connections.len(),
-            "shutting down: draining in-flight calls"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
-            );
-        }
-        connections.shutdown().await;
+        drain(connections, graceful, grace).await;
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.
@@ -254,6 +230,48 @@ impl Server {
         tracing::info!("store flushed; bye");
         Ok(())
     }
+}
+
+/// Accepts and serves connections until `shutdown` completes; returns the
+/// connections still open (the listener is closed).
+async fn accept_until(
+    shutdown: impl Future<Output = ()> + Send,
+    listener: TcpListener,
+    options: ServerOptions,
+    app: axum::Router,
+    graceful: &GracefulShutdown,
+) -> JoinSet<()> {
+    let acceptor = Acceptor::new(options);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = acceptor.accept(&listener) => {
+                connections.spawn(acceptor.serve(accepted, app.clone(), graceful));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    connections
+}
+
+/// Lets the calls in flight finish for up to `grace`, then cuts the rest
+/// (their guards record them as `client_closed`).
+async fn drain(mut connections: JoinSet<()>, graceful: GracefulShutdown, grace: Duration) {
+    tracing::info!(
+        in_flight = connections.len(),
+        "shutting down: draining in-flight calls"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
+        );
+    }
+    connections.shutdown().await;
 }
 
 /// Probes the workers of health-checked routes every `interval`.
