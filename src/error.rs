@@ -99,12 +99,17 @@ impl GatewayError {
         json!({"type": "error", "error": {"type": kind, "message": self.message}})
     }
 
-    /// The response in the error shape of `protocol`.
-    pub fn into_response_for(self, protocol: Protocol) -> Response {
-        let body = match protocol {
+    /// The error JSON in the shape of `protocol`.
+    pub fn body_for(&self, protocol: Protocol) -> serde_json::Value {
+        match protocol {
             Protocol::Anthropic => self.anthropic_body(),
             Protocol::Openai => self.body(),
-        };
+        }
+    }
+
+    /// The response in the error shape of `protocol`.
+    pub fn into_response_for(self, protocol: Protocol) -> Response {
+        let body = self.body_for(protocol);
         (self.status(), axum::Json(body)).into_response()
     }
 }

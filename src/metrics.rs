@@ -17,6 +17,8 @@
 //!   token, tokens by type, errors by kind;
 //! * requests in flight are counted by a guard the call holds
 //!   ([`InFlight`]) from its arrival until its record is built;
+//! * forward counts each retry, by route and reason, as it decides it
+//!   ([`Metrics::retried`]);
 //! * the store writer times each commit and counts records written;
 //! * the exporter counts spans sent and failed attempts;
 //! * the scrape itself sets what is cheapest to read at scrape time: the
@@ -27,7 +29,7 @@
 //! `other` — a caller sending random model names cannot grow the scrape
 //! without bound.
 
-use crate::record::TraceRecord;
+use crate::record::{RetryReason, TraceRecord};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -103,6 +105,14 @@ struct ErrorLabels {
     kind: String,
 }
 
+/// The labels of a retry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    route: String,
+    /// `connect`, `reset`, `timeout`, `429`, `500`, `502`, `503`, `504`.
+    reason: String,
+}
+
 /// The labels of a pool worker.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
@@ -117,6 +127,7 @@ pub struct Metrics {
     time_to_first_token: Family<ModelLabels, Histogram, fn() -> Histogram>,
     tokens: Family<TokenLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
     in_flight: Gauge,
     store_queue_depth: Gauge,
     store_commit_duration: Histogram,
@@ -144,6 +155,7 @@ impl Metrics {
             time_to_first_token: Family::new_with_constructor(ttft_histogram),
             tokens: Family::default(),
             errors: Family::default(),
+            retries: Family::default(),
             in_flight: Gauge::default(),
             store_queue_depth: Gauge::default(),
             store_commit_duration: Histogram::new(COMMIT_BUCKETS.iter().copied()),
@@ -178,6 +190,11 @@ impl Metrics {
             "tracegate_errors",
             "Failed calls by error kind (upstream_http_error, upstream_unreachable, upstream_timeout, client_closed, ...)",
             m.errors.clone(),
+        );
+        m.registry.register(
+            "tracegate_retries",
+            "Upstream attempts retried before anything reached the client, by reason (connect, reset, timeout, 429, 500, 502, 503, 504)",
+            m.retries.clone(),
         );
         m.registry.register(
             "tracegate_requests_in_flight",
@@ -281,6 +298,16 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts a retry of a call on `route` (its label) for `reason`.
+    pub fn retried(&self, route: &str, reason: RetryReason) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                route: route.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// The model's label value: `other` once [`MAX_MODELS`] are known.

@@ -12,7 +12,8 @@
 //! 1. on SIGINT/SIGTERM, stop accepting;
 //! 2. let in-flight calls finish, up to `shutdown_grace`;
 //! 3. abort what is left: their response bodies are dropped, which records
-//!    those calls as `client_closed`;
+//!    those calls as `client_closed`; calls finishing for clients that left
+//!    (`finish_on_client_close`) get the same grace, then are cancelled;
 //! 4. flush the store — every record, including those just made — give span
 //!    export a few seconds to send what is queued (the rest stays in the
 //!    outbox for the next start), stop the writer thread; then exit 0.
@@ -50,6 +51,7 @@ pub struct Server {
     exporter: Option<Exporter>,
     health_checks: tokio::task::JoinHandle<()>,
     grace: Duration,
+    detached: forward::detached::Detached,
 }
 
 impl Server {
@@ -70,6 +72,7 @@ impl Server {
             )
             .map_err(|e| e.to_string())?,
         );
+        let detached = forwarder.detached().clone();
         let api_state = ApiState {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
@@ -101,6 +104,7 @@ impl Server {
             exporter,
             health_checks,
             grace: config.shutdown_grace,
+            detached,
         })
     }
 
@@ -120,6 +124,7 @@ impl Server {
             exporter,
             health_checks,
             grace,
+            detached,
         } = self;
         let builder = Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
@@ -169,6 +174,7 @@ impl Server {
             );
         }
         connections.shutdown().await;
+        detached.drain(grace).await;
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.

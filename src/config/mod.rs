@@ -35,6 +35,7 @@ mod error;
 mod export;
 mod file;
 mod key;
+mod policy;
 mod raw;
 mod routes;
 mod upstream_url;
@@ -42,6 +43,7 @@ mod upstream_url;
 pub use args::ServeArgs;
 pub use error::{ConfigError, Origin};
 pub use export::{ExportConfig, OtlpProtocol};
+pub use policy::{CallPolicy, Heartbeat, Limit, RetryPolicy, Timeouts};
 pub use routes::{
     HeaderSource, InvalidUpstreamAuth, RouteConfig, UpstreamAuth, UpstreamKind, WorkerConfig,
 };
@@ -88,9 +90,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Time allowed to connect to an upstream.
     pub connect_timeout: Duration,
-    /// Longest silence allowed while reading an upstream answer.
+    /// Longest silence allowed while reading an upstream answer: the
+    /// default of every route's first-byte and idle timeouts.
     pub read_timeout: Option<Duration>,
-    /// Total time allowed for one upstream call.
+    /// Total time allowed for one call: the default of every route's.
     pub request_timeout: Option<Duration>,
     /// How long in-flight calls may take to finish on shutdown.
     pub shutdown_grace: Duration,
@@ -177,7 +180,7 @@ impl Config {
             propagate_traceparent: s.switch_or(Key::PropagateTraceparent, true)?,
             max_body_bytes: max_body_bytes(s)?,
             connect_timeout: s.limit(Key::ConnectTimeout, Duration::from_secs(10))?,
-            read_timeout: s.duration_or(Key::ReadTimeout, Some(Duration::from_secs(600)))?,
+            read_timeout: s.duration_or(Key::ReadTimeout, Some(policy::DEFAULT_READ_TIMEOUT))?,
             request_timeout: s.duration_or(Key::RequestTimeout, None)?,
             shutdown_grace: s
                 .duration_or(Key::ShutdownGrace, Some(Duration::from_secs(30)))?

@@ -20,6 +20,7 @@
 //! configured.
 
 pub mod otlp;
+pub mod self_tracing;
 
 use crate::config::{ExportConfig, OtlpProtocol};
 use crate::metrics::Metrics;
@@ -174,7 +175,7 @@ async fn run(
         let spans: Vec<_> = batch
             .spans
             .iter()
-            .filter_map(|s| otlp::span_data(s, &scope))
+            .flat_map(|s| otlp::span_tree(s, &scope))
             .collect();
         let count = spans.len() as u64;
         let sent = if spans.is_empty() {

@@ -51,8 +51,14 @@ impl Status {
 pub enum ErrorKind {
     /// The gateway could not connect to the upstream (502).
     UpstreamUnreachable,
-    /// The upstream did not answer in time (504), or went silent mid-body.
+    /// No connection to the upstream within `connect_timeout` (504).
+    UpstreamConnectTimeout,
+    /// No response headers within the first-byte timeout (504).
     UpstreamTimeout,
+    /// The upstream went silent mid-body longer than the idle timeout.
+    UpstreamIdleTimeout,
+    /// The call took longer than its total timeout (`request_timeout`).
+    UpstreamTotalTimeout,
     /// The upstream request failed another way before an answer (502).
     UpstreamError,
     /// The upstream answered with an HTTP error status (4xx, 5xx), relayed.
@@ -83,9 +89,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in documentation order.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::UpstreamUnreachable,
+        ErrorKind::UpstreamConnectTimeout,
         ErrorKind::UpstreamTimeout,
+        ErrorKind::UpstreamIdleTimeout,
+        ErrorKind::UpstreamTotalTimeout,
         ErrorKind::UpstreamError,
         ErrorKind::UpstreamHttpError,
         ErrorKind::UpstreamStreamError,
@@ -105,7 +114,10 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::UpstreamUnreachable => "upstream_unreachable",
+            ErrorKind::UpstreamConnectTimeout => "upstream_connect_timeout",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamIdleTimeout => "upstream_idle_timeout",
+            ErrorKind::UpstreamTotalTimeout => "upstream_total_timeout",
             ErrorKind::UpstreamError => "upstream_error",
             ErrorKind::UpstreamHttpError => "upstream_http_error",
             ErrorKind::UpstreamStreamError => "upstream_stream_error",
@@ -132,7 +144,10 @@ impl ErrorKind {
     /// status, a stream broken after its headers) answer 502 if asked.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::UpstreamConnectTimeout
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamIdleTimeout
+            | ErrorKind::UpstreamTotalTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BadRequest | ErrorKind::InvalidProviderData => StatusCode::BAD_REQUEST,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -152,8 +167,17 @@ impl ErrorKind {
     pub fn description(self) -> &'static str {
         match self {
             ErrorKind::UpstreamUnreachable => "the gateway could not connect to the upstream (502)",
+            ErrorKind::UpstreamConnectTimeout => {
+                "no connection to the upstream within connect_timeout (504)"
+            }
             ErrorKind::UpstreamTimeout => {
-                "the upstream did not answer in time, or went silent mid-answer (504)"
+                "no response headers from the upstream within first_byte_timeout (504)"
+            }
+            ErrorKind::UpstreamIdleTimeout => {
+                "the upstream went silent mid-answer for longer than idle_timeout"
+            }
+            ErrorKind::UpstreamTotalTimeout => {
+                "the call took longer than request_timeout (504 before an answer)"
             }
             ErrorKind::UpstreamError => "the upstream request failed before an answer (502)",
             ErrorKind::UpstreamHttpError => {
