@@ -209,6 +209,12 @@ struct Failed {
     error: GatewayError,
 }
 
+impl Failed {
+    fn new(ctx: CallContext, error: GatewayError) -> Box<Failed> {
+        Box::new(Failed { ctx, error })
+    }
+}
+
 /// How stage 4 ended: `None` when the task sending it is gone (shutdown
 /// cancelled it; its guard recorded the call).
 type Outcome = Option<Result<Sent, Box<Failed>>>;
@@ -264,7 +270,7 @@ impl Forwarder {
             Err(error) => {
                 let who = who(&arrived, None);
                 let ctx = self.context_before_body(arrived.arrival, arrived.in_flight, who);
-                return Err(Box::new(Failed { ctx, error }));
+                return Err(Failed::new(ctx, error));
             }
         };
         let json = parse_object(&body);
@@ -303,18 +309,16 @@ impl Forwarder {
             path,
             in_flight,
         } = arrived;
-        let model = json
-            .as_ref()
-            .and_then(|b| b.get("model"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let model = model_of(json.as_ref());
         let route = match self.router.route_ref(model.as_deref()) {
             Ok(route) => route,
             Err(NoRoute(message)) => {
                 let request = request_body(json, body);
                 let ctx = self.context(arrival, in_flight, who, request, Destination::default());
-                let error = GatewayError::new(ErrorKind::ModelNotFound, message);
-                return Err(Box::new(Failed { ctx, error }));
+                return Err(Failed::new(
+                    ctx,
+                    GatewayError::new(ErrorKind::ModelNotFound, message),
+                ));
             }
         };
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
@@ -334,26 +338,20 @@ impl Forwarder {
             (Ok(body), Ok(headers)) => (body, headers),
             (Err(e), _) => {
                 let error = GatewayError::internal(format!("cannot re-encode the body: {e}"));
-                return Err(Box::new(Failed { ctx, error }));
+                return Err(Failed::new(ctx, error));
             }
-            (_, Err(e)) => {
-                return Err(Box::new(Failed {
-                    ctx,
-                    error: outbound_failure(e),
-                }));
-            }
-        };
-        let outgoing = Outgoing {
-            method: parts.method,
-            api_path: path.api_path,
-            query: parts.uri.query().map(str::to_string),
-            headers,
-            body,
+            (_, Err(e)) => return Err(Failed::new(ctx, outbound_failure(e))),
         };
         Ok(Routed {
             ctx,
             route,
-            outgoing,
+            outgoing: Outgoing {
+                query: parts.uri.query().map(str::to_string),
+                method: parts.method,
+                api_path: path.api_path,
+                headers,
+                body,
+            },
             client_wants_logprobs,
             beats: None,
         })
@@ -419,7 +417,7 @@ impl Forwarder {
                 upstream,
                 client_wants_logprobs,
             }),
-            Err(error) => Err(Box::new(Failed { ctx, error })),
+            Err(error) => Err(Failed::new(ctx, error)),
         }
     }
 
@@ -680,6 +678,12 @@ impl Early {
             beats: Arc::new(AtomicU64::new(0)),
         }
     }
+}
+
+/// The model the body asks for.
+fn model_of(json: Option<&Map<String, Value>>) -> Option<String> {
+    let model = json?.get("model")?.as_str()?;
+    Some(model.to_string())
 }
 
 /// Whether the client asked for a streamed answer.
