@@ -52,24 +52,34 @@ fn error_of(record: &TraceRecord) -> (ErrorKind, String) {
     (e.kind, e.message)
 }
 
-/// An upstream that reads one request and never answers; the receiver
-/// learns when the gateway closes that connection (the request cancelled).
-async fn silent_upstream() -> (String, tokio::sync::oneshot::Receiver<()>) {
+/// An upstream that reads one request, sends `start` (if any) and never
+/// anything more; the receiver learns when the gateway closes that
+/// connection (the request cancelled).
+async fn silent_upstream(start: &'static str) -> (String, tokio::sync::oneshot::Receiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let (closed, learnt) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 4096];
+        let mut started = false;
         while let Ok(n) = socket.read(&mut buf).await {
             if n == 0 {
                 let _ = closed.send(());
                 return;
             }
+            if !started && !start.is_empty() {
+                started = true;
+                socket.write_all(start.as_bytes()).await.unwrap();
+            }
         }
     });
     (url, learnt)
 }
+
+/// The start of an SSE answer that never goes on: headers and one event.
+const STREAM_START: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+    transfer-encoding: chunked\r\n\r\n17\r\ndata: {\"choices\": []}\n\n\r\n";
 
 // ---- every call recorded, whenever its client leaves ----
 
@@ -139,7 +149,8 @@ async fn every_client_that_leaves_before_the_answer_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_request_is_cancelled_when_its_client_leaves() {
-    let (upstream, cancelled) = silent_upstream().await;
+    // Before the upstream answered.
+    let (upstream, cancelled) = silent_upstream("").await;
     let gw = TestGateway::start(&upstream).await;
     let gave_up = impatient(Duration::from_millis(300))
         .post(gw.at("/v1/chat/completions"))
@@ -150,9 +161,19 @@ async fn the_upstream_request_is_cancelled_when_its_client_leaves() {
     within("the upstream connection to close", cancelled)
         .await
         .unwrap();
-    println!("figure: upstream requests cancelled after their client left: 1/1");
-    let r = the_record(&gw).await;
-    assert_eq!(r.status, Status::ClientClosed);
+    assert_eq!(the_record(&gw).await.status, Status::ClientClosed);
+    // Mid-stream.
+    let (upstream, cancelled) = silent_upstream(STREAM_START).await;
+    let gw = TestGateway::start(&upstream).await;
+    let mut response = gw.chat(&stream_body("stop when I go")).send().await;
+    let first = within("the first event", response.chunk()).await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    drop(response);
+    within("the upstream stream to close", cancelled)
+        .await
+        .unwrap();
+    println!("figure: upstream requests cancelled after their client left: 2/2");
+    assert_eq!(the_record(&gw).await.status, Status::ClientClosed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -760,4 +781,71 @@ async fn self_tracing_hangs_the_gateways_own_work_under_the_call() {
         assert_eq!(own.trace_id(), r.otel_trace_id);
     }
     drop(gw);
+}
+
+/// CPU seconds the process `pid` has used (user and system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: TRACEGATE_BIN=target/release/tracegate cargo test --test faults -- --ignored --nocapture self_tracing_cost"]
+async fn self_tracing_cost_per_call() {
+    let bin = std::env::var("TRACEGATE_BIN").unwrap_or(common::process::BIN.to_string());
+    let bin = std::fs::canonicalize(bin).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let command = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.current_dir(dir.path())
+            .env_remove("OPENAI_BASE_URL")
+            .env("RUST_LOG", "warn")
+            .args(args);
+        cmd
+    };
+    let port = common::process::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mock = common::process::Running::spawn(command(&["mock-upstream", "--listen", &listen]), port);
+    let receiver = common::otlp::Receiver::start(common::otlp::Transport::Grpc).await;
+    let client = reqwest::Client::new();
+    let (calls, concurrency) = (10_000, 16);
+    for self_tracing in ["false", "true", "false", "true"] {
+        let port = common::process::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = command(&["serve", "--listen", &listen, "--upstream", &mock.url("/v1")]);
+        cmd.args(["--otlp-endpoint", &receiver.endpoint(), "--otlp-protocol", "grpc"])
+            .args(["--db", &format!("{self_tracing}-{port}.db")])
+            .env("TRACEGATE_EXPORT_SELF_TRACING", self_tracing);
+        let gw = common::process::Running::spawn(cmd, port);
+        let url = gw.url("/v1/chat/completions");
+        let run = async |n: usize| {
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (client, url) = (client.clone(), url.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..n / concurrency {
+                            let r = client.post(&url).json(&chat_body("cost")).send().await;
+                            r.unwrap().bytes().await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        };
+        run(1000).await;
+        let (cpu, started) = (cpu_seconds(gw.pid()), std::time::Instant::now());
+        run(calls).await;
+        let used = cpu_seconds(gw.pid()) - cpu;
+        let took = started.elapsed();
+        println!(
+            "figure: self_tracing={self_tracing}: {:.0} µs of gateway CPU per call, {:.0} calls/s ({concurrency} at a time)",
+            used * 1e6 / calls as f64,
+            calls as f64 / took.as_secs_f64()
+        );
+        drop(gw);
+    }
 }

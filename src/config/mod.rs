@@ -17,8 +17,9 @@
 //!    every value goes through one typed parser whatever its source (so
 //!    `read_timeout = 30` in the file and `TRACEGATE_READ_TIMEOUT=30` fail
 //!    alike), enums parse through their derives, and the defaults are
-//!    applied. Routes (`routes.rs`) and export (`export.rs`) validate their
-//!    own keys.
+//!    applied. Routes (`routes.rs`), their call policies (`policy.rs`:
+//!    timeouts, retries, heartbeats, what a leaving client means) and
+//!    export (`export.rs`) validate their own keys.
 //!
 //! Why one raw shape: with a struct per source, every key was declared
 //! three times and merged by hand, and a value's type was decided by its

@@ -33,16 +33,6 @@ impl Detached {
         });
     }
 
-    /// How many such calls are being finished now.
-    pub fn len(&self) -> usize {
-        self.tracker.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.tracker.is_empty()
-    }
-
     /// Waits up to `grace` for every task, then cancels those left and waits
     /// for them to drop their calls (which records them).
     pub async fn drain(&self, grace: Duration) {

@@ -141,7 +141,9 @@ pub struct TraceRecord {
     // ---- outcome ----
     /// How the call ended.
     pub status: Status,
-    /// The HTTP status the client received (none if it never got one).
+    /// The HTTP status of the answer: the upstream's, or the gateway's
+    /// when it failed the call; none if the client never got one. (After
+    /// heartbeats the client got `200` before the status was known.)
     pub http_status: Option<u16>,
     /// Why the call failed, when it did.
     pub error: Option<CallError>,

@@ -11,7 +11,8 @@
 //! worker's root, as vLLM serves it) mark workers down and up; a connect
 //! failure before any byte was sent is retried on another worker by
 //! `forward`, and so is every retry of a route's `retry` policy where the
-//! pool has a worker the call has not tried ([`Pool::pick_retry`]). Workers can be added and removed at run time (`/admin/workers`,
+//! pool has a worker the call has not tried ([`Pool::pick_retry`]).
+//! Workers can be added and removed at run time (`/admin/workers`,
 //! compatible with rllm-model-gateway).
 //!
 //! A route also decides what the upstream request carries ([`outbound`]):
