@@ -3,11 +3,17 @@
 //!
 //! The router puts the API (`api`) beside the proxy (`forward`); anything else
 //! is a 404 in the OpenAI error shape. Inbound auth (`auth`) wraps them all.
+//! All three share one [`AppState`], each taking the part it needs.
 //! A panic in a handler becomes a 500 for that request only. A background
 //! task probes the workers of health-checked routes (`route`).
 //!
-//! Connections are served by hyper directly (HTTP/1.1 and HTTP/2), so that
-//! shutdown is ours to order:
+//! Connections are served by hyper directly (HTTP/1.1 and HTTP/2), within
+//! the limits of `[server]`: at most `max_connections` at once
+//! (`connection`), each cut when it holds its slot without a call —
+//! a slow or missing request head, an idle keep-alive (`deadline`) — and
+//! every request head within `max_headers`/`max_header_bytes`
+//! (`header_limits`); the errors hyper answers by itself leave in the
+//! gateway's error JSON (`io`). Shutdown is ours to order:
 //!
 //! 1. on SIGINT/SIGTERM, stop accepting;
 //! 2. let in-flight calls finish, up to `shutdown_grace`;
@@ -18,20 +24,24 @@
 //!    export a few seconds to send what is queued (the rest stays in the
 //!    outbox for the next start), stop the writer thread; then exit 0.
 
-use crate::api::{self, ApiState};
-use crate::config::{Config, InboundAuth};
+mod connection;
+mod deadline;
+mod header_limits;
+mod io;
+
+use crate::api;
+use crate::config::{Config, ExportConfig, InboundAuth, ServerOptions};
 use crate::error::GatewayError;
-use crate::export::Exporter;
-use crate::forward::{self, Forwarder};
+use crate::export::{ExportError, Exporter};
+use crate::forward::{self, ClientError, Forwarder};
 use crate::metrics::Metrics;
 use crate::route::Router;
-use crate::store::Store;
+use crate::store::{Store, StoreError, StoreReader, StoreWriter};
+use axum::extract::FromRef;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use connection::Acceptor;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,49 +53,128 @@ use tower_http::catch_panic::CatchPanicLayer;
 /// How long span export may take to send what is queued at shutdown.
 const EXPORT_GRACE: Duration = Duration::from_secs(5);
 
+/// What the gateway's handlers share: the API's handlers take all of it,
+/// the proxy its [`Forwarder`], the auth check the inbound tokens. One
+/// `Arc`: axum clones the state for every request, twice on the proxy path
+/// (the auth check and the handler).
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
+    /// Read queries.
+    pub reader: StoreReader,
+    /// Session changes and flushes.
+    pub writer: StoreWriter,
+    /// The routes and worker pools.
+    pub router: Arc<Router>,
+    /// The proxy.
+    pub forwarder: Arc<Forwarder>,
+    /// Inbound auth: the tokens callers present (the API tells the web UI
+    /// only how to present one).
+    pub inbound: Arc<InboundAuth>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// Span export, when it is on (for `/health` and `/metrics`).
+    pub export: Option<ExportConfig>,
+}
+
+impl AppState {
+    /// The state of a gateway.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<Forwarder> {
+    fn from_ref(state: &AppState) -> Self {
+        state.forwarder.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<InboundAuth> {
+    fn from_ref(state: &AppState) -> Self {
+        state.inbound.clone()
+    }
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The upstream HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The span exporter could not be built.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A bound, ready-to-run gateway.
 pub struct Server {
     listener: TcpListener,
+    addr: SocketAddr,
     app: axum::Router,
     store: Store,
     exporter: Option<Exporter>,
     health_checks: tokio::task::JoinHandle<()>,
     grace: Duration,
     detached: forward::detached::Detached,
+    options: ServerOptions,
 }
 
 impl Server {
     /// Opens the store and binds the listen address.
-    pub async fn bind(config: &Config) -> Result<Server, String> {
+    pub async fn bind(config: &Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&config.db, config.store, metrics.clone())?;
         let router = Arc::new(Router::new(
             config.routes.clone(),
             config.session_affinity_capacity,
         ));
-        let forwarder = Arc::new(
-            Forwarder::new(
-                config,
-                router.clone(),
-                store.writer.clone(),
-                metrics.clone(),
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        let forwarder = Forwarder::new(
+            config,
+            router.clone(),
+            store.writer.clone(),
+            metrics.clone(),
+        )?;
         let detached = forwarder.detached().clone();
-        let api_state = ApiState {
+        let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
-            export: config.export.clone(),
             router: router.clone(),
+            forwarder: Arc::new(forwarder),
             inbound: Arc::new(config.auth.clone()),
             metrics: metrics.clone(),
+            export: config.export.clone(),
+        });
+        let app = app(state);
+        let listen_error = |source| StartError::Listen {
+            addr: config.listen,
+            source,
         };
-        let auth = api_state.inbound.clone();
-        let app = app(forwarder, api_state, auth);
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            .map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
         let exporter = match &config.export {
             Some(export) => Some(Exporter::start(
                 export.clone(),
@@ -99,61 +188,47 @@ impl Server {
         let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));
         Ok(Server {
             listener,
+            addr,
             app,
             store,
             exporter,
             health_checks,
             grace: config.shutdown_grace,
             detached,
+            options: config.server,
         })
     }
 
     /// The address the server is listening on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound TCP listener has an address")
+        self.addr
     }
 
     /// Serves until `shutdown` completes, then drains and closes the store.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StoreError> {
         let Server {
             listener,
+            addr: _,
             app,
             store,
             exporter,
             health_checks,
             grace,
             detached,
+            options,
         } = self;
-        let builder = Builder::new(TokioExecutor::new());
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            options,
+            header_limits::check,
+        ));
+        let acceptor = Acceptor::new(options);
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, don't spin.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    // SSE events are small writes that must not wait for more.
-                    let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(app.clone());
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
-                    connections.spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!("connection ended with an error: {e}");
-                        }
-                    });
+                accepted = acceptor.accept(&listener) => {
+                    connections.spawn(acceptor.serve(accepted, app.clone(), &graceful));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 () = &mut shutdown => break,
@@ -210,23 +285,23 @@ async fn check_workers(router: Arc<Router>, interval: Duration) {
 }
 
 /// The gateway's router: API, proxy, and a JSON 404 for everything else.
-fn app(forwarder: Arc<Forwarder>, api_state: ApiState, auth: Arc<InboundAuth>) -> axum::Router {
+fn app(state: AppState) -> axum::Router {
     let proxy = axum::Router::new()
         .route("/v1", any(forward::proxy))
         .route("/v1/{*rest}", any(forward::proxy))
         .route("/sessions/{session_id}/v1", any(forward::proxy))
-        .route("/sessions/{session_id}/v1/{*rest}", any(forward::proxy))
-        .with_state(forwarder);
-    api::router(api_state)
+        .route("/sessions/{session_id}/v1/{*rest}", any(forward::proxy));
+    api::router()
         .merge(proxy)
         .fallback(not_found)
         // Layers run outside-in: panics are caught around everything, and
         // the token is checked before any handler (or body read).
         .layer(axum::middleware::from_fn_with_state(
-            auth,
+            state.clone(),
             crate::auth::check,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
 }
 
 async fn not_found(uri: http::Uri) -> GatewayError {

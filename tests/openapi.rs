@@ -5,6 +5,9 @@
 //! from the test virtualenv: ignored by a plain `cargo test`, required in CI
 //! like the SDK tests, see `build.rs`).
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Gateway, Request, Setup, chat_body};

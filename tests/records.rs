@@ -1,11 +1,15 @@
 //! What gets recorded: every call, whatever happened, with its content.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{
     Gateway, Setup, TestGateway, chat_body, client, eventually, nowhere, start_mock, stream_body,
 };
 use serde_json::json;
+use tracegate::config::{Config, ServeArgs};
 use tracegate::record::Status;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +235,17 @@ async fn an_upstream_that_breaks_mid_stream_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_wait_out_a_locked_database() {
     let mock = start_mock().await;
-    let gw = TestGateway::start(&mock.base_url()).await;
+    // The writer gives up on a lock after 200 ms (and retries the batch).
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::load(&ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        db: Some(dir.path().join("traces.db").display().to_string()),
+        upstream: vec![mock.base_url()],
+        ..ServeArgs::default()
+    })
+    .unwrap();
+    config.store.busy_timeout = BUSY_TIMEOUT;
+    let gw = TestGateway::start_config(config, dir).await;
     // Another process (a `tracegate prune` VACUUM, say) holds the write lock
     // for longer than the writer's busy timeout.
     let db = gw.db.clone();
@@ -240,7 +254,7 @@ async fn records_wait_out_a_locked_database() {
         let conn = rusqlite::Connection::open(db).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         locked.send(()).unwrap();
-        std::thread::sleep(std::time::Duration::from_secs(7));
+        std::thread::sleep(BUSY_TIMEOUT * 5);
         conn.execute_batch("COMMIT").unwrap();
     });
     lock_taken.recv().unwrap();
@@ -259,3 +273,6 @@ async fn records_wait_out_a_locked_database() {
     let r = gw.only_record().await;
     assert_eq!(r.messages[0]["content"], "while locked");
 }
+
+/// The busy timeout of the locked-database test's gateway.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);

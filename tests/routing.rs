@@ -1,5 +1,8 @@
 //! Routing by model, worker pools, and what reaches each upstream.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Gateway, Setup, TestGateway, all_at_once, chat_body, start_mock, until};

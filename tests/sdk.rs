@@ -9,6 +9,9 @@
 //! then a missing virtualenv fails them with the command that makes it
 //! (see `build.rs`).
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::process::Serve;

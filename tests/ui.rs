@@ -15,6 +15,9 @@
 //! saves screenshots next to the build directory and prints their paths
 //! (`UI screenshot: ...`) to the log.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::process::{BIN, Running, Serve, tracegate};

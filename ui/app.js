@@ -219,7 +219,7 @@ const runHref = (runId) => `#/run/${encodeURIComponent(runId)}`;
 // What a call answered, in one line.
 function answerLine(call) {
   if (call.tool_call) return `tool call ${call.tool_call}(…)`;
-  if (call.error_message) return call.error_message;
+  if (call.error && call.error.message) return call.error.message;
   return call.preview || '';
 }
 
@@ -419,7 +419,7 @@ function callsTable(calls) {
       h('td', null, c.model || '–'),
       h('td', null, statusBadge(c.status, c.http_status)),
       h('td', { class: 'num' }, fmtMs(c.latency_ms)),
-      h('td', { class: 'num' }, fmtInt((c.input_tokens || 0) + (c.output_tokens || 0))),
+      h('td', { class: 'num' }, fmtInt((c.usage.input_tokens || 0) + (c.usage.output_tokens || 0))),
       h('td', { class: 'preview' }, h('a', { href: callHref(c.trace_id) }, answerLine(c) || '(empty)'))))));
 }
 
@@ -709,9 +709,9 @@ function swatch(fill) {
 }
 
 function modelTable(stats, color) {
-  const q = (quantiles) => (quantiles ? `${fmtMs(quantiles.p50)} / ${fmtMs(quantiles.p90)} / ${fmtMs(quantiles.p99)}` : '–');
+  const q = (percentiles) => (percentiles ? `${fmtMs(percentiles.p50)} / ${fmtMs(percentiles.p95)} / ${fmtMs(percentiles.p99)}` : '–');
   return h('table', { class: 'models' },
-    thead('Model', '#Calls', '#Errors', '#Latency p50 / p90 / p99', '#TTFT p50 / p90 / p99', '#Tokens in', '#Tokens out'),
+    thead('Model', '#Calls', '#Errors', '#Latency p50 / p95 / p99', '#TTFT p50 / p95 / p99', '#Tokens in', '#Tokens out'),
     h('tbody', null, stats.per_model.map((m) => h('tr', null,
       h('td', null, swatch(color.get(m.model)), ' ', m.model),
       h('td', { class: 'num' }, fmtInt(m.calls)),

@@ -1,57 +1,130 @@
 //! Health, metrics and flush.
 
-use super::{ApiState, store_error};
+use super::Json;
 use crate::config::InboundAuth;
 use crate::error::GatewayError;
+use crate::export::ExportHealth;
 use crate::metrics::Scrape;
-use axum::Json;
+use crate::server::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header;
-use serde_json::{Value, json};
+use serde::Serialize;
+
+/// The body of `GET /health`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// Always `ok`: the gateway answers.
+    status: &'static str,
+    /// The gateway's version.
+    version: &'static str,
+    /// The store's writer queue.
+    store: StoreHealth,
+    /// Span export.
+    export: ExportStatus,
+    /// How to present a token.
+    auth: AuthScheme,
+}
+
+/// The store part of [`Health`].
+#[derive(Debug, Serialize)]
+pub struct StoreHealth {
+    /// Records waiting for the writer.
+    queue_depth: usize,
+}
+
+/// The export part of [`Health`]: `{enabled: false}`, or the backlog, or
+/// the error that kept it from being read.
+#[derive(Debug, Serialize)]
+pub struct ExportStatus {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    health: Option<ExportHealth>,
+    /// Whether an OTLP endpoint is configured.
+    enabled: bool,
+    /// Why the backlog could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// How callers present the gateway token: `{enabled: false}`, or `{enabled,
+/// header, scheme}` — `Authorization` with `Bearer`, or the configured
+/// header with the bare token (`scheme: null`). Never the tokens.
+#[derive(Debug, Serialize)]
+pub struct AuthScheme {
+    /// Whether a token is needed.
+    enabled: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    placement: Option<TokenPlacement>,
+}
+
+/// Where the token goes, when one is needed.
+#[derive(Debug, Serialize)]
+pub struct TokenPlacement {
+    /// The header carrying it.
+    header: String,
+    /// `Bearer`, or none for a bare token.
+    scheme: Option<&'static str>,
+}
 
 /// `GET /health`: the gateway is up; also reports the store queue and, when
 /// span export is on, its backlog (spans waiting, the oldest one's age, the
 /// last error), and how to present a token when inbound auth is on.
-pub async fn health(State(state): State<ApiState>) -> Json<Value> {
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let export = match &state.export {
-        None => json!({"enabled": false}),
-        Some(config) => match crate::export::health(config, &state.reader).await {
-            Ok(health) => {
-                let mut v = json!(health);
-                v["enabled"] = json!(true);
-                v
-            }
-            Err(e) => json!({"enabled": true, "error": e}),
+        None => ExportStatus {
+            health: None,
+            enabled: false,
+            error: None,
         },
+        Some(config) => {
+            let backlog = crate::export::health(config, &state.reader).await;
+            ExportStatus {
+                enabled: true,
+                error: backlog.as_ref().err().map(ToString::to_string),
+                health: backlog.ok(),
+            }
+        }
     };
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "store": {"queue_depth": state.writer.queue_depth()},
-        "export": export,
-        "auth": auth_scheme(&state.inbound),
-    }))
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        store: StoreHealth {
+            queue_depth: state.writer.queue_depth(),
+        },
+        export,
+        auth: auth_scheme(&state.inbound),
+    })
 }
 
-/// How callers present the gateway token: `{enabled, header, scheme}` —
-/// `Authorization` with `Bearer`, or the configured header with the bare
-/// token.
-fn auth_scheme(auth: &InboundAuth) -> Value {
-    if !auth.enabled() {
-        return json!({"enabled": false});
+fn auth_scheme(auth: &InboundAuth) -> AuthScheme {
+    let placement = auth.enabled().then(|| match &auth.header {
+        Some(name) => TokenPlacement {
+            header: name.as_str().to_string(),
+            scheme: None,
+        },
+        None => TokenPlacement {
+            header: "authorization".to_string(),
+            scheme: Some("Bearer"),
+        },
+    });
+    AuthScheme {
+        enabled: auth.enabled(),
+        placement,
     }
-    match &auth.header {
-        Some(name) => json!({"enabled": true, "header": name.as_str(), "scheme": null}),
-        None => json!({"enabled": true, "header": "authorization", "scheme": "Bearer"}),
-    }
+}
+
+/// The body of `POST /admin/flush`.
+#[derive(Debug, Serialize)]
+pub struct Flushed {
+    /// Always `flushed`.
+    status: &'static str,
 }
 
 /// `POST /admin/flush`: returns once every record of a call that has ended is
 /// committed.
-pub async fn flush(State(state): State<ApiState>) -> Result<Json<Value>, GatewayError> {
-    state.writer.flush().await.map_err(store_error)?;
-    Ok(Json(json!({"status": "flushed"})))
+pub async fn flush(State(state): State<AppState>) -> Result<Json<Flushed>, GatewayError> {
+    state.writer.flush().await?;
+    Ok(Json(Flushed { status: "flushed" }))
 }
 
 /// The OpenMetrics content type Prometheus asks for.
@@ -59,7 +132,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// `GET /metrics`: every metric in the OpenMetrics text format, with the
 /// store queue, the export backlog and the workers' health read now.
-pub async fn metrics(State(state): State<ApiState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut scrape = Scrape {
         store_queue_depth: state.writer.queue_depth(),
         workers: state

@@ -7,44 +7,34 @@
 //! OpenAI error shape, with 404 for unknown sessions, traces and runs and 400
 //! for unusable parameters.
 //!
+//! Every handler takes typed requests — a `Deserialize` type through
+//! [`Query`] or [`Json`] (`extract`), whose rejection is that 400 — and
+//! answers a typed `Serialize` body. The handlers ask the store through its
+//! reader and writer and know no SQL; a store failure is a 500, logged.
+//!
 //! The web UI (`/ui`) is served from here too, with its own few endpoints
-//! under `/ui/api/` (see `ui.rs`).
+//! under `/ui/api/` (see `ui.rs`; its charts are computed in `charts.rs`).
 
 mod admin;
+mod charts;
+mod extract;
+mod params;
 mod runs;
 mod sessions;
 mod traces;
 mod ui;
 mod workers;
 
-use crate::config::ExportConfig;
+pub use extract::{Json, Query};
+
 use crate::error::GatewayError;
-use crate::store::{StoreReader, StoreWriter};
+use crate::server::AppState;
+use crate::store::StoreError;
 use axum::Router;
 use axum::routing::{delete, get, post};
-use std::collections::HashMap;
-use std::sync::Arc;
 
-/// What the API handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// Read queries.
-    pub reader: StoreReader,
-    /// Session changes and flushes.
-    pub writer: StoreWriter,
-    /// Span export, when it is on (for `/health`).
-    pub export: Option<ExportConfig>,
-    /// The routes and worker pools (for `/admin/workers`, `/admin/routes`).
-    pub router: Arc<crate::route::Router>,
-    /// Inbound auth, so `/health` can tell a client (the web UI) how to
-    /// present a token — never the tokens themselves.
-    pub inbound: Arc<crate::config::InboundAuth>,
-    /// What `/metrics` reports.
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// The API's routes.
-pub fn router(state: ApiState) -> Router {
+/// The API's routes, on the gateway's state.
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
@@ -64,45 +54,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
         .merge(ui::routes())
-        .with_state(state)
 }
 
-/// A store failure, as the API reports it.
-fn store_error(message: String) -> GatewayError {
-    tracing::error!("{message}");
-    GatewayError::internal(message)
+/// A store failure, as the API reports it: a 500, logged.
+/// A resource the store found, or the API's 404 naming it (`what` and its
+/// id).
+fn found<T>(value: Option<T>, what: &str, id: &str) -> Result<Json<T>, GatewayError> {
+    value
+        .map(Json)
+        .ok_or_else(|| GatewayError::not_found(format!("{what} {id} not found")))
 }
 
-/// The `since` (epoch seconds) and `limit` query parameters.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-struct Window {
-    since: Option<f64>,
-    limit: Option<usize>,
-}
-
-impl Window {
-    fn from_query(params: &HashMap<String, String>) -> Result<Window, GatewayError> {
-        let since = params
-            .get("since")
-            .map(|s| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| {
-                        GatewayError::bad_request(format!(
-                            "since: '{s}' is not a number of seconds since the epoch"
-                        ))
-                    })
-            })
-            .transpose()?;
-        let limit = params
-            .get("limit")
-            .map(|s| {
-                s.parse::<usize>().map_err(|_| {
-                    GatewayError::bad_request(format!("limit: '{s}' is not a non-negative integer"))
-                })
-            })
-            .transpose()?;
-        Ok(Window { since, limit })
+impl From<StoreError> for GatewayError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("{e}");
+        GatewayError::internal(e.to_string())
     }
 }

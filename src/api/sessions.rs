@@ -1,117 +1,131 @@
 //! Sessions: create, list, inspect, delete, and a session's traces.
 
-use super::{ApiState, Window, store_error};
+use super::{Json, Query, found, params};
 use crate::error::GatewayError;
-use crate::store::{TraceFilter, read};
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use crate::record::TraceRecord;
+use crate::server::AppState;
+use crate::store::summary::SessionInfo;
+use crate::store::{SessionFilter, TraceFilter};
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The body of `POST /sessions` (which may also be empty).
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateSession {
+    /// The id; a UUIDv7 when absent.
+    #[serde(default, deserialize_with = "params::session_id")]
+    session_id: Option<String>,
+    /// Metadata to keep with the session.
+    #[serde(default, deserialize_with = "params::metadata")]
+    metadata: Map<String, Value>,
+}
+
+/// The answer of `POST /sessions`.
+#[derive(Debug, Serialize)]
+pub struct CreatedSession {
+    /// The session's id.
+    session_id: String,
+    /// The base URL an agent should use for the session.
+    url: String,
+}
 
 /// `POST /sessions` with optional `{session_id, metadata}`: creates the
-/// session (or updates its metadata) and returns `{session_id, url}`, the
-/// `url` being the base URL an agent should use for the session.
+/// session (or updates its metadata) and returns `{session_id, url}`.
 pub async fn create(
-    State(state): State<ApiState>,
-    body: Bytes,
-) -> Result<Json<Value>, GatewayError> {
-    let request: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            GatewayError::bad_request(format!("the body must be a JSON object: {e}"))
-        })?
-    };
-    let session_id = match request.get("session_id") {
-        None | Some(Value::Null) => uuid::Uuid::now_v7().to_string(),
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        Some(_) => {
-            return Err(GatewayError::bad_request(
-                "session_id must be a non-empty string",
-            ));
-        }
-    };
-    let metadata = match request.get("metadata") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(GatewayError::bad_request("metadata must be a JSON object")),
-    };
+    State(state): State<AppState>,
+    body: Option<Json<CreateSession>>,
+) -> Result<Json<CreatedSession>, GatewayError> {
+    let Json(request) = body.unwrap_or_default();
+    let session_id = request
+        .session_id
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     state
         .writer
-        .create_session(session_id.clone(), metadata)
-        .await
-        .map_err(store_error)?;
-    let url = format!("/sessions/{session_id}/v1");
-    Ok(Json(json!({"session_id": session_id, "url": url})))
+        .create_session(session_id.clone(), request.metadata)
+        .await?;
+    Ok(Json(CreatedSession {
+        url: format!("/sessions/{session_id}/v1"),
+        session_id,
+    }))
+}
+
+/// The query of `GET /sessions`.
+#[derive(Debug, Deserialize)]
+pub struct SessionsQuery {
+    /// Only sessions created after this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    since: Option<f64>,
+    /// At most this many.
+    #[serde(default, deserialize_with = "params::limit")]
+    limit: Option<usize>,
+    /// Only the sessions of this run.
+    #[serde(default)]
+    run_id: Option<String>,
 }
 
 /// `GET /sessions?since&limit&run_id`: sessions, oldest first.
 pub async fn list(
-    State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, GatewayError> {
-    let window = Window::from_query(&params)?;
-    let run_id = params.get("run_id").cloned();
-    let sessions = state
-        .reader
-        .call(move |conn| read::sessions(conn, window.since, run_id.as_deref(), window.limit))
-        .await
-        .map_err(store_error)?;
-    Ok(Json(json!(sessions)))
+    State(state): State<AppState>,
+    Query(query): Query<SessionsQuery>,
+) -> Result<Json<Vec<SessionInfo>>, GatewayError> {
+    let filter = SessionFilter {
+        since: query.since,
+        run_id: query.run_id,
+        limit: query.limit,
+    };
+    Ok(Json(state.reader.sessions(filter).await?))
 }
 
 /// `GET /sessions/{session_id}`: one session, 404 when unknown.
 pub async fn get(
-    State(state): State<ApiState>,
+    State(state): State<AppState>,
     Path(session_id): Path<String>,
-) -> Result<Json<Value>, GatewayError> {
-    let sid = session_id.clone();
-    let info = state
-        .reader
-        .call(move |conn| read::session(conn, &sid))
-        .await
-        .map_err(store_error)?;
-    match info {
-        Some(info) => Ok(Json(json!(info))),
-        None => Err(GatewayError::not_found(format!(
-            "session {session_id} not found"
-        ))),
-    }
+) -> Result<Json<SessionInfo>, GatewayError> {
+    let info = state.reader.session(session_id.clone()).await?;
+    found(info, "session", &session_id)
+}
+
+/// The `since` (epoch seconds) and `limit` of a listing of traces.
+#[derive(Debug, Deserialize)]
+pub struct Window {
+    /// Only traces that started after this.
+    #[serde(default, deserialize_with = "params::since")]
+    since: Option<f64>,
+    /// At most this many.
+    #[serde(default, deserialize_with = "params::limit")]
+    limit: Option<usize>,
 }
 
 /// `GET /sessions/{session_id}/traces?since&limit`: the session's traces in
 /// the order they started.
 pub async fn traces(
-    State(state): State<ApiState>,
+    State(state): State<AppState>,
     Path(session_id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, GatewayError> {
-    let window = Window::from_query(&params)?;
+    Query(window): Query<Window>,
+) -> Result<Json<Vec<TraceRecord>>, GatewayError> {
     let filter = TraceFilter {
         session_ids: vec![session_id],
         since: window.since,
         limit: window.limit,
         ..TraceFilter::default()
     };
-    let traces = state
-        .reader
-        .call(move |conn| read::traces(conn, &filter))
-        .await
-        .map_err(store_error)?;
-    Ok(Json(json!(traces)))
+    Ok(Json(state.reader.traces(filter).await?))
+}
+
+/// The answer of `DELETE /sessions/{session_id}`.
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    /// How many traces were deleted with the session.
+    deleted: usize,
 }
 
 /// `DELETE /sessions/{session_id}`: deletes the session and its traces,
 /// returning `{deleted: <number of traces>}`.
 pub async fn delete(
-    State(state): State<ApiState>,
+    State(state): State<AppState>,
     Path(session_id): Path<String>,
-) -> Result<Json<Value>, GatewayError> {
-    let deleted = state
-        .writer
-        .delete_session(session_id)
-        .await
-        .map_err(store_error)?;
-    Ok(Json(json!({"deleted": deleted})))
+) -> Result<Json<Deleted>, GatewayError> {
+    let deleted = state.writer.delete_session(session_id).await?;
+    Ok(Json(Deleted { deleted }))
 }

@@ -13,35 +13,33 @@
 //!
 //! The UI reads records through the existing API (`/runs/{id}`,
 //! `/traces/{id}`) and adds three endpoints under `/ui/api/` for what that API
-//! does not answer cheaply (their SQL is in [`crate::store::stats`]):
+//! does not answer cheaply (their SQL is the store's; the charts' arithmetic
+//! is `charts`):
 //!
 //! * `GET /ui/api/runs`: runs with filters, plus the values the filters take;
-//! * `GET /ui/api/calls`: light call summaries for a run's tree and
-//!   waterfall, and a cursor to poll for calls committed since;
-//! * `GET /ui/api/stats`: latency and TTFT distributions and per-bucket
-//!   calls, errors and tokens, per model.
+//! * `GET /ui/api/calls`: call summaries for a run's tree and waterfall (the
+//!   store's `CallNode`s), and a cursor to poll for calls committed since;
+//! * `GET /ui/api/stats`: per-model statistics, latency and TTFT
+//!   distributions and per-bucket calls, errors and tokens.
 //!
 //! These routes sit in the API router, so the inbound auth (when it exists)
 //! covers them like every other route.
 
-use super::{ApiState, Window, store_error};
+use super::charts::{self, Stats};
+use super::{Json, Query, params};
 use crate::error::GatewayError;
-use crate::store::read::ReadResult;
-use crate::store::stats::{self, CallFilter, FACET_COLUMNS, RunFilter, StatsFilter};
-use axum::Json;
+use crate::server::AppState;
+use crate::store::summary::{CallPage, Facets, RunInfo};
+use crate::store::{CallFilter, RunFilter, TraceFilter};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use rusqlite::Connection;
-use serde::Serialize;
-use std::collections::HashMap;
-use std::ops::RangeInclusive;
-use std::str::FromStr;
+use serde::{Deserialize, Serialize};
 
 /// The UI's routes (merged into the API router).
-pub fn routes() -> Router<ApiState> {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::temporary("ui/") }))
         .route("/ui/", get(index))
@@ -157,117 +155,133 @@ fn serve(asset: &Asset, request: &HeaderMap) -> Response {
     response
 }
 
-/// Runs `query` on a read connection and answers its result as JSON that no
-/// cache may keep (the store changes under it).
-async fn answer<T, F>(state: &ApiState, query: F) -> Result<Response, GatewayError>
-where
-    T: Serialize + Send + 'static,
-    F: FnOnce(&Connection) -> ReadResult<T> + Send + 'static,
-{
-    let body = state.reader.call(query).await.map_err(store_error)?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+/// A JSON answer that no cache may keep (the store changes under it).
+fn uncached<T: Serialize>(body: T) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
-/// A text parameter: trimmed, empty meaning absent.
-fn text(params: &HashMap<String, String>, key: &str) -> Option<String> {
-    params
-        .get(key)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
+/// The query of `GET /ui/api/runs`.
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    /// Part of the run id.
+    #[serde(default, deserialize_with = "params::text")]
+    q: Option<String>,
+    /// Runs with a call to this model.
+    #[serde(default, deserialize_with = "params::text")]
+    model: Option<String>,
+    /// Runs with a call of this harness.
+    #[serde(default, deserialize_with = "params::text")]
+    harness: Option<String>,
+    /// Runs with a call of this project.
+    #[serde(default, deserialize_with = "params::text")]
+    project: Option<String>,
+    /// Runs with a call of this experiment.
+    #[serde(default, deserialize_with = "params::text")]
+    experiment: Option<String>,
+    /// Runs with a failed call.
+    #[serde(default, deserialize_with = "params::flag")]
+    errors: bool,
+    /// Runs active after this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    since: Option<f64>,
+    /// At most this many: 100, at most 1000.
+    #[serde(default, deserialize_with = "params::limit")]
+    limit: Option<usize>,
 }
 
-/// An integer parameter within `range`; 400 naming `what` it should be.
-fn integer<T: FromStr + PartialOrd>(
-    params: &HashMap<String, String>,
-    key: &str,
-    range: RangeInclusive<T>,
-    what: &str,
-) -> Result<Option<T>, GatewayError> {
-    params
-        .get(key)
-        .map(|v| {
-            v.trim()
-                .parse::<T>()
-                .ok()
-                .filter(|n| range.contains(n))
-                .ok_or_else(|| GatewayError::bad_request(format!("{key}: '{v}' is not {what}")))
-        })
-        .transpose()
-}
-
-/// The `limit` parameter, `default` when absent, at most `max`.
-fn limit(window: Window, default: usize, max: usize) -> usize {
-    window.limit.unwrap_or(default).min(max)
+/// The answer of `GET /ui/api/runs`.
+#[derive(Debug, Serialize)]
+pub struct RunPage {
+    /// The matching runs, newest first.
+    runs: Vec<RunInfo>,
+    /// The values the filters can take.
+    facets: Facets,
 }
 
 /// `GET /ui/api/runs?q&model&harness&project&experiment&errors&since&limit`:
 /// `{runs: [run, ...], facets: {models, harnesses, projects, experiments}}`,
-/// runs newest first, each as `GET /runs` has it. `q` matches part of the
-/// run id; `model`, `harness`, `project` and `experiment` keep runs with a
-/// call of that value; `errors=1` keeps runs with a failed call; `since`
-/// (epoch seconds) keeps runs active after it. `limit`: 100, at most 1000.
+/// runs newest first, each as `GET /runs` has it.
 async fn runs(
-    State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
+    State(state): State<AppState>,
+    Query(query): Query<RunsQuery>,
 ) -> Result<Response, GatewayError> {
-    let window = Window::from_query(&params)?;
-    let errors_only = match params.get("errors").map(|v| v.trim()) {
-        None | Some("" | "0" | "false") => false,
-        Some("1" | "true") => true,
-        Some(other) => {
-            return Err(GatewayError::bad_request(format!(
-                "errors: '{other}' is not 1, true, 0 or false"
-            )));
-        }
-    };
     let filter = RunFilter {
-        search: text(&params, "q"),
-        facets: FACET_COLUMNS.map(|column| text(&params, column)),
-        errors_only,
-        since: window.since,
-        limit: limit(window, 100, 1000),
+        search: query.q,
+        model: query.model,
+        harness: query.harness,
+        project: query.project,
+        experiment: query.experiment,
+        errors_only: query.errors,
+        since: query.since,
+        limit: Some(query.limit.unwrap_or(100).min(1000)),
     };
-    answer(&state, move |conn| stats::runs(conn, &filter)).await
+    let runs = state.reader.runs(filter).await?;
+    let facets = state.reader.facets().await?;
+    Ok(uncached(RunPage { runs, facets }))
+}
+
+/// The query of `GET /ui/api/calls`.
+#[derive(Debug, Deserialize)]
+pub struct CallsQuery {
+    /// Only calls of this run.
+    #[serde(default, deserialize_with = "params::text")]
+    run_id: Option<String>,
+    /// Only calls of this session.
+    #[serde(default, deserialize_with = "params::text")]
+    session_id: Option<String>,
+    /// A previous page's `cursor`: the calls committed since.
+    #[serde(default, deserialize_with = "params::cursor")]
+    after: Option<i64>,
+    /// At most this many: 500, 1 to 5000.
+    #[serde(default, deserialize_with = "params::limit")]
+    limit: Option<usize>,
 }
 
 /// `GET /ui/api/calls?run_id&session_id&after&limit`:
-/// `{cursor, truncated, calls: [summary, ...]}`, calls in start order. With
+/// `{cursor, truncated, calls: [node, ...]}`, calls in start order. With
 /// `after` (a previous `cursor`): the calls committed since; without: the
-/// newest. `limit`: 500, at most 5000.
+/// newest.
 async fn calls(
-    State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
+    State(state): State<AppState>,
+    Query(query): Query<CallsQuery>,
 ) -> Result<Response, GatewayError> {
-    let window = Window::from_query(&params)?;
     let filter = CallFilter {
-        run_id: text(&params, "run_id"),
-        session_id: text(&params, "session_id"),
-        after: integer(
-            &params,
-            "after",
-            0..=i64::MAX,
-            "a cursor (a non-negative integer)",
-        )?,
-        limit: limit(window, 500, 5000).max(1),
+        run_id: query.run_id,
+        session_id: query.session_id,
+        after: query.after,
+        limit: query.limit.unwrap_or(500).clamp(1, 5000),
     };
-    answer(&state, move |conn| stats::calls(conn, &filter)).await
+    let page: CallPage = state.reader.call_page(filter).await?;
+    Ok(uncached(page))
+}
+
+/// The query of `GET /ui/api/stats`.
+#[derive(Debug, Deserialize)]
+pub struct StatsQuery {
+    /// Only calls of this run.
+    #[serde(default, deserialize_with = "params::text")]
+    run_id: Option<String>,
+    /// Only calls that started after this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    since: Option<f64>,
+    /// About how many time buckets: 40, 1 to 500.
+    #[serde(default, deserialize_with = "params::buckets")]
+    buckets: Option<usize>,
 }
 
 /// `GET /ui/api/stats?run_id&since&buckets`: `{calls, sampled, models,
-/// per_model, latency_ms, ttft_ms, over_time}` (see [`stats::Stats`]) for
-/// the calls of a run, or all calls, started after `since` (epoch seconds).
-/// `buckets`: about how many time buckets, 40 by default, 1 to 500.
+/// per_model, latency_ms, ttft_ms, over_time}` (see [`Stats`]) for the
+/// newest calls of a run, or of all runs, started after `since`.
 async fn stats(
-    State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
+    State(state): State<AppState>,
+    Query(query): Query<StatsQuery>,
 ) -> Result<Response, GatewayError> {
-    let window = Window::from_query(&params)?;
-    let buckets = integer(&params, "buckets", 1..=500, "an integer from 1 to 500")?;
-    let filter = StatsFilter {
-        run_id: text(&params, "run_id"),
-        since: window.since,
-        buckets: buckets.unwrap_or(40),
+    let filter = TraceFilter {
+        run_id: query.run_id,
+        since: query.since,
+        ..TraceFilter::default()
     };
-    answer(&state, move |conn| stats::stats(conn, &filter)).await
+    let sample = state.reader.chart_sample(filter).await?;
+    let stats: Stats = charts::summarise(&sample, query.buckets.unwrap_or(40));
+    Ok(uncached(stats))
 }

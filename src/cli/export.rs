@@ -5,11 +5,11 @@
 //! so a training pipeline can read an export and the API interchangeably.
 //!
 //! Stores reach tens of gigabytes, so the export streams: one row is read,
-//! decoded, written and dropped before the next (`store::read::
-//! for_each_trace`), and memory stays flat whatever the size. Counting and
-//! reading happen in one read transaction, so the count behind the progress
-//! bar and the lines written describe the same snapshot even while a gateway
-//! keeps writing.
+//! decoded, written and dropped before the next (the store's
+//! `Reader::for_each_trace`), and memory stays flat whatever the size.
+//! Counting and reading happen in one snapshot, so the count behind the
+//! progress bar and the lines written describe the same state even while a
+//! gateway keeps writing.
 //!
 //! The progress bar (indicatif) is drawn on stderr only when stderr is a
 //! terminal and the export goes to a file: a pipe, a log file or a CI job
@@ -18,7 +18,7 @@
 
 use super::output::Output;
 use super::{DbArg, Failure, FilterArgs};
-use crate::store::read;
+use crate::store::Reader;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -39,36 +39,14 @@ pub struct ExportArgs {
 
 /// Runs `tracegate export`.
 pub fn export(args: &ExportArgs) -> Result<(), Failure> {
-    let conn = args.db.open_read_only()?;
-    let filter = args.filter.to_filter();
+    let reader = args.db.reader()?;
     let to_stdout = args.out.as_os_str() == "-";
-    // One snapshot for the count and the rows.
-    let snapshot = conn
-        .unchecked_transaction()
-        .map_err(|e| format!("cannot start a read transaction: {e}"))?;
-    let total = read::count_traces(&conn, &filter)?;
     let mut out = if to_stdout {
         Output::stdout()
     } else {
         Output::create(&args.out)?
     };
-    let bar = if !to_stdout && std::io::stderr().is_terminal() {
-        progress_bar(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    let written = read::for_each_trace(&conn, &filter, |record| {
-        out.json_line(&record)?;
-        bar.inc(1);
-        Ok(if out.is_closed() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        })
-    });
-    bar.finish_and_clear();
-    let written = written?;
-    drop(snapshot);
+    let written = reader.snapshot(|reader| write_lines(reader, args, &mut out, to_stdout))?;
     out.finish()?;
     if !to_stdout {
         let mut summary = Output::stdout();
@@ -79,6 +57,33 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
         summary.finish()?;
     }
     Ok(())
+}
+
+/// Writes a line per matching trace, with a progress bar when it helps;
+/// returns how many were written.
+fn write_lines(
+    reader: &Reader,
+    args: &ExportArgs,
+    out: &mut Output,
+    to_stdout: bool,
+) -> Result<u64, Failure> {
+    let filter = args.filter.to_filter();
+    let bar = if !to_stdout && std::io::stderr().is_terminal() {
+        progress_bar(reader.count_traces(&filter)?)
+    } else {
+        ProgressBar::hidden()
+    };
+    let written = reader.for_each_trace(&filter, |record| {
+        out.json_line(&record)?;
+        bar.inc(1);
+        Ok::<_, Failure>(if out.is_closed() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    });
+    bar.finish_and_clear();
+    written
 }
 
 fn progress_bar(total: u64) -> ProgressBar {

@@ -12,9 +12,9 @@
 //!   readers see the last commit without blocking the writer.
 //!
 //! Each query command lives in its own file ([`runs`], [`traces`],
-//! [`export`], [`stats`], [`prune`]) as a thin layer: parse flags, call
-//! `store::read` or `store::prune`, format through [`output`]. The SQL stays
-//! in the store. Every query command takes `--db PATH` (env `TRACEGATE_DB`,
+//! [`export`], [`stats`], [`prune`]) as a thin layer: parse flags, ask the
+//! store (a `store::Reader`, or a `store::Pruner`, opened on the file),
+//! format through [`output`]. The SQL stays in the store. Every query command takes `--db PATH` (env `TRACEGATE_DB`,
 //! default `./tracegate.db`) like `serve`.
 //!
 //! Exit codes: 0 on success, 2 for a configuration or usage error (one line
@@ -31,9 +31,8 @@ mod traces;
 use crate::config::{Config, ServeArgs};
 use crate::export::self_tracing;
 use crate::mock_upstream::{self, MockOptions};
-use crate::store::{TraceFilter, read};
+use crate::store::{Pruner, Reader, StoreError, TraceFilter};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use rusqlite::Connection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +94,21 @@ pub enum Failure {
 impl From<String> for Failure {
     fn from(message: String) -> Self {
         Failure::Runtime(message)
+    }
+}
+
+impl From<StoreError> for Failure {
+    /// A missing database or a file that is not one is a usage error (the
+    /// `--db` flag is wrong); anything else failed at run time.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Missing(_) => Failure::Usage(format!(
+                "{e} (pass --db PATH or set TRACEGATE_DB; \
+                 `tracegate serve` or `tracegate demo` create one)"
+            )),
+            StoreError::NotAStore { .. } => Failure::Usage(e.to_string()),
+            other => Failure::Runtime(other.to_string()),
+        }
     }
 }
 
@@ -161,10 +175,14 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
             runtime.block_on(serve(config, finished))?;
         }
         Command::MockUpstream { listen, options } => {
-            runtime.block_on(mock_upstream::serve(listen, options))?;
+            runtime
+                .block_on(mock_upstream::serve(listen, options))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
         }
         Command::Demo(args) => {
-            let report = runtime.block_on(crate::demo::run(&args))?;
+            let report = runtime
+                .block_on(crate::demo::run(&args))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
             let mut out = output::Output::stdout();
             out.text(&report)?;
             out.finish()?;
@@ -174,8 +192,10 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn serve(config: Config, finished: Option<self_tracing::Finished>) -> Result<(), String> {
-    let server = crate::server::Server::bind(&config).await?;
+async fn serve(config: Config, finished: Option<self_tracing::Finished>) -> Result<(), Failure> {
+    let server = crate::server::Server::bind(&config)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     let (stop_self_tracing, stopped) = tokio::sync::oneshot::channel::<()>();
     let self_tracing = match (finished, &config.export) {
         (Some(finished), Some(export)) => Some(tokio::spawn(self_tracing::export(
@@ -210,7 +230,7 @@ async fn serve(config: Config, finished: Option<self_tracing::Finished>) -> Resu
         let _ = stop_self_tracing.send(());
         let _ = task.await;
     }
-    served
+    Ok(served?)
 }
 
 /// Logs to stderr (`RUST_LOG`, else `default`); with `self_tracing`, also
@@ -254,59 +274,21 @@ pub struct DbArg {
 }
 
 impl DbArg {
-    /// A read-only connection to the database, or a usage error when there
-    /// is no tracegate database at the path.
-    pub fn open_read_only(&self) -> Result<Connection, Failure> {
-        self.exists()?;
-        let conn = read::open_read_only(&self.db)?;
-        self.check(&conn)?;
-        Ok(conn)
+    /// The store at the path, read-only; a usage error when there is no
+    /// tracegate database there.
+    pub fn reader(&self) -> Result<Reader, Failure> {
+        Ok(Reader::open(&self.db)?)
     }
 
-    /// A writable connection to an existing database (never creates one).
-    pub fn open_writable(&self) -> Result<Connection, Failure> {
-        self.exists()?;
-        let conn = crate::store::open_for_writing(&self.db)?;
-        self.check(&conn)?;
-        Ok(conn)
-    }
-
-    fn exists(&self) -> Result<(), Failure> {
-        if self.db.is_file() {
-            return Ok(());
-        }
-        Err(Failure::Usage(format!(
-            "no database at {} (pass --db PATH or set TRACEGATE_DB; \
-             `tracegate serve` or `tracegate demo` create one)",
-            self.db.display()
-        )))
-    }
-
-    /// Refuses a file that is not a tracegate database.
-    fn check(&self, conn: &Connection) -> Result<(), Failure> {
-        let found = conn.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
-            [],
-            |r| r.get::<_, i64>(0),
-        );
-        match found {
-            Ok(1) => Ok(()),
-            Ok(_) => Err(self.not_a_store("it has no tracegate tables")),
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-                Err(self.not_a_store("it is not an SQLite file"))
-            }
-            Err(e) => Err(Failure::Runtime(format!(
-                "cannot read {}: {e}",
-                self.db.display()
-            ))),
-        }
-    }
-
-    fn not_a_store(&self, why: &str) -> Failure {
-        Failure::Usage(format!(
-            "{} is not a tracegate database: {why}",
-            self.db.display()
-        ))
+    /// The store at the path, to prune (read-only for a dry run); never
+    /// creates one.
+    pub fn pruner(&self, dry_run: bool) -> Result<Pruner, Failure> {
+        let pruner = if dry_run {
+            Pruner::open_read_only(&self.db)
+        } else {
+            Pruner::open(&self.db)
+        };
+        Ok(pruner?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `tracegate prune`: delete what is older than a duration, reclaim the space.
 //!
-//! The one query command that writes. The work is `store::prune`'s; this
-//! file turns `--older-than` into a cutoff time, picks the connection (a dry
+//! The one query command that writes. The work is the store's `Pruner`'s;
+//! this file turns `--older-than` into a cutoff time, opens the store (a dry
 //! run opens the file read-only, so it cannot change anything even by
 //! mistake), and reports what went. `VACUUM` follows a real prune unless
 //! `--no-vacuum`: it shrinks the file but holds the write lock while it
@@ -10,7 +10,7 @@
 
 use super::output::Output;
 use super::{DbArg, Failure, parse_duration};
-use crate::store::prune::{self, PruneOptions, TableRows};
+use crate::store::prune::{PruneOptions, TableRows};
 use clap::Args;
 use std::time::{Duration, SystemTime};
 
@@ -44,12 +44,8 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
         dry_run: args.dry_run,
         force: args.force,
     };
-    let conn = if args.dry_run {
-        args.db.open_read_only()?
-    } else {
-        args.db.open_writable()?
-    };
-    let report = prune::prune(&conn, &options)?;
+    let pruner = args.db.pruner(args.dry_run)?;
+    let report = pruner.prune(&options)?;
     let (deleted, recounted) = if args.dry_run {
         ("would delete", "would recount")
     } else {
@@ -67,7 +63,7 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
     }
     print(&text)?;
     if !args.dry_run && !args.no_vacuum {
-        let reclaimed = prune::vacuum(&conn)?;
+        let reclaimed = pruner.vacuum()?;
         print(&format!(
             "reclaimed {} ({} → {})\n",
             mib(reclaimed.before.saturating_sub(reclaimed.after)),

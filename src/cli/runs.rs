@@ -8,7 +8,7 @@
 
 use super::output::{Align, Format, Table, or_dash, print_listing, short_time};
 use super::{DbArg, Failure};
-use crate::store::read;
+use crate::store::{RunFilter, SessionFilter};
 use clap::Args;
 
 /// Flags of `tracegate runs`.
@@ -50,8 +50,11 @@ const COUNTS: [(&str, Align); 5] = [
 
 /// Runs `tracegate runs`.
 pub fn runs(args: &RunsArgs) -> Result<(), Failure> {
-    let conn = args.db.open_read_only()?;
-    let runs = read::runs(&conn, args.limit)?;
+    let filter = RunFilter {
+        limit: args.limit,
+        ..RunFilter::default()
+    };
+    let runs = args.db.reader()?.runs(&filter)?;
     print_listing(args.format, &runs, |runs| {
         let mut columns = vec![("RUN", Align::Left), ("SESSIONS", Align::Right)];
         columns.extend(COUNTS);
@@ -74,8 +77,12 @@ pub fn runs(args: &RunsArgs) -> Result<(), Failure> {
 
 /// Runs `tracegate sessions`.
 pub fn sessions(args: &SessionsArgs) -> Result<(), Failure> {
-    let conn = args.db.open_read_only()?;
-    let sessions = read::sessions(&conn, None, args.run.as_deref(), args.limit)?;
+    let filter = SessionFilter {
+        run_id: args.run.clone(),
+        limit: args.limit,
+        ..SessionFilter::default()
+    };
+    let sessions = args.db.reader()?.sessions(&filter)?;
     print_listing(args.format, &sessions, |sessions| {
         let mut columns = vec![("SESSION", Align::Left), ("RUN", Align::Left)];
         columns.extend(COUNTS);

@@ -3,14 +3,14 @@
 //! For each (requested model, route) pair: calls, error rate, latency and
 //! time-to-first-byte percentiles (P50, P95, P99) and input and output
 //! tokens. Percentiles are exact — the nearest-rank value over every
-//! matching call, computed by `store::read::stats` — not estimates from a
+//! matching call, computed by the store's `Reader::stats` — not estimates from a
 //! histogram, so a test (or a user with `sqlite3`) can check them by hand.
 //! It takes the same filters as `traces list`, so `stats --run R` describes
 //! one run and `stats --since 1h` the last hour.
 
 use super::output::{Align, Format, Table, ms, or_dash, print_listing};
 use super::{DbArg, Failure, FilterArgs};
-use crate::store::read::{self, Percentiles};
+use crate::store::summary::Percentiles;
 use clap::Args;
 
 /// Flags of `tracegate stats`.
@@ -27,8 +27,7 @@ pub struct StatsArgs {
 
 /// Runs `tracegate stats`.
 pub fn stats(args: &StatsArgs) -> Result<(), Failure> {
-    let conn = args.db.open_read_only()?;
-    let groups = read::stats(&conn, &args.filter.to_filter())?;
+    let groups = args.db.reader()?.stats(&args.filter.to_filter())?;
     print_listing(args.format, &groups, |groups| {
         let mut table = Table::new(&[
             ("MODEL", Align::Left),

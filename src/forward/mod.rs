@@ -12,7 +12,9 @@
 //!    loses its identity carriers, gets the backend model name and, for a
 //!    vLLM route, the token-data parameters ([`vllm`]) — a body that does not
 //!    change is forwarded byte for byte; the upstream request's headers
-//!    (`headers` policy, then the route's credentials, failing closed);
+//!    (`headers` policy, then the route's credentials, failing closed), and
+//!    this gateway's `Via` entry ([`hop`]: a request that already carries it
+//!    has come round a loop, and is refused with 508);
 //! 4. [`Forwarder::send`]: the request, with the one pooled client, to the
 //!    session's worker or the least busy one, again as the route's `retry`
 //!    policy allows ([`attempts`], [`retry`]), each attempt within its
@@ -55,6 +57,7 @@ mod attempts;
 pub mod detached;
 pub mod failure;
 mod heartbeat;
+pub mod hop;
 pub mod retry;
 pub mod tee;
 pub mod vllm;
@@ -103,6 +106,7 @@ pub struct Forwarder {
     metrics: Arc<Metrics>,
     connect_timeout: Duration,
     detached: Detached,
+    hop: hop::Hop,
 }
 
 /// Why the forwarder could not be built.
@@ -144,6 +148,7 @@ impl Forwarder {
             metrics,
             connect_timeout: config.connect_timeout,
             detached: Detached::default(),
+            hop: hop::Hop::new(),
         })
     }
 
@@ -322,26 +327,22 @@ impl Forwarder {
             }
         };
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
-        let (forward_body, renamed) = rewritten(
-            json.as_mut(),
-            &body,
-            &route.config,
-            arrival.endpoint,
-            model.as_deref(),
-        );
+        let (forward_body, renamed) = match json.as_mut() {
+            Some(object) => rewrite(object, &route.config, arrival.endpoint, model.as_deref()),
+            None => (None, None),
+        };
         let mut destination = destination(&route.config);
         destination.model_rewrite = renamed;
         let headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
-        let request = request_body(json, body);
+        let request = request_body(json, body.clone());
         let ctx = self.context(arrival, in_flight, who, request, destination);
-        let (body, headers) = match (forward_body, headers) {
-            (Ok(body), Ok(headers)) => (body, headers),
-            (Err(e), _) => {
-                let error = GatewayError::internal(format!("cannot re-encode the body: {e}"));
-                return Err(Failed::new(ctx, error));
-            }
-            (_, Err(e)) => return Err(Failed::new(ctx, outbound_failure(e))),
+        let (body, mut headers) = match ready(forward_body, body, headers) {
+            Ok(ready) => ready,
+            Err(error) => return Err(Failed::new(ctx, error)),
         };
+        if let Err(error) = self.hop.pass(&parts, &mut headers) {
+            return Err(Failed::new(ctx, error));
+        }
         Ok(Routed {
             ctx,
             route,
@@ -729,36 +730,22 @@ fn request_body(json: Option<Map<String, Value>>, body: Bytes) -> RequestBody {
     }
 }
 
-/// The body to forward: `body` as it came unless the JSON object changed
-/// for its route ([`rewrite`]); and `(requested, sent)` when the model was
-/// renamed.
-fn rewritten(
-    json: Option<&mut Map<String, Value>>,
-    body: &Bytes,
-    route: &RouteConfig,
-    endpoint: Endpoint,
-    model: Option<&str>,
-) -> (Result<Bytes, serde_json::Error>, Option<(String, String)>) {
-    let Some(object) = json else {
-        return (Ok(body.clone()), None);
-    };
-    let (changed, renamed) = rewrite(object, route, endpoint, model);
-    if changed {
-        (serde_json::to_vec(object).map(Bytes::from), renamed)
-    } else {
-        (Ok(body.clone()), renamed)
-    }
-}
+/// The bytes of a rewritten body (when it changed) and the model rename.
+type Rewrite = (
+    Option<Result<Bytes, serde_json::Error>>,
+    Option<(String, String)>,
+);
 
 /// Rewrites a JSON body for its route: identity carriers out, the backend's
-/// model name in, the vLLM token-data parameters in. Returns whether the
-/// body changed and, when the model was renamed, `(requested, sent)`.
+/// model name in, the vLLM token-data parameters in. Returns the new bytes
+/// when the body changed (else it is forwarded byte for byte) and, when the
+/// model was renamed, `(requested, sent)`.
 fn rewrite(
     object: &mut Map<String, Value>,
     route: &RouteConfig,
     endpoint: Endpoint,
     model: Option<&str>,
-) -> (bool, Option<(String, String)>) {
+) -> Rewrite {
     let stripped = identity::strip_body(object);
     let renamed = match (&route.backend_model, model) {
         (Some(backend), Some(requested)) if backend != requested => {
@@ -768,7 +755,27 @@ fn rewrite(
         _ => None,
     };
     let injected = vllm::inject(object, endpoint, route);
-    (stripped | renamed.is_some() | injected, renamed)
+    let changed = stripped | renamed.is_some() | injected;
+    let bytes = changed.then(|| serde_json::to_vec(object).map(Bytes::from));
+    (bytes, renamed)
+}
+
+/// The body and headers to send, or why they cannot be.
+fn ready(
+    rewritten: Option<Result<Bytes, serde_json::Error>>,
+    original: Bytes,
+    headers: Result<HeaderMap, OutboundError>,
+) -> Result<(Bytes, HeaderMap), GatewayError> {
+    let body = match rewritten {
+        None => original,
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => {
+            return Err(GatewayError::internal(format!(
+                "cannot re-encode the body: {e}"
+            )));
+        }
+    };
+    Ok((body, headers.map_err(outbound_failure)?))
 }
 
 /// The gateway error for upstream headers that cannot be built.

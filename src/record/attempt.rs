@@ -33,49 +33,31 @@ pub struct Attempt {
     pub retry_reason: Option<RetryReason>,
 }
 
-/// A failure before anything reached the client that a `retry` policy may
-/// retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum RetryReason {
-    /// The connection was refused or timed out: nothing was sent.
-    #[serde(rename = "connect")]
-    Connect,
-    /// The connection broke before the upstream's response headers.
-    #[serde(rename = "reset")]
-    Reset,
-    /// No response headers within the first-byte timeout.
-    #[serde(rename = "timeout")]
-    Timeout,
-    /// 429 Too Many Requests.
-    #[serde(rename = "429")]
-    TooManyRequests,
-    /// 500 Internal Server Error (opt-in: it is often not transient).
-    #[serde(rename = "500")]
-    InternalServerError,
-    /// 502 Bad Gateway.
-    #[serde(rename = "502")]
-    BadGateway,
-    /// 503 Service Unavailable.
-    #[serde(rename = "503")]
-    ServiceUnavailable,
-    /// 504 Gateway Timeout.
-    #[serde(rename = "504")]
-    GatewayTimeout,
+crate::wire_enum! {
+    /// A failure before anything reached the client that a `retry` policy
+    /// may retry.
+    #[derive(PartialOrd, Ord)]
+    pub enum RetryReason {
+        /// The connection was refused or timed out: nothing was sent.
+        Connect = "connect",
+        /// The connection broke before the upstream's response headers.
+        Reset = "reset",
+        /// No response headers within the first-byte timeout.
+        Timeout = "timeout",
+        /// 429 Too Many Requests.
+        TooManyRequests = "429",
+        /// 500 Internal Server Error (opt-in: it is often not transient).
+        InternalServerError = "500",
+        /// 502 Bad Gateway.
+        BadGateway = "502",
+        /// 503 Service Unavailable.
+        ServiceUnavailable = "503",
+        /// 504 Gateway Timeout.
+        GatewayTimeout = "504",
+    }
 }
 
 impl RetryReason {
-    /// Every reason, in documentation order.
-    pub const ALL: [RetryReason; 8] = [
-        RetryReason::Connect,
-        RetryReason::Reset,
-        RetryReason::Timeout,
-        RetryReason::TooManyRequests,
-        RetryReason::InternalServerError,
-        RetryReason::BadGateway,
-        RetryReason::ServiceUnavailable,
-        RetryReason::GatewayTimeout,
-    ];
-
     /// What a policy retries when it does not say: everything but 500.
     pub const DEFAULT: [RetryReason; 7] = [
         RetryReason::Connect,
@@ -87,36 +69,11 @@ impl RetryReason {
         RetryReason::GatewayTimeout,
     ];
 
-    /// The wire name (`connect`, `429`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetryReason::Connect => "connect",
-            RetryReason::Reset => "reset",
-            RetryReason::Timeout => "timeout",
-            RetryReason::TooManyRequests => "429",
-            RetryReason::InternalServerError => "500",
-            RetryReason::BadGateway => "502",
-            RetryReason::ServiceUnavailable => "503",
-            RetryReason::GatewayTimeout => "504",
-        }
-    }
-
-    /// The reason named `text`.
-    pub fn parse(text: &str) -> Option<RetryReason> {
-        RetryReason::ALL.into_iter().find(|r| r.as_str() == text)
-    }
-
     /// The reason an upstream status is retried for, if it is one.
     pub fn of_status(status: u16) -> Option<RetryReason> {
         RetryReason::ALL
             .into_iter()
             .find(|r| r.as_str() == status.to_string())
-    }
-}
-
-impl std::fmt::Display for RetryReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

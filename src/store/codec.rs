@@ -3,9 +3,13 @@
 //! Token ids and logprobs are the bulk of an RL trace and are read back as
 //! whole arrays, never searched inside, so they are stored as packed
 //! little-endian numbers (4 bytes per token id, 8 per logprob: exact, unlike
-//! JSON text or f32), one list per choice for completions. Raw requests and responses are JSON, often repetitive
-//! (an agent resends its whole conversation every step), so they are stored
-//! zstd-compressed. An empty array or an absent value is stored as NULL.
+//! JSON text or f32), one list per choice for completions. Raw requests and
+//! responses are JSON, often repetitive (an agent resends its whole
+//! conversation every step), so they are stored zstd-compressed. An empty
+//! array or an absent value is stored as NULL.
+//!
+//! These are the encodings only; which column holds which is the row's
+//! business (`row`).
 
 use serde_json::Value;
 use std::cell::RefCell;
@@ -119,6 +123,17 @@ impl Reader<'_> {
     }
 }
 
+/// Why a JSON blob cannot be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The JSON itself.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The zstd compression.
+    #[error("zstd: {0}")]
+    Zstd(#[from] std::io::Error),
+}
+
 thread_local! {
     /// One compression context per thread: creating a zstd context costs
     /// more than compressing a typical record.
@@ -126,29 +141,23 @@ thread_local! {
 }
 
 /// Compresses a JSON value; `None` for an absent value.
-pub fn compress_json(value: Option<&Value>) -> Result<Option<Vec<u8>>, String> {
+pub fn compress_json(value: Option<&Value>) -> Result<Option<Vec<u8>>, CodecError> {
     let Some(value) = value else { return Ok(None) };
-    let text = serde_json::to_vec(value).map_err(|e| format!("cannot encode JSON: {e}"))?;
+    let text = serde_json::to_vec(value)?;
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = match slot.as_mut() {
             Some(c) => c,
-            None => slot.insert(
-                zstd::bulk::Compressor::new(ZSTD_LEVEL)
-                    .map_err(|e| format!("cannot create a compressor: {e}"))?,
-            ),
+            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
         };
-        compressor
-            .compress(&text)
-            .map(Some)
-            .map_err(|e| format!("cannot compress: {e}"))
+        Ok(Some(compressor.compress(&text)?))
     })
 }
 
 /// Decompresses [`compress_json`].
-pub fn decompress_json(bytes: &[u8]) -> Result<Value, String> {
-    let text = zstd::stream::decode_all(bytes).map_err(|e| format!("cannot decompress: {e}"))?;
-    serde_json::from_slice(&text).map_err(|e| format!("stored JSON is corrupt: {e}"))
+pub fn decompress_json(bytes: &[u8]) -> Result<Value, CodecError> {
+    let text = zstd::stream::decode_all(bytes)?;
+    Ok(serde_json::from_slice(&text)?)
 }
 
 #[cfg(test)]

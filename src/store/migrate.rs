@@ -6,6 +6,7 @@
 //! A database written by a newer tracegate (one with migrations this binary
 //! does not know) is refused rather than misread.
 
+use crate::store::error::{StoreError, StoreResult};
 use rusqlite::{Connection, params};
 
 /// One migration: its version number, its file name, and its SQL.
@@ -35,7 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
 
 /// Applies every migration the database has not seen yet. Returns the
 /// versions applied.
-pub fn apply(conn: &mut Connection) -> Result<Vec<i64>, String> {
+pub fn apply(conn: &mut Connection) -> StoreResult<Vec<i64>> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,
@@ -43,44 +44,43 @@ pub fn apply(conn: &mut Connection) -> Result<Vec<i64>, String> {
              applied_at TEXT NOT NULL
          )",
     )
-    .map_err(|e| format!("cannot create schema_migrations: {e}"))?;
+    .map_err(StoreError::sqlite("cannot create schema_migrations"))?;
 
-    let newest_known = MIGRATIONS.last().map_or(0, |m| m.version);
-    let newest_applied: i64 = conn
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let found: i64 = conn
         .query_row(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
             [],
             |r| r.get(0),
         )
-        .map_err(|e| format!("cannot read schema_migrations: {e}"))?;
-    if newest_applied > newest_known {
-        return Err(format!(
-            "the database has schema version {newest_applied}, newer than this tracegate \
-             understands ({newest_known}); upgrade tracegate"
-        ));
+        .map_err(StoreError::sqlite("cannot read schema_migrations"))?;
+    if found > known {
+        return Err(StoreError::NewerSchema { found, known });
     }
-
     let mut applied = Vec::new();
-    for migration in MIGRATIONS.iter().filter(|m| m.version > newest_applied) {
-        let tx = conn
-            .transaction()
-            .map_err(|e| format!("cannot start migration {}: {e}", migration.name))?;
-        tx.execute_batch(migration.sql)
-            .map_err(|e| format!("migration {} failed: {e}", migration.name))?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            params![
-                migration.version,
-                migration.name,
-                crate::record::rfc3339(std::time::SystemTime::now())
-            ],
-        )
-        .map_err(|e| format!("cannot record migration {}: {e}", migration.name))?;
-        tx.commit()
-            .map_err(|e| format!("cannot commit migration {}: {e}", migration.name))?;
+    for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
+        run(conn, migration).map_err(StoreError::sqlite(format!(
+            "migration {} failed",
+            migration.name
+        )))?;
         applied.push(migration.version);
     }
     Ok(applied)
+}
+
+/// Runs one migration and records it, in one transaction.
+fn run(conn: &mut Connection, migration: &Migration) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(migration.sql)?;
+    tx.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+        params![
+            migration.version,
+            migration.name,
+            crate::record::rfc3339(std::time::SystemTime::now())
+        ],
+    )?;
+    tx.commit()
 }
 
 #[cfg(test)]
@@ -120,6 +120,6 @@ mod tests {
             [],
         )
         .unwrap();
-        assert!(apply(&mut conn).unwrap_err().contains("newer"));
+        assert!(apply(&mut conn).unwrap_err().to_string().contains("newer"));
     }
 }

@@ -2,35 +2,68 @@
 //!
 //! SQLite because users already have `sqlite3`, a single file is easy to copy
 //! off a training node, and WAL gives one writer plus many readers without a
-//! server. The store has three parts, one file each:
+//! server.
+//!
+//! **The seam.** The rest of the gateway talks to the store through four
+//! handles, and only through their methods — no SQL and no connection leaves
+//! this module:
+//!
+//! * [`Store`] opens (creating and migrating) the file for a gateway and
+//!   holds the other two: [`StoreWriter`] (record submit, flush, sessions,
+//!   export progress) and [`StoreReader`] (traces, summaries, sessions, runs,
+//!   the UI's pages and chart points, the export outbox — async);
+//! * [`Reader`] answers the same questions on the calling thread, on a file a
+//!   command opens read-only; [`Pruner`] prunes one.
+//!
+//! Their arguments are the filters of [`query`] and their answers the plain
+//! data of [`summary`] (and records), with [`StoreError`] for what went
+//! wrong. A second backend (PostgreSQL, say) would be a sibling of this
+//! SQLite one behind the same methods.
+//!
+//! **Inside**, one concept per file:
 //!
 //! * [`migrate`] brings the file to the schema in `schema/` (forward only);
-//! * [`writer`] is the single writer thread, fed through a bounded channel,
-//!   committing in batches; request tasks never wait on disk;
-//! * [`read`] answers queries on separate read-only connections;
+//!   `connection` opens it, with the pragmas the store relies on;
+//! * `row` is the `traces` row: its column list, a record encoded into named
+//!   parameters and decoded back; [`codec`] holds the compact encodings of
+//!   the record's bulky parts;
+//! * [`writer`] is the handle to the single writer thread, fed through a
+//!   bounded channel; `commit` is that thread, committing in batches —
+//!   request tasks never wait on disk;
+//! * `query` builds every read's SQL from a filter; `traces`, `runs`,
+//!   `stats` and [`outbox`] are the reads, run by `reader`'s handles on
+//!   read-only connections;
 //! * [`prune`] deletes what is older than a cutoff and reclaims the space
 //!   (`tracegate prune`, run from another process while a gateway writes).
-//!
-//! [`codec`] holds the compact encodings of the bulky record parts.
 
 pub mod codec;
+mod commit;
+mod connection;
+mod error;
 pub mod migrate;
 pub mod outbox;
 pub mod prune;
-pub mod read;
-pub mod stats;
+pub mod query;
+mod reader;
+mod row;
+mod runs;
+mod stats;
+pub mod summary;
+mod traces;
 mod vocabulary;
 pub mod writer;
 
-pub use read::{RunInfo, SessionInfo, StoreReader, TraceFilter};
+pub use error::{StoreError, StoreResult};
+pub use prune::Pruner;
+pub use query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
+pub use reader::{Reader, StoreReader};
+pub use stats::CHART_SAMPLE;
 pub use writer::{ExportProgress, Reservation, StoreWriter};
 
 use crate::config::StoreOptions;
 use crate::metrics::Metrics;
-use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 /// An open store: the writer handle, the reader, and the writer thread.
@@ -44,39 +77,11 @@ pub struct Store {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// Opens a connection for writing with the pragmas the store relies on.
-pub fn open_for_writing(path: &Path) -> Result<Connection, String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-    }
-    let conn =
-        Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    // page_size (new databases only; it must come before WAL): a small
-    // call's row is 2-3 KB, so on 4 KiB pages two never share a page and
-    // half of each page is empty; 16 KiB pages hold six. WAL: readers never
-    // block the writer. synchronous=NORMAL: a commit is durable against a
-    // process crash (not against power loss until the next checkpoint),
-    // without an fsync per batch.
-    conn.execute_batch(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA temp_store = MEMORY;",
-    )
-    .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
-    Ok(conn)
-}
-
 impl Store {
     /// Opens (creating and migrating as needed) the database at `path` and
     /// starts the writer thread.
-    pub fn open(
-        path: &Path,
-        options: StoreOptions,
-        metrics: Arc<Metrics>,
-    ) -> Result<Store, String> {
-        let mut conn = open_for_writing(path)?;
+    pub fn open(path: &Path, options: StoreOptions, metrics: Arc<Metrics>) -> StoreResult<Store> {
+        let mut conn = connection::open_writable(path, options.busy_timeout)?;
         let applied = migrate::apply(&mut conn)?;
         if !applied.is_empty() {
             tracing::info!(?applied, db = %path.display(), "applied schema migrations");
@@ -87,24 +92,26 @@ impl Store {
         let notify = spans_committed.clone();
         let thread = std::thread::Builder::new()
             .name("tracegate-store".into())
-            .spawn(move || writer::run(conn, rx, batch_max, notify, &metrics))
-            .map_err(|e| format!("cannot start the store writer: {e}"))?;
+            .spawn(move || commit::run(conn, rx, batch_max, notify, &metrics))
+            .map_err(|source| StoreError::Io {
+                context: "cannot start the store writer".into(),
+                source,
+            })?;
         Ok(Store {
             writer: StoreWriter::new(tx),
-            reader: StoreReader::new(path.to_path_buf()),
+            reader: StoreReader::new(path.to_path_buf(), options.busy_timeout),
             spans_committed,
             thread,
         })
     }
 
     /// Commits everything queued, stops the writer thread and waits for it.
-    pub async fn close(self) -> Result<(), String> {
+    pub async fn close(self) -> StoreResult<()> {
         let result = self.writer.shutdown().await;
         let thread = self.thread;
         tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .map_err(|e| format!("cannot join the store writer: {e}"))?
-            .map_err(|_| "the store writer panicked".to_string())?;
+            .await?
+            .map_err(|_| StoreError::WriterPanicked)?;
         result
     }
 }

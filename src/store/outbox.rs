@@ -7,7 +7,7 @@
 //! backlog that `GET /health` reports.
 
 use crate::record::Span;
-use crate::store::read::ReadResult;
+use crate::store::error::StoreResult;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -35,12 +35,8 @@ pub struct Backlog {
     pub oldest_at: Option<String>,
 }
 
-fn sql_err(e: rusqlite::Error) -> String {
-    format!("outbox query failed: {e}")
-}
-
 /// The saved exporter state (zeroes before the first export).
-pub fn state(conn: &Connection) -> ReadResult<ExportState> {
+pub(crate) fn state(conn: &Connection) -> StoreResult<ExportState> {
     conn.query_row(
         "SELECT cursor, exported, last_success_at, last_error, last_error_at
          FROM export_state WHERE exporter = 'otlp'",
@@ -57,7 +53,9 @@ pub fn state(conn: &Connection) -> ReadResult<ExportState> {
     )
     .optional()
     .map(Option::unwrap_or_default)
-    .map_err(sql_err)
+    .map_err(crate::store::StoreError::sqlite(
+        "cannot read the export state",
+    ))
 }
 
 /// A batch of spans to export.
@@ -70,22 +68,19 @@ pub struct Batch {
 }
 
 /// Up to `limit` spans past `cursor`, oldest first.
-pub fn spans_after(conn: &Connection, cursor: i64, limit: usize) -> ReadResult<Batch> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id, span FROM spans WHERE id > ?1 ORDER BY id LIMIT ?2")
-        .map_err(sql_err)?;
-    let rows = stmt
-        .query_map(
-            params![cursor, i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-        )
-        .map_err(sql_err)?;
+pub(crate) fn spans_after(conn: &Connection, cursor: i64, limit: usize) -> StoreResult<Batch> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, span FROM spans WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows = stmt.query_map(
+        params![cursor, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+    )?;
     let mut batch = Batch {
         spans: Vec::new(),
         last_id: cursor,
     };
     for row in rows {
-        let (id, json) = row.map_err(sql_err)?;
+        let (id, json) = row?;
         batch.last_id = id;
         match serde_json::from_str(&json) {
             Ok(span) => batch.spans.push(span),
@@ -98,7 +93,7 @@ pub fn spans_after(conn: &Connection, cursor: i64, limit: usize) -> ReadResult<B
 }
 
 /// The spans waiting past `cursor`.
-pub fn backlog(conn: &Connection, cursor: i64) -> ReadResult<Backlog> {
+pub(crate) fn backlog(conn: &Connection, cursor: i64) -> StoreResult<Backlog> {
     conn.query_row(
         "SELECT COUNT(*), MIN(created_at) FROM spans WHERE id > ?1",
         [cursor],
@@ -109,5 +104,7 @@ pub fn backlog(conn: &Connection, cursor: i64) -> ReadResult<Backlog> {
             })
         },
     )
-    .map_err(sql_err)
+    .map_err(crate::store::StoreError::sqlite(
+        "cannot read the span outbox",
+    ))
 }

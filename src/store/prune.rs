@@ -20,12 +20,21 @@
 //! [`CHUNK_ROWS`] rows, one short transaction each, so the gateway's writer
 //! thread gets the write lock between them and never waits long. `VACUUM` is
 //! different: it holds the write lock for as long as it rewrites the file,
-//! which on a large store is longer than the gateway's writer waits (5 s).
-//! Hence [`vacuum`] is a separate step that the caller may skip, and a busy
-//! database is reported as such rather than as a failure to prune.
+//! which on a large store is longer than the gateway's writer waits (its
+//! busy timeout, 5 s by default). Hence [`Pruner::vacuum`] is a separate step
+//! that the caller may skip, and a busy database is reported as such rather
+//! than as a failure to prune.
+//!
+//! [`Pruner`] is the store's maintenance handle: `tracegate prune` opens one
+//! on an existing file, read-only for a dry run so that it cannot change
+//! anything even by mistake.
 
+use crate::config::StoreOptions;
+use crate::store::connection;
+use crate::store::error::{StoreError, StoreResult};
 use rusqlite::{Connection, ToSql};
 use serde::Serialize;
+use std::path::Path;
 
 /// Rows deleted per transaction, so a concurrent gateway is never blocked
 /// for long.
@@ -115,10 +124,49 @@ pub struct Reclaimed {
     pub log_truncated: bool,
 }
 
+/// A store opened for pruning.
+pub struct Pruner {
+    conn: Connection,
+}
+
+impl Pruner {
+    /// Opens the existing store at `path` to prune it. A missing file is
+    /// [`StoreError::Missing`] (and is not created), a file that is not a
+    /// store [`StoreError::NotAStore`].
+    pub fn open(path: &Path) -> StoreResult<Pruner> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the existing store at `path` read-only, for a dry run.
+    pub fn open_read_only(path: &Path) -> StoreResult<Pruner> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, writable: bool) -> StoreResult<Pruner> {
+        let busy_timeout = StoreOptions::default().busy_timeout;
+        let conn = connection::open_existing(path, writable, busy_timeout)?;
+        Ok(Pruner { conn })
+    }
+
+    /// Deletes (or, with `dry_run`, counts) everything older than the
+    /// cutoff and recomputes the counters of what is kept.
+    pub fn prune(&self, options: &PruneOptions) -> StoreResult<PruneReport> {
+        prune(&self.conn, options)
+    }
+
+    /// Rewrites the file without its free pages (`VACUUM`) and truncates the
+    /// write-ahead log. Holds the write lock throughout: a gateway writing to
+    /// the same file waits, and if the lock cannot be had the error
+    /// ([`StoreError::VacuumLocked`]) says so.
+    pub fn vacuum(&self) -> StoreResult<Reclaimed> {
+        vacuum(&self.conn)
+    }
+}
+
 /// Deletes (or, with `dry_run`, counts) everything older than the cutoff and
 /// recomputes the counters of what is kept. `conn` must be writable unless
 /// this is a dry run.
-pub fn prune(conn: &Connection, options: &PruneOptions) -> Result<PruneReport, String> {
+fn prune(conn: &Connection, options: &PruneOptions) -> StoreResult<PruneReport> {
     let mut report = PruneReport {
         deleted: Vec::new(),
         recounted: Vec::new(),
@@ -157,18 +205,18 @@ fn delete_in_chunks(
     conn: &Connection,
     doomed: &Doomed,
     options: &PruneOptions,
-) -> Result<u64, String> {
+) -> StoreResult<u64> {
     let sql = format!(
         "DELETE FROM {table} WHERE rowid IN \
          (SELECT rowid FROM {table} WHERE {old} LIMIT {CHUNK_ROWS})",
         table = doomed.table,
         old = doomed.old
     );
-    let mut stmt = conn.prepare(&sql).map_err(|e| failed(doomed.table, e))?;
+    let mut stmt = conn.prepare(&sql).map_err(failed(doomed.table))?;
     let mut total = 0u64;
     loop {
-        bind(&mut stmt, options).map_err(|e| failed(doomed.table, e))?;
-        let deleted = stmt.raw_execute().map_err(|e| failed(doomed.table, e))?;
+        bind(&mut stmt, options).map_err(failed(doomed.table))?;
+        let deleted = stmt.raw_execute().map_err(failed(doomed.table))?;
         total += deleted as u64;
         if deleted < CHUNK_ROWS {
             return Ok(total);
@@ -179,12 +227,7 @@ fn delete_in_chunks(
 /// Recomputes the counters of the kept rows of `table` that may have lost
 /// traces, from the traces that remain. One statement: atomic with respect to
 /// a gateway adding traces meanwhile.
-fn recount(
-    conn: &Connection,
-    table: &str,
-    key: &str,
-    options: &PruneOptions,
-) -> Result<u64, String> {
+fn recount(conn: &Connection, table: &str, key: &str, options: &PruneOptions) -> StoreResult<u64> {
     let of_row = format!("FROM traces t WHERE t.{key} = {table}.{key}");
     let sql = format!(
         "UPDATE {table} SET
@@ -195,23 +238,23 @@ fn recount(
              last_seen   = COALESCE((SELECT MAX(t.started_at) {of_row}), {table}.last_seen)
          WHERE first_seen < :cutoff"
     );
-    let mut stmt = conn.prepare(&sql).map_err(|e| failed(table, e))?;
-    bind(&mut stmt, options).map_err(|e| failed(table, e))?;
-    stmt.raw_execute()
-        .map(|n| n as u64)
-        .map_err(|e| failed(table, e))
+    let mut stmt = conn.prepare(&sql).map_err(failed(table))?;
+    bind(&mut stmt, options).map_err(failed(table))?;
+    stmt.raw_execute().map(|n| n as u64).map_err(failed(table))
 }
 
 /// Runs a `SELECT COUNT(*)` with the prune parameters.
-fn query_count(conn: &Connection, sql: &str, options: &PruneOptions) -> Result<u64, String> {
-    let mut stmt = conn.prepare(sql).map_err(|e| failed("count", e))?;
-    bind(&mut stmt, options).map_err(|e| failed("count", e))?;
-    let mut rows = stmt.raw_query();
-    let count: i64 = match rows.next().map_err(|e| failed("count", e))? {
-        Some(row) => row.get(0).map_err(|e| failed("count", e))?,
-        None => 0,
+fn query_count(conn: &Connection, sql: &str, options: &PruneOptions) -> StoreResult<u64> {
+    let count = || -> rusqlite::Result<i64> {
+        let mut stmt = conn.prepare(sql)?;
+        bind(&mut stmt, options)?;
+        let mut rows = stmt.raw_query();
+        match rows.next()? {
+            Some(row) => row.get(0),
+            None => Ok(0),
+        }
     };
-    Ok(count.unsigned_abs())
+    Ok(count().map_err(failed("counting"))?.unsigned_abs())
 }
 
 /// Binds `:cutoff` and `:force` where the statement uses them (a statement
@@ -227,41 +270,28 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, options: &PruneOptions) -> rusqlite:
     Ok(())
 }
 
-fn failed(what: &str, e: rusqlite::Error) -> String {
-    if is_busy(&e) {
-        format!("pruning {what}: the database stayed locked by another writer: {e}")
-    } else {
-        format!("pruning {what} failed: {e}")
-    }
+/// An error of the prune step on `what`.
+fn failed(what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    StoreError::sqlite(format!("pruning {what}"))
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
-/// Rewrites the file without its free pages (`VACUUM`) and truncates the
-/// write-ahead log. Holds the write lock throughout: a gateway writing to the
-/// same file waits, and if the lock cannot be had the error says so.
-pub fn vacuum(conn: &Connection) -> Result<Reclaimed, String> {
+/// `VACUUM`, then a checkpoint that truncates the write-ahead log.
+fn vacuum(conn: &Connection) -> StoreResult<Reclaimed> {
     let before = file_bytes(conn)?;
-    conn.execute_batch("VACUUM").map_err(|e| {
-        if is_busy(&e) {
-            "could not get the lock to reclaim space: another process (a running gateway, \
-             or a long read) holds the database; the old rows are deleted, run prune again \
-             when it is idle to shrink the file"
-                .to_string()
-        } else {
-            format!("VACUUM failed: {e}")
-        }
-    })?;
+    conn.execute_batch("VACUUM")
+        .map_err(StoreError::sqlite("VACUUM failed"))
+        .map_err(|e| {
+            if e.is_busy() {
+                StoreError::VacuumLocked
+            } else {
+                e
+            }
+        })?;
     // After VACUUM in WAL mode the rewritten pages sit in the log; move them
     // into the file and empty the log, or the disk holds both copies.
     let busy: i64 = conn
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-        .map_err(|e| format!("checkpoint after VACUUM failed: {e}"))?;
+        .map_err(StoreError::sqlite("checkpoint after VACUUM failed"))?;
     Ok(Reclaimed {
         before,
         after: file_bytes(conn)?,
@@ -270,12 +300,12 @@ pub fn vacuum(conn: &Connection) -> Result<Reclaimed, String> {
 }
 
 /// The database's size in bytes, as SQLite counts it (pages × page size).
-fn file_bytes(conn: &Connection) -> Result<u64, String> {
+fn file_bytes(conn: &Connection) -> StoreResult<u64> {
     conn.query_row(
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
         [],
         |r| r.get::<_, i64>(0),
     )
     .map(i64::unsigned_abs)
-    .map_err(|e| format!("cannot read the database size: {e}"))
+    .map_err(StoreError::sqlite("cannot read the database size"))
 }

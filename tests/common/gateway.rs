@@ -23,7 +23,7 @@ pub struct TestGateway {
     /// The database file.
     pub db: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), tracegate::store::StoreError>>>,
     dir: TempDir,
 }
 
@@ -56,6 +56,11 @@ impl TestGateway {
             ..args
         })
         .unwrap();
+        Self::start_config(config, dir).await
+    }
+
+    /// A gateway with this configuration, recording in `dir`.
+    pub async fn start_config(config: Config, dir: TempDir) -> TestGateway {
         let server = Server::bind(&config).await.unwrap();
         let url = format!("http://{}", server.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

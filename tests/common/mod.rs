@@ -5,12 +5,16 @@
 //! Most tests start from [`Setup::new`] (the mock and a gateway in front of
 //! it) and talk to it through [`Gateway`]: `gw.chat(&body).answer().await`,
 //! then `gw.only_record().await` and `gw.received()`.
-#![allow(dead_code, unused_imports)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)]
+// each test binary uses its own subset
+// Fixtures fail a test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod gateway;
 pub mod http;
 pub mod otlp;
 pub mod process;
+pub mod raw;
 pub mod replay;
 
 pub use gateway::{Setup, TestGateway};
@@ -22,7 +26,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use tracegate::mock_upstream::{self, MockOptions, MockServer};
 use tracegate::record::TraceRecord;
-use tracegate::store::{TraceFilter, read};
+use tracegate::store::{Reader, TraceFilter};
 
 /// Starts the built-in mock model server on a free port.
 pub async fn start_mock() -> MockServer {
@@ -58,8 +62,8 @@ pub fn stream_body(content: &str) -> Value {
 
 /// Every record in the database file `db`, oldest first.
 pub fn records_in(db: &Path) -> Vec<TraceRecord> {
-    let conn = read::open_read_only(db).unwrap();
-    read::traces(&conn, &TraceFilter::default()).unwrap()
+    let store = Reader::open(db).unwrap();
+    store.traces(&TraceFilter::default()).unwrap()
 }
 
 /// The single number `sql` selects from the database file `db`.

@@ -1,0 +1,308 @@
+//! The writer thread: it owns the write connection and commits what the
+//! [`StoreWriter`](crate::store::StoreWriter) hands it, a batch per
+//! transaction.
+//!
+//! The thread takes everything waiting in the channel (up to `batch_max`),
+//! runs it in one transaction, and only then answers the commands that wait
+//! for an answer (flushes, session changes). A transaction that fails — the
+//! database is locked by a `VACUUM` or another writer past the busy
+//! timeout, the disk is full — is retried whole, with a growing wait in
+//! between; records are not dropped for a passing problem. Only after
+//! [`RETRY_ATTEMPTS`] is a batch given up, loudly.
+//!
+//! A record's row is encoded before it reaches this thread (`row`); here it
+//! is inserted, and the counters of its session and run are brought up to
+//! date in the same transaction, so `runs` and `sessions` always agree with
+//! the traces they count.
+
+use crate::metrics::Metrics;
+use crate::record::Status;
+use crate::store::error::{StoreError, StoreResult};
+use crate::store::row::EncodedRow;
+use crate::store::writer::{Command, ExportProgress};
+use rusqlite::{Connection, OptionalExtension, named_params};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+/// The writer thread's loop: batch, commit, acknowledge, until shutdown.
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    batch_max: usize,
+    spans_committed: Arc<Notify>,
+    metrics: &Metrics,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let spans = batch
+            .iter()
+            .any(|c| matches!(c, Command::Record(row) if row.span().is_some()));
+        let stop = commit(&mut conn, batch, metrics);
+        if spans {
+            // Wake the exporter: there is something new past its cursor.
+            spans_committed.notify_one();
+        }
+        if stop {
+            break;
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!("final WAL checkpoint failed: {e}");
+    }
+}
+
+/// What a command answers once its transaction is committed.
+enum Answer {
+    None,
+    Unit(StoreResult<()>),
+    Count(StoreResult<usize>),
+}
+
+/// How often a batch is tried before it is given up. Each attempt waits up
+/// to the connection's busy timeout for a lock, and the wait between
+/// attempts doubles up to [`RETRY_WAIT_MAX`].
+const RETRY_ATTEMPTS: u32 = 30;
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// Commits one batch, retrying a failed transaction, and answers its
+/// commands; returns true when the batch asked the writer to stop.
+fn commit(conn: &mut Connection, batch: Vec<Command>, metrics: &Metrics) -> bool {
+    let stop = batch.iter().any(|c| matches!(c, Command::Shutdown(_)));
+    let answers = match commit_with_retries(conn, &batch, metrics) {
+        Ok(answers) => answers,
+        Err((attempts, e)) => {
+            let records = batch
+                .iter()
+                .filter(|c| matches!(c, Command::Record(_)))
+                .count();
+            tracing::error!("store commit failed {attempts} times, {records} records lost: {e}");
+            let cause = Arc::new(e);
+            let failed = || StoreError::CommitFailed {
+                attempts,
+                source: cause.clone(),
+            };
+            batch.iter().map(|_| Answer::Unit(Err(failed()))).collect()
+        }
+    };
+    for (command, answer) in batch.into_iter().zip(answers) {
+        // A requester that gave up waiting is not an error.
+        match (command, answer) {
+            (
+                Command::CreateSession { ack, .. } | Command::Flush(ack) | Command::Shutdown(ack),
+                Answer::Unit(result),
+            ) => {
+                let _ = ack.send(result);
+            }
+            (Command::DeleteSession { ack, .. }, Answer::Count(result)) => {
+                let _ = ack.send(result);
+            }
+            (Command::DeleteSession { ack, .. }, Answer::Unit(result)) => {
+                let _ = ack.send(result.map(|()| 0));
+            }
+            _ => {}
+        }
+    }
+    stop
+}
+
+/// Runs the batch's transaction until it commits or the attempts run out
+/// (then: how many were made, and the last error).
+fn commit_with_retries(
+    conn: &mut Connection,
+    batch: &[Command],
+    metrics: &Metrics,
+) -> Result<Vec<Answer>, (u32, StoreError)> {
+    let mut wait = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        let started = Instant::now();
+        match apply(conn, batch) {
+            Ok((answers, written)) => {
+                metrics.observe_commit(started.elapsed(), written);
+                return Ok(answers);
+            }
+            Err(e) if attempt < RETRY_ATTEMPTS => {
+                metrics.commit_failed();
+                tracing::warn!("store commit failed (attempt {attempt}), retrying: {e}");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(RETRY_WAIT_MAX);
+                attempt += 1;
+            }
+            Err(e) => {
+                metrics.commit_failed();
+                return Err((attempt, e));
+            }
+        }
+    }
+}
+
+/// Runs a batch in one transaction; returns each command's answer and the
+/// number of records written, or the error that failed the transaction
+/// (which is then rolled back).
+fn apply(conn: &mut Connection, batch: &[Command]) -> StoreResult<(Vec<Answer>, usize)> {
+    let tx = conn.transaction()?;
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut written = 0;
+    for command in batch {
+        answers.push(match command {
+            Command::Record(row) => {
+                match insert(&tx, row) {
+                    Ok(()) => written += 1,
+                    // The database is not ours right now: retry the batch.
+                    Err(e) if e.is_busy() => return Err(e),
+                    Err(e) => {
+                        let trace_id = &row.record().trace_id;
+                        tracing::error!(%trace_id, "cannot store record: {e}");
+                    }
+                }
+                Answer::None
+            }
+            Command::CreateSession {
+                session_id,
+                metadata,
+                ..
+            } => Answer::Unit(create_session(&tx, session_id, metadata)),
+            Command::DeleteSession { session_id, .. } => {
+                Answer::Count(delete_session(&tx, session_id))
+            }
+            Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
+            Command::ExportProgress(progress) => {
+                save_export_progress(&tx, progress)?;
+                Answer::None
+            }
+        });
+    }
+    tx.commit()?;
+    Ok((answers, written))
+}
+
+/// Inserts a record and updates its session and run. No savepoint per
+/// record: it would cost a statement-journal write each, and the trace insert
+/// — the statement that could fail — comes first, so a failure leaves the
+/// session and run counters untouched.
+fn insert(conn: &Connection, row: &EncodedRow) -> StoreResult<()> {
+    row.insert(conn)
+        .map_err(StoreError::sqlite("cannot insert the trace"))?;
+    let r = row.record();
+    let counts = named_params! {
+        ":run_id": r.identity.run_id,
+        ":at": r.started_at,
+        ":errors": i64::from(r.status != Status::Ok),
+        ":tokens": row.tokens().unwrap_or(0),
+    };
+    if let Some(session_id) = &r.identity.session_id {
+        let mut params = counts.to_vec();
+        params.push((":session_id", session_id));
+        conn.prepare_cached(
+            "INSERT INTO sessions (session_id, run_id, created_at, first_seen, last_seen,
+                                   trace_count, error_count, tokens)
+             VALUES (:session_id, :run_id, :at, :at, :at, 1, :errors, :tokens)
+             ON CONFLICT (session_id) DO UPDATE SET
+                 run_id      = COALESCE(excluded.run_id, sessions.run_id),
+                 first_seen  = MIN(COALESCE(sessions.first_seen, excluded.first_seen), excluded.first_seen),
+                 last_seen   = MAX(COALESCE(sessions.last_seen, excluded.last_seen), excluded.last_seen),
+                 trace_count = sessions.trace_count + 1,
+                 error_count = sessions.error_count + excluded.error_count,
+                 tokens      = sessions.tokens + excluded.tokens",
+        )?
+        .execute(params.as_slice())?;
+    }
+    if r.identity.run_id.is_some() {
+        conn.prepare_cached(
+            "INSERT INTO runs (run_id, first_seen, last_seen, trace_count, error_count, tokens)
+             VALUES (:run_id, :at, :at, 1, :errors, :tokens)
+             ON CONFLICT (run_id) DO UPDATE SET
+                 first_seen  = MIN(runs.first_seen, excluded.first_seen),
+                 last_seen   = MAX(runs.last_seen, excluded.last_seen),
+                 trace_count = runs.trace_count + 1,
+                 error_count = runs.error_count + excluded.error_count,
+                 tokens      = runs.tokens + excluded.tokens",
+        )?
+        .execute(counts)?;
+    }
+    if let Some(span) = row.span() {
+        conn.prepare_cached(
+            "INSERT INTO spans (trace_id, created_at, span) VALUES (:trace_id, :at, :span)",
+        )?
+        .execute(named_params! {":trace_id": r.trace_id, ":at": r.ended_at, ":span": span})?;
+    }
+    Ok(())
+}
+
+fn save_export_progress(conn: &Connection, p: &ExportProgress) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO export_state (exporter, cursor, exported, last_success_at, last_error, last_error_at)
+         VALUES ('otlp', :cursor, :exported, CASE WHEN :error IS NULL THEN :now END, :error,
+                 CASE WHEN :error IS NOT NULL THEN :now END)
+         ON CONFLICT (exporter) DO UPDATE SET
+             cursor          = MAX(export_state.cursor, excluded.cursor),
+             exported        = export_state.exported + excluded.exported,
+             last_success_at = COALESCE(excluded.last_success_at, export_state.last_success_at),
+             last_error      = CASE WHEN :error IS NULL THEN export_state.last_error ELSE :error END,
+             last_error_at   = COALESCE(excluded.last_error_at, export_state.last_error_at)",
+        named_params! {
+            ":cursor": p.cursor,
+            ":exported": i64::try_from(p.exported).unwrap_or(i64::MAX),
+            ":error": p.error,
+            ":now": crate::record::rfc3339(std::time::SystemTime::now()),
+        },
+    )
+    .map_err(StoreError::sqlite("cannot save the export progress"))?;
+    Ok(())
+}
+
+fn create_session(
+    conn: &Connection,
+    session_id: &str,
+    metadata: &Map<String, Value>,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO sessions (session_id, created_at, metadata) VALUES (:session_id, :now, :metadata)
+         ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata
+         WHERE excluded.metadata != '{}'",
+        named_params! {
+            ":session_id": session_id,
+            ":now": crate::record::rfc3339(std::time::SystemTime::now()),
+            ":metadata": Value::Object(metadata.clone()).to_string(),
+        },
+    )
+    .map_err(StoreError::sqlite("cannot create the session"))?;
+    Ok(())
+}
+
+fn delete_session(conn: &Connection, session_id: &str) -> StoreResult<usize> {
+    let run_id: Option<String> = conn
+        .query_row(
+            "SELECT run_id FROM sessions WHERE session_id = ?1",
+            [session_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let deleted = conn.execute("DELETE FROM traces WHERE session_id = ?1", [session_id])?;
+    conn.execute("DELETE FROM sessions WHERE session_id = ?1", [session_id])?;
+    if let Some(run_id) = run_id {
+        // Keep the run's counters true to the traces that remain.
+        conn.execute(
+            "UPDATE runs SET
+                 trace_count = (SELECT COUNT(*) FROM traces WHERE run_id = :run_id),
+                 error_count = (SELECT COUNT(*) FROM traces WHERE run_id = :run_id AND status != 'ok'),
+                 tokens      = (SELECT COALESCE(SUM(tokens), 0) FROM traces WHERE run_id = :run_id)
+             WHERE run_id = :run_id",
+            named_params! {":run_id": run_id},
+        )?;
+        conn.execute(
+            "DELETE FROM runs WHERE run_id = ?1 AND trace_count = 0",
+            [&run_id],
+        )?;
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,261 @@
+//! The read side of the store's seam: every question the rest of the
+//! gateway asks it, as methods.
+//!
+//! [`Reader`] answers on one read-only connection, on the calling thread:
+//! the query commands open one on a file ([`Reader::open`]) and need no
+//! runtime. [`StoreReader`] is the gateway's: the same questions, async,
+//! each run on a pooled read-only connection in a blocking task, off the
+//! runtime's threads.
+//!
+//! Readers never share the writer's connection. Under WAL a reader sees the
+//! last committed state and never blocks the writer, so the API and the
+//! commands stay fast while the gateway records, and a command can read a
+//! store a gateway is writing to. The SQL is in the modules behind these
+//! methods (`traces`, `runs`, `stats`, `outbox`); a second backend would
+//! answer the same methods with its own.
+
+use crate::config::StoreOptions;
+use crate::record::TraceRecord;
+use crate::store::error::{StoreError, StoreResult};
+use crate::store::outbox::{self, Backlog, Batch, ExportState};
+use crate::store::query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
+use crate::store::summary::{CallPage, CallStats, CallSummary, ChartSample, Facets};
+use crate::store::summary::{RunInfo, SessionInfo};
+use crate::store::{connection, runs, stats, traces};
+use rusqlite::Connection;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Read queries on one read-only connection, answered on the calling thread.
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    /// Opens the tracegate store at `path` read-only. A missing file is
+    /// [`StoreError::Missing`] (and is not created), a file that is not a
+    /// store [`StoreError::NotAStore`].
+    pub fn open(path: &Path) -> StoreResult<Reader> {
+        let busy_timeout = StoreOptions::default().busy_timeout;
+        let conn = connection::open_existing(path, false, busy_timeout)?;
+        Ok(Reader { conn })
+    }
+
+    /// Runs `read` in one read transaction: everything it reads comes from
+    /// the same committed state, even while a gateway writes.
+    pub fn snapshot<T, E: From<StoreError>>(
+        &self,
+        read: impl FnOnce(&Reader) -> Result<T, E>,
+    ) -> Result<T, E> {
+        connection::snapshot(&self.conn, || read(self))
+    }
+
+    /// One trace by id.
+    pub fn trace(&self, trace_id: &str) -> StoreResult<Option<TraceRecord>> {
+        traces::trace(&self.conn, trace_id)
+    }
+
+    /// Traces matching `filter`, in its order.
+    pub fn traces(&self, filter: &TraceFilter) -> StoreResult<Vec<TraceRecord>> {
+        traces::traces(&self.conn, filter)
+    }
+
+    /// Calls `each` with every trace matching `filter`, one at a time, in
+    /// constant memory; `each` may stop early. Returns how many it was given.
+    pub fn for_each_trace<E: From<StoreError>>(
+        &self,
+        filter: &TraceFilter,
+        each: impl FnMut(TraceRecord) -> Result<ControlFlow<()>, E>,
+    ) -> Result<u64, E> {
+        traces::for_each_trace(&self.conn, filter, each)
+    }
+
+    /// How many traces match `filter` (its `limit` included).
+    pub fn count_traces(&self, filter: &TraceFilter) -> StoreResult<u64> {
+        traces::count_traces(&self.conn, filter)
+    }
+
+    /// Summaries of the traces matching `filter`, in its order.
+    pub fn summaries(&self, filter: &TraceFilter) -> StoreResult<Vec<CallSummary>> {
+        traces::summaries(&self.conn, filter)
+    }
+
+    /// A page of call nodes and the cursor to poll from next.
+    pub fn call_page(&self, filter: &CallFilter) -> StoreResult<CallPage> {
+        traces::call_page(&self.conn, filter)
+    }
+
+    /// Statistics of the traces matching `filter`, per model and route.
+    pub fn stats(&self, filter: &TraceFilter) -> StoreResult<Vec<CallStats>> {
+        stats::stats(&self.conn, filter)
+    }
+
+    /// The newest traces matching `filter`, as points for the charts.
+    pub fn chart_sample(&self, filter: &TraceFilter) -> StoreResult<ChartSample> {
+        stats::chart_sample(&self.conn, filter)
+    }
+
+    /// One session by id.
+    pub fn session(&self, session_id: &str) -> StoreResult<Option<SessionInfo>> {
+        runs::session(&self.conn, session_id)
+    }
+
+    /// Sessions matching `filter`, oldest first.
+    pub fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionInfo>> {
+        runs::sessions(&self.conn, filter)
+    }
+
+    /// One run by id.
+    pub fn run(&self, run_id: &str) -> StoreResult<Option<RunInfo>> {
+        runs::run(&self.conn, run_id)
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunInfo>> {
+        runs::runs(&self.conn, filter)
+    }
+
+    /// The values the run list can be filtered on.
+    pub fn facets(&self) -> StoreResult<Facets> {
+        runs::facets(&self.conn)
+    }
+
+    /// The exporter's saved state (zeroes before the first export).
+    pub fn export_state(&self) -> StoreResult<ExportState> {
+        outbox::state(&self.conn)
+    }
+
+    /// The spans waiting past `cursor`.
+    pub fn export_backlog(&self, cursor: i64) -> StoreResult<Backlog> {
+        outbox::backlog(&self.conn, cursor)
+    }
+
+    /// Up to `limit` spans past `cursor`, oldest first.
+    pub fn spans_after(&self, cursor: i64, limit: usize) -> StoreResult<Batch> {
+        outbox::spans_after(&self.conn, cursor, limit)
+    }
+}
+
+/// The gateway's reader: [`Reader`]'s questions, async, answered on a pool
+/// of read-only connections off the runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct StoreReader {
+    path: Arc<PathBuf>,
+    busy_timeout: Duration,
+    idle: Arc<Mutex<Vec<Reader>>>,
+}
+
+impl StoreReader {
+    /// A reader of the database at `path` (which must exist and be migrated).
+    pub fn new(path: PathBuf, busy_timeout: Duration) -> Self {
+        Self {
+            path: Arc::new(path),
+            busy_timeout,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `read` on a pooled reader in a blocking task.
+    async fn call<T, F>(&self, read: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Reader) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = crate::sync::lock(&pool.idle).pop();
+            let reader = match pooled {
+                Some(reader) => reader,
+                None => Reader {
+                    conn: connection::open_read_only(&pool.path, pool.busy_timeout)?,
+                },
+            };
+            let result = read(&reader);
+            crate::sync::lock(&pool.idle).push(reader);
+            result
+        })
+        .await?
+    }
+
+    /// One trace by id.
+    pub async fn trace(&self, trace_id: String) -> StoreResult<Option<TraceRecord>> {
+        self.call(move |r| r.trace(&trace_id)).await
+    }
+
+    /// Traces matching `filter`, in its order.
+    pub async fn traces(&self, filter: TraceFilter) -> StoreResult<Vec<TraceRecord>> {
+        self.call(move |r| r.traces(&filter)).await
+    }
+
+    /// A page of call nodes and the cursor to poll from next.
+    pub async fn call_page(&self, filter: CallFilter) -> StoreResult<CallPage> {
+        self.call(move |r| r.call_page(&filter)).await
+    }
+
+    /// The newest traces matching `filter`, as points for the charts.
+    pub async fn chart_sample(&self, filter: TraceFilter) -> StoreResult<ChartSample> {
+        self.call(move |r| r.chart_sample(&filter)).await
+    }
+
+    /// One session by id.
+    pub async fn session(&self, session_id: String) -> StoreResult<Option<SessionInfo>> {
+        self.call(move |r| r.session(&session_id)).await
+    }
+
+    /// Sessions matching `filter`, oldest first.
+    pub async fn sessions(&self, filter: SessionFilter) -> StoreResult<Vec<SessionInfo>> {
+        self.call(move |r| r.sessions(&filter)).await
+    }
+
+    /// One run by id, with its sessions (oldest first), read together.
+    pub async fn run(&self, run_id: String) -> StoreResult<Option<(RunInfo, Vec<SessionInfo>)>> {
+        self.call(move |r| {
+            r.snapshot(|r| {
+                let Some(run) = r.run(&run_id)? else {
+                    return Ok(None);
+                };
+                let filter = SessionFilter {
+                    run_id: Some(run_id),
+                    ..SessionFilter::default()
+                };
+                Ok(Some((run, r.sessions(&filter)?)))
+            })
+        })
+        .await
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn runs(&self, filter: RunFilter) -> StoreResult<Vec<RunInfo>> {
+        self.call(move |r| r.runs(&filter)).await
+    }
+
+    /// The values the run list can be filtered on.
+    pub async fn facets(&self) -> StoreResult<Facets> {
+        self.call(|r| r.facets()).await
+    }
+
+    /// The exporter's saved state and the spans waiting past its cursor,
+    /// read together.
+    pub async fn export_backlog(&self) -> StoreResult<(ExportState, Backlog)> {
+        self.call(|r| {
+            r.snapshot(|r| {
+                let state = r.export_state()?;
+                let backlog = r.export_backlog(state.cursor)?;
+                Ok((state, backlog))
+            })
+        })
+        .await
+    }
+
+    /// The exporter's saved state (zeroes before the first export).
+    pub async fn export_state(&self) -> StoreResult<ExportState> {
+        self.call(|r| r.export_state()).await
+    }
+
+    /// Up to `limit` spans past `cursor`, oldest first.
+    pub async fn spans_after(&self, cursor: i64, limit: usize) -> StoreResult<Batch> {
+        self.call(move |r| r.spans_after(cursor, limit)).await
+    }
+}

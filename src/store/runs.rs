@@ -1,0 +1,113 @@
+//! Reading the top of the run → session → step tree: the `runs` and
+//! `sessions` tables, and the values the run list can be filtered on.
+//!
+//! Both tables hold counters the writer keeps up to date with every record
+//! (calls, errors, tokens, first and last seen), so these queries answer at
+//! once on any store size: they never count traces, except a run's sessions.
+
+use crate::record::epoch_seconds;
+use crate::store::connection::snapshot;
+use crate::store::error::StoreResult;
+use crate::store::query::{RunFilter, SessionFilter};
+use crate::store::summary::{Facets, RunInfo, SessionInfo};
+use rusqlite::{Connection, OptionalExtension, Row};
+
+const SESSION_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
+                               first_seen, last_seen, error_count, tokens";
+
+fn session_from_row(row: &Row<'_>) -> StoreResult<SessionInfo> {
+    let created_at: String = row.get(2)?;
+    let metadata: String = row.get(3)?;
+    Ok(SessionInfo {
+        session_id: row.get(0)?,
+        trace_count: row.get(1)?,
+        created_at: humantime::parse_rfc3339_weak(&created_at)
+            .map(epoch_seconds)
+            .unwrap_or(0.0),
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        run_id: row.get(4)?,
+        first_seen: row.get(5)?,
+        last_seen: row.get(6)?,
+        error_count: row.get(7)?,
+        tokens: row.get(8)?,
+    })
+}
+
+/// Sessions matching `filter`, oldest first.
+pub(crate) fn sessions(conn: &Connection, filter: &SessionFilter) -> StoreResult<Vec<SessionInfo>> {
+    filter.select(SESSION_COLUMNS).rows(conn, session_from_row)
+}
+
+/// One session by id.
+pub(crate) fn session(conn: &Connection, session_id: &str) -> StoreResult<Option<SessionInfo>> {
+    conn.query_row(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?1"),
+        [session_id],
+        |row| Ok(session_from_row(row)),
+    )
+    .optional()?
+    .transpose()
+}
+
+const RUN_COLUMNS: &str = "run_id, first_seen, last_seen, \
+     (SELECT COUNT(*) FROM sessions s WHERE s.run_id = runs.run_id), \
+     trace_count, error_count, tokens";
+
+fn run_from_row(row: &Row<'_>) -> StoreResult<RunInfo> {
+    Ok(RunInfo {
+        run_id: row.get(0)?,
+        first_seen: row.get(1)?,
+        last_seen: row.get(2)?,
+        session_count: row.get(3)?,
+        trace_count: row.get(4)?,
+        error_count: row.get(5)?,
+        tokens: row.get(6)?,
+    })
+}
+
+/// Runs matching `filter`, newest first.
+pub(crate) fn runs(conn: &Connection, filter: &RunFilter) -> StoreResult<Vec<RunInfo>> {
+    filter.select(RUN_COLUMNS).rows(conn, run_from_row)
+}
+
+/// One run by id.
+pub(crate) fn run(conn: &Connection, run_id: &str) -> StoreResult<Option<RunInfo>> {
+    conn.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+        [run_id],
+        |row| Ok(run_from_row(row)),
+    )
+    .optional()?
+    .transpose()
+}
+
+/// The distinct values of the columns the run list filters on.
+pub(crate) fn facets(conn: &Connection) -> StoreResult<Facets> {
+    snapshot(conn, || {
+        Ok(Facets {
+            models: distinct(conn, "model")?,
+            harnesses: distinct(conn, "harness")?,
+            projects: distinct(conn, "project")?,
+            experiments: distinct(conn, "experiment")?,
+        })
+    })
+}
+
+/// Up to 200 distinct values of an indexed `traces` column, in order.
+fn distinct(conn: &Connection, column: &str) -> StoreResult<Vec<String>> {
+    // A loose index scan: one index seek per distinct value, instead of
+    // `SELECT DISTINCT`, which would read every row's index entry.
+    let mut stmt = conn.prepare(&format!(
+        "WITH RECURSIVE v(value) AS (
+             SELECT MIN({column}) FROM traces
+             UNION ALL
+             SELECT (SELECT MIN({column}) FROM traces WHERE {column} > v.value)
+             FROM v WHERE v.value IS NOT NULL
+         )
+         SELECT value FROM v WHERE value IS NOT NULL LIMIT 200"
+    ))?;
+    let values = stmt
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(values)
+}

@@ -1,0 +1,115 @@
+//! Reading the `traces` table: whole records, summaries, and pages of call
+//! nodes with a "what is new" cursor.
+//!
+//! Whole records are what the rLLM-compatible API and `tracegate export`
+//! serve; they are decoded one row at a time ([`for_each_trace`]), so an
+//! export of a store of any size runs in constant memory. Summaries and call
+//! nodes read the indexed columns (and a few `json_extract`s for previews),
+//! never the blobs, so a listing or the UI's polling stays cheap on a busy
+//! store.
+//!
+//! Live updates use the table's rowid as a cursor. The single writer inserts
+//! rows in commit order and a batch becomes visible all at once, so "rowid
+//! greater than the last one I saw" is exactly "committed since". (A deleted
+//! session can free the highest rowids for reuse; a poller then misses
+//! nothing older than its cursor, only those reused rows, and picks them up
+//! on its next full load.)
+
+use crate::record::TraceRecord;
+use crate::store::connection::snapshot;
+use crate::store::error::{StoreError, StoreResult};
+use crate::store::query::{CallFilter, TraceFilter};
+use crate::store::row::{self, NODE_COLUMNS, RECORD_COLUMNS, SUMMARY_COLUMNS};
+use crate::store::summary::{CallNode, CallPage, CallSummary};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use std::ops::ControlFlow;
+
+/// One trace by id.
+pub(crate) fn trace(conn: &Connection, trace_id: &str) -> StoreResult<Option<TraceRecord>> {
+    conn.query_row(
+        &format!("SELECT {RECORD_COLUMNS} FROM traces WHERE trace_id = ?1"),
+        [trace_id],
+        |row| Ok(row::decode_record(row)),
+    )
+    .optional()?
+    .transpose()
+}
+
+/// Traces matching `filter`, in its order, collected.
+pub(crate) fn traces(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<TraceRecord>> {
+    filter.select(RECORD_COLUMNS).rows(conn, row::decode_record)
+}
+
+/// Calls `each` with every trace matching `filter`, one row at a time and in
+/// the filter's order, without collecting them. `each` may stop early with
+/// [`ControlFlow::Break`]. Returns the number of traces passed to `each`.
+pub(crate) fn for_each_trace<E: From<StoreError>>(
+    conn: &Connection,
+    filter: &TraceFilter,
+    mut each: impl FnMut(TraceRecord) -> Result<ControlFlow<()>, E>,
+) -> Result<u64, E> {
+    let select = filter.select(RECORD_COLUMNS);
+    let mut stmt = conn.prepare(&select.sql()).map_err(StoreError::from)?;
+    let mut rows = stmt
+        .query(params_from_iter(select.args()))
+        .map_err(StoreError::from)?;
+    let mut seen = 0;
+    while let Some(row) = rows.next().map_err(StoreError::from)? {
+        let record = row::decode_record(row)?;
+        seen += 1;
+        if each(record)?.is_break() {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
+/// The number of traces matching `filter` (its `limit` included).
+pub(crate) fn count_traces(conn: &Connection, filter: &TraceFilter) -> StoreResult<u64> {
+    let select = filter.select("1");
+    let count: i64 = conn.query_row(
+        &format!("SELECT COUNT(*) FROM ({})", select.sql()),
+        params_from_iter(select.args()),
+        |r| r.get(0),
+    )?;
+    Ok(count.unsigned_abs())
+}
+
+/// Summaries of the traces matching `filter`, in its order.
+pub(crate) fn summaries(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<CallSummary>> {
+    filter
+        .select(SUMMARY_COLUMNS)
+        .rows(conn, row::decode_summary)
+}
+
+/// Call nodes matching `filter`: with `after`, the oldest calls committed
+/// since that cursor; without, the newest calls. Either way in start order,
+/// with the cursor to poll from next.
+pub(crate) fn call_page(conn: &Connection, filter: &CallFilter) -> StoreResult<CallPage> {
+    // One snapshot for the calls and the newest rowid.
+    let (mut calls, newest) = snapshot(conn, || {
+        let calls: Vec<CallNode> = filter.select(NODE_COLUMNS).rows(conn, row::decode_node)?;
+        let newest: i64 =
+            conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM traces", [], |r| {
+                r.get(0)
+            })?;
+        StoreResult::Ok((calls, newest))
+    })?;
+    let truncated = calls.len() >= filter.limit;
+    let cursor = match (filter.after, truncated) {
+        // More are waiting: resume right after the last one returned.
+        (Some(_), true) => calls.last().map_or(newest, |c| c.seq),
+        _ => newest,
+    };
+    calls.sort_by(|a, b| start_order(a).cmp(&start_order(b)));
+    Ok(CallPage {
+        cursor,
+        truncated,
+        calls,
+    })
+}
+
+/// The order calls started in (ties broken by id).
+fn start_order(call: &CallNode) -> (&str, &str) {
+    (&call.summary.started_at, &call.summary.trace_id)
+}
