@@ -790,7 +790,7 @@ async fn run_browser_script(node: &str, script: &str, env: &[(&str, String)]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(browser_tests),
-    ignore = "needs node, chromium and playwright-core (README, \"Web UI\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+    ignore = "needs node, chromium and playwright-core (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
 )]
 async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
     let node = browser_tools();
@@ -813,7 +813,7 @@ async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(browser_tests),
-    ignore = "needs node, chromium and playwright-core (README, \"Web UI\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+    ignore = "needs node, chromium and playwright-core (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
 )]
 async fn browser_walks_from_the_sessions_to_a_session_without_a_run_and_its_steps() {
     let node = browser_tools();
