@@ -57,6 +57,14 @@ pub fn router() -> Router<AppState> {
         .merge(ui::routes())
 }
 
+/// A resource the store found, or the API's 404 naming it (`what` and its
+/// id).
+fn found<T>(value: Option<T>, what: &str, id: &str) -> Result<Json<T>, GatewayError> {
+    value
+        .map(Json)
+        .ok_or_else(|| GatewayError::not_found(format!("{what} {id} not found")))
+}
+
 /// A store failure, as the API reports it: a 503 while the store cannot
 /// commit (`store_unavailable`: try again later), else a 500, logged.
 impl From<StoreError> for GatewayError {

@@ -23,6 +23,7 @@
 
 use super::error::{ConfigError, Origin};
 use super::key::{Key, keys};
+use super::policy::{self, CallPolicy, PolicyKey};
 use super::raw::{Raw, Setting, Settings, alternatives};
 use super::upstream_url::parse_upstream;
 use super::{DEFAULT_UPSTREAM, InboundAuth};
@@ -151,6 +152,9 @@ pub struct RouteConfig {
     pub inject_return_token_ids: bool,
     /// Remove vLLM's extra fields from what the client receives.
     pub strip_vllm_fields: bool,
+    /// How its calls are carried: timeouts, retries, heartbeats, and what
+    /// happens when a client leaves.
+    pub policy: CallPolicy,
 }
 
 impl RouteConfig {
@@ -176,6 +180,7 @@ impl RouteConfig {
             inject_logprobs: false,
             inject_return_token_ids: false,
             strip_vllm_fields: false,
+            policy: CallPolicy::default(),
         }
     }
 
@@ -258,7 +263,11 @@ pub(super) fn check_fields(routes: &Setting) -> Result<(), ConfigError> {
     let Raw::List(list) = &routes.raw else {
         return Ok(());
     };
-    let route_names: Vec<&str> = RouteKey::ALL.iter().map(|k| k.name()).collect();
+    let route_names: Vec<&str> = RouteKey::ALL
+        .iter()
+        .map(|k| k.name())
+        .chain(PolicyKey::ALL.iter().map(|k| k.name()))
+        .collect();
     let worker_names: Vec<&str> = WorkerKey::ALL.iter().map(|k| k.name()).collect();
     for (i, route) in list.iter().enumerate() {
         let Raw::Table(fields) = &route.raw else {
@@ -268,7 +277,7 @@ pub(super) fn check_fields(routes: &Setting) -> Result<(), ConfigError> {
         unknown_field(
             &at,
             fields,
-            |name| RouteKey::named(name).is_some(),
+            |name| RouteKey::named(name).is_some() || PolicyKey::named(name).is_some(),
             &route_names,
         )?;
         let Some(Setting {
@@ -312,6 +321,7 @@ fn unknown_field(
 /// The routes: the configured ones, else the implicit route of the
 /// top-level keys.
 pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
+    let inherited = policy::top_level(s)?;
     match s.get(Key::Routes) {
         Some(routes) if !matches!(&routes.raw, Raw::List(list) if list.is_empty()) => {
             // Top-level route keys would be silently ignored: refuse them.
@@ -324,14 +334,14 @@ pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
                     ));
                 }
             }
-            configured(routes)
+            configured(routes, &inherited)
         }
-        _ => Ok(vec![implicit(s)?]),
+        _ => Ok(vec![implicit(s, inherited)?]),
     }
 }
 
 /// The implicit route of a gateway without `[[routes]]`.
-fn implicit(s: &Settings) -> Result<RouteConfig, ConfigError> {
+fn implicit(s: &Settings, policy: CallPolicy) -> Result<RouteConfig, ConfigError> {
     let kind: UpstreamKind = match s.get(Key::Kind) {
         Some(kind) => kind.choice(Key::Kind.name(), true)?,
         None => UpstreamKind::Generic,
@@ -355,6 +365,7 @@ fn implicit(s: &Settings) -> Result<RouteConfig, ConfigError> {
         inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
+        policy,
     })
 }
 
@@ -387,7 +398,7 @@ fn implicit_workers(s: &Settings) -> Result<Vec<WorkerConfig>, ConfigError> {
 }
 
 /// `$OPENAI_BASE_URL` when set, else OpenAI itself.
-fn default_upstream() -> Setting {
+pub(super) fn default_upstream() -> Setting {
     const VAR: &str = "OPENAI_BASE_URL";
     match std::env::var(VAR) {
         Ok(url) if !url.trim().is_empty() => Setting::text_from(url, Origin::Env(VAR.into())),
@@ -395,8 +406,9 @@ fn default_upstream() -> Setting {
     }
 }
 
-/// Validates configured routes, in order.
-fn configured(routes: &Setting) -> Result<Vec<RouteConfig>, ConfigError> {
+/// Validates configured routes, in order; what a route's policy does not
+/// set it inherits from the top level.
+fn configured(routes: &Setting, inherited: &CallPolicy) -> Result<Vec<RouteConfig>, ConfigError> {
     let Raw::List(list) = &routes.raw else {
         return Err(routes.error(Key::Routes.name(), "expected a list of routes ([[routes]])"));
     };
@@ -404,7 +416,7 @@ fn configured(routes: &Setting) -> Result<Vec<RouteConfig>, ConfigError> {
     let mut configured = Vec::with_capacity(list.len());
     for (i, entry) in list.iter().enumerate() {
         let entry = Entry::new(i, entry)?;
-        let route = entry.config()?;
+        let route = entry.config(inherited)?;
         if !names.insert(route.label().to_string()) {
             let message = format!("'{}' is used by another route", route.label());
             return Err(entry.error(RouteKey::Name, message));
@@ -452,7 +464,7 @@ impl<'a> Entry<'a> {
     }
 
     /// The route, validated.
-    fn config(&self) -> Result<RouteConfig, ConfigError> {
+    fn config(&self, inherited: &CallPolicy) -> Result<RouteConfig, ConfigError> {
         let name = self.name()?;
         let model_prefix = self.model_prefix()?;
         let workers = self.workers()?;
@@ -479,6 +491,11 @@ impl<'a> Entry<'a> {
             inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
             inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
             strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
+            policy: policy::read(
+                |key| self.fields.get(key.name()),
+                |key| self.key(key.name()),
+                inherited,
+            )?,
         })
     }
 
@@ -660,8 +677,8 @@ fn static_header(
         return Err(value.error(
             key,
             format!(
-                "'{name}' cannot be set as a route header (credentials and framing are the \
-                 gateway's); use auth = \"env:VAR\" for keys"
+                "'{name}' cannot be set as a route header (credentials, framing and the hop \
+                 list are the gateway's); use auth = \"env:VAR\" for keys"
             ),
         ));
     }
@@ -729,7 +746,10 @@ mod tests {
     use super::*;
 
     fn route(json: &str) -> Result<Vec<RouteConfig>, ConfigError> {
-        configured(&from_json(json, Origin::Env(JSON_ROUTES.into()))?)
+        configured(
+            &from_json(json, Origin::Env(JSON_ROUTES.into()))?,
+            &CallPolicy::default(),
+        )
     }
 
     /// The error as the key and message read, without the origin.
@@ -808,6 +828,14 @@ mod tests {
             let e = detail(route(json).unwrap_err());
             assert!(e.starts_with(want), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn a_route_cannot_set_the_hop_header() {
+        let e = route(r#"[{"name": "a", "model_prefix": "x", "upstream": "http://h", "headers": {"Via": "1.1 elsewhere"}}]"#)
+            .unwrap_err();
+        assert_eq!(e.key, "routes[0] (a): headers.Via");
+        assert!(e.message.contains("the hop list"), "{}", e.message);
     }
 
     #[test]

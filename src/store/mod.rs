@@ -36,7 +36,7 @@
 //!   the writer publishes for `/health` and `/metrics`;
 //! * `query` builds every read's SQL from a filter; `traces`, `runs`,
 //!   `stats` and [`outbox`] are the reads, run by `reader`'s handles on
-//!   read-only connections;
+//!   read-only connections; `attempts` decides which calls retry a step;
 //! * [`prune`] deletes what is older than a cutoff and reclaims the space
 //!   (`tracegate prune`, run from another process while a gateway writes).
 //!
@@ -50,6 +50,7 @@
 //! one), plus, while the store was degraded, the backlog's records held in
 //! memory because the spill file could not be written either.
 
+mod attempts;
 mod backlog;
 pub mod codec;
 mod commit;

@@ -69,6 +69,11 @@ impl Serve {
         Serve { cmd, port }
     }
 
+    /// The port it will listen on (to point another gateway at it).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Forwarding to `upstream` (`--upstream`).
     pub fn upstream(self, upstream: &str) -> Serve {
         self.args(["--upstream", upstream])
@@ -148,6 +153,11 @@ impl Running {
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!("tracegate did not start listening on {}", self.port);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `http://127.0.0.1:port` + `path`.
