@@ -34,7 +34,8 @@ const CONTENT_KEYS: &[&str] = &[
 ];
 
 /// Builds the record of a call from its context and its response (or the
-/// gateway's failure), with every secret scrubbed.
+/// gateway's failure), with every secret scrubbed and the raw bodies kept
+/// as the route's `raw_bodies` says.
 pub fn assemble(
     ctx: CallContext,
     response: Option<ResponseFacts>,
@@ -53,6 +54,7 @@ pub fn assemble(
     let ended = response.as_ref().map_or_else(Moment::now, |r| r.ended);
     let started = arrival.started;
     let content_type = arrival.content_type.clone();
+    let raw_bodies = destination.raw_bodies;
     let mut record = start(arrival, who, destination.clone(), ended);
     let asked = request_part(&mut record, request, assembler, content_type.as_deref());
     if let Some((requested, sent)) = destination.model_rewrite {
@@ -75,6 +77,9 @@ pub fn assemble(
             record.error = Some(failure.to_call_error());
         }
         (None, None) => {}
+    }
+    if !raw_bodies.keeps(record.status == Status::Ok) {
+        (record.raw_request, record.raw_response) = (None, None);
     }
     redact::secrets(record, &secrets)
 }

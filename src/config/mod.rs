@@ -43,7 +43,8 @@ pub use args::ServeArgs;
 pub use error::{ConfigError, Origin};
 pub use export::{ExportConfig, OtlpProtocol};
 pub use routes::{
-    HeaderSource, InvalidUpstreamAuth, RouteConfig, UpstreamAuth, UpstreamKind, WorkerConfig,
+    HeaderSource, InvalidUpstreamAuth, RawBodies, RouteConfig, UpstreamAuth, UpstreamKind,
+    WorkerConfig,
 };
 pub use upstream_url::{UpstreamUrlError, parse_upstream};
 
