@@ -18,9 +18,10 @@
 -- * each choice's logprobs are one `completions` row (raw little-endian
 --   f64, no header);
 -- * tool definitions are `tool_lists`, shared by the calls that offer them;
--- * the request and response (headers and raw body) are zstd-compressed
---   against the call's own messages, tools, answer and token ids, so a raw
---   body costs little more than what is new in it.
+-- * the request and response (headers and raw bodies) are one blob,
+--   zstd-compressed against the call's own messages, tools, answer and
+--   token ids and against an earlier call's raw parts (`raw_references`),
+--   so a raw body costs little more than what is new in it.
 --
 -- Every shared row counts the rows that point at it (`refs`). Deleting a
 -- call (by the gateway, prune, or by hand) decrements what it points at
@@ -77,29 +78,29 @@ CREATE TABLE traces (
     error_message        TEXT,
     timestamp            REAL NOT NULL,       -- epoch seconds (rLLM's)
     started_at           TEXT NOT NULL,
-    first_chunk_at       TEXT,
+    first_chunk_us       INTEGER,             -- first response byte, microseconds after started_at
     ended_at             TEXT NOT NULL,
     latency_ms           REAL NOT NULL,
     ttft_ms              REAL,
     input_tokens         INTEGER,
     output_tokens        INTEGER,
     tokens               INTEGER,             -- input + output
-    span_id              TEXT NOT NULL,
-    otel_trace_id        TEXT NOT NULL,
+    span_id              TEXT,                -- NULL: derived from trace_id (storage.md)
+    otel_trace_id        TEXT,                -- NULL: derived from run_id, else session_id
     otel_parent_span_id  TEXT,
     messages_node        INTEGER,             -- message_nodes.id of the last input message
     answer_node          INTEGER,             -- message_nodes.id of response_message
     tools                INTEGER,             -- tool_lists.id
     prompt_run           INTEGER,             -- token_runs.id ending the prompt's token ids
+    raw_ref              INTEGER,             -- raw_references.id `raw` is also compressed against
     record               TEXT NOT NULL,       -- the rest of the record (JSON)
-    request              BLOB,                -- request headers and raw body (see storage.md)
-    response             BLOB                 -- response headers and raw body
+    raw                  BLOB                 -- request and response headers and raw bodies (storage.md)
 );
 
 -- Only the indexes a query of tracegate's uses (storage.md measures each):
 -- a call by id, a session's and a run's calls, calls by time (filters,
 -- prune), and the run list's facets.
-CREATE INDEX traces_session_id ON traces (session_id, started_at) WHERE session_id IS NOT NULL;
+CREATE INDEX traces_session_id ON traces (session_id) WHERE session_id IS NOT NULL;
 CREATE INDEX traces_run_id     ON traces (run_id, started_at) WHERE run_id IS NOT NULL;
 CREATE INDEX traces_started_at ON traces (started_at);
 CREATE INDEX traces_model      ON traces (model) WHERE model IS NOT NULL;
@@ -148,6 +149,16 @@ CREATE TABLE tool_lists (
 );
 CREATE INDEX tool_lists_unreferenced ON tool_lists (id) WHERE refs <= 0;
 
+-- Earlier calls' raw parts that later calls of the same kind (operation,
+-- streaming, model) are compressed against: their headers and bodies share
+-- most of their bytes. Ids are never reused (writers keep them in memory).
+CREATE TABLE raw_references (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    refs   INTEGER NOT NULL,
+    raw    BLOB NOT NULL                      -- zstd of the four raw lines (storage.md)
+);
+CREATE INDEX raw_references_unreferenced ON raw_references (id) WHERE refs <= 0;
+
 -- Facts about the store itself. `gc_epoch` grows whenever shared rows are
 -- swept, so a writer holding ids in memory knows to forget them.
 CREATE TABLE store_state (
@@ -162,6 +173,7 @@ CREATE TRIGGER traces_release AFTER DELETE ON traces BEGIN
     UPDATE message_nodes SET refs = refs - 1 WHERE id = OLD.answer_node;
     UPDATE token_runs SET refs = refs - 1 WHERE id = OLD.prompt_run;
     UPDATE tool_lists SET refs = refs - 1 WHERE id = OLD.tools;
+    UPDATE raw_references SET refs = refs - 1 WHERE id = OLD.raw_ref;
     DELETE FROM completions WHERE trace = OLD.id;
 END;
 

@@ -188,7 +188,7 @@ impl<'a> Sources<'a> {
 
 /// The arguments that hold one text value, by the key they set and their
 /// clap id.
-fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 19] {
+fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 20] {
     [
         (Key::Listen, "listen", &args.listen),
         (Key::Db, "db", &args.db),

@@ -22,8 +22,9 @@ use crate::metrics::Metrics;
 use crate::record::Status;
 use crate::store::content;
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::raw::References;
 use crate::store::row::EncodedRow;
-use crate::store::session_log::{Pending, SessionLog};
+use crate::store::session_log::{Announcement, Pending, SessionLog};
 use crate::store::writer::{Command, ExportProgress};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 use serde_json::{Map, Value};
@@ -38,8 +39,9 @@ pub(crate) fn run(
     batch_max: usize,
     spans_committed: Arc<Notify>,
     metrics: &Metrics,
+    references: &Arc<References>,
 ) {
-    let mut log = SessionLog::default();
+    let mut log = SessionLog::new(references.clone());
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < batch_max {
@@ -190,9 +192,10 @@ fn apply_batch(
                 // with it (in memory: temp_store = MEMORY).
                 let savepoint = tx.savepoint()?;
                 match insert(&savepoint, log, row) {
-                    Ok(pending) => {
+                    Ok((pending, announcement)) => {
                         savepoint.commit()?;
                         log.remember(pending);
+                        log.announce(announcement);
                         written += 1;
                     }
                     // The database is not ours right now: retry the batch.
@@ -225,14 +228,22 @@ fn apply_batch(
         });
     }
     tx.commit()?;
+    log.committed();
     Ok((answers, written))
 }
 
 /// Inserts a record — its shared content placed after what is stored, its
-/// row, its choices — and updates its session and run; returns the call
-/// for the writer to remember.
-fn insert(conn: &Connection, log: &mut SessionLog, row: &EncodedRow) -> StoreResult<Pending> {
-    let (placed, pending) = log.place(conn, row.content())?;
+/// raw blob settled, its row, its choices — and updates its session and
+/// run; returns the call for the writer to remember and the raw reference
+/// it stored, if any.
+fn insert(
+    conn: &Connection,
+    log: &mut SessionLog,
+    row: &EncodedRow,
+) -> StoreResult<(Pending, Option<Announcement>)> {
+    let (mut placed, pending) = log.place(conn, row.content())?;
+    let (raw, announcement) = log.settle_raw(conn, row)?;
+    placed.raw = raw;
     row.insert(conn, &placed, None)
         .map_err(StoreError::sqlite("cannot insert the trace"))?;
     let r = row.record();
@@ -278,7 +289,7 @@ fn insert(conn: &Connection, log: &mut SessionLog, row: &EncodedRow) -> StoreRes
         )?
         .execute(named_params! {":trace_id": r.trace_id, ":at": r.ended_at, ":span": span})?;
     }
-    Ok(pending)
+    Ok((pending, announcement))
 }
 
 fn save_export_progress(conn: &Connection, p: &ExportProgress) -> StoreResult<()> {

@@ -35,6 +35,8 @@ pub(crate) enum Shared {
     TokenRuns,
     /// `tool_lists`.
     ToolLists,
+    /// `raw_references`.
+    RawReferences,
 }
 
 impl Shared {
@@ -48,6 +50,7 @@ impl Shared {
             Shared::MessageNodes => "message_nodes",
             Shared::TokenRuns => "token_runs",
             Shared::ToolLists => "tool_lists",
+            Shared::RawReferences => "raw_references",
         }
     }
 }
@@ -58,14 +61,24 @@ pub(crate) type MessagePath = Arc<Vec<(i64, Arc<str>)>>;
 /// A token sequence: each run's id and ids, from the first.
 pub(crate) type TokenPath = Arc<Vec<(i64, Arc<[u32]>)>>;
 
-/// Adds `n` references to an existing shared row.
-pub(crate) fn acquire(conn: &Connection, table: Shared, id: i64, n: i64) -> rusqlite::Result<()> {
+/// Adds `n` references to an existing shared row; false when there is no
+/// such row.
+pub(crate) fn acquire(conn: &Connection, table: Shared, id: i64, n: i64) -> rusqlite::Result<bool> {
     let sql = match table {
         Shared::MessageNodes => "UPDATE message_nodes SET refs = refs + ?2 WHERE id = ?1",
         Shared::TokenRuns => "UPDATE token_runs SET refs = refs + ?2 WHERE id = ?1",
         Shared::ToolLists => "UPDATE tool_lists SET refs = refs + ?2 WHERE id = ?1",
+        Shared::RawReferences => "UPDATE raw_references SET refs = refs + ?2 WHERE id = ?1",
     };
-    conn.prepare_cached(sql)?.execute([id, n]).map(|_| ())
+    Ok(conn.prepare_cached(sql)?.execute([id, n])? == 1)
+}
+
+/// Inserts a raw reference (its blob as `raw::reference_blob` makes it);
+/// returns its id.
+pub(crate) fn insert_reference(conn: &Connection, refs: i64, blob: &[u8]) -> rusqlite::Result<i64> {
+    conn.prepare_cached("INSERT INTO raw_references (refs, raw) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![refs, blob])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// Inserts a message node; returns its id.
@@ -223,6 +236,7 @@ pub(crate) struct ContentReader {
     messages: HashMap<i64, MessagePath>,
     tokens: HashMap<i64, TokenPath>,
     tools: HashMap<i64, Arc<str>>,
+    references: HashMap<i64, Arc<[u8]>>,
 }
 
 /// How many paths a reader remembers before it starts over.
@@ -301,6 +315,25 @@ impl ContentReader {
             .into();
         remember(&mut self.tools, id, tools.clone());
         Ok(tools)
+    }
+}
+
+impl ContentReader {
+    /// The raw reference `id`: the raw lines it holds.
+    pub(crate) fn reference(&mut self, conn: &Connection, id: i64) -> StoreResult<Arc<[u8]>> {
+        if let Some(raw) = self.references.get(&id) {
+            return Ok(raw.clone());
+        }
+        let blob: Vec<u8> = conn
+            .prepare_cached("SELECT raw FROM raw_references WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| dangling("raw reference"))?;
+        let raw: Arc<[u8]> = crate::store::raw::reference_lines(&blob)
+            .map_err(|e| corrupt("raw_references", e))?
+            .into();
+        remember(&mut self.references, id, raw.clone());
+        Ok(raw)
     }
 }
 

@@ -138,11 +138,11 @@ fn session_storage(conn: &Connection) -> StoreResult<()> {
         legacy::COLUMNS
     ))?;
     let mut rows = stmt.query([])?;
-    let mut log = SessionLog::default();
+    let mut log = SessionLog::new(Default::default());
     let mut converted = 0u64;
     while let Some(row) = rows.next()? {
         let (id, record) = legacy::decode(row)?;
-        let encoded = EncodedRow::encode(record, None)?;
+        let encoded = EncodedRow::encode(record, None, None)?;
         let (placed, pending) = log.place(conn, encoded.content())?;
         encoded
             .insert(conn, &placed, Some(id))

@@ -103,15 +103,17 @@ impl Store {
         let batch_max = options.batch_max;
         let spans_committed = Arc::new(Notify::new());
         let notify = spans_committed.clone();
+        let references = Arc::new(raw::References::default());
+        let announced = references.clone();
         let thread = std::thread::Builder::new()
             .name("tracegate-store".into())
-            .spawn(move || commit::run(conn, rx, batch_max, notify, &metrics))
+            .spawn(move || commit::run(conn, rx, batch_max, notify, &metrics, &announced))
             .map_err(|source| StoreError::Io {
                 context: "cannot start the store writer".into(),
                 source,
             })?;
         Ok(Store {
-            writer: StoreWriter::new(tx),
+            writer: StoreWriter::new(tx, references),
             reader: StoreReader::new(path.to_path_buf(), options.busy_timeout),
             spans_committed,
             thread,

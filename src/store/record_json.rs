@@ -28,8 +28,9 @@ use serde_json::{Map, Value, json};
 struct Rest {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     identity_errors: Vec<String>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    request_params: Map<String, Value>,
+    /// Absent: the raw request's parameters (below).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    request_params: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     choices: Vec<RestChoice>,
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
@@ -50,6 +51,9 @@ struct Rest {
     token_counts: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     metadata: Map<String, Value>,
+    /// Only when the `first_chunk_us` column cannot hold it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_chunk_at: Option<String>,
 }
 
 /// A choice, without its token data (the `completions` table's).
@@ -75,8 +79,9 @@ struct RestUsage {
     input_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total_tokens: Option<u64>,
+    /// Absent: input plus output.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    total_tokens: Option<Option<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cached_input_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,16 +92,16 @@ struct RestUsage {
 
 impl RestUsage {
     fn is_empty(&self) -> bool {
-        [
-            self.input_tokens,
-            self.output_tokens,
-            self.total_tokens,
-            self.cached_input_tokens,
-            self.cache_creation_input_tokens,
-            self.reasoning_tokens,
-        ]
-        .iter()
-        .all(Option::is_none)
+        self.total_tokens.is_none()
+            && [
+                self.input_tokens,
+                self.output_tokens,
+                self.cached_input_tokens,
+                self.cache_creation_input_tokens,
+                self.reasoning_tokens,
+            ]
+            .iter()
+            .all(Option::is_none)
     }
 }
 
@@ -109,6 +114,32 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 /// `value` when it differs from what the record says it is.
 fn unless_derived<T: PartialEq + Clone>(value: &T, derived: T) -> Option<T> {
     (*value != derived).then(|| value.clone())
+}
+
+/// `first_chunk_at` as microseconds after `started_at`, when that gives
+/// back exactly its text (what the `first_chunk_us` column holds).
+pub(crate) fn first_chunk_offset(record: &TraceRecord) -> Option<i64> {
+    let text = record.first_chunk_at.as_deref()?;
+    let micros = |t: &str| -> Option<i128> {
+        let at = humantime::parse_rfc3339(t).ok()?;
+        let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(since.as_micros() as i128)
+    };
+    let us = i64::try_from(micros(text)? - micros(&record.started_at)?).ok()?;
+    (at_offset(&record.started_at, us).as_deref() == Some(text)).then_some(us)
+}
+
+/// The time `us` microseconds after the RFC 3339 time `start`, in the form
+/// every stored time takes.
+pub(crate) fn at_offset(start: &str, us: i64) -> Option<String> {
+    let start = humantime::parse_rfc3339(start).ok()?;
+    let delta = std::time::Duration::from_micros(us.unsigned_abs());
+    let at = if us >= 0 {
+        start.checked_add(delta)?
+    } else {
+        start.checked_sub(delta)?
+    };
+    Some(crate::record::rfc3339(at))
 }
 
 /// The usage count a column holds (one that fits its integer).
@@ -133,7 +164,7 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
     let beyond = |n: Option<u64>| n.filter(|_| count_column(n).is_none());
     let rest = Rest {
         identity_errors: record.identity_errors.clone(),
-        request_params: record.request_params.clone(),
+        request_params: unless_derived(&record.request_params, derived_params(record)),
         choices,
         tool_calls: unless_derived(&record.tool_calls, derived_tool_calls(&record.choices)),
         finish_reason: unless_derived(
@@ -158,13 +189,17 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
         usage: RestUsage {
             input_tokens: beyond(u.input_tokens),
             output_tokens: beyond(u.output_tokens),
-            total_tokens: u.total_tokens,
+            total_tokens: unless_derived(&u.total_tokens, derived_total(u)),
             cached_input_tokens: u.cached_input_tokens,
             cache_creation_input_tokens: u.cache_creation_input_tokens,
             reasoning_tokens: u.reasoning_tokens,
         },
         token_counts: unless_derived(&record.token_counts, derived_token_counts(u)),
         metadata: record.metadata.clone(),
+        first_chunk_at: record
+            .first_chunk_at
+            .clone()
+            .filter(|_| first_chunk_offset(record).is_none()),
     };
     Ok(serde_json::to_string(&rest)?)
 }
@@ -185,6 +220,7 @@ pub(crate) struct ChoiceTokens {
 /// Completes `record` — whose columns, messages, answer, tools, prompt ids
 /// and raw parts are in place — with its record JSON and its choices' token
 /// data. `usage.input_tokens` and `output_tokens` hold the columns' values.
+/// (The raw request must be in place: the parameters derive from it.)
 pub(crate) fn restore(
     json: &str,
     record: &mut TraceRecord,
@@ -192,7 +228,9 @@ pub(crate) fn restore(
 ) -> Result<(), CodecError> {
     let rest: Rest = serde_json::from_str(json)?;
     record.identity_errors = rest.identity_errors;
-    record.request_params = rest.request_params;
+    record.request_params = rest
+        .request_params
+        .unwrap_or_else(|| derived_params(record));
     record.choices = rest
         .choices
         .into_iter()
@@ -215,10 +253,20 @@ pub(crate) fn restore(
         choice.top_logprobs = t.top_logprobs;
     }
     let u = rest.usage;
+    let (input_tokens, output_tokens) = (
+        record.usage.input_tokens.or(u.input_tokens),
+        record.usage.output_tokens.or(u.output_tokens),
+    );
     record.usage = Usage {
-        input_tokens: record.usage.input_tokens.or(u.input_tokens),
-        output_tokens: record.usage.output_tokens.or(u.output_tokens),
-        total_tokens: u.total_tokens,
+        input_tokens,
+        output_tokens,
+        total_tokens: u.total_tokens.unwrap_or_else(|| {
+            derived_total(&Usage {
+                input_tokens,
+                output_tokens,
+                ..Usage::default()
+            })
+        }),
         cached_input_tokens: u.cached_input_tokens,
         cache_creation_input_tokens: u.cache_creation_input_tokens,
         reasoning_tokens: u.reasoning_tokens,
@@ -246,7 +294,36 @@ pub(crate) fn restore(
         .token_counts
         .unwrap_or_else(|| derived_token_counts(&record.usage));
     record.metadata = rest.metadata;
+    if rest.first_chunk_at.is_some() {
+        record.first_chunk_at = rest.first_chunk_at;
+    }
     Ok(())
+}
+
+/// The request-body keys that are the call's content, not its parameters
+/// (capture's).
+const CONTENT_KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "functions",
+    "stream",
+    "metadata",
+    "prompt",
+    "input",
+    "system",
+];
+
+/// The parameters of the raw request, as capture lists them.
+fn derived_params(record: &TraceRecord) -> Map<String, Value> {
+    match &record.raw_request {
+        Some(Value::Object(body)) => body
+            .iter()
+            .filter(|(k, _)| !CONTENT_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        _ => Map::new(),
+    }
 }
 
 fn first(choices: &[Choice]) -> Option<&Choice> {
@@ -288,6 +365,11 @@ fn derived_tool_calls(choices: &[Choice]) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// Input plus output tokens, when both are known.
+fn derived_total(usage: &Usage) -> Option<u64> {
+    usage.input_tokens?.checked_add(usage.output_tokens?)
 }
 
 /// rLLM's `{prompt, completion}`, as capture makes it from usage.
@@ -375,7 +457,7 @@ mod tests {
         let json = encode(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"request_params":{"temperature":0.7},"choices":[{"finish_reason":"stop"},{"message":{"role":"assistant","content":"b"},"finish_reason":"length"}],"usage":{"total_tokens":7}}"#
+            r#"{"request_params":{"temperature":0.7},"choices":[{"finish_reason":"stop"},{"message":{"role":"assistant","content":"b"},"finish_reason":"length"}]}"#
         );
         assert_eq!(round_trip(&record), record);
         assert_eq!(encode(&TraceRecord::default()).unwrap(), "{}");
@@ -402,5 +484,10 @@ mod tests {
             json.contains(r#""input_tokens":18446744073709551615"#),
             "{json}"
         );
+        for total in [None, Some(1)] {
+            record.usage.input_tokens = Some(1);
+            record.usage.total_tokens = total;
+            assert_eq!(round_trip(&record), record);
+        }
     }
 }

@@ -29,13 +29,15 @@ use crate::record::{CallError, ErrorKind, Span, TopLogprob, TraceRecord, Usage};
 use crate::store::codec::{self, CodecError};
 use crate::store::content::{self, ContentReader};
 use crate::store::error::{StoreError, StoreResult};
-use crate::store::raw::{self, Dictionary};
+use crate::store::raw::{self, Dictionary, Own, References};
 use crate::store::record_json::{self, ChoiceTokens};
 use crate::store::session_log::{Completion, Content, Placed};
 use crate::store::summary::{CallNode, CallSummary, SummaryUsage};
+use crate::trace_context::{derived_trace_id, span_id_for};
 use rusqlite::types::{Null, ToSqlOutput, Value as SqlValue};
 use rusqlite::{Connection, Row, ToSql};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::sync::LazyLock;
 
 /// One column of the `traces` table.
@@ -62,7 +64,7 @@ pub(crate) enum Column {
     ErrorMessage,
     Timestamp,
     StartedAt,
-    FirstChunkAt,
+    FirstChunkUs,
     EndedAt,
     LatencyMs,
     TtftMs,
@@ -76,9 +78,9 @@ pub(crate) enum Column {
     AnswerNode,
     Tools,
     PromptRun,
+    RawRef,
     Record,
-    Request,
-    Response,
+    Raw,
 }
 
 /// The columns after the identity columns, in table order.
@@ -101,7 +103,7 @@ const AFTER_IDENTITY: [Column; 35] = [
     Column::ErrorMessage,
     Column::Timestamp,
     Column::StartedAt,
-    Column::FirstChunkAt,
+    Column::FirstChunkUs,
     Column::EndedAt,
     Column::LatencyMs,
     Column::TtftMs,
@@ -115,9 +117,9 @@ const AFTER_IDENTITY: [Column; 35] = [
     Column::AnswerNode,
     Column::Tools,
     Column::PromptRun,
+    Column::RawRef,
     Column::Record,
-    Column::Request,
-    Column::Response,
+    Column::Raw,
 ];
 
 /// Every column in table order.
@@ -164,7 +166,7 @@ impl Column {
             Column::ErrorMessage => "error_message",
             Column::Timestamp => "timestamp",
             Column::StartedAt => "started_at",
-            Column::FirstChunkAt => "first_chunk_at",
+            Column::FirstChunkUs => "first_chunk_us",
             Column::EndedAt => "ended_at",
             Column::LatencyMs => "latency_ms",
             Column::TtftMs => "ttft_ms",
@@ -178,9 +180,9 @@ impl Column {
             Column::AnswerNode => "answer_node",
             Column::Tools => "tools",
             Column::PromptRun => "prompt_run",
+            Column::RawRef => "raw_ref",
             Column::Record => "record",
-            Column::Request => "request",
-            Column::Response => "response",
+            Column::Raw => "raw",
         }
     }
 
@@ -189,7 +191,7 @@ impl Column {
     fn value<'a>(
         self,
         row: &'a EncodedRow,
-        placed: &Placed,
+        placed: &'a Placed,
         id: Option<i64>,
     ) -> rusqlite::Result<ToSqlOutput<'a>> {
         let r = &row.record;
@@ -228,23 +230,40 @@ impl Column {
             }),
             Column::Timestamp => r.timestamp.to_sql(),
             Column::StartedAt => r.started_at.to_sql(),
-            Column::FirstChunkAt => r.first_chunk_at.to_sql(),
+            Column::FirstChunkUs => Ok(id_of(record_json::first_chunk_offset(r))),
             Column::EndedAt => r.ended_at.to_sql(),
             Column::LatencyMs => r.latency_ms.to_sql(),
             Column::TtftMs => r.ttft_ms.to_sql(),
             Column::InputTokens => Ok(count(r.usage.input_tokens)),
             Column::OutputTokens => Ok(count(r.usage.output_tokens)),
             Column::Tokens => Ok(count(r.usage.tokens().map(|t| t.min(i64::MAX as u64)))),
-            Column::SpanId => r.span_id.to_sql(),
-            Column::OtelTraceId => r.otel_trace_id.to_sql(),
+            // Derived ids are not stored: NULL says "derived".
+            Column::SpanId => Ok(match r.span_id == span_id_for(&r.trace_id) {
+                true => ToSqlOutput::from(Null),
+                false => ToSqlOutput::from(r.span_id.as_str()),
+            }),
+            Column::OtelTraceId => Ok(
+                match Some(&r.otel_trace_id) == derived_trace_id(&r.identity).as_ref() {
+                    true => ToSqlOutput::from(Null),
+                    false => ToSqlOutput::from(r.otel_trace_id.as_str()),
+                },
+            ),
             Column::OtelParentSpanId => r.otel_parent_span_id.to_sql(),
             Column::MessagesNode => Ok(id_of(placed.messages_node)),
             Column::AnswerNode => Ok(id_of(placed.answer_node)),
             Column::Tools => Ok(id_of(placed.tools)),
             Column::PromptRun => Ok(id_of(placed.prompt_run)),
+            Column::RawRef => Ok(id_of(
+                placed
+                    .raw
+                    .as_ref()
+                    .map_or(row.reference_id(), |r| r.reference),
+            )),
             Column::Record => row.json.to_sql(),
-            Column::Request => row.request.to_sql(),
-            Column::Response => row.response.to_sql(),
+            Column::Raw => match &placed.raw {
+                Some(settled) => Ok(ToSqlOutput::from(settled.blob.as_slice())),
+                None => row.raw.to_sql(),
+            },
         }
     }
 }
@@ -280,15 +299,32 @@ pub(crate) struct EncodedRow {
     record: TraceRecord,
     json: String,
     content: Content,
-    request: Option<Vec<u8>>,
-    response: Option<Vec<u8>>,
+    raw: Option<Vec<u8>>,
+    /// The reference `raw` is compressed against, when one was published.
+    reference: Option<(i64, Arc<[u8]>)>,
+    /// Without one, the raw lines and kind, to become its kind's reference.
+    candidate: Option<(String, Arc<[u8]>)>,
     span: Option<String>,
+}
+
+/// A raw blob the writer settled differently from the encoding: against a
+/// reference it just stored, or without one that is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SettledRaw {
+    /// The reference it is compressed against.
+    pub reference: Option<i64>,
+    /// The blob.
+    pub blob: Vec<u8>,
 }
 
 impl EncodedRow {
     /// Encodes a record and its span (off the writer thread: serialising
     /// and compressing are CPU work).
-    pub(crate) fn encode(mut record: TraceRecord, span: Option<&Span>) -> StoreResult<EncodedRow> {
+    pub(crate) fn encode(
+        mut record: TraceRecord,
+        span: Option<&Span>,
+        references: Option<&References>,
+    ) -> StoreResult<EncodedRow> {
         let span = span
             .map(serde_json::to_string)
             .transpose()
@@ -298,42 +334,99 @@ impl EncodedRow {
             source,
         })?;
         let content = take_content(&mut record)?;
-        let request_dictionary = Dictionary::request(content.tools.as_deref(), &content.messages);
-        let completions: Vec<&[u32]> = content
-            .completions
-            .iter()
-            .map(|c| c.token_ids.as_slice())
-            .filter(|ids| !ids.is_empty())
-            .collect();
-        let response_dictionary =
-            Dictionary::response(&content.prompt, &completions, content.answer.as_deref());
-        let blob = |what, headers: &Map<String, Value>, body: Option<&Value>, d: &Dictionary| {
-            raw::encode(headers, body, d).map_err(|source| StoreError::Encode { what, source })
+        let parts = raw::Raw {
+            request_headers: std::mem::take(&mut record.request_headers),
+            request: record.raw_request.take(),
+            response_headers: std::mem::take(&mut record.response_headers),
+            response: record.raw_response.take(),
         };
-        let request = blob(
-            "the request",
-            &record.request_headers,
-            record.raw_request.as_ref(),
-            &request_dictionary,
-        )?;
-        let response = blob(
-            "the response",
-            &record.response_headers,
-            record.raw_response.as_ref(),
-            &response_dictionary,
-        )?;
-        for part in [&mut record.request_headers, &mut record.response_headers] {
-            *part = Map::new();
-        }
-        (record.raw_request, record.raw_response) = (None, None);
-        Ok(EncodedRow {
+        let mut row = EncodedRow {
             record,
             json,
             content,
-            request,
-            response,
+            raw: None,
+            reference: None,
+            candidate: None,
             span,
-        })
+        };
+        let Some(lines) = raw::lines(&parts).map_err(raw_error)? else {
+            return Ok(row);
+        };
+        let kind = raw::kind_of(&row.record);
+        row.reference = references.and_then(|r| r.get(&kind));
+        let reference = row.reference.as_ref().map(|(_, lines)| &lines[..]);
+        row.raw = Some(row.compress(&lines, reference)?);
+        if row.reference.is_none() && references.is_some() {
+            row.candidate = Some((kind, lines.into()));
+        }
+        Ok(row)
+    }
+
+    /// Compresses raw lines against this call's dictionary with `reference`.
+    fn compress(&self, lines: &[u8], reference: Option<&[u8]>) -> StoreResult<Vec<u8>> {
+        let completions = with_ids(
+            self.content
+                .completions
+                .iter()
+                .map(|c| c.token_ids.as_slice()),
+        );
+        let own = Own {
+            reference,
+            words: &[],
+            tools: self.content.tools.as_deref(),
+            messages: &self.content.messages,
+            prompt: &self.content.prompt,
+            completions: &completions,
+            answer: self.content.answer.as_deref(),
+        };
+        raw::compress(lines, &dictionary(&self.record, &own)).map_err(raw_error)
+    }
+
+    /// The blob compressed against `to` instead of the reference it was
+    /// encoded with (the writer found that one gone, or just stored one).
+    pub(crate) fn recompress(&self, to: Option<(i64, &[u8])>) -> StoreResult<Option<SettledRaw>> {
+        let Some(blob) = &self.raw else {
+            return Ok(None);
+        };
+        let lines = match (&self.candidate, &self.reference) {
+            (Some((_, lines)), _) => lines.to_vec(),
+            (None, reference) => {
+                let from = reference.as_ref().map(|(_, lines)| &lines[..]);
+                let completions = with_ids(
+                    self.content
+                        .completions
+                        .iter()
+                        .map(|c| c.token_ids.as_slice()),
+                );
+                let own = Own {
+                    reference: from,
+                    words: &[],
+                    tools: self.content.tools.as_deref(),
+                    messages: &self.content.messages,
+                    prompt: &self.content.prompt,
+                    completions: &completions,
+                    answer: self.content.answer.as_deref(),
+                };
+                raw::decompress(blob, &dictionary(&self.record, &own)).map_err(raw_error)?
+            }
+        };
+        Ok(Some(SettledRaw {
+            reference: to.map(|(id, _)| id),
+            blob: self.compress(&lines, to.map(|(_, lines)| lines))?,
+        }))
+    }
+
+    /// The id of the reference the blob was encoded against.
+    pub(crate) fn reference_id(&self) -> Option<i64> {
+        self.reference.as_ref().map(|(id, _)| *id)
+    }
+
+    /// The kind and raw lines of a call that could become its kind's
+    /// reference.
+    pub(crate) fn candidate(&self) -> Option<(&str, &Arc<[u8]>)> {
+        self.candidate
+            .as_ref()
+            .map(|(kind, lines)| (kind.as_str(), lines))
     }
 
     /// The record's scalar facts (its columns).
@@ -384,6 +477,42 @@ impl EncodedRow {
             content::insert_completion(conn, trace, &row)?;
         }
         Ok(trace)
+    }
+}
+
+/// The dictionary of a call's raw blob: its own content, and the column
+/// values its headers and bodies repeat (the same at write and read time).
+fn dictionary<S: AsRef<str>>(r: &TraceRecord, own: &Own<'_, S>) -> Dictionary {
+    let identity = [
+        &r.identity.session_id,
+        &r.identity.run_id,
+        &r.identity.harness,
+    ];
+    let words: Vec<&str> = [
+        &r.model,
+        &r.backend_model,
+        &r.response_id,
+        &r.response_model,
+    ]
+    .into_iter()
+    .chain(identity)
+    .filter_map(|w| w.as_deref())
+    .collect();
+    Dictionary::of(&Own {
+        words: &words,
+        ..*own
+    })
+}
+
+/// The completions that have token ids.
+fn with_ids<'a>(ids: impl Iterator<Item = &'a [u32]>) -> Vec<&'a [u32]> {
+    ids.filter(|ids| !ids.is_empty()).collect()
+}
+
+fn raw_error(source: CodecError) -> StoreError {
+    StoreError::Encode {
+        what: "the raw request and response",
+        source,
     }
 }
 
@@ -465,56 +594,84 @@ pub(crate) fn decode_record(
     reader: &mut ContentReader,
 ) -> StoreResult<TraceRecord> {
     let mut record = scalar_facts(row)?;
-    let node = |c: Column| row.get::<_, Option<i64>>(c.at());
-    let messages = match node(Column::MessagesNode)? {
-        Some(id) => reader.messages(conn, id)?,
-        None => Default::default(),
-    };
-    let answer = match node(Column::AnswerNode)? {
-        Some(id) => reader.messages(conn, id)?.last().map(|(_, a)| a.clone()),
-        None => None,
-    };
-    let tools = match node(Column::Tools)? {
-        Some(id) => Some(reader.tools(conn, id)?),
-        None => None,
-    };
-    let prompt = match node(Column::PromptRun)? {
-        Some(id) => content::flatten(&reader.tokens(conn, id)?),
-        None => Vec::new(),
-    };
-    let id: i64 = row.get(Column::Id.at())?;
-    let tokens = choice_tokens(conn, reader, id)?;
-    let texts: Vec<&str> = messages.iter().map(|(_, m)| &**m).collect();
+    let stored = read_content(conn, row, reader)?;
+    let texts: Vec<&str> = stored.messages.iter().map(|(_, m)| &**m).collect();
     record.messages = texts
         .iter()
         .map(|m| parse("message_nodes", m))
         .collect::<StoreResult<_>>()?;
-    if let Some(answer) = &answer {
+    if let Some(answer) = &stored.answer {
         record.response_message = parse("message_nodes", answer)?;
     }
-    if let Some(tools) = &tools {
+    if let Some(tools) = &stored.tools {
         record.tools = parse("tool_lists", tools)?;
     }
-    let request = Dictionary::request(tools.as_deref(), &texts);
-    let completions: Vec<&[u32]> = tokens
-        .iter()
-        .map(|t| t.token_ids.as_slice())
-        .filter(|ids| !ids.is_empty())
-        .collect();
-    let response = Dictionary::response(&prompt, &completions, answer.as_deref());
-    let blob = |c: Column| row.get::<_, Option<Vec<u8>>>(c.at());
-    if let Some(blob) = blob(Column::Request)? {
-        (record.request_headers, record.raw_request) =
-            raw::decode(&blob, &request).map_err(|e| corrupt("request", e))?;
+    if let Some(blob) = row.get::<_, Option<Vec<u8>>>(Column::Raw.at())? {
+        let completions = with_ids(stored.tokens.iter().map(|t| t.token_ids.as_slice()));
+        let reference = match row.get::<_, Option<i64>>(Column::RawRef.at())? {
+            Some(id) => Some(reader.reference(conn, id)?),
+            None => None,
+        };
+        let own = Own {
+            reference: reference.as_deref(),
+            words: &[],
+            tools: stored.tools.as_deref(),
+            messages: &texts,
+            prompt: &stored.prompt,
+            completions: &completions,
+            answer: stored.answer.as_deref(),
+        };
+        let lines =
+            raw::decompress(&blob, &dictionary(&record, &own)).map_err(|e| corrupt("raw", e))?;
+        let parts = raw::parse(&lines).map_err(|e| corrupt("raw", e))?;
+        (record.request_headers, record.raw_request) = (parts.request_headers, parts.request);
+        (record.response_headers, record.raw_response) = (parts.response_headers, parts.response);
     }
-    if let Some(blob) = blob(Column::Response)? {
-        (record.response_headers, record.raw_response) =
-            raw::decode(&blob, &response).map_err(|e| corrupt("response", e))?;
-    }
-    record.prompt_token_ids = prompt;
+    record.prompt_token_ids = stored.prompt;
     let json: String = row.get(Column::Record.at())?;
-    record_json::restore(&json, &mut record, tokens).map_err(|e| corrupt("record", e))?;
+    record_json::restore(&json, &mut record, stored.tokens).map_err(|e| corrupt("record", e))?;
     Ok(record)
+}
+
+/// The shared content a row points at, read back.
+struct Stored {
+    messages: content::MessagePath,
+    answer: Option<Arc<str>>,
+    tools: Option<Arc<str>>,
+    prompt: Vec<u32>,
+    tokens: Vec<ChoiceTokens>,
+}
+
+fn read_content(
+    conn: &Connection,
+    row: &Row<'_>,
+    reader: &mut ContentReader,
+) -> StoreResult<Stored> {
+    let id = |c: Column| row.get::<_, Option<i64>>(c.at());
+    let messages = match id(Column::MessagesNode)? {
+        Some(node) => reader.messages(conn, node)?,
+        None => Default::default(),
+    };
+    let answer = match id(Column::AnswerNode)? {
+        Some(node) => reader.messages(conn, node)?.last().map(|(_, a)| a.clone()),
+        None => None,
+    };
+    let tools = match id(Column::Tools)? {
+        Some(list) => Some(reader.tools(conn, list)?),
+        None => None,
+    };
+    let prompt = match id(Column::PromptRun)? {
+        Some(run) => content::flatten(&reader.tokens(conn, run)?),
+        None => Vec::new(),
+    };
+    let trace: i64 = row.get(Column::Id.at())?;
+    Ok(Stored {
+        messages,
+        answer,
+        tools,
+        prompt,
+        tokens: choice_tokens(conn, reader, trace)?,
+    })
 }
 
 /// The record's columns: its scalar facts.
@@ -544,10 +701,16 @@ fn scalar_facts(row: &Row<'_>) -> StoreResult<TraceRecord> {
         row.get::<_, Option<i64>>(at(c))
             .map(|n| n.map(i64::unsigned_abs))
     };
+    let trace_id: String = row.get(at(Column::TraceId))?;
+    let span_id: Option<String> = row.get(at(Column::SpanId))?;
+    let otel_trace_id: Option<String> = row.get(at(Column::OtelTraceId))?;
+    let started_at: String = row.get(at(Column::StartedAt))?;
     Ok(TraceRecord {
-        trace_id: row.get(at(Column::TraceId))?,
-        span_id: row.get(at(Column::SpanId))?,
-        otel_trace_id: row.get(at(Column::OtelTraceId))?,
+        span_id: span_id.unwrap_or_else(|| span_id_for(&trace_id)),
+        otel_trace_id: otel_trace_id
+            .or_else(|| derived_trace_id(&identity))
+            .unwrap_or_default(),
+        trace_id,
         otel_parent_span_id: row.get(at(Column::OtelParentSpanId))?,
         identity,
         span_type: row.get(at(Column::SpanType))?,
@@ -568,9 +731,11 @@ fn scalar_facts(row: &Row<'_>) -> StoreResult<TraceRecord> {
             ..Usage::default()
         },
         timestamp: row.get(at(Column::Timestamp))?,
-        started_at: row.get(at(Column::StartedAt))?,
-        first_chunk_at: row.get(at(Column::FirstChunkAt))?,
+        first_chunk_at: row
+            .get::<_, Option<i64>>(at(Column::FirstChunkUs))?
+            .and_then(|us| record_json::at_offset(&started_at, us)),
         ended_at: row.get(at(Column::EndedAt))?,
+        started_at,
         latency_ms: row.get(at(Column::LatencyMs))?,
         ttft_ms: row.get(at(Column::TtftMs))?,
         status: row.get(at(Column::Status))?,
@@ -684,10 +849,12 @@ pub(crate) const NODE_COLUMNS: &str = concat!(
 
 /// A call node from the [`NODE_COLUMNS`] of a row.
 pub(crate) fn decode_node(row: &Row<'_>) -> StoreResult<CallNode> {
+    let summary = decode_summary(row)?;
+    let span_id: Option<String> = row.get(18)?;
     Ok(CallNode {
-        summary: decode_summary(row)?,
+        span_id: Some(span_id.unwrap_or_else(|| span_id_for(&summary.trace_id))),
+        summary,
         seq: row.get(17)?,
-        span_id: row.get(18)?,
         parent_span_id: row.get(19)?,
         protocol: row.get(20)?,
         ended_at: row.get(21)?,
@@ -736,8 +903,8 @@ mod tests {
         };
         record.identity.step_id = Some(4);
         record.identity.run_id = Some("r".into());
-        let row = EncodedRow::encode(record.clone(), None).unwrap();
-        let mut log = SessionLog::default();
+        let row = EncodedRow::encode(record.clone(), None, None).unwrap();
+        let mut log = SessionLog::new(Default::default());
         let (placed, _) = log.place(&conn, row.content()).unwrap();
         row.insert(&conn, &placed, None).unwrap();
         let back = conn

@@ -26,9 +26,17 @@
 //! reused — every sweep advances `gc_epoch`, which the writer checks at the
 //! start of each batch ([`SessionLog::check_epoch`]), and the writer's own
 //! session deletions forget that session ([`SessionLog::forget_session`]).
+//!
+//! The writer also keeps the raw references (`raw`): the first call of each
+//! kind whose raw parts were stored without one becomes its kind's
+//! reference, announced to the encoding tasks once its transaction
+//! commits; a later call encoded against a reference that has since been
+//! swept is compressed again without it.
 
 use crate::store::content::{self, ContentReader, MessagePath, Shared, Swept, TokenPath};
-use crate::store::error::StoreResult;
+use crate::store::error::{StoreError, StoreResult};
+use crate::store::raw::{self, References};
+use crate::store::row::{EncodedRow, SettledRaw};
 use hashlink::LruCache;
 use rusqlite::Connection;
 use std::collections::VecDeque;
@@ -87,6 +95,8 @@ pub(crate) struct Placed {
     pub prompt_run: Option<i64>,
     /// Each completion's run (in `Content::completions` order).
     pub completion_runs: Vec<Option<i64>>,
+    /// The raw blob, when the writer settled it against another reference.
+    pub raw: Option<SettledRaw>,
 }
 
 /// A call as the writer remembers it.
@@ -122,42 +132,96 @@ impl Remembered {
 /// A placed call, to remember once its record is stored.
 pub(crate) struct Pending(Remembered);
 
-/// The writer's memory of recent calls.
+/// The writer's memory of recent calls, and of the raw references it
+/// stored (announced to the encoding tasks once committed).
 pub(crate) struct SessionLog {
     sessions: LruCache<Option<String>, VecDeque<Arc<Remembered>>>,
     recent: VecDeque<Arc<Remembered>>,
     bytes: usize,
     epoch: Option<i64>,
+    references: Arc<References>,
+    announcing: Vec<Announcement>,
 }
 
-impl Default for SessionLog {
-    fn default() -> Self {
+/// A raw reference stored in the current transaction: its kind, id, lines.
+pub(crate) struct Announcement(String, i64, Arc<[u8]>);
+
+impl SessionLog {
+    /// An empty memory announcing raw references to `references`.
+    pub(crate) fn new(references: Arc<References>) -> SessionLog {
         SessionLog {
             sessions: LruCache::new_unbounded(),
             recent: VecDeque::new(),
             bytes: 0,
             epoch: None,
+            references,
+            announcing: Vec::new(),
         }
     }
-}
 
-impl SessionLog {
-    /// Forgets everything (after a failed transaction).
+    /// Forgets everything (after a failed transaction: what it placed and
+    /// stored is gone).
     pub(crate) fn clear(&mut self) {
-        *self = SessionLog {
-            epoch: None,
-            ..SessionLog::default()
-        };
+        *self = SessionLog::new(self.references.clone());
     }
 
-    /// Forgets everything if shared rows were swept since the last check.
+    /// Forgets everything if shared rows were swept since the last check,
+    /// the announced raw references too.
     pub(crate) fn check_epoch(&mut self, conn: &Connection) -> StoreResult<()> {
         let epoch = content::gc_epoch(conn)?;
         if self.epoch != Some(epoch) {
             self.clear();
+            self.references.forget(|_| true);
             self.epoch = Some(epoch);
         }
         Ok(())
+    }
+
+    /// The raw blob of `row` as it is to be stored: counts its reference,
+    /// or compresses it without one when that reference is gone, or makes
+    /// it its kind's first reference. `None`: as encoded. The announcement
+    /// is for [`announce`](Self::announce) once the record is stored.
+    pub(crate) fn settle_raw(
+        &mut self,
+        conn: &Connection,
+        row: &EncodedRow,
+    ) -> StoreResult<(Option<SettledRaw>, Option<Announcement>)> {
+        if let Some(id) = row.reference_id() {
+            if content::acquire(conn, Shared::RawReferences, id, 1)? {
+                return Ok((None, None));
+            }
+            return Ok((row.recompress(None)?, None));
+        }
+        let Some((kind, lines)) = row.candidate() else {
+            return Ok((None, None));
+        };
+        let taken =
+            self.references.get(kind).is_some() || self.announcing.iter().any(|a| a.0 == kind);
+        if taken {
+            return Ok((None, None));
+        }
+        let blob = raw::reference_blob(lines).map_err(|source| StoreError::Encode {
+            what: "a raw reference",
+            source,
+        })?;
+        let id = content::insert_reference(conn, 1, &blob)?;
+        let settled = row.recompress(Some((id, lines)))?;
+        Ok((
+            settled,
+            Some(Announcement(kind.to_string(), id, lines.clone())),
+        ))
+    }
+
+    /// Keeps a stored record's announcement until its transaction commits.
+    pub(crate) fn announce(&mut self, announcement: Option<Announcement>) {
+        self.announcing.extend(announcement);
+    }
+
+    /// Announces the raw references of the transaction that committed.
+    pub(crate) fn committed(&mut self) {
+        for Announcement(kind, id, lines) in self.announcing.drain(..) {
+            self.references.publish(kind, id, lines);
+        }
     }
 
     /// Forgets one session's calls (it was deleted) and every call that
@@ -214,6 +278,7 @@ impl SessionLog {
             tools: tools.as_ref().map(|(id, _)| *id),
             prompt_run,
             completion_runs,
+            raw: None,
         };
         let pending = Pending(Remembered {
             session: content.session.clone(),
