@@ -308,7 +308,10 @@ mod tests {
             blob.len(),
             body.to_string().len()
         );
-        assert_eq!(parse(&decompress(&blob, &dictionary).unwrap()).unwrap(), raw);
+        assert_eq!(
+            parse(&decompress(&blob, &dictionary).unwrap()).unwrap(),
+            raw
+        );
     }
 
     #[test]
@@ -321,7 +324,10 @@ mod tests {
         let dictionary = Dictionary::of(&own(&[], &[]));
         let text = lines(&raw).unwrap().unwrap();
         let blob = compress(&text, &dictionary).unwrap();
-        assert_eq!(parse(&decompress(&blob, &dictionary).unwrap()).unwrap(), raw);
+        assert_eq!(
+            parse(&decompress(&blob, &dictionary).unwrap()).unwrap(),
+            raw
+        );
         assert!(lines(&Raw::default()).unwrap().is_none());
         assert!(matches!(
             decompress(&[9, 1], &dictionary),
