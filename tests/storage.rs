@@ -195,11 +195,14 @@ fn assert_consistent(db: &Path) {
                 OR (c.token_run IS NOT NULL AND c.token_run NOT IN (SELECT id FROM token_runs))",
         ),
         (
-            "orphans",
-            "SELECT (SELECT COUNT(*) FROM message_nodes WHERE refs <= 0)
-                  + (SELECT COUNT(*) FROM token_runs WHERE refs <= 0)
-                  + (SELECT COUNT(*) FROM tool_lists WHERE refs <= 0)
-                  + (SELECT COUNT(*) FROM raw_references WHERE refs <= 0)",
+            "orphan message_nodes",
+            "SELECT COUNT(*) FROM message_nodes WHERE refs <= 0",
+        ),
+        ("orphan token_runs", "SELECT COUNT(*) FROM token_runs WHERE refs <= 0"),
+        ("orphan tool_lists", "SELECT COUNT(*) FROM tool_lists WHERE refs <= 0"),
+        (
+            "orphan raw_references",
+            "SELECT COUNT(*) FROM raw_references WHERE refs <= 0",
         ),
     ];
     for (what, sql) in checks {

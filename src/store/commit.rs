@@ -181,19 +181,15 @@ fn apply_batch(
 ) -> StoreResult<(Vec<Answer>, usize)> {
     // Immediate: the write lock first, so what the writer reads (the sweep
     // epoch, a session's latest calls) is the state it writes on.
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     log.check_epoch(&tx)?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut written = 0;
     for command in batch {
         answers.push(match command {
             Command::Record(row) => {
-                // A record that fails is rolled back alone, its shared rows
-                // with it (in memory: temp_store = MEMORY).
-                let savepoint = tx.savepoint()?;
-                match insert(&savepoint, log, row) {
+                match insert(&tx, log, row) {
                     Ok((pending, announcement)) => {
-                        savepoint.commit()?;
                         log.remember(pending);
                         log.announce(announcement);
                         written += 1;
@@ -232,11 +228,35 @@ fn apply_batch(
     Ok((answers, written))
 }
 
+/// Inserts a record (see [`store_row`]) in a savepoint of its own: a record
+/// that fails is rolled back alone, its shared rows with it (the statement
+/// journal is in memory: temp_store = MEMORY). Should the writer's memory
+/// prove stale, the record is placed again from what the database holds.
+fn insert(
+    conn: &Connection,
+    log: &mut SessionLog,
+    row: &EncodedRow,
+) -> StoreResult<(Pending, Option<Announcement>)> {
+    conn.execute_batch("SAVEPOINT record")?;
+    let mut result = store_row(conn, log, row);
+    if let Err(StoreError::StaleMemory(table)) = result {
+        conn.execute_batch("ROLLBACK TO record")?;
+        tracing::warn!("the writer's memory of {table} was stale: placing the call again");
+        log.clear();
+        result = store_row(conn, log, row);
+    }
+    if result.is_err() {
+        conn.execute_batch("ROLLBACK TO record")?;
+    }
+    conn.execute_batch("RELEASE record")?;
+    result
+}
+
 /// Inserts a record — its shared content placed after what is stored, its
 /// raw blob settled, its row, its choices — and updates its session and
 /// run; returns the call for the writer to remember and the raw reference
 /// it stored, if any.
-fn insert(
+fn store_row(
     conn: &Connection,
     log: &mut SessionLog,
     row: &EncodedRow,

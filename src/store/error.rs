@@ -95,6 +95,10 @@ pub enum StoreError {
         #[source]
         source: CodecError,
     },
+    /// The writer remembered a shared row that is not there any more (it
+    /// then forgets what it remembers and places the call again).
+    #[error("the writer remembered a row of {0} that is gone")]
+    StaleMemory(&'static str),
     /// A record cannot be encoded for its row.
     #[error("cannot encode {what}: {source}")]
     Encode {

@@ -364,22 +364,23 @@ impl EncodedRow {
 
     /// Compresses raw lines against this call's dictionary with `reference`.
     fn compress(&self, lines: &[u8], reference: Option<&[u8]>) -> StoreResult<Vec<u8>> {
-        let completions = with_ids(
-            self.content
-                .completions
-                .iter()
-                .map(|c| c.token_ids.as_slice()),
-        );
+        raw::compress(lines, &self.dictionary(reference)).map_err(raw_error)
+    }
+
+    /// This call's raw dictionary, with `reference`.
+    fn dictionary(&self, reference: Option<&[u8]>) -> Dictionary {
+        let c = &self.content;
+        let completions = with_ids(c.completions.iter().map(|c| c.token_ids.as_slice()));
         let own = Own {
             reference,
             words: &[],
-            tools: self.content.tools.as_deref(),
-            messages: &self.content.messages,
-            prompt: &self.content.prompt,
+            tools: c.tools.as_deref(),
+            messages: &c.messages,
+            prompt: &c.prompt,
             completions: &completions,
-            answer: self.content.answer.as_deref(),
+            answer: c.answer.as_deref(),
         };
-        raw::compress(lines, &dictionary(&self.record, &own)).map_err(raw_error)
+        dictionary(&self.record, &own)
     }
 
     /// The blob compressed against `to` instead of the reference it was
@@ -390,24 +391,9 @@ impl EncodedRow {
         };
         let lines = match (&self.candidate, &self.reference) {
             (Some((_, lines)), _) => lines.to_vec(),
-            (None, reference) => {
-                let from = reference.as_ref().map(|(_, lines)| &lines[..]);
-                let completions = with_ids(
-                    self.content
-                        .completions
-                        .iter()
-                        .map(|c| c.token_ids.as_slice()),
-                );
-                let own = Own {
-                    reference: from,
-                    words: &[],
-                    tools: self.content.tools.as_deref(),
-                    messages: &self.content.messages,
-                    prompt: &self.content.prompt,
-                    completions: &completions,
-                    answer: self.content.answer.as_deref(),
-                };
-                raw::decompress(blob, &dictionary(&self.record, &own)).map_err(raw_error)?
+            (None, from) => {
+                let from = from.as_ref().map(|(_, lines)| &lines[..]);
+                raw::decompress(blob, &self.dictionary(from)).map_err(raw_error)?
             }
         };
         Ok(Some(SettledRaw {

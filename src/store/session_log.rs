@@ -436,8 +436,11 @@ fn place_messages(
     }
     let mut refs = Refs::default();
     let mut path = prefix;
-    let new_answer = content.answer.is_some()
-        && existing_answer(candidates, &path, texts.len(), content).is_none();
+    // An answer can be reused only after messages that are all stored.
+    let reused = (path.len() == texts.len())
+        .then(|| existing_answer(candidates, &path, content))
+        .flatten();
+    let new_answer = content.answer.is_some() && reused.is_none();
     let fresh = &texts[path.len()..];
     for (i, text) in fresh.iter().enumerate() {
         let parent = path.last().map(|(id, _)| *id);
@@ -458,18 +461,16 @@ fn place_messages(
             1 + i64::from(new_answer),
         );
     }
-    let answer = match &content.answer {
-        None => None,
-        Some(text) => match existing_answer(candidates, &path, texts.len(), content) {
-            Some(found) => {
-                refs.add(Shared::MessageNodes, Some(found.0));
-                Some(found)
-            }
-            None => {
-                let id = content::insert_message(conn, messages_node, texts.len(), 1, text)?;
-                Some((id, text.as_str().into()))
-            }
-        },
+    let answer = match (&content.answer, reused) {
+        (None, _) => None,
+        (Some(_), Some(found)) => {
+            refs.add(Shared::MessageNodes, Some(found.0));
+            Some(found)
+        }
+        (Some(text), None) => {
+            let id = content::insert_message(conn, messages_node, texts.len(), 1, text)?;
+            Some((id, text.as_str().into()))
+        }
     };
     refs.apply(conn)?;
     Ok((messages_node, Arc::new(path), answer))
@@ -480,13 +481,10 @@ fn place_messages(
 fn existing_answer(
     candidates: &[Arc<Remembered>],
     path: &[(i64, Arc<str>)],
-    position: usize,
     content: &Content,
 ) -> Option<(i64, Arc<str>)> {
     let answer = content.answer.as_deref()?;
-    if path.len() != position {
-        return None;
-    }
+    let position = path.len();
     let parent = path.last().map(|(id, _)| *id);
     candidates.iter().find_map(|call| {
         let ext: Vec<&(i64, Arc<str>)> = extended(call).collect();
@@ -514,7 +512,9 @@ fn place_tools(
         .find_map(|c| c.tools.clone().filter(|(_, t)| **t == *tools));
     match found {
         Some((id, text)) => {
-            content::acquire(conn, Shared::ToolLists, id, 1)?;
+            let mut refs = Refs::default();
+            refs.add(Shared::ToolLists, Some(id));
+            refs.apply(conn)?;
             Ok(Some((id, text)))
         }
         None => Ok(Some((content::insert_tools(conn, 1, tools)?, tools.into()))),
@@ -606,9 +606,13 @@ impl Refs {
         }
     }
 
-    fn apply(self, conn: &Connection) -> rusqlite::Result<()> {
+    fn apply(self, conn: &Connection) -> StoreResult<()> {
         for (table, id, n) in self.0 {
-            content::acquire(conn, table, id, n)?;
+            if !content::acquire(conn, table, id, n)? {
+                // A remembered row that is not there: never store a call
+                // pointing at it.
+                return Err(StoreError::StaleMemory(table.table()));
+            }
         }
         Ok(())
     }
