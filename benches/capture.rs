@@ -6,6 +6,9 @@
 //! then read (`sse`), folded (`assemble`), or both (`sse+assemble`, what
 //! capture does per streamed call).
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;

@@ -9,10 +9,10 @@
 //! With `--otlp-endpoint` the episode's spans go to a collector too: one
 //! trace for the run, each step a child of the previous one.
 
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, ConfigError, ServeArgs};
 use crate::mock_upstream::{self, MockOptions};
 use crate::record::TraceRecord;
-use crate::server::Server;
+use crate::server::{Server, StartError};
 use crate::store::{Reader, SessionFilter, TraceFilter};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -33,12 +33,70 @@ pub struct DemoArgs {
     pub otlp_protocol: Option<String>,
 }
 
+/// Why the demo could not play.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The mock model server did not start.
+    #[error("cannot start the mock upstream: {0}")]
+    MockUpstream(std::io::Error),
+    /// The gateway's configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The gateway did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The gateway's task panicked or was cancelled.
+    #[error("the gateway task failed: {0}")]
+    GatewayTask(#[from] tokio::task::JoinError),
+    /// The records could not be flushed to the store.
+    #[error("flush failed: {0}")]
+    Flush(reqwest::Error),
+    /// A step's call did not get an answer.
+    #[error("step {step} of {session} failed: {source}")]
+    Send {
+        /// The step (1 to 3).
+        step: u32,
+        /// The session it belongs to.
+        session: String,
+        /// Why the call failed.
+        source: reqwest::Error,
+    },
+    /// A step's answer could not be read.
+    #[error("step {step} of {session}: {source}")]
+    Read {
+        /// The step (1 to 3).
+        step: u32,
+        /// The session it belongs to.
+        session: String,
+        /// Why the body could not be read.
+        source: reqwest::Error,
+    },
+    /// A step was answered with an error status.
+    #[error("step {step} of {session} answered {status}: {body}")]
+    Refused {
+        /// The step (1 to 3).
+        step: u32,
+        /// The session it belongs to.
+        session: String,
+        /// The status answered.
+        status: http::StatusCode,
+        /// The answer's body.
+        body: String,
+    },
+    /// The store could not be read back.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The run is not in the store.
+    #[error("run {0} was not recorded")]
+    NotRecorded(String),
+}
+
 /// Runs the demo; returns the report to print.
-pub async fn run(args: &DemoArgs) -> Result<String, String> {
+pub async fn run(args: &DemoArgs) -> Result<String, DemoError> {
     let db = args.db.as_path();
     let mock_listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| format!("cannot start the mock upstream: {e}"))?;
+        .map_err(DemoError::MockUpstream)?;
     let mock = mock_upstream::start(
         mock_listener,
         MockOptions {
@@ -47,7 +105,7 @@ pub async fn run(args: &DemoArgs) -> Result<String, String> {
             ..MockOptions::default()
         },
     )
-    .map_err(|e| format!("cannot start the mock upstream: {e}"))?;
+    .map_err(DemoError::MockUpstream)?;
 
     let config = Config::load(&ServeArgs {
         listen: Some("127.0.0.1:0".into()),
@@ -56,8 +114,7 @@ pub async fn run(args: &DemoArgs) -> Result<String, String> {
         otlp_endpoint: args.otlp_endpoint.clone(),
         otlp_protocol: args.otlp_protocol.clone(),
         ..ServeArgs::default()
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     let server = Server::bind(&config).await?;
     let gateway = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -74,12 +131,10 @@ pub async fn run(args: &DemoArgs) -> Result<String, String> {
         .post(format!("{gateway}/admin/flush"))
         .send()
         .await
-        .map_err(|e| format!("flush failed: {e}"));
+        .map_err(DemoError::Flush);
 
     let _ = stop.send(());
-    serving
-        .await
-        .map_err(|e| format!("the gateway task failed: {e}"))??;
+    serving.await??;
     mock.stop();
     played?;
     flushed?;
@@ -87,68 +142,47 @@ pub async fn run(args: &DemoArgs) -> Result<String, String> {
     print_tree(db, &run_id)
 }
 
+/// The tasks the episode's sessions work on, one session each.
+const TASKS: [&str; 2] = [
+    "Find why the nightly build is red",
+    "Summarise the open pull requests",
+];
+
 /// Plays one run of two sessions, three steps each.
-async fn play_episode(gateway: &str, run_id: &str) -> Result<(), String> {
+async fn play_episode(gateway: &str, run_id: &str) -> Result<(), DemoError> {
     let client = reqwest::Client::new();
-    let tools = json!([{
-        "type": "function",
-        "function": {
-            "name": "search_docs",
-            "description": "Search the project documentation",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-        },
-    }]);
-    let tasks = [
-        "Find why the nightly build is red",
-        "Summarise the open pull requests",
-    ];
-    for (s, task) in tasks.iter().enumerate() {
-        let session = format!("{run_id}-session-{}", s + 1);
+    for (s, task) in TASKS.iter().enumerate() {
+        let session = Session {
+            client: &client,
+            gateway,
+            run_id,
+            id: format!("{run_id}-session-{}", s + 1),
+        };
+        session.play(task).await?;
+    }
+    Ok(())
+}
+
+/// One session of the episode: a plain call, a call offered a tool, and a
+/// streamed call, each naming the previous one as its parent.
+struct Session<'a> {
+    client: &'a reqwest::Client,
+    gateway: &'a str,
+    run_id: &'a str,
+    id: String,
+}
+
+impl Session<'_> {
+    /// Plays the three steps, keeping the conversation going like an agent
+    /// would.
+    async fn play(&self, task: &str) -> Result<(), DemoError> {
         let mut messages = vec![json!({"role": "user", "content": task})];
         let mut parent: Option<String> = None;
         for step in 1..=3 {
-            let mut body = json!({"model": "mock-model", "messages": messages});
-            match step {
-                2 => body["tools"] = tools.clone(),
-                3 => {
-                    body["stream"] = json!(true);
-                    body["stream_options"] = json!({"include_usage": true});
-                }
-                _ => {}
-            }
-            let mut request = client
-                .post(format!("{gateway}/v1/chat/completions"))
-                .header("X-RLLM-Run-Id", run_id)
-                .header("X-RLLM-Session-Id", &session)
-                .header("X-RLLM-Harness", "tracegate-demo")
-                .header("X-RLLM-Step-Id", step.to_string())
-                .header("X-RLLM-Project", "demo")
-                .header("X-RLLM-Experiment", "walkthrough")
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-            if let Some(parent) = &parent {
-                request = request.header("X-RLLM-Parent-Span-Id", parent);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("step {step} of {session} failed: {e}"))?;
-            parent = response
-                .headers()
-                .get(crate::headers::TRACE_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let status = response.status();
-            let text = response
-                .text()
-                .await
-                .map_err(|e| format!("step {step} of {session}: {e}"))?;
-            if !status.is_success() {
-                return Err(format!(
-                    "step {step} of {session} answered {status}: {text}"
-                ));
-            }
-            // Keep the conversation going like an agent would.
+            let (trace_id, text) = self
+                .call(step, step_body(step, &messages), parent.as_deref())
+                .await?;
+            parent = trace_id;
             if step == 2 {
                 let answer: Value = serde_json::from_str(&text).unwrap_or_default();
                 let message = answer["choices"][0]["message"].clone();
@@ -165,30 +199,101 @@ async fn play_episode(gateway: &str, run_id: &str) -> Result<(), String> {
                 messages.push(json!({"role": "user", "content": "Go on."}));
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Makes step `step`'s call, stamped with the episode's identity;
+    /// returns its trace id and its answer's text.
+    async fn call(
+        &self,
+        step: u32,
+        body: Value,
+        parent: Option<&str>,
+    ) -> Result<(Option<String>, String), DemoError> {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.gateway))
+            .header("X-RLLM-Run-Id", self.run_id)
+            .header("X-RLLM-Session-Id", &self.id)
+            .header("X-RLLM-Harness", "tracegate-demo")
+            .header("X-RLLM-Step-Id", step.to_string())
+            .header("X-RLLM-Project", "demo")
+            .header("X-RLLM-Experiment", "walkthrough")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(parent) = parent {
+            request = request.header("X-RLLM-Parent-Span-Id", parent);
+        }
+        let session = || self.id.clone();
+        let response = request.send().await.map_err(|source| DemoError::Send {
+            step,
+            session: session(),
+            source,
+        })?;
+        let trace_id = response
+            .headers()
+            .get(crate::headers::TRACE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let status = response.status();
+        let text = response.text().await.map_err(|source| DemoError::Read {
+            step,
+            session: session(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(DemoError::Refused {
+                step,
+                session: session(),
+                status,
+                body: text,
+            });
+        }
+        Ok((trace_id, text))
+    }
+}
+
+/// The request of step `step`: the conversation so far; step 2 offers a
+/// tool, step 3 streams with usage.
+fn step_body(step: u32, messages: &[Value]) -> Value {
+    let mut body = json!({"model": "mock-model", "messages": messages});
+    match step {
+        2 => {
+            body["tools"] = json!([{
+                "type": "function",
+                "function": {
+                    "name": "search_docs",
+                    "description": "Search the project documentation",
+                    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+                },
+            }]);
+        }
+        3 => {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        _ => {}
+    }
+    body
 }
 
 /// The run → session → step tree of `run_id`, from the store.
-fn print_tree(db: &Path, run_id: &str) -> Result<String, String> {
+fn print_tree(db: &Path, run_id: &str) -> Result<String, DemoError> {
     use std::fmt::Write;
     let mut out = String::new();
-    let store = Reader::open(db).map_err(|e| e.to_string())?;
+    let store = Reader::open(db)?;
     let run = store
-        .run(run_id)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("run {run_id} was not recorded"))?;
+        .run(run_id)?
+        .ok_or_else(|| DemoError::NotRecorded(run_id.to_string()))?;
     let _ = writeln!(
         out,
         "run {} · {} sessions · {} calls · {} errors · {} tokens",
         run.run_id, run.session_count, run.trace_count, run.error_count, run.tokens
     );
-    let sessions = store
-        .sessions(&SessionFilter {
-            run_id: Some(run_id.to_string()),
-            ..SessionFilter::default()
-        })
-        .map_err(|e| e.to_string())?;
+    let sessions = store.sessions(&SessionFilter {
+        run_id: Some(run_id.to_string()),
+        ..SessionFilter::default()
+    })?;
     for (i, session) in sessions.iter().enumerate() {
         let last_session = i + 1 == sessions.len();
         let _ = writeln!(
@@ -202,12 +307,10 @@ fn print_tree(db: &Path, run_id: &str) -> Result<String, String> {
             session.session_id,
             session.trace_count
         );
-        let traces = store
-            .traces(&TraceFilter {
-                session_ids: vec![session.session_id.clone()],
-                ..TraceFilter::default()
-            })
-            .map_err(|e| e.to_string())?;
+        let traces = store.traces(&TraceFilter {
+            session_ids: vec![session.session_id.clone()],
+            ..TraceFilter::default()
+        })?;
         for (j, trace) in traces.iter().enumerate() {
             let branch = if j + 1 == traces.len() {
                 "└──"
@@ -229,6 +332,7 @@ fn print_tree(db: &Path, run_id: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// A store read failed.
 /// One line for one step: step, operation, model, status, timing, answer.
 fn describe_step(t: &TraceRecord) -> String {
     let step = t

@@ -3,7 +3,7 @@
 //! A gateway sits between two parties that must not be able to reach each
 //! other's plumbing. Every rule about which header may cross the gateway, in
 //! which direction, and which header may be written to disk, lives in this file
-//! and nowhere else (DESIGN §6):
+//! and nowhere else:
 //!
 //! * **hop-by-hop** headers describe one TCP connection, not the message; they
 //!   never cross the gateway in either direction, and neither does any header
@@ -18,6 +18,11 @@
 //! * `traceparent`/`tracestate` are replaced by the gateway span's own, both
 //!   upstream (unless `propagate_traceparent` is off, which removes them) and
 //!   back to the client, so each hop names its real parent.
+//! * `via` carries the hops a request has made: the caller's entries pass
+//!   upstream, and the gateway appends its own (`1.1 tracegate-<instance>`,
+//!   `forward::hop`) after every other rule has run, so neither a caller's
+//!   extra headers nor a route's static ones can replace or remove it — a
+//!   request that comes back carrying it is a loop (508);
 //! * **blocked for callers**: a route may let callers add per-request headers
 //!   (`X-Tracegate-Provider-Data`), but never ones that carry credentials,
 //!   framing, routing or client identity — request smuggling, credential
@@ -64,7 +69,7 @@ pub const CALLER_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "api-key
 /// never stored with its values.
 pub const PROVIDER_DATA: &str = "x-tracegate-provider-data";
 
-/// Headers a caller may not set through provider data (DESIGN §6): the
+/// Headers a caller may not set through provider data: the
 /// hop-by-hop ones, framing, host, cookies, every credential header, and the
 /// forwarding and client-IP headers — plus `x-forwarded-*`, the identity
 /// carriers and the gateway's own headers, checked by prefix in
@@ -85,17 +90,24 @@ pub const BLOCKED_FOR_CALLER: &[&str] = &[
     "true-client-ip",
     TRACEPARENT,
     TRACESTATE,
+    VIA,
 ];
 
-/// Headers a route's static `headers` may not set (DESIGN §6, "protected"),
+/// Headers a route's static `headers` may not set ("protected"),
 /// beside hop-by-hop and framing headers: credentials go through
-/// `auth = "env:VAR"`, and the body's framing is the gateway's.
+/// `auth = "env:VAR"`, and the body's framing and the hop list are the
+/// gateway's.
 pub const PROTECTED_FROM_ROUTE: &[&str] = &[
     "authorization",
     "x-api-key",
     "content-type",
     "anthropic-version",
+    VIA,
 ];
+
+/// The hops a request has made (RFC 9110 §7.6.3); the gateway appends
+/// itself and refuses a request that already names it.
+pub const VIA: &str = "via";
 
 /// True for a header a caller may not add to an upstream request.
 pub fn is_blocked_for_caller(name: &HeaderName) -> bool {
@@ -224,20 +236,24 @@ pub fn for_storage(headers: &HeaderMap) -> Map<String, Value> {
     out
 }
 
+/// A header map of `(name, value)` pairs, in order (for tests).
+#[cfg(test)]
+pub(crate) fn map_of(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use map_of as map;
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

@@ -5,14 +5,17 @@
 //! back untouched, and records the call as a [`record::TraceRecord`] in a
 //! local SQLite store.
 //!
-//! The modules follow one request (DESIGN §1), and can be read in this order:
+//! The modules follow one request (`docs/architecture.md` draws the path),
+//! and can be read in this order:
 //!
 //! * [`server`] binds, routes, and shuts down without losing a record;
 //!   [`auth`] checks the gateway's own token first;
-//! * [`identity`] reads who made the call (`X-RLLM-*` headers, body, path),
-//!   [`trace_context`] where its span hangs (`traceparent`, run, parent);
-//! * [`route`] picks the upstream; [`headers`] says which headers cross;
-//! * [`forward`] sends the call and streams the answer back, teeing it;
+//! * [`forward`] takes the call through its stages — arrive, read, route,
+//!   send — and streams the answer back, teeing it; on the way,
+//!   [`protocol`] names the endpoint, [`identity`] reads who made the call
+//!   (`X-RLLM-*` headers, body, path), [`trace_context`] where its span
+//!   hangs, [`route`] picks the upstream and [`headers`] says which headers
+//!   cross;
 //! * [`capture`] turns request and response bytes into a record;
 //! * [`record`] is that record (and its span); [`store`] keeps both;
 //! * [`export`] sends the spans to an OTLP collector;
@@ -20,8 +23,10 @@
 //!
 //! Around them: [`config`] (one validated configuration), [`error`] (the
 //! errors the gateway answers with), [`metrics`] (what `/metrics` reports,
-//! observed by forward, capture, store and export), [`cli`] (the `tracegate` command),
-//! [`mock_upstream`] (a deterministic model server) and [`demo`].
+//! observed once per finished record), [`vocabulary`] and [`sync`] (two
+//! rules the whole crate follows: wire-named enums, poisoned locks),
+//! [`cli`] (the `tracegate` command), [`mock_upstream`] (a deterministic
+//! model server) and [`demo`].
 
 pub mod api;
 pub mod auth;
@@ -43,3 +48,4 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod trace_context;
+pub mod vocabulary;

@@ -25,16 +25,20 @@
 //! Label values come from callers (the model name), so their number is
 //! bounded: past [`MAX_MODELS`] distinct models, new ones are counted as
 //! `other` — a caller sending random model names cannot grow the scrape
-//! without bound.
+//! without bound. The other labels are typed (the record's [`Operation`],
+//! [`Status`] and [`ErrorKind`], the token type), written by their wire
+//! names, so a series can only carry a value the vocabulary has.
 
-use crate::record::TraceRecord;
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::protocol::Operation;
+use crate::record::{ErrorKind, Status, TraceRecord};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -44,6 +48,9 @@ pub const MAX_MODELS: usize = 500;
 
 /// The label value of models past [`MAX_MODELS`].
 const OTHER_MODEL: &str = "other";
+
+/// The route label of calls served by the implicit (unnamed) route.
+const DEFAULT_ROUTE: &str = "default";
 
 /// Bucket boundaries (seconds) of the operation duration, as the OpenTelemetry
 /// GenAI semantic conventions advise for `gen_ai.client.operation.duration`.
@@ -70,13 +77,45 @@ fn ttft_histogram() -> Histogram {
     Histogram::new(TTFT_BUCKETS.iter().copied())
 }
 
+/// Label values are the vocabulary's wire names.
+macro_rules! wire_name_label {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+wire_name_label!(Operation, Status, ErrorKind, TokenType);
+
+/// The kinds of tokens counted (the `type` label of `tracegate_tokens`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum TokenType {
+    Input,
+    Output,
+    CachedInput,
+    Reasoning,
+}
+
+impl TokenType {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Input => "input",
+            TokenType::Output => "output",
+            TokenType::CachedInput => "cached_input",
+            TokenType::Reasoning => "reasoning",
+        }
+    }
+}
+
 /// The labels of a call's duration.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     model: String,
     route: String,
-    operation: String,
-    status: String,
+    operation: Operation,
+    status: Status,
 }
 
 /// The labels of a call's time to first token.
@@ -84,7 +123,7 @@ struct CallLabels {
 struct ModelLabels {
     model: String,
     route: String,
-    operation: String,
+    operation: Operation,
 }
 
 /// The labels of token counts.
@@ -92,15 +131,14 @@ struct ModelLabels {
 struct TokenLabels {
     model: String,
     route: String,
-    /// `input`, `output`, `cached_input`, `reasoning`.
-    r#type: String,
+    r#type: TokenType,
 }
 
 /// The labels of failed calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     route: String,
-    kind: String,
+    kind: ErrorKind,
 }
 
 /// The labels of a pool worker.
@@ -110,22 +148,141 @@ struct WorkerLabels {
     worker: String,
 }
 
-/// Every metric the gateway exports, and the registry that encodes them.
-pub struct Metrics {
-    registry: Registry,
+/// Registers metrics as they are made, in the order they are exposed.
+struct Registrar(Registry);
+
+impl Registrar {
+    /// `metric`, registered as `name` with `help`.
+    fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+
+    /// `metric`, registered as `name` with `help`, measured in seconds.
+    fn seconds<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0
+            .register_with_unit(name, help, Unit::Seconds, metric.clone());
+        metric
+    }
+}
+
+/// What calls report, from their records and while they are served.
+struct CallMetrics {
     operation_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
     time_to_first_token: Family<ModelLabels, Histogram, fn() -> Histogram>,
     tokens: Family<TokenLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     in_flight: Gauge,
-    store_queue_depth: Gauge,
-    store_commit_duration: Histogram,
-    store_records_written: Counter,
-    store_commit_failures: Counter,
+}
+
+impl CallMetrics {
+    fn registered(r: &mut Registrar) -> CallMetrics {
+        CallMetrics {
+            operation_duration: r.seconds(
+                "gen_ai_client_operation_duration",
+                "Duration of proxied GenAI calls, from the request to the end of the response",
+                Family::new_with_constructor(duration_histogram),
+            ),
+            time_to_first_token: r.seconds(
+                "tracegate_time_to_first_token",
+                "Time from the request to the first response byte of streamed calls",
+                Family::new_with_constructor(ttft_histogram),
+            ),
+            tokens: r.add(
+                "tracegate_tokens",
+                "Tokens used, by type: input, output, cached_input, reasoning",
+                Family::default(),
+            ),
+            errors: r.add(
+                "tracegate_errors",
+                "Failed calls by error kind (upstream_http_error, upstream_unreachable, upstream_timeout, client_closed, ...)",
+                Family::default(),
+            ),
+            in_flight: r.add(
+                "tracegate_requests_in_flight",
+                "Proxied calls being served now",
+                Gauge::default(),
+            ),
+        }
+    }
+}
+
+/// What the store writer reports.
+struct StoreMetrics {
+    queue_depth: Gauge,
+    commit_duration: Histogram,
+    records_written: Counter,
+    commit_failures: Counter,
+}
+
+impl StoreMetrics {
+    fn registered(r: &mut Registrar) -> StoreMetrics {
+        StoreMetrics {
+            queue_depth: r.add(
+                "tracegate_store_queue_depth",
+                "Records waiting for the store writer",
+                Gauge::default(),
+            ),
+            commit_duration: r.seconds(
+                "tracegate_store_commit_duration",
+                "Time to commit one batch of records",
+                Histogram::new(COMMIT_BUCKETS.iter().copied()),
+            ),
+            records_written: r.add(
+                "tracegate_store_records_written",
+                "Records committed to the store",
+                Counter::default(),
+            ),
+            commit_failures: r.add(
+                "tracegate_store_commit_failures",
+                "Failed commit attempts (each is retried)",
+                Counter::default(),
+            ),
+        }
+    }
+}
+
+/// What the span exporter reports.
+struct ExportMetrics {
     spans_exported: Counter,
-    export_failures: Counter,
-    export_spans_waiting: Gauge,
-    export_lag: Gauge<f64, AtomicU64>,
+    failures: Counter,
+    spans_waiting: Gauge,
+    lag: Gauge<f64, AtomicU64>,
+}
+
+impl ExportMetrics {
+    fn registered(r: &mut Registrar) -> ExportMetrics {
+        ExportMetrics {
+            spans_exported: r.add(
+                "tracegate_export_spans",
+                "Spans accepted by the OTLP collector",
+                Counter::default(),
+            ),
+            failures: r.add(
+                "tracegate_export_failures",
+                "Failed OTLP export attempts (each is retried)",
+                Counter::default(),
+            ),
+            spans_waiting: r.add(
+                "tracegate_export_spans_waiting",
+                "Spans stored but not yet exported",
+                Gauge::default(),
+            ),
+            lag: r.seconds(
+                "tracegate_export_lag",
+                "Age of the oldest span waiting for export (0 when none waits)",
+                Gauge::default(),
+            ),
+        }
+    }
+}
+
+/// Every metric the gateway exports, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    calls: CallMetrics,
+    store: StoreMetrics,
+    export: ExportMetrics,
     worker_up: Family<WorkerLabels, Gauge>,
     models: Mutex<HashSet<String>>,
 }
@@ -139,145 +296,76 @@ impl Default for Metrics {
 impl Metrics {
     /// Every metric, registered, at zero.
     pub fn new() -> Metrics {
-        let mut m = Metrics {
-            operation_duration: Family::new_with_constructor(duration_histogram),
-            time_to_first_token: Family::new_with_constructor(ttft_histogram),
-            tokens: Family::default(),
-            errors: Family::default(),
-            in_flight: Gauge::default(),
-            store_queue_depth: Gauge::default(),
-            store_commit_duration: Histogram::new(COMMIT_BUCKETS.iter().copied()),
-            store_records_written: Counter::default(),
-            store_commit_failures: Counter::default(),
-            spans_exported: Counter::default(),
-            export_failures: Counter::default(),
-            export_spans_waiting: Gauge::default(),
-            export_lag: Gauge::default(),
-            worker_up: Family::default(),
-            models: Mutex::new(HashSet::new()),
-            registry: Registry::default(),
-        };
-        m.registry.register_with_unit(
-            "gen_ai_client_operation_duration",
-            "Duration of proxied GenAI calls, from the request to the end of the response",
-            Unit::Seconds,
-            m.operation_duration.clone(),
-        );
-        m.registry.register_with_unit(
-            "tracegate_time_to_first_token",
-            "Time from the request to the first response byte of streamed calls",
-            Unit::Seconds,
-            m.time_to_first_token.clone(),
-        );
-        m.registry.register(
-            "tracegate_tokens",
-            "Tokens used, by type: input, output, cached_input, reasoning",
-            m.tokens.clone(),
-        );
-        m.registry.register(
-            "tracegate_errors",
-            "Failed calls by error kind (upstream_http_error, upstream_unreachable, upstream_timeout, client_closed, ...)",
-            m.errors.clone(),
-        );
-        m.registry.register(
-            "tracegate_requests_in_flight",
-            "Proxied calls being served now",
-            m.in_flight.clone(),
-        );
-        m.registry.register(
-            "tracegate_store_queue_depth",
-            "Records waiting for the store writer",
-            m.store_queue_depth.clone(),
-        );
-        m.registry.register_with_unit(
-            "tracegate_store_commit_duration",
-            "Time to commit one batch of records",
-            Unit::Seconds,
-            m.store_commit_duration.clone(),
-        );
-        m.registry.register(
-            "tracegate_store_records_written",
-            "Records committed to the store",
-            m.store_records_written.clone(),
-        );
-        m.registry.register(
-            "tracegate_store_commit_failures",
-            "Failed commit attempts (each is retried)",
-            m.store_commit_failures.clone(),
-        );
-        m.registry.register(
-            "tracegate_export_spans",
-            "Spans accepted by the OTLP collector",
-            m.spans_exported.clone(),
-        );
-        m.registry.register(
-            "tracegate_export_failures",
-            "Failed OTLP export attempts (each is retried)",
-            m.export_failures.clone(),
-        );
-        m.registry.register(
-            "tracegate_export_spans_waiting",
-            "Spans stored but not yet exported",
-            m.export_spans_waiting.clone(),
-        );
-        m.registry.register_with_unit(
-            "tracegate_export_lag",
-            "Age of the oldest span waiting for export (0 when none waits)",
-            Unit::Seconds,
-            m.export_lag.clone(),
-        );
-        m.registry.register(
+        let mut r = Registrar(Registry::default());
+        let calls = CallMetrics::registered(&mut r);
+        let store = StoreMetrics::registered(&mut r);
+        let export = ExportMetrics::registered(&mut r);
+        let worker_up = r.add(
             "tracegate_worker_up",
             "1 when a pool worker passes its health checks, else 0",
-            m.worker_up.clone(),
+            Family::default(),
         );
-        m
+        Metrics {
+            registry: r.0,
+            calls,
+            store,
+            export,
+            worker_up,
+            models: Mutex::new(HashSet::new()),
+        }
     }
 
     /// Observes a finished call from its record.
     pub fn observe_call(&self, record: &TraceRecord) {
         let model = self.model_label(record.model.as_deref());
-        let route = record.route.clone().unwrap_or_else(|| "default".into());
-        let operation = record.operation;
-        self.operation_duration
+        let route = record
+            .route
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROUTE.to_string());
+        let calls = &self.calls;
+        calls
+            .operation_duration
             .get_or_create(&CallLabels {
                 model: model.clone(),
                 route: route.clone(),
-                operation: operation.to_string(),
-                status: record.status.as_str().to_string(),
+                operation: record.operation,
+                status: record.status,
             })
             .observe(record.latency_ms / 1000.0);
         if let Some(ttft) = record.ttft_ms.filter(|_| record.stream) {
-            self.time_to_first_token
+            calls
+                .time_to_first_token
                 .get_or_create(&ModelLabels {
                     model: model.clone(),
                     route: route.clone(),
-                    operation: operation.to_string(),
+                    operation: record.operation,
                 })
                 .observe(ttft / 1000.0);
         }
         let usage = &record.usage;
         for (kind, count) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cached_input", usage.cached_input_tokens),
-            ("reasoning", usage.reasoning_tokens),
+            (TokenType::Input, usage.input_tokens),
+            (TokenType::Output, usage.output_tokens),
+            (TokenType::CachedInput, usage.cached_input_tokens),
+            (TokenType::Reasoning, usage.reasoning_tokens),
         ] {
             if let Some(count) = count.filter(|c| *c > 0) {
-                self.tokens
+                calls
+                    .tokens
                     .get_or_create(&TokenLabels {
                         model: model.clone(),
                         route: route.clone(),
-                        r#type: kind.to_string(),
+                        r#type: kind,
                     })
                     .inc_by(count);
             }
         }
         if let Some(error) = &record.error {
-            self.errors
+            calls
+                .errors
                 .get_or_create(&ErrorLabels {
                     route,
-                    kind: error.kind.to_string(),
+                    kind: error.kind,
                 })
                 .inc();
         }
@@ -299,7 +387,7 @@ impl Metrics {
 
     /// Counts a call in flight until the guard is dropped.
     pub fn in_flight(self: &std::sync::Arc<Self>) -> InFlight {
-        self.in_flight.inc();
+        self.calls.in_flight.inc();
         InFlight {
             metrics: self.clone(),
         }
@@ -307,32 +395,33 @@ impl Metrics {
 
     /// Records one store commit: its duration and how many records it wrote.
     pub fn observe_commit(&self, took: Duration, records: usize) {
-        self.store_commit_duration.observe(took.as_secs_f64());
-        self.store_records_written.inc_by(records as u64);
+        self.store.commit_duration.observe(took.as_secs_f64());
+        self.store.records_written.inc_by(records as u64);
     }
 
     /// Counts a failed commit attempt.
     pub fn commit_failed(&self) {
-        self.store_commit_failures.inc();
+        self.store.commit_failures.inc();
     }
 
     /// Counts spans the collector accepted.
     pub fn spans_exported(&self, count: u64) {
-        self.spans_exported.inc_by(count);
+        self.export.spans_exported.inc_by(count);
     }
 
     /// Counts a failed export attempt.
     pub fn export_failed(&self) {
-        self.export_failures.inc();
+        self.export.failures.inc();
     }
 
     /// Encodes every metric in the OpenMetrics text format, after setting
     /// the values read at scrape time.
     pub fn encode(&self, scrape: &Scrape) -> String {
-        self.store_queue_depth
+        self.store
+            .queue_depth
             .set(i64::try_from(scrape.store_queue_depth).unwrap_or(i64::MAX));
-        self.export_spans_waiting.set(scrape.export_waiting);
-        self.export_lag.set(scrape.export_lag_seconds);
+        self.export.spans_waiting.set(scrape.export_waiting);
+        self.export.lag.set(scrape.export_lag_seconds);
         // Workers come and go at run time: only current ones are reported.
         self.worker_up.clear();
         for (route, worker, up) in &scrape.workers {
@@ -379,7 +468,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.metrics.in_flight.dec();
+        self.metrics.calls.in_flight.dec();
     }
 }
 

@@ -18,98 +18,32 @@
 //! comes from here, through serde: no other module compares or spells them.
 
 use http::Method;
-use serde::{Deserialize, Serialize};
 
-/// The API family a call speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// OpenAI's API and the servers that copy it (vLLM, llama.cpp, ...).
-    #[default]
-    Openai,
-    /// Anthropic's Messages API.
-    Anthropic,
-}
-
-impl Protocol {
-    /// Every protocol.
-    pub const ALL: [Protocol; 2] = [Protocol::Openai, Protocol::Anthropic];
-
-    /// The protocol named `text`.
-    pub fn parse(text: &str) -> Option<Protocol> {
-        Protocol::ALL.into_iter().find(|p| p.as_str() == text)
-    }
-
-    /// The name as written in records, spans and configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Openai => "openai",
-            Protocol::Anthropic => "anthropic",
-        }
+crate::wire_enum! {
+    /// The API family a call speaks.
+    #[derive(Default)]
+    pub enum Protocol {
+        /// OpenAI's API and the servers that copy it (vLLM, llama.cpp, ...).
+        #[default]
+        Openai = "openai",
+        /// Anthropic's Messages API.
+        Anthropic = "anthropic",
     }
 }
 
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for Protocol {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-/// The GenAI operation of a call (`gen_ai.operation.name`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Operation {
-    /// Chat completions, Anthropic messages and the Responses API.
-    #[default]
-    Chat,
-    /// Legacy text completions.
-    TextCompletion,
-    /// Embeddings.
-    Embeddings,
-    /// Anything else (model lists, token counts, files, batches).
-    Other,
-}
-
-impl Operation {
-    /// Every operation.
-    pub const ALL: [Operation; 4] = [
-        Operation::Chat,
-        Operation::TextCompletion,
-        Operation::Embeddings,
-        Operation::Other,
-    ];
-
-    /// The operation named `text`.
-    pub fn parse(text: &str) -> Option<Operation> {
-        Operation::ALL.into_iter().find(|o| o.as_str() == text)
-    }
-
-    /// The name as written in records, spans and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Chat => "chat",
-            Operation::TextCompletion => "text_completion",
-            Operation::Embeddings => "embeddings",
-            Operation::Other => "other",
-        }
-    }
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for Operation {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+crate::wire_enum! {
+    /// The GenAI operation of a call (`gen_ai.operation.name`).
+    #[derive(Default)]
+    pub enum Operation {
+        /// Chat completions, Anthropic messages and the Responses API.
+        #[default]
+        Chat = "chat",
+        /// Legacy text completions.
+        TextCompletion = "text_completion",
+        /// Embeddings.
+        Embeddings = "embeddings",
+        /// Anything else (model lists, token counts, files, batches).
+        Other = "other",
     }
 }
 

@@ -7,8 +7,13 @@
 //! A panic in a handler becomes a 500 for that request only. A background
 //! task probes the workers of health-checked routes (`route`).
 //!
-//! Connections are served by hyper directly (HTTP/1.1 and HTTP/2), so that
-//! shutdown is ours to order:
+//! Connections are served by hyper directly (HTTP/1.1 and HTTP/2), within
+//! the limits of `[server]`: at most `max_connections` at once
+//! (`connection`), each cut when it holds its slot without a call —
+//! a slow or missing request head, an idle keep-alive (`deadline`) — and
+//! every request head within `max_headers`/`max_header_bytes`
+//! (`header_limits`); the errors hyper answers by itself leave in the
+//! gateway's error JSON (`io`). Shutdown is ours to order:
 //!
 //! 1. on SIGINT/SIGTERM, stop accepting;
 //! 2. let in-flight calls finish, up to `shutdown_grace`;
@@ -18,21 +23,24 @@
 //!    export a few seconds to send what is queued (the rest stays in the
 //!    outbox for the next start), stop the writer thread; then exit 0.
 
+mod connection;
+mod deadline;
+mod header_limits;
+mod io;
+
 use crate::api;
-use crate::config::{Config, ExportConfig, InboundAuth};
+use crate::config::{Config, ExportConfig, InboundAuth, ServerOptions};
 use crate::error::GatewayError;
-use crate::export::Exporter;
-use crate::forward::{self, Forwarder};
+use crate::export::{ExportError, Exporter};
+use crate::forward::{self, ClientError, Forwarder};
 use crate::metrics::Metrics;
 use crate::route::Router;
-use crate::store::{Store, StoreReader, StoreWriter};
+use crate::store::{Store, StoreError, StoreReader, StoreWriter};
 use axum::extract::FromRef;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use connection::Acceptor;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,22 +105,45 @@ impl FromRef<AppState> for Arc<InboundAuth> {
     }
 }
 
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The upstream HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The span exporter could not be built.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A bound, ready-to-run gateway.
 pub struct Server {
     listener: TcpListener,
+    addr: SocketAddr,
     app: axum::Router,
     store: Store,
     exporter: Option<Exporter>,
     health_checks: tokio::task::JoinHandle<()>,
     grace: Duration,
+    options: ServerOptions,
 }
 
 impl Server {
     /// Opens the store and binds the listen address.
-    pub async fn bind(config: &Config) -> Result<Server, String> {
+    pub async fn bind(config: &Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let store =
-            Store::open(&config.db, config.store, metrics.clone()).map_err(|e| e.to_string())?;
+        let store = Store::open(&config.db, config.store, metrics.clone())?;
         let router = Arc::new(Router::new(
             config.routes.clone(),
             config.session_affinity_capacity,
@@ -122,8 +153,7 @@ impl Server {
             router.clone(),
             store.writer.clone(),
             metrics.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
@@ -134,9 +164,14 @@ impl Server {
             export: config.export.clone(),
         });
         let app = app(state);
+        let listen_error = |source| StartError::Listen {
+            addr: config.listen,
+            source,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            .map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
         let exporter = match &config.export {
             Some(export) => Some(Exporter::start(
                 export.clone(),
@@ -150,89 +185,93 @@ impl Server {
         let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));
         Ok(Server {
             listener,
+            addr,
             app,
             store,
             exporter,
             health_checks,
             grace: config.shutdown_grace,
+            options: config.server,
         })
     }
 
     /// The address the server is listening on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound TCP listener has an address")
+        self.addr
     }
 
     /// Serves until `shutdown` completes, then drains and closes the store.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StoreError> {
         let Server {
             listener,
+            addr: _,
             app,
             store,
             exporter,
             health_checks,
             grace,
+            options,
         } = self;
-        let builder = Builder::new(TokioExecutor::new());
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            options,
+            header_limits::check,
+        ));
         let graceful = GracefulShutdown::new();
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, don't spin.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    // SSE events are small writes that must not wait for more.
-                    let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(app.clone());
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
-                    connections.spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!("connection ended with an error: {e}");
-                        }
-                    });
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
+        let connections = accept_until(shutdown, listener, options, app, &graceful).await;
         health_checks.abort();
-        tracing::info!(
-            in_flight = connections.len(),
-            "shutting down: draining in-flight calls"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
-            );
-        }
-        connections.shutdown().await;
+        drain(connections, graceful, grace).await;
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.
-            store.writer.flush().await.map_err(|e| e.to_string())?;
+            store.writer.flush().await?;
             exporter.stop(EXPORT_GRACE).await;
         }
-        store.close().await.map_err(|e| e.to_string())?;
+        store.close().await?;
         tracing::info!("store flushed; bye");
         Ok(())
     }
+}
+
+/// Accepts and serves connections until `shutdown` completes; returns the
+/// connections still open (the listener is closed).
+async fn accept_until(
+    shutdown: impl Future<Output = ()> + Send,
+    listener: TcpListener,
+    options: ServerOptions,
+    app: axum::Router,
+    graceful: &GracefulShutdown,
+) -> JoinSet<()> {
+    let acceptor = Acceptor::new(options);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = acceptor.accept(&listener) => {
+                connections.spawn(acceptor.serve(accepted, app.clone(), graceful));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    connections
+}
+
+/// Lets the calls in flight finish for up to `grace`, then cuts the rest
+/// (their guards record them as `client_closed`).
+async fn drain(mut connections: JoinSet<()>, graceful: GracefulShutdown, grace: Duration) {
+    tracing::info!(
+        in_flight = connections.len(),
+        "shutting down: draining in-flight calls"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
+        );
+    }
+    connections.shutdown().await;
 }
 
 /// Probes the workers of health-checked routes every `interval`.

@@ -134,7 +134,7 @@ impl Extractor for Headers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use crate::headers::map_of;
 
     fn identity(run: Option<&str>, session: Option<&str>, parent: Option<&str>) -> Identity {
         Identity {
@@ -147,12 +147,13 @@ mod tests {
 
     #[test]
     fn a_valid_traceparent_wins() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "traceparent",
-            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-        );
-        h.insert("tracestate", HeaderValue::from_static("vendor=abc"));
+        let h = map_of(&[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "vendor=abc"),
+        ]);
         let ctx = TraceContext::for_call(&h, &identity(Some("r"), None, Some("p")), "id-1");
         assert_eq!(ctx.trace_id, "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(ctx.parent_span_id.as_deref(), Some("b7ad6b7169203331"));
@@ -162,11 +163,10 @@ mod tests {
 
     #[test]
     fn an_invalid_traceparent_is_ignored() {
-        let mut h = HeaderMap::new();
-        h.insert(
+        let h = map_of(&[(
             "traceparent",
-            HeaderValue::from_static("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
-        );
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        )]);
         let ctx = TraceContext::for_call(&h, &identity(Some("r"), None, None), "id-1");
         assert_eq!(ctx.trace_id, derived("run:r").simple().to_string());
         assert!(!ctx.parent_is_remote);

@@ -1,6 +1,9 @@
 //! The real `tracegate` binary: configuration precedence and errors,
 //! graceful shutdown on SIGTERM, the demo, the mock upstream.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::process::{Running, Serve, free_port, refused_serve, tracegate};

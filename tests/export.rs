@@ -1,6 +1,9 @@
 //! OTLP span export, end to end: real gRPC and HTTP/protobuf receivers in
 //! this process decode what the gateway sends.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::otlp::{Received, Receiver, Transport};

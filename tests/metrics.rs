@@ -2,6 +2,9 @@
 //! store and the export that should move it; and the Grafana dashboards in
 //! `dashboards/` query only metrics a scrape really returns.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::otlp::{Receiver, Transport};

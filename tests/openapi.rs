@@ -5,6 +5,9 @@
 //! from the test virtualenv: ignored by a plain `cargo test`, required in CI
 //! like the SDK tests, see `build.rs`).
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Gateway, Request, Setup, chat_body};
@@ -262,7 +265,7 @@ fn validator_python() -> PathBuf {
 #[test]
 #[cfg_attr(
     not(sdk_tests),
-    ignore = "needs openapi-spec-validator in .venv (README, \"The two commands\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+    ignore = "needs openapi-spec-validator in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
 )]
 fn the_description_is_valid_openapi() {
     let file = root().join("schema/openapi.yaml");

@@ -1,6 +1,9 @@
 //! The proxy, end to end over real sockets: what reaches the upstream, what
 //! reaches the client, and how failures are answered.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Gateway, Setup, TestGateway, chat_body, nowhere, rest_of_stream, stream_body};

@@ -10,6 +10,9 @@
 //! pruning — numbers known before the command runs, not recomputed from its
 //! own output.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::process::{Running, free_port, tracegate};

@@ -1,5 +1,8 @@
 //! What gets recorded: every call, whatever happened, with its content.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{

@@ -1,6 +1,9 @@
 //! The code and `schema/` agree: every record the API serves validates
 //! against `schema/trace_record.schema.json`, which lists every field.
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Gateway, Setup, chat_body, stream_body};

@@ -9,6 +9,9 @@
 //! then a missing virtualenv fails them with the command that makes it
 //! (see `build.rs`).
 
+// A test fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::process::Serve;
@@ -63,7 +66,7 @@ async fn pytest(file: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(sdk_tests),
-    ignore = "needs the Python SDKs in .venv (README, \"The two commands\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+    ignore = "needs the Python SDKs in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
 )]
 async fn openai_sdk_end_to_end() {
     pytest("test_openai_sdk.py").await;
@@ -72,7 +75,7 @@ async fn openai_sdk_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(sdk_tests),
-    ignore = "needs the Python SDKs in .venv (README, \"The two commands\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+    ignore = "needs the Python SDKs in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
 )]
 async fn anthropic_sdk_end_to_end() {
     pytest("test_anthropic_sdk.py").await;

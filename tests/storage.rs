@@ -5,6 +5,8 @@
 //! (`assert_consistent`): every reference counted, none dangling, nothing
 //! orphaned.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Gateway, Setup, count, process, records_in};
@@ -785,13 +787,13 @@ async fn raw_bodies_errors_keeps_only_failed_calls_bodies_and_never_none() {
 )]
 async fn the_documented_python_snippet_reads_what_the_api_returns() {
     let storage = include_str!("../schema/storage.md");
-    let readme = include_str!("../README.md");
+    let recording = include_str!("../docs/recording.md");
     let snippet = python_block(storage);
-    let readme = &readme[readme.find("### Reading the store with numpy").unwrap()..];
+    let recording = &recording[recording.find("### Reading the store with numpy").unwrap()..];
     assert_eq!(
-        python_block(readme),
+        python_block(recording),
         snippet,
-        "README and schema/storage.md show the same snippet"
+        "docs/recording.md and schema/storage.md show the same snippet"
     );
     let gw = vllm_gateway().await;
     let mut messages = vec![json!({"role": "user", "content": "Count to five."})];

@@ -112,7 +112,7 @@ pub async fn add(
     let id = state
         .router
         .add_worker(route, worker)
-        .map_err(GatewayError::bad_request)?;
+        .map_err(|e| GatewayError::bad_request(e.to_string()))?;
     let mut root = url.clone();
     root.set_path("");
     Ok(Json(AddedWorker {

@@ -19,7 +19,7 @@
 //! `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`
 //! (as OpenAI counts them), with the cache counts beside it.
 
-use crate::capture::fields::{self, array, str_field};
+use crate::capture::fields::{self, Message, array, kind, str_field, text};
 use crate::capture::sse::SseEvent;
 use crate::capture::{Input, Output};
 use crate::record::{Choice, Usage};
@@ -54,7 +54,7 @@ pub fn request(body: &Map<String, Value>) -> Input {
 fn join_text(blocks: &[Value]) -> String {
     blocks
         .iter()
-        .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .filter_map(|b| text(b, "text"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -64,64 +64,52 @@ fn normalise_message(m: &Value, out: &mut Vec<Value>) {
     let role = m.get("role").cloned().unwrap_or(json!("user"));
     let blocks = match m.get("content") {
         Some(Value::Array(blocks)) => blocks,
-        Some(content) => {
+        content => {
             out.push(json!({"role": role, "content": content}));
             return;
         }
-        None => {
-            out.push(json!({"role": role, "content": null}));
-            return;
-        }
     };
-    let mut text = Vec::new();
+    let mut texts = Vec::new();
     let mut reasoning = Vec::new();
     let mut tool_calls = Vec::new();
-    let mut others = Vec::new();
+    let mut others = false;
     for block in blocks {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.extend(block.get("text").and_then(Value::as_str)),
-            Some("thinking") => reasoning.extend(block.get("thinking").and_then(Value::as_str)),
+        match kind(block) {
+            Some("text") => texts.extend(text(block, "text")),
+            Some("thinking") => reasoning.extend(text(block, "thinking")),
             Some("tool_use") => tool_calls.push(tool_call(block)),
-            Some("tool_result") => out.push(json!({
-                "role": "tool",
-                "tool_call_id": block.get("tool_use_id"),
-                "content": match block.get("content") {
-                    Some(Value::Array(parts)) => Value::String(join_text(parts)),
-                    Some(other) => other.clone(),
-                    None => Value::Null,
-                },
-            })),
-            _ => others.push(block.clone()),
+            Some("tool_result") => out.push(tool_result(block)),
+            _ => others = true,
         }
     }
-    if text.is_empty() && tool_calls.is_empty() && reasoning.is_empty() && others.is_empty() {
+    if texts.is_empty() && tool_calls.is_empty() && reasoning.is_empty() && !others {
         return; // a message made only of tool results
     }
-    let mut message = Map::new();
-    message.insert("role".into(), role);
-    message.insert(
-        "content".into(),
-        if others.is_empty() {
-            if text.is_empty() {
-                Value::Null
-            } else {
-                Value::String(text.join("\n"))
-            }
-        } else {
-            // Images and other blocks: keep the content as blocks.
-            Value::Array(blocks.clone())
+    let content = if others {
+        // Images and other blocks: keep the content as blocks.
+        Value::Array(blocks.clone())
+    } else if texts.is_empty() {
+        Value::Null
+    } else {
+        Value::String(texts.join("\n"))
+    };
+    let message = Message::new(role, content)
+        .reasoning((!reasoning.is_empty()).then(|| reasoning.concat()))
+        .tool_calls(tool_calls);
+    out.push(Value::Object(message.into_map()));
+}
+
+/// A `tool_result` block as a `tool` message (text parts joined).
+fn tool_result(block: &Value) -> Value {
+    json!({
+        "role": "tool",
+        "tool_call_id": block.get("tool_use_id"),
+        "content": match block.get("content") {
+            Some(Value::Array(parts)) => Value::String(join_text(parts)),
+            Some(other) => other.clone(),
+            None => Value::Null,
         },
-    );
-    if !reasoning.is_empty() {
-        message.insert(
-            "reasoning_content".into(),
-            Value::String(reasoning.concat()),
-        );
-    }
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
-    out.push(Value::Object(message));
+    })
 }
 
 /// A `tool_use` block as an OpenAI tool call (arguments as JSON text).
@@ -131,11 +119,7 @@ fn tool_call(block: &Value) -> Value {
         Value::String(s) => s,
         other => other.to_string(),
     };
-    json!({
-        "id": block.get("id"),
-        "type": "function",
-        "function": {"name": block.get("name"), "arguments": arguments},
-    })
+    fields::tool_call(block.get("id"), block.get("name"), arguments)
 }
 
 /// Anthropic usage, normalised (see the module comment).
@@ -172,36 +156,23 @@ fn merge_usage(into: &mut Map<String, Value>, from: Option<&Value>) {
 
 /// The one choice of a message, from its blocks and stop reason.
 fn choice(blocks: Vec<Value>, stop_reason: Option<String>) -> Choice {
-    let text: Vec<&str> = blocks
+    let texts: Vec<&str> = blocks
         .iter()
-        .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-        .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .filter(|b| kind(b) == Some("text"))
+        .filter_map(|b| text(b, "text"))
         .collect();
-    let thinking: String = blocks
+    // Text blocks, even empty ones, make the content text.
+    let content = (!texts.is_empty()).then(|| texts.concat());
+    let thinking: String = blocks.iter().filter_map(|b| text(b, "thinking")).collect();
+    let tool_calls = blocks
         .iter()
-        .filter_map(|b| b.get("thinking").and_then(Value::as_str))
-        .collect();
-    let tool_calls: Vec<Value> = blocks
-        .iter()
-        .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+        .filter(|b| kind(b) == Some("tool_use"))
         .map(tool_call)
         .collect();
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert(
-        "content".into(),
-        if text.is_empty() {
-            Value::Null
-        } else {
-            Value::String(text.concat())
-        },
-    );
-    if !thinking.is_empty() {
-        message.insert("reasoning_content".into(), Value::String(thinking));
-    }
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
+    let mut message = Message::assistant(content)
+        .reasoning((!thinking.is_empty()).then_some(thinking))
+        .tool_calls(tool_calls)
+        .into_map();
     message.insert("content_blocks".into(), Value::Array(blocks));
     Choice {
         index: 0,
@@ -227,6 +198,7 @@ pub fn response_json(body: &Value) -> Output {
 }
 
 /// One content block being streamed.
+#[derive(Default)]
 struct BlockDeltas {
     block: Map<String, Value>,
     text: String,
@@ -236,21 +208,32 @@ struct BlockDeltas {
 }
 
 impl BlockDeltas {
+    /// Appends one `content_block_delta`'s piece.
+    fn apply(&mut self, delta: &Value) {
+        let piece = |key: &str| text(delta, key).unwrap_or("");
+        match kind(delta) {
+            Some("text_delta") => self.text.push_str(piece("text")),
+            Some("input_json_delta") => self.partial_json.push_str(piece("partial_json")),
+            Some("thinking_delta") => self.thinking.push_str(piece("thinking")),
+            Some("signature_delta") => self.signature.push_str(piece("signature")),
+            _ => {}
+        }
+    }
+
+    /// The block as it started, completed by its deltas.
     fn into_block(self) -> Value {
         let mut block = self.block;
-        let kind = block
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        match kind.as_str() {
+        let started = |block: &Map<String, Value>, key: &str| {
+            block
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        match started(&block, "type").as_str() {
             "text" => {
-                let start = block
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                block.insert("text".into(), Value::String(start + &self.text));
+                let text = started(&block, "text") + &self.text;
+                block.insert("text".into(), Value::String(text));
             }
             "tool_use" | "server_tool_use" if !self.partial_json.is_empty() => {
                 // The pieces concatenate to the input's JSON; if the stream was
@@ -260,12 +243,8 @@ impl BlockDeltas {
                 block.insert("input".into(), input);
             }
             "thinking" => {
-                let start = block
-                    .get("thinking")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                block.insert("thinking".into(), Value::String(start + &self.thinking));
+                let thinking = started(&block, "thinking") + &self.thinking;
+                block.insert("thinking".into(), Value::String(thinking));
                 if !self.signature.is_empty() {
                     block.insert("signature".into(), Value::String(self.signature));
                 }
@@ -276,25 +255,24 @@ impl BlockDeltas {
     }
 }
 
-/// Folds the events of a streamed message.
-pub fn response_events(events: &[SseEvent]) -> Output {
-    let mut out = Output::default();
-    let mut blocks: BTreeMap<u64, BlockDeltas> = BTreeMap::new();
-    let mut raw_usage = Map::new();
-    let mut stop_reason = None;
-    for event in events {
-        let Some(data) = event.json() else { continue };
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or(event.event.as_str());
+/// A streamed message, folded event by event.
+#[derive(Default)]
+struct MessageStream {
+    out: Output,
+    blocks: BTreeMap<u64, BlockDeltas>,
+    raw_usage: Map<String, Value>,
+    stop_reason: Option<String>,
+}
+
+impl MessageStream {
+    fn apply(&mut self, kind: &str, data: &Value) {
         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
         match kind {
             "message_start" => {
                 let message = data.get("message").cloned().unwrap_or(Value::Null);
-                out.response_id = str_field(&message, "id");
-                out.response_model = str_field(&message, "model");
-                merge_usage(&mut raw_usage, message.get("usage"));
+                self.out.response_id = str_field(&message, "id");
+                self.out.response_model = str_field(&message, "model");
+                merge_usage(&mut self.raw_usage, message.get("usage"));
             }
             "content_block_start" => {
                 let block = data
@@ -302,28 +280,15 @@ pub fn response_events(events: &[SseEvent]) -> Output {
                     .and_then(Value::as_object)
                     .cloned()
                     .unwrap_or_default();
-                blocks.insert(
-                    index,
-                    BlockDeltas {
-                        block,
-                        text: String::new(),
-                        partial_json: String::new(),
-                        thinking: String::new(),
-                        signature: String::new(),
-                    },
-                );
+                let started = BlockDeltas {
+                    block,
+                    ..BlockDeltas::default()
+                };
+                self.blocks.insert(index, started);
             }
             "content_block_delta" => {
-                let (Some(b), Some(delta)) = (blocks.get_mut(&index), data.get("delta")) else {
-                    continue;
-                };
-                let piece = |k: &str| delta.get(k).and_then(Value::as_str).unwrap_or("");
-                match delta.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => b.text.push_str(piece("text")),
-                    Some("input_json_delta") => b.partial_json.push_str(piece("partial_json")),
-                    Some("thinking_delta") => b.thinking.push_str(piece("thinking")),
-                    Some("signature_delta") => b.signature.push_str(piece("signature")),
-                    _ => {}
+                if let (Some(b), Some(delta)) = (self.blocks.get_mut(&index), data.get("delta")) {
+                    b.apply(delta);
                 }
             }
             "message_delta" => {
@@ -332,30 +297,39 @@ pub fn response_events(events: &[SseEvent]) -> Output {
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str)
                 {
-                    stop_reason = Some(reason.to_string());
+                    self.stop_reason = Some(reason.to_string());
                 }
-                merge_usage(&mut raw_usage, data.get("usage"));
+                merge_usage(&mut self.raw_usage, data.get("usage"));
             }
-            "message_stop" => out.complete = true,
-            "error" => {
-                out.error = Some(fields::error(data.get("error").unwrap_or(&data)));
-            }
+            "message_stop" => self.out.complete = true,
+            "error" => self.out.error = Some(fields::error(data.get("error").unwrap_or(data))),
             _ => {}
         }
     }
-    out.usage = usage(&Value::Object(raw_usage));
-    let blocks = blocks.into_values().map(BlockDeltas::into_block).collect();
-    out.choices = vec![choice(blocks, stop_reason)];
-    out
+
+    fn finish(self) -> Output {
+        let blocks = self.blocks.into_values().map(BlockDeltas::into_block);
+        Output {
+            usage: usage(&Value::Object(self.raw_usage)),
+            choices: vec![choice(blocks.collect(), self.stop_reason)],
+            ..self.out
+        }
+    }
+}
+
+/// Folds the events of a streamed message.
+pub fn response_events(events: &[SseEvent]) -> Output {
+    let mut stream = MessageStream::default();
+    for (kind, data) in events.iter().filter_map(SseEvent::typed_json) {
+        stream.apply(&kind, &data);
+    }
+    stream.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(kind: &str, data: Value) -> SseEvent {
-        SseEvent::typed(kind, data)
-    }
+    use crate::capture::sse::test_events::typed_stream;
 
     #[test]
     fn requests_normalise_to_the_chat_shape() {
@@ -382,41 +356,21 @@ mod tests {
 
     #[test]
     fn input_json_deltas_merge_per_block() {
-        let out = response_events(&[
-            ev(
-                "message_start",
-                json!({"message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 5}}}),
-            ),
-            ev(
-                "content_block_start",
-                json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
-            ),
-            ev(
-                "content_block_delta",
-                json!({"index": 0, "delta": {"type": "text_delta", "text": "Let me "}}),
-            ),
-            ev(
-                "content_block_start",
-                json!({"index": 1, "content_block": {"type": "tool_use", "id": "tu", "name": "w", "input": {}}}),
-            ),
-            ev(
-                "content_block_delta",
-                json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"ci"}}),
-            ),
-            ev(
-                "content_block_delta",
-                json!({"index": 0, "delta": {"type": "text_delta", "text": "check."}}),
-            ),
-            ev(
-                "content_block_delta",
-                json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "ty\": \"Paris\"}"}}),
-            ),
-            ev(
-                "message_delta",
-                json!({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}}),
-            ),
-            ev("message_stop", json!({})),
-        ]);
+        let out = response_events(&typed_stream(json!([
+            {"type": "message_start", "message": {"id": "msg_1", "model": "claude",
+                "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 5}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me "}},
+            {"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "tu", "name": "w", "input": {}}},
+            {"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "{\"ci"}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "check."}},
+            {"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "ty\": \"Paris\"}"}},
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}},
+            {"type": "message_stop"},
+        ])));
         let m = &out.choices[0].message;
         assert_eq!(m["content"], "Let me check.");
         assert_eq!(m["content_blocks"][1]["input"], json!({"city": "Paris"}));
@@ -437,24 +391,13 @@ mod tests {
 
     #[test]
     fn thinking_and_signatures_are_kept() {
-        let out = response_events(&[
-            ev(
-                "content_block_start",
-                json!({"index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
-            ),
-            ev(
-                "content_block_delta",
-                json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
-            ),
-            ev(
-                "content_block_delta",
-                json!({"index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
-            ),
-            ev(
-                "content_block_start",
-                json!({"index": 1, "content_block": {"type": "redacted_thinking", "data": "opaque"}}),
-            ),
-        ]);
+        let out = response_events(&typed_stream(json!([
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}},
+            {"type": "content_block_start", "index": 1,
+                "content_block": {"type": "redacted_thinking", "data": "opaque"}},
+        ])));
         let m = &out.choices[0].message;
         assert_eq!(m["reasoning_content"], "hmm");
         assert_eq!(m["content_blocks"][0]["signature"], "sig");
@@ -467,10 +410,9 @@ mod tests {
 
     #[test]
     fn error_events_are_reported() {
-        let out = response_events(&[ev(
-            "error",
-            json!({"error": {"type": "overloaded_error", "message": "Overloaded"}}),
-        )]);
+        let out = response_events(&typed_stream(json!([
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        ])));
         assert_eq!(out.error.unwrap().message, "Overloaded");
     }
 }

@@ -1,13 +1,18 @@
-//! Reading the fields the OpenAI-style APIs share.
+//! Reading the fields the APIs share, and writing the normalised view they
+//! all become.
 //!
 //! Chat completions, completions, the Responses API and embeddings name their
 //! usage, token ids, logprobs and errors alike (with small variations this
-//! file absorbs), so every assembler reads them through these functions.
+//! file absorbs), so every assembler reads them through these functions. And
+//! every assembler writes the same normalised shape — an OpenAI chat
+//! [`Message`] with OpenAI [`tool_call`]s, choices with their token data
+//! ([`TokenDeltas`]) — so that shape is written here, once.
 
 use super::Output;
 use super::sse::SseEvent;
-use crate::record::{CallError, ErrorKind, TopLogprob, Usage};
-use serde_json::Value;
+use crate::record::{CallError, Choice, ErrorKind, TopLogprob, Usage};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 
 /// Per token, the most likely alternatives.
 pub type Alternatives = Vec<Vec<TopLogprob>>;
@@ -39,6 +44,199 @@ pub fn stream_chunk(out: &mut Output, event: &SseEvent) -> Option<Value> {
         out.usage = usage(u);
     }
     Some(chunk)
+}
+
+/// A message in the normalised (OpenAI chat) shape: its role and content,
+/// then, when present, reasoning, refusal and tool calls, in that order.
+#[derive(Debug, Default)]
+pub struct Message {
+    role: Value,
+    content: Value,
+    reasoning: Option<String>,
+    refusal: Option<String>,
+    tool_calls: Vec<Value>,
+}
+
+impl Message {
+    /// A message from `role` with `content` (text, parts, or `null`).
+    pub fn new(role: Value, content: Value) -> Message {
+        Message {
+            role,
+            content,
+            ..Message::default()
+        }
+    }
+
+    /// An assistant message with this text (`null` content without).
+    pub fn assistant(text: Option<String>) -> Message {
+        Message::new(json!("assistant"), text.map_or(Value::Null, Value::String))
+    }
+
+    /// With `reasoning_content`, when there was reasoning.
+    pub fn reasoning(self, reasoning: Option<String>) -> Message {
+        Message { reasoning, ..self }
+    }
+
+    /// With `refusal`, when the model refused.
+    pub fn refusal(self, refusal: Option<String>) -> Message {
+        Message { refusal, ..self }
+    }
+
+    /// With `tool_calls` (left out when there are none).
+    pub fn tool_calls(self, tool_calls: Vec<Value>) -> Message {
+        Message { tool_calls, ..self }
+    }
+
+    /// The message as the record's JSON object.
+    pub fn into_map(self) -> Map<String, Value> {
+        let mut message = Map::new();
+        message.insert("role".into(), self.role);
+        message.insert("content".into(), self.content);
+        if let Some(reasoning) = self.reasoning {
+            message.insert("reasoning_content".into(), Value::String(reasoning));
+        }
+        if let Some(refusal) = self.refusal {
+            message.insert("refusal".into(), Value::String(refusal));
+        }
+        if !self.tool_calls.is_empty() {
+            message.insert("tool_calls".into(), Value::Array(self.tool_calls));
+        }
+        message
+    }
+}
+
+/// A tool call in the OpenAI shape: `{id, type: "function", function:
+/// {name, arguments}}`.
+pub fn tool_call(id: impl Serialize, name: impl Serialize, arguments: impl Serialize) -> Value {
+    json!({
+        "id": id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    })
+}
+
+/// A list of inputs (completions prompts, embeddings inputs): a list of
+/// numbers is one tokenised input, a list of anything else is several
+/// inputs, and anything else but `null` is one.
+pub fn inputs(v: Option<&Value>) -> Vec<Value> {
+    match v {
+        Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
+            vec![Value::Array(items.clone())]
+        }
+        Some(Value::Array(items)) => items.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => vec![other.clone()],
+    }
+}
+
+/// Each input as a user message.
+pub fn user_messages(inputs: Vec<Value>) -> Vec<Value> {
+    inputs
+        .into_iter()
+        .map(|content| json!({"role": "user", "content": content}))
+        .collect()
+}
+
+/// The choices of an answer or chunk.
+pub fn choices(v: &Value) -> impl Iterator<Item = &Value> {
+    v.get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// A choice's `index`, or its position when a server omits it.
+pub fn index(choice: &Value, position: usize) -> u32 {
+    choice
+        .get("index")
+        .and_then(Value::as_u64)
+        .and_then(|i| u32::try_from(i).ok())
+        .unwrap_or(position as u32)
+}
+
+/// Appends a streamed piece of text to what arrived before.
+pub fn append(slot: &mut Option<String>, piece: Option<&str>) {
+    if let Some(piece) = piece {
+        slot.get_or_insert_with(String::new).push_str(piece);
+    }
+}
+
+/// A choice's finish reason and token data (vLLM's `token_ids`, logprobs),
+/// merged across the chunks of a stream, or read from a whole answer.
+#[derive(Debug, Default)]
+pub struct TokenDeltas {
+    finish_reason: Option<String>,
+    token_ids: Vec<u32>,
+    logprobs: Option<Vec<f64>>,
+    top_logprobs: Option<Alternatives>,
+}
+
+impl TokenDeltas {
+    /// The token data of one whole choice.
+    pub fn of(choice: &Value, logprobs: Option<TokenLogprobs>) -> TokenDeltas {
+        let mut deltas = TokenDeltas::default();
+        deltas.apply(choice, logprobs);
+        deltas
+    }
+
+    /// Merges one chunk of a choice, whose logprobs (read in the API's
+    /// shape) are `logprobs`.
+    pub fn apply(&mut self, choice: &Value, logprobs: Option<TokenLogprobs>) {
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_string());
+        }
+        self.token_ids.extend(token_ids(choice.get("token_ids")));
+        extend_logprobs(&mut self.logprobs, &mut self.top_logprobs, logprobs);
+    }
+
+    /// The choice `index` with `message`.
+    pub fn into_choice(self, index: u32, message: Map<String, Value>) -> Choice {
+        Choice {
+            index,
+            message,
+            finish_reason: self.finish_reason,
+            token_ids: self.token_ids,
+            logprobs: self.logprobs,
+            top_logprobs: self.top_logprobs,
+        }
+    }
+}
+
+/// The `type` of a block, item, part or event.
+pub fn kind(v: &Value) -> Option<&str> {
+    text(v, "type")
+}
+
+/// What every whole OpenAI-style answer says alike: its id, model and
+/// usage; a whole answer is complete.
+pub fn whole_answer(body: &Value) -> Output {
+    Output {
+        response_id: str_field(body, "id"),
+        response_model: str_field(body, "model"),
+        usage: body.get("usage").map(usage).unwrap_or_default(),
+        complete: true,
+        ..Output::default()
+    }
+}
+
+/// The choices of a whole answer, each with the message `message` reads
+/// from it and its token data (its logprobs read by `logprobs`).
+pub fn whole_choices(
+    body: &Value,
+    message: impl Fn(&Value) -> Map<String, Value>,
+    logprobs: impl Fn(&Value) -> Option<TokenLogprobs>,
+) -> Vec<Choice> {
+    choices(body)
+        .enumerate()
+        .map(|(position, c)| {
+            TokenDeltas::of(c, logprobs(c)).into_choice(index(c, position), message(c))
+        })
+        .collect()
+}
+
+/// A string field of a JSON object, borrowed.
+pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
 }
 
 /// A string field of a JSON object.
@@ -165,7 +363,7 @@ pub fn completion_logprobs(v: Option<&Value>) -> Option<TokenLogprobs> {
 }
 
 /// Appends one chunk's logprobs to a choice's running lists.
-pub fn extend_logprobs(
+fn extend_logprobs(
     logprobs: &mut Option<Vec<f64>>,
     tops: &mut Option<Alternatives>,
     chunk: Option<TokenLogprobs>,

@@ -9,10 +9,12 @@
 //! the same [`Output`] a non-streamed answer gives, for every choice (`n > 1`
 //! answers interleave choices), merging tool-call fragments by index.
 
-use crate::capture::fields::{self, array, str_field, token_ids};
+use crate::capture::fields::{
+    self, Message, TokenDeltas, append, array, choices, index, token_ids,
+};
 use crate::capture::sse::SseEvent;
 use crate::capture::{Input, Output};
-use crate::record::{Choice, TopLogprob};
+use crate::record::Choice;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -30,32 +32,24 @@ pub fn request(body: &Map<String, Value>) -> Input {
     }
 }
 
+/// The choice's logprobs, in the chat shape.
+fn logprobs(c: &Value) -> Option<fields::TokenLogprobs> {
+    fields::chat_logprobs(c.get("logprobs"))
+}
+
 /// Reads a non-streamed chat completion.
 pub fn response_json(body: &Value) -> Output {
-    let mut out = Output {
-        response_id: str_field(body, "id"),
-        response_model: str_field(body, "model"),
-        usage: body.get("usage").map(fields::usage).unwrap_or_default(),
-        prompt_token_ids: token_ids(body.get("prompt_token_ids")),
-        complete: true,
-        ..Output::default()
+    let message = |c: &Value| {
+        c.get("message")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
     };
-    for (position, c) in choices(body).enumerate() {
-        let (logprobs, top_logprobs) = fields::chat_logprobs(c.get("logprobs")).unzip();
-        out.choices.push(Choice {
-            index: index(c, position),
-            message: c
-                .get("message")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
-            finish_reason: str_field(c, "finish_reason"),
-            token_ids: token_ids(c.get("token_ids")),
-            logprobs,
-            top_logprobs: top_logprobs.flatten(),
-        });
+    Output {
+        prompt_token_ids: token_ids(body.get("prompt_token_ids")),
+        choices: fields::whole_choices(body, message, logprobs),
+        ..fields::whole_answer(body)
     }
-    out
 }
 
 /// Folds the events of a streamed chat completion.
@@ -79,22 +73,6 @@ pub fn response_events(events: &[SseEvent]) -> Output {
     out
 }
 
-fn choices(v: &Value) -> impl Iterator<Item = &Value> {
-    v.get("choices")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-}
-
-/// A choice's `index`, or its position when a server omits it.
-pub(crate) fn index(choice: &Value, position: usize) -> u32 {
-    choice
-        .get("index")
-        .and_then(Value::as_u64)
-        .and_then(|i| u32::try_from(i).ok())
-        .unwrap_or(position as u32)
-}
-
 /// The deltas of one streamed choice, merged so far.
 #[derive(Default)]
 struct ChoiceDeltas {
@@ -103,10 +81,49 @@ struct ChoiceDeltas {
     reasoning: Option<String>,
     refusal: Option<String>,
     tool_calls: BTreeMap<u64, ToolCallDeltas>,
-    finish_reason: Option<String>,
-    token_ids: Vec<u32>,
-    logprobs: Option<Vec<f64>>,
-    top_logprobs: Option<Vec<Vec<TopLogprob>>>,
+    tokens: TokenDeltas,
+}
+
+impl ChoiceDeltas {
+    fn apply(&mut self, c: &Value) {
+        if let Some(delta) = c.get("delta") {
+            self.apply_delta(delta);
+        }
+        self.tokens.apply(c, logprobs(c));
+    }
+
+    /// The message's pieces: role, text, reasoning, refusal, tool calls.
+    fn apply_delta(&mut self, delta: &Value) {
+        let text = |key: &str| delta.get(key).and_then(Value::as_str);
+        if let Some(role) = text("role") {
+            self.role = Some(role.to_string());
+        }
+        append(&mut self.content, text("content"));
+        append(
+            &mut self.reasoning,
+            text("reasoning_content").or_else(|| text("reasoning")),
+        );
+        append(&mut self.refusal, text("refusal"));
+        let calls = delta.get("tool_calls").and_then(Value::as_array);
+        for (position, tc) in calls.into_iter().flatten().enumerate() {
+            let index = tc
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            self.tool_calls.entry(index).or_default().apply(tc);
+        }
+    }
+
+    fn into_choice(self, index: u32) -> Choice {
+        let role = Value::String(self.role.unwrap_or_else(|| "assistant".into()));
+        let content = self.content.map_or(Value::Null, Value::String);
+        let tool_calls = self.tool_calls.into_values();
+        let message = Message::new(role, content)
+            .reasoning(self.reasoning)
+            .refusal(self.refusal)
+            .tool_calls(tool_calls.map(ToolCallDeltas::into_value).collect());
+        self.tokens.into_choice(index, message.into_map())
+    }
 }
 
 /// The fragments of one streamed tool call, merged so far.
@@ -116,87 +133,6 @@ struct ToolCallDeltas {
     kind: String,
     name: String,
     arguments: String,
-}
-
-pub(crate) fn append(slot: &mut Option<String>, piece: Option<&str>) {
-    if let Some(piece) = piece {
-        slot.get_or_insert_with(String::new).push_str(piece);
-    }
-}
-
-impl ChoiceDeltas {
-    fn apply(&mut self, c: &Value) {
-        if let Some(delta) = c.get("delta") {
-            if let Some(role) = delta.get("role").and_then(Value::as_str) {
-                self.role = Some(role.to_string());
-            }
-            append(
-                &mut self.content,
-                delta.get("content").and_then(Value::as_str),
-            );
-            append(
-                &mut self.reasoning,
-                delta
-                    .get("reasoning_content")
-                    .or_else(|| delta.get("reasoning"))
-                    .and_then(Value::as_str),
-            );
-            append(
-                &mut self.refusal,
-                delta.get("refusal").and_then(Value::as_str),
-            );
-            let calls = delta.get("tool_calls").and_then(Value::as_array);
-            for (position, tc) in calls.into_iter().flatten().enumerate() {
-                let index = tc
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(position as u64);
-                self.tool_calls.entry(index).or_default().apply(tc);
-            }
-        }
-        if let Some(reason) = c.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_string());
-        }
-        self.token_ids.extend(token_ids(c.get("token_ids")));
-        fields::extend_logprobs(
-            &mut self.logprobs,
-            &mut self.top_logprobs,
-            fields::chat_logprobs(c.get("logprobs")),
-        );
-    }
-
-    fn into_choice(self, index: u32) -> Choice {
-        let mut message = Map::new();
-        message.insert(
-            "role".into(),
-            Value::String(self.role.unwrap_or_else(|| "assistant".into())),
-        );
-        message.insert(
-            "content".into(),
-            self.content.map(Value::String).unwrap_or(Value::Null),
-        );
-        if let Some(reasoning) = self.reasoning {
-            message.insert("reasoning_content".into(), Value::String(reasoning));
-        }
-        if let Some(refusal) = self.refusal {
-            message.insert("refusal".into(), Value::String(refusal));
-        }
-        if !self.tool_calls.is_empty() {
-            let calls = self
-                .tool_calls
-                .into_values()
-                .map(ToolCallDeltas::into_value);
-            message.insert("tool_calls".into(), Value::Array(calls.collect()));
-        }
-        Choice {
-            index,
-            message,
-            finish_reason: self.finish_reason,
-            token_ids: self.token_ids,
-            logprobs: self.logprobs,
-            top_logprobs: self.top_logprobs,
-        }
-    }
 }
 
 impl ToolCallDeltas {
@@ -227,36 +163,18 @@ impl ToolCallDeltas {
     }
 
     fn into_value(self) -> Value {
-        let kind = if self.kind.is_empty() {
-            "function".to_string()
-        } else {
-            self.kind
-        };
-        json!({
-            "id": self.id,
-            "type": kind,
-            "function": {"name": self.name, "arguments": self.arguments},
-        })
+        let mut call = fields::tool_call(self.id, self.name, self.arguments);
+        if !self.kind.is_empty() {
+            call["type"] = json!(self.kind);
+        }
+        call
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(data: Value) -> SseEvent {
-        SseEvent {
-            event: String::new(),
-            data: data.to_string(),
-        }
-    }
-
-    fn done() -> SseEvent {
-        SseEvent {
-            event: String::new(),
-            data: "[DONE]".into(),
-        }
-    }
+    use crate::capture::sse::test_events::{done, ev};
 
     #[test]
     fn tool_call_fragments_merge_by_index() {

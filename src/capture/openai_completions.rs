@@ -7,30 +7,19 @@
 //! from vLLM, `token_ids` and `prompt_token_ids`. Streams send text deltas
 //! per choice, ending with `[DONE]`.
 
-use crate::capture::fields::{self, str_field, token_ids};
-use crate::capture::openai_chat::{append, index};
+use crate::capture::fields::{
+    self, Message, TokenDeltas, append, choices, index, inputs, str_field, token_ids, user_messages,
+};
 use crate::capture::sse::SseEvent;
 use crate::capture::{Input, Output};
-use crate::record::{Choice, TopLogprob};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// The normalised input: each prompt as a user message (a token-id prompt
 /// keeps its ids as the content).
 pub fn request(body: &Map<String, Value>) -> Input {
-    let prompts = match body.get("prompt") {
-        Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
-            vec![Value::Array(items.clone())]
-        }
-        Some(Value::Array(items)) => items.clone(),
-        Some(Value::Null) | None => Vec::new(),
-        Some(other) => vec![other.clone()],
-    };
     Input {
-        messages: prompts
-            .into_iter()
-            .map(|p| json!({"role": "user", "content": p}))
-            .collect(),
+        messages: user_messages(inputs(body.get("prompt"))),
         tools: Vec::new(),
         embeddings: None,
     }
@@ -42,52 +31,31 @@ fn prompt_ids(body: &Value) -> Vec<u32> {
     if !top.is_empty() {
         return top;
     }
-    body.get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
+    choices(body)
+        .next()
         .map(|c| token_ids(c.get("prompt_token_ids")))
         .unwrap_or_default()
 }
 
-fn message(text: Option<String>) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("role".into(), json!("assistant"));
-    m.insert(
-        "content".into(),
-        text.map(Value::String).unwrap_or(Value::Null),
-    );
-    m
+/// The choice's logprobs, in the completions shape.
+fn logprobs(c: &Value) -> Option<fields::TokenLogprobs> {
+    fields::completion_logprobs(c.get("logprobs"))
 }
 
 /// Reads a non-streamed completion.
 pub fn response_json(body: &Value) -> Output {
-    let mut out = Output {
-        response_id: str_field(body, "id"),
-        response_model: str_field(body, "model"),
-        usage: body.get("usage").map(fields::usage).unwrap_or_default(),
+    let message = |c: &Value| Message::assistant(str_field(c, "text")).into_map();
+    Output {
         prompt_token_ids: prompt_ids(body),
-        complete: true,
-        ..Output::default()
-    };
-    let choices = body.get("choices").and_then(Value::as_array);
-    for (position, c) in choices.into_iter().flatten().enumerate() {
-        let (logprobs, top_logprobs) = fields::completion_logprobs(c.get("logprobs")).unzip();
-        out.choices.push(Choice {
-            index: index(c, position),
-            message: message(str_field(c, "text")),
-            finish_reason: str_field(c, "finish_reason"),
-            token_ids: token_ids(c.get("token_ids")),
-            logprobs,
-            top_logprobs: top_logprobs.flatten(),
-        });
+        choices: fields::whole_choices(body, message, logprobs),
+        ..fields::whole_answer(body)
     }
-    out
 }
 
 /// Folds the events of a streamed completion.
 pub fn response_events(events: &[SseEvent]) -> Output {
     let mut out = Output::default();
-    let mut choices: BTreeMap<u32, Deltas> = BTreeMap::new();
+    let mut deltas: BTreeMap<u32, (Option<String>, TokenDeltas)> = BTreeMap::new();
     for event in events {
         let Some(chunk) = fields::stream_chunk(&mut out, event) else {
             continue;
@@ -95,54 +63,26 @@ pub fn response_events(events: &[SseEvent]) -> Output {
         if out.prompt_token_ids.is_empty() {
             out.prompt_token_ids = prompt_ids(&chunk);
         }
-        let list = chunk.get("choices").and_then(Value::as_array);
-        for (position, c) in list.into_iter().flatten().enumerate() {
-            let d = choices.entry(index(c, position)).or_default();
-            append(&mut d.text, c.get("text").and_then(Value::as_str));
-            if let Some(reason) = c.get("finish_reason").and_then(Value::as_str) {
-                d.finish_reason = Some(reason.to_string());
-            }
-            d.token_ids.extend(token_ids(c.get("token_ids")));
-            fields::extend_logprobs(
-                &mut d.logprobs,
-                &mut d.top_logprobs,
-                fields::completion_logprobs(c.get("logprobs")),
-            );
+        for (position, c) in choices(&chunk).enumerate() {
+            let (text, tokens) = deltas.entry(index(c, position)).or_default();
+            append(text, c.get("text").and_then(Value::as_str));
+            tokens.apply(c, logprobs(c));
         }
     }
-    out.choices = choices
+    out.choices = deltas
         .into_iter()
-        .map(|(index, d)| Choice {
-            index,
-            message: message(d.text),
-            finish_reason: d.finish_reason,
-            token_ids: d.token_ids,
-            logprobs: d.logprobs,
-            top_logprobs: d.top_logprobs,
+        .map(|(index, (text, tokens))| {
+            tokens.into_choice(index, Message::assistant(text).into_map())
         })
         .collect();
     out
 }
 
-#[derive(Default)]
-struct Deltas {
-    text: Option<String>,
-    finish_reason: Option<String>,
-    token_ids: Vec<u32>,
-    logprobs: Option<Vec<f64>>,
-    top_logprobs: Option<Vec<Vec<TopLogprob>>>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(data: Value) -> SseEvent {
-        SseEvent {
-            event: String::new(),
-            data: data.to_string(),
-        }
-    }
+    use crate::capture::sse::test_events::{done, ev};
+    use serde_json::json;
 
     #[test]
     fn prompts_become_user_messages() {
@@ -178,10 +118,7 @@ mod tests {
                 json!({"choices": [{"index": 0, "text": "lo", "token_ids": [2], "finish_reason": "stop",
                 "logprobs": {"tokens": ["lo"], "token_logprobs": [-2.0]}}]}),
             ),
-            SseEvent {
-                event: String::new(),
-                data: "[DONE]".into(),
-            },
+            done(),
         ]);
         assert_eq!(out.choices[0].message["content"], "Hello");
         assert_eq!(out.choices[0].token_ids, [1, 2]);

@@ -6,34 +6,22 @@
 //! only when `capture.store_embeddings` is on; otherwise each `embedding` is
 //! replaced by `null` (the rest of the response is kept).
 
-use crate::capture::fields::{self, str_field};
+use crate::capture::fields::{self, inputs, str_field, user_messages};
 use crate::capture::{Input, Output};
 use crate::record::Embeddings;
 use base64::Engine;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// The normalised input: each input as a user message, and what was asked.
 pub fn request(body: &Map<String, Value>) -> Input {
-    let inputs: Vec<Value> = match body.get("input") {
-        // A list of numbers is one tokenised input; a list of anything else
-        // is several inputs.
-        Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
-            vec![Value::Array(items.clone())]
-        }
-        Some(Value::Array(items)) => items.clone(),
-        Some(Value::Null) | None => Vec::new(),
-        Some(other) => vec![other.clone()],
-    };
+    let inputs = inputs(body.get("input"));
     let info = Embeddings {
         input_count: inputs.len() as u64,
         dimensions: body.get("dimensions").and_then(Value::as_u64),
         encoding_format: str_field(&Value::Object(body.clone()), "encoding_format"),
     };
     Input {
-        messages: inputs
-            .into_iter()
-            .map(|i| json!({"role": "user", "content": i}))
-            .collect(),
+        messages: user_messages(inputs),
         tools: Vec::new(),
         embeddings: Some(info),
     }
@@ -82,6 +70,7 @@ pub fn without_vectors(mut body: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn inputs_are_counted_in_every_form() {

@@ -13,10 +13,10 @@
 //! `content`, the reasoning as `reasoning_content`, the function calls as
 //! OpenAI `tool_calls`, and the raw items as `output_items`.
 
-use crate::capture::fields::{self, array, str_field};
+use crate::capture::fields::{self, Message, append, array, kind, str_field, text};
 use crate::capture::sse::SseEvent;
 use crate::capture::{Input, Output};
-use crate::record::Choice;
+use crate::record::{CallError, Choice};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -41,15 +41,13 @@ pub fn request(body: &Map<String, Value>) -> Input {
 
 /// One input item in the chat message shape.
 fn input_item(item: &Value) -> Value {
-    match item.get("type").and_then(Value::as_str) {
+    match kind(item) {
         Some("function_call") => json!({
             "role": "assistant",
             "content": null,
-            "tool_calls": [{
-                "id": item.get("call_id"),
-                "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
-            }],
+            "tool_calls": [
+                fields::tool_call(item.get("call_id"), item.get("name"), item.get("arguments")),
+            ],
         }),
         Some("function_call_output") => json!({
             "role": "tool",
@@ -89,17 +87,7 @@ pub fn response_json(body: &Value) -> Output {
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("completed");
-    let mut out = Output {
-        response_id: str_field(body, "id"),
-        response_model: str_field(body, "model"),
-        usage: body
-            .get("usage")
-            .filter(|u| u.is_object())
-            .map(fields::usage)
-            .unwrap_or_default(),
-        complete: true,
-        ..Output::default()
-    };
+    let mut out = fields::whole_answer(body);
     if let Some(error) = body.get("error").filter(|e| e.is_object()) {
         out.error = Some(fields::error(error));
     }
@@ -113,67 +101,44 @@ pub fn response_json(body: &Value) -> Output {
 
 /// The one choice of a response: its items folded into a chat message.
 fn choice(items: Vec<Value>, status: &str, incomplete_reason: Option<&str>) -> Choice {
-    let mut text: Option<String> = None;
-    let mut refusal: Option<String> = None;
-    let mut reasoning: Option<String> = None;
+    let (mut content, mut refusal, mut reasoning) = (None, None, None);
     let mut tool_calls = Vec::new();
     for item in &items {
-        match item.get("type").and_then(Value::as_str) {
+        let parts = |key: &str| {
+            item.get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        };
+        match kind(item) {
             Some("message") => {
-                for part in item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    match part.get("type").and_then(Value::as_str) {
-                        Some("output_text") => push(&mut text, part.get("text")),
-                        Some("refusal") => push(&mut refusal, part.get("refusal")),
+                for part in parts("content") {
+                    match kind(part) {
+                        Some("output_text") => append(&mut content, text(part, "text")),
+                        Some("refusal") => append(&mut refusal, text(part, "refusal")),
                         _ => {}
                     }
                 }
             }
-            Some("function_call") => tool_calls.push(json!({
-                "id": item.get("call_id").or_else(|| item.get("id")),
-                "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
-            })),
+            Some("function_call") => tool_calls.push(fields::tool_call(
+                item.get("call_id").or_else(|| item.get("id")),
+                item.get("name"),
+                item.get("arguments"),
+            )),
             Some("reasoning") => {
-                for key in ["summary", "content"] {
-                    for part in item
-                        .get(key)
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        push(&mut reasoning, part.get("text"));
-                    }
+                for part in parts("summary").chain(parts("content")) {
+                    append(&mut reasoning, text(part, "text"));
                 }
             }
             _ => {}
         }
     }
-    let finish_reason = match status {
-        "completed" if !tool_calls.is_empty() => "tool_calls",
-        "completed" => "stop",
-        "incomplete" => incomplete_reason.unwrap_or("incomplete"),
-        other => other,
-    };
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert(
-        "content".into(),
-        text.map(Value::String).unwrap_or(Value::Null),
-    );
-    if let Some(r) = reasoning {
-        message.insert("reasoning_content".into(), Value::String(r));
-    }
-    if let Some(r) = refusal {
-        message.insert("refusal".into(), Value::String(r));
-    }
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
+    let finish_reason = finish_reason(status, !tool_calls.is_empty(), incomplete_reason);
+    let mut message = Message::assistant(content)
+        .reasoning(reasoning)
+        .refusal(refusal)
+        .tool_calls(tool_calls)
+        .into_map();
     message.insert("output_items".into(), Value::Array(items));
     Choice {
         index: 0,
@@ -183,9 +148,13 @@ fn choice(items: Vec<Value>, status: &str, incomplete_reason: Option<&str>) -> C
     }
 }
 
-fn push(slot: &mut Option<String>, piece: Option<&Value>) {
-    if let Some(piece) = piece.and_then(Value::as_str) {
-        slot.get_or_insert_with(String::new).push_str(piece);
+/// The chat finish reason of a response with this status.
+fn finish_reason<'a>(status: &'a str, called_tools: bool, incomplete: Option<&'a str>) -> &'a str {
+    match status {
+        "completed" if called_tools => "tool_calls",
+        "completed" => "stop",
+        "incomplete" => incomplete.unwrap_or("incomplete"),
+        other => other,
     }
 }
 
@@ -234,17 +203,18 @@ impl ItemDeltas {
     }
 }
 
-/// Folds the events of a streamed response.
-pub fn response_events(events: &[SseEvent]) -> Output {
-    let mut items: BTreeMap<u64, ItemDeltas> = BTreeMap::new();
-    let mut header = Value::Null; // the response as `response.created` gave it
-    let mut error = None;
-    for event in events {
-        let Some(data) = event.json() else { continue };
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or(event.event.as_str());
+/// A streamed response, folded event by event until its terminal event.
+#[derive(Default)]
+struct ResponseStream {
+    items: BTreeMap<u64, ItemDeltas>,
+    /// The response as `response.created` gave it.
+    header: Value,
+    error: Option<CallError>,
+}
+
+impl ResponseStream {
+    /// Folds one event; the output when it is the terminal one.
+    fn apply(&mut self, kind: &str, data: &Value) -> Option<Output> {
         let at = data
             .get("output_index")
             .and_then(Value::as_u64)
@@ -252,56 +222,73 @@ pub fn response_events(events: &[SseEvent]) -> Output {
         let delta = data.get("delta").and_then(Value::as_str).unwrap_or("");
         match kind {
             "response.completed" | "response.failed" | "response.incomplete" => {
-                if let Some(response) = data.get("response") {
-                    let mut out = response_json(response);
-                    out.error = out.error.or(error);
-                    return out;
-                }
+                let mut out = response_json(data.get("response")?);
+                out.error = out.error.or(self.error.take());
+                return Some(out);
             }
             "response.created" | "response.in_progress" => {
-                header = data.get("response").cloned().unwrap_or(Value::Null);
+                self.header = data.get("response").cloned().unwrap_or(Value::Null);
             }
             "response.output_item.added" | "response.output_item.done" => {
-                let entry = items.entry(at).or_default();
+                let entry = self.item(at);
                 entry.item = data.get("item").cloned().unwrap_or(Value::Null);
                 entry.done = kind.ends_with(".done");
             }
-            "response.output_text.delta" => items.entry(at).or_default().text.push_str(delta),
-            "response.refusal.delta" => items.entry(at).or_default().refusal.push_str(delta),
-            "response.function_call_arguments.delta" => {
-                items.entry(at).or_default().arguments.push_str(delta)
-            }
+            "response.output_text.delta" => self.item(at).text.push_str(delta),
+            "response.refusal.delta" => self.item(at).refusal.push_str(delta),
+            "response.function_call_arguments.delta" => self.item(at).arguments.push_str(delta),
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                items.entry(at).or_default().reasoning.push_str(delta)
+                self.item(at).reasoning.push_str(delta)
             }
-            "error" => error = Some(fields::error(&data)),
+            "error" => self.error = Some(fields::error(data)),
             _ => {}
         }
+        None
     }
-    // The stream ended without its terminal event: rebuild from the pieces.
-    let items: Vec<Value> = items.into_values().map(ItemDeltas::into_item).collect();
-    let status = if error.is_some() {
-        "failed"
-    } else {
-        "incomplete"
-    };
-    Output {
-        response_id: str_field(&header, "id"),
-        response_model: str_field(&header, "model"),
-        choices: vec![choice(items, status, None)],
-        error,
-        complete: false,
-        ..Output::default()
+
+    fn item(&mut self, at: u64) -> &mut ItemDeltas {
+        self.items.entry(at).or_default()
     }
+
+    /// The stream ended without its terminal event: the response rebuilt
+    /// from the pieces.
+    fn cut_short(self) -> Output {
+        let items: Vec<Value> = self
+            .items
+            .into_values()
+            .map(ItemDeltas::into_item)
+            .collect();
+        let status = if self.error.is_some() {
+            "failed"
+        } else {
+            "incomplete"
+        };
+        Output {
+            response_id: str_field(&self.header, "id"),
+            response_model: str_field(&self.header, "model"),
+            choices: vec![choice(items, status, None)],
+            error: self.error,
+            complete: false,
+            ..Output::default()
+        }
+    }
+}
+
+/// Folds the events of a streamed response.
+pub fn response_events(events: &[SseEvent]) -> Output {
+    let mut stream = ResponseStream::default();
+    for (kind, data) in events.iter().filter_map(SseEvent::typed_json) {
+        if let Some(out) = stream.apply(&kind, &data) {
+            return out;
+        }
+    }
+    stream.cut_short()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(kind: &str, data: Value) -> SseEvent {
-        SseEvent::typed(kind, data)
-    }
+    use crate::capture::sse::test_events::typed_stream;
 
     #[test]
     fn input_items_become_chat_messages() {
@@ -347,53 +334,28 @@ mod tests {
 
     #[test]
     fn the_terminal_event_is_authoritative() {
-        let out = response_events(&[
-            ev(
-                "response.output_text.delta",
-                json!({"output_index": 0, "delta": "partial"}),
-            ),
-            ev(
-                "response.completed",
-                json!({"response": {"id": "r", "status": "completed",
-                "output": [{"type": "message", "content": [{"type": "output_text", "text": "whole"}]}]}}),
-            ),
-        ]);
+        let out = response_events(&typed_stream(json!([
+            {"type": "response.output_text.delta", "output_index": 0, "delta": "partial"},
+            {"type": "response.completed", "response": {"id": "r", "status": "completed",
+                "output": [{"type": "message", "content": [{"type": "output_text", "text": "whole"}]}]}},
+        ])));
         assert_eq!(out.choices[0].message["content"], "whole");
         assert!(out.complete);
     }
 
     #[test]
     fn a_cut_stream_is_rebuilt_from_its_deltas() {
-        let out = response_events(&[
-            ev(
-                "response.created",
-                json!({"response": {"id": "r9", "model": "m"}}),
-            ),
-            ev(
-                "response.output_item.added",
-                json!({"output_index": 0, "item": {"type": "function_call", "call_id": "c", "name": "f", "arguments": ""}}),
-            ),
-            ev(
-                "response.function_call_arguments.delta",
-                json!({"output_index": 0, "delta": "{\"x\""}),
-            ),
-            ev(
-                "response.function_call_arguments.delta",
-                json!({"output_index": 0, "delta": ":2}"}),
-            ),
-            ev(
-                "response.output_item.added",
-                json!({"output_index": 1, "item": {"type": "message", "content": []}}),
-            ),
-            ev(
-                "response.output_text.delta",
-                json!({"output_index": 1, "delta": "so "}),
-            ),
-            ev(
-                "response.output_text.delta",
-                json!({"output_index": 1, "delta": "far"}),
-            ),
-        ]);
+        let out = response_events(&typed_stream(json!([
+            {"type": "response.created", "response": {"id": "r9", "model": "m"}},
+            {"type": "response.output_item.added", "output_index": 0,
+                "item": {"type": "function_call", "call_id": "c", "name": "f", "arguments": ""}},
+            {"type": "response.function_call_arguments.delta", "output_index": 0, "delta": "{\"x\""},
+            {"type": "response.function_call_arguments.delta", "output_index": 0, "delta": ":2}"},
+            {"type": "response.output_item.added", "output_index": 1,
+                "item": {"type": "message", "content": []}},
+            {"type": "response.output_text.delta", "output_index": 1, "delta": "so "},
+            {"type": "response.output_text.delta", "output_index": 1, "delta": "far"},
+        ])));
         assert!(!out.complete);
         assert_eq!(out.response_id.as_deref(), Some("r9"));
         let m = &out.choices[0].message;
@@ -403,10 +365,9 @@ mod tests {
 
     #[test]
     fn error_events_are_reported() {
-        let out = response_events(&[ev(
-            "error",
-            json!({"code": "server_error", "message": "boom"}),
-        )]);
+        let out = response_events(&typed_stream(json!([
+            {"type": "error", "code": "server_error", "message": "boom"},
+        ])));
         assert_eq!(out.error.unwrap().message, "boom");
     }
 }

@@ -51,101 +51,14 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
         format!("{operation} {model}")
     };
     let mut a = Attributes(Vec::new());
-    a.text("gen_ai.operation.name", Some(operation));
-    a.text("gen_ai.provider.name", Some(inputs.provider));
-    a.text("gen_ai.request.model", record.model.as_deref());
-    a.text("gen_ai.response.model", record.response_model.as_deref());
-    a.text("gen_ai.response.id", record.response_id.as_deref());
-    if !record.finish_reasons.is_empty() {
-        a.push(
-            "gen_ai.response.finish_reasons",
-            AttributeValue::Strings(record.finish_reasons.clone()),
-        );
-    }
-    let params = &record.request_params;
-    a.float("gen_ai.request.temperature", params.get("temperature"));
-    a.int(
-        "gen_ai.request.max_tokens",
-        ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| params.get(*k)),
-    );
-    a.float("gen_ai.request.top_p", params.get("top_p"));
-    a.int("gen_ai.request.seed", params.get("seed"));
-    a.int("gen_ai.request.choice.count", params.get("n"));
-    if record.operation != Operation::Embeddings {
-        a.push("gen_ai.request.stream", AttributeValue::Bool(record.stream));
-    }
-    let u = &record.usage;
-    a.count("gen_ai.usage.input_tokens", u.input_tokens);
-    a.count("gen_ai.usage.output_tokens", u.output_tokens);
-    a.count(
-        "gen_ai.usage.cache_read.input_tokens",
-        u.cached_input_tokens,
-    );
-    a.count(
-        "gen_ai.usage.cache_creation.input_tokens",
-        u.cache_creation_input_tokens,
-    );
-    a.count("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
-    // Time to first chunk is a streaming measure (as the conventions define it).
-    if let Some(ttft) = record.ttft_ms.filter(|_| record.stream) {
-        a.push(
-            "gen_ai.response.time_to_first_chunk",
-            AttributeValue::Float(ttft / 1000.0),
-        );
-    }
-    if let Ok(url) = Url::parse(&record.upstream) {
-        a.text("server.address", url.host_str());
-        a.count("server.port", url.port_or_known_default().map(u64::from));
-    }
-    a.count(
-        "http.response.status_code",
-        record.http_status.map(u64::from),
-    );
-    let identity = &record.identity;
-    a.text("session.id", identity.session_id.as_deref());
-    a.text("gen_ai.conversation.id", identity.session_id.as_deref());
-    a.text("rllm.trace_id", Some(&record.trace_id));
-    // The session is `session.id` (the conventions' name); the rest are ours.
-    for field in IdentityField::ALL
-        .into_iter()
-        .filter(|f| *f != IdentityField::SessionId)
-    {
-        let key = format!("rllm.{}", field.name());
-        match identity.get(field) {
-            Some(FieldValue::Text(text)) => a.text(&key, Some(text)),
-            Some(FieldValue::Integer(n)) => a.push(&key, AttributeValue::Int(n)),
-            None => {}
-        }
-    }
-    a.text("rllm.span_type", Some(&record.span_type));
-    a.text("tracegate.route", record.route.as_deref());
-    let error = match (&record.status, &record.error) {
-        (Status::Ok, _) => None,
-        (_, Some(e)) => {
-            a.text("error.type", Some(e.kind.as_str()));
-            Some(e.message.clone())
-        }
-        (status, None) => {
-            a.text("error.type", Some(status.as_str()));
-            Some(status.as_str().to_string())
-        }
-    };
+    a.call(record, inputs.provider);
+    a.parameters(record);
+    a.usage(record);
+    a.server(record);
+    a.identity(record);
+    let error = a.error(record);
     if inputs.include_content {
-        a.text(
-            "gen_ai.input.messages",
-            Some(&Value::from(record.messages.clone()).to_string()),
-        );
-        let output: Vec<Value> = record
-            .choices
-            .iter()
-            .map(|c| Value::Object(c.message.clone()))
-            .collect();
-        a.text(
-            "gen_ai.output.messages",
-            Some(&Value::from(output).to_string()),
-        );
+        a.content(record);
     }
     Span {
         trace_id: inputs.trace.trace_id.clone(),
@@ -206,6 +119,131 @@ impl Attributes {
         if let Some(v) = value.and_then(Value::as_f64) {
             self.push(key, AttributeValue::Float(v));
         }
+    }
+
+    /// What was called and what answered: operation, provider, models,
+    /// response id and finish reasons.
+    fn call(&mut self, record: &TraceRecord, provider: &str) {
+        self.text("gen_ai.operation.name", Some(record.operation.as_str()));
+        self.text("gen_ai.provider.name", Some(provider));
+        self.text("gen_ai.request.model", record.model.as_deref());
+        self.text("gen_ai.response.model", record.response_model.as_deref());
+        self.text("gen_ai.response.id", record.response_id.as_deref());
+        if !record.finish_reasons.is_empty() {
+            self.push(
+                "gen_ai.response.finish_reasons",
+                AttributeValue::Strings(record.finish_reasons.clone()),
+            );
+        }
+    }
+
+    /// The request's sampling parameters, and whether it streamed.
+    fn parameters(&mut self, record: &TraceRecord) {
+        let params = &record.request_params;
+        self.float("gen_ai.request.temperature", params.get("temperature"));
+        self.int(
+            "gen_ai.request.max_tokens",
+            ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+                .iter()
+                .find_map(|k| params.get(*k)),
+        );
+        self.float("gen_ai.request.top_p", params.get("top_p"));
+        self.int("gen_ai.request.seed", params.get("seed"));
+        self.int("gen_ai.request.choice.count", params.get("n"));
+        if record.operation != Operation::Embeddings {
+            self.push("gen_ai.request.stream", AttributeValue::Bool(record.stream));
+        }
+    }
+
+    /// Tokens by type, and the time to the first chunk of a stream.
+    fn usage(&mut self, record: &TraceRecord) {
+        let u = &record.usage;
+        self.count("gen_ai.usage.input_tokens", u.input_tokens);
+        self.count("gen_ai.usage.output_tokens", u.output_tokens);
+        self.count(
+            "gen_ai.usage.cache_read.input_tokens",
+            u.cached_input_tokens,
+        );
+        self.count(
+            "gen_ai.usage.cache_creation.input_tokens",
+            u.cache_creation_input_tokens,
+        );
+        self.count("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
+        // Time to first chunk is a streaming measure (as the conventions define it).
+        if let Some(ttft) = record.ttft_ms.filter(|_| record.stream) {
+            self.push(
+                "gen_ai.response.time_to_first_chunk",
+                AttributeValue::Float(ttft / 1000.0),
+            );
+        }
+    }
+
+    /// The upstream's address and port, and the HTTP status it answered.
+    fn server(&mut self, record: &TraceRecord) {
+        if let Ok(url) = Url::parse(&record.upstream) {
+            self.text("server.address", url.host_str());
+            self.count("server.port", url.port_or_known_default().map(u64::from));
+        }
+        self.count(
+            "http.response.status_code",
+            record.http_status.map(u64::from),
+        );
+    }
+
+    /// Who made the call: the session (under the conventions' names), then
+    /// tracegate's identity under `rllm.*`, and the route.
+    fn identity(&mut self, record: &TraceRecord) {
+        let identity = &record.identity;
+        self.text("session.id", identity.session_id.as_deref());
+        self.text("gen_ai.conversation.id", identity.session_id.as_deref());
+        self.text("rllm.trace_id", Some(&record.trace_id));
+        // The session is `session.id` (the conventions' name); the rest are ours.
+        for field in IdentityField::ALL
+            .into_iter()
+            .filter(|f| *f != IdentityField::SessionId)
+        {
+            let key = format!("rllm.{}", field.name());
+            match identity.get(field) {
+                Some(FieldValue::Text(text)) => self.text(&key, Some(text)),
+                Some(FieldValue::Integer(n)) => self.push(&key, AttributeValue::Int(n)),
+                None => {}
+            }
+        }
+        self.text("rllm.span_type", Some(&record.span_type));
+        self.text("tracegate.route", record.route.as_deref());
+    }
+
+    /// `error.type` of a failed call; returns the span's status
+    /// description (`None` for a call that succeeded).
+    fn error(&mut self, record: &TraceRecord) -> Option<String> {
+        match (&record.status, &record.error) {
+            (Status::Ok, _) => None,
+            (_, Some(e)) => {
+                self.text("error.type", Some(e.kind.as_str()));
+                Some(e.message.clone())
+            }
+            (status, None) => {
+                self.text("error.type", Some(status.as_str()));
+                Some(status.as_str().to_string())
+            }
+        }
+    }
+
+    /// The messages sent and answered, as JSON strings (opt-in).
+    fn content(&mut self, record: &TraceRecord) {
+        self.text(
+            "gen_ai.input.messages",
+            Some(&Value::from(record.messages.clone()).to_string()),
+        );
+        let output: Vec<Value> = record
+            .choices
+            .iter()
+            .map(|c| Value::Object(c.message.clone()))
+            .collect();
+        self.text(
+            "gen_ai.output.messages",
+            Some(&Value::from(output).to_string()),
+        );
     }
 }
 

@@ -29,20 +29,56 @@ impl SseEvent {
         serde_json::from_str(&self.data).ok()
     }
 
+    /// The data as JSON with its kind: the data's `type`, else the event's
+    /// name (Anthropic and the Responses API send both, alike).
+    pub fn typed_json(&self) -> Option<(String, Value)> {
+        let data = self.json()?;
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.event)
+            .to_string();
+        Some((kind, data))
+    }
+
     /// True for OpenAI's end-of-stream sentinel `data: [DONE]`.
     pub fn is_done(&self) -> bool {
         self.data.trim() == "[DONE]"
     }
+}
 
-    /// A typed event as Anthropic and the Responses API send them: the
-    /// `event:` name repeated as the data's `type` (for assembler tests).
-    #[cfg(test)]
-    pub fn typed(kind: &str, mut data: serde_json::Value) -> SseEvent {
-        data["type"] = serde_json::json!(kind);
+/// Events as upstreams send them, for the assemblers' tests.
+#[cfg(test)]
+pub mod test_events {
+    use super::SseEvent;
+    use serde_json::Value;
+
+    /// An unnamed event carrying `data` as JSON (OpenAI's streams).
+    pub fn ev(data: Value) -> SseEvent {
         SseEvent {
-            event: kind.to_string(),
+            event: String::new(),
             data: data.to_string(),
         }
+    }
+
+    /// OpenAI's end of stream, `data: [DONE]`.
+    pub fn done() -> SseEvent {
+        SseEvent {
+            event: String::new(),
+            data: "[DONE]".into(),
+        }
+    }
+
+    /// Typed events (Anthropic's, the Responses API's) from a JSON list of
+    /// their data, each data's `type` repeated as its `event:` name.
+    pub fn typed_stream(events: Value) -> Vec<SseEvent> {
+        let list = events.as_array().cloned().unwrap_or_default();
+        list.into_iter()
+            .map(|data| SseEvent {
+                event: data["type"].as_str().unwrap_or_default().to_string(),
+                data: data.to_string(),
+            })
+            .collect()
     }
 }
 

@@ -168,10 +168,14 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
             runtime.block_on(serve(config))?;
         }
         Command::MockUpstream { listen, options } => {
-            runtime.block_on(mock_upstream::serve(listen, options))?;
+            runtime
+                .block_on(mock_upstream::serve(listen, options))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
         }
         Command::Demo(args) => {
-            let report = runtime.block_on(crate::demo::run(&args))?;
+            let report = runtime
+                .block_on(crate::demo::run(&args))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
             let mut out = output::Output::stdout();
             out.text(&report)?;
             out.finish()?;
@@ -181,8 +185,10 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
-    let server = crate::server::Server::bind(&config).await?;
+async fn serve(config: Config) -> Result<(), Failure> {
+    let server = crate::server::Server::bind(&config)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     let routes: Vec<String> = config
         .routes
         .iter()
@@ -200,7 +206,7 @@ async fn serve(config: Config) -> Result<(), String> {
         routes.join("; "),
         config.db.display()
     );
-    server.run(crate::server::shutdown_signal()).await
+    Ok(server.run(crate::server::shutdown_signal()).await?)
 }
 
 fn init_logging(default: &str) {

@@ -8,9 +8,9 @@
 //! `show` answers "what happened in this call?" for a person: who made it,
 //! where it went, how long it took, the conversation it sent, the tools it
 //! offered, the answer (text, reasoning, tool calls) and usage, then the
-//! error if any. `--raw` prints instead what went over the wire: headers and
-//! bodies of the request as forwarded and the response as received (an SSE
-//! stream as its text).
+//! error if any. `--raw` prints instead the raw exchange: the request
+//! headers as received from the client, its body as forwarded, and the
+//! response as the upstream sent it (an SSE stream as its text).
 
 use super::output::{Align, Format, Table, ms, or_dash, print_listing, short_time};
 use super::{DbArg, Failure, FilterArgs};
@@ -149,9 +149,18 @@ fn joined(parts: &[(&str, Option<String>)]) -> Option<String> {
     (!present.is_empty()).then(|| present.join(" · "))
 }
 
-/// The record, readable.
+/// The record, readable: its summary, the conversation it sent, and the
+/// answer.
 fn render(t: &TraceRecord) -> String {
     let mut out = String::new();
+    summary(&mut out, t);
+    conversation(&mut out, t);
+    answer(&mut out, t);
+    out
+}
+
+/// Who made the call, where it went, how it went: one labelled line each.
+fn summary(out: &mut String, t: &TraceRecord) {
     let identity = joined(&[
         ("run", t.identity.run_id.clone()),
         ("session", t.identity.session_id.clone()),
@@ -162,84 +171,103 @@ fn render(t: &TraceRecord) -> String {
         ("project", t.identity.project.clone()),
         ("experiment", t.identity.experiment.clone()),
     ]);
-    let route = format!(
-        "{} {} → {} · {} {}{}",
-        t.method,
-        t.path,
-        t.upstream,
-        t.protocol,
-        t.operation,
-        t.route
-            .as_deref()
-            .map(|r| format!(" · route {r}"))
-            .unwrap_or_default()
-    );
-    let model = format!(
-        "{}{}{}",
-        t.model.as_deref().unwrap_or("-"),
-        t.response_model
-            .as_deref()
-            .filter(|m| Some(*m) != t.model.as_deref())
-            .map(|m| format!(" (answered by {m})"))
-            .unwrap_or_default(),
-        if t.stream { " · streamed" } else { "" }
-    );
-    let timing = format!(
-        "{} → {} · latency {} ms{}",
-        t.started_at,
-        t.ended_at,
-        ms(t.latency_ms),
-        t.ttft_ms
-            .map(|v| format!(" · ttft {} ms", ms(v)))
-            .unwrap_or_default()
-    );
-    let status = format!(
-        "{}{}",
-        t.status.as_str(),
-        t.http_status
-            .map(|s| format!(" · HTTP {s}"))
-            .unwrap_or_default()
-    );
-    let u = &t.usage;
-    let usage = joined(&[
-        ("input", u.input_tokens.map(|n| n.to_string())),
-        ("output", u.output_tokens.map(|n| n.to_string())),
-        ("total", u.total_tokens.map(|n| n.to_string())),
-        ("cached input", u.cached_input_tokens.map(|n| n.to_string())),
-        ("reasoning", u.reasoning_tokens.map(|n| n.to_string())),
-    ]);
+    let span = format!("{} in OTel trace {}", t.span_id, t.otel_trace_id);
+    let error = t
+        .error
+        .as_ref()
+        .map(|e| format!("{}: {}", e.kind, e.message));
     fields(
-        &mut out,
+        out,
         &[
             ("trace", Some(t.trace_id.clone())),
             ("identity", identity),
             ("context", context),
             ("parent", t.identity.parent_span_id.clone()),
-            (
-                "span",
-                Some(format!("{} in OTel trace {}", t.span_id, t.otel_trace_id)),
-            ),
-            ("call", Some(route)),
-            ("model", Some(model)),
-            ("time", Some(timing)),
-            ("status", Some(status)),
-            ("usage", usage),
-            (
-                "error",
-                t.error
-                    .as_ref()
-                    .map(|e| format!("{}: {}", e.kind, e.message)),
-            ),
+            ("span", Some(span)),
+            ("call", Some(call_line(t))),
+            ("model", Some(model_line(t))),
+            ("time", Some(time_line(t))),
+            ("status", Some(status_line(t))),
+            ("usage", usage_line(t)),
+            ("error", error),
         ],
     );
     for problem in &t.identity_errors {
         let _ = writeln!(out, "{:<11}{problem}", "identity?");
     }
+}
 
+/// `METHOD path → upstream · protocol operation · route r`.
+fn call_line(t: &TraceRecord) -> String {
+    let route = t
+        .route
+        .as_deref()
+        .map(|r| format!(" · route {r}"))
+        .unwrap_or_default();
+    format!(
+        "{} {} → {} · {} {}{route}",
+        t.method, t.path, t.upstream, t.protocol, t.operation
+    )
+}
+
+/// The model asked for, the one that answered when another, and whether
+/// the answer streamed.
+fn model_line(t: &TraceRecord) -> String {
+    let answered_by = t
+        .response_model
+        .as_deref()
+        .filter(|m| Some(*m) != t.model.as_deref())
+        .map(|m| format!(" (answered by {m})"))
+        .unwrap_or_default();
+    let streamed = if t.stream { " · streamed" } else { "" };
+    format!(
+        "{}{answered_by}{streamed}",
+        t.model.as_deref().unwrap_or("-")
+    )
+}
+
+/// Start → end, latency and time to first token.
+fn time_line(t: &TraceRecord) -> String {
+    let ttft = t
+        .ttft_ms
+        .map(|v| format!(" · ttft {} ms", ms(v)))
+        .unwrap_or_default();
+    format!(
+        "{} → {} · latency {} ms{ttft}",
+        t.started_at,
+        t.ended_at,
+        ms(t.latency_ms)
+    )
+}
+
+/// The status, and the HTTP status when there was one.
+fn status_line(t: &TraceRecord) -> String {
+    let http = t
+        .http_status
+        .map(|s| format!(" · HTTP {s}"))
+        .unwrap_or_default();
+    format!("{}{http}", t.status.as_str())
+}
+
+/// The token counts present; none if there are none.
+fn usage_line(t: &TraceRecord) -> Option<String> {
+    let u = &t.usage;
+    let count = |n: Option<u64>| n.map(|n| n.to_string());
+    joined(&[
+        ("input", count(u.input_tokens)),
+        ("output", count(u.output_tokens)),
+        ("total", count(u.total_tokens)),
+        ("cached input", count(u.cached_input_tokens)),
+        ("reasoning", count(u.reasoning_tokens)),
+    ])
+}
+
+/// The messages sent, the tools offered and the request's parameters.
+fn conversation(out: &mut String, t: &TraceRecord) {
     let _ = writeln!(out, "\nmessages ({})", t.messages.len());
     for message in &t.messages {
         if let Some(message) = message.as_object() {
-            message_lines(&mut out, message);
+            message_lines(out, message);
         }
     }
     if !t.tools.is_empty() {
@@ -262,7 +290,10 @@ fn render(t: &TraceRecord) -> String {
             Value::Object(t.request_params.clone())
         );
     }
+}
 
+/// Each choice of the answer, with its finish reason.
+fn answer(out: &mut String, t: &TraceRecord) {
     let _ = writeln!(out, "\nanswer");
     if t.choices.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -274,9 +305,8 @@ fn render(t: &TraceRecord) -> String {
         } else {
             let _ = writeln!(out, "  finish: {finish}");
         }
-        message_lines(&mut out, &choice.message);
+        message_lines(out, &choice.message);
     }
-    out
 }
 
 /// A message: its role (and tool call id), then its reasoning, content,
@@ -357,7 +387,8 @@ fn indented(out: &mut String, text: &str) {
     }
 }
 
-/// The request and response as they went over the wire.
+/// The raw exchange: request headers as received, body as forwarded, the
+/// response as sent.
 fn render_raw(t: &TraceRecord) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "request: {} {} → {}", t.method, t.path, t.upstream);

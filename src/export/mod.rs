@@ -23,9 +23,11 @@ pub mod otlp;
 
 use crate::config::{ExportConfig, OtlpProtocol};
 use crate::metrics::Metrics;
+use crate::store::outbox::Batch;
 use crate::store::{ExportProgress, StoreError, StoreReader, StoreWriter};
-use opentelemetry_sdk::trace::SpanExporter as _;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use serde::Serialize;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -91,6 +93,32 @@ pub async fn health(
     })
 }
 
+/// Why export cannot start: the configuration does not make an exporter.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// An export header's name is not a valid HTTP header name.
+    #[error("export header '{0}' is not a valid header name")]
+    HeaderName(String),
+    /// An export header's value is not a valid HTTP header value (the value
+    /// is never shown: it is usually a credential).
+    #[error("the value of export header '{0}' is not valid")]
+    HeaderValue(String),
+    /// `opentelemetry-otlp` refused the configuration.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// Why one batch was not exported (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The collector refused the batch, or could not be reached.
+    #[error("{0}")]
+    Collector(#[from] opentelemetry_sdk::error::OTelSdkError),
+    /// The collector did not answer in time.
+    #[error("the collector did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
 impl Exporter {
     /// Starts exporting the outbox of the store behind `reader`/`writer`;
     /// `wake` is notified when new spans are committed.
@@ -100,12 +128,22 @@ impl Exporter {
         writer: StoreWriter,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
-    ) -> Result<Exporter, String> {
+    ) -> Result<Exporter, ExportError> {
         let exporter = otlp::exporter(&config)?;
         let (stop, stopping) = watch::channel(false);
-        let task = tokio::spawn(run(
-            config, exporter, reader, writer, wake, stopping, metrics,
-        ));
+        let outbox = Outbox {
+            scope: otlp::scope(),
+            config,
+            exporter,
+            reader,
+            writer,
+            wake,
+            stopping,
+            metrics,
+            cursor: 0,
+            backoff: BACKOFF_START,
+        };
+        let task = tokio::spawn(outbox.run());
         Ok(Exporter { stop, task })
     }
 
@@ -123,106 +161,137 @@ impl Exporter {
     }
 }
 
-async fn run(
+/// The export task: the outbox past `cursor`, sent batch by batch.
+struct Outbox {
     config: ExportConfig,
     exporter: opentelemetry_otlp::SpanExporter,
+    scope: opentelemetry::InstrumentationScope,
     reader: StoreReader,
     writer: StoreWriter,
     wake: Arc<Notify>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
-) {
-    let scope = otlp::scope();
-    let mut cursor = match reader.export_state().await {
-        Ok(state) => state.cursor,
-        Err(e) => {
-            tracing::error!("span export cannot start: {e}");
-            return;
-        }
-    };
-    let mut backoff = BACKOFF_START;
-    loop {
-        let size = config.batch_size;
-        let batch = match reader.spans_after(cursor, size).await {
-            Ok(batch) => batch,
+    /// The last span id the collector accepted.
+    cursor: i64,
+    /// The wait before the next attempt after a failure.
+    backoff: Duration,
+}
+
+impl Outbox {
+    /// Reads, sends and records batches until stopped (and drained) or the
+    /// store closes.
+    async fn run(mut self) {
+        self.cursor = match self.reader.export_state().await {
+            Ok(state) => state.cursor,
             Err(e) => {
-                tracing::error!("cannot read the span outbox: {e}");
-                if pause(&mut stopping, IDLE_POLL).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        if batch.last_id == cursor {
-            // Nothing waiting: done if stopping, else wait for new spans.
-            if *stopping.borrow() {
+                tracing::error!("span export cannot start: {e}");
                 return;
             }
-            tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
-                _ = stopping.changed() => {}
+        };
+        loop {
+            let cursor = self.cursor;
+            let size = self.config.batch_size;
+            let step = match self.reader.spans_after(cursor, size).await {
+                Err(e) => {
+                    tracing::error!("cannot read the span outbox: {e}");
+                    self.pause(IDLE_POLL).await
+                }
+                Ok(batch) if batch.last_id == cursor => self.idle().await,
+                Ok(batch) => self.export(batch).await,
+            };
+            if step.is_break() {
+                return;
             }
-            continue;
         }
+    }
+
+    /// Nothing waits: done if stopping, else waits for new spans.
+    async fn idle(&mut self) -> ControlFlow<()> {
+        if *self.stopping.borrow() {
+            return ControlFlow::Break(());
+        }
+        tokio::select! {
+            () = self.wake.notified() => {}
+            () = tokio::time::sleep(IDLE_POLL) => {}
+            _ = self.stopping.changed() => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Sends one batch and records how it went.
+    async fn export(&mut self, batch: Batch) -> ControlFlow<()> {
         let spans: Vec<_> = batch
             .spans
             .iter()
-            .filter_map(|s| otlp::span_data(s, &scope))
+            .filter_map(|s| otlp::span_data(s, &self.scope))
             .collect();
         let count = spans.len() as u64;
-        let sent = if spans.is_empty() {
-            Ok(())
-        } else {
-            match tokio::time::timeout(config.timeout, exporter.export(spans)).await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err(format!(
-                    "the collector did not answer within {:?}",
-                    config.timeout
-                )),
-            }
-        };
-        match sent {
-            Ok(()) => {
-                metrics.spans_exported(count);
-                cursor = batch.last_id;
-                backoff = BACKOFF_START;
-                let progress = ExportProgress {
-                    cursor,
-                    exported: count,
-                    error: None,
-                };
-                if writer.export_progress(progress).await.is_err() {
-                    return; // the store is closing
-                }
-            }
-            Err(error) => {
-                metrics.export_failed();
-                tracing::warn!("span export failed, retrying in {backoff:?}: {error}");
-                let progress = ExportProgress {
-                    cursor,
-                    exported: 0,
-                    error: Some(error),
-                };
-                if writer.export_progress(progress).await.is_err()
-                    || pause(&mut stopping, backoff).await
-                {
-                    return;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
+        match self.send(spans).await {
+            Ok(()) => self.exported(batch.last_id, count).await,
+            Err(error) => self.failed(error).await,
         }
     }
-}
 
-/// Waits `duration`; true if the exporter was told to stop meanwhile (a
-/// failing collector is not retried during shutdown).
-async fn pause(stopping: &mut watch::Receiver<bool>, duration: Duration) -> bool {
-    if *stopping.borrow() {
-        return true;
+    /// Sends spans (none: nothing to send), within the configured timeout.
+    async fn send(&self, spans: Vec<SpanData>) -> Result<(), SendError> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.config.timeout, self.exporter.export(spans)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SendError::Timeout(self.config.timeout)),
+        }
     }
-    tokio::select! {
-        () = tokio::time::sleep(duration) => *stopping.borrow(),
-        _ = stopping.changed() => true,
+
+    /// The collector has the batch up to `last_id`: the cursor moves on.
+    async fn exported(&mut self, last_id: i64, count: u64) -> ControlFlow<()> {
+        self.metrics.spans_exported(count);
+        self.cursor = last_id;
+        self.backoff = BACKOFF_START;
+        let progress = ExportProgress {
+            cursor: last_id,
+            exported: count,
+            error: None,
+        };
+        if self.writer.export_progress(progress).await.is_err() {
+            return ControlFlow::Break(()); // the store is closing
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The batch failed: the error is recorded, and the same batch is tried
+    /// again after the backoff, which doubles.
+    async fn failed(&mut self, error: SendError) -> ControlFlow<()> {
+        self.metrics.export_failed();
+        let backoff = self.backoff;
+        tracing::warn!("span export failed, retrying in {backoff:?}: {error}");
+        let progress = ExportProgress {
+            cursor: self.cursor,
+            exported: 0,
+            error: Some(error.to_string()),
+        };
+        if self.writer.export_progress(progress).await.is_err() {
+            return ControlFlow::Break(());
+        }
+        self.pause(backoff).await?;
+        self.backoff = (backoff * 2).min(BACKOFF_MAX);
+        ControlFlow::Continue(())
+    }
+
+    /// Waits `duration`; breaks if the exporter was told to stop meanwhile
+    /// (a failing collector is not retried during shutdown).
+    async fn pause(&mut self, duration: Duration) -> ControlFlow<()> {
+        if *self.stopping.borrow() {
+            return ControlFlow::Break(());
+        }
+        let stop = tokio::select! {
+            () = tokio::time::sleep(duration) => *self.stopping.borrow(),
+            _ = self.stopping.changed() => true,
+        };
+        if stop {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! retries whole batches with its own backoff, and only moves its cursor on
 //! success, so there is one retry policy, not two stacked.
 
+use super::ExportError;
 use crate::config::{ExportConfig, OtlpProtocol};
 use crate::record::{AttributeValue, Span};
 use opentelemetry::trace::{
@@ -22,16 +23,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Builds the exporter for `config`, with tracegate's resource
 /// (`service.name`, `service.version`, and `OTEL_RESOURCE_ATTRIBUTES`).
-pub fn exporter(config: &ExportConfig) -> Result<SpanExporter, String> {
+pub fn exporter(config: &ExportConfig) -> Result<SpanExporter, ExportError> {
     let mut exporter = match config.protocol {
         OtlpProtocol::Grpc => {
             let mut headers = http::HeaderMap::new();
             for (key, value) in &config.headers {
                 let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| format!("export header '{key}' is not a valid header name"))?;
+                    .map_err(|_| ExportError::HeaderName(key.clone()))?;
                 // Never echo the value: it is usually a credential.
                 let value = http::HeaderValue::from_str(value)
-                    .map_err(|_| format!("the value of export header '{key}' is not valid"))?;
+                    .map_err(|_| ExportError::HeaderValue(key.clone()))?;
                 headers.insert(name, value);
             }
             let metadata = MetadataMap::from_headers(headers);
@@ -51,8 +52,7 @@ pub fn exporter(config: &ExportConfig) -> Result<SpanExporter, String> {
             .with_headers(config.headers.iter().cloned().collect())
             .with_retry_policy(RetryPolicy::disabled())
             .build(),
-    }
-    .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    }?;
     exporter.set_resource(&resource(&config.service_name));
     Ok(exporter)
 }

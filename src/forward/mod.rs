@@ -12,7 +12,9 @@
 //!    loses its identity carriers, gets the backend model name and, for a
 //!    vLLM route, the token-data parameters ([`vllm`]) — a body that does not
 //!    change is forwarded byte for byte; the upstream request's headers
-//!    (`headers` policy, then the route's credentials, failing closed);
+//!    (`headers` policy, then the route's credentials, failing closed), and
+//!    this gateway's `Via` entry ([`hop`]: a request that already carries it
+//!    has come round a loop, and is refused with 508);
 //! 4. [`Forwarder::send`]: the request, with the one pooled client, to the
 //!    session's worker or the least busy one, moving on when a worker
 //!    refuses the connection;
@@ -28,6 +30,7 @@
 //! carries `X-RLLM-Trace-Id`.
 
 pub mod failure;
+pub mod hop;
 pub mod tee;
 pub mod vllm;
 
@@ -66,6 +69,7 @@ pub struct Forwarder {
     settings: CaptureSettings,
     propagate_traceparent: bool,
     metrics: Arc<Metrics>,
+    hop: hop::Hop,
 }
 
 /// Why the forwarder could not be built.
@@ -108,6 +112,7 @@ impl Forwarder {
             },
             propagate_traceparent: config.propagate_traceparent,
             metrics,
+            hop: hop::Hop::new(),
         })
     }
 }
@@ -167,10 +172,16 @@ impl Forwarder {
             Ok(inbound) => inbound,
             Err(failed) => return self.fail(failed),
         };
-        let routed = match self.route(inbound) {
+        let mut routed = match self.route(inbound) {
             Ok(routed) => routed,
             Err(failed) => return self.fail(failed),
         };
+        if let Err(error) = self.hop.pass(&routed.parts, &mut routed.headers) {
+            return self.fail(Box::new(Failed {
+                ctx: routed.ctx,
+                error,
+            }));
+        }
         match self.send(routed).await {
             Ok(sent) => self.respond(sent),
             Err(failed) => self.fail(failed),
@@ -264,33 +275,17 @@ impl Forwarder {
         };
         let mut destination = destination(&route.config);
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
-        let mut forward_body = Ok(body.clone());
-        if let Some(object) = json.as_mut() {
-            let (changed, renamed) =
-                rewrite(object, &route.config, arrival.endpoint, model.as_deref());
-            destination.model_rewrite = renamed;
-            if changed {
-                forward_body = serde_json::to_vec(object).map(Bytes::from);
-            }
-        }
+        let (forward_body, renamed) = match json.as_mut() {
+            Some(object) => rewrite(object, &route.config, arrival.endpoint, model.as_deref()),
+            None => (None, None),
+        };
+        destination.model_rewrite = renamed;
         let headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
-        let ctx = self.context(
-            arrival,
-            in_flight,
-            who,
-            request_body(json, body),
-            destination,
-        );
-        let (body, headers) = match (forward_body, headers) {
-            (Ok(body), Ok(headers)) => (body, headers),
-            (Err(e), _) => {
-                let error = GatewayError::internal(format!("cannot re-encode the body: {e}"));
-                return Err(Box::new(Failed { ctx, error }));
-            }
-            (_, Err(e)) => {
-                let error = outbound_failure(e);
-                return Err(Box::new(Failed { ctx, error }));
-            }
+        let request = request_body(json, body.clone());
+        let ctx = self.context(arrival, in_flight, who, request, destination);
+        let (body, headers) = match ready(forward_body, body, headers) {
+            Ok(ready) => ready,
+            Err(error) => return Err(Box::new(Failed { ctx, error })),
         };
         Ok(Routed {
             ctx,
@@ -531,15 +526,22 @@ fn request_body(json: Option<Map<String, Value>>, body: Bytes) -> RequestBody {
     }
 }
 
+/// The bytes of a rewritten body (when it changed) and the model rename.
+type Rewrite = (
+    Option<Result<Bytes, serde_json::Error>>,
+    Option<(String, String)>,
+);
+
 /// Rewrites a JSON body for its route: identity carriers out, the backend's
-/// model name in, the vLLM token-data parameters in. Returns whether the
-/// body changed and, when the model was renamed, `(requested, sent)`.
+/// model name in, the vLLM token-data parameters in. Returns the new bytes
+/// when the body changed (else it is forwarded byte for byte) and, when the
+/// model was renamed, `(requested, sent)`.
 fn rewrite(
     object: &mut Map<String, Value>,
     route: &RouteConfig,
     endpoint: Endpoint,
     model: Option<&str>,
-) -> (bool, Option<(String, String)>) {
+) -> Rewrite {
     let stripped = identity::strip_body(object);
     let renamed = match (&route.backend_model, model) {
         (Some(backend), Some(requested)) if backend != requested => {
@@ -549,7 +551,27 @@ fn rewrite(
         _ => None,
     };
     let injected = vllm::inject(object, endpoint, route);
-    (stripped | renamed.is_some() | injected, renamed)
+    let changed = stripped | renamed.is_some() | injected;
+    let bytes = changed.then(|| serde_json::to_vec(object).map(Bytes::from));
+    (bytes, renamed)
+}
+
+/// The body and headers to send, or why they cannot be.
+fn ready(
+    rewritten: Option<Result<Bytes, serde_json::Error>>,
+    original: Bytes,
+    headers: Result<HeaderMap, OutboundError>,
+) -> Result<(Bytes, HeaderMap), GatewayError> {
+    let body = match rewritten {
+        None => original,
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => {
+            return Err(GatewayError::internal(format!(
+                "cannot re-encode the body: {e}"
+            )));
+        }
+    };
+    Ok((body, headers.map_err(outbound_failure)?))
 }
 
 /// The gateway error for upstream headers that cannot be built.

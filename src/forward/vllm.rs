@@ -217,29 +217,39 @@ impl Stripper {
     }
 }
 
+/// What ends an SSE event: a blank line, with LF or CRLF line ends.
+const EVENT_ENDS: [&[u8]; 2] = [b"\n\n", b"\r\n\r\n"];
+
 /// The length of the first complete event (through its blank line).
 fn event_len(bytes: &[u8]) -> Option<usize> {
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    event_end(bytes, End::First)
 }
 
 /// Where the last complete event ends.
 fn last_event_end(bytes: &[u8]) -> Option<usize> {
-    let lf = bytes.windows(2).rposition(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = bytes
-        .windows(4)
-        .rposition(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
+    event_end(bytes, End::Last)
+}
+
+/// Which event end to find.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    First,
+    Last,
+}
+
+/// Where the first or last complete event in `bytes` ends.
+fn event_end(bytes: &[u8], which: End) -> Option<usize> {
+    let ends = EVENT_ENDS.iter().filter_map(|end| {
+        let mut windows = bytes.windows(end.len());
+        let at = match which {
+            End::First => windows.position(|w| w == *end),
+            End::Last => windows.rposition(|w| w == *end),
+        }?;
+        Some(at + end.len())
+    });
+    match which {
+        End::First => ends.min(),
+        End::Last => ends.max(),
     }
 }
 

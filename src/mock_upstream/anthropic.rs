@@ -8,150 +8,164 @@
 //! `content_block_stop`, then `message_delta` and `message_stop`, with a
 //! `ping` after the first block opens.
 
-use super::content::{answer, fnv, last_user_text, prompt_text, split_text, tokenize, tool_call};
-use super::{MockState, anthropic_error, receive, sse_frame, stream_response};
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
-use serde_json::{Map, Value, json};
+use super::content::{
+    ToolCall, first_tool, last_turn, last_user_text, model, prompt_text, split_text, text_field,
+    tokenize, tool_call,
+};
+use super::reply::{Answer, Call, TypedEvents};
+use crate::protocol::Protocol;
+use axum::body::Bytes;
+use serde_json::{Value, json};
 
-/// `POST /v1/messages`.
-pub(crate) async fn messages(State(state): State<MockState>, request: Request) -> Response {
-    let (_, body, behaviour) = receive(&state, request).await;
-    if let Some(status) = behaviour.fail_status {
-        return anthropic_error(status);
-    }
-    let Ok(req) = serde_json::from_slice::<Map<String, Value>>(&body) else {
-        let body = json!({"type": "error", "error": {"type": "invalid_request_error",
-            "message": "the body must be a JSON object"}});
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-    };
-    let model = req
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("mock-model")
-        .to_string();
-    let input_tokens = tokenize(&prompt_text(&req)).len();
-    let first_tool = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .and_then(|t| t.first())
-        .and_then(|t| t.get("name"))
-        .and_then(Value::as_str);
-    let last_is_result = req
-        .get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| m.last())
-        .and_then(|m| m.get("content"))
-        .and_then(Value::as_array)
-        .is_some_and(|parts| {
-            parts
-                .iter()
-                .any(|p| p.get("type").and_then(Value::as_str) == Some("tool_result"))
-        });
-    let call = tool_call(&req, first_tool, last_is_result, "toolu_mock");
-    let digest = fnv(&String::from_utf8_lossy(&body));
-    let id = format!("msg_mock{digest:016x}");
-    let thinking = req
-        .get("thinking")
-        .and_then(|t| t.get("type"))
-        .and_then(Value::as_str)
-        == Some("enabled");
-    let thought = format!("The user wants: {}", last_user_text(&req));
-    let signature = format!("mock-signature-{digest:016x}");
-    let text = answer(&req, behaviour.content.as_deref(), 0);
-    let (stop_reason, mut output_tokens) = match &call {
-        Some(c) => ("tool_use", tokenize(&c.arguments).len()),
-        None => ("end_turn", tokenize(&text).len()),
-    };
-    if thinking {
-        output_tokens += tokenize(&thought).len();
-    }
+/// One content block: whole, as it opens in a stream, and what its deltas
+/// stream.
+struct Block {
+    whole: Value,
+    start: Value,
+    /// The delta type, the field it carries the text in, and the text.
+    delta: (&'static str, &'static str, String),
+    /// The delta sent after the text (a thinking block's signature).
+    last: Option<Value>,
+    /// The output tokens the block counts.
+    tokens: usize,
+}
 
-    // The blocks, whole, and the deltas that stream each.
-    let mut blocks: Vec<(Value, Value, Vec<Value>)> = Vec::new();
-    if thinking {
-        let mut deltas: Vec<Value> = split_text(&thought, behaviour.chunks)
+impl Block {
+    /// The block's deltas: its text in `chunks` pieces, then the last one.
+    fn deltas(&self, chunks: usize) -> Vec<Value> {
+        let (kind, field, text) = &self.delta;
+        let pieces = split_text(text, chunks)
             .into_iter()
-            .map(|t| json!({"type": "thinking_delta", "thinking": t}))
-            .collect();
-        deltas.push(json!({"type": "signature_delta", "signature": signature}));
-        blocks.push((
-            json!({"type": "thinking", "thinking": thought, "signature": signature}),
-            json!({"type": "thinking", "thinking": "", "signature": ""}),
-            deltas,
-        ));
+            .map(|piece| json!({"type": kind, field.to_string(): piece}));
+        pieces.chain(self.last.clone()).collect()
     }
-    match &call {
-        Some(c) => {
-            let input: Value = serde_json::from_str(&c.arguments).unwrap_or_default();
-            let deltas = split_text(&c.arguments, behaviour.chunks)
-                .into_iter()
-                .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
-                .collect();
-            blocks.push((
-                json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
-                json!({"type": "tool_use", "id": c.id, "name": c.name, "input": {}}),
-                deltas,
-            ));
-        }
-        None => {
-            let deltas = split_text(&text, behaviour.chunks)
-                .into_iter()
-                .map(|t| json!({"type": "text_delta", "text": t}))
-                .collect();
-            blocks.push((
-                json!({"type": "text", "text": text}),
-                json!({"type": "text", "text": ""}),
-                deltas,
-            ));
-        }
-    }
-    let usage = json!({"input_tokens": input_tokens, "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+}
 
-    if !req.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        let content: Vec<Value> = blocks.into_iter().map(|(whole, _, _)| whole).collect();
-        return axum::Json(json!({
-            "id": id, "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
-        }))
-        .into_response();
-    }
+/// The mock's answer to `POST /v1/messages`.
+pub(crate) struct Message {
+    id: String,
+    model: String,
+    input_tokens: usize,
+    output_tokens: usize,
+    stop_reason: &'static str,
+    blocks: Vec<Block>,
+}
 
-    let mut frames = Vec::new();
-    let mut event = |kind: &str, mut data: Value| {
-        data["type"] = json!(kind);
-        frames.push(sse_frame(Some(kind), &data.to_string()));
-    };
-    event(
-        "message_start",
-        json!({"message": {"id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
-    );
-    for (index, (_, start, deltas)) in blocks.into_iter().enumerate() {
-        event(
-            "content_block_start",
-            json!({"index": index, "content_block": start}),
+impl Answer for Message {
+    const PROTOCOL: Protocol = Protocol::Anthropic;
+
+    fn of(call: &Call) -> Message {
+        let req = &call.body;
+        let last_is_result = last_turn(req, "messages")
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_array)
+            .is_some_and(|parts| {
+                parts
+                    .iter()
+                    .any(|p| text_field(p, "type") == Some("tool_result"))
+            });
+        let tool = tool_call(
+            req,
+            first_tool(req, &["name"]),
+            last_is_result,
+            "toolu_mock",
         );
-        if index == 0 {
-            event("ping", json!({}));
+        let thinking = req.get("thinking").and_then(|t| text_field(t, "type")) == Some("enabled");
+        let mut blocks = Vec::new();
+        if thinking {
+            let thought = format!("The user wants: {}", last_user_text(req));
+            blocks.push(thinking_block(
+                thought,
+                format!("mock-signature-{}", call.digest),
+            ));
         }
-        for delta in deltas {
-            event(
-                "content_block_delta",
-                json!({"index": index, "delta": delta}),
-            );
+        let (stop_reason, answer) = match tool {
+            Some(tool) => ("tool_use", tool_use_block(&tool)),
+            None => ("end_turn", text_block(call.answer(0))),
+        };
+        blocks.push(answer);
+        Message {
+            id: format!("msg_mock{}", call.digest),
+            model: model(req),
+            input_tokens: tokenize(&prompt_text(req)).len(),
+            output_tokens: blocks.iter().map(|b| b.tokens).sum(),
+            stop_reason,
+            blocks,
         }
-        event("content_block_stop", json!({"index": index}));
     }
-    event(
-        "message_delta",
-        json!({"delta": {"stop_reason": stop_reason, "stop_sequence": null},
-               "usage": {"output_tokens": output_tokens}}),
-    );
-    event("message_stop", json!({}));
-    stream_response(&state, behaviour, frames)
+
+    fn whole(&self) -> Value {
+        let usage = json!({"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+        let content: Vec<&Value> = self.blocks.iter().map(|b| &b.whole).collect();
+        json!({
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+            "content": content, "stop_reason": self.stop_reason, "stop_sequence": null, "usage": usage,
+        })
+    }
+
+    fn frames(&self, chunks: usize) -> Vec<Bytes> {
+        let mut events = TypedEvents::new();
+        events.push(
+            "message_start",
+            json!({"message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": 1,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+        );
+        for (index, block) in self.blocks.iter().enumerate() {
+            events.push(
+                "content_block_start",
+                json!({"index": index, "content_block": block.start}),
+            );
+            if index == 0 {
+                events.push("ping", json!({}));
+            }
+            for delta in block.deltas(chunks) {
+                events.push(
+                    "content_block_delta",
+                    json!({"index": index, "delta": delta}),
+                );
+            }
+            events.push("content_block_stop", json!({"index": index}));
+        }
+        events.push(
+            "message_delta",
+            json!({"delta": {"stop_reason": self.stop_reason, "stop_sequence": null},
+                   "usage": {"output_tokens": self.output_tokens}}),
+        );
+        events.push("message_stop", json!({}));
+        events.into_frames()
+    }
+}
+
+fn thinking_block(thought: String, signature: String) -> Block {
+    Block {
+        whole: json!({"type": "thinking", "thinking": thought, "signature": signature}),
+        start: json!({"type": "thinking", "thinking": "", "signature": ""}),
+        tokens: tokenize(&thought).len(),
+        delta: ("thinking_delta", "thinking", thought),
+        last: Some(json!({"type": "signature_delta", "signature": signature})),
+    }
+}
+
+fn tool_use_block(tool: &ToolCall) -> Block {
+    let input: Value = serde_json::from_str(&tool.arguments).unwrap_or_default();
+    Block {
+        whole: json!({"type": "tool_use", "id": tool.id, "name": tool.name, "input": input}),
+        start: json!({"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}),
+        tokens: tokenize(&tool.arguments).len(),
+        delta: ("input_json_delta", "partial_json", tool.arguments.clone()),
+        last: None,
+    }
+}
+
+fn text_block(text: String) -> Block {
+    Block {
+        whole: json!({"type": "text", "text": text}),
+        start: json!({"type": "text", "text": ""}),
+        tokens: tokenize(&text).len(),
+        delta: ("text_delta", "text", text),
+        last: None,
+    }
 }

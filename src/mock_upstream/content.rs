@@ -46,6 +46,32 @@ pub fn tokenize(text: &str) -> Vec<Token> {
         .collect()
 }
 
+/// The request's `model`, or `mock-model` when it names none.
+pub fn model(body: &Map<String, Value>) -> String {
+    body.get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-model")
+        .to_string()
+}
+
+/// The name of the first tool offered, found at `path` inside it (`name`,
+/// or `function.name` for chat completions).
+pub fn first_tool<'a>(body: &'a Map<String, Value>, path: &[&str]) -> Option<&'a str> {
+    let tool = body.get("tools")?.as_array()?.first()?;
+    path.iter().try_fold(tool, |v, key| v.get(key))?.as_str()
+}
+
+/// The last turn of the conversation kept under `key` (`messages`, or
+/// `input` for the Responses API).
+pub fn last_turn<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    body.get(key)?.as_array()?.last()
+}
+
+/// A JSON object's string field `key`.
+pub fn text_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
 /// The text of a content value: a string, or the text of its parts.
 pub fn content_text(content: Option<&Value>) -> String {
     match content {

@@ -2,15 +2,18 @@
 //! and benchmarks.
 //!
 //! It speaks enough of the OpenAI and Anthropic APIs for every SDK and every
-//! capture path: `GET /v1/models`; `POST /v1/chat/completions`,
-//! `/v1/completions` and `/v1/responses` ([`openai`]) and `POST /v1/messages`
+//! capture path: `GET /v1/models`; `POST /v1/chat/completions`
+//! ([`openai_chat`]), `/v1/completions` ([`openai_completions`]; the two share
+//! [`openai`]), `/v1/responses` ([`openai_responses`]) and `/v1/messages`
 //! ([`anthropic`]), streamed or not, with tool calls when tools are offered,
 //! `n` choices, thinking blocks when Anthropic thinking is enabled, and
 //! vLLM-style token data (`prompt_token_ids`, `token_ids`, logprobs with
 //! `top_logprobs`) when the request asks for `return_token_ids` /
-//! `logprobs`; `POST /v1/embeddings`. Any other `/v1/...` path echoes the
-//! request body back with the request's content type. What it says is decided
-//! in [`content`].
+//! `logprobs`; `POST /v1/embeddings` ([`openai_embeddings`]). Any other
+//! `/v1/...` path echoes the request body back with the request's content
+//! type. What it says is decided in [`content`]; how a model endpoint
+//! answers — its answer built once, written whole or as a paced stream — in
+//! [`reply`].
 //!
 //! Its answers depend only on the request, so tests can predict them. Its
 //! misbehaviour is configurable, globally by flags or per request by headers
@@ -32,7 +35,13 @@
 mod anthropic;
 pub mod content;
 mod openai;
+mod openai_chat;
+mod openai_completions;
+mod openai_embeddings;
+mod openai_responses;
+mod reply;
 
+use crate::protocol::Protocol;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -40,13 +49,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use reply::{answer, failure};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Default behaviour; each can be overridden per request by a header.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -170,17 +180,36 @@ pub fn start(listener: TcpListener, options: MockOptions) -> std::io::Result<Moc
     Ok(MockServer { addr, state, task })
 }
 
+/// Why `tracegate mock-upstream` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it could not be bound.
+        source: std::io::Error,
+    },
+    /// Serving failed after the bind.
+    #[error(transparent)]
+    Serve(std::io::Error),
+}
+
 /// Serves the mock on `listen` until interrupted.
-pub async fn serve(listen: SocketAddr, options: MockOptions) -> Result<(), String> {
+pub async fn serve(listen: SocketAddr, options: MockOptions) -> Result<(), MockError> {
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| MockError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(MockError::Serve)?;
     println!("tracegate mock upstream listening on http://{addr}/v1");
     axum::serve(listener.tap_io(no_delay), router(MockState::new(options)))
         .with_graceful_shutdown(crate::server::shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(MockError::Serve)
 }
 
 /// Small stream chunks must leave at once, not wait for Nagle's algorithm.
@@ -196,11 +225,14 @@ pub fn router(state: MockState) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/responses", post(openai::responses))
-        .route("/v1/embeddings", post(openai::embeddings))
-        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/chat/completions", post(answer::<openai_chat::Chat>))
+        .route(
+            "/v1/completions",
+            post(answer::<openai_completions::Completion>),
+        )
+        .route("/v1/responses", post(answer::<openai_responses::Responses>))
+        .route("/v1/embeddings", post(openai_embeddings::embeddings))
+        .route("/v1/messages", post(answer::<anthropic::Message>))
         .route("/v1/{*rest}", any(echo))
         .route("/mock/requests", get(list_received).delete(clear_received))
         .route("/mock/release", post(release))
@@ -223,12 +255,19 @@ async fn release(State(state): State<MockState>) -> StatusCode {
 
 /// The behaviour for one request: flags, overridden by headers.
 pub(crate) struct Behaviour {
+    /// The wait before answering.
     pub(crate) latency: Duration,
+    /// How many deltas a stream's content is split into.
     pub(crate) chunks: usize,
+    /// The wait between stream chunks.
     pub(crate) chunk_delay: Duration,
+    /// The error status to answer instead, if any.
     pub(crate) fail_status: Option<u16>,
+    /// After how many chunks to cut the connection, if ever.
     pub(crate) drop_after: Option<usize>,
+    /// Whether to wait for `POST /mock/release` after the first chunk.
     pub(crate) hold: bool,
+    /// The answer's text, instead of the echo.
     pub(crate) content: Option<String>,
 }
 
@@ -259,10 +298,7 @@ impl Behaviour {
 }
 
 /// Remembers the request and returns its parts, body and behaviour.
-pub(crate) async fn receive(
-    state: &MockState,
-    request: Request,
-) -> (http::request::Parts, Bytes, Behaviour) {
+async fn receive(state: &MockState, request: Request) -> (http::request::Parts, Bytes, Behaviour) {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
@@ -295,7 +331,7 @@ pub(crate) async fn receive(
 async fn models(State(state): State<MockState>, request: Request) -> Response {
     let (_, _, behaviour) = receive(&state, request).await;
     if let Some(status) = behaviour.fail_status {
-        return openai_error(status);
+        return failure(Protocol::Openai, status);
     }
     axum::Json(json!({
         "object": "list",
@@ -334,76 +370,4 @@ async fn echo(State(state): State<MockState>, request: Request) -> Response {
         h.insert("x-mock-query", v);
     }
     response
-}
-
-pub(crate) fn openai_error(status: u16) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"error": {
-        "message": format!("mock failure with status {status}"),
-        "type": "server_error",
-        "code": "mock_failure",
-    }});
-    (code, axum::Json(body)).into_response()
-}
-
-pub(crate) fn anthropic_error(status: u16) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"type": "error", "error": {
-        "type": "api_error",
-        "message": format!("mock failure with status {status}"),
-    }});
-    (code, axum::Json(body)).into_response()
-}
-
-pub(crate) fn bad_request(message: &str) -> Response {
-    let body =
-        json!({"error": {"message": message, "type": "invalid_request_error", "code": null}});
-    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-}
-
-/// One SSE frame, optionally named.
-pub(crate) fn sse_frame(event: Option<&str>, data: &str) -> Bytes {
-    match event {
-        Some(name) => Bytes::from(format!("event: {name}\ndata: {data}\n\n")),
-        None => Bytes::from(format!("data: {data}\n\n")),
-    }
-}
-
-/// Streams frames with the request's pacing, hold and drop behaviour.
-pub(crate) fn stream_response(
-    state: &MockState,
-    behaviour: Behaviour,
-    frames: Vec<Bytes>,
-) -> Response {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let mut released = state.release.subscribe();
-    tokio::spawn(async move {
-        for (i, frame) in frames.into_iter().enumerate() {
-            if i > 0 && !behaviour.chunk_delay.is_zero() {
-                tokio::time::sleep(behaviour.chunk_delay).await;
-            }
-            if behaviour.drop_after == Some(i) {
-                let _ = tx
-                    .send(Err(std::io::Error::other("mock dropped the connection")))
-                    .await;
-                return;
-            }
-            if tx.send(Ok(frame)).await.is_err() {
-                return; // the client went away
-            }
-            if i == 0 && behaviour.hold {
-                // `changed` resolves for a release sent after the subscription,
-                // which was taken when the request arrived.
-                if released.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(body)
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -6,127 +6,73 @@
 //! record's `error.kind`, the `error_kind` column, the `error.type` span
 //! attribute, the metrics label and the OpenAI error JSON's `code` say), and,
 //! for the failures the gateway itself answers, the HTTP status. The schema's
-//! enum, the README's table and the metrics' label values are all checked
+//! enum, the table in `docs/recording.md` and the metrics' label values are all checked
 //! against [`ErrorKind::ALL`] by tests, so a kind cannot be added in one
 //! place and forgotten in another.
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-/// How a call ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// The upstream answered 2xx and the whole answer reached the client.
-    #[default]
-    Ok,
-    /// The upstream or the gateway failed the call; `error` says how.
-    Error,
-    /// The client went away before the answer was complete.
-    ClientClosed,
-}
-
-impl Status {
-    /// The status as stored in the `status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Error => "error",
-            Status::ClientClosed => "client_closed",
-        }
-    }
-
-    /// Every status, for documentation and parsing.
-    pub const ALL: [Status; 3] = [Status::Ok, Status::Error, Status::ClientClosed];
-
-    /// The status named `text` (its wire name).
-    pub fn parse(text: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == text)
+crate::wire_enum! {
+    /// How a call ended.
+    #[derive(Default)]
+    pub enum Status {
+        /// The upstream answered 2xx and the whole answer reached the client.
+        #[default]
+        Ok = "ok",
+        /// The upstream or the gateway failed the call; `error` says how.
+        Error = "error",
+        /// The client went away before the answer was complete.
+        ClientClosed = "client_closed",
     }
 }
 
-/// Why a call failed: one stable, machine-readable kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// The gateway could not connect to the upstream (502).
-    UpstreamUnreachable,
-    /// The upstream did not answer in time (504), or went silent mid-body.
-    UpstreamTimeout,
-    /// The upstream request failed another way before an answer (502).
-    UpstreamError,
-    /// The upstream answered with an HTTP error status (4xx, 5xx), relayed.
-    UpstreamHttpError,
-    /// The upstream's body broke off, or it sent an error event in a stream.
-    UpstreamStreamError,
-    /// A stream ended without its protocol's end marker.
-    StreamIncomplete,
-    /// The client went away before the answer was complete.
-    ClientClosed,
-    /// The request body is larger than `max_body_bytes` (413).
-    RequestTooLarge,
-    /// The request cannot be used as it is (400).
-    BadRequest,
-    /// No route serves the requested model (404).
-    ModelNotFound,
-    /// The route's upstream key is not available; nothing was sent (502).
-    UpstreamCredentialsUnavailable,
-    /// The caller's `X-Tracegate-Provider-Data` is unusable (400).
-    InvalidProviderData,
-    /// The caller presented no valid gateway token (401; not recorded).
-    InvalidApiKey,
-    /// No such path or resource (404).
-    NotFound,
-    /// The gateway failed inside (500).
-    InternalError,
+crate::wire_enum! {
+    /// Why a call failed: one stable, machine-readable kind.
+    #[derive(PartialOrd, Ord)]
+    pub enum ErrorKind {
+        /// The gateway could not connect to the upstream (502).
+        UpstreamUnreachable = "upstream_unreachable",
+        /// The upstream did not answer in time (504), or went silent mid-body.
+        UpstreamTimeout = "upstream_timeout",
+        /// The upstream request failed another way before an answer (502).
+        UpstreamError = "upstream_error",
+        /// The upstream answered with an HTTP error status (4xx, 5xx), relayed.
+        UpstreamHttpError = "upstream_http_error",
+        /// The upstream's body broke off, or it sent an error event in a stream.
+        UpstreamStreamError = "upstream_stream_error",
+        /// A stream ended without its protocol's end marker.
+        StreamIncomplete = "stream_incomplete",
+        /// The client went away before the answer was complete.
+        ClientClosed = "client_closed",
+        /// The request body is larger than `max_body_bytes` (413).
+        RequestTooLarge = "request_too_large",
+        /// The request cannot be used as it is (400).
+        BadRequest = "bad_request",
+        /// No route serves the requested model (404).
+        ModelNotFound = "model_not_found",
+        /// The route's upstream key is not available; nothing was sent (502).
+        UpstreamCredentialsUnavailable = "upstream_credentials_unavailable",
+        /// The caller's `X-Tracegate-Provider-Data` is unusable (400).
+        InvalidProviderData = "invalid_provider_data",
+        /// The request already passed through this gateway: a forwarding loop
+        /// (508).
+        LoopDetected = "loop_detected",
+        /// The request's headers are over the server's limits (431; not
+        /// recorded).
+        HeadersTooLarge = "headers_too_large",
+        /// The request target is too long to parse (414; not recorded).
+        UriTooLong = "uri_too_long",
+        /// The caller presented no valid gateway token (401; not recorded).
+        InvalidApiKey = "invalid_api_key",
+        /// No such path or resource (404).
+        NotFound = "not_found",
+        /// The gateway failed inside (500).
+        InternalError = "internal_error",
+    }
 }
 
 impl ErrorKind {
-    /// Every kind, in documentation order.
-    pub const ALL: [ErrorKind; 15] = [
-        ErrorKind::UpstreamUnreachable,
-        ErrorKind::UpstreamTimeout,
-        ErrorKind::UpstreamError,
-        ErrorKind::UpstreamHttpError,
-        ErrorKind::UpstreamStreamError,
-        ErrorKind::StreamIncomplete,
-        ErrorKind::ClientClosed,
-        ErrorKind::RequestTooLarge,
-        ErrorKind::BadRequest,
-        ErrorKind::ModelNotFound,
-        ErrorKind::UpstreamCredentialsUnavailable,
-        ErrorKind::InvalidProviderData,
-        ErrorKind::InvalidApiKey,
-        ErrorKind::NotFound,
-        ErrorKind::InternalError,
-    ];
-
-    /// The wire name (`upstream_unreachable`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::UpstreamUnreachable => "upstream_unreachable",
-            ErrorKind::UpstreamTimeout => "upstream_timeout",
-            ErrorKind::UpstreamError => "upstream_error",
-            ErrorKind::UpstreamHttpError => "upstream_http_error",
-            ErrorKind::UpstreamStreamError => "upstream_stream_error",
-            ErrorKind::StreamIncomplete => "stream_incomplete",
-            ErrorKind::ClientClosed => "client_closed",
-            ErrorKind::RequestTooLarge => "request_too_large",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::ModelNotFound => "model_not_found",
-            ErrorKind::UpstreamCredentialsUnavailable => "upstream_credentials_unavailable",
-            ErrorKind::InvalidProviderData => "invalid_provider_data",
-            ErrorKind::InvalidApiKey => "invalid_api_key",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::InternalError => "internal_error",
-        }
-    }
-
-    /// The kind named `text` (its wire name).
-    pub fn parse(text: &str) -> Option<ErrorKind> {
-        ErrorKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-
     /// The HTTP status the gateway answers with when it fails a call this
     /// way itself. Kinds the gateway only observes (an upstream's own error
     /// status, a stream broken after its headers) answer 502 if asked.
@@ -138,6 +84,9 @@ impl ErrorKind {
             ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::UpstreamUnreachable
             | ErrorKind::ClientClosed
             | ErrorKind::UpstreamError
@@ -148,7 +97,7 @@ impl ErrorKind {
         }
     }
 
-    /// What the kind means, one line (the README's table).
+    /// What the kind means, one line (the table in `docs/recording.md`).
     pub fn description(self) -> &'static str {
         match self {
             ErrorKind::UpstreamUnreachable => "the gateway could not connect to the upstream (502)",
@@ -173,22 +122,18 @@ impl ErrorKind {
             ErrorKind::InvalidProviderData => {
                 "the caller's X-Tracegate-Provider-Data is unusable (400)"
             }
+            ErrorKind::LoopDetected => {
+                "the request already passed through this gateway: a forwarding loop (508)"
+            }
+            ErrorKind::HeadersTooLarge => {
+                "more header fields or header bytes than server.max_headers or \
+                 server.max_header_bytes allow (431; not recorded)"
+            }
+            ErrorKind::UriTooLong => "the request target is too long to parse (414; not recorded)",
             ErrorKind::InvalidApiKey => "no valid gateway token (401; not recorded)",
             ErrorKind::NotFound => "no such path or resource (404; not recorded)",
             ErrorKind::InternalError => "the gateway failed inside (500)",
         }
-    }
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for ErrorKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 
@@ -250,16 +195,19 @@ mod tests {
 
     #[test]
     fn the_readme_table_lists_exactly_every_error_kind() {
-        let listed = kinds_in_table(include_str!("../../README.md"), "### Error kinds");
+        let listed = kinds_in_table(include_str!("../../docs/recording.md"), "### Error kinds");
         assert_eq!(listed, all_names());
     }
 
     #[test]
     fn the_readme_table_says_what_each_kind_means() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/recording.md");
         for kind in ErrorKind::ALL {
             let row = format!("| `{}` | {} |", kind.as_str(), kind.description());
-            assert!(readme.contains(&row), "README row for {kind}: {row}");
+            assert!(
+                readme.contains(&row),
+                "docs/recording.md row for {kind}: {row}"
+            );
         }
     }
 

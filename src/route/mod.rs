@@ -56,6 +56,11 @@ impl Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoRoute(pub String);
 
+/// A worker cannot be added: its id is in use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a worker with id '{0}' exists already")]
+pub struct WorkerExists(pub String);
+
 /// The routes and their pools.
 #[derive(Debug)]
 pub struct Router {
@@ -151,12 +156,16 @@ impl Router {
 
     /// Adds a worker to `route`; its id is the one given or a new one.
     /// Refuses an id already in use anywhere.
-    pub fn add_worker(&self, route: &Route, mut worker: WorkerConfig) -> Result<String, String> {
+    pub fn add_worker(
+        &self,
+        route: &Route,
+        mut worker: WorkerConfig,
+    ) -> Result<String, WorkerExists> {
         if worker.id.is_empty() {
             worker.id = format!("w{}", self.next_worker_id.fetch_add(1, Ordering::Relaxed));
         }
         if self.workers().iter().any(|w| w.worker_id == worker.id) {
-            return Err(format!("a worker with id '{}' exists already", worker.id));
+            return Err(WorkerExists(worker.id));
         }
         let id = worker.id.clone();
         let mut workers = crate::sync::write(&route.pool.workers);

@@ -153,6 +153,7 @@ fn caller_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::map_of;
 
     fn route(auth: UpstreamAuth, protocol: Protocol) -> RouteConfig {
         RouteConfig {
@@ -168,22 +169,11 @@ mod tests {
         }
     }
 
-    fn incoming(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
-
     #[test]
     fn passthrough_keeps_the_callers_credentials() {
         let out = outbound_headers(
             &route(UpstreamAuth::Passthrough, Protocol::Openai),
-            &incoming(&[("authorization", "Bearer caller")]),
+            &map_of(&[("authorization", "Bearer caller")]),
             &InboundAuth::default(),
         )
         .unwrap();
@@ -211,7 +201,7 @@ mod tests {
         };
         let out = outbound_headers(
             &route(UpstreamAuth::Passthrough, Protocol::Openai),
-            &incoming(&[("x-tracegate-key", "t"), ("authorization", "Bearer caller")]),
+            &map_of(&[("x-tracegate-key", "t"), ("authorization", "Bearer caller")]),
             &auth,
         )
         .unwrap();
@@ -229,7 +219,7 @@ mod tests {
         };
         let out = outbound_headers(
             &route(UpstreamAuth::Passthrough, Protocol::Openai),
-            &incoming(&[("authorization", "Bearer gateway-token")]),
+            &map_of(&[("authorization", "Bearer gateway-token")]),
             &auth,
         )
         .unwrap();
@@ -241,7 +231,7 @@ mod tests {
         let data = r#"{"maas_extra_headers": {"X-MAAS-Subscription": "free-tier", "Authorization": "Bearer evil", "x-org": "spoof", "Host": "evil", "X-Forwarded-For": "1.2.3.4"}, "other_extra_headers": {"X-Other": "no"}}"#;
         let out = outbound_headers(
             &route(UpstreamAuth::Passthrough, Protocol::Openai),
-            &incoming(&[("x-tracegate-provider-data", data)]),
+            &map_of(&[("x-tracegate-provider-data", data)]),
             &InboundAuth::default(),
         )
         .unwrap();
@@ -269,7 +259,7 @@ mod tests {
         ] {
             let e = outbound_headers(
                 &r,
-                &incoming(&[("x-tracegate-provider-data", data)]),
+                &map_of(&[("x-tracegate-provider-data", data)]),
                 &InboundAuth::default(),
             )
             .unwrap_err();

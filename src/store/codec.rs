@@ -80,7 +80,7 @@ pub fn unpack_f64(bytes: &[u8]) -> Result<Vec<f64>, CodecError> {
 }
 
 fn whole(bytes: &[u8], width: usize) -> Result<(), CodecError> {
-    if bytes.len() % width == 0 {
+    if bytes.len().is_multiple_of(width) {
         Ok(())
     } else {
         Err(CodecError::Length {

@@ -207,8 +207,7 @@ pub(crate) fn sweep_round(conn: &Connection) -> StoreResult<Swept> {
         let failed = StoreError::sqlite(format!("sweeping {name}"));
         let ids = (|| -> rusqlite::Result<HashSet<i64>> {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let ids = stmt.query_map([], |r| r.get(0))?.collect();
-            ids
+            stmt.query_map([], |r| r.get(0))?.collect()
         })()
         .map_err(failed)?;
         if !ids.is_empty() {

@@ -149,7 +149,7 @@ fn session_storage(conn: &Connection) -> StoreResult<()> {
             .map_err(StoreError::sqlite("cannot convert a trace"))?;
         log.remember(pending);
         converted += 1;
-        if converted % 10_000 == 0 {
+        if converted.is_multiple_of(10_000) {
             tracing::info!(converted, "converting traces to the session-linear layout");
         }
     }

@@ -136,12 +136,15 @@ impl Dictionary {
 /// The raw references the writer has stored, by kind of call (see
 /// [`kind_of`]): shared by the tasks that encode records, which compress
 /// against them, and the writer, which stores, announces and forgets them.
+/// A stored raw reference: its id and its raw lines.
+pub(crate) type Reference = (i64, Arc<[u8]>);
+
 #[derive(Debug, Default)]
-pub(crate) struct References(Mutex<HashMap<String, (i64, Arc<[u8]>)>>);
+pub(crate) struct References(Mutex<HashMap<String, Reference>>);
 
 impl References {
     /// The reference of calls of `kind`: its id and raw lines.
-    pub(crate) fn get(&self, kind: &str) -> Option<(i64, Arc<[u8]>)> {
+    pub(crate) fn get(&self, kind: &str) -> Option<Reference> {
         crate::sync::lock(&self.0).get(kind).cloned()
     }
 

@@ -34,6 +34,9 @@
 //! swept is compressed again without it.
 
 use crate::store::content::{self, ContentReader, MessagePath, Shared, Swept, TokenPath};
+
+/// A shared row as the writer remembers it: its id and its text.
+type StoredText = (i64, Arc<str>);
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::raw::{self, References};
 use crate::store::row::{EncodedRow, SettledRaw};
@@ -104,8 +107,8 @@ pub(crate) struct Placed {
 struct Remembered {
     session: Option<String>,
     messages: MessagePath,
-    answer: Option<(i64, Arc<str>)>,
-    tools: Option<(i64, Arc<str>)>,
+    answer: Option<StoredText>,
+    tools: Option<StoredText>,
     prompt: TokenPath,
     completions: Vec<(i64, Arc<[u32]>)>,
     bytes: usize,
@@ -307,10 +310,10 @@ impl SessionLog {
             }
         };
         calls.push_front(call.clone());
-        if calls.len() > PER_SESSION {
-            if let Some(old) = calls.pop_back() {
-                self.bytes = self.bytes.saturating_sub(old.bytes);
-            }
+        if calls.len() > PER_SESSION
+            && let Some(old) = calls.pop_back()
+        {
+            self.bytes = self.bytes.saturating_sub(old.bytes);
         }
         self.recent.push_front(call);
         self.recent.truncate(RECENT);
@@ -411,7 +414,7 @@ fn latest_of_session(conn: &Connection, session: &str) -> StoreResult<VecDeque<A
 }
 
 /// A candidate's messages followed by its answer.
-fn extended(call: &Remembered) -> impl Iterator<Item = &(i64, Arc<str>)> {
+fn extended(call: &Remembered) -> impl Iterator<Item = &StoredText> {
     call.messages.iter().chain(call.answer.as_ref())
 }
 
@@ -421,10 +424,10 @@ fn place_messages(
     conn: &Connection,
     candidates: &[Arc<Remembered>],
     content: &Content,
-) -> StoreResult<(Option<i64>, MessagePath, Option<(i64, Arc<str>)>)> {
+) -> StoreResult<(Option<i64>, MessagePath, Option<StoredText>)> {
     let texts = &content.messages;
     // The longest stored prefix, among the candidates' messages + answer.
-    let mut prefix: Vec<(i64, Arc<str>)> = Vec::new();
+    let mut prefix: Vec<StoredText> = Vec::new();
     for call in candidates {
         let shared = extended(call)
             .zip(texts)
@@ -480,14 +483,14 @@ fn place_messages(
 /// messages.
 fn existing_answer(
     candidates: &[Arc<Remembered>],
-    path: &[(i64, Arc<str>)],
+    path: &[StoredText],
     content: &Content,
-) -> Option<(i64, Arc<str>)> {
+) -> Option<StoredText> {
     let answer = content.answer.as_deref()?;
     let position = path.len();
     let parent = path.last().map(|(id, _)| *id);
     candidates.iter().find_map(|call| {
-        let ext: Vec<&(i64, Arc<str>)> = extended(call).collect();
+        let ext: Vec<&StoredText> = extended(call).collect();
         let before = position
             .checked_sub(1)
             .map(|p| ext.get(p).map(|(id, _)| *id));
@@ -505,7 +508,7 @@ fn place_tools(
     conn: &Connection,
     candidates: &[Arc<Remembered>],
     tools: Option<&str>,
-) -> StoreResult<Option<(i64, Arc<str>)>> {
+) -> StoreResult<Option<StoredText>> {
     let Some(tools) = tools else { return Ok(None) };
     let found = candidates
         .iter()

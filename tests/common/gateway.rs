@@ -23,7 +23,7 @@ pub struct TestGateway {
     /// The database file.
     pub db: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), tracegate::store::StoreError>>>,
     dir: TempDir,
 }
 

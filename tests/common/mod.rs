@@ -5,12 +5,16 @@
 //! Most tests start from [`Setup::new`] (the mock and a gateway in front of
 //! it) and talk to it through [`Gateway`]: `gw.chat(&body).answer().await`,
 //! then `gw.only_record().await` and `gw.received()`.
-#![allow(dead_code, unused_imports)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)]
+// each test binary uses its own subset
+// Fixtures fail a test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod gateway;
 pub mod http;
 pub mod otlp;
 pub mod process;
+pub mod raw;
 pub mod replay;
 
 pub use gateway::{Setup, TestGateway};
