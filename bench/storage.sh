@@ -15,8 +15,12 @@
 # ratio, bytes per session or per call, and calls/s at saturation (from the
 # first call until POST /admin/flush returned: every record committed).
 #
-# "Before" is the commit before the one that added schema 3 (or BEFORE_REV,
-# or the binary BEFORE_BIN), built in target/bench-before.
+# "Before" is main (or BEFORE_REV, or the binary BEFORE_BIN): its tree is
+# archived into a temporary directory and built in this checkout's target/,
+# so the two builds share their dependencies; both binaries are copied out
+# before they run.
+#
+# Measured figures: schema/storage.md, "Measured".
 #
 # Usage: bench/storage.sh      (env: SESSIONS, TURNS, CALLS, CONC, BEFORE_REV, BEFORE_BIN)
 set -euo pipefail
@@ -33,15 +37,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build --release --quiet
-AFTER=target/release/tracegate
 if [ -z "${BEFORE_BIN:-}" ]; then
-  rev=${BEFORE_REV:-$(git log --format=%H --diff-filter=A -- schema/0003_session_storage.sql | tail -1)~1}
   mkdir -p "$WORK/before-src"
-  git archive "$rev" | tar -x -C "$WORK/before-src"
-  CARGO_TARGET_DIR="$PWD/target/bench-before" cargo build --release --quiet --manifest-path "$WORK/before-src/Cargo.toml"
-  BEFORE_BIN=target/bench-before/release/tracegate
+  git archive "${BEFORE_REV:-main}" | tar -x -C "$WORK/before-src"
+  CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$WORK/before-src/Cargo.toml"
+  cp target/release/tracegate "$WORK/tracegate-before"
+  BEFORE_BIN=$WORK/tracegate-before
 fi
+# Built last, so target/release/tracegate is this checkout's again.
+cargo build --release --quiet
+AFTER=$WORK/tracegate-after
+cp target/release/tracegate "$AFTER"
+if cmp -s "$AFTER" "$BEFORE_BIN"; then echo "before and after are the same binary" >&2; exit 1; fi
 
 "$AFTER" mock-upstream --listen 127.0.0.1:$MOCK_PORT >"$WORK/mock.log" 2>&1 & pids+=($!)
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; }
@@ -73,6 +80,7 @@ run sessions-after "$AFTER" sessions --kind vllm
 run sessions-after-raw-off "$AFTER" sessions --kind vllm --raw-bodies never
 run single-before "$BEFORE_BIN" single
 run single-after "$AFTER" single
+run single-after-raw-off "$AFTER" single --raw-bodies never
 
 python3 - "$WORK" "$SESSIONS" "$TURNS" "$CALLS" "$CONC" <<'PY'
 import json, sys
@@ -93,7 +101,8 @@ for name, label in [("sessions-before", "sessions, before"), ("sessions-after", 
     print(f"{label:<34}{r['records']:>9}{mb(r['db_bytes']):>10}{mb(unique):>10}{r['db_bytes'] / unique:>10.2f}x"
           f"{r['db_bytes'] / r['sessions'] / 1e3:>10.0f} KB{r['calls_per_s']:>9.0f}")
 print(f"{'case':<34}{'records':>9}{'DB':>10}{'per call':>10}{'':>11}{'':>13}{'calls/s':>9}")
-for name, label in [("single-before", "one-message calls, before"), ("single-after", "one-message calls, after")]:
+for name, label in [("single-before", "one-message calls, before"), ("single-after", "one-message calls, after"),
+                    ("single-after-raw-off", "one-message calls, after, raw_bodies=never")]:
     r = load(name)
     print(f"{label:<34}{r['records']:>9}{mb(r['db_bytes']):>10}{r['db_bytes'] / r['records']:>8.0f} B{'':>11}{'':>13}{r['calls_per_s']:>9.0f}")
 PY
