@@ -91,7 +91,14 @@ macro_rules! wire_name_label {
         }
     )*};
 }
-wire_name_label!(Operation, Status, ErrorKind, RetryReason, TokenType, BacklogPlace);
+wire_name_label!(
+    Operation,
+    Status,
+    ErrorKind,
+    RetryReason,
+    TokenType,
+    BacklogPlace
+);
 
 /// Where the store keeps records it cannot commit yet (the `place` label of
 /// `tracegate_store_backlog_records`).

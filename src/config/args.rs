@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// [default: true for vllm, else false].
     #[arg(long, env = "TRACEGATE_STRIP_VLLM_FIELDS", value_name = "BOOL")]
     pub strip_vllm_fields: Option<String>,
+    /// Which calls keep their raw request and response bodies in the store:
+    /// always, errors (calls that did not end ok) or never [default: always].
+    #[arg(long, env = "TRACEGATE_RAW_BODIES", value_name = "WHEN")]
+    pub raw_bodies: Option<String>,
     /// Keep embedding vectors in stored raw responses [default: false].
     #[arg(long, env = "TRACEGATE_STORE_EMBEDDINGS", value_name = "BOOL")]
     pub store_embeddings: Option<String>,
@@ -196,7 +200,7 @@ impl<'a> Sources<'a> {
 
 /// The arguments that hold one text value, by the key they set and their
 /// clap id.
-fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 22] {
+fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 23] {
     [
         (Key::Listen, "listen", &args.listen),
         (Key::Db, "db", &args.db),
@@ -235,6 +239,7 @@ fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 22] {
             "strip_vllm_fields",
             &args.strip_vllm_fields,
         ),
+        (Key::RawBodies, "raw_bodies", &args.raw_bodies),
         (
             Key::CaptureStoreEmbeddings,
             "store_embeddings",

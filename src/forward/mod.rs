@@ -717,6 +717,7 @@ fn destination(route: &RouteConfig) -> Destination {
     Destination {
         route: route.name.clone(),
         kind: route.kind,
+        raw_bodies: route.raw_bodies,
         ..Destination::default()
     }
 }

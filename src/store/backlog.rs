@@ -24,13 +24,16 @@
 use crate::record::{Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::health::BacklogStatus;
+use crate::store::raw::References;
 use crate::store::row::EncodedRow;
+use crate::store::session_log::SessionLog;
 use crate::store::spill::SpillFile;
 use crate::store::{commit, migrate, traces};
 use rusqlite::Connection;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// The records waiting to be committed, oldest first.
@@ -227,36 +230,42 @@ pub(crate) fn decode(line: &str) -> StoreResult<(TraceRecord, Option<Span>)> {
 
 /// Turns encoded rows back into spill lines through a scratch in-memory
 /// store: the row is inserted as the writer would insert it, read back as
-/// the API would read it, and the transaction rolled back.
+/// the API would read it, and the transaction rolled back. The scratch
+/// store has its own memory of calls and its own raw references: a row
+/// compressed against one of the gateway's is compressed again without it.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    conn: Option<Connection>,
+    store: Option<(Connection, SessionLog)>,
 }
 
 impl Scratch {
     /// The spill line of `row`.
     pub fn line(&mut self, row: &EncodedRow) -> StoreResult<String> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => self.conn.insert(scratch_store()?),
+        let (conn, log) = match &mut self.store {
+            Some(store) => store,
+            None => self.store.insert(scratch_store()?),
         };
         let tx = conn.transaction()?;
-        commit::insert(&tx, row)?;
-        let trace_id = &row.record().trace_id;
-        let record = traces::trace(&tx, trace_id)?.ok_or_else(|| StoreError::Io {
-            context: format!("record {trace_id} vanished from the scratch store"),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
-        // Dropping the transaction rolls it back: the scratch store stays empty.
+        log.check_epoch(&tx)?;
+        let read = commit::insert(&tx, log, row).and_then(|_| {
+            let trace_id = &row.record().trace_id;
+            traces::trace(&tx, trace_id)?.ok_or_else(|| StoreError::Io {
+                context: format!("record {trace_id} vanished from the scratch store"),
+                source: std::io::ErrorKind::NotFound.into(),
+            })
+        });
+        // Dropping the transaction rolls it back: the scratch store stays
+        // empty, and its memory of calls must forget what it placed.
         drop(tx);
-        line(&record, row.span())
+        log.clear();
+        line(&read?, row.span())
     }
 }
 
-fn scratch_store() -> StoreResult<Connection> {
+fn scratch_store() -> StoreResult<(Connection, SessionLog)> {
     let mut conn = Connection::open_in_memory()?;
     migrate::apply(&mut conn)?;
-    Ok(conn)
+    Ok((conn, SessionLog::new(Arc::new(References::default()))))
 }
 
 #[cfg(test)]
@@ -277,7 +286,7 @@ mod tests {
     #[test]
     fn a_row_comes_back_as_the_record_it_was() {
         let original = record("t1");
-        let row = EncodedRow::encode(original.clone(), None).unwrap();
+        let row = EncodedRow::encode(original.clone(), None, None).unwrap();
         let line = Scratch::default().line(&row).unwrap();
         let (back, span) = decode(&line).unwrap();
         assert_eq!(back, original);

@@ -6,9 +6,12 @@
 //! `batch_max`), runs it in one transaction, and only then answers the
 //! commands that wait for an answer (session changes; flushes, once nothing
 //! is held back). A record's row is encoded before it reaches this thread
-//! (`row`); here it is inserted, and the counters of its session and run are
-//! brought up to date in the same transaction, so `runs` and `sessions`
-//! always agree with the traces they count.
+//! (`row`); here its shared content is placed after what its session already
+//! stored (`session_log`, the writer's memory of recent calls), the row is
+//! inserted, and the counters of its session and run are brought up to date
+//! in the same transaction, so `runs` and `sessions` always agree with the
+//! traces they count. Deleting a session sweeps the shared rows only it
+//! used.
 //!
 //! **When the store cannot commit** — the database is locked past the busy
 //! timeout, the disk or the database is full, the file is read-only, an I/O
@@ -52,11 +55,14 @@ use crate::metrics::Metrics;
 use crate::record::Status;
 use crate::store::backlog::{self, Backlog, Scratch};
 use crate::store::connection::{self, Writable};
+use crate::store::content;
 use crate::store::error::{StoreError, StoreFault, StoreResult};
 use crate::store::health::{Condition, Degradation, Published};
+use crate::store::raw::References;
 use crate::store::row::EncodedRow;
+use crate::store::session_log::{Announcement, Pending, SessionLog};
 use crate::store::writer::{Command, ExportProgress};
-use rusqlite::{Connection, OptionalExtension, named_params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -84,6 +90,9 @@ pub(crate) struct Start {
     pub condition: Arc<Condition>,
     /// Notified after each commit that added spans to the export outbox.
     pub spans_committed: Arc<Notify>,
+    /// The raw references records are compressed against (stored and
+    /// announced by this thread).
+    pub references: Arc<References>,
     /// Commit timings and counts.
     pub metrics: Arc<Metrics>,
     /// Most records per transaction.
@@ -116,6 +125,10 @@ type Ack = oneshot::Sender<StoreResult<()>>;
 struct Writer {
     conn: Connection,
     db: Writable,
+    /// The writer's memory of recent calls, where new calls' content goes.
+    log: SessionLog,
+    /// What a record replayed from the backlog is compressed against.
+    references: Arc<References>,
     backlog: Backlog,
     scratch: Scratch,
     condition: Arc<Condition>,
@@ -175,6 +188,8 @@ impl Writer {
         Writer {
             conn: start.conn,
             db: start.db,
+            log: SessionLog::new(start.references.clone()),
+            references: start.references,
             backlog: start.backlog,
             scratch: Scratch::default(),
             condition: start.condition,
@@ -378,8 +393,9 @@ impl Writer {
         self.piece = self.piece.min(front.lines.len()).max(1);
         let mut batch = Vec::with_capacity(front.lines.len() + self.progress.len());
         for line in &front.lines {
-            let row = backlog::decode(line)
-                .and_then(|(record, span)| EncodedRow::encode(record, span.as_ref()));
+            let row = backlog::decode(line).and_then(|(record, span)| {
+                EncodedRow::encode(record, span.as_ref(), Some(&self.references))
+            });
             match row {
                 Ok(row) if self.stored(&row)? => {}
                 Ok(row) => batch.push(Command::Record(Box::new(row))),
@@ -405,7 +421,7 @@ impl Writer {
     /// Runs one transaction; on success the store is not degraded any more.
     fn transaction(&mut self, batch: &[Command]) -> StoreResult<Vec<Answer>> {
         let started = Instant::now();
-        let (answers, written) = apply(&mut self.conn, batch)?;
+        let (answers, written) = apply(&mut self.conn, &mut self.log, batch)?;
         self.metrics.observe_commit(started.elapsed(), written);
         let records = batch
             .iter()
@@ -598,17 +614,41 @@ fn or_abort<T>(result: StoreResult<T>) -> StoreResult<StoreResult<T>> {
 
 /// Runs a batch in one transaction; returns each command's answer and the
 /// number of records written, or the error that failed the transaction
-/// (which is then rolled back). A record SQLite refuses for what it holds
-/// is logged and left out; any fault of the store fails the whole batch.
-fn apply(conn: &mut Connection, batch: &[Command]) -> StoreResult<(Vec<Answer>, usize)> {
-    let tx = conn.transaction()?;
+/// (which is then rolled back, and the writer forgets what it remembered:
+/// ids placed in it are gone). A record SQLite refuses for what it holds is
+/// logged and left out; any fault of the store fails the whole batch.
+fn apply(
+    conn: &mut Connection,
+    log: &mut SessionLog,
+    batch: &[Command],
+) -> StoreResult<(Vec<Answer>, usize)> {
+    let result = apply_batch(conn, log, batch);
+    if result.is_err() {
+        log.clear();
+    }
+    result
+}
+
+fn apply_batch(
+    conn: &mut Connection,
+    log: &mut SessionLog,
+    batch: &[Command],
+) -> StoreResult<(Vec<Answer>, usize)> {
+    // Immediate: the write lock first, so what the writer reads (the sweep
+    // epoch, a session's latest calls) is the state it writes on.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    log.check_epoch(&tx)?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut written = 0;
     for command in batch {
         answers.push(match command {
             Command::Record(row) => {
-                match insert(&tx, row) {
-                    Ok(()) => written += 1,
+                match insert(&tx, log, row) {
+                    Ok((pending, announcement)) => {
+                        log.remember(pending);
+                        log.announce(announcement);
+                        written += 1;
+                    }
                     // The store's condition, not the record's: keep the batch.
                     Err(e) if e.fault().is_some() => return Err(e),
                     Err(e) => {
@@ -624,7 +664,12 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> StoreResult<(Vec<Answer>, 
                 ..
             } => Answer::Unit(or_abort(create_session(&tx, session_id, metadata))?),
             Command::DeleteSession { session_id, .. } => {
-                Answer::Count(or_abort(delete_session(&tx, session_id))?)
+                let deleted = or_abort(delete_session(&tx, log, session_id))?;
+                if deleted.is_err() {
+                    // What it swept before failing is unknown: forget all.
+                    log.clear();
+                }
+                Answer::Count(deleted)
             }
             Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
             Command::ExportProgress(progress) => {
@@ -634,15 +679,51 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> StoreResult<(Vec<Answer>, 
         });
     }
     tx.commit()?;
+    log.committed();
     Ok((answers, written))
 }
 
-/// Inserts a record and updates its session and run. No savepoint per
-/// record: it would cost a statement-journal write each, and the trace insert
-/// — the statement that could fail — comes first, so a failure leaves the
-/// session and run counters untouched.
-pub(crate) fn insert(conn: &Connection, row: &EncodedRow) -> StoreResult<()> {
-    row.insert(conn)
+/// Inserts a record (see [`store_row`]) in a savepoint of its own: a record
+/// that fails is rolled back alone, its shared rows with it (the statement
+/// journal is in memory: temp_store = MEMORY). Should the writer's memory
+/// prove stale, the record is placed again from what the database holds. A
+/// fault of the store is returned as it is: the whole transaction goes (and
+/// SQLite may have rolled it back already, savepoint and all).
+pub(crate) fn insert(
+    conn: &Connection,
+    log: &mut SessionLog,
+    row: &EncodedRow,
+) -> StoreResult<(Pending, Option<Announcement>)> {
+    conn.execute_batch("SAVEPOINT record")?;
+    let mut result = store_row(conn, log, row);
+    if let Err(StoreError::StaleMemory(table)) = result {
+        conn.execute_batch("ROLLBACK TO record")?;
+        tracing::warn!("the writer's memory of {table} was stale: placing the call again");
+        log.clear();
+        result = store_row(conn, log, row);
+    }
+    match &result {
+        Err(e) if e.fault().is_some() => return result,
+        Err(_) => conn.execute_batch("ROLLBACK TO record")?,
+        Ok(_) => {}
+    }
+    conn.execute_batch("RELEASE record")?;
+    result
+}
+
+/// Inserts a record — its shared content placed after what is stored, its
+/// raw blob settled, its row, its choices — and updates its session and
+/// run; returns the call for the writer to remember and the raw reference
+/// it stored, if any.
+fn store_row(
+    conn: &Connection,
+    log: &mut SessionLog,
+    row: &EncodedRow,
+) -> StoreResult<(Pending, Option<Announcement>)> {
+    let (mut placed, pending) = log.place(conn, row.content())?;
+    let (raw, announcement) = log.settle_raw(conn, row)?;
+    placed.raw = raw;
+    row.insert(conn, &placed, None)
         .map_err(StoreError::sqlite("cannot insert the trace"))?;
     let r = row.record();
     let counts = named_params! {
@@ -687,7 +768,7 @@ pub(crate) fn insert(conn: &Connection, row: &EncodedRow) -> StoreResult<()> {
         )?
         .execute(named_params! {":trace_id": r.trace_id, ":at": r.ended_at, ":span": span})?;
     }
-    Ok(())
+    Ok((pending, announcement))
 }
 
 fn save_export_progress(conn: &Connection, p: &ExportProgress) -> StoreResult<()> {
@@ -731,7 +812,10 @@ fn create_session(
     Ok(())
 }
 
-fn delete_session(conn: &Connection, session_id: &str) -> StoreResult<usize> {
+/// Deletes a session's traces (their shared rows lose a reference each:
+/// the schema's triggers), sweeps what nothing uses any more, and forgets
+/// the session.
+fn delete_session(conn: &Connection, log: &mut SessionLog, session_id: &str) -> StoreResult<usize> {
     let run_id: Option<String> = conn
         .query_row(
             "SELECT run_id FROM sessions WHERE session_id = ?1",
@@ -742,6 +826,8 @@ fn delete_session(conn: &Connection, session_id: &str) -> StoreResult<usize> {
         .flatten();
     let deleted = conn.execute("DELETE FROM traces WHERE session_id = ?1", [session_id])?;
     conn.execute("DELETE FROM sessions WHERE session_id = ?1", [session_id])?;
+    let swept = content::sweep(conn)?;
+    log.forget_session(conn, session_id, &swept)?;
     if let Some(run_id) = run_id {
         // Keep the run's counters true to the traces that remain.
         conn.execute(

@@ -22,11 +22,19 @@
 //!
 //! **Inside**, one concept per file:
 //!
-//! * [`migrate`] brings the file to the schema in `schema/` (forward only);
-//!   `connection` opens it, with the pragmas the store relies on;
+//! * [`migrate`] brings the file to the schema in `schema/` (forward only;
+//!   `legacy` reads the rows of older layouts it converts); `connection`
+//!   opens it, with the pragmas the store relies on;
 //! * `row` is the `traces` row: its column list, a record encoded into named
-//!   parameters and decoded back; [`codec`] holds the compact encodings of
-//!   the record's bulky parts;
+//!   parameters and decoded back; `record_json` the part of a record no
+//!   column holds; [`codec`] the compact encodings (raw little-endian token
+//!   ids and logprobs, zstd); `raw` the request and response blobs,
+//!   compressed against the call's own content;
+//! * `content` is the content calls share — message nodes, token runs,
+//!   tool lists, per-choice completions — with reference counts and the
+//!   sweep of what nothing uses; `session_log` is the writer's memory of
+//!   recent calls, which places a new call's content after the longest
+//!   prefix it shares with them (schema/storage.md describes the layout);
 //! * [`writer`] is the handle to the single writer thread, fed through a
 //!   bounded channel; `commit` is that thread, committing in batches —
 //!   request tasks never wait on disk;
@@ -55,15 +63,20 @@ mod backlog;
 pub mod codec;
 mod commit;
 mod connection;
+mod content;
 mod error;
 mod health;
+mod legacy;
 pub mod migrate;
 pub mod outbox;
 pub mod prune;
 pub mod query;
+mod raw;
 mod reader;
+mod record_json;
 mod row;
 mod runs;
+mod session_log;
 mod spill;
 mod stats;
 pub mod summary;
@@ -123,30 +136,20 @@ impl Store {
         let condition = Arc::new(Condition::new(spill));
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let spans_committed = Arc::new(Notify::new());
+        let references = Arc::new(raw::References::default());
         let start = commit::Start {
             conn,
             db,
             backlog,
             condition: condition.clone(),
             spans_committed: spans_committed.clone(),
+            references: references.clone(),
             metrics,
             batch_max: options.batch_max,
         };
-        let cannot_start = |source| StoreError::Io {
-            context: "cannot start the store writer".into(),
-            source,
-        };
-        // The writer's own runtime gives it timed waits on its channel.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(cannot_start)?;
-        let thread = std::thread::Builder::new()
-            .name("tracegate-store".into())
-            .spawn(move || commit::run(start, rx, runtime))
-            .map_err(cannot_start)?;
+        let thread = spawn_writer(start, rx)?;
         Ok(Store {
-            writer: StoreWriter::new(tx, condition, options.flush_timeout),
+            writer: StoreWriter::new(tx, condition, options.flush_timeout, references),
             reader: StoreReader::new(path.to_path_buf(), options.busy_timeout),
             spans_committed,
             thread,
@@ -163,6 +166,26 @@ impl Store {
             .map_err(|_| StoreError::WriterPanicked)?;
         result
     }
+}
+
+/// Starts the writer thread, with its own runtime for timed waits on its
+/// channel.
+fn spawn_writer(
+    start: commit::Start,
+    rx: mpsc::Receiver<writer::Command>,
+) -> StoreResult<std::thread::JoinHandle<()>> {
+    let cannot_start = |source| StoreError::Io {
+        context: "cannot start the store writer".into(),
+        source,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(cannot_start)?;
+    std::thread::Builder::new()
+        .name("tracegate-store".into())
+        .spawn(move || commit::run(start, rx, runtime))
+        .map_err(cannot_start)
 }
 
 /// The spill file next to the database: `traces.db` spills to

@@ -329,12 +329,12 @@ impl RunFilter {
 impl CallFilter {
     /// `columns` of the matching calls: with `after`, the oldest committed
     /// since the cursor (so that a cut page resumes cleanly); without, the
-    /// newest. Commit order is the `rowid`'s.
+    /// newest. Commit order is the `id`'s.
     pub(crate) fn select(&self, columns: &str) -> Select {
         let order = if self.after.is_some() {
-            "rowid ASC"
+            "id ASC"
         } else {
-            "rowid DESC"
+            "id DESC"
         };
         Select::new(columns, "traces")
             .when("run_id = ?", self.run_id.clone())
@@ -342,7 +342,7 @@ impl CallFilter {
             .when_on("session_id IS NULL", self.without_session)
             .when("started_at > ?", self.since.map(epoch_text))
             .when("started_at < ?", self.until.map(epoch_text))
-            .when("rowid > ?", self.after)
+            .when("id > ?", self.after)
             .order(order)
             .limit(Some(self.limit))
     }

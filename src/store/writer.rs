@@ -36,6 +36,7 @@
 use crate::record::{Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::health::{Condition, StoreStatus};
+use crate::store::raw::References;
 use crate::store::row::EncodedRow;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -50,6 +51,9 @@ pub struct StoreWriter {
     pending: Arc<Pending>,
     condition: Arc<Condition>,
     flush_timeout: Option<Duration>,
+    /// The raw references records are compressed against (the writer
+    /// thread stores and announces them).
+    references: Arc<References>,
 }
 
 /// What the writer thread is asked to do.
@@ -92,12 +96,14 @@ impl StoreWriter {
         tx: mpsc::Sender<Command>,
         condition: Arc<Condition>,
         flush_timeout: Option<Duration>,
+        references: Arc<References>,
     ) -> Self {
         Self {
             tx,
             pending: Arc::new(Pending::default()),
             condition,
             flush_timeout,
+            references,
         }
     }
 
@@ -211,7 +217,7 @@ impl Reservation {
     /// stopped (shutdown), which is logged.
     pub async fn submit(mut self, record: TraceRecord, span: Option<Span>) {
         let trace_id = record.trace_id.clone();
-        match EncodedRow::encode(record, span.as_ref()) {
+        match EncodedRow::encode(record, span.as_ref(), Some(&self.writer.references)) {
             Ok(row) => {
                 if self
                     .writer
