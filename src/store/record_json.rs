@@ -17,7 +17,7 @@
 //!   does not — so reading it back gives exactly what was written;
 //! * usage counts that fit the integer columns are only there.
 
-use crate::record::{Choice, Embeddings, TopLogprob, TraceRecord, Usage};
+use crate::record::{Attempt, Choice, Embeddings, TopLogprob, TraceRecord, Usage};
 use crate::store::codec::CodecError;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
@@ -54,6 +54,19 @@ struct Rest {
     /// Only when the `first_chunk_us` column cannot hold it.
     #[serde(skip_serializing_if = "Option::is_none")]
     first_chunk_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_closed_at: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<Attempt>,
+    /// Absent: the number of attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt_count: Option<u32>,
+    #[serde(skip_serializing_if = "is_zero")]
+    heartbeats: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A choice, without its token data (the `completions` table's).
@@ -200,6 +213,10 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
             .first_chunk_at
             .clone()
             .filter(|_| first_chunk_offset(record).is_none()),
+        client_closed_at: record.client_closed_at.clone(),
+        attempts: record.attempts.clone(),
+        attempt_count: unless_derived(&record.attempt_count, attempt_count(&record.attempts)),
+        heartbeats: record.heartbeats,
     };
     Ok(serde_json::to_string(&rest)?)
 }
@@ -252,25 +269,7 @@ pub(crate) fn restore(
         choice.logprobs = t.logprobs;
         choice.top_logprobs = t.top_logprobs;
     }
-    let u = rest.usage;
-    let (input_tokens, output_tokens) = (
-        record.usage.input_tokens.or(u.input_tokens),
-        record.usage.output_tokens.or(u.output_tokens),
-    );
-    record.usage = Usage {
-        input_tokens,
-        output_tokens,
-        total_tokens: u.total_tokens.unwrap_or_else(|| {
-            derived_total(&Usage {
-                input_tokens,
-                output_tokens,
-                ..Usage::default()
-            })
-        }),
-        cached_input_tokens: u.cached_input_tokens,
-        cache_creation_input_tokens: u.cache_creation_input_tokens,
-        reasoning_tokens: u.reasoning_tokens,
-    };
+    record.usage = restored_usage(&record.usage, rest.usage);
     let choices = &record.choices;
     record.tool_calls = rest
         .tool_calls
@@ -297,7 +296,36 @@ pub(crate) fn restore(
     if rest.first_chunk_at.is_some() {
         record.first_chunk_at = rest.first_chunk_at;
     }
+    record.client_closed_at = rest.client_closed_at;
+    record.attempt_count = rest
+        .attempt_count
+        .unwrap_or_else(|| attempt_count(&rest.attempts));
+    record.attempts = rest.attempts;
+    record.heartbeats = rest.heartbeats;
     Ok(())
+}
+
+/// The usage of a record whose `usage` holds the columns' counts, completed
+/// with the record JSON's.
+fn restored_usage(columns: &Usage, u: RestUsage) -> Usage {
+    let (input_tokens, output_tokens) = (
+        columns.input_tokens.or(u.input_tokens),
+        columns.output_tokens.or(u.output_tokens),
+    );
+    Usage {
+        input_tokens,
+        output_tokens,
+        total_tokens: u.total_tokens.unwrap_or_else(|| {
+            derived_total(&Usage {
+                input_tokens,
+                output_tokens,
+                ..Usage::default()
+            })
+        }),
+        cached_input_tokens: u.cached_input_tokens,
+        cache_creation_input_tokens: u.cache_creation_input_tokens,
+        reasoning_tokens: u.reasoning_tokens,
+    }
 }
 
 /// The request-body keys that are the call's content, not its parameters
@@ -324,6 +352,11 @@ fn derived_params(record: &TraceRecord) -> Map<String, Value> {
             .collect(),
         _ => Map::new(),
     }
+}
+
+/// The attempt count the attempts say.
+fn attempt_count(attempts: &[Attempt]) -> u32 {
+    u32::try_from(attempts.len()).unwrap_or(u32::MAX)
 }
 
 fn first(choices: &[Choice]) -> Option<&Choice> {
@@ -449,6 +482,28 @@ mod tests {
             choices,
             ..TraceRecord::default()
         }
+    }
+
+    #[test]
+    fn a_retried_call_keeps_its_attempts_heartbeats_and_when_its_client_left() {
+        let attempt = |worker: &str| Attempt {
+            worker: worker.into(),
+            upstream: format!("http://{worker}/v1"),
+            started_at: "2026-01-02T03:04:05.000001Z".into(),
+            duration_ms: 12.5,
+            http_status: Some(503),
+            ..Attempt::default()
+        };
+        let record = TraceRecord {
+            attempts: vec![attempt("0"), attempt("1")],
+            attempt_count: 2,
+            heartbeats: 3,
+            client_closed_at: Some("2026-01-02T03:04:06Z".into()),
+            ..captured()
+        };
+        assert_eq!(round_trip(&record), record);
+        // The count the attempts give is not written twice.
+        assert!(!encode(&record).unwrap().contains("attempt_count"));
     }
 
     #[test]
