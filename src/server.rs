@@ -18,7 +18,8 @@
 //! 1. on SIGINT/SIGTERM, stop accepting;
 //! 2. let in-flight calls finish, up to `shutdown_grace`;
 //! 3. abort what is left: their response bodies are dropped, which records
-//!    those calls as `client_closed`;
+//!    those calls as `client_closed`; calls finishing for clients that left
+//!    (`finish_on_client_close`) get the same grace, then are cancelled;
 //! 4. flush the store — every record, including those just made — give span
 //!    export a few seconds to send what is queued (the rest stays in the
 //!    outbox for the next start), stop the writer thread; then exit 0.
@@ -136,6 +137,7 @@ pub struct Server {
     exporter: Option<Exporter>,
     health_checks: tokio::task::JoinHandle<()>,
     grace: Duration,
+    detached: forward::detached::Detached,
     options: ServerOptions,
 }
 
@@ -154,6 +156,7 @@ impl Server {
             store.writer.clone(),
             metrics.clone(),
         )?;
+        let detached = forwarder.detached().clone();
         let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
@@ -191,6 +194,7 @@ impl Server {
             exporter,
             health_checks,
             grace: config.shutdown_grace,
+            detached,
             options: config.server,
         })
     }
@@ -210,6 +214,7 @@ impl Server {
             exporter,
             health_checks,
             grace,
+            detached,
             options,
         } = self;
         let app = app.layer(axum::middleware::from_fn_with_state(
@@ -220,6 +225,7 @@ impl Server {
         let connections = accept_until(shutdown, listener, options, app, &graceful).await;
         health_checks.abort();
         drain(connections, graceful, grace).await;
+        detached.drain(grace).await;
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.

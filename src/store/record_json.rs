@@ -6,7 +6,7 @@
 //! and the token data are shared rows; the headers and raw bodies are the
 //! `request`/`response` blobs. What remains — request parameters, the
 //! choices' finish reasons and extra messages, the usage details,
-//! embeddings, metadata — is this JSON, with three rules that keep it small
+//! embeddings, metadata, the attempts — is this JSON, with three rules that keep it small
 //! and the record exact:
 //!
 //! * a field equal to its empty value (`[]`, `{}`, `null`) is left out;
@@ -17,7 +17,7 @@
 //!   does not — so reading it back gives exactly what was written;
 //! * usage counts that fit the integer columns are only there.
 
-use crate::record::{Choice, Embeddings, TopLogprob, TraceRecord, Usage};
+use crate::record::{Attempt, Choice, Embeddings, TopLogprob, TraceRecord, Usage};
 use crate::store::codec::CodecError;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
@@ -54,6 +54,19 @@ struct Rest {
     /// Only when the `first_chunk_us` column cannot hold it.
     #[serde(skip_serializing_if = "Option::is_none")]
     first_chunk_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_closed_at: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<Attempt>,
+    /// Absent: the number of `attempts`.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    attempt_count: Option<u32>,
+    #[serde(skip_serializing_if = "is_zero")]
+    heartbeats: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A choice, without its token data (the `completions` table's).
@@ -200,6 +213,10 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
             .first_chunk_at
             .clone()
             .filter(|_| first_chunk_offset(record).is_none()),
+        client_closed_at: record.client_closed_at.clone(),
+        attempts: record.attempts.clone(),
+        attempt_count: unless_derived(&record.attempt_count, count_of(&record.attempts)),
+        heartbeats: record.heartbeats,
     };
     Ok(serde_json::to_string(&rest)?)
 }
@@ -297,7 +314,18 @@ pub(crate) fn restore(
     if rest.first_chunk_at.is_some() {
         record.first_chunk_at = rest.first_chunk_at;
     }
+    record.client_closed_at = rest.client_closed_at;
+    record.attempt_count = rest
+        .attempt_count
+        .unwrap_or_else(|| count_of(&rest.attempts));
+    record.attempts = rest.attempts;
+    record.heartbeats = rest.heartbeats;
     Ok(())
+}
+
+/// How many attempts a call made, as capture counts them.
+fn count_of(attempts: &[Attempt]) -> u32 {
+    u32::try_from(attempts.len()).unwrap_or(u32::MAX)
 }
 
 /// The request-body keys that are the call's content, not its parameters
@@ -489,5 +517,18 @@ mod tests {
             record.usage.total_tokens = total;
             assert_eq!(round_trip(&record), record);
         }
+    }
+
+    #[test]
+    fn attempts_heartbeats_and_a_client_that_left_read_back_exactly() {
+        let mut record = captured();
+        record.attempts = vec![Attempt::default(), Attempt::default()];
+        record.attempt_count = 2;
+        record.heartbeats = 3;
+        record.client_closed_at = Some("2026-12-01T13:00:00.000001Z".into());
+        assert_eq!(round_trip(&record), record);
+        assert!(!encode(&record).unwrap().contains("attempt_count"));
+        record.attempt_count = 5;
+        assert_eq!(round_trip(&record), record);
     }
 }

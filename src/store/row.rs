@@ -32,7 +32,7 @@ use crate::store::error::{StoreError, StoreResult};
 use crate::store::raw::{self, Dictionary, Own, References};
 use crate::store::record_json::{self, ChoiceTokens};
 use crate::store::session_log::{Completion, Content, Placed};
-use crate::store::summary::{CallNode, CallSummary, SummaryUsage};
+use crate::store::summary::{Attempt, CallNode, CallSummary, SummaryUsage};
 use crate::trace_context::{derived_trace_id, span_id_for};
 use rusqlite::types::{Null, ToSqlOutput, Value as SqlValue};
 use rusqlite::{Connection, Row, ToSql};
@@ -830,7 +830,8 @@ pub(crate) const NODE_COLUMNS: &str = concat!(
      (SELECT substr(json_extract(a.message, '$.content'), 1, 160) \
       FROM message_nodes a WHERE a.id = traces.answer_node), \
      (SELECT CAST(json_extract(a.message, '$.tool_calls[0].function.name') AS TEXT) \
-      FROM message_nodes a WHERE a.id = traces.answer_node)"
+      FROM message_nodes a WHERE a.id = traces.answer_node), \
+     method, path"
 );
 
 /// A call node from the [`NODE_COLUMNS`] of a row.
@@ -846,6 +847,10 @@ pub(crate) fn decode_node(row: &Row<'_>) -> StoreResult<CallNode> {
         ended_at: row.get(21)?,
         preview: row.get(22)?,
         tool_call: row.get(23)?,
+        method: row.get(24)?,
+        path: row.get(25)?,
+        // Which attempt a call is depends on its neighbours (`attempts`).
+        attempt: Attempt::FIRST,
     })
 }
 

@@ -20,6 +20,7 @@
 //! picks them up on its next full load.)
 
 use crate::record::TraceRecord;
+use crate::store::attempts;
 use crate::store::connection::snapshot;
 use crate::store::content::ContentReader;
 use crate::store::error::{StoreError, StoreResult};
@@ -100,11 +101,12 @@ pub(crate) fn summaries(conn: &Connection, filter: &TraceFilter) -> StoreResult<
 
 /// Call nodes matching `filter`: with `after`, the oldest calls committed
 /// since that cursor; without, the newest calls. Either way in start order,
-/// with the cursor to poll from next.
+/// with the cursor to poll from next, and each call's attempt of its step.
 pub(crate) fn call_page(conn: &Connection, filter: &CallFilter) -> StoreResult<CallPage> {
     // One snapshot for the calls and the newest id.
     let (mut calls, newest) = snapshot(conn, || {
-        let calls: Vec<CallNode> = filter.select(NODE_COLUMNS).rows(conn, row::decode_node)?;
+        let mut calls: Vec<CallNode> = filter.select(NODE_COLUMNS).rows(conn, row::decode_node)?;
+        attempts::mark(conn, &mut calls)?;
         let newest: i64 =
             conn.query_row("SELECT COALESCE(MAX(id), 0) FROM traces", [], |r| r.get(0))?;
         StoreResult::Ok((calls, newest))
