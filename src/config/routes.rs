@@ -176,11 +176,11 @@ pub struct RouteConfig {
     pub inject_return_token_ids: bool,
     /// Remove vLLM's extra fields from what the client receives.
     pub strip_vllm_fields: bool,
+    /// Which calls keep their raw bodies in the store.
+    pub raw_bodies: RawBodies,
     /// How its calls are carried: timeouts, retries, heartbeats, and what
     /// happens when a client leaves.
     pub policy: CallPolicy,
-    /// Which calls keep their raw bodies in the store.
-    pub raw_bodies: RawBodies,
 }
 
 impl RouteConfig {
@@ -206,8 +206,8 @@ impl RouteConfig {
             inject_logprobs: false,
             inject_return_token_ids: false,
             strip_vllm_fields: false,
-            policy: CallPolicy::default(),
             raw_bodies: RawBodies::Always,
+            policy: CallPolicy::default(),
         }
     }
 
@@ -393,11 +393,11 @@ fn implicit(s: &Settings, policy: CallPolicy) -> Result<RouteConfig, ConfigError
         inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
-        policy,
         raw_bodies: match s.get(Key::RawBodies) {
             Some(when) => when.choice(Key::RawBodies.name(), true)?,
             None => RawBodies::Always,
         },
+        policy,
     })
 }
 
@@ -523,15 +523,15 @@ impl<'a> Entry<'a> {
             inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
             inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
             strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
+            raw_bodies: match self.get(RouteKey::RawBodies) {
+                Some(when) => when.choice(&self.key("raw_bodies"), true)?,
+                None => RawBodies::Always,
+            },
             policy: policy::read(
                 |key| self.fields.get(key.name()),
                 |key| self.key(key.name()),
                 inherited,
             )?,
-            raw_bodies: match self.get(RouteKey::RawBodies) {
-                Some(when) => when.choice(&self.key("raw_bodies"), true)?,
-                None => RawBodies::Always,
-            },
         })
     }
 

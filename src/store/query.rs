@@ -342,7 +342,7 @@ impl CallFilter {
             .when_on("session_id IS NULL", self.without_session)
             .when("started_at > ?", self.since.map(epoch_text))
             .when("started_at < ?", self.until.map(epoch_text))
-            .when("id > ?", self.after)
+            .when("rowid > ?", self.after)
             .order(order)
             .limit(Some(self.limit))
     }
