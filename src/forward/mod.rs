@@ -18,7 +18,7 @@
 //!    refuses the connection;
 //!
 //! and then [`Forwarder::respond`] streams the answer back through
-//! [`tee::TeeBody`], which hands a clone of each chunk to `capture` (and, for
+//! [`tee::TeeBody`], which hands a copy of each chunk to `capture` (and, for
 //! a vLLM route, strips vLLM's extra fields from what the client gets).
 //!
 //! A stage that fails returns [`Failed`]: the call as far as it is known and
