@@ -11,7 +11,9 @@
 # of records in the store afterwards, which must equal the requests sent.
 #
 # Needs `oha` (cargo install oha --locked) and python3.
-# Usage: bench/run.sh            (env: RATE, FIXED_N, SAT_N, CONC, CHUNKS)
+# Usage: bench/run.sh            (env: RATE, FIXED_N, SAT_N, CONC, CHUNKS,
+#                                 PROFILE: release, or profiling for line
+#                                 tables to `perf record -g -p` the gateway)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +25,9 @@ CHUNKS=${CHUNKS:-16}       # content chunks per streamed answer
 OHA=${OHA:-oha}
 command -v "$OHA" >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
 
-cargo build --release --quiet
-BIN=target/release/tracegate
+PROFILE=${PROFILE:-release}   # release: the binary that ships
+cargo build --profile "$PROFILE" --quiet
+BIN=target/$PROFILE/tracegate
 WORK=$(mktemp -d)
 MOCK_PORT=${MOCK_PORT:-18000}
 GW_PORT=${GW_PORT:-19090}
@@ -35,6 +38,7 @@ trap cleanup EXIT
 "$BIN" mock-upstream --listen 127.0.0.1:$MOCK_PORT --chunks "$CHUNKS" >"$WORK/mock.log" 2>&1 & pids+=($!)
 RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:$GW_PORT --db "$WORK/bench.db" \
     --upstream http://127.0.0.1:$MOCK_PORT/v1 >"$WORK/gateway.log" 2>&1 & pids+=($!)
+echo "gateway: pid $! ($BIN)"
 for port in $MOCK_PORT $GW_PORT; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done

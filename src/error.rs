@@ -63,7 +63,7 @@ impl GatewayError {
     /// The OpenAI error `type` for this status.
     fn openai_type(&self) -> &'static str {
         match self.status().as_u16() {
-            400 | 404 | 405 | 413 | 422 | 431 => "invalid_request_error",
+            400 | 404 | 405 | 413 | 414 | 422 | 431 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 => "rate_limit_error",
@@ -87,7 +87,7 @@ impl GatewayError {
     /// "message"}}`, for calls made to the Anthropic API.
     pub fn anthropic_body(&self) -> serde_json::Value {
         let kind = match self.status().as_u16() {
-            400 | 405 | 422 | 431 => "invalid_request_error",
+            400 | 405 | 414 | 422 | 431 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -99,13 +99,17 @@ impl GatewayError {
         json!({"type": "error", "error": {"type": kind, "message": self.message}})
     }
 
-    /// The response in the error shape of `protocol`.
-    pub fn into_response_for(self, protocol: Protocol) -> Response {
-        let body = match protocol {
+    /// The body in the error shape of `protocol`.
+    pub fn body_for(&self, protocol: Protocol) -> serde_json::Value {
+        match protocol {
             Protocol::Anthropic => self.anthropic_body(),
             Protocol::Openai => self.body(),
-        };
-        (self.status(), axum::Json(body)).into_response()
+        }
+    }
+
+    /// The response in the error shape of `protocol`.
+    pub fn into_response_for(self, protocol: Protocol) -> Response {
+        (self.status(), axum::Json(self.body_for(protocol))).into_response()
     }
 }
 

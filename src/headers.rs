@@ -18,6 +18,11 @@
 //! * `traceparent`/`tracestate` are replaced by the gateway span's own, both
 //!   upstream (unless `propagate_traceparent` is off, which removes them) and
 //!   back to the client, so each hop names its real parent.
+//! * `via` carries the hops a request has made: the caller's entries pass
+//!   upstream, and the gateway appends its own (`1.1 tracegate-<instance>`,
+//!   `forward::hop`) after every other rule has run, so neither a caller's
+//!   extra headers nor a route's static ones can replace or remove it — a
+//!   request that comes back carrying it is a loop (508);
 //! * **blocked for callers**: a route may let callers add per-request headers
 //!   (`X-Tracegate-Provider-Data`), but never ones that carry credentials,
 //!   framing, routing or client identity — request smuggling, credential
@@ -85,17 +90,24 @@ pub const BLOCKED_FOR_CALLER: &[&str] = &[
     "true-client-ip",
     TRACEPARENT,
     TRACESTATE,
+    VIA,
 ];
 
 /// Headers a route's static `headers` may not set ("protected"),
 /// beside hop-by-hop and framing headers: credentials go through
-/// `auth = "env:VAR"`, and the body's framing is the gateway's.
+/// `auth = "env:VAR"`, and the body's framing and the hop list are the
+/// gateway's.
 pub const PROTECTED_FROM_ROUTE: &[&str] = &[
     "authorization",
     "x-api-key",
     "content-type",
     "anthropic-version",
+    VIA,
 ];
+
+/// The hops a request has made (RFC 9110 §7.6.3); the gateway appends
+/// itself and refuses a request that already names it.
+pub const VIA: &str = "via";
 
 /// True for a header a caller may not add to an upstream request.
 pub fn is_blocked_for_caller(name: &HeaderName) -> bool {

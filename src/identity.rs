@@ -7,15 +7,20 @@
 //! and its run in a header, and both count. Within the body, `metadata.rllm`
 //! wins over a top-level `rllm`, again field by field.
 //!
-//! Values are trimmed and an empty value counts as absent. `step_id` must be an
-//! integer (a JSON integer, or a string holding one); the first carrier that has
-//! a step_id decides it, and a value that is not an integer never fails the
-//! agent's call: the record gets `step_id = null` and the raw value in
-//! `identity_errors`.
+//! Values are trimmed and an empty value counts as absent; the first carrier
+//! with a value decides the field. Header values are read as UTF-8 (a header
+//! that is not UTF-8 is noted and skipped). A value must keep the field's
+//! rules, which are part of the table: `step_id` is an integer (a JSON
+//! integer, or a string holding one); a text value is at most
+//! [`MAX_TEXT_BYTES`] and holds no control character (they are ids and names
+//! that end up in an indexed column, in span attributes and in terminals).
+//! A value that breaks a rule never fails the agent's call: the field is
+//! left empty (`null`) and `identity_errors` says what was wrong, quoting at
+//! most the start of the value.
 //!
 //! The fields are one table, [`IdentityField::ALL`]: the extractor reads each
 //! field's carriers from it, the store makes a column of each, and the schema
-//! and README describe each (tests check both). Adding a field is adding a
+//! and `docs/recording.md` describe each (tests check both). Adding a field is adding a
 //! variant here and a struct field in [`Identity`].
 //!
 //! The carriers are ours, not the provider's: [`strip_body`] removes them from
@@ -67,6 +72,12 @@ pub enum IdentityField {
     /// `experiment`.
     Experiment,
 }
+
+/// The longest text identity value, in bytes (after trimming).
+pub const MAX_TEXT_BYTES: usize = 256;
+
+/// The longest part of a rejected value that `identity_errors` quotes.
+const QUOTED_CHARS: usize = 64;
 
 /// A typed identity value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +131,11 @@ impl IdentityField {
         self == IdentityField::StepId
     }
 
+    /// The longest value it takes, in bytes; `None` for an integer.
+    pub fn max_bytes(self) -> Option<usize> {
+        (!self.is_integer()).then_some(MAX_TEXT_BYTES)
+    }
+
     /// Whether the path `/sessions/{sid}/v1/...` carries it.
     pub fn in_path(self) -> bool {
         self == IdentityField::SessionId
@@ -141,13 +157,13 @@ impl Identity {
         text.as_deref().map(FieldValue::Text)
     }
 
-    /// Sets a field from a carrier's raw value; false (and the field left
-    /// unset) when an integer field's value is not an integer.
-    fn set(&mut self, field: IdentityField, raw: &Raw<'_>) -> bool {
+    /// Sets a field from a carrier's raw value, or leaves it unset and says
+    /// which rule the value breaks.
+    fn set(&mut self, field: IdentityField, raw: &Raw<'_>) -> Result<(), Broken> {
         let slot = match field {
             IdentityField::StepId => {
-                self.step_id = raw.integer();
-                return self.step_id.is_some();
+                self.step_id = Some(raw.integer().ok_or(Broken::NotAnInteger)?);
+                return Ok(());
             }
             IdentityField::SessionId => &mut self.session_id,
             IdentityField::RunId => &mut self.run_id,
@@ -156,9 +172,33 @@ impl Identity {
             IdentityField::Project => &mut self.project,
             IdentityField::Experiment => &mut self.experiment,
         };
-        *slot = raw.text();
-        true
+        let text = raw.text().unwrap_or_default();
+        if let Some(limit) = field.max_bytes().filter(|limit| text.len() > *limit) {
+            return Err(Broken::TooLong {
+                bytes: text.len(),
+                limit,
+            });
+        }
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            return Err(Broken::ControlCharacter(c));
+        }
+        *slot = Some(text);
+        Ok(())
     }
+}
+
+/// The rule an identity value breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Broken {
+    /// An integer field's value is not an integer.
+    #[error("is not an integer")]
+    NotAnInteger,
+    /// A text value is longer than its field takes.
+    #[error("is {bytes} bytes, over the limit of {limit}; ignored")]
+    TooLong { bytes: usize, limit: usize },
+    /// A text value holds a control character.
+    #[error("has a control character (U+{:04X}); ignored", u32::from(*.0))]
+    ControlCharacter(char),
 }
 
 /// A raw identity value as found in one carrier, before typing.
@@ -180,12 +220,19 @@ impl Raw<'_> {
         (!s.is_empty()).then_some(s)
     }
 
-    /// The raw value as it should appear in an error message.
+    /// The raw value as an error message quotes it: escaped, and cut after
+    /// [`QUOTED_CHARS`] characters.
     fn describe(&self) -> String {
-        match self {
+        let text = match self {
             Raw::Text(s) => s.clone(),
+            Raw::Json(Value::String(s)) => s.clone(),
             Raw::Json(v) => v.to_string(),
+        };
+        let mut quoted: String = text.chars().take(QUOTED_CHARS).collect();
+        if quoted.len() < text.len() {
+            quoted.push('…');
         }
+        quoted.escape_debug().to_string()
     }
 
     /// The value as an integer.
@@ -219,10 +266,11 @@ pub fn extract(
     for field in IdentityField::ALL {
         let mut candidates: Vec<(&str, Raw)> = Vec::new();
         if let Some(value) = headers.get(field.header()) {
-            match value.to_str() {
+            // Header values are bytes; UTF-8 ones are text like any other.
+            match std::str::from_utf8(value.as_bytes()) {
                 Ok(s) => candidates.push(("header", Raw::Text(s.to_string()))),
                 Err(_) => errors.push(format!(
-                    "{}: header {} is not valid text; ignored",
+                    "{}: header {} is not valid UTF-8; ignored",
                     field.name(),
                     field.header()
                 )),
@@ -241,12 +289,9 @@ pub fn extract(
         else {
             continue;
         };
-        if !identity.set(field, &raw) {
-            errors.push(format!(
-                "{}: {carrier} value {} is not an integer",
-                field.name(),
-                raw.describe()
-            ));
+        if let Err(broken) = identity.set(field, &raw) {
+            let (name, value) = (field.name(), raw.describe());
+            errors.push(format!("{name}: {carrier} value {value} {broken}"));
         }
     }
     (identity, errors)
@@ -308,7 +353,7 @@ mod tests {
 
     #[test]
     fn every_identity_field_is_in_the_readme_table_with_its_header() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/recording.md");
         for field in IdentityField::ALL {
             let header = field.header().strip_prefix("x-rllm-").unwrap();
             assert!(
@@ -403,6 +448,63 @@ mod tests {
         let (id, errors) = extract(&HeaderMap::new(), Some(&body), None);
         assert_eq!(id.step_id, None);
         assert!(errors[0].contains("2.5"));
+    }
+
+    #[test]
+    fn a_value_over_the_limit_is_kept_out_and_quoted_short() {
+        let long = "s".repeat(100 * 1024);
+        let body = object(json!({"rllm": {"session_id": long, "run_id": "r"}}));
+        let (id, errors) = extract(&HeaderMap::new(), Some(&body), Some("from-path"));
+        assert_eq!(
+            id.session_id, None,
+            "the first carrier decides, even when broken"
+        );
+        assert_eq!(id.run_id.as_deref(), Some("r"));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("session_id: rllm value sss"),
+            "{errors:?}"
+        );
+        assert!(errors[0].ends_with("is 102400 bytes, over the limit of 256; ignored"));
+        assert!(errors[0].len() < 200, "{}", errors[0].len());
+        let at_limit = "é".repeat(128);
+        let body = object(json!({"rllm": {"session_id": at_limit}}));
+        let (id, errors) = extract(&HeaderMap::new(), Some(&body), None);
+        assert_eq!(id.session_id.as_deref(), Some(at_limit.as_str()));
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_escaped_in_the_error() {
+        let body = object(json!({"metadata": {"rllm": {"harness": "a\u{0}b", "project": "p\tq"}}}));
+        let (id, errors) = extract(&HeaderMap::new(), Some(&body), Some("s\u{7}"));
+        assert_eq!((id.harness, id.project, id.session_id), (None, None, None));
+        assert_eq!(
+            errors,
+            [
+                "session_id: path value s\\u{7} has a control character (U+0007); ignored",
+                "harness: metadata.rllm value a\\0b has a control character (U+0000); ignored",
+                "project: metadata.rllm value p\\tq has a control character (U+0009); ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn utf8_header_values_are_text() {
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes("épisode-17".as_bytes()).unwrap();
+        h.insert("x-rllm-session-id", value);
+        h.insert(
+            "x-rllm-run-id",
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        let (id, errors) = extract(&h, None, None);
+        assert_eq!(id.session_id.as_deref(), Some("épisode-17"));
+        assert_eq!(id.run_id, None);
+        assert_eq!(
+            errors,
+            ["run_id: header x-rllm-run-id is not valid UTF-8; ignored"]
+        );
     }
 
     #[test]

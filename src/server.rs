@@ -7,8 +7,13 @@
 //! A panic in a handler becomes a 500 for that request only. A background
 //! task probes the workers of health-checked routes (`route`).
 //!
-//! Connections are served by hyper directly (HTTP/1.1 and HTTP/2), so that
-//! shutdown is ours to order:
+//! Connections are served by hyper directly (HTTP/1.1 and HTTP/2), within
+//! the limits of `[server]`: at most `max_connections` at once
+//! (`connection`), each cut when it holds its slot without a call —
+//! a slow or missing request head, an idle keep-alive (`deadline`) — and
+//! every request head within `max_headers`/`max_header_bytes`
+//! (`header_limits`); the errors hyper answers by itself leave in the
+//! gateway's error JSON (`io`). Shutdown is ours to order:
 //!
 //! 1. on SIGINT/SIGTERM, stop accepting;
 //! 2. let in-flight calls finish, up to `shutdown_grace`;
@@ -18,8 +23,13 @@
 //!    export a few seconds to send what is queued (the rest stays in the
 //!    outbox for the next start), stop the writer thread; then exit 0.
 
+mod connection;
+mod deadline;
+mod header_limits;
+mod io;
+
 use crate::api;
-use crate::config::{Config, ExportConfig, InboundAuth};
+use crate::config::{Config, ExportConfig, InboundAuth, ServerOptions};
 use crate::error::GatewayError;
 use crate::export::{ExportError, Exporter};
 use crate::forward::{self, ClientError, Forwarder};
@@ -29,10 +39,8 @@ use crate::store::{Store, StoreError, StoreReader, StoreWriter};
 use axum::extract::FromRef;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
+use connection::Acceptor;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,6 +136,7 @@ pub struct Server {
     exporter: Option<Exporter>,
     health_checks: tokio::task::JoinHandle<()>,
     grace: Duration,
+    options: ServerOptions,
 }
 
 impl Server {
@@ -182,6 +191,7 @@ impl Server {
             exporter,
             health_checks,
             grace: config.shutdown_grace,
+            options: config.server,
         })
     }
 
@@ -200,55 +210,16 @@ impl Server {
             exporter,
             health_checks,
             grace,
+            options,
         } = self;
-        let builder = Builder::new(TokioExecutor::new());
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            options,
+            header_limits::check,
+        ));
         let graceful = GracefulShutdown::new();
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, don't spin.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    // SSE events are small writes that must not wait for more.
-                    let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(app.clone());
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
-                    connections.spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!("connection ended with an error: {e}");
-                        }
-                    });
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
+        let connections = accept_until(shutdown, listener, options, app, &graceful).await;
         health_checks.abort();
-        tracing::info!(
-            in_flight = connections.len(),
-            "shutting down: draining in-flight calls"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
-            );
-        }
-        connections.shutdown().await;
+        drain(connections, graceful, grace).await;
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.
@@ -259,6 +230,48 @@ impl Server {
         tracing::info!("store flushed; bye");
         Ok(())
     }
+}
+
+/// Accepts and serves connections until `shutdown` completes; returns the
+/// connections still open (the listener is closed).
+async fn accept_until(
+    shutdown: impl Future<Output = ()> + Send,
+    listener: TcpListener,
+    options: ServerOptions,
+    app: axum::Router,
+    graceful: &GracefulShutdown,
+) -> JoinSet<()> {
+    let acceptor = Acceptor::new(options);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = acceptor.accept(&listener) => {
+                connections.spawn(acceptor.serve(accepted, app.clone(), graceful));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    connections
+}
+
+/// Lets the calls in flight finish for up to `grace`, then cuts the rest
+/// (their guards record them as `client_closed`).
+async fn drain(mut connections: JoinSet<()>, graceful: GracefulShutdown, grace: Duration) {
+    tracing::info!(
+        in_flight = connections.len(),
+        "shutting down: draining in-flight calls"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
+        );
+    }
+    connections.shutdown().await;
 }
 
 /// Probes the workers of health-checked routes every `interval`.

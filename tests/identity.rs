@@ -1,4 +1,4 @@
-//! Identity over real sockets: the precedence table of the README, every
+//! Identity over real sockets: the precedence table of docs/recording.md, every
 //! combination of carriers, and the stripping as the upstream sees it.
 
 // A test fails by panicking: unwrap and expect are how it says so.
@@ -208,4 +208,61 @@ async fn the_upstream_never_sees_identity() {
         "emptied metadata is removed"
     );
     assert!(!received.body.contains("rllm"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_over_the_limit_or_with_control_characters_are_kept_out_of_the_columns() {
+    let gw = Setup::new().await;
+    let mut body = chat_body("hi");
+    body["rllm"] = json!({"session_id": "s".repeat(100 * 1024), "harness": "swe\u{0}agent"});
+    let answer = gw
+        .chat(&body)
+        .header("x-rllm-run-id", "run\t1")
+        .header("x-rllm-project", "p".repeat(257))
+        .header("x-rllm-experiment", "exp-1")
+        .answer()
+        .await;
+    assert_eq!(answer.status, 200, "a bad identity never fails the call");
+    let r = gw.only_record().await;
+    assert_eq!(
+        (r.identity.session_id, r.identity.harness, r.identity.run_id),
+        (None, None, None)
+    );
+    assert_eq!(r.identity.project, None);
+    assert_eq!(r.identity.experiment.as_deref(), Some("exp-1"));
+    assert_eq!(r.identity_errors.len(), 4, "{:?}", r.identity_errors);
+    let errors = r.identity_errors.join("\n");
+    assert!(errors.contains("session_id: rllm value ssss"), "{errors}");
+    assert!(
+        errors.contains("is 102400 bytes, over the limit of 256"),
+        "{errors}"
+    );
+    assert!(errors.contains("control character (U+0000)"), "{errors}");
+    assert!(errors.contains("control character (U+0009)"), "{errors}");
+    assert!(
+        errors.len() < 1024,
+        "the errors quote only the start of a value"
+    );
+    let stored =
+        gw.count("SELECT count(*) FROM traces WHERE session_id IS NULL AND run_id IS NULL");
+    assert_eq!(stored, 1, "the columns are empty");
+    assert!(
+        !gw.received()[0].body.contains("rllm"),
+        "the carriers are stripped all the same"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_utf8_header_value_is_accepted() {
+    let gw = Setup::new().await;
+    let session = http::HeaderValue::from_bytes("épisode-17 · 東京".as_bytes()).unwrap();
+    let answer = gw
+        .chat(&chat_body("hi"))
+        .header("x-rllm-session-id", session)
+        .answer()
+        .await;
+    assert_eq!(answer.status, 200);
+    let r = gw.only_record().await;
+    assert_eq!(r.identity.session_id.as_deref(), Some("épisode-17 · 東京"));
+    assert!(r.identity_errors.is_empty(), "{:?}", r.identity_errors);
 }

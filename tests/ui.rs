@@ -431,7 +431,7 @@ async fn run_browser_script(node: &str, script: &str, env: &[(&str, String)]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(browser_tests),
-    ignore = "needs node, chromium and playwright-core (README, \"Web UI\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+    ignore = "needs node, chromium and playwright-core (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
 )]
 async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
     let node = browser_tools();
@@ -460,7 +460,7 @@ async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(browser_tests),
-    ignore = "needs node, chromium and playwright-core (README, \"Web UI\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+    ignore = "needs node, chromium and playwright-core (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
 )]
 async fn browser_asks_for_the_gateway_token_when_inbound_auth_is_on() {
     let node = browser_tools();

@@ -57,6 +57,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A store failure, as the API reports it: a 500, logged.
+/// A resource the store found, or the API's 404 naming it (`what` and its
+/// id).
+fn found<T>(value: Option<T>, what: &str, id: &str) -> Result<Json<T>, GatewayError> {
+    value
+        .map(Json)
+        .ok_or_else(|| GatewayError::not_found(format!("{what} {id} not found")))
+}
+
 impl From<StoreError> for GatewayError {
     fn from(e: StoreError) -> Self {
         tracing::error!("{e}");

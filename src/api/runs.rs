@@ -1,6 +1,6 @@
 //! Runs: the top of the run → session → step tree.
 
-use super::{Json, Query, params};
+use super::{Json, Query, found, params};
 use crate::error::GatewayError;
 use crate::server::AppState;
 use crate::store::RunFilter;
@@ -43,8 +43,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunDetail>, GatewayError> {
-    match state.reader.run(run_id.clone()).await? {
-        Some((run, sessions)) => Ok(Json(RunDetail { run, sessions })),
-        None => Err(GatewayError::not_found(format!("run {run_id} not found"))),
-    }
+    let run = state.reader.run(run_id.clone()).await?;
+    let detail = run.map(|(run, sessions)| RunDetail { run, sessions });
+    found(detail, "run", &run_id)
 }

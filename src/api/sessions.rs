@@ -1,6 +1,6 @@
 //! Sessions: create, list, inspect, delete, and a session's traces.
 
-use super::{Json, Query, params};
+use super::{Json, Query, found, params};
 use crate::error::GatewayError;
 use crate::record::TraceRecord;
 use crate::server::AppState;
@@ -82,12 +82,8 @@ pub async fn get(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
 ) -> Result<Json<SessionInfo>, GatewayError> {
-    match state.reader.session(session_id.clone()).await? {
-        Some(info) => Ok(Json(info)),
-        None => Err(GatewayError::not_found(format!(
-            "session {session_id} not found"
-        ))),
-    }
+    let info = state.reader.session(session_id.clone()).await?;
+    found(info, "session", &session_id)
 }
 
 /// The `since` (epoch seconds) and `limit` of a listing of traces.

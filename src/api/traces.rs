@@ -1,6 +1,6 @@
 //! Traces: one by id, or a query over sessions.
 
-use super::{Json, params};
+use super::{Json, found, params};
 use crate::error::GatewayError;
 use crate::record::TraceRecord;
 use crate::server::AppState;
@@ -13,12 +13,8 @@ pub async fn get(
     State(state): State<AppState>,
     Path(trace_id): Path<String>,
 ) -> Result<Json<TraceRecord>, GatewayError> {
-    match state.reader.trace(trace_id.clone()).await? {
-        Some(record) => Ok(Json(record)),
-        None => Err(GatewayError::not_found(format!(
-            "trace {trace_id} not found"
-        ))),
-    }
+    let record = state.reader.trace(trace_id.clone()).await?;
+    found(record, "trace", &trace_id)
 }
 
 /// The body of `POST /traces/query`.

@@ -37,6 +37,7 @@ mod file;
 mod key;
 mod raw;
 mod routes;
+mod self_upstream;
 mod upstream_url;
 
 pub use args::ServeArgs;
@@ -96,6 +97,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Store tuning.
     pub store: StoreOptions,
+    /// How connections are served: deadlines and limits.
+    pub server: ServerOptions,
 }
 
 /// Inbound auth: the tokens callers present, and where.
@@ -143,6 +146,39 @@ impl Default for StoreOptions {
     }
 }
 
+/// How the gateway serves its connections: the deadlines a connection
+/// without a call in flight has, and the limits on what a request head and
+/// the listener may hold (`[server]`; `docs/configuration.md`, "Connections, limits and loops"
+/// says what happens past each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Time a request head may take: from the connection's opening, or from
+    /// its first byte after an idle spell, to its last header.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no call in flight may stay silent.
+    pub idle_timeout: Duration,
+    /// Most header fields one request may carry.
+    pub max_headers: usize,
+    /// Most bytes the header fields of one request may take.
+    pub max_header_bytes: usize,
+    /// Most connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            // Longer than the 60 s idle timeout of the usual load balancers,
+            // so that they, not the gateway, close an idle connection first.
+            idle_timeout: Duration::from_secs(75),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_connections: 4096,
+        }
+    }
+}
+
 impl Config {
     /// Builds the configuration from flags and environment (`args`, as clap
     /// parsed them; values set in code count as flags), the file they name,
@@ -160,11 +196,13 @@ impl Config {
 
     /// Turns the merged settings into the configuration, applying defaults.
     fn validate(s: &Settings) -> Result<Config, ConfigError> {
+        let listen = listen(s)?;
         let routes = routes::routes(s)?;
         let auth = inbound_auth(s)?;
         routes::check_passthrough(&auth, &routes, s)?;
+        self_upstream::check(listen, &routes, s)?;
         Ok(Config {
-            listen: listen(s)?,
+            listen,
             db: db(s)?,
             routes,
             auth,
@@ -183,6 +221,7 @@ impl Config {
                 .duration_or(Key::ShutdownGrace, Some(Duration::from_secs(30)))?
                 .unwrap_or(Duration::ZERO),
             store: store_options(s)?,
+            server: server_options(s)?,
         })
     }
 }
@@ -215,10 +254,15 @@ fn db(s: &Settings) -> Result<PathBuf, ConfigError> {
 }
 
 fn max_body_bytes(s: &Settings) -> Result<usize, ConfigError> {
-    let key = Key::MaxBodyBytes.name();
-    let Some(setting) = s.get(Key::MaxBodyBytes) else {
-        return Ok(DEFAULT_MAX_BODY_BYTES);
+    size_or(s, Key::MaxBodyBytes, DEFAULT_MAX_BODY_BYTES)
+}
+
+/// `key` as a size of at least one byte, else `default`.
+fn size_or(s: &Settings, key: Key, default: usize) -> Result<usize, ConfigError> {
+    let Some(setting) = s.get(key) else {
+        return Ok(default);
     };
+    let key = key.name();
     match setting.bytes(key)? {
         0 => Err(setting.error(key, "must be greater than zero")),
         n => usize::try_from(n).map_err(|_| setting.error(key, "too large for this machine")),
@@ -231,6 +275,17 @@ fn store_options(s: &Settings) -> Result<StoreOptions, ConfigError> {
         queue_capacity: s.positive_or(Key::StoreQueueCapacity, defaults.queue_capacity)?,
         batch_max: s.positive_or(Key::StoreBatchMax, defaults.batch_max)?,
         busy_timeout: s.limit(Key::StoreBusyTimeout, defaults.busy_timeout)?,
+    })
+}
+
+fn server_options(s: &Settings) -> Result<ServerOptions, ConfigError> {
+    let defaults = ServerOptions::default();
+    Ok(ServerOptions {
+        header_read_timeout: s.limit(Key::ServerHeaderReadTimeout, defaults.header_read_timeout)?,
+        idle_timeout: s.limit(Key::ServerIdleTimeout, defaults.idle_timeout)?,
+        max_headers: s.positive_or(Key::ServerMaxHeaders, defaults.max_headers)?,
+        max_header_bytes: size_or(s, Key::ServerMaxHeaderBytes, defaults.max_header_bytes)?,
+        max_connections: s.positive_or(Key::ServerMaxConnections, defaults.max_connections)?,
     })
 }
 
@@ -353,6 +408,52 @@ mod tests {
         assert_eq!(c.store.busy_timeout, Duration::from_secs(5));
         assert_eq!(c.read_timeout, Some(Duration::from_secs(600)));
         assert_eq!(c.routes[0].workers[0].url.as_str(), "http://h/v1");
+    }
+
+    #[test]
+    fn server_limits_come_from_their_section_with_defaults() {
+        let upstream = vec!["http://h/v1".to_string()];
+        let c = Config::load(&ServeArgs {
+            upstream: upstream.clone(),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.server, ServerOptions::default());
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
+        let (_dir, path) = file(
+            "[server]\nheader_read_timeout = \"2s\"\nmax_header_bytes = \"8KiB\"\nmax_connections = 2\n",
+        );
+        let c = Config::load(&ServeArgs {
+            config: Some(path),
+            upstream: upstream.clone(),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.max_header_bytes, 8192);
+        assert_eq!(c.server.max_connections, 2);
+        assert_eq!(c.server.max_headers, 100);
+        let (_dir, path) = file("[server]\nidle_timeout = \"none\"\n");
+        let e = Config::load(&ServeArgs {
+            config: Some(path),
+            upstream,
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "server.idle_timeout");
+    }
+
+    #[test]
+    fn every_server_key_is_in_the_documented_limits_table() {
+        let page = include_str!("../../docs/configuration.md");
+        let section = page
+            .split("## Connections, limits and loops")
+            .nth(1)
+            .unwrap();
+        for name in Key::names_in(Some("server")) {
+            let row = format!("| `server.{name}` |");
+            assert!(section.contains(&row), "{row}");
+        }
     }
 
     #[test]

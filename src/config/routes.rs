@@ -387,7 +387,7 @@ fn implicit_workers(s: &Settings) -> Result<Vec<WorkerConfig>, ConfigError> {
 }
 
 /// `$OPENAI_BASE_URL` when set, else OpenAI itself.
-fn default_upstream() -> Setting {
+pub(super) fn default_upstream() -> Setting {
     const VAR: &str = "OPENAI_BASE_URL";
     match std::env::var(VAR) {
         Ok(url) if !url.trim().is_empty() => Setting::text_from(url, Origin::Env(VAR.into())),
@@ -660,8 +660,8 @@ fn static_header(
         return Err(value.error(
             key,
             format!(
-                "'{name}' cannot be set as a route header (credentials and framing are the \
-                 gateway's); use auth = \"env:VAR\" for keys"
+                "'{name}' cannot be set as a route header (credentials, framing and the hop \
+                 list are the gateway's); use auth = \"env:VAR\" for keys"
             ),
         ));
     }
@@ -808,6 +808,14 @@ mod tests {
             let e = detail(route(json).unwrap_err());
             assert!(e.starts_with(want), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn a_route_cannot_set_the_hop_header() {
+        let e = route(r#"[{"name": "a", "model_prefix": "x", "upstream": "http://h", "headers": {"Via": "1.1 elsewhere"}}]"#)
+            .unwrap_err();
+        assert_eq!(e.key, "routes[0] (a): headers.Via");
+        assert!(e.message.contains("the hop list"), "{}", e.message);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!    loses its identity carriers, gets the backend model name and, for a
 //!    vLLM route, the token-data parameters ([`vllm`]) — a body that does not
 //!    change is forwarded byte for byte; the upstream request's headers
-//!    (`headers` policy, then the route's credentials, failing closed);
+//!    (`headers` policy, then the route's credentials, failing closed), and
+//!    this gateway's `Via` entry ([`hop`]: a request that already carries it
+//!    has come round a loop, and is refused with 508);
 //! 4. [`Forwarder::send`]: the request, with the one pooled client, to the
 //!    session's worker or the least busy one, moving on when a worker
 //!    refuses the connection;
@@ -28,6 +30,7 @@
 //! carries `X-RLLM-Trace-Id`.
 
 pub mod failure;
+pub mod hop;
 pub mod tee;
 pub mod vllm;
 
@@ -66,6 +69,7 @@ pub struct Forwarder {
     settings: CaptureSettings,
     propagate_traceparent: bool,
     metrics: Arc<Metrics>,
+    hop: hop::Hop,
 }
 
 /// Why the forwarder could not be built.
@@ -108,6 +112,7 @@ impl Forwarder {
             },
             propagate_traceparent: config.propagate_traceparent,
             metrics,
+            hop: hop::Hop::new(),
         })
     }
 }
@@ -167,10 +172,16 @@ impl Forwarder {
             Ok(inbound) => inbound,
             Err(failed) => return self.fail(failed),
         };
-        let routed = match self.route(inbound) {
+        let mut routed = match self.route(inbound) {
             Ok(routed) => routed,
             Err(failed) => return self.fail(failed),
         };
+        if let Err(error) = self.hop.pass(&routed.parts, &mut routed.headers) {
+            return self.fail(Box::new(Failed {
+                ctx: routed.ctx,
+                error,
+            }));
+        }
         match self.send(routed).await {
             Ok(sent) => self.respond(sent),
             Err(failed) => self.fail(failed),

@@ -6,7 +6,7 @@
 //! record's `error.kind`, the `error_kind` column, the `error.type` span
 //! attribute, the metrics label and the OpenAI error JSON's `code` say), and,
 //! for the failures the gateway itself answers, the HTTP status. The schema's
-//! enum, the README's table and the metrics' label values are all checked
+//! enum, the table in `docs/recording.md` and the metrics' label values are all checked
 //! against [`ErrorKind::ALL`] by tests, so a kind cannot be added in one
 //! place and forgotten in another.
 
@@ -55,6 +55,14 @@ crate::wire_enum! {
         UpstreamCredentialsUnavailable = "upstream_credentials_unavailable",
         /// The caller's `X-Tracegate-Provider-Data` is unusable (400).
         InvalidProviderData = "invalid_provider_data",
+        /// The request already passed through this gateway: a forwarding loop
+        /// (508).
+        LoopDetected = "loop_detected",
+        /// The request's headers are over the server's limits (431; not
+        /// recorded).
+        HeadersTooLarge = "headers_too_large",
+        /// The request target is too long to parse (414; not recorded).
+        UriTooLong = "uri_too_long",
         /// The caller presented no valid gateway token (401; not recorded).
         InvalidApiKey = "invalid_api_key",
         /// No such path or resource (404).
@@ -76,6 +84,9 @@ impl ErrorKind {
             ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::UpstreamUnreachable
             | ErrorKind::ClientClosed
             | ErrorKind::UpstreamError
@@ -86,7 +97,7 @@ impl ErrorKind {
         }
     }
 
-    /// What the kind means, one line (the README's table).
+    /// What the kind means, one line (the table in `docs/recording.md`).
     pub fn description(self) -> &'static str {
         match self {
             ErrorKind::UpstreamUnreachable => "the gateway could not connect to the upstream (502)",
@@ -111,6 +122,14 @@ impl ErrorKind {
             ErrorKind::InvalidProviderData => {
                 "the caller's X-Tracegate-Provider-Data is unusable (400)"
             }
+            ErrorKind::LoopDetected => {
+                "the request already passed through this gateway: a forwarding loop (508)"
+            }
+            ErrorKind::HeadersTooLarge => {
+                "more header fields or header bytes than server.max_headers or \
+                 server.max_header_bytes allow (431; not recorded)"
+            }
+            ErrorKind::UriTooLong => "the request target is too long to parse (414; not recorded)",
             ErrorKind::InvalidApiKey => "no valid gateway token (401; not recorded)",
             ErrorKind::NotFound => "no such path or resource (404; not recorded)",
             ErrorKind::InternalError => "the gateway failed inside (500)",
@@ -176,16 +195,19 @@ mod tests {
 
     #[test]
     fn the_readme_table_lists_exactly_every_error_kind() {
-        let listed = kinds_in_table(include_str!("../../README.md"), "### Error kinds");
+        let listed = kinds_in_table(include_str!("../../docs/recording.md"), "### Error kinds");
         assert_eq!(listed, all_names());
     }
 
     #[test]
     fn the_readme_table_says_what_each_kind_means() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/recording.md");
         for kind in ErrorKind::ALL {
             let row = format!("| `{}` | {} |", kind.as_str(), kind.description());
-            assert!(readme.contains(&row), "README row for {kind}: {row}");
+            assert!(
+                readme.contains(&row),
+                "docs/recording.md row for {kind}: {row}"
+            );
         }
     }
 

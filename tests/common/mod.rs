@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http;
 pub mod otlp;
 pub mod process;
+pub mod raw;
 pub mod replay;
 
 pub use gateway::{Setup, TestGateway};

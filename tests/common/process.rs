@@ -69,6 +69,11 @@ impl Serve {
         Serve { cmd, port }
     }
 
+    /// The port it will listen on (to point another gateway at it).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Forwarding to `upstream` (`--upstream`).
     pub fn upstream(self, upstream: &str) -> Serve {
         self.args(["--upstream", upstream])
