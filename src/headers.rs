@@ -271,6 +271,18 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_header_with_obs_text_still_names_its_headers() {
+        let mut h = map(&[("tracestate", "a=1"), ("x-kept", "yes")]);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"tracestate, \x80").unwrap(),
+        );
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
     fn upstream_headers_drop_identity_host_and_length() {
         let h = map(&[
             ("host", "gateway:9090"),

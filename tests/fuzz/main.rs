@@ -12,6 +12,8 @@
 //! * arbitrary bytes, headers, bodies and paths never panic;
 //! * a stream reads the same however the network cut it into chunks (the
 //!   SSE events, each assembler's output, and what the vLLM stripper sends);
+//! * whatever the body of a call, the real gateway answers it with the
+//!   upstream's JSON and records it (`calls`);
 //! * no identity carrier gets past the gateway: no `X-RLLM-*` header of any
 //!   case (also through `X-Tracegate-Provider-Data`), no `rllm` or
 //!   `metadata.rllm` left in a body where the extractor would read one.
@@ -21,9 +23,14 @@
 //! assemblers, and mix in arbitrary values so that the rest does not follow
 //! the rules. Each property runs `PROPTEST_CASES` cases (proptest's default,
 //! 256, in `cargo test`) and prints how many it ran; `bench/fuzz.sh` runs a
-//! million and more. A case that once failed stays below as a plain test.
+//! million and more. A case that once failed is kept as a plain unit test
+//! next to the code it broke.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
+mod calls;
 mod generate;
 mod headers;
 mod identity;
@@ -39,11 +46,24 @@ use std::cell::Cell;
 /// the number of cases; a failure panics with the smallest failing input
 /// proptest found.
 pub fn check<S: Strategy>(name: &str, strategy: S, property: impl Fn(S::Value) -> TestCaseResult) {
-    // Failures are kept as regression tests in this file, not in a
+    check_with(name, 1, strategy, property);
+}
+
+/// [`check`] on a `divisor`th of `PROPTEST_CASES` (at least one): for
+/// properties whose cases are real calls.
+pub fn check_with<S: Strategy>(
+    name: &str,
+    divisor: u32,
+    strategy: S,
+    property: impl Fn(S::Value) -> TestCaseResult,
+) {
+    let default = Config::default();
+    // Failures are kept as unit tests next to the code, not in a
     // proptest-regressions directory.
     let config = Config {
+        cases: (default.cases / divisor).max(1),
         failure_persistence: None,
-        ..Config::default()
+        ..default
     };
     let cases = config.cases;
     let ran = Cell::new(0u64);
