@@ -56,7 +56,7 @@ fn body() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 /// The header's value, trimmed, when it is usable text.
-fn header_text<'h>(headers: &'h HeaderMap, field: IdentityField) -> Option<&'h str> {
+fn header_text(headers: &HeaderMap, field: IdentityField) -> Option<&str> {
     let text = headers.get(field.header())?.to_str().ok()?.trim();
     (!text.is_empty()).then_some(text)
 }

@@ -7,11 +7,20 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tracegate::capture::sse::{self, SseEvent};
 use tracegate::capture::{
-    Output, anthropic_messages, openai_chat, openai_completions, openai_responses,
+    Input, Output, anthropic_messages, openai_chat, openai_completions, openai_responses,
 };
 
+/// A stream assembler: the events of a streamed answer to its output.
+type Assemble = fn(&[SseEvent]) -> Output;
+
+/// A whole (non-streamed) answer's reader.
+type ReadAnswer = fn(&Value) -> Output;
+
+/// A request body's reader.
+type ReadRequest = fn(&serde_json::Map<String, Value>) -> Input;
+
 /// The streaming assemblers, by name.
-const ASSEMBLERS: [(&str, fn(&[SseEvent]) -> Output); 4] = [
+const ASSEMBLERS: [(&str, Assemble); 4] = [
     ("openai_chat", openai_chat::response_events),
     ("openai_completions", openai_completions::response_events),
     ("openai_responses", openai_responses::response_events),
@@ -83,7 +92,7 @@ fn the_sse_reader_reads_every_event_whatever_the_cut() {
 }
 
 /// Each assembler reads a stream the same whatever the cut.
-fn assembler_ignores_the_cut(name: &str, assemble: fn(&[SseEvent]) -> Output) {
+fn assembler_ignores_the_cut(name: &str, assemble: Assemble) {
     check(
         &format!("{name}_stream"),
         generate::stream(),
@@ -120,10 +129,7 @@ fn anthropic_messages_streams_read_the_same_whatever_the_cut() {
 
 #[test]
 fn whole_answers_and_requests_of_any_shape_never_panic() {
-    let readers: [(
-        fn(&Value) -> Output,
-        fn(&serde_json::Map<String, Value>) -> _,
-    ); 4] = [
+    let readers: [(ReadAnswer, ReadRequest); 4] = [
         (openai_chat::response_json, openai_chat::request),
         (
             openai_completions::response_json,
