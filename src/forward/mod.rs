@@ -22,7 +22,7 @@
 //!    fired);
 //!
 //! and then [`Forwarder::respond`] streams the answer back through
-//! [`tee::TeeBody`], which hands a clone of each chunk to capture (and, for
+//! [`tee::TeeBody`], which hands a copy of each chunk to capture (and, for
 //! a vLLM route, strips vLLM's extra fields from what the client gets),
 //! watches the idle and total limits and sends a stream's keep-alives.
 //!
