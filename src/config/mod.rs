@@ -27,8 +27,10 @@
 //! line, a variable, a flag): a [`ConfigError`]. The rest of the gateway
 //! never sees a bad value and a user never sees a stack trace. With no
 //! configuration at all the gateway serves: it listens on `127.0.0.1:9090`,
-//! stores traces in `./tracegate.db`, and forwards to `$OPENAI_BASE_URL`
-//! (else OpenAI), passing the caller's credentials through.
+//! stores traces in `./tracegate.db`, and forwards OpenAI calls to
+//! `$OPENAI_BASE_URL` (else OpenAI) and Anthropic calls to
+//! `$ANTHROPIC_BASE_URL` (else Anthropic), passing the caller's credentials
+//! through.
 
 mod args;
 mod error;
@@ -60,6 +62,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_DB: &str = "./tracegate.db";
 /// The upstream used when none is configured and `$OPENAI_BASE_URL` is unset.
 pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
+/// The Anthropic upstream used when none is configured and
+/// `$ANTHROPIC_BASE_URL` is unset.
+pub const DEFAULT_ANTHROPIC_UPSTREAM: &str = "https://api.anthropic.com";
 /// The default request body limit: 32 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -73,6 +78,9 @@ pub struct Config {
     /// Where calls go: the routes in match order (one implicit route when
     /// none is configured).
     pub routes: Vec<RouteConfig>,
+    /// Where each route's upstream was set (a flag, a variable, a file
+    /// line, or the default), in route order: the start banner says it.
+    pub upstream_origins: Vec<Origin>,
     /// Inbound auth: who may use the gateway.
     pub auth: InboundAuth,
     /// How often worker health is checked.
@@ -201,10 +209,14 @@ impl Config {
         let auth = inbound_auth(s)?;
         routes::check_passthrough(&auth, &routes, s)?;
         self_upstream::check(listen, &routes, s)?;
+        let upstream_origins = (routes.iter().enumerate())
+            .map(|(i, route)| self_upstream::whence(s, route, i, 0).1)
+            .collect();
         Ok(Config {
             listen,
             db: db(s)?,
             routes,
+            upstream_origins,
             auth,
             health_check_interval: s.limit(Key::HealthCheckInterval, Duration::from_secs(10))?,
             session_affinity_capacity: s.positive_or(Key::SessionAffinityCapacity, 100_000)?,

@@ -221,7 +221,7 @@ impl Forwarder {
                 let who = who(&arrived, None);
                 let destination = self
                     .router
-                    .route_for(None)
+                    .route_for_call(None, arrived.arrival.endpoint.protocol())
                     .map(|route| destination(&route.config))
                     .unwrap_or_default();
                 let ctx = self.context(
@@ -264,7 +264,8 @@ impl Forwarder {
             .and_then(|b| b.get("model"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        let route = match self.router.route_for(model.as_deref()) {
+        let protocol = arrival.endpoint.protocol();
+        let route = match self.router.route_for_call(model.as_deref(), protocol) {
             Ok(route) => route,
             Err(NoRoute(message)) => {
                 let request = request_body(json, body);
@@ -510,7 +511,7 @@ fn who(arrived: &Arrived, json: Option<&Map<String, Value>>) -> Who {
 /// Where a call on `route` goes, before a worker is chosen.
 fn destination(route: &RouteConfig) -> Destination {
     Destination {
-        route: route.name.clone(),
+        route: Some(route.label().to_string()),
         kind: route.kind,
         ..Destination::default()
     }

@@ -105,7 +105,9 @@ pub struct CallSummary {
     pub error: Option<CallError>,
     /// Milliseconds from arrival to end.
     pub latency_ms: f64,
-    /// Milliseconds from arrival to the first response byte.
+    /// Time to first token: milliseconds from arrival to the first response
+    /// byte of a streamed call (none for other calls, whose first byte is
+    /// the whole answer).
     pub ttft_ms: Option<f64>,
     /// Input and output tokens.
     pub usage: SummaryUsage,
@@ -161,8 +163,8 @@ pub struct CallPage {
 pub struct CallStats {
     /// The model the calls asked for.
     pub model: Option<String>,
-    /// The route that served them (none until routes are configured, and
-    /// none in statistics per model only).
+    /// The route that served them (`default` for the implicit route; none
+    /// when no route did, and in statistics per model only).
     pub route: Option<String>,
     /// Calls.
     pub calls: u64,
