@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::process::Serve;
+use common::process::{Running, Serve, free_port, refused_serve, tracegate};
 use common::{Gateway, chat_body, records_in, start_mock};
 use serde_json::json;
 
@@ -60,8 +60,12 @@ async fn with_no_routes_each_protocol_goes_to_its_own_sdk_variable() {
     gw.flush().await;
     let records = records_in(&dir.path().join("traces.db"));
     assert_eq!(records.len(), 2);
-    assert!(records.iter().all(|r| r.route.as_deref() == Some("default")));
-    assert_eq!(records[1].upstream, anthropic_url);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.route.as_deref() == Some("default"))
+    );
+    assert_eq!(records[1].upstream.trim_end_matches('/'), anthropic_url);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,10 +101,141 @@ async fn a_keyless_upstream_behind_bearer_auth_starts_with_one_setting() {
             assert_eq!(request.header(name), None, "{name} went upstream");
         }
         assert!(
-            !request.headers.iter().any(|(_, v)| v.contains("gateway-token")
-                || v.contains("sk-caller-key")),
+            !request
+                .headers
+                .iter()
+                .any(|(_, v)| v.contains("gateway-token") || v.contains("sk-caller-key")),
             "{:?}",
             request.headers
         );
     }
+}
+
+#[test]
+fn listen_takes_a_port_a_colon_port_and_localhost() {
+    let dir = tempfile::tempdir().unwrap();
+    for form in [":{port}", "{port}", "localhost:{port}"] {
+        let port = free_port();
+        let listen = form.replace("{port}", &port.to_string());
+        let mut cmd = tracegate(dir.path());
+        cmd.args(["serve", "--db", "traces.db", "--listen", &listen]);
+        // Running::spawn waits until 127.0.0.1:port accepts connections.
+        let running = Running::spawn(cmd, port);
+        drop(running);
+    }
+}
+
+#[test]
+fn value_errors_name_their_source_and_the_expected_form() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tracegate.toml"), "\nread_timeout = 30\n").unwrap();
+    let cases: [(&[&str], &[(&str, &str)], &[&str]); 4] = [
+        (
+            &[],
+            &[("OPENAI_BASE_URL", "localhost:8000")],
+            &[
+                "upstream:",
+                "'localhost:8000'",
+                "http://",
+                "(OPENAI_BASE_URL)",
+            ],
+        ),
+        (
+            &["--config", "tracegate.toml"],
+            &[],
+            &[
+                "read_timeout:",
+                "a duration like 10s",
+                "tracegate.toml line 2",
+            ],
+        ),
+        (
+            &["--listen", "example.com:80"],
+            &[],
+            &["listen:", ":9090 or 9090", "(--listen)"],
+        ),
+        (
+            &[],
+            &[("TRACEGATE_LISTEN", "nine")],
+            &["'nine'", "(TRACEGATE_LISTEN)"],
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let line = refused_serve(dir.path(), args, env);
+        for part in expected {
+            assert!(line.contains(part), "{part}: {line}");
+        }
+    }
+}
+
+#[test]
+fn an_unopenable_database_says_why_the_os_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // /sys refuses new files even to root, where chmod would not.
+    let out = tracegate(dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--db", "/sys/tracegate-test.db"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("permission denied"),
+        "{stderr}"
+    );
+}
+
+/// Runs `tracegate args` as a user who cannot write to `dir`: this one,
+/// unless it is root (whom no file mode stops), then `nobody`.
+fn as_reader(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    let mut cmd = if root {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::process::BIN);
+        cmd
+    } else {
+        std::process::Command::new(common::process::BIN)
+    };
+    cmd.current_dir(dir).env("RUST_LOG", "warn").args(args);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_query_commands_read_a_store_they_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let demo = tracegate(&store).args(["demo"]).output().unwrap();
+    assert!(demo.status.success());
+    // A store copied without its WAL index, in a directory nobody may
+    // write to: SQLite cannot create the index to read through it.
+    for side in ["tracegate.db-wal", "tracegate.db-shm"] {
+        let _ = std::fs::remove_file(store.join(side));
+    }
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(&store.join("tracegate.db"), 0o444);
+    mode(&store, 0o555);
+    mode(dir.path(), 0o755);
+    for args in [
+        &["stats"][..],
+        &["runs"],
+        &["sessions"],
+        &["traces", "list"],
+        &["export", "--out", "-"],
+    ] {
+        let out = as_reader(&store, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(
+        !store.join("tracegate.db-shm").exists(),
+        "nothing was written"
+    );
+    mode(&store, 0o755);
 }

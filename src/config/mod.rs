@@ -248,12 +248,53 @@ fn or_default(s: &Settings, key: Key, default: &str) -> raw::Setting {
 fn listen(s: &Settings) -> Result<SocketAddr, ConfigError> {
     let setting = or_default(s, Key::Listen, DEFAULT_LISTEN);
     let text = setting.text("listen")?;
-    text.trim().parse().map_err(|_| {
+    parse_listen(&text).ok_or_else(|| {
         setting.error(
             "listen",
-            format!("'{text}' is not an address like 127.0.0.1:9090"),
+            format!(
+                "'{text}' is not an address like 127.0.0.1:9090, 0.0.0.0:9090, \
+                 localhost:9090, :9090 or 9090"
+            ),
         )
     })
+}
+
+/// The port of `listen` when the value names only a host.
+const DEFAULT_PORT: u16 = 9090;
+
+/// Reads a listen address in the forms people write: `HOST:PORT` with an IP
+/// address, `PORT` and `:PORT` (on the loopback address, like the default:
+/// listening on every interface is written `0.0.0.0:PORT`), `localhost`
+/// (`127.0.0.1`), and a host without port (on port 9090). Other host names
+/// are refused: a listen address is resolved once, and a name that
+/// resolves elsewhere later would be a surprise.
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if let Ok(addr) = t.parse() {
+        return Some(addr);
+    }
+    let bare = t.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    let (host, port) = match t.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => match t.parse() {
+            Ok(port) => ("", port),
+            Err(_) => (t, DEFAULT_PORT),
+        },
+    };
+    match host {
+        "" => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+        h if h.eq_ignore_ascii_case("localhost") => {
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+        }
+        _ => None,
+    }
 }
 
 fn db(s: &Settings) -> Result<PathBuf, ConfigError> {
@@ -336,6 +377,30 @@ mod tests {
         let path = dir.path().join("tracegate.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn listen_takes_the_forms_people_write() {
+        for (text, addr) in [
+            ("127.0.0.1:9091", "127.0.0.1:9091"),
+            ("0.0.0.0:80", "0.0.0.0:80"),
+            ("[::1]:9091", "[::1]:9091"),
+            ("localhost:9091", "127.0.0.1:9091"),
+            ("LOCALHOST", "127.0.0.1:9090"),
+            (":9091", "127.0.0.1:9091"),
+            ("9091", "127.0.0.1:9091"),
+            ("0.0.0.0", "0.0.0.0:9090"),
+            ("::1", "[::1]:9090"),
+        ] {
+            assert_eq!(
+                parse_listen(text).map(|a| a.to_string()),
+                Some(addr.into()),
+                "{text}"
+            );
+        }
+        for bad in ["example.com:80", "localhost:http", ":99999", "", "1.2.3:4"] {
+            assert_eq!(parse_listen(bad), None, "{bad}");
+        }
     }
 
     #[test]

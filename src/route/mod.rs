@@ -94,7 +94,11 @@ impl Router {
     /// The route that serves a call of `protocol` for `model`: with one
     /// implicit route per protocol (zero configuration), the protocol's;
     /// else the route for the model.
-    pub fn route_for_call(&self, model: Option<&str>, protocol: Protocol) -> Result<&Route, NoRoute> {
+    pub fn route_for_call(
+        &self,
+        model: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<&Route, NoRoute> {
         let implicit = self
             .routes
             .iter()

@@ -174,8 +174,8 @@ pub struct CallStats {
     pub error_rate: f64,
     /// Latency percentiles, milliseconds.
     pub latency_ms: Percentiles,
-    /// Time-to-first-byte percentiles, milliseconds, over the calls that
-    /// have one (none if no call has).
+    /// Time-to-first-token percentiles, milliseconds, over the streamed
+    /// calls (none if no call streamed).
     pub ttft_ms: Option<Percentiles>,
     /// Input tokens of all the calls.
     pub input_tokens: u64,
