@@ -125,11 +125,15 @@ fn listen_takes_a_port_a_colon_port_and_localhost() {
     }
 }
 
+/// A refused start: the arguments, the environment, and what the one line
+/// on stderr must contain.
+type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn value_errors_name_their_source_and_the_expected_form() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tracegate.toml"), "\nread_timeout = 30\n").unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &[&str]); 4] = [
+    let cases: [Refusal; 4] = [
         (
             &[],
             &[("OPENAI_BASE_URL", "localhost:8000")],
@@ -238,4 +242,88 @@ fn the_query_commands_read_a_store_they_cannot_write() {
         "nothing was written"
     );
     mode(&store, 0o755);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_says_where_everything_is_and_every_call_is_logged() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Serve::new(dir.path())
+        .args(["--db", "traces.db"])
+        .envs(&[("OPENAI_BASE_URL", &mock.base_url()), ("RUST_LOG", "info")])
+        .spawn();
+    let root = common::Request::without_redirects(reqwest::Method::GET, gw.url("/"))
+        .answer()
+        .await;
+    assert_eq!(root.status, 307);
+    assert_eq!(root.headers["location"], "/ui/");
+    let ok = gw.chat(&chat_body("logged")).answer().await;
+    assert_eq!(ok.status, 200);
+    gw.flush().await;
+    let ok_id = ok.trace_id();
+    let url = gw.url("");
+    let log = gw.stop().await;
+
+    let db = std::fs::canonicalize(dir.path()).unwrap().join("traces.db");
+    for line in [
+        format!("tracegate listening on {url}"),
+        format!("UI:      {url}/ui/"),
+        format!("metrics: {url}/metrics"),
+        format!("db:      {}", db.display()),
+        format!(
+            "route default → {} (openai; from OPENAI_BASE_URL)",
+            mock.base_url()
+        ),
+        "route default → https://api.anthropic.com/ (anthropic; from the built-in default)".into(),
+    ] {
+        assert!(log.contains(&line), "{line}:\n{log}");
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour in a redirected log:\n{log}"
+    );
+    let call = log
+        .lines()
+        .find(|l| l.contains(&ok_id))
+        .expect("the call's line");
+    for field in [
+        "INFO",
+        "method=POST",
+        "path=/v1/chat/completions",
+        "model=\"mock-model\"",
+        "status=200",
+        "latency_ms=",
+        "input_tokens=",
+        "output_tokens=",
+    ] {
+        assert!(call.contains(field), "{field}: {call}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_one_object_a_line_and_failures_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tracegate.toml"), "log_format = \"json\"\n").unwrap();
+    let gw = Serve::new(dir.path())
+        .upstream(&common::nowhere("/v1"))
+        .args(["--db", "traces.db", "--config", "tracegate.toml"])
+        .envs(&[("RUST_LOG", "info")])
+        .spawn();
+    let answer = gw.chat(&chat_body("nobody home")).answer().await;
+    assert_eq!(answer.status, 502);
+    gw.flush().await;
+    let trace_id = answer.trace_id();
+    let log = gw.stop().await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["trace_id"] == trace_id.as_str())
+        .expect("the failed call's line");
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["fields"]["error"], "upstream_unreachable");
+    assert_eq!(failed["fields"]["status"], 502);
+    assert_eq!(failed["fields"]["model"], "mock-model");
 }

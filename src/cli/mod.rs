@@ -21,14 +21,16 @@
 //! saying what is wrong — a bad flag, a missing database), 1 for anything
 //! that fails at run time.
 
+mod banner;
 mod export;
+mod logging;
 mod output;
 mod prune;
 mod runs;
 mod stats;
 mod traces;
 
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, LogFormat, ServeArgs};
 use crate::mock_upstream::{self, MockOptions};
 use crate::store::{Pruner, Reader, StoreError, TraceFilter};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -114,11 +116,12 @@ impl From<StoreError> for Failure {
 /// Parses the command line, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = parse_command_line();
-    let default_log = match cli.command {
-        Command::Serve(_) | Command::MockUpstream { .. } => "info",
-        _ => "warn",
-    };
-    init_logging(default_log);
+    // `serve` sets up its logs once its configuration (the log format) is read.
+    match cli.command {
+        Command::Serve(_) => {}
+        Command::MockUpstream { .. } => logging::init("info", LogFormat::Text),
+        _ => logging::init("warn", LogFormat::Text),
+    }
     let result = match cli.command {
         Command::Runs(args) => runs::runs(&args),
         Command::Sessions(args) => runs::sessions(&args),
@@ -165,6 +168,7 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve(args) => {
             let config = Config::load(&args).map_err(|e| Failure::Usage(e.to_string()))?;
+            logging::init("info", config.log_format);
             runtime.block_on(serve(config))?;
         }
         Command::MockUpstream { listen, options } => {
@@ -189,33 +193,10 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let server = crate::server::Server::bind(&config)
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;
-    let routes: Vec<String> = config
-        .routes
-        .iter()
-        .map(|r| {
-            let workers: Vec<&str> = r.workers.iter().map(|w| w.url.as_str()).collect();
-            match &r.model_prefix {
-                Some(prefix) => format!("{} ({prefix}) → {}", r.label(), workers.join(", ")),
-                None => workers.join(", "),
-            }
-        })
-        .collect();
-    tracing::info!(
-        "tracegate listening on http://{} → {} · db {}",
-        server.local_addr(),
-        routes.join("; "),
-        config.db.display()
-    );
+    for line in banner::lines(&config, server.local_addr()) {
+        tracing::info!("{line}");
+    }
     Ok(server.run(crate::server::shutdown_signal()).await?)
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// `--db`, as every query command takes it (the same flag and variable as

@@ -49,6 +49,7 @@ keys! {
         ReadTimeout => "read_timeout",
         RequestTimeout => "request_timeout",
         ShutdownGrace => "shutdown_grace",
+        LogFormat => "log_format",
         Kind => "kind",
         InjectLogprobs => "inject_logprobs",
         InjectReturnTokenIds => "inject_return_token_ids",

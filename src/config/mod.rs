@@ -105,6 +105,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Store tuning.
     pub store: StoreOptions,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// How connections are served: deadlines and limits.
     pub server: ServerOptions,
 }
@@ -123,6 +125,16 @@ impl InboundAuth {
     pub fn enabled(&self) -> bool {
         !self.tokens.is_empty()
     }
+}
+
+/// How log lines are written (`log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal only.
+    #[default]
+    Text,
+    /// One JSON object a line, for a log collector.
+    Json,
 }
 
 /// What capture keeps beyond the defaults.
@@ -233,6 +245,10 @@ impl Config {
                 .duration_or(Key::ShutdownGrace, Some(Duration::from_secs(30)))?
                 .unwrap_or(Duration::ZERO),
             store: store_options(s)?,
+            log_format: match s.get(Key::LogFormat) {
+                Some(format) => format.choice(Key::LogFormat.name(), true)?,
+                None => LogFormat::default(),
+            },
             server: server_options(s)?,
         })
     }

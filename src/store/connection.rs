@@ -44,10 +44,10 @@ pub(crate) fn open_writable(path: &Path, busy_timeout: Duration) -> StoreResult<
 /// error, if there is one, is the cause.
 fn with_os_cause(path: &Path, doing: &str, e: rusqlite::Error) -> StoreError {
     let context = format!("{doing} {}", path.display());
-    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen) {
-        if let Err(source) = try_writing(path) {
-            return StoreError::Io { context, source };
-        }
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen)
+        && let Err(source) = try_writing(path)
+    {
+        return StoreError::Io { context, source };
     }
     StoreError::sqlite(context)(e)
 }
