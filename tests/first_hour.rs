@@ -327,3 +327,45 @@ async fn log_format_json_writes_one_object_a_line_and_failures_warn() {
     assert_eq!(failed["fields"]["status"], 502);
     assert_eq!(failed["fields"]["model"], "mock-model");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttft_counts_streamed_calls_only_in_stats_and_listings() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Serve::new(dir.path())
+        .upstream(&mock.base_url())
+        .args(["--db", "traces.db"])
+        .spawn();
+    let plain = gw.chat(&chat_body("plain")).answer().await;
+    assert_eq!(plain.status, 200);
+    gw.flush().await;
+    let query = |args: &[&str]| {
+        let out = tracegate(dir.path())
+            .args(args)
+            .args(["--db", "traces.db", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let stats = query(&["stats"]);
+    assert_eq!(stats[0]["calls"], 1);
+    assert_eq!(stats[0]["route"], "default");
+    assert_eq!(stats[0]["ttft_ms"], serde_json::Value::Null, "{stats}");
+    assert_eq!(
+        query(&["traces", "list"])[0]["ttft_ms"],
+        serde_json::Value::Null
+    );
+
+    let mut streamed = gw.chat(&common::stream_body("streamed")).send().await;
+    common::first_chunk(&mut streamed).await;
+    common::rest_of_stream(streamed).await;
+    gw.flush().await;
+    let stats = query(&["stats"]);
+    assert_eq!(stats[0]["calls"], 2);
+    assert!(stats[0]["ttft_ms"]["p50"].is_number(), "{stats}");
+}
