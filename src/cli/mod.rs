@@ -31,6 +31,7 @@ mod stats;
 mod traces;
 
 use crate::config::{Config, LogFormat, ServeArgs};
+use crate::export::self_tracing;
 use crate::mock_upstream::{self, MockOptions};
 use crate::store::{Pruner, Reader, StoreError, TraceFilter};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -116,11 +117,16 @@ impl From<StoreError> for Failure {
 /// Parses the command line, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = parse_command_line();
-    // `serve` sets up its logs once its configuration (the log format) is read.
+    // `serve` sets up its logs once its configuration says how (the log
+    // format, and whether the gateway traces itself).
     match cli.command {
         Command::Serve(_) => {}
-        Command::MockUpstream { .. } => logging::init("info", LogFormat::Text),
-        _ => logging::init("warn", LogFormat::Text),
+        Command::MockUpstream { .. } => {
+            logging::init("info", LogFormat::Text, false);
+        }
+        _ => {
+            logging::init("warn", LogFormat::Text, false);
+        }
     }
     let result = match cli.command {
         Command::Runs(args) => runs::runs(&args),
@@ -168,8 +174,9 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve(args) => {
             let config = Config::load(&args).map_err(|e| Failure::Usage(e.to_string()))?;
-            logging::init("info", config.log_format);
-            runtime.block_on(serve(config))?;
+            let self_tracing = config.export.as_ref().is_some_and(|e| e.self_tracing);
+            let finished = logging::init("info", config.log_format, self_tracing);
+            runtime.block_on(serve(config, finished))?;
         }
         Command::MockUpstream { listen, options } => {
             runtime
@@ -189,14 +196,31 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), Failure> {
+async fn serve(config: Config, finished: Option<self_tracing::Finished>) -> Result<(), Failure> {
     let server = crate::server::Server::bind(&config)
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let (stop_self_tracing, stopped) = tokio::sync::oneshot::channel::<()>();
+    let self_tracing = match (finished, &config.export) {
+        (Some(finished), Some(export)) => Some(tokio::spawn(self_tracing::export(
+            finished,
+            export.clone(),
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(2),
+        ))),
+        _ => None,
+    };
     for line in banner::lines(&config, server.local_addr()) {
         tracing::info!("{line}");
     }
-    Ok(server.run(crate::server::shutdown_signal()).await?)
+    let served = server.run(crate::server::shutdown_signal()).await;
+    if let Some(task) = self_tracing {
+        let _ = stop_self_tracing.send(());
+        let _ = task.await;
+    }
+    Ok(served?)
 }
 
 /// `--db`, as every query command takes it (the same flag and variable as

@@ -25,6 +25,7 @@
 
 use super::error::{ConfigError, Origin};
 use super::key::{Key, keys};
+use super::policy::{self, CallPolicy, PolicyKey};
 use super::raw::{Raw, Setting, Settings, alternatives};
 use super::upstream_url::parse_upstream;
 use super::{DEFAULT_ANTHROPIC_UPSTREAM, DEFAULT_UPSTREAM, InboundAuth};
@@ -168,6 +169,9 @@ pub struct RouteConfig {
     pub inject_return_token_ids: bool,
     /// Remove vLLM's extra fields from what the client receives.
     pub strip_vllm_fields: bool,
+    /// How its calls are carried: timeouts, retries, heartbeats, and what
+    /// happens when a client leaves.
+    pub policy: CallPolicy,
 }
 
 impl RouteConfig {
@@ -193,6 +197,7 @@ impl RouteConfig {
             inject_logprobs: false,
             inject_return_token_ids: false,
             strip_vllm_fields: false,
+            policy: CallPolicy::default(),
         }
     }
 
@@ -275,7 +280,11 @@ pub(super) fn check_fields(routes: &Setting) -> Result<(), ConfigError> {
     let Raw::List(list) = &routes.raw else {
         return Ok(());
     };
-    let route_names: Vec<&str> = RouteKey::ALL.iter().map(|k| k.name()).collect();
+    let route_names: Vec<&str> = RouteKey::ALL
+        .iter()
+        .map(|k| k.name())
+        .chain(PolicyKey::ALL.iter().map(|k| k.name()))
+        .collect();
     let worker_names: Vec<&str> = WorkerKey::ALL.iter().map(|k| k.name()).collect();
     for (i, route) in list.iter().enumerate() {
         let Raw::Table(fields) = &route.raw else {
@@ -285,7 +294,7 @@ pub(super) fn check_fields(routes: &Setting) -> Result<(), ConfigError> {
         unknown_field(
             &at,
             fields,
-            |name| RouteKey::named(name).is_some(),
+            |name| RouteKey::named(name).is_some() || PolicyKey::named(name).is_some(),
             &route_names,
         )?;
         let Some(Setting {
@@ -329,6 +338,7 @@ fn unknown_field(
 /// The routes: the configured ones, else the implicit ones of the
 /// top-level keys.
 pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
+    let inherited = policy::top_level(s)?;
     match s.get(Key::Routes) {
         Some(routes) if !matches!(&routes.raw, Raw::List(list) if list.is_empty()) => {
             // Top-level route keys would be silently ignored: refuse them.
@@ -341,9 +351,9 @@ pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
                     ));
                 }
             }
-            configured(routes)
+            configured(routes, &inherited)
         }
-        _ => implicit_routes(s),
+        _ => implicit_routes(s, inherited),
     }
 }
 
@@ -352,23 +362,27 @@ pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
 /// configuration), each protocol goes where its SDK would go by itself:
 /// OpenAI paths to `$OPENAI_BASE_URL` (else OpenAI), `/v1/messages` to
 /// `$ANTHROPIC_BASE_URL` (else Anthropic) — one implicit route per protocol.
-fn implicit_routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
+fn implicit_routes(s: &Settings, policy: CallPolicy) -> Result<Vec<RouteConfig>, ConfigError> {
     let kind: UpstreamKind = match s.get(Key::Kind) {
         Some(kind) => kind.choice(Key::Kind.name(), true)?,
         None if s.get(Key::Upstream).is_none() => {
-            let openai = implicit(s, UpstreamKind::Generic)?;
-            let mut anthropic = implicit(s, UpstreamKind::Anthropic)?;
+            let openai = implicit(s, UpstreamKind::Generic, policy.clone())?;
+            let mut anthropic = implicit(s, UpstreamKind::Anthropic, policy)?;
             // Worker ids are unique across routes (the admin API's key).
             anthropic.workers[0].id = Protocol::Anthropic.to_string();
             return Ok(vec![openai, anthropic]);
         }
         None => UpstreamKind::Generic,
     };
-    Ok(vec![implicit(s, kind)?])
+    Ok(vec![implicit(s, kind, policy)?])
 }
 
 /// An implicit route of `kind` from the top-level keys.
-fn implicit(s: &Settings, kind: UpstreamKind) -> Result<RouteConfig, ConfigError> {
+fn implicit(
+    s: &Settings,
+    kind: UpstreamKind,
+    policy: CallPolicy,
+) -> Result<RouteConfig, ConfigError> {
     let vllm = kind == UpstreamKind::Vllm;
     let auth = match s.get(Key::UpstreamAuth) {
         Some(auth) => upstream_auth(auth, Key::UpstreamAuth.name())?,
@@ -388,6 +402,7 @@ fn implicit(s: &Settings, kind: UpstreamKind) -> Result<RouteConfig, ConfigError
         inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
+        policy,
     })
 }
 
@@ -427,8 +442,9 @@ pub(super) fn implicit_upstream(s: &Settings, protocol: Protocol) -> Setting {
     }
 }
 
-/// Validates configured routes, in order.
-fn configured(routes: &Setting) -> Result<Vec<RouteConfig>, ConfigError> {
+/// Validates configured routes, in order; what a route's policy does not
+/// set it inherits from the top level.
+fn configured(routes: &Setting, inherited: &CallPolicy) -> Result<Vec<RouteConfig>, ConfigError> {
     let Raw::List(list) = &routes.raw else {
         return Err(routes.error(Key::Routes.name(), "expected a list of routes ([[routes]])"));
     };
@@ -436,7 +452,7 @@ fn configured(routes: &Setting) -> Result<Vec<RouteConfig>, ConfigError> {
     let mut configured = Vec::with_capacity(list.len());
     for (i, entry) in list.iter().enumerate() {
         let entry = Entry::new(i, entry)?;
-        let route = entry.config()?;
+        let route = entry.config(inherited)?;
         if !names.insert(route.label().to_string()) {
             let message = format!("'{}' is used by another route", route.label());
             return Err(entry.error(RouteKey::Name, message));
@@ -484,7 +500,7 @@ impl<'a> Entry<'a> {
     }
 
     /// The route, validated.
-    fn config(&self) -> Result<RouteConfig, ConfigError> {
+    fn config(&self, inherited: &CallPolicy) -> Result<RouteConfig, ConfigError> {
         let name = self.name()?;
         let model_prefix = self.model_prefix()?;
         let workers = self.workers()?;
@@ -511,6 +527,11 @@ impl<'a> Entry<'a> {
             inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
             inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
             strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
+            policy: policy::read(
+                |key| self.fields.get(key.name()),
+                |key| self.key(key.name()),
+                inherited,
+            )?,
         })
     }
 
@@ -761,7 +782,10 @@ mod tests {
     use super::*;
 
     fn route(json: &str) -> Result<Vec<RouteConfig>, ConfigError> {
-        configured(&from_json(json, Origin::Env(JSON_ROUTES.into()))?)
+        configured(
+            &from_json(json, Origin::Env(JSON_ROUTES.into()))?,
+            &CallPolicy::default(),
+        )
     }
 
     /// The error as the key and message read, without the origin.
