@@ -264,6 +264,7 @@ fn spawn_record(
         let metrics = ctx.in_flight.metrics().clone();
         let record = assemble(ctx, response, failure.as_ref());
         metrics.observe_call(&record);
+        crate::call_log::log_call(&record);
         let span = (settings.spans != SpanPolicy::None).then(|| {
             let inputs = span::SpanInputs {
                 trace: &trace,
