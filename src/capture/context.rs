@@ -82,7 +82,7 @@ pub enum RequestBody {
 /// Where the call went.
 #[derive(Debug, Clone, Default)]
 pub struct Destination {
-    /// The route's name, when routes are configured.
+    /// The route's name (`default` for the implicit route), once routed.
     pub route: Option<String>,
     /// What the route's upstream is (for `gen_ai.provider.name`).
     pub kind: UpstreamKind,

@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// callers' own Authorization can pass through to upstreams).
     #[arg(long, env = "TRACEGATE_AUTH_HEADER", value_name = "HEADER")]
     pub auth_header: Option<String>,
+    /// How log lines are written: text, or json (one object a line)
+    /// [default: text].
+    #[arg(long, env = "TRACEGATE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// How often worker health is checked [default: 10s].
     #[arg(long, env = "TRACEGATE_HEALTH_CHECK_INTERVAL", value_name = "DURATION")]
     pub health_check_interval: Option<String>,
@@ -200,7 +204,7 @@ impl<'a> Sources<'a> {
 
 /// The arguments that hold one text value, by the key they set and their
 /// clap id.
-fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 23] {
+fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 24] {
     [
         (Key::Listen, "listen", &args.listen),
         (Key::Db, "db", &args.db),
@@ -264,6 +268,7 @@ fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 23] {
         ),
         (Key::UpstreamAuth, "upstream_auth", &args.upstream_auth),
         (Key::AuthHeader, "auth_header", &args.auth_header),
+        (Key::LogFormat, "log_format", &args.log_format),
         (
             Key::HealthCheckInterval,
             "health_check_interval",

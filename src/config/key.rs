@@ -51,6 +51,7 @@ keys! {
         FirstByteTimeout => "first_byte_timeout",
         IdleTimeout => "idle_timeout",
         ShutdownGrace => "shutdown_grace",
+        LogFormat => "log_format",
         Kind => "kind",
         InjectLogprobs => "inject_logprobs",
         InjectReturnTokenIds => "inject_return_token_ids",

@@ -786,7 +786,7 @@ macro_rules! summary_columns {
     () => {
         "trace_id, started_at, run_id, session_id, harness, step_id, model, operation, \
          stream, status, http_status, error_kind, error_message, \
-         latency_ms, ttft_ms, input_tokens, output_tokens"
+         latency_ms, CASE WHEN stream THEN ttft_ms END, input_tokens, output_tokens"
     };
 }
 

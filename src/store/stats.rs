@@ -15,10 +15,10 @@ use rusqlite::{Connection, Row};
 use std::collections::BTreeMap;
 
 /// Statistics of the traces matching `filter`, per model and route, ordered
-/// by model then route.
+/// by model then route. TTFT counts streamed calls only, as everywhere.
 pub(crate) fn stats(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<CallStats>> {
     let select = filter.select(
-        "model, route, status != 'ok', latency_ms, ttft_ms, \
+        "model, route, status != 'ok', latency_ms, CASE WHEN stream THEN ttft_ms END, \
          COALESCE(input_tokens, 0), COALESCE(output_tokens, 0)",
     );
     let mut groups: BTreeMap<(Option<String>, Option<String>), Tally> = BTreeMap::new();
