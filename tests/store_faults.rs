@@ -414,7 +414,7 @@ impl SmallDisk {
             .unwrap();
         assert!(
             out.status.success(),
-            "cannot mount a tmpfs (the full-disk tests need root, as CI has): {}",
+            "cannot mount a tmpfs: the full-disk tests need root (in a container, CAP_SYS_ADMIN); unset TRACEGATE_REQUIRE_ROOT_TESTS to skip them: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         SmallDisk { dir }

@@ -41,8 +41,14 @@ pub(crate) enum Shared {
 
 impl Shared {
     /// Every shared table, in sweep order (none points into a later one).
-    pub(crate) const ALL: [Shared; 3] =
-        [Shared::MessageNodes, Shared::TokenRuns, Shared::ToolLists];
+    /// A raw reference a prune left unused goes too: nothing else would
+    /// ever delete it.
+    pub(crate) const ALL: [Shared; 4] = [
+        Shared::MessageNodes,
+        Shared::TokenRuns,
+        Shared::ToolLists,
+        Shared::RawReferences,
+    ];
 
     /// The table's name.
     pub(crate) fn table(self) -> &'static str {

@@ -219,8 +219,8 @@ fn prune(conn: &Connection, options: &PruneOptions) -> StoreResult<PruneReport> 
 
 /// Sweeps the shared rows no trace uses any more, one short transaction
 /// per round; returns the rows deleted per table, in [`Shared::ALL`] order.
-fn sweep_in_chunks(conn: &Connection) -> StoreResult<[u64; 3]> {
-    let mut total = [0u64; 3];
+fn sweep_in_chunks(conn: &Connection) -> StoreResult<[u64; Shared::ALL.len()]> {
+    let mut total = [0u64; Shared::ALL.len()];
     loop {
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(failed("shared content"))?;
