@@ -19,6 +19,9 @@ pub struct CreateSession {
     /// Metadata to keep with the session.
     #[serde(default, deserialize_with = "params::metadata")]
     metadata: Map<String, Value>,
+    /// Sampling parameters merged into every call of the session (rLLM).
+    #[serde(default, deserialize_with = "params::sampling_params")]
+    sampling_params: Option<Map<String, Value>>,
 }
 
 /// The answer of `POST /sessions`.
@@ -30,8 +33,9 @@ pub struct CreatedSession {
     url: String,
 }
 
-/// `POST /sessions` with optional `{session_id, metadata}`: creates the
-/// session (or updates its metadata) and returns `{session_id, url}`.
+/// `POST /sessions` with optional `{session_id, metadata, sampling_params}`:
+/// creates the session (or updates its metadata, and its sampling
+/// parameters when given) and returns `{session_id, url}`.
 pub async fn create(
     State(state): State<AppState>,
     body: Option<Json<CreateSession>>,
@@ -40,10 +44,14 @@ pub async fn create(
     let session_id = request
         .session_id
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let sampling = request.sampling_params.filter(|p| !p.is_empty());
     state
         .writer
-        .create_session(session_id.clone(), request.metadata)
+        .create_session(session_id.clone(), request.metadata, sampling.clone())
         .await?;
+    if let Some(params) = sampling {
+        state.forwarder.sampling.set(session_id.clone(), params);
+    }
     Ok(Json(CreatedSession {
         url: format!("/sessions/{session_id}/v1"),
         session_id,
@@ -126,6 +134,31 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
 ) -> Result<Json<Deleted>, GatewayError> {
+    state.forwarder.sampling.forget(&session_id);
     let deleted = state.writer.delete_session(session_id).await?;
+    Ok(Json(Deleted { deleted }))
+}
+
+/// The body of `POST /sessions/batch_delete` (which may also be empty).
+#[derive(Debug, Default, Deserialize)]
+pub struct BatchDelete {
+    /// The sessions to delete.
+    #[serde(default, deserialize_with = "params::session_ids")]
+    session_ids: Vec<String>,
+}
+
+/// `POST /sessions/batch_delete` with `{session_ids}`: deletes each session
+/// and its traces, returning `{deleted: <number of traces>}` over all of
+/// them (rLLM's trainer clears a finished batch in one call).
+pub async fn batch_delete(
+    State(state): State<AppState>,
+    body: Option<Json<BatchDelete>>,
+) -> Result<Json<Deleted>, GatewayError> {
+    let Json(request) = body.unwrap_or_default();
+    let mut deleted = 0;
+    for session_id in request.session_ids {
+        state.forwarder.sampling.forget(&session_id);
+        deleted += state.writer.delete_session(session_id).await?;
+    }
     Ok(Json(Deleted { deleted }))
 }

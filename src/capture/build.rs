@@ -204,6 +204,14 @@ fn response_part(rec: &mut TraceRecord, response: ResponseFacts, options: &Respo
             Some((a.response_json)(json))
         }
     });
+    if rec.identity.weight_version.is_none() {
+        // The upstream's own stamp, when nothing at the gateway named one.
+        rec.identity.weight_version = body
+            .json
+            .as_ref()
+            .and_then(|j| j.get("weight_version"))
+            .and_then(Value::as_i64);
+    }
     let (is_sse, received) = (body.is_sse, body.bytes.len());
     rec.raw_response = raw_response(body, options);
     let ended = Ended {

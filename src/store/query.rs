@@ -32,6 +32,8 @@ pub struct TraceFilter {
     pub model: Option<String>,
     /// Only traces of this harness.
     pub harness: Option<String>,
+    /// Only traces made by this policy (weights) version.
+    pub weight_version: Option<i64>,
     /// Only traces that did not end `ok`.
     pub errors_only: bool,
     /// Newest first (and `limit` keeps the newest) instead of oldest first.
@@ -205,6 +207,7 @@ impl TraceFilter {
             .when("run_id = ?", self.run_id.clone())
             .when("model = ?", self.model.clone())
             .when("harness = ?", self.harness.clone())
+            .when("weight_version = ?", self.weight_version)
             .when_on("status != 'ok'", self.errors_only)
             .when("started_at > ?", self.since.map(epoch_text))
     }

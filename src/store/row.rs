@@ -60,6 +60,10 @@ pub(crate) enum Column {
     RawResponse,
 }
 
+/// The identity fields whose columns a later migration appended to the
+/// table (`0004_rllm.sql`).
+const ADDED_IDENTITY: [IdentityField; 1] = [IdentityField::WeightVersion];
+
 /// The columns after the identity columns, in table order.
 const AFTER_IDENTITY: [Column; 27] = [
     Column::SpanType,
@@ -92,11 +96,17 @@ const AFTER_IDENTITY: [Column; 27] = [
 ];
 
 impl Column {
-    /// Every column, in table order: the id, the identity, the rest.
+    /// Every column, in table order: the id, the identity fields of the
+    /// first schema, the rest, then the identity fields later migrations
+    /// added (`ALTER TABLE ... ADD COLUMN` appends).
     pub(crate) fn all() -> impl Iterator<Item = Column> {
+        let (first, added): (Vec<_>, Vec<_>) = IdentityField::ALL
+            .into_iter()
+            .partition(|f| !ADDED_IDENTITY.contains(f));
         std::iter::once(Column::TraceId)
-            .chain(IdentityField::ALL.map(Column::Identity))
+            .chain(first.into_iter().map(Column::Identity))
             .chain(AFTER_IDENTITY)
+            .chain(added.into_iter().map(Column::Identity))
     }
 
     /// The column's name.
