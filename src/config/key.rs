@@ -53,6 +53,7 @@ keys! {
         InjectLogprobs => "inject_logprobs",
         InjectReturnTokenIds => "inject_return_token_ids",
         StripVllmFields => "strip_vllm_fields",
+        SessionAffinityHeaders => "session_affinity_headers",
         PropagateTraceparent => "propagate_traceparent",
         UpstreamAuth => "upstream_auth",
         HealthCheckInterval => "health_check_interval",

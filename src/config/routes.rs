@@ -151,6 +151,9 @@ pub struct RouteConfig {
     pub inject_return_token_ids: bool,
     /// Remove vLLM's extra fields from what the client receives.
     pub strip_vllm_fields: bool,
+    /// Add `x-session-affinity` / `x-multi-turn-session-id` to a session's
+    /// calls that lack them.
+    pub session_affinity_headers: bool,
 }
 
 impl RouteConfig {
@@ -176,6 +179,7 @@ impl RouteConfig {
             inject_logprobs: false,
             inject_return_token_ids: false,
             strip_vllm_fields: false,
+            session_affinity_headers: false,
         }
     }
 
@@ -215,6 +219,7 @@ keys! {
         InjectLogprobs => "inject_logprobs",
         InjectReturnTokenIds => "inject_return_token_ids",
         StripVllmFields => "strip_vllm_fields",
+        SessionAffinityHeaders => "session_affinity_headers",
     }
 }
 
@@ -355,6 +360,7 @@ fn implicit(s: &Settings) -> Result<RouteConfig, ConfigError> {
         inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
+        session_affinity_headers: s.switch(Key::SessionAffinityHeaders)?.unwrap_or(vllm),
     })
 }
 
@@ -479,6 +485,9 @@ impl<'a> Entry<'a> {
             inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
             inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
             strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
+            session_affinity_headers: self
+                .switch(RouteKey::SessionAffinityHeaders)?
+                .unwrap_or(vllm),
         })
     }
 

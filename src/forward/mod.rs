@@ -310,7 +310,12 @@ impl Forwarder {
             None => (None, None),
         };
         destination.model_rewrite = renamed;
-        let headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
+        let mut headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
+        if let (Ok(headers), Some(session)) = (&mut headers, &who.identity.session_id)
+            && route.config.session_affinity_headers
+        {
+            headers::set_session_affinity(headers, session);
+        }
         let request = request_body(json, body.clone());
         let ctx = self.context(arrival, in_flight, who, request, destination);
         let (body, headers) = match ready(forward_body, body, headers) {

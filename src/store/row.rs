@@ -372,7 +372,7 @@ pub(crate) fn decode_record(row: &Row<'_>) -> StoreResult<TraceRecord> {
     }
     if let Some(first) = record.choices.first() {
         record.completion_token_ids = first.token_ids.clone();
-        record.logprobs = first.logprobs.clone();
+        record.logprobs = first.logprobs.clone().filter(|l| !l.is_empty());
     }
     record.raw_request = raw_request
         .map(|b| decompress("raw_request", &b))
