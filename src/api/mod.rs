@@ -17,6 +17,7 @@
 
 mod admin;
 mod charts;
+mod compact;
 mod extract;
 mod params;
 mod runs;
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/admin/flush", post(admin::flush))
+        .route("/admin/reload", post(admin::reload))
         .route(
             "/admin/weight_version",
             get(weights::get).post(weights::set),

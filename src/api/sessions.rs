@@ -1,5 +1,6 @@
 //! Sessions: create, list, inspect, delete, and a session's traces.
 
+use super::compact::{self, TraceGraph};
 use super::{Json, Query, found, params};
 use crate::error::GatewayError;
 use crate::record::TraceRecord;
@@ -94,7 +95,8 @@ pub async fn get(
     found(info, "session", &session_id)
 }
 
-/// The `since` (epoch seconds) and `limit` of a listing of traces.
+/// The `since` (epoch seconds), `limit` and `format` of a listing of a
+/// session's traces.
 #[derive(Debug, Deserialize)]
 pub struct Window {
     /// Only traces that started after this.
@@ -103,22 +105,63 @@ pub struct Window {
     /// At most this many.
     #[serde(default, deserialize_with = "params::limit")]
     limit: Option<usize>,
+    /// The full records (the default), or rLLM's compact graph.
+    #[serde(default)]
+    format: TraceFormat,
 }
 
-/// `GET /sessions/{session_id}/traces?since&limit`: the session's traces in
-/// the order they started.
+/// How a session's traces are listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceFormat {
+    /// A list of full TraceRecords.
+    #[default]
+    Default,
+    /// rLLM's compact trace graph (`compact`).
+    Compact,
+}
+
+/// A session's traces, as the format asks.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum SessionTraces {
+    /// The full records.
+    Records(Vec<TraceRecord>),
+    /// The compact graph.
+    Graph(TraceGraph),
+}
+
+/// `GET /sessions/{session_id}/traces?since&limit&format`: the session's
+/// traces in the order they started, as full records or (`format=compact`)
+/// as rLLM's compact graph, computed from them.
 pub async fn traces(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     Query(window): Query<Window>,
-) -> Result<Json<Vec<TraceRecord>>, GatewayError> {
+) -> Result<Json<SessionTraces>, GatewayError> {
     let filter = TraceFilter {
         session_ids: vec![session_id],
         since: window.since,
         limit: window.limit,
         ..TraceFilter::default()
     };
-    Ok(Json(state.reader.traces(filter).await?))
+    let selected = state.reader.traces(filter.clone()).await?;
+    if window.format == TraceFormat::Default {
+        return Ok(Json(SessionTraces::Records(selected)));
+    }
+    let ids: Vec<String> = selected.iter().map(|r| r.trace_id.clone()).collect();
+    // Parents are found in the whole session, then the selection is cut.
+    let all = if window.since.is_none() && window.limit.is_none() {
+        selected
+    } else {
+        let whole = TraceFilter {
+            since: None,
+            limit: None,
+            ..filter
+        };
+        state.reader.traces(whole).await?
+    };
+    Ok(Json(SessionTraces::Graph(compact::graph(&all, &ids))))
 }
 
 /// The answer of `DELETE /sessions/{session_id}`.
