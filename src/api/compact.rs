@@ -334,7 +334,7 @@ mod tests {
             .map(|d| d.parent_trace_id.as_deref())
             .collect();
         assert_eq!(parents, [None, Some("a"), None]);
-        assert_eq!(g.deltas[1].messages_suffix, [again.clone()]);
+        assert_eq!(g.deltas[1].messages_suffix, [again]);
         assert_eq!(g.deltas[1].prompt_ids_suffix, [3]);
         assert_eq!(g.deltas[2].messages_suffix.len(), 3);
         // Sliced without its parent, a child is a root.
