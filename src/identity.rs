@@ -20,7 +20,7 @@
 //!
 //! The fields are one table, [`IdentityField::ALL`]: the extractor reads each
 //! field's carriers from it, the store makes a column of each, and the schema
-//! and README describe each (tests check both). Adding a field is adding a
+//! and `docs/recording.md` describe each (tests check both). Adding a field is adding a
 //! variant here and a struct field in [`Identity`].
 //!
 //! The carriers are ours, not the provider's: [`strip_body`] removes them from
@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn every_identity_field_is_in_the_readme_table_with_its_header() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/recording.md");
         for field in IdentityField::ALL {
             let header = field.header().strip_prefix("x-rllm-").unwrap();
             assert!(

@@ -2,7 +2,7 @@
 
 /// A gateway allocates per call (headers, chunks, the record's JSON) from
 /// many threads; mimalloc's per-thread heaps serve that pattern better than
-/// the system allocator (measured with `bench/run.sh`, see the README).
+/// the system allocator (measured with `bench/run.sh`, see `docs/development.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

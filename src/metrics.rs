@@ -17,6 +17,8 @@
 //!   token, tokens by type, errors by kind;
 //! * requests in flight are counted by a guard the call holds
 //!   ([`InFlight`]) from its arrival until its record is built;
+//! * forward counts each retry, by route and reason, as it decides it
+//!   ([`Metrics::retried`]);
 //! * the store writer times each commit and counts records written;
 //! * the exporter counts spans sent and failed attempts;
 //! * the scrape itself sets what is cheapest to read at scrape time: the
@@ -26,11 +28,11 @@
 //! bounded: past [`MAX_MODELS`] distinct models, new ones are counted as
 //! `other` — a caller sending random model names cannot grow the scrape
 //! without bound. The other labels are typed (the record's [`Operation`],
-//! [`Status`] and [`ErrorKind`], the token type), written by their wire
+//! [`Status`] and [`ErrorKind`], the retry reason, the token type), written by their wire
 //! names, so a series can only carry a value the vocabulary has.
 
 use crate::protocol::Operation;
-use crate::record::{ErrorKind, Status, TraceRecord};
+use crate::record::{ErrorKind, RetryReason, Status, TraceRecord};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -87,7 +89,7 @@ macro_rules! wire_name_label {
         }
     )*};
 }
-wire_name_label!(Operation, Status, ErrorKind, TokenType);
+wire_name_label!(Operation, Status, ErrorKind, RetryReason, TokenType);
 
 /// The kinds of tokens counted (the `type` label of `tracegate_tokens`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -141,6 +143,13 @@ struct ErrorLabels {
     kind: ErrorKind,
 }
 
+/// The labels of a retry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    route: String,
+    reason: RetryReason,
+}
+
 /// The labels of a pool worker.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
@@ -172,6 +181,7 @@ struct CallMetrics {
     time_to_first_token: Family<ModelLabels, Histogram, fn() -> Histogram>,
     tokens: Family<TokenLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
     in_flight: Gauge,
 }
 
@@ -196,6 +206,11 @@ impl CallMetrics {
             errors: r.add(
                 "tracegate_errors",
                 "Failed calls by error kind (upstream_http_error, upstream_unreachable, upstream_timeout, client_closed, ...)",
+                Family::default(),
+            ),
+            retries: r.add(
+                "tracegate_retries",
+                "Upstream attempts retried before anything reached the client, by reason (connect, reset, timeout, 429, 500, 502, 503, 504)",
                 Family::default(),
             ),
             in_flight: r.add(
@@ -369,6 +384,17 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts a retry of a call on `route` (its label) for `reason`.
+    pub fn retried(&self, route: &str, reason: RetryReason) {
+        self.calls
+            .retries
+            .get_or_create(&RetryLabels {
+                route: route.to_string(),
+                reason,
+            })
+            .inc();
     }
 
     /// The model's label value: `other` once [`MAX_MODELS`] are known.

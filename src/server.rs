@@ -18,7 +18,8 @@
 //! 1. on SIGINT/SIGTERM, stop accepting;
 //! 2. let in-flight calls finish, up to `shutdown_grace`;
 //! 3. abort what is left: their response bodies are dropped, which records
-//!    those calls as `client_closed`;
+//!    those calls as `client_closed`; calls finishing for clients that left
+//!    (`finish_on_client_close`) get the same grace, then are cancelled;
 //! 4. flush the store — every record, including those just made — give span
 //!    export a few seconds to send what is queued (the rest stays in the
 //!    outbox for the next start), stop the writer thread; then exit 0.
@@ -137,6 +138,7 @@ pub struct Server {
     exporter: Option<Exporter>,
     health_checks: tokio::task::JoinHandle<()>,
     grace: Duration,
+    detached: forward::detached::Detached,
     options: ServerOptions,
 }
 
@@ -158,6 +160,7 @@ impl Server {
         for (session_id, params) in store.reader.sampling_params().await? {
             forwarder.sampling.set(session_id, params);
         }
+        let detached = forwarder.detached().clone();
         let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
@@ -195,6 +198,7 @@ impl Server {
             exporter,
             health_checks,
             grace: config.shutdown_grace,
+            detached,
             options: config.server,
         })
     }
@@ -214,40 +218,18 @@ impl Server {
             exporter,
             health_checks,
             grace,
+            detached,
             options,
         } = self;
         let app = app.layer(axum::middleware::from_fn_with_state(
             options,
             header_limits::check,
         ));
-        let acceptor = Acceptor::new(options);
         let graceful = GracefulShutdown::new();
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = acceptor.accept(&listener) => {
-                    connections.spawn(acceptor.serve(accepted, app.clone(), &graceful));
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
+        let connections = accept_until(shutdown, listener, options, app, &graceful).await;
         health_checks.abort();
-        tracing::info!(
-            in_flight = connections.len(),
-            "shutting down: draining in-flight calls"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
-            );
-        }
-        connections.shutdown().await;
+        drain(connections, graceful, grace).await;
+        detached.drain(grace).await;
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.
@@ -258,6 +240,48 @@ impl Server {
         tracing::info!("store flushed; bye");
         Ok(())
     }
+}
+
+/// Accepts and serves connections until `shutdown` completes; returns the
+/// connections still open (the listener is closed).
+async fn accept_until(
+    shutdown: impl Future<Output = ()> + Send,
+    listener: TcpListener,
+    options: ServerOptions,
+    app: axum::Router,
+    graceful: &GracefulShutdown,
+) -> JoinSet<()> {
+    let acceptor = Acceptor::new(options);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = acceptor.accept(&listener) => {
+                connections.spawn(acceptor.serve(accepted, app.clone(), graceful));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    connections
+}
+
+/// Lets the calls in flight finish for up to `grace`, then cuts the rest
+/// (their guards record them as `client_closed`).
+async fn drain(mut connections: JoinSet<()>, graceful: GracefulShutdown, grace: Duration) {
+    tracing::info!(
+        in_flight = connections.len(),
+        "shutting down: draining in-flight calls"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "calls still in flight after {grace:?}; aborting them (recorded as client_closed)"
+        );
+    }
+    connections.shutdown().await;
 }
 
 /// Probes the workers of health-checked routes every `interval`.

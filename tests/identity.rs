@@ -1,4 +1,4 @@
-//! Identity over real sockets: the precedence table of the README, every
+//! Identity over real sockets: the precedence table of docs/recording.md, every
 //! combination of carriers, and the stripping as the upstream sees it.
 
 // A test fails by panicking: unwrap and expect are how it says so.

@@ -267,7 +267,7 @@ fn validator_python() -> PathBuf {
 #[test]
 #[cfg_attr(
     not(sdk_tests),
-    ignore = "needs openapi-spec-validator in .venv (README, \"The two commands\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+    ignore = "needs openapi-spec-validator in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
 )]
 fn the_description_is_valid_openapi() {
     let file = root().join("schema/openapi.yaml");

@@ -477,8 +477,8 @@ async fn concurrent_callers_never_see_each_others_extra_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_multi_provider_example_is_a_valid_config() {
-    let readme = include_str!("../README.md");
-    let section = &readme[readme.find("## Routing and security").unwrap()..];
+    let page = include_str!("../docs/routing.md");
+    let section = &page[page.find("# Routing").unwrap()..];
     let start = section.find("```toml\n").unwrap() + "```toml\n".len();
     let toml = &section[start..start + section[start..].find("```").unwrap()];
     let dir = tempfile::tempdir().unwrap();

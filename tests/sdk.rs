@@ -66,7 +66,7 @@ async fn pytest(file: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(sdk_tests),
-    ignore = "needs the Python SDKs in .venv (README, \"The two commands\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+    ignore = "needs the Python SDKs in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
 )]
 async fn openai_sdk_end_to_end() {
     pytest("test_openai_sdk.py").await;
@@ -75,7 +75,7 @@ async fn openai_sdk_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(sdk_tests),
-    ignore = "needs the Python SDKs in .venv (README, \"The two commands\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+    ignore = "needs the Python SDKs in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
 )]
 async fn anthropic_sdk_end_to_end() {
     pytest("test_anthropic_sdk.py").await;

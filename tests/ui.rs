@@ -21,7 +21,7 @@
 mod common;
 
 use common::process::{BIN, Running, Serve, tracegate};
-use common::{Gateway, Request, chat_body, start_mock};
+use common::{Gateway, Request, chat_body, start_mock, stream_body};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -83,6 +83,91 @@ async fn demo_gateway_with(env: &[(&str, &str)]) -> DemoGateway {
 async fn get(gw: &DemoGateway, path: &str) -> (u16, Value) {
     let answer = gw.get(path).answer().await;
     (answer.status.as_u16(), answer.json())
+}
+
+/// The headers that put a call in `session` (without a run) at `step`.
+fn in_session<'a>(session: &'a str, step: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("x-rllm-session-id", session),
+        ("x-rllm-step-id", step),
+        ("x-rllm-harness", "solo-harness"),
+    ]
+}
+
+/// Sends a chat call with `headers`; returns its trace id.
+async fn chat_with(gw: &DemoGateway, body: &Value, headers: &[(&str, &str)]) -> String {
+    let answer = gw.chat(body).headers(headers).answer().await;
+    assert!(answer.status.is_success() || answer.status.is_server_error());
+    answer.trace_id()
+}
+
+/// What [`record_solo_session`] recorded.
+struct Solo {
+    /// Step 1's trace id.
+    step1: String,
+    /// Step 2's three attempts: two 500s, then an answer.
+    step2: [String; 3],
+    /// Step 3's trace id (a stream hanging under step 2).
+    step3: String,
+    /// The calls without a model: a model list and a token count.
+    others: [String; 2],
+    /// A call without any identity.
+    loose: String,
+}
+
+/// Records, beside the demo, a session without a run as an agent with an
+/// SDK makes one: step 1; a model list and an Anthropic token count (calls
+/// without a model, sent with the SDK's default identity headers); step 2,
+/// which fails twice with a 500 and is retried with the same request; step
+/// 3, streamed, whose parent is step 2. And one call without any identity.
+async fn record_solo_session(gw: &DemoGateway, session: &str) -> Solo {
+    let step1 = chat_with(gw, &chat_body("solo step one"), &in_session(session, "1")).await;
+    let models = gw
+        .get("/v1/models")
+        .headers(&in_session(session, "1"))
+        .answer()
+        .await;
+    assert_eq!(models.status, 200);
+    let count_body =
+        json!({"model": "mock-model", "messages": [{"role": "user", "content": "count me"}]});
+    let count = gw
+        .post("/v1/messages/count_tokens")
+        .json(&count_body)
+        .headers(&in_session(session, "2"))
+        .answer()
+        .await;
+    assert_eq!(count.status, 200);
+    let mut step2 = Vec::new();
+    let two = chat_body("solo step two");
+    for status in [Some("500"), Some("500"), None] {
+        let mut headers = in_session(session, "2").to_vec();
+        headers.push(("x-rllm-parent-span-id", &step1));
+        if let Some(status) = status {
+            headers.push(("x-mock-status", status));
+        }
+        step2.push(chat_with(gw, &two, &headers).await);
+    }
+    let mut headers = in_session(session, "3").to_vec();
+    headers.push(("x-rllm-parent-span-id", &step2[2]));
+    let step3 = chat_with(gw, &stream_body("solo step three"), &headers).await;
+    let loose = chat_with(gw, &chat_body("no identity at all"), &[]).await;
+    gw.flush().await;
+    Solo {
+        step1,
+        step2: step2.try_into().unwrap(),
+        step3,
+        others: [models.trace_id(), count.trace_id()],
+        loose,
+    }
+}
+
+/// The `key` of each item of the JSON list `list` (strings).
+fn each<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[key].as_str().unwrap_or("(none)"))
+        .collect()
 }
 
 // ---- the files ----
@@ -362,6 +447,267 @@ async fn ui_api_answers_are_never_cached() {
     }
 }
 
+// ---- sessions, attempts, calls without a model, time ranges ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_sessions_lists_sessions_with_and_without_a_run_newest_first() {
+    let gw = demo_gateway().await;
+    record_solo_session(&gw, "solo-session").await;
+    let response = gw.get("/ui/api/sessions").answer().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["cache-control"], "no-store");
+    let page = response.json();
+    let sessions = &page["sessions"];
+    let run = gw.run_id.as_str();
+    assert_eq!(
+        each(sessions, "session_id"),
+        [
+            "solo-session".to_string(),
+            format!("{run}-session-2"),
+            format!("{run}-session-1")
+        ]
+    );
+    assert_eq!(each(sessions, "run_id"), ["(none)", run, run]);
+    let solo = &sessions[0];
+    // 1 + the two calls without a model + 3 attempts + 1.
+    assert_eq!(solo["trace_count"], 7);
+    assert_eq!(solo["error_count"], 2);
+    assert_eq!(solo["harness"], "solo-harness");
+    assert_eq!(solo["model"], "mock-model");
+    assert_eq!(sessions[1]["harness"], "tracegate-demo");
+    assert_eq!(page["facets"]["models"], json!(["mock-model"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_sessions_keeps_only_the_sessions_that_match_every_filter() {
+    let gw = demo_gateway().await;
+    record_solo_session(&gw, "solo-session").await;
+    let run = &gw.run_id;
+    let demo = [format!("{run}-session-2"), format!("{run}-session-1")];
+    let solo = ["solo-session".to_string()];
+    let none: [String; 0] = [];
+    let every = [solo[0].clone(), demo[0].clone(), demo[1].clone()];
+    let by_run = format!("run_id={run}");
+    let run_part = format!("q={}", run[4..12].to_uppercase());
+    let cases: Vec<(&str, &[String])> = vec![
+        (&by_run, &demo),
+        ("no_run=1", &solo),
+        ("no_run=0", &every),
+        ("q=SOLO-SES", &solo),
+        (&run_part, &demo),
+        ("q=no-such-session", &none),
+        ("model=mock-model&harness=tracegate-demo", &demo),
+        ("harness=solo-harness", &solo),
+        ("model=other-model", &none),
+        ("errors=1", &solo),
+        ("since=4000000000", &none),
+        ("until=1", &none),
+        ("since=1&until=4000000000&no_run=1", &solo),
+        ("limit=1", &solo),
+    ];
+    for (query, expected) in cases {
+        let (status, page) = get(&gw, &format!("/ui/api/sessions?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        assert_eq!(each(&page["sessions"], "session_id"), expected, "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_sessions_refuses_unusable_filters() {
+    let gw = demo_gateway().await;
+    let both = format!("/ui/api/sessions?run_id={}&no_run=1", gw.run_id);
+    for query in [
+        both.as_str(),
+        "/ui/api/sessions?no_run=maybe",
+        "/ui/api/sessions?until=soon",
+        "/ui/api/sessions?limit=many",
+        "/ui/api/calls?until=later",
+        "/ui/api/calls?no_session=perhaps",
+        "/ui/api/runs?until=tomorrow",
+        "/ui/api/stats?other=some",
+    ] {
+        let (status, body) = get(&gw, query).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(body["error"]["code"], "bad_request", "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_calls_marks_the_retries_of_a_step_as_its_attempts() {
+    let gw = demo_gateway().await;
+    let solo = record_solo_session(&gw, "solo-session").await;
+    let (_, page) = get(&gw, "/ui/api/calls?session_id=solo-session").await;
+    let calls = page["calls"].as_array().unwrap();
+    let call = |id: &str| calls.iter().find(|c| c["trace_id"] == id).unwrap().clone();
+    let [first, second, third] = solo.step2.clone().map(|id| call(&id));
+    assert_eq!(
+        (first["attempt"].as_u64(), &first["retry_of"]),
+        (Some(1), &Value::Null)
+    );
+    for (retry, number) in [(&second, 2), (&third, 3)] {
+        assert_eq!(retry["attempt"], number);
+        assert_eq!(retry["retry_of"], solo.step2[0].as_str());
+    }
+    assert_eq!(
+        each(&json!([first, second, third]), "status"),
+        ["error", "error", "ok"]
+    );
+    for id in [&solo.step1, &solo.step3, &solo.others[0], &solo.others[1]] {
+        assert_eq!(call(id)["attempt"], 1, "{id}");
+        assert_eq!(call(id)["retry_of"], Value::Null, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_calls_tells_a_retry_from_a_new_call_of_the_same_step() {
+    let gw = demo_gateway().await;
+    let failing = |session: &'static str, step: &'static str| {
+        let mut headers = in_session(session, step).to_vec();
+        headers.push(("x-mock-status", "503"));
+        headers
+    };
+    let same = chat_body("the same request");
+    // A different request after a failure: not a retry.
+    chat_with(&gw, &same, &failing("s-a", "1")).await;
+    let changed = chat_with(
+        &gw,
+        &chat_body("a changed request"),
+        &in_session("s-a", "1"),
+    )
+    .await;
+    // The same request after an answer: a new sample, not a retry.
+    chat_with(&gw, &same, &in_session("s-a", "2")).await;
+    let again = chat_with(&gw, &same, &in_session("s-a", "2")).await;
+    // The same request in another session or step: not a retry.
+    chat_with(&gw, &same, &failing("s-a", "3")).await;
+    let elsewhere = chat_with(&gw, &same, &in_session("s-b", "3")).await;
+    let other_step = chat_with(&gw, &same, &in_session("s-a", "4")).await;
+    gw.flush().await;
+    let (_, page) = get(&gw, "/ui/api/calls?limit=100").await;
+    for id in [&changed, &again, &elsewhere, &other_step] {
+        let call = page["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["trace_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(call["attempt"], 1, "{id}");
+        assert_eq!(call["retry_of"], Value::Null, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_calls_marks_a_retry_polled_after_its_first_attempt() {
+    let gw = demo_gateway().await;
+    let body = chat_body("retried later");
+    let mut failing = in_session("s-poll", "5").to_vec();
+    failing.push(("x-mock-status", "500"));
+    let first = chat_with(&gw, &body, &failing).await;
+    gw.flush().await;
+    let (_, before) = get(&gw, "/ui/api/calls?limit=1").await;
+    let cursor = before["cursor"].as_i64().unwrap();
+    let retry = chat_with(&gw, &body, &in_session("s-poll", "5")).await;
+    gw.flush().await;
+    // The page holds the retry alone; its first attempt is older.
+    let (_, since) = get(&gw, &format!("/ui/api/calls?after={cursor}")).await;
+    let calls = since["calls"].as_array().unwrap();
+    assert_eq!(each(&since["calls"], "trace_id"), [retry.as_str()]);
+    assert_eq!(calls[0]["attempt"], 2);
+    assert_eq!(calls[0]["retry_of"], first.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_marks_calls_without_a_model_other_and_leaves_them_out_of_stats() {
+    let gw = demo_gateway().await;
+    let run = [("x-rllm-run-id", gw.run_id.as_str())];
+    let models = gw.get("/v1/models").headers(&run).answer().await;
+    let count_body =
+        json!({"model": "mock-model", "messages": [{"role": "user", "content": "n?"}]});
+    let count = gw
+        .post("/v1/messages/count_tokens")
+        .json(&count_body)
+        .headers(&run)
+        .answer()
+        .await;
+    gw.flush().await;
+    let (_, page) = get(&gw, &format!("/ui/api/calls?run_id={}", gw.run_id)).await;
+    let calls = page["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 8);
+    let found = |id: String| calls.iter().find(|c| c["trace_id"] == id.as_str()).unwrap();
+    let (models, count) = (found(models.trace_id()), found(count.trace_id()));
+    assert_eq!(models["operation"], "other");
+    assert_eq!(
+        (&models["method"], &models["path"]),
+        (&json!("GET"), &json!("/v1/models"))
+    );
+    assert_eq!(count["operation"], "other");
+    assert_eq!(count["path"], "/v1/messages/count_tokens");
+    assert!(calls.iter().filter(|c| c["operation"] == "chat").count() == 6);
+
+    let url = format!("/ui/api/stats?run_id={}", gw.run_id);
+    let (_, stats) = get(&gw, &url).await;
+    assert_eq!(stats["calls"], 6, "only the model calls count by default");
+    assert_eq!(stats["models"], json!(["mock-model"]));
+    let (_, all) = get(&gw, &format!("{url}&other=1")).await;
+    assert_eq!(all["calls"], 8, "other=1 counts them too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_lists_and_charts_take_a_time_range() {
+    let gw = demo_gateway().await;
+    let solo = record_solo_session(&gw, "solo-session").await;
+    let started = async |id: &str| {
+        get(&gw, &format!("/traces/{id}")).await.1["timestamp"]
+            .as_f64()
+            .unwrap()
+    };
+    let at = started(&solo.step1).await;
+    // Between step 1's start and the next call's (a whole call apart).
+    let after = (at + started(&solo.others[0]).await) / 2.0;
+    let before = at - 0.000_5;
+    // The runs and the demo's sessions were all active before step 1.
+    let cases = [
+        (format!("/ui/api/runs?until={before}"), "runs", 1),
+        (format!("/ui/api/runs?since={before}"), "runs", 0),
+        ("/ui/api/runs?until=1".to_string(), "runs", 0),
+        (format!("/ui/api/sessions?until={before}"), "sessions", 2),
+        (format!("/ui/api/sessions?since={before}"), "sessions", 1),
+        (
+            format!("/ui/api/calls?until={before}&limit=100"),
+            "calls",
+            6,
+        ),
+        // Step 1 and everything after it.
+        (
+            format!("/ui/api/calls?since={before}&limit=100"),
+            "calls",
+            8,
+        ),
+        (
+            format!("/ui/api/calls?since={before}&until={after}"),
+            "calls",
+            1,
+        ),
+        ("/ui/api/calls?no_session=1".to_string(), "calls", 1),
+        (
+            format!("/ui/api/calls?no_session=1&until={before}"),
+            "calls",
+            0,
+        ),
+    ];
+    for (url, list, expected) in cases {
+        let (status, page) = get(&gw, &url).await;
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(page[list].as_array().unwrap().len(), expected, "{url}");
+    }
+    let (_, loose) = get(&gw, "/ui/api/calls?no_session=1").await;
+    assert_eq!(loose["calls"][0]["trace_id"], solo.loose.as_str());
+    let (_, stats) = get(&gw, &format!("/ui/api/stats?until={before}")).await;
+    assert_eq!(stats["calls"], 6);
+    let (_, stats) = get(&gw, &format!("/ui/api/stats?since={before}&other=1")).await;
+    assert_eq!(stats["calls"], 8);
+}
+
 // ---- the browser ----
 
 /// `node`, once Node, Debian's chromium and `playwright-core` are all
@@ -408,6 +754,19 @@ struct BrowserRun {
     stderr: String,
 }
 
+impl BrowserRun {
+    /// Prints what the script printed; the screenshot paths also go to the
+    /// real stderr, past the test harness's capture, so that CI logs show
+    /// them whether the test passes or not.
+    fn show_screenshots(&self) {
+        println!("{}{}", self.stdout, self.stderr);
+        let mut log = std::io::stderr().lock();
+        for line in self.stdout.lines().filter(|l| l.contains("screenshot: ")) {
+            let _ = writeln!(log, "{line}");
+        }
+    }
+}
+
 /// Runs a browser script from `tests/browser/` with `env`.
 async fn run_browser_script(node: &str, script: &str, env: &[(&str, String)]) -> BrowserRun {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -431,7 +790,7 @@ async fn run_browser_script(node: &str, script: &str, env: &[(&str, String)]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(browser_tests),
-    ignore = "needs node, chromium and playwright-core (README, \"Web UI\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+    ignore = "needs node, chromium and playwright-core (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
 )]
 async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
     let node = browser_tools();
@@ -446,15 +805,53 @@ async fn browser_walks_from_the_runs_to_the_run_tree_and_waterfall_to_a_call() {
         ],
     )
     .await;
+    run.show_screenshots();
     let (stdout, stderr) = (&run.stdout, &run.stderr);
-    println!("{stdout}{stderr}");
-    // The screenshot paths go to the real stderr, past the test harness's
-    // capture, so that CI logs show them whether the test passes or not.
-    let mut log = std::io::stderr().lock();
-    for line in stdout.lines().filter(|l| l.contains("screenshot: ")) {
-        let _ = writeln!(log, "{line}");
-    }
     assert!(run.passed, "the browser test failed:\n{stdout}\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "needs node, chromium and playwright-core (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+)]
+async fn browser_walks_from_the_sessions_to_a_session_without_a_run_and_its_steps() {
+    let node = browser_tools();
+    let gw = demo_gateway().await;
+    let solo = record_solo_session(&gw, "solo-session").await;
+    // A model list in the demo run: its page must not show it as a step.
+    let demo_session = format!("{}-session-1", gw.run_id);
+    let in_run = [
+        ("x-rllm-run-id", gw.run_id.as_str()),
+        ("x-rllm-session-id", demo_session.as_str()),
+    ];
+    let run_other = gw.get("/v1/models").headers(&in_run).answer().await;
+    assert_eq!(run_other.status, 200);
+    gw.flush().await;
+    let screenshot = target_dir().join("ui-sessions-screenshot.png");
+    let run = run_browser_script(
+        node,
+        "sessions.test.mjs",
+        &[
+            ("GATEWAY_URL", gw.at("")),
+            ("SCREENSHOT", screenshot.display().to_string()),
+            ("SESSION_ID", "solo-session".to_string()),
+            ("STEP1", solo.step1),
+            ("STEP2", solo.step2.join(",")),
+            ("STEP3", solo.step3),
+            ("OTHERS", solo.others.join(",")),
+            ("LOOSE", solo.loose),
+            ("RUN_ID", gw.run_id.clone()),
+            ("RUN_OTHER", run_other.trace_id()),
+        ],
+    )
+    .await;
+    run.show_screenshots();
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
+    assert!(
+        run.passed,
+        "the sessions browser test failed:\n{stdout}\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,24 @@
 // tracegate web UI: plain JavaScript, no build step, no dependencies.
 //
 // Views, chosen by the URL fragment (so the gateway serves one page):
-//   #/                 runs (filtered), charts, the latest calls
-//   #/run/<run_id>     a run: its sessions with their steps as a tree (by
-//                      parent links) and as a waterfall timeline; its charts
-//   #/call/<trace_id>  one call: messages, answer, tool calls, usage, token
-//                      ids with logprobs, raw request and response
+//   #/                     runs (filtered), charts, the latest calls
+//   #/sessions             sessions, with a run or without, and the calls
+//                          without a session
+//   #/run/<run_id>         a run: its sessions with their steps as a tree (by
+//                          parent links) and as a waterfall timeline; charts
+//   #/session/<session_id> a session: its steps as a tree and a waterfall
+//   #/call/<trace_id>      one call: the previous and next step, messages,
+//                          answer, tool calls, usage, token ids with
+//                          logprobs, raw request and response
+//
+// Steps: the retries of a step (the store marks each call's `attempt` and
+// the first attempt it retries, `retry_of`) are drawn as one step with its
+// attempts, the last attempt's outcome the step's. Calls without a model
+// (operation `other`: a model list, a token count) are left out of the
+// trees, waterfalls and charts unless "other calls" is ticked.
+//
+// The lists and the charts take a time range (the picker above them); it
+// and the "other calls" switch are kept in localStorage.
 //
 // Live updates: a poller asks /ui/api/calls for the calls committed since
 // its cursor and hands them to the current view, which refreshes itself.
@@ -223,6 +236,159 @@ function answerLine(call) {
   return call.preview || '';
 }
 
+const sessionHref = (sessionId) => `#/session/${encodeURIComponent(sessionId)}`;
+
+// "step 3", or "call" for a call without a step id.
+const stepLabel = (c) => (c.step_id !== null && c.step_id !== undefined ? `step ${c.step_id}` : 'call');
+
+const isOther = (c) => c.operation === 'other';
+
+// What a call did: its operation and model, or for a call without a model
+// (`other`), its method and path.
+const opLabel = (c) => (isOther(c) ? `other ${c.method || ''} ${c.path || ''}` : `${c.operation} ${c.model || ''}`);
+
+// Epoch seconds as local date and time.
+function fmtEpoch(seconds) {
+  if (seconds === null || seconds === undefined) return '–';
+  const d = new Date(seconds * 1000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${fmtClock(d.getTime())}`;
+}
+
+// ---------------------------------------------------------------------------
+// Preferences: the time range, and whether calls without a model show
+
+const PREFS_KEY = 'tracegate.prefs';
+const prefs = (() => {
+  const defaults = { range: 'all', from: '', to: '', showOther: false };
+  try {
+    return { ...defaults, ...JSON.parse(localStorage.getItem(PREFS_KEY) || '{}') };
+  } catch {
+    return defaults;
+  }
+})();
+
+function savePrefs() {
+  try {
+    localStorage.setItem(PREFS_KEY, JSON.stringify(prefs));
+  } catch {
+    // No storage (a private window): kept for this page only.
+  }
+}
+
+// The time ranges offered: [value, label, seconds back from now].
+const RANGES = [['15m', 'Last 15 minutes', 900], ['1h', 'Last hour', 3600], ['24h', 'Last 24 hours', 86400],
+  ['7d', 'Last 7 days', 604800], ['all', 'All time', null], ['custom', 'From … to …', null]];
+
+// The range as the endpoints take it: {since, until}, epoch seconds; an
+// absent end is open. Relative ranges end now, so live updates slide them.
+function rangeParams() {
+  const preset = RANGES.find(([value]) => value === prefs.range);
+  if (preset && preset[2]) return { since: Math.floor(Date.now() / 1000) - preset[2] };
+  if (prefs.range !== 'custom') return {};
+  const at = (text) => {
+    const t = text ? new Date(text).getTime() : NaN; // datetime-local: local time
+    return Number.isNaN(t) ? undefined : t / 1000;
+  };
+  return { since: at(prefs.from), until: at(prefs.to) };
+}
+
+// The time picker of the lists and charts: a preset, or from … to ….
+function rangePicker(onChange) {
+  const changed = () => { savePrefs(); onChange(); };
+  const from = h('input', { type: 'datetime-local', class: 'range-from', 'aria-label': 'From', value: prefs.from, onchange: () => { prefs.from = from.value; changed(); } });
+  const to = h('input', { type: 'datetime-local', class: 'range-to', 'aria-label': 'To', value: prefs.to, onchange: () => { prefs.to = to.value; changed(); } });
+  const custom = h('span', { class: 'range-custom', hidden: prefs.range !== 'custom' }, from, ' to ', to);
+  const select = h('select', {
+    class: 'range', 'aria-label': 'Time range',
+    onchange: () => { prefs.range = select.value; custom.hidden = prefs.range !== 'custom'; changed(); },
+  }, RANGES.map(([value, label]) => h('option', { value, selected: value === prefs.range }, label)));
+  return h('div', { class: 'time-range' }, h('span', { class: 'label' }, 'Time range'), select, custom);
+}
+
+// The "other calls" switch, with how many there are.
+function otherToggle(count, onChange) {
+  const box = h('input', {
+    type: 'checkbox', class: 'show-other', checked: prefs.showOther,
+    onchange: () => { prefs.showOther = box.checked; savePrefs(); onChange(); },
+  });
+  return h('label', { class: 'check other-toggle', title: 'Calls without a model (model lists, token counts, unknown paths)' },
+    box, count === undefined ? 'other calls' : `other calls (${fmtInt(count)})`);
+}
+
+// ---------------------------------------------------------------------------
+// Copying ids
+
+// A button that copies `text` to the clipboard and says it did.
+function copyButton(text, what) {
+  const button = h('button', {
+    type: 'button', class: 'copy', title: `Copy the ${what}`, 'aria-label': `Copy the ${what}`, data: { copy: text },
+    onclick: async (event) => {
+      event.preventDefault();
+      event.stopPropagation();
+      const copied = await copyText(text);
+      button.textContent = copied ? 'copied' : 'copy failed';
+      button.classList.toggle('copied', copied);
+      clearTimeout(button.reset);
+      button.reset = setTimeout(() => { button.textContent = 'copy'; button.classList.remove('copied'); }, 1500);
+    },
+  }, 'copy');
+  return button;
+}
+
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      // Refused: try the selection below.
+    }
+  }
+  // Plain http from another host has no clipboard API: copy a selection.
+  const area = h('textarea', { class: 'offscreen', readonly: true });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  let copied = false;
+  try {
+    copied = document.execCommand('copy');
+  } catch {
+    copied = false;
+  }
+  area.remove();
+  return copied;
+}
+
+// An id, in monospace, linked when `href` is given, with its copy button.
+function idWithCopy(text, what, href) {
+  return h('span', { class: 'with-copy' },
+    href ? h('a', { class: 'id', href }, text) : h('span', { class: 'id' }, text), ' ', copyButton(text, what));
+}
+
+// ---------------------------------------------------------------------------
+// Steps: calls with their retries folded in
+
+const byStart = (a, b) => (a.started_at < b.started_at ? -1 : a.started_at > b.started_at ? 1
+  : a.trace_id < b.trace_id ? -1 : a.trace_id > b.trace_id ? 1 : 0);
+
+// `calls` as steps, in the order the steps began: a call and its retries
+// (the calls whose `retry_of` names it) become one step, which is its last
+// attempt's fields plus `attempts` (every attempt, first to last). Only the
+// steps `keep` accepts are returned.
+function stepsOf(calls, keep) {
+  const groups = new Map();
+  for (const c of [...calls].sort(byStart)) {
+    const key = c.retry_of || c.trace_id;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(c);
+  }
+  const steps = [...groups.values()].map((attempts) => ({ ...attempts[attempts.length - 1], attempts }));
+  return steps.filter(keep || (() => true)).sort((a, b) => byStart(a.attempts[0], b.attempts[0]));
+}
+
+// Whether a step is drawn: calls without a model only when asked for.
+const shown = (step) => prefs.showOther || !isOther(step);
+
 // ---------------------------------------------------------------------------
 // Routing and live updates
 
@@ -242,6 +408,8 @@ function route() {
   const view = replace($('#view'), h('p', { class: 'muted' }, 'Loading…'));
   let rendering;
   if (parts[0] === 'run' && parts[1]) rendering = runView(view, parts[1], gen);
+  else if (parts[0] === 'sessions') rendering = sessionsView(view, gen);
+  else if (parts[0] === 'session' && parts[1]) rendering = sessionView(view, parts[1], gen);
   else if (parts[0] === 'call' && parts[1]) rendering = callView(view, parts[1], gen);
   else rendering = homeView(view, gen);
   rendering.catch((error) => {
@@ -251,8 +419,11 @@ function route() {
   });
 }
 
+// The breadcrumbs; the first one (Runs or Sessions) is also the active tab.
 function setCrumbs(items) {
   document.title = ['tracegate', ...items.map(([label]) => label)].join(' · ');
+  const tab = items.length && items[0][0] === 'Sessions' ? 'sessions' : 'runs';
+  for (const link of document.querySelectorAll('#tabs a')) link.classList.toggle('active', link.dataset.tab === tab);
   const nav = replace($('#crumbs'));
   for (const [label, href] of items) {
     nav.append(h('span', { class: 'sep' }, '›'), href ? h('a', { href }, label) : h('span', null, label));
@@ -296,6 +467,18 @@ function setLive(state, title) {
   button.title = live.paused ? 'Live updates paused. Click to resume.' : title;
 }
 
+// A guard for a loader whose requests may overlap (a filter changed twice
+// quickly): `ask()` before each request returns a check that is true only
+// while no later request was asked for, so a late answer to an earlier
+// filter never replaces the answer to the latest one.
+function newestOnly() {
+  let asked = 0;
+  return () => {
+    const ticket = ++asked;
+    return () => ticket === asked;
+  };
+}
+
 // Runs `fn` at most once per `ms`: calls in between fold into one run at
 // the end of the wait.
 function throttle(fn, ms) {
@@ -321,56 +504,70 @@ async function homeView(view, gen) {
   setCrumbs([['Runs']]);
   const runsBox = h('div', { class: 'runs-box' });
   const recentBox = h('div');
-  const filters = filterBar(() => loadRuns().catch(reportError));
-  const charts = chartsPanel({});
+  const filters = filterBar(runFilters, RUN_FILTERS, () => loadRuns().catch(reportError));
+  const charts = chartsPanel(() => rangeParams());
+  const chartsHead = h('div', { class: 'panel-head' }, h('h2', null, 'Charts'), otherToggle(undefined, () => charts.refresh()));
+  const reload = () => Promise.all([loadRuns(), loadRecent(), charts.refresh()]).catch(reportError);
+  const [runsTurn, recentTurn] = [newestOnly(), newestOnly()];
   replace(view,
+    h('div', { class: 'toolbar' }, rangePicker(reload)),
     h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Runs'), filters.el), runsBox),
-    h('section', { class: 'panel' }, h('h2', null, 'Charts'), charts.el),
+    h('section', { class: 'panel' }, chartsHead, charts.el),
     h('section', { class: 'panel' }, h('h2', null, 'Latest calls'), recentBox));
 
   async function loadRuns() {
-    const page = await request('ui/api/runs', { ...runFilters, errors: runFilters.errors ? 1 : '' });
-    if (gen !== generation) return;
+    const newest = runsTurn();
+    const page = await request('ui/api/runs', { ...runFilters, errors: runFilters.errors ? 1 : '', ...rangeParams() });
+    if (gen !== generation || !newest()) return;
     filters.setFacets(page.facets);
     replace(runsBox, runsTable(page.runs));
   }
-  let recent = [];
   async function loadRecent() {
-    const page = await request('ui/api/calls', { limit: 25 });
-    if (gen !== generation) return;
-    recent = page.calls.reverse();
-    replace(recentBox, callsTable(recent));
+    const newest = recentTurn();
+    const page = await request('ui/api/calls', { limit: 25, ...rangeParams() });
+    if (gen !== generation || !newest()) return;
+    replace(recentBox, callsTable(page.calls.reverse()));
   }
   await Promise.all([loadRuns(), loadRecent(), charts.refresh()]);
   const refreshCharts = throttle(() => charts.refresh(), 5000);
+  const refreshRecent = throttle(() => loadRecent().catch(reportError), 1000);
   current = {
-    onCalls(calls) {
+    onCalls() {
       loadRuns().catch(reportError);
-      const known = new Set(recent.map((c) => c.trace_id));
-      recent = [...calls.filter((c) => !known.has(c.trace_id)).reverse(), ...recent].slice(0, 25);
-      replace(recentBox, callsTable(recent));
+      refreshRecent();
       refreshCharts();
     },
   };
 }
 
-// The run filters: text search, facet selects, "with errors".
-function filterBar(onChange) {
+// What the run and session lists filter on: the search box's text, and
+// the facets offered as selects (filter key and `facets` name).
+const RUN_FILTERS = {
+  search: 'run id contains…', label: 'Search runs',
+  facets: { model: 'models', harness: 'harnesses', project: 'projects', experiment: 'experiments' },
+};
+const SESSION_FILTERS = {
+  search: 'session or run id contains…', label: 'Search sessions',
+  facets: { model: 'models', harness: 'harnesses' },
+};
+
+// A list's filters: text search, facet selects, `extra` elements, "with
+// errors"; `state` holds their values.
+function filterBar(state, { search: placeholder, label, facets: facetNames }, onChange, extra) {
   let timer = null;
   const search = h('input', {
-    type: 'search', placeholder: 'run id contains…', value: runFilters.q, 'aria-label': 'Search runs',
+    type: 'search', placeholder, value: state.q, 'aria-label': label,
     oninput: () => {
       clearTimeout(timer);
-      timer = setTimeout(() => { runFilters.q = search.value.trim(); onChange(); }, 250);
+      timer = setTimeout(() => { state.q = search.value.trim(); onChange(); }, 250);
     },
   });
-  const facetNames = { model: 'models', harness: 'harnesses', project: 'projects', experiment: 'experiments' };
   const selects = {};
   for (const key of Object.keys(facetNames)) {
-    selects[key] = h('select', { 'aria-label': key, onchange: () => { runFilters[key] = selects[key].value; onChange(); } });
+    selects[key] = h('select', { 'aria-label': key, onchange: () => { state[key] = selects[key].value; onChange(); } });
   }
-  const errors = h('input', { type: 'checkbox', checked: runFilters.errors, onchange: () => { runFilters.errors = errors.checked; onChange(); } });
-  const el = h('div', { class: 'filters' }, search, Object.values(selects), h('label', { class: 'check' }, errors, 'with errors'));
+  const errors = h('input', { type: 'checkbox', checked: state.errors, onchange: () => { state.errors = errors.checked; onChange(); } });
+  const el = h('div', { class: 'filters' }, search, extra, Object.values(selects), h('label', { class: 'check' }, errors, 'with errors'));
   return {
     el,
     // Refreshes the options, keeping the selection (and hiding empty facets).
@@ -382,9 +579,9 @@ function filterBar(onChange) {
         if (select.dataset.values !== wanted) {
           select.dataset.values = wanted;
           replace(select, h('option', { value: '' }, `any ${key}`), values.map((v) => h('option', { value: v }, v)));
-          select.value = runFilters[key];
+          select.value = state[key];
         }
-        select.hidden = values.length === 0 && !runFilters[key];
+        select.hidden = values.length === 0 && !state[key];
       }
     },
   };
@@ -392,7 +589,7 @@ function filterBar(onChange) {
 
 function runsTable(runs) {
   if (!runs.length) {
-    const filtered = Object.values(runFilters).some(Boolean);
+    const filtered = Object.values(runFilters).some(Boolean) || prefs.range !== 'all';
     return h('p', { class: 'empty' }, filtered ? 'No run matches these filters.'
       : 'No runs yet. Send calls with an X-RLLM-Run-Id header, or try `tracegate demo`.');
   }
@@ -409,18 +606,79 @@ function runsTable(runs) {
 }
 
 function callsTable(calls) {
-  if (!calls.length) return h('p', { class: 'empty' }, 'No calls recorded yet.');
+  if (!calls.length) return h('p', { class: 'empty' }, prefs.range !== 'all' ? 'No calls in this time range.' : 'No calls recorded yet.');
   return h('table', { class: 'calls' },
     thead('Time', 'Run · session', '#Step', 'Model', 'Status', '#Latency', '#Tokens', 'Answer'),
-    h('tbody', null, calls.map((c) => h('tr', { data: { traceId: c.trace_id }, onclick: () => { location.hash = callHref(c.trace_id); } },
+    h('tbody', null, calls.map((c) => h('tr', { class: isOther(c) ? 'other' : null, data: { traceId: c.trace_id, operation: c.operation }, onclick: () => { location.hash = callHref(c.trace_id); } },
       h('td', null, fmtClock(parseTime(c.started_at))),
-      h('td', { class: 'id' }, c.run_id ? h('a', { href: runHref(c.run_id), onclick: (e) => e.stopPropagation() }, c.run_id) : '–', ' · ', shortSession(c.session_id, c.run_id)),
-      h('td', { class: 'num' }, c.step_id ?? '–'),
-      h('td', null, c.model || '–'),
+      h('td', { class: 'id' }, c.run_id ? h('a', { href: runHref(c.run_id), onclick: (e) => e.stopPropagation() }, c.run_id) : '–', ' · ',
+        c.session_id ? h('a', { href: sessionHref(c.session_id), onclick: (e) => e.stopPropagation() }, shortSession(c.session_id, c.run_id)) : shortSession(null)),
+      h('td', { class: 'num' }, c.step_id ?? '–', c.attempt > 1 ? h('span', { class: 'tag retry' }, `attempt ${c.attempt}`) : null),
+      h('td', null, isOther(c) ? [h('span', { class: 'tag other' }, 'other'), ` ${c.method} ${c.path}`] : c.model || '–'),
       h('td', null, statusBadge(c.status, c.http_status)),
       h('td', { class: 'num' }, fmtMs(c.latency_ms)),
       h('td', { class: 'num' }, fmtInt((c.usage.input_tokens || 0) + (c.usage.output_tokens || 0))),
       h('td', { class: 'preview' }, h('a', { href: callHref(c.trace_id) }, answerLine(c) || '(empty)'))))));
+}
+
+// ---------------------------------------------------------------------------
+// Sessions: with a run or without one, and the calls without a session
+
+const sessionFilters = { q: '', run: '', model: '', harness: '', errors: false };
+
+async function sessionsView(view, gen) {
+  setCrumbs([['Sessions']]);
+  const listBox = h('div', { class: 'sessions-box' });
+  const looseBox = h('div', { class: 'loose-box' });
+  const runSelect = h('select', { class: 'run-filter', 'aria-label': 'run', onchange: () => { sessionFilters.run = runSelect.value; loadSessions().catch(reportError); } },
+    h('option', { value: '', selected: !sessionFilters.run }, 'with or without a run'),
+    h('option', { value: 'none', selected: sessionFilters.run === 'none' }, 'without a run'));
+  const filters = filterBar(sessionFilters, SESSION_FILTERS, () => loadSessions().catch(reportError), runSelect);
+  const reload = () => Promise.all([loadSessions(), loadLoose()]).catch(reportError);
+  const [sessionsTurn, looseTurn] = [newestOnly(), newestOnly()];
+  replace(view,
+    h('div', { class: 'toolbar' }, rangePicker(reload)),
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Sessions'), filters.el), listBox),
+    h('section', { class: 'panel' }, h('h2', null, 'Calls without a session'), looseBox));
+
+  async function loadSessions() {
+    const { q, run, model, harness, errors } = sessionFilters;
+    const newest = sessionsTurn();
+    const page = await request('ui/api/sessions', { q, model, harness, no_run: run === 'none' ? 1 : '', errors: errors ? 1 : '', ...rangeParams() });
+    if (gen !== generation || !newest()) return;
+    filters.setFacets(page.facets);
+    replace(listBox, sessionsTable(page.sessions));
+  }
+  async function loadLoose() {
+    const newest = looseTurn();
+    const page = await request('ui/api/calls', { no_session: 1, limit: 50, ...rangeParams() });
+    if (gen !== generation || !newest()) return;
+    replace(looseBox, page.calls.length ? callsTable(page.calls.reverse())
+      : h('p', { class: 'empty' }, 'Every call in this time range has a session.'));
+  }
+  await Promise.all([loadSessions(), loadLoose()]);
+  const refresh = throttle(reload, 1000);
+  current = { onCalls: refresh };
+}
+
+function sessionsTable(sessions) {
+  if (!sessions.length) {
+    const filtered = Object.values(sessionFilters).some(Boolean) || prefs.range !== 'all';
+    return h('p', { class: 'empty' }, filtered ? 'No session matches these filters.'
+      : 'No sessions yet. Send calls with an X-RLLM-Session-Id header, or to /sessions/<id>/v1/….');
+  }
+  return h('table', { class: 'sessions' },
+    thead('Session', 'Run', 'Started', '#Duration', '#Calls', '#Errors', '#Tokens', 'Harness', 'Model'),
+    h('tbody', null, sessions.map((se) => h('tr', { data: { sessionId: se.session_id, runId: se.run_id || '' }, onclick: (e) => { if (!e.target.closest('a')) location.hash = sessionHref(se.session_id); } },
+      h('td', { class: 'id' }, h('a', { href: sessionHref(se.session_id) }, se.session_id)),
+      h('td', { class: 'id run' }, se.run_id ? h('a', { href: runHref(se.run_id) }, se.run_id) : h('span', { class: 'muted' }, 'no run')),
+      h('td', null, se.first_seen ? fmtWhen(se.first_seen) : fmtEpoch(se.created_at)),
+      h('td', { class: 'num' }, se.first_seen ? fmtMs(parseTime(se.last_seen) - parseTime(se.first_seen)) : '–'),
+      h('td', { class: 'num calls' }, fmtInt(se.trace_count)),
+      h('td', { class: 'num errors' }, se.error_count ? h('span', { class: 'badge error' }, fmtInt(se.error_count)) : '0'),
+      h('td', { class: 'num tokens' }, fmtInt(se.tokens)),
+      h('td', { class: 'harness' }, se.harness || '–'),
+      h('td', { class: 'model' }, se.model || '–')))));
 }
 
 // ---------------------------------------------------------------------------
@@ -435,26 +693,21 @@ async function runView(view, runId, gen) {
   setCrumbs([['Runs', '#/'], [runId]]);
   const calls = new Map(page.calls.map((c) => [c.trace_id, c]));
   const summary = h('div', { class: 'cards' });
-  const tree = h('div', { class: 'tree-box' });
-  const waterfallBox = h('div', { class: 'waterfall-box' });
-  const charts = chartsPanel({ run_id: runId });
+  const charts = chartsPanel(() => ({ run_id: runId }));
+  const panels = stepsPanels(runId, () => { draw(); charts.refresh(); });
   replace(view,
-    h('h1', null, h('span', { class: 'muted' }, 'run '), runId),
+    h('h1', null, h('span', { class: 'muted' }, 'run '), runId, ' ', copyButton(runId, 'run id')),
     summary,
     page.truncated ? h('p', { class: 'note' }, `Showing the newest ${page.calls.length} calls of this run.`) : null,
-    h('div', { class: 'run-grid' },
-      h('section', { class: 'panel' }, h('h2', null, 'Sessions and steps'), tree),
-      h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Timeline'), legend()), waterfallBox)),
+    panels.el,
     h('section', { class: 'panel' }, h('h2', null, 'Charts'), charts.el));
 
   let info = run;
   function draw() {
-    const all = [...calls.values()].sort((a, b) => (a.started_at < b.started_at ? -1 : a.started_at > b.started_at ? 1 : 0));
+    const all = [...calls.values()].sort(byStart);
     const sessions = sessionOrder(info.sessions, all);
-    replace(summary, runCards(info, all));
-    const links = new Map(); // trace id -> the elements that show it, for hover highlighting
-    replace(tree, runTree(runId, sessions, all, links));
-    replace(waterfallBox, waterfall(runId, sessions, all, links, waterfallBox.clientWidth));
+    replace(summary, runCards(info, all, sessions));
+    panels.draw(sessions, all);
   }
   draw();
   await charts.refresh();
@@ -479,67 +732,125 @@ async function runView(view, runId, gen) {
   };
 }
 
-// Sessions in the order the run lists them, then any only seen in calls.
+// Sessions in the order the run lists them, then any only seen in calls;
+// each with its steps as drawn (`steps`) and its calls.
 function sessionOrder(listed, calls) {
   const order = (listed || []).map((s) => s.session_id);
   for (const c of calls) if (!order.includes(c.session_id)) order.push(c.session_id);
   const info = new Map((listed || []).map((s) => [s.session_id, s]));
-  return order.map((id) => ({ id, info: info.get(id), calls: calls.filter((c) => c.session_id === id) }));
+  return order.map((id) => {
+    const mine = calls.filter((c) => c.session_id === id);
+    return { id, info: info.get(id), calls: stepsOf(mine, shown), all: mine };
+  });
 }
 
-function runCards(run, calls) {
-  const ms = parseTime(run.last_seen) - parseTime(run.first_seen);
+const card = (label, value, cls) => h('div', { class: `card ${cls || ''}` }, h('div', { class: 'value' }, value), h('div', { class: 'label' }, label));
+
+// The cards every set of steps has: steps, retried steps, other calls,
+// wall time, models, harness.
+function stepCards(calls, sessions) {
+  const steps = sessions.flatMap((se) => se.calls);
+  const retried = steps.filter((st) => st.attempts.length > 1).length;
+  const others = calls.filter(isOther).length;
   const ends = calls.map((c) => parseTime(c.started_at) + c.latency_ms);
-  const wall = calls.length ? Math.max(...ends) - parseTime(calls[0].started_at) : ms;
-  const card = (label, value, cls) => h('div', { class: `card ${cls || ''}` }, h('div', { class: 'value' }, value), h('div', { class: 'label' }, label));
+  const wall = calls.length ? Math.max(...ends) - parseTime(calls[0].started_at) : 0;
   const harnesses = [...new Set(calls.map((c) => c.harness).filter(Boolean))];
   const models = [...new Set(calls.map((c) => c.model).filter(Boolean))];
   return [
-    card('sessions', fmtInt(run.session_count)),
-    card('calls', fmtInt(run.trace_count)),
-    card('errors', fmtInt(run.error_count), run.error_count ? 'bad' : ''),
-    card('tokens', fmtInt(run.tokens)),
+    card('steps', fmtInt(steps.length)),
+    retried ? card('retried steps', fmtInt(retried), 'retried') : null,
+    others ? card(prefs.showOther ? 'other calls' : 'other calls (hidden)', fmtInt(others), 'other') : null,
     card('wall time', fmtMs(wall)),
-    card('started', fmtWhen(run.first_seen)),
     models.length ? card(models.length > 1 ? 'models' : 'model', models.join(', ')) : null,
     harnesses.length ? card('harness', harnesses.join(', ')) : null,
   ];
 }
 
-// Each session's calls as a forest: a call whose parent id names another
-// call of the same session (by trace id or span id) hangs under it.
-function forest(calls) {
-  const byId = new Map();
-  for (const c of calls) {
-    byId.set(c.trace_id, c);
-    if (c.span_id) byId.set(c.span_id, c);
+function runCards(run, calls, sessions) {
+  return [
+    card('sessions', fmtInt(run.session_count)),
+    card('calls', fmtInt(run.trace_count)),
+    card('errors', fmtInt(run.error_count), run.error_count ? 'bad' : ''),
+    card('tokens', fmtInt(run.tokens)),
+    card('started', fmtWhen(run.first_seen)),
+    stepCards(calls, sessions),
+  ];
+}
+
+// The tree and the waterfall of some sessions' steps, side by side, with
+// the "other calls" switch; `onToggle` redraws after it flips.
+function stepsPanels(runId, onToggle) {
+  const tree = h('div', { class: 'tree-box' });
+  const waterfallBox = h('div', { class: 'waterfall-box' });
+  const toggle = h('span', { class: 'toggle-box' });
+  const el = h('div', { class: 'run-grid' },
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Sessions and steps'), toggle), tree),
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Timeline'), legend()), waterfallBox));
+  function draw(sessions, calls) {
+    replace(toggle, otherToggle(calls.filter(isOther).length, onToggle));
+    const links = new Map(); // trace id -> the elements that show it, for hover highlighting
+    replace(tree, runTree(runId, sessions, links));
+    replace(waterfallBox, waterfall(runId, sessions, links, waterfallBox.clientWidth));
   }
-  const children = new Map(calls.map((c) => [c.trace_id, []]));
+  return { el, draw };
+}
+
+// Each session's steps as a forest: a step whose parent id names another
+// step of the same session (the trace id or span id of any of its
+// attempts) hangs under it.
+function forest(steps) {
+  const byId = new Map();
+  for (const step of steps) {
+    for (const a of step.attempts) {
+      byId.set(a.trace_id, step);
+      if (a.span_id) byId.set(a.span_id, step);
+    }
+  }
+  const children = new Map(steps.map((c) => [c.trace_id, []]));
   const roots = [];
-  for (const c of calls) {
+  for (const c of steps) {
     const parent = c.parent_span_id ? byId.get(c.parent_span_id) : undefined;
     if (parent && parent !== c) children.get(parent.trace_id).push(c);
     else roots.push(c);
   }
-  // Parent links that form a cycle leave calls unreachable: show them as roots.
+  // Parent links that form a cycle leave steps unreachable: show them as roots.
   const seen = new Set();
   const visit = (c) => { if (!seen.has(c.trace_id)) { seen.add(c.trace_id); children.get(c.trace_id).forEach(visit); } };
   roots.forEach(visit);
-  for (const c of calls) if (!seen.has(c.trace_id)) { roots.push(c); visit(c); }
+  for (const c of steps) if (!seen.has(c.trace_id)) { roots.push(c); visit(c); }
   return { roots, children };
 }
 
-function runTree(runId, sessions, calls, links) {
+// A step's node in the tree: its last attempt's outcome, and a link to it.
+function stepNode(c) {
+  const retried = c.attempts.length > 1;
+  return h('a', { class: `node ${statusClass(c.status)}`, href: callHref(c.trace_id), title: `${c.trace_id}\n${answerLine(c)}` },
+    h('span', { class: 'step' }, stepLabel(c)),
+    isOther(c) ? h('span', { class: 'tag other' }, 'other') : null,
+    h('span', { class: 'op' }, isOther(c) ? `${c.method} ${c.path}` : `${c.operation} ${c.model || ''}`),
+    c.stream ? h('span', { class: 'tag' }, 'stream') : null,
+    retried ? h('span', { class: 'tag retried' }, `${c.attempts.length} attempts`) : null,
+    statusBadge(c.status, c.http_status),
+    h('span', { class: 'num' }, fmtMs(c.latency_ms)),
+    h('span', { class: 'preview' }, answerLine(c)));
+}
+
+// The attempts of a retried step, first to last, each linking to its call.
+function attemptList(attempts) {
+  return h('ul', { class: 'attempts' }, attempts.map((a) => h('li', { class: 'attempt', data: { traceId: a.trace_id, status: a.status, attempt: a.attempt } },
+    h('a', { class: `node ${statusClass(a.status)}`, href: callHref(a.trace_id), title: a.trace_id },
+      h('span', { class: 'muted' }, `attempt ${a.attempt}`),
+      statusBadge(a.status, a.http_status),
+      h('span', { class: 'num' }, fmtMs(a.latency_ms)),
+      h('span', { class: 'preview' }, answerLine(a))))));
+}
+
+function runTree(runId, sessions, links) {
   if (!sessions.length) return h('p', { class: 'empty' }, 'No sessions in this run yet.');
   const node = (c, kids, depth) => {
-    const item = h('li', { class: 'call', data: { traceId: c.trace_id, step: c.step_id ?? '', parent: c.parent_span_id || '', session: c.session_id || '', status: c.status } },
-      h('a', { class: `node ${statusClass(c.status)}`, href: callHref(c.trace_id), title: `${c.trace_id}\n${answerLine(c)}` },
-        h('span', { class: 'step' }, c.step_id !== null && c.step_id !== undefined ? `step ${c.step_id}` : 'call'),
-        h('span', { class: 'op' }, `${c.operation} ${c.model || ''}`),
-        c.stream ? h('span', { class: 'tag' }, 'stream') : null,
-        statusBadge(c.status, c.http_status),
-        h('span', { class: 'num' }, fmtMs(c.latency_ms)),
-        h('span', { class: 'preview' }, answerLine(c))));
+    const item = h('li', { class: isOther(c) ? 'call other' : 'call', data: { traceId: c.trace_id, step: c.step_id ?? '', parent: c.parent_span_id || '', session: c.session_id || '', status: c.status, operation: c.operation, attempts: c.attempts.length } },
+      stepNode(c),
+      c.attempts.length > 1 ? attemptList(c.attempts) : null);
     hoverLink(links, c.trace_id, item.firstChild);
     const grandchildren = kids.children.get(c.trace_id);
     // Agents chain every step to the previous one: past a few levels, stop
@@ -548,17 +859,19 @@ function runTree(runId, sessions, calls, links) {
     if (grandchildren.length) item.append(h('ul', { class: flat }, grandchildren.map((g) => node(g, kids, depth + 1))));
     return item;
   };
-  return h('ul', { class: 'tree', data: { run: runId } }, sessions.map((session) => {
+  return h('ul', { class: 'tree', data: { run: runId || '' } }, sessions.map((session) => {
     const kids = forest(session.calls);
     const info = session.info;
-    const errors = info ? info.error_count : session.calls.filter((c) => c.status !== 'ok').length;
+    const errors = info ? info.error_count : session.all.filter((c) => c.status !== 'ok').length;
+    const label = `session ${shortSession(session.id, runId)}`;
     return h('li', { class: 'session', data: { session: session.id || '' } },
       h('div', { class: 'node session-node', title: session.id || '' },
-        h('span', { class: 'sid' }, `session ${shortSession(session.id, runId)}`),
-        h('span', { class: 'muted' }, plural(info ? info.trace_count : session.calls.length, 'call')),
+        h('span', { class: 'sid' }, session.id ? h('a', { href: sessionHref(session.id) }, label) : label),
+        h('span', { class: 'muted' }, plural(info ? info.trace_count : session.all.length, 'call')),
         errors ? h('span', { class: 'badge error' }, plural(errors, 'error')) : null,
         info ? h('span', { class: 'muted' }, `${fmtInt(info.tokens)} tokens`) : null),
-      h('ul', null, kids.roots.map((c) => node(c, kids, 1))));
+      session.calls.length ? h('ul', null, kids.roots.map((c) => node(c, kids, 1)))
+        : h('p', { class: 'empty' }, 'Only other calls: tick "other calls" to see them.'));
   }));
 }
 
@@ -573,7 +886,7 @@ function hoverLink(links, traceId, el) {
 
 function legend() {
   const item = (cls, label) => h('span', { class: 'legend-item' }, h('span', { class: `swatch ${cls}` }), label);
-  return h('div', { class: 'legend' }, item('ok', 'ok'), item('error', 'error'), item('closed', 'client closed'), item('ttft', 'first token'));
+  return h('div', { class: 'legend' }, item('ok', 'ok'), item('error', 'error'), item('closed', 'client closed'), item('retry', 'earlier attempt'), item('ttft', 'first token'));
 }
 
 // A step in a 1-2-5 sequence so that `span` has about `count` ticks.
@@ -583,23 +896,25 @@ function niceStep(span, count) {
   return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw) || raw;
 }
 
-// The waterfall: one row per call, grouped by session; a bar from start to
-// end, a tick at the first response byte, failures in red.
-function waterfall(runId, sessions, calls, links, width) {
-  if (!calls.length) return h('p', { class: 'empty' }, 'No calls yet.');
+// The waterfall: one row per step, grouped by session; a bar from start to
+// end of its last attempt (earlier attempts drawn fainter before it), a
+// tick at the first response byte, failures in red.
+function waterfall(runId, sessions, links, width) {
+  const attempts = sessions.flatMap((se) => se.calls.flatMap((st) => st.attempts));
+  if (!attempts.length) return h('p', { class: 'empty' }, 'No calls yet.');
   const W = Math.max(560, width || 900);
   const LABEL = 150;
   const RIGHT = 64;
   const ROW = 22;
   const HEAD = 22;
   const AXIS = 22;
-  const t0 = Math.min(...calls.map((c) => parseTime(c.started_at)));
-  const t1 = Math.max(...calls.map((c) => parseTime(c.started_at) + c.latency_ms));
+  const t0 = Math.min(...attempts.map((c) => parseTime(c.started_at)));
+  const t1 = Math.max(...attempts.map((c) => parseTime(c.started_at) + c.latency_ms));
   const span = Math.max(t1 - t0, 1);
   const plot = W - LABEL - RIGHT;
   const x = (ms) => LABEL + (ms / span) * plot;
   const height = AXIS + sessions.reduce((sum, se) => sum + HEAD + se.calls.length * ROW, 0) + 4;
-  const root = s('svg', { class: 'waterfall', width: W, height, viewBox: `0 0 ${W} ${height}`, role: 'img', 'aria-label': 'Timeline of the run\'s calls' });
+  const root = s('svg', { class: 'waterfall', width: W, height, viewBox: `0 0 ${W} ${height}`, role: 'img', 'aria-label': 'Timeline of the calls' });
 
   // Time axis and grid.
   const step = niceStep(span, 6);
@@ -615,22 +930,7 @@ function waterfall(runId, sessions, calls, links, width) {
       s('text', { class: 'session-label', x: 6, y: y + 15 }, `session ${shortSession(session.id, runId)}`)));
     y += HEAD;
     for (const c of session.calls) {
-      const start = parseTime(c.started_at) - t0;
-      const bx = x(start);
-      const bw = Math.max(2, (c.latency_ms / span) * plot);
-      const label = `${c.step_id !== null && c.step_id !== undefined ? `step ${c.step_id}` : 'call'} · ${c.operation}${c.stream ? ' · stream' : ''}`;
-      const tip = `${label} · ${c.model || ''}\n${c.status}${c.http_status ? ` ${c.http_status}` : ''} · ${fmtMs(c.latency_ms)}`
-        + (c.ttft_ms !== null && c.ttft_ms !== undefined ? ` · first byte ${fmtMs(c.ttft_ms)}` : '')
-        + `\nstarts at +${fmtMs(start)}\n${answerLine(c)}`;
-      const bar = s('g', { class: `bar ${statusClass(c.status)}`, data: { traceId: c.trace_id, step: c.step_id ?? '', session: c.session_id || '', status: c.status }, onclick: () => { location.hash = callHref(c.trace_id); } },
-        s('title', null, tip),
-        s('rect', { class: 'hit', x: 0, y, width: W, height: ROW }),
-        s('text', { class: 'row-label', x: 18, y: y + 15 }, label),
-        s('rect', { class: 'span', x: bx, y: y + 5, width: bw, height: ROW - 10, rx: 2 }),
-        c.ttft_ms !== null && c.ttft_ms !== undefined
-          ? s('line', { class: 'ttft', x1: x(start + c.ttft_ms), x2: x(start + c.ttft_ms), y1: y + 2, y2: y + ROW - 2 })
-          : null,
-        s('text', { class: 'duration', x: Math.min(bx + bw + 4, W - RIGHT + 4), y: y + 15 }, fmtMs(c.latency_ms)));
+      const bar = waterfallRow(c, y, { t0, x, span, plot, W, RIGHT, ROW });
       hoverLink(links, c.trace_id, bar);
       root.append(bar);
       y += ROW;
@@ -639,26 +939,112 @@ function waterfall(runId, sessions, calls, links, width) {
   return root;
 }
 
+// One step's row of the waterfall at height `y`.
+function waterfallRow(c, y, { t0, x, span, plot, W, RIGHT, ROW }) {
+  const start = parseTime(c.started_at) - t0;
+  const bx = x(start);
+  const bw = Math.max(2, (c.latency_ms / span) * plot);
+  const tries = c.attempts.length;
+  const label = `${stepLabel(c)} · ${c.operation}${c.stream ? ' · stream' : ''}${tries > 1 ? ` · ${tries} attempts` : ''}`;
+  const tip = `${label} · ${isOther(c) ? `${c.method} ${c.path}` : c.model || ''}\n${c.status}${c.http_status ? ` ${c.http_status}` : ''} · ${fmtMs(c.latency_ms)}`
+    + (c.ttft_ms !== null && c.ttft_ms !== undefined ? ` · first byte ${fmtMs(c.ttft_ms)}` : '')
+    + `\nstarts at +${fmtMs(start)}\n${answerLine(c)}`;
+  const earlier = c.attempts.slice(0, -1).map((a) => {
+    const at = parseTime(a.started_at) - t0;
+    return s('rect', { class: `retry ${statusClass(a.status)}`, data: { traceId: a.trace_id }, x: x(at), y: y + 7, width: Math.max(2, (a.latency_ms / span) * plot), height: ROW - 14, rx: 2 },
+      s('title', null, `attempt ${a.attempt}: ${a.status}${a.http_status ? ` ${a.http_status}` : ''} · ${fmtMs(a.latency_ms)}`));
+  });
+  return s('g', { class: `bar ${statusClass(c.status)}${isOther(c) ? ' other' : ''}`, data: { traceId: c.trace_id, step: c.step_id ?? '', session: c.session_id || '', status: c.status, operation: c.operation, attempts: tries }, onclick: () => { location.hash = callHref(c.trace_id); } },
+    s('title', null, tip),
+    s('rect', { class: 'hit', x: 0, y, width: W, height: ROW }),
+    s('text', { class: 'row-label', x: 18, y: y + 15 }, label),
+    earlier,
+    s('rect', { class: 'span', x: bx, y: y + 5, width: bw, height: ROW - 10, rx: 2 }),
+    c.ttft_ms !== null && c.ttft_ms !== undefined
+      ? s('line', { class: 'ttft', x1: x(start + c.ttft_ms), x2: x(start + c.ttft_ms), y1: y + 2, y2: y + ROW - 2 })
+      : null,
+    s('text', { class: 'duration', x: Math.min(bx + bw + 4, W - RIGHT + 4), y: y + 15 }, fmtMs(c.latency_ms)));
+}
+
+// ---------------------------------------------------------------------------
+// A session: its steps as a tree and a waterfall
+
+async function sessionView(view, sessionId, gen) {
+  const [info, page] = await Promise.all([
+    request(`sessions/${encodeURIComponent(sessionId)}`),
+    request('ui/api/calls', { session_id: sessionId, limit: 5000 }),
+  ]);
+  if (gen !== generation) return;
+  setCrumbs([...(info.run_id ? [['Runs', '#/'], [info.run_id, runHref(info.run_id)]] : [['Sessions', '#/sessions']]),
+    [`session ${shortSession(sessionId, info.run_id)}`]]);
+  const calls = new Map(page.calls.map((c) => [c.trace_id, c]));
+  const summary = h('div', { class: 'cards' });
+  const panels = stepsPanels(info.run_id, () => draw());
+  replace(view,
+    h('h1', null, h('span', { class: 'muted' }, 'session '), sessionId, ' ', copyButton(sessionId, 'session id')),
+    summary,
+    page.truncated ? h('p', { class: 'note' }, `Showing the newest ${page.calls.length} calls of this session.`) : null,
+    panels.el);
+
+  let latest = info;
+  function draw() {
+    const all = [...calls.values()].sort(byStart);
+    const sessions = sessionOrder([latest], all);
+    replace(summary, sessionCards(latest, all, sessions));
+    panels.draw(sessions, all);
+  }
+  draw();
+  const redraw = throttle(async () => {
+    const fresh = await request(`sessions/${encodeURIComponent(sessionId)}`).catch(reportError);
+    if (gen !== generation) return;
+    if (fresh) latest = fresh;
+    draw();
+  }, 1000);
+  current = {
+    onResize: draw,
+    onCalls(fresh) {
+      const mine = fresh.filter((c) => c.session_id === sessionId);
+      if (!mine.length) return;
+      for (const c of mine) calls.set(c.trace_id, c);
+      redraw();
+    },
+  };
+}
+
+function sessionCards(info, calls, sessions) {
+  return [
+    card('run', info.run_id ? h('a', { href: runHref(info.run_id) }, info.run_id) : 'none', 'run'),
+    card('calls', fmtInt(info.trace_count)),
+    card('errors', fmtInt(info.error_count), info.error_count ? 'bad' : ''),
+    card('tokens', fmtInt(info.tokens)),
+    card('started', info.first_seen ? fmtWhen(info.first_seen) : fmtEpoch(info.created_at)),
+    stepCards(calls, sessions),
+  ];
+}
+
 // ---------------------------------------------------------------------------
 // Charts (hand-drawn SVG)
 
 const PALETTE = ['#2563eb', '#059669', '#7c3aed', '#ea580c', '#0891b2', '#ca8a04', '#db2777', '#4b5563'];
 
 // Latency and TTFT distributions, tokens and errors over time, per model;
-// `params` narrows them (e.g. to a run).
+// `params()` narrows them (to a run, a time range); calls without a model
+// count only when "other calls" is ticked.
 function chartsPanel(params) {
   const el = h('div', { class: 'charts' }, h('p', { class: 'muted' }, 'Loading…'));
+  const turn = newestOnly();
   async function refresh() {
+    const newest = turn();
     let stats;
     try {
-      stats = await request('ui/api/stats', params);
+      stats = await request('ui/api/stats', { ...params(), other: prefs.showOther ? 1 : '' });
     } catch (error) {
-      replace(el, h('p', { class: 'empty' }, `Charts unavailable: ${error.message}`));
+      if (newest()) replace(el, h('p', { class: 'empty' }, `Charts unavailable: ${error.message}`));
       return;
     }
-    if (!el.isConnected) return;
+    if (!el.isConnected || !newest()) return;
     if (!stats.calls) {
-      replace(el, h('p', { class: 'empty' }, 'No calls to chart yet.'));
+      replace(el, h('p', { class: 'empty' }, prefs.range !== 'all' ? 'No calls to chart in this time range.' : 'No calls to chart yet.'));
       return;
     }
     const color = new Map(stats.models.map((m, i) => [m, PALETTE[i % PALETTE.length]]));
@@ -774,13 +1160,19 @@ function chart(title, unit, width, { labels, ticks, series, ghost }) {
 async function callView(view, traceId, gen) {
   const t = await request(`traces/${encodeURIComponent(traceId)}`);
   if (gen !== generation) return;
-  const step = t.step_id !== null && t.step_id !== undefined ? `step ${t.step_id}` : 'call';
-  setCrumbs([['Runs', '#/'],
+  const step = stepLabel(t);
+  setCrumbs([t.run_id || !t.session_id ? ['Runs', '#/'] : ['Sessions', '#/sessions'],
     t.run_id ? [t.run_id, runHref(t.run_id)] : null,
-    [`${shortSession(t.session_id, t.run_id)} · ${step}`]].filter(Boolean));
+    t.session_id ? [shortSession(t.session_id, t.run_id), sessionHref(t.session_id)] : null,
+    [step]].filter(Boolean));
   const choices = answerChoices(t);
+  const nav = h('nav', { class: 'step-nav', 'aria-label': 'Steps of the session', data: { traceId: t.trace_id } });
+  const what = isOther(t)
+    ? [h('span', { class: 'tag other' }, 'other'), ' ', h('span', { class: 'model' }, `${t.method} ${t.path}`)]
+    : [`${t.operation} `, h('span', { class: 'model' }, t.model || '')];
   replace(view,
-    h('h1', null, `${step} · ${t.operation} `, h('span', { class: 'model' }, t.model || ''), ' ', statusBadge(t.status, t.http_status)),
+    h('h1', null, `${step} · `, what, ' ', statusBadge(t.status, t.http_status)),
+    t.session_id ? nav : null,
     facts(t),
     t.error ? h('div', { class: 'panel failure' }, h('h2', null, `Error: ${t.error.kind || 'error'}`), h('p', null, t.error.message || '')) : null,
     section('Messages', `${(t.messages || []).length}`, h('div', { class: 'messages' }, (t.messages || []).map((m) => messageCard(m)))),
@@ -796,6 +1188,38 @@ async function callView(view, traceId, gen) {
       rawBlock(`Request body · ${t.method || ''} ${t.path || ''}`, t.raw_request),
       rawBlock('Response headers', t.response_headers, true),
       rawBlock('Response body', t.raw_response)), true));
+  if (t.session_id) await stepNav(nav, t, gen).catch((error) => replace(nav, h('span', { class: 'muted' }, `Steps unavailable: ${error.message}`)));
+}
+
+// The previous and next step of the call's session (retries folded into
+// their step; calls without a model only when shown, or when this is one),
+// and the attempts of this call's step.
+async function stepNav(nav, t, gen) {
+  const page = await request('ui/api/calls', { session_id: t.session_id, limit: 5000 });
+  if (gen !== generation) return;
+  const mine = (st) => st.attempts.some((a) => a.trace_id === t.trace_id);
+  const steps = stepsOf(page.calls, (st) => shown(st) || mine(st));
+  const i = steps.findIndex(mine);
+  if (i < 0) {
+    replace(nav, h('span', { class: 'muted' }, 'This call is not among the newest calls of its session.'));
+    return;
+  }
+  const here = steps[i];
+  const link = (st, cls, text) => (st
+    ? h('a', { class: cls, href: callHref(st.trace_id), title: `${stepLabel(st)} · ${opLabel(st)}`, rel: cls }, text)
+    : h('span', { class: `${cls} disabled` }, text));
+  const attempts = here.attempts.length > 1
+    ? h('span', { class: 'attempts-nav' }, `attempt ${here.attempts.findIndex((a) => a.trace_id === t.trace_id) + 1} of ${here.attempts.length}:`,
+      here.attempts.map((a) => (a.trace_id === t.trace_id
+        ? h('span', { class: 'attempt current', data: { traceId: a.trace_id } }, ` ${a.attempt} `, statusBadge(a.status, a.http_status))
+        : h('a', { class: 'attempt', href: callHref(a.trace_id), data: { traceId: a.trace_id } }, ` ${a.attempt} `, statusBadge(a.status, a.http_status)))))
+    : null;
+  replace(nav,
+    link(steps[i - 1], 'prev', '← previous step'),
+    h('span', { class: 'position' }, `${stepLabel(here)} · ${i + 1} of ${steps.length} in `,
+      h('a', { href: sessionHref(t.session_id) }, `session ${shortSession(t.session_id, t.run_id)}`)),
+    attempts,
+    link(steps[i + 1], 'next', 'next step →'));
 }
 
 function section(title, count, body, collapsed) {
@@ -819,14 +1243,15 @@ function facts(t) {
     row('First byte', t.ttft_ms !== null && t.ttft_ms !== undefined ? fmtMs(t.ttft_ms) : null),
     row('Tokens', `in ${fmtInt(u.input_tokens)} · out ${fmtInt(u.output_tokens)}`),
     row('Finish', (t.finish_reasons || []).join(', ') || t.finish_reason),
-    row('Run', t.run_id ? h('a', { href: runHref(t.run_id) }, t.run_id) : null),
-    row('Session', t.session_id),
+    row('Run', t.run_id ? idWithCopy(t.run_id, 'run id', runHref(t.run_id)) : null),
+    row('Session', t.session_id ? idWithCopy(t.session_id, 'session id', sessionHref(t.session_id)) : null),
     row('Step', t.step_id),
     row('Parent', parent),
     row('Harness', t.harness),
     row('Project', [t.project, t.experiment].filter(Boolean).join(' · ')),
     row('Upstream', [t.route, t.upstream].filter(Boolean).join(' · ')),
-    row('Trace id', h('span', { class: 'id' }, t.trace_id)),
+    row('Trace id', idWithCopy(t.trace_id, 'trace id')),
+    row('Span id', t.span_id ? idWithCopy(t.span_id, 'span id') : null),
     row('Identity errors', (t.identity_errors || []).join('; ')));
 }
 

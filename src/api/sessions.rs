@@ -82,6 +82,7 @@ pub async fn list(
         since: query.since,
         run_id: query.run_id,
         limit: query.limit,
+        ..SessionFilter::default()
     };
     Ok(Json(state.reader.sessions(filter).await?))
 }

@@ -12,15 +12,22 @@
 //! the gateway it came from.
 //!
 //! The UI reads records through the existing API (`/runs/{id}`,
-//! `/traces/{id}`) and adds three endpoints under `/ui/api/` for what that API
-//! does not answer cheaply (their SQL is the store's; the charts' arithmetic
-//! is `charts`):
+//! `/sessions/{id}`, `/traces/{id}`) and adds four endpoints under
+//! `/ui/api/` for what that API does not answer cheaply (their SQL is the
+//! store's; the charts' arithmetic is `charts`):
 //!
 //! * `GET /ui/api/runs`: runs with filters, plus the values the filters take;
-//! * `GET /ui/api/calls`: call summaries for a run's tree and waterfall (the
-//!   store's `CallNode`s), and a cursor to poll for calls committed since;
+//! * `GET /ui/api/sessions`: sessions, with a run or without one, with
+//!   filters, newest first;
+//! * `GET /ui/api/calls`: call summaries for a session's or run's tree and
+//!   waterfall (the store's `CallNode`s, each knowing which attempt of its
+//!   step it is), and a cursor to poll for calls committed since;
 //! * `GET /ui/api/stats`: per-model statistics, latency and TTFT
-//!   distributions and per-bucket calls, errors and tokens.
+//!   distributions and per-bucket calls, errors and tokens; calls without a
+//!   model (operation `other`) only when asked.
+//!
+//! Every list and chart takes a time range, `since` and `until` (epoch
+//! seconds): the UI's time picker.
 //!
 //! These routes sit in the API router, so the inbound auth (when it exists)
 //! covers them like every other route.
@@ -29,8 +36,8 @@ use super::charts::{self, Stats};
 use super::{Json, Query, params};
 use crate::error::GatewayError;
 use crate::server::AppState;
-use crate::store::summary::{CallPage, Facets, RunInfo};
-use crate::store::{CallFilter, RunFilter, TraceFilter};
+use crate::store::summary::{CallPage, Facets, RunInfo, SessionRow};
+use crate::store::{CallFilter, RunFilter, SessionFilter, TraceFilter};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -45,6 +52,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/", get(index))
         .route("/ui/{file}", get(asset))
         .route("/ui/api/runs", get(runs))
+        .route("/ui/api/sessions", get(sessions))
         .route("/ui/api/calls", get(calls))
         .route("/ui/api/stats", get(stats))
 }
@@ -184,6 +192,9 @@ pub struct RunsQuery {
     /// Runs active after this (epoch seconds).
     #[serde(default, deserialize_with = "params::since")]
     since: Option<f64>,
+    /// Runs active before this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    until: Option<f64>,
     /// At most this many: 100, at most 1000.
     #[serde(default, deserialize_with = "params::limit")]
     limit: Option<usize>,
@@ -198,7 +209,7 @@ pub struct RunPage {
     facets: Facets,
 }
 
-/// `GET /ui/api/runs?q&model&harness&project&experiment&errors&since&limit`:
+/// `GET /ui/api/runs?q&model&harness&project&experiment&errors&since&until&limit`:
 /// `{runs: [run, ...], facets: {models, harnesses, projects, experiments}}`,
 /// runs newest first, each as `GET /runs` has it.
 async fn runs(
@@ -213,11 +224,84 @@ async fn runs(
         experiment: query.experiment,
         errors_only: query.errors,
         since: query.since,
+        until: query.until,
         limit: Some(query.limit.unwrap_or(100).min(1000)),
     };
     let runs = state.reader.runs(filter).await?;
     let facets = state.reader.facets().await?;
     Ok(uncached(RunPage { runs, facets }))
+}
+
+/// The query of `GET /ui/api/sessions`.
+#[derive(Debug, Deserialize)]
+pub struct SessionsQuery {
+    /// Part of the session id or of its run id.
+    #[serde(default, deserialize_with = "params::text")]
+    q: Option<String>,
+    /// Only the sessions of this run.
+    #[serde(default, deserialize_with = "params::text")]
+    run_id: Option<String>,
+    /// Only the sessions without a run.
+    #[serde(default, deserialize_with = "params::flag")]
+    no_run: bool,
+    /// Sessions with a call to this model.
+    #[serde(default, deserialize_with = "params::text")]
+    model: Option<String>,
+    /// Sessions with a call of this harness.
+    #[serde(default, deserialize_with = "params::text")]
+    harness: Option<String>,
+    /// Sessions with a failed call.
+    #[serde(default, deserialize_with = "params::flag")]
+    errors: bool,
+    /// Sessions active after this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    since: Option<f64>,
+    /// Sessions active before this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    until: Option<f64>,
+    /// At most this many: 100, at most 1000.
+    #[serde(default, deserialize_with = "params::limit")]
+    limit: Option<usize>,
+}
+
+/// The answer of `GET /ui/api/sessions`.
+#[derive(Debug, Serialize)]
+pub struct SessionPage {
+    /// The matching sessions, newest first.
+    sessions: Vec<SessionRow>,
+    /// The values the filters can take.
+    facets: Facets,
+}
+
+/// `GET /ui/api/sessions?q&run_id&no_run&model&harness&errors&since&until&limit`:
+/// `{sessions: [session, ...], facets}`, sessions newest first, each as
+/// `GET /sessions` has it plus its `harness` and `model`. `run_id` and
+/// `no_run` exclude each other (400).
+async fn sessions(
+    State(state): State<AppState>,
+    Query(query): Query<SessionsQuery>,
+) -> Result<Response, GatewayError> {
+    if query.run_id.is_some() && query.no_run {
+        return Err(GatewayError::bad_request(
+            "run_id and no_run exclude each other",
+        ));
+    }
+    let filter = SessionFilter {
+        run_id: query.run_id,
+        without_run: query.no_run,
+        search: query.q,
+        model: query.model,
+        harness: query.harness,
+        errors_only: query.errors,
+        active_after: query.since,
+        active_before: query.until,
+        newest_first: true,
+        limit: Some(query.limit.unwrap_or(100).min(1000)),
+        ..SessionFilter::default()
+    };
+    let sessions = state.reader.session_rows(filter).await?;
+    let facets = state.reader.facets().await?;
+    Ok(uncached(SessionPage { sessions, facets }))
 }
 
 /// The query of `GET /ui/api/calls`.
@@ -229,6 +313,15 @@ pub struct CallsQuery {
     /// Only calls of this session.
     #[serde(default, deserialize_with = "params::text")]
     session_id: Option<String>,
+    /// Only calls without a session.
+    #[serde(default, deserialize_with = "params::flag")]
+    no_session: bool,
+    /// Only calls that started after this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    since: Option<f64>,
+    /// Only calls that started before this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    until: Option<f64>,
     /// A previous page's `cursor`: the calls committed since.
     #[serde(default, deserialize_with = "params::cursor")]
     after: Option<i64>,
@@ -237,7 +330,7 @@ pub struct CallsQuery {
     limit: Option<usize>,
 }
 
-/// `GET /ui/api/calls?run_id&session_id&after&limit`:
+/// `GET /ui/api/calls?run_id&session_id&no_session&since&until&after&limit`:
 /// `{cursor, truncated, calls: [node, ...]}`, calls in start order. With
 /// `after` (a previous `cursor`): the calls committed since; without: the
 /// newest.
@@ -248,6 +341,9 @@ async fn calls(
     let filter = CallFilter {
         run_id: query.run_id,
         session_id: query.session_id,
+        without_session: query.no_session,
+        since: query.since,
+        until: query.until,
         after: query.after,
         limit: query.limit.unwrap_or(500).clamp(1, 5000),
     };
@@ -264,14 +360,22 @@ pub struct StatsQuery {
     /// Only calls that started after this (epoch seconds).
     #[serde(default, deserialize_with = "params::since")]
     since: Option<f64>,
+    /// Only calls that started before this (epoch seconds).
+    #[serde(default, deserialize_with = "params::since")]
+    until: Option<f64>,
+    /// Count the calls without a model (operation `other`) too.
+    #[serde(default, deserialize_with = "params::flag")]
+    other: bool,
     /// About how many time buckets: 40, 1 to 500.
     #[serde(default, deserialize_with = "params::buckets")]
     buckets: Option<usize>,
 }
 
-/// `GET /ui/api/stats?run_id&since&buckets`: `{calls, sampled, models,
-/// per_model, latency_ms, ttft_ms, over_time}` (see [`Stats`]) for the
-/// newest calls of a run, or of all runs, started after `since`.
+/// `GET /ui/api/stats?run_id&since&until&other&buckets`: `{calls, sampled,
+/// models, per_model, latency_ms, ttft_ms, over_time}` (see [`Stats`]) for
+/// the newest calls of a run, or of all runs, started between `since` and
+/// `until`; the calls without a model (a model list, a token count) only
+/// with `other=1`: they would add a model-less "model" to every chart.
 async fn stats(
     State(state): State<AppState>,
     Query(query): Query<StatsQuery>,
@@ -279,6 +383,8 @@ async fn stats(
     let filter = TraceFilter {
         run_id: query.run_id,
         since: query.since,
+        until: query.until,
+        skip_other: !query.other,
         ..TraceFilter::default()
     };
     let sample = state.reader.chart_sample(filter).await?;

@@ -48,12 +48,17 @@ pub fn assemble(
         settings,
         secrets,
         in_flight: _in_flight,
+        attempts,
+        heartbeats,
     } = ctx;
     let assembler = assembler::of(arrival.endpoint);
     let ended = response.as_ref().map_or_else(Moment::now, |r| r.ended);
     let started = arrival.started;
     let content_type = arrival.content_type.clone();
     let mut record = start(arrival, who, destination.clone(), ended);
+    record.attempt_count = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
+    record.attempts = attempts;
+    record.heartbeats = heartbeats;
     let asked = request_part(&mut record, request, assembler, content_type.as_deref());
     if let Some((requested, sent)) = destination.model_rewrite {
         record.model = Some(requested);
@@ -68,6 +73,12 @@ pub fn assemble(
                 started,
             };
             response_part(&mut record, response, &options);
+        }
+        // The client left before any answer: it never got a status.
+        (None, Some(failure)) if failure.kind == ErrorKind::ClientClosed => {
+            record.status = Status::ClientClosed;
+            record.client_closed_at = Some(record.ended_at.clone());
+            record.error = Some(failure.to_call_error());
         }
         (None, Some(failure)) => {
             record.status = Status::Error;
@@ -187,6 +198,12 @@ impl Body {
 /// answer, the assembler's output and the outcome.
 fn response_part(rec: &mut TraceRecord, response: ResponseFacts, options: &ResponseOptions<'_>) {
     rec.http_status = Some(response.status);
+    rec.heartbeats += response.heartbeats;
+    rec.client_closed_at = match (&response.ending, response.client_left) {
+        (_, Some(left)) => Some(rfc3339(left.wall)),
+        (Ending::ClientClosed, None) => Some(rfc3339(response.ended.wall)),
+        _ => None,
+    };
     rec.response_headers = headers::for_storage(&response.headers);
     if let Some(first) = response.first_chunk {
         rec.first_chunk_at = Some(rfc3339(first.wall));
@@ -222,7 +239,10 @@ fn response_part(rec: &mut TraceRecord, response: ResponseFacts, options: &Respo
         received,
         raw: rec.raw_response.as_ref(),
     };
-    (rec.status, rec.error) = outcome(&ended);
+    (rec.status, rec.error) = match response.client_left {
+        Some(_) => finished_for_nobody(&ended),
+        None => outcome(&ended),
+    };
     if let Some(mut out) = output {
         if let (Some(asked), Some(got)) = (options.asked.clone(), out.embeddings.as_mut()) {
             got.encoding_format = asked.encoding_format;
@@ -295,6 +315,23 @@ fn outcome(ended: &Ended<'_>) -> (Status, Option<CallError>) {
         Status::Ok
     };
     (status, error)
+}
+
+/// The outcome of a call the gateway read to its end after the client left
+/// (`finish_on_client_close`): `client_closed`, saying what the upstream did.
+fn finished_for_nobody(ended: &Ended<'_>) -> (Status, Option<CallError>) {
+    let rest = match outcome(ended) {
+        (_, None) => "the gateway read the rest of the answer".to_string(),
+        (_, Some(e)) => format!("the gateway read on, and the answer failed: {}", e.message),
+    };
+    let message = format!(
+        "the client disconnected; {rest} ({} bytes, finish_on_client_close)",
+        ended.received
+    );
+    (
+        Status::ClientClosed,
+        Some(CallError::new(ErrorKind::ClientClosed, message)),
+    )
 }
 
 /// Moves an assembler's output into the record.

@@ -11,6 +11,7 @@ use crate::config::UpstreamKind;
 use crate::identity::Identity;
 use crate::metrics::InFlight;
 use crate::protocol::Endpoint;
+use crate::record::Attempt;
 use crate::trace_context::TraceContext;
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -131,4 +132,27 @@ pub struct CallContext {
     /// Counts the call in flight until its record is built; its metrics
     /// then observe the record.
     pub in_flight: InFlight,
+    /// Every time the call was sent upstream, in order.
+    pub attempts: Vec<Attempt>,
+    /// Heartbeats sent to the client before the upstream answered.
+    pub heartbeats: u64,
+}
+
+impl CallContext {
+    /// A copy of the context, for recording a call whose owner is being
+    /// dropped (the client left while the gateway waited for the upstream).
+    /// It counts in flight on its own until its record is built.
+    pub fn snapshot(&self) -> CallContext {
+        CallContext {
+            arrival: self.arrival.clone(),
+            who: self.who.clone(),
+            request: self.request.clone(),
+            destination: self.destination.clone(),
+            settings: self.settings,
+            secrets: self.secrets.clone(),
+            in_flight: self.in_flight.metrics().in_flight(),
+            attempts: self.attempts.clone(),
+            heartbeats: self.heartbeats,
+        }
+    }
 }

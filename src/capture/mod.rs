@@ -12,7 +12,11 @@
 //! Every call is recorded: [`ResponseCapture`] records on drop if nobody told
 //! it how the response ended (the client disconnected and hyper dropped the
 //! body), and [`record_failure`] records calls that never got an upstream
-//! response (body too large, upstream unreachable, timeout).
+//! response (body too large, upstream unreachable, timeout, or the client
+//! gone before the upstream answered: a failure of kind `client_closed`).
+//! A capture can also be told that the client left while the gateway reads
+//! on ([`ResponseCapture::client_left`], for `finish_on_client_close`): the
+//! record then has the whole answer and still says `client_closed`.
 //!
 //! The parts, in the order a record is made:
 //!
@@ -23,10 +27,12 @@
 //!   functions producing the same [`Output`], over the one SSE reader
 //!   [`sse`] and the shared field readers [`fields`];
 //! * [`build`]: the record from the request, the response and the outcome;
-//! * [`redact`]: every secret scrubbed; [`span`]: the record as a span.
+//! * [`redact`]: every secret scrubbed; [`span`]: the record as a span,
+//!   with a retried call's attempts as its children ([`attempt_spans`]).
 
 pub mod anthropic_messages;
 pub mod assembler;
+pub mod attempt_spans;
 pub mod build;
 pub mod context;
 pub mod fields;
@@ -44,11 +50,13 @@ pub use context::{
 };
 
 use crate::error::GatewayError;
+use crate::export::self_tracing;
 use crate::record::{CallError, Choice, Embeddings, Usage};
 use crate::store::{Reservation, StoreWriter};
 use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::Value;
+use tracing::Instrument;
 
 /// The normalised input of a request.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -87,6 +95,10 @@ pub struct ResponseFacts {
     pub ended: Moment,
     /// How it ended.
     pub ending: Ending,
+    /// When the client left, if it did and the gateway read on.
+    pub client_left: Option<Moment>,
+    /// Keep-alive comments sent to the client in the stream.
+    pub heartbeats: u64,
 }
 
 /// What an assembler read from a response.
@@ -125,6 +137,8 @@ struct Pending {
     headers: HeaderMap,
     chunks: Vec<Bytes>,
     first_chunk: Option<Moment>,
+    client_left: Option<Moment>,
+    heartbeats: u64,
     store: StoreWriter,
 }
 
@@ -138,8 +152,37 @@ impl ResponseCapture {
                 headers,
                 chunks: Vec::new(),
                 first_chunk: None,
+                client_left: None,
+                heartbeats: 0,
                 store,
             }),
+        }
+    }
+
+    /// Whether the response has ended (the record is on its way).
+    pub fn is_finished(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Moves the collection into a new capture, leaving this one finished:
+    /// for a body that goes on in another task.
+    pub fn take(&mut self) -> ResponseCapture {
+        ResponseCapture {
+            pending: self.pending.take(),
+        }
+    }
+
+    /// Notes that the client left at `at` while the gateway reads on.
+    pub fn client_left(&mut self, at: Moment) {
+        if let Some(p) = &mut self.pending {
+            p.client_left.get_or_insert(at);
+        }
+    }
+
+    /// Counts a keep-alive comment sent to the client (not kept as a chunk).
+    pub fn heartbeat(&mut self) {
+        if let Some(p) = &mut self.pending {
+            p.heartbeats += 1;
         }
     }
 
@@ -164,6 +207,8 @@ impl ResponseCapture {
             first_chunk: p.first_chunk,
             ended: Moment::now(),
             ending,
+            client_left: p.client_left,
+            heartbeats: p.heartbeats,
         };
         spawn_record(p.ctx, Some(facts), None, reservation);
     }
@@ -203,9 +248,17 @@ fn spawn_record(
                 ended: started + std::time::Duration::from_secs_f64(record.latency_ms / 1000.0),
                 include_content: settings.spans == SpanPolicy::WithContent,
             };
-            span::of(&record, &inputs)
+            let mut span = span::of(&record, &inputs);
+            span.children = attempt_spans::spans(&record, &trace);
+            span
         });
-        reservation.submit(record, span).await;
+        let handing_over =
+            tracing::trace_span!(target: self_tracing::TARGET, "tracegate.record_submit");
+        self_tracing::attach(&handing_over, &trace);
+        reservation
+            .submit(record, span)
+            .instrument(handing_over)
+            .await;
     };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {

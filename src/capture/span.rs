@@ -71,6 +71,7 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
         end_unix_nanos: unix_nanos(inputs.ended),
         error,
         attributes: a.0,
+        children: Vec::new(),
     }
 }
 

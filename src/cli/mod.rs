@@ -29,6 +29,7 @@ mod stats;
 mod traces;
 
 use crate::config::{Config, ServeArgs};
+use crate::export::self_tracing;
 use crate::mock_upstream::{self, MockOptions};
 use crate::store::{Pruner, Reader, StoreError, TraceFilter};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -118,7 +119,11 @@ pub fn main() -> ExitCode {
         Command::Serve(_) | Command::MockUpstream { .. } => "info",
         _ => "warn",
     };
-    init_logging(default_log);
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `serve` starts logging once its configuration says whether the
+        // gateway traces itself.
+        init_logging(default_log, false);
+    }
     let result = match cli.command {
         Command::Runs(args) => runs::runs(&args),
         Command::Sessions(args) => runs::sessions(&args),
@@ -165,7 +170,9 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve(args) => {
             let config = Config::load(&args).map_err(|e| Failure::Usage(e.to_string()))?;
-            runtime.block_on(serve(config))?;
+            let self_tracing = config.export.as_ref().is_some_and(|e| e.self_tracing);
+            let finished = init_logging("info", self_tracing);
+            runtime.block_on(serve(config, finished))?;
         }
         Command::MockUpstream { listen, options } => {
             runtime
@@ -185,10 +192,22 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), Failure> {
+async fn serve(config: Config, finished: Option<self_tracing::Finished>) -> Result<(), Failure> {
     let server = crate::server::Server::bind(&config)
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let (stop_self_tracing, stopped) = tokio::sync::oneshot::channel::<()>();
+    let self_tracing = match (finished, &config.export) {
+        (Some(finished), Some(export)) => Some(tokio::spawn(self_tracing::export(
+            finished,
+            export.clone(),
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(2),
+        ))),
+        _ => None,
+    };
     let routes: Vec<String> = config
         .routes
         .iter()
@@ -206,16 +225,38 @@ async fn serve(config: Config) -> Result<(), Failure> {
         routes.join("; "),
         config.db.display()
     );
-    Ok(server.run(crate::server::shutdown_signal()).await?)
+    let served = server.run(crate::server::shutdown_signal()).await;
+    if let Some(task) = self_tracing {
+        let _ = stop_self_tracing.send(());
+        let _ = task.await;
+    }
+    Ok(served?)
 }
 
-fn init_logging(default: &str) {
+/// Logs to stderr (`RUST_LOG`, else `default`); with `self_tracing`, also
+/// turns the gateway's own spans into OpenTelemetry spans, returned for
+/// export.
+fn init_logging(default: &str, self_tracing: bool) -> Option<self_tracing::Finished> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let (spans, finished) = match self_tracing {
+        true => {
+            let (layer, finished) = self_tracing::layer();
+            (Some(layer), Some(finished))
+        }
+        false => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(spans)
         .try_init();
+    finished
 }
 
 /// `--db`, as every query command takes it (the same flag and variable as

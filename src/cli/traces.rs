@@ -8,9 +8,9 @@
 //! `show` answers "what happened in this call?" for a person: who made it,
 //! where it went, how long it took, the conversation it sent, the tools it
 //! offered, the answer (text, reasoning, tool calls) and usage, then the
-//! error if any. `--raw` prints instead what went over the wire: headers and
-//! bodies of the request as forwarded and the response as received (an SSE
-//! stream as its text).
+//! error if any. `--raw` prints instead the raw exchange: the request
+//! headers as received from the client, its body as forwarded, and the
+//! response as the upstream sent it (an SSE stream as its text).
 
 use super::output::{Align, Format, Table, ms, or_dash, print_listing, short_time};
 use super::{DbArg, Failure, FilterArgs};
@@ -387,7 +387,8 @@ fn indented(out: &mut String, text: &str) {
     }
 }
 
-/// The request and response as they went over the wire.
+/// The raw exchange: request headers as received, body as forwarded, the
+/// response as sent.
 fn render_raw(t: &TraceRecord) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "request: {} {} → {}", t.method, t.path, t.upstream);

@@ -55,10 +55,18 @@ pub struct ServeArgs {
     /// disables it [default: 10m].
     #[arg(long, env = "TRACEGATE_READ_TIMEOUT", value_name = "DURATION")]
     pub read_timeout: Option<String>,
-    /// Total time allowed for one upstream call; "none" disables it
-    /// [default: none — LLM calls are long].
+    /// Total time allowed for one call, retries and body included; "none"
+    /// disables it [default: none — LLM calls are long].
     #[arg(long, env = "TRACEGATE_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub request_timeout: Option<String>,
+    /// Longest wait for the upstream's response headers, per attempt;
+    /// "none" disables it [default: read_timeout].
+    #[arg(long, env = "TRACEGATE_FIRST_BYTE_TIMEOUT", value_name = "DURATION")]
+    pub first_byte_timeout: Option<String>,
+    /// Longest silence between two chunks of the upstream's body; "none"
+    /// disables it [default: read_timeout].
+    #[arg(long, env = "TRACEGATE_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish
     /// [default: 30s].
     #[arg(long, env = "TRACEGATE_SHUTDOWN_GRACE", value_name = "DURATION")]
@@ -105,6 +113,10 @@ pub struct ServeArgs {
     /// Put message content on exported spans [default: false].
     #[arg(long, env = "TRACEGATE_EXPORT_INCLUDE_CONTENT", value_name = "BOOL")]
     pub export_include_content: Option<String>,
+    /// Also export the gateway's own work (upstream attempts, backoffs, the
+    /// hand-over to the store) as child spans of each call [default: false].
+    #[arg(long, env = "TRACEGATE_EXPORT_SELF_TRACING", value_name = "BOOL")]
+    pub export_self_tracing: Option<String>,
     /// Routes by model, as a JSON array of route objects (the same keys as
     /// the file's [[routes]]).
     #[arg(long, env = "TRACEGATE_ROUTES", value_name = "JSON")]
@@ -190,7 +202,7 @@ impl<'a> Sources<'a> {
 
 /// The arguments that hold one text value, by the key they set and their
 /// clap id.
-fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 20] {
+fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 23] {
     [
         (Key::Listen, "listen", &args.listen),
         (Key::Db, "db", &args.db),
@@ -206,6 +218,12 @@ fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 20] {
             "request_timeout",
             &args.request_timeout,
         ),
+        (
+            Key::FirstByteTimeout,
+            "first_byte_timeout",
+            &args.first_byte_timeout,
+        ),
+        (Key::IdleTimeout, "idle_timeout", &args.idle_timeout),
         (Key::ShutdownGrace, "shutdown_grace", &args.shutdown_grace),
         (Key::Kind, "kind", &args.kind),
         (
@@ -244,6 +262,11 @@ fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 20] {
             Key::ExportIncludeContent,
             "export_include_content",
             &args.export_include_content,
+        ),
+        (
+            Key::ExportSelfTracing,
+            "export_self_tracing",
+            &args.export_self_tracing,
         ),
         (Key::UpstreamAuth, "upstream_auth", &args.upstream_auth),
         (Key::AuthHeader, "auth_header", &args.auth_header),

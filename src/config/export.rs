@@ -44,6 +44,10 @@ pub struct ExportConfig {
     pub include_content: bool,
     /// Most spans per export request.
     pub batch_size: usize,
+    /// Whether the gateway's own work (each upstream attempt, each retry's
+    /// backoff, each record's hand-over to the store) is exported too, as
+    /// child spans of the calls' spans.
+    pub self_tracing: bool,
 }
 
 /// The variable whose endpoint is a full traces URL.
@@ -131,6 +135,7 @@ pub(super) fn export_config(s: &Settings) -> Result<Option<ExportConfig>, Config
             .unwrap_or_else(|| "tracegate".to_string()),
         include_content: s.switch_or(Key::ExportIncludeContent, false)?,
         batch_size: s.positive_or(Key::ExportBatchSize, 512)?,
+        self_tracing: s.switch_or(Key::ExportSelfTracing, false)?,
     }))
 }
 

@@ -48,6 +48,8 @@ keys! {
         ConnectTimeout => "connect_timeout",
         ReadTimeout => "read_timeout",
         RequestTimeout => "request_timeout",
+        FirstByteTimeout => "first_byte_timeout",
+        IdleTimeout => "idle_timeout",
         ShutdownGrace => "shutdown_grace",
         Kind => "kind",
         InjectLogprobs => "inject_logprobs",
@@ -58,6 +60,11 @@ keys! {
         UpstreamAuth => "upstream_auth",
         HealthCheckInterval => "health_check_interval",
         SessionAffinityCapacity => "session_affinity_capacity",
+        FinishOnClientClose => "finish_on_client_close",
+        HeartbeatAfter => "heartbeat_after",
+        HeartbeatEvery => "heartbeat_every",
+        StreamKeepalive => "stream_keepalive",
+        Retry => "retry",
         ServerHeaderReadTimeout => "server.header_read_timeout",
         ServerIdleTimeout => "server.idle_timeout",
         ServerMaxHeaders => "server.max_headers",
@@ -77,6 +84,7 @@ keys! {
         ExportServiceName => "export.service_name",
         ExportIncludeContent => "export.include_content",
         ExportBatchSize => "export.batch_size",
+        ExportSelfTracing => "export.self_tracing",
     }
 }
 

@@ -17,8 +17,9 @@
 //!    every value goes through one typed parser whatever its source (so
 //!    `read_timeout = 30` in the file and `TRACEGATE_READ_TIMEOUT=30` fail
 //!    alike), enums parse through their derives, and the defaults are
-//!    applied. Routes (`routes.rs`) and export (`export.rs`) validate their
-//!    own keys.
+//!    applied. Routes (`routes.rs`), their call policies (`policy.rs`:
+//!    timeouts, retries, heartbeats, what a leaving client means) and
+//!    export (`export.rs`) validate their own keys.
 //!
 //! Why one raw shape: with a struct per source, every key was declared
 //! three times and merged by hand, and a value's type was decided by its
@@ -35,6 +36,7 @@ mod error;
 mod export;
 mod file;
 mod key;
+mod policy;
 mod raw;
 mod routes;
 mod self_upstream;
@@ -43,6 +45,7 @@ mod upstream_url;
 pub use args::ServeArgs;
 pub use error::{ConfigError, Origin};
 pub use export::{ExportConfig, OtlpProtocol};
+pub use policy::{CallPolicy, Heartbeat, Limit, RetryPolicy, Timeouts};
 pub use routes::{
     HeaderSource, InvalidUpstreamAuth, RouteConfig, UpstreamAuth, UpstreamKind, WorkerConfig,
 };
@@ -89,9 +92,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Time allowed to connect to an upstream.
     pub connect_timeout: Duration,
-    /// Longest silence allowed while reading an upstream answer.
+    /// Longest silence allowed while reading an upstream answer: the
+    /// default of every route's first-byte and idle timeouts.
     pub read_timeout: Option<Duration>,
-    /// Total time allowed for one upstream call.
+    /// Total time allowed for one call: the default of every route's.
     pub request_timeout: Option<Duration>,
     /// How long in-flight calls may take to finish on shutdown.
     pub shutdown_grace: Duration,
@@ -148,7 +152,7 @@ impl Default for StoreOptions {
 
 /// How the gateway serves its connections: the deadlines a connection
 /// without a call in flight has, and the limits on what a request head and
-/// the listener may hold (`[server]`; the README's "Connections and limits"
+/// the listener may hold (`[server]`; `docs/configuration.md`, "Connections, limits and loops"
 /// says what happens past each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -215,7 +219,7 @@ impl Config {
             propagate_traceparent: s.switch_or(Key::PropagateTraceparent, true)?,
             max_body_bytes: max_body_bytes(s)?,
             connect_timeout: s.limit(Key::ConnectTimeout, Duration::from_secs(10))?,
-            read_timeout: s.duration_or(Key::ReadTimeout, Some(Duration::from_secs(600)))?,
+            read_timeout: s.duration_or(Key::ReadTimeout, Some(policy::DEFAULT_READ_TIMEOUT))?,
             request_timeout: s.duration_or(Key::RequestTimeout, None)?,
             shutdown_grace: s
                 .duration_or(Key::ShutdownGrace, Some(Duration::from_secs(30)))?
@@ -444,10 +448,10 @@ mod tests {
     }
 
     #[test]
-    fn every_server_key_is_in_the_readme_limits_table() {
-        let readme = include_str!("../../README.md");
-        let section = readme
-            .split("### Connections, limits and loops")
+    fn every_server_key_is_in_the_documented_limits_table() {
+        let page = include_str!("../../docs/configuration.md");
+        let section = page
+            .split("## Connections, limits and loops")
             .nth(1)
             .unwrap();
         for name in Key::names_in(Some("server")) {

@@ -23,6 +23,7 @@
 
 use super::error::{ConfigError, Origin};
 use super::key::{Key, keys};
+use super::policy::{self, CallPolicy, PolicyKey};
 use super::raw::{Raw, Setting, Settings, alternatives};
 use super::upstream_url::parse_upstream;
 use super::{DEFAULT_UPSTREAM, InboundAuth};
@@ -154,6 +155,9 @@ pub struct RouteConfig {
     /// Add `x-session-affinity` / `x-multi-turn-session-id` to a session's
     /// calls that lack them.
     pub session_affinity_headers: bool,
+    /// How its calls are carried: timeouts, retries, heartbeats, and what
+    /// happens when a client leaves.
+    pub policy: CallPolicy,
 }
 
 impl RouteConfig {
@@ -180,6 +184,7 @@ impl RouteConfig {
             inject_return_token_ids: false,
             strip_vllm_fields: false,
             session_affinity_headers: false,
+            policy: CallPolicy::default(),
         }
     }
 
@@ -263,7 +268,11 @@ pub(super) fn check_fields(routes: &Setting) -> Result<(), ConfigError> {
     let Raw::List(list) = &routes.raw else {
         return Ok(());
     };
-    let route_names: Vec<&str> = RouteKey::ALL.iter().map(|k| k.name()).collect();
+    let route_names: Vec<&str> = RouteKey::ALL
+        .iter()
+        .map(|k| k.name())
+        .chain(PolicyKey::ALL.iter().map(|k| k.name()))
+        .collect();
     let worker_names: Vec<&str> = WorkerKey::ALL.iter().map(|k| k.name()).collect();
     for (i, route) in list.iter().enumerate() {
         let Raw::Table(fields) = &route.raw else {
@@ -273,7 +282,7 @@ pub(super) fn check_fields(routes: &Setting) -> Result<(), ConfigError> {
         unknown_field(
             &at,
             fields,
-            |name| RouteKey::named(name).is_some(),
+            |name| RouteKey::named(name).is_some() || PolicyKey::named(name).is_some(),
             &route_names,
         )?;
         let Some(Setting {
@@ -317,6 +326,7 @@ fn unknown_field(
 /// The routes: the configured ones, else the implicit route of the
 /// top-level keys.
 pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
+    let inherited = policy::top_level(s)?;
     match s.get(Key::Routes) {
         Some(routes) if !matches!(&routes.raw, Raw::List(list) if list.is_empty()) => {
             // Top-level route keys would be silently ignored: refuse them.
@@ -329,14 +339,14 @@ pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
                     ));
                 }
             }
-            configured(routes)
+            configured(routes, &inherited)
         }
-        _ => Ok(vec![implicit(s)?]),
+        _ => Ok(vec![implicit(s, inherited)?]),
     }
 }
 
 /// The implicit route of a gateway without `[[routes]]`.
-fn implicit(s: &Settings) -> Result<RouteConfig, ConfigError> {
+fn implicit(s: &Settings, policy: CallPolicy) -> Result<RouteConfig, ConfigError> {
     let kind: UpstreamKind = match s.get(Key::Kind) {
         Some(kind) => kind.choice(Key::Kind.name(), true)?,
         None => UpstreamKind::Generic,
@@ -361,6 +371,7 @@ fn implicit(s: &Settings) -> Result<RouteConfig, ConfigError> {
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
         session_affinity_headers: s.switch(Key::SessionAffinityHeaders)?.unwrap_or(vllm),
+        policy,
     })
 }
 
@@ -401,8 +412,9 @@ pub(super) fn default_upstream() -> Setting {
     }
 }
 
-/// Validates configured routes, in order.
-fn configured(routes: &Setting) -> Result<Vec<RouteConfig>, ConfigError> {
+/// Validates configured routes, in order; what a route's policy does not
+/// set it inherits from the top level.
+fn configured(routes: &Setting, inherited: &CallPolicy) -> Result<Vec<RouteConfig>, ConfigError> {
     let Raw::List(list) = &routes.raw else {
         return Err(routes.error(Key::Routes.name(), "expected a list of routes ([[routes]])"));
     };
@@ -410,7 +422,7 @@ fn configured(routes: &Setting) -> Result<Vec<RouteConfig>, ConfigError> {
     let mut configured = Vec::with_capacity(list.len());
     for (i, entry) in list.iter().enumerate() {
         let entry = Entry::new(i, entry)?;
-        let route = entry.config()?;
+        let route = entry.config(inherited)?;
         if !names.insert(route.label().to_string()) {
             let message = format!("'{}' is used by another route", route.label());
             return Err(entry.error(RouteKey::Name, message));
@@ -458,7 +470,7 @@ impl<'a> Entry<'a> {
     }
 
     /// The route, validated.
-    fn config(&self) -> Result<RouteConfig, ConfigError> {
+    fn config(&self, inherited: &CallPolicy) -> Result<RouteConfig, ConfigError> {
         let name = self.name()?;
         let model_prefix = self.model_prefix()?;
         let workers = self.workers()?;
@@ -488,6 +500,11 @@ impl<'a> Entry<'a> {
             session_affinity_headers: self
                 .switch(RouteKey::SessionAffinityHeaders)?
                 .unwrap_or(vllm),
+            policy: policy::read(
+                |key| self.fields.get(key.name()),
+                |key| self.key(key.name()),
+                inherited,
+            )?,
         })
     }
 
@@ -738,7 +755,10 @@ mod tests {
     use super::*;
 
     fn route(json: &str) -> Result<Vec<RouteConfig>, ConfigError> {
-        configured(&from_json(json, Origin::Env(JSON_ROUTES.into()))?)
+        configured(
+            &from_json(json, Origin::Env(JSON_ROUTES.into()))?,
+            &CallPolicy::default(),
+        )
     }
 
     /// The error as the key and message read, without the origin.

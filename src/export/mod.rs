@@ -20,6 +20,7 @@
 //! configured.
 
 pub mod otlp;
+pub mod self_tracing;
 
 use crate::config::{ExportConfig, OtlpProtocol};
 use crate::metrics::Metrics;
@@ -223,7 +224,7 @@ impl Outbox {
         let spans: Vec<_> = batch
             .spans
             .iter()
-            .filter_map(|s| otlp::span_data(s, &self.scope))
+            .flat_map(|s| otlp::span_tree(s, &self.scope))
             .collect();
         let count = spans.len() as u64;
         match self.send(spans).await {

@@ -72,6 +72,16 @@ pub fn scope() -> InstrumentationScope {
         .build()
 }
 
+/// A stored span and its children (a retried call's attempts), as the
+/// SDK's `SpanData`; spans whose ids are unusable are left out.
+pub fn span_tree(span: &Span, scope: &InstrumentationScope) -> Vec<SpanData> {
+    let mut out: Vec<SpanData> = span_data(span, scope).into_iter().collect();
+    for child in &span.children {
+        out.extend(span_tree(child, scope));
+    }
+    out
+}
+
 /// A stored span as the SDK's `SpanData`; `None` if its ids are unusable.
 pub fn span_data(span: &Span, scope: &InstrumentationScope) -> Option<SpanData> {
     let trace_id = TraceId::from_hex(&span.trace_id).ok()?;
@@ -143,6 +153,7 @@ mod tests {
                 key: "gen_ai.response.finish_reasons".into(),
                 value: AttributeValue::Strings(vec!["stop".into()]),
             }],
+            children: Vec::new(),
         };
         let data = span_data(&span, &scope()).unwrap();
         assert_eq!(data.span_kind, SpanKind::Client);

@@ -16,12 +16,36 @@
 //!    this gateway's `Via` entry ([`hop`]: a request that already carries it
 //!    has come round a loop, and is refused with 508);
 //! 4. [`Forwarder::send`]: the request, with the one pooled client, to the
-//!    session's worker or the least busy one, moving on when a worker
-//!    refuses the connection;
+//!    session's worker or the least busy one, again as the route's `retry`
+//!    policy allows ([`attempts`], [`retry`]), each attempt within its
+//!    time limits (connect, first byte, total; [`failure`] names the one that
+//!    fired);
 //!
 //! and then [`Forwarder::respond`] streams the answer back through
-//! [`tee::TeeBody`], which hands a clone of each chunk to `capture` (and, for
-//! a vLLM route, strips vLLM's extra fields from what the client gets).
+//! [`tee::TeeBody`], which hands a clone of each chunk to capture (and, for
+//! a vLLM route, strips vLLM's extra fields from what the client gets),
+//! watches the idle and total limits and sends a stream's keep-alives.
+//!
+//! **A client that leaves is recorded, whenever it leaves.** hyper drops
+//! the handler's future when the client goes away; the guards of
+//! [`waiting`] go with it and record the call as `client_closed` — during
+//! the body upload, before the upstream answered, during a retry's backoff
+//! — and a body dropped mid-answer records what had arrived (`capture`).
+//! What happens upstream is the route's choice:
+//!
+//! * by default the upstream request is cancelled: dropping it closes its
+//!   connection, so a vLLM server stops generating for nobody;
+//! * with `finish_on_client_close = true` the call is sent from a task of
+//!   its own ([`detached`]), which reads the answer to its end when the
+//!   client has left and records it whole (still `client_closed`, with
+//!   `client_closed_at`). Shutdown waits for those tasks as for calls in
+//!   flight.
+//!
+//! **Long calls** on a route with `heartbeat_after` get their headers and a
+//! space every `heartbeat_every` while a non-streamed answer is awaited
+//! ([`heartbeat`]); streams get `: keep-alive` comments after
+//! `stream_keepalive` of silence ([`tee`]). Heartbeats are counted in the
+//! record, never mixed into its bytes.
 //!
 //! A stage that fails returns [`Failed`]: the call as far as it is known and
 //! the gateway's error. [`Forwarder::fail`], the one place failures end,
@@ -29,25 +53,30 @@
 //! `/v1/messages`) and records the call like any other. Every response
 //! carries `X-RLLM-Trace-Id`.
 
+mod attempts;
+pub mod detached;
 pub mod failure;
+mod heartbeat;
 pub mod hop;
+pub mod retry;
 pub mod sampling;
 pub mod tee;
 pub mod vllm;
+mod waiting;
 pub mod weights;
 
 use crate::capture::{
     Arrival, CallContext, CaptureSettings, Destination, Moment, RequestBody, ResponseCapture,
     SpanPolicy, Who, record_failure,
 };
-use crate::config::{Config, InboundAuth, RouteConfig};
+use crate::config::{Config, Heartbeat, InboundAuth, RouteConfig};
 use crate::error::GatewayError;
 use crate::headers::{self, TRACE_ID_HEADER};
 use crate::identity;
 use crate::metrics::{InFlight, Metrics};
 use crate::protocol::{CallPath, Endpoint};
 use crate::record::ErrorKind;
-use crate::route::{self, Lease, NoRoute, OutboundError, Route, Router};
+use crate::route::{self, Lease, NoRoute, OutboundError, RouteRef, Router};
 use crate::server::session_path::OriginalPath;
 use crate::store::StoreWriter;
 use crate::trace_context::TraceContext;
@@ -55,14 +84,20 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
+use detached::Detached;
+use heartbeat::{HeartbeatBody, Sending};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tee::TeeBody;
 
 /// Everything the proxy handler needs: the pooled client, the routes, the
 /// inbound auth (whose token must not travel upstream), the store, the
-/// metrics, and the limits.
+/// metrics, the limits, and the calls it finishes for clients that left.
 pub struct Forwarder {
     client: reqwest::Client,
     router: Arc<Router>,
@@ -72,6 +107,8 @@ pub struct Forwarder {
     settings: CaptureSettings,
     propagate_traceparent: bool,
     metrics: Arc<Metrics>,
+    connect_timeout: Duration,
+    detached: Detached,
     hop: hop::Hop,
     /// The policy versions calls are stamped with (set by the admin API).
     pub weights: Arc<weights::WeightVersions>,
@@ -85,26 +122,23 @@ pub struct Forwarder {
 pub struct ClientError(#[from] reqwest::Error);
 
 impl Forwarder {
-    /// Builds the forwarder and its pooled HTTP client.
+    /// Builds the forwarder and its pooled HTTP client. The client has only
+    /// the connect timeout: the first-byte, idle and total limits are each
+    /// route's, kept by the forwarder so that each says which one fired.
     pub fn new(
         config: &Config,
         router: Arc<Router>,
         store: StoreWriter,
         metrics: Arc<Metrics>,
     ) -> Result<Forwarder, ClientError> {
-        let mut builder = reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             // A gateway passes redirects to its client; it does not follow them.
             .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(std::time::Duration::from_secs(90));
-        if let Some(t) = config.read_timeout {
-            builder = builder.read_timeout(t);
-        }
-        if let Some(t) = config.request_timeout {
-            builder = builder.timeout(t);
-        }
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
         Ok(Forwarder {
-            client: builder.build()?,
+            client,
             router,
             inbound: config.auth.clone(),
             store,
@@ -119,10 +153,18 @@ impl Forwarder {
             },
             propagate_traceparent: config.propagate_traceparent,
             metrics,
+            connect_timeout: config.connect_timeout,
+            detached: Detached::default(),
             hop: hop::Hop::new(),
             weights: Arc::default(),
             sampling: Arc::default(),
         })
+    }
+
+    /// The calls being finished for clients that left, for the server to
+    /// drain on shutdown.
+    pub fn detached(&self) -> &Detached {
+        &self.detached
     }
 }
 
@@ -147,21 +189,29 @@ struct Inbound {
     json: Option<Map<String, Value>>,
 }
 
-/// Stage 3: the route is chosen and the upstream request is ready.
-struct Routed<'r> {
-    ctx: CallContext,
-    route: &'r Route,
-    parts: Parts,
+/// What goes upstream, the same at every attempt.
+struct Outgoing {
+    method: Method,
     api_path: String,
-    body: Bytes,
+    query: Option<String>,
     headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Stage 3: the route is chosen and the upstream request is ready.
+struct Routed {
+    ctx: CallContext,
+    route: RouteRef,
+    outgoing: Outgoing,
     client_wants_logprobs: bool,
+    /// Counts the call's heartbeats, when it may get them.
+    beats: Option<Arc<AtomicU64>>,
 }
 
 /// Stage 4: the upstream answered with its status and headers.
-struct Sent<'r> {
+struct Sent {
     ctx: CallContext,
-    route: &'r Route,
+    route: RouteRef,
     lease: Lease,
     upstream: reqwest::Response,
     client_wants_logprobs: bool,
@@ -173,28 +223,29 @@ struct Failed {
     error: GatewayError,
 }
 
+impl Failed {
+    fn new(ctx: CallContext, error: GatewayError) -> Box<Failed> {
+        Box::new(Failed { ctx, error })
+    }
+}
+
+/// How stage 4 ended: `None` when the task sending it is gone (shutdown
+/// cancelled it; its guard recorded the call).
+type Outcome = Option<Result<Sent, Box<Failed>>>;
+
 impl Forwarder {
-    async fn handle(&self, request: Request) -> Response {
+    async fn handle(self: &Arc<Self>, request: Request) -> Response {
         let (parts, body) = request.into_parts();
         let arrived = self.arrive(parts);
         let inbound = match self.read(arrived, body).await {
             Ok(inbound) => inbound,
             Err(failed) => return self.fail(failed),
         };
-        let mut routed = match self.route(inbound) {
+        let routed = match self.route(inbound) {
             Ok(routed) => routed,
             Err(failed) => return self.fail(failed),
         };
-        if let Err(error) = self.hop.pass(&routed.parts, &mut routed.headers) {
-            return self.fail(Box::new(Failed {
-                ctx: routed.ctx,
-                error,
-            }));
-        }
-        match self.send(routed).await {
-            Ok(sent) => self.respond(sent),
-            Err(failed) => self.fail(failed),
-        }
+        self.answer(routed).await
     }
 
     /// Stage 1: names the call and reads what its head says.
@@ -228,25 +279,18 @@ impl Forwarder {
     }
 
     /// Stage 2: reads the body and decides who made the call. A body that
-    /// cannot be read still leaves the identity its headers and path carry.
+    /// cannot be read still leaves the identity its headers and path carry;
+    /// a client that leaves during the upload is recorded ([`waiting::Unread`]).
     async fn read(&self, arrived: Arrived, body: Body) -> Result<Inbound, Box<Failed>> {
-        let body = match self.read_body(&arrived.parts.headers, body).await {
+        let unread = waiting::Unread::new(self, &arrived);
+        let read = self.read_body(&arrived.parts.headers, body).await;
+        unread.disarm();
+        let body = match read {
             Ok(body) => body,
             Err(error) => {
                 let who = who(&arrived, None);
-                let destination = self
-                    .router
-                    .route_for(None)
-                    .map(|route| destination(&route.config))
-                    .unwrap_or_default();
-                let ctx = self.context(
-                    arrived.arrival,
-                    arrived.in_flight,
-                    who,
-                    RequestBody::None,
-                    destination,
-                );
-                return Err(Box::new(Failed { ctx, error }));
+                let ctx = self.context_before_body(arrived.arrival, arrived.in_flight, who);
+                return Err(Failed::new(ctx, error));
             }
         };
         let json = parse_object(&body);
@@ -259,9 +303,20 @@ impl Forwarder {
         })
     }
 
+    /// The context of a call whose body was not read: its default route, if
+    /// it has one, and no request.
+    fn context_before_body(&self, arrival: Arrival, in_flight: InFlight, who: Who) -> CallContext {
+        let destination = self
+            .router
+            .route_for(None)
+            .map(|route| destination(&route.config))
+            .unwrap_or_default();
+        self.context(arrival, in_flight, who, RequestBody::None, destination)
+    }
+
     /// Stage 3: picks the route by model, rewrites the body for it, and
     /// builds the upstream request's headers.
-    fn route(&self, inbound: Inbound) -> Result<Routed<'_>, Box<Failed>> {
+    fn route(&self, inbound: Inbound) -> Result<Routed, Box<Failed>> {
         let Inbound {
             arrived,
             mut who,
@@ -274,23 +329,20 @@ impl Forwarder {
             path,
             in_flight,
         } = arrived;
-        let model = json
-            .as_ref()
-            .and_then(|b| b.get("model"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let route = match self.router.route_for(model.as_deref()) {
+        let model = model_of(json.as_ref());
+        let route = match self.router.route_ref(model.as_deref()) {
             Ok(route) => route,
             Err(NoRoute(message)) => {
                 self.stamp_version(&mut who, None);
                 let request = request_body(json, body);
                 let ctx = self.context(arrival, in_flight, who, request, Destination::default());
-                let error = GatewayError::new(ErrorKind::ModelNotFound, message);
-                return Err(Box::new(Failed { ctx, error }));
+                return Err(Failed::new(
+                    ctx,
+                    GatewayError::new(ErrorKind::ModelNotFound, message),
+                ));
             }
         };
         self.stamp_version(&mut who, route.config.name.as_deref());
-        let mut destination = destination(&route.config);
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
         let (forward_body, renamed) = match json.as_mut() {
             Some(object) => {
@@ -309,6 +361,7 @@ impl Forwarder {
             }
             None => (None, None),
         };
+        let mut destination = destination(&route.config);
         destination.model_rewrite = renamed;
         let mut headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
         if let (Ok(headers), Some(session)) = (&mut headers, &who.identity.session_id)
@@ -318,80 +371,165 @@ impl Forwarder {
         }
         let request = request_body(json, body.clone());
         let ctx = self.context(arrival, in_flight, who, request, destination);
-        let (body, headers) = match ready(forward_body, body, headers) {
+        let (body, mut headers) = match ready(forward_body, body, headers) {
             Ok(ready) => ready,
-            Err(error) => return Err(Box::new(Failed { ctx, error })),
+            Err(error) => return Err(Failed::new(ctx, error)),
         };
+        if let Err(error) = self.hop.pass(&parts, &mut headers) {
+            return Err(Failed::new(ctx, error));
+        }
         Ok(Routed {
             ctx,
             route,
-            parts,
-            api_path: path.api_path,
-            body,
-            headers,
+            outgoing: Outgoing {
+                query: parts.uri.query().map(str::to_string),
+                method: parts.method,
+                api_path: path.api_path,
+                headers,
+                body,
+            },
             client_wants_logprobs,
+            beats: None,
         })
     }
 
-    /// Stage 4: sends the request to the session's worker or the least busy
-    /// one; a worker that refuses the connection (nothing was sent) is
-    /// skipped for the next.
-    async fn send<'r>(&self, routed: Routed<'r>) -> Result<Sent<'r>, Box<Failed>> {
-        let Routed {
-            mut ctx,
-            route,
-            parts,
-            api_path,
-            body,
-            headers,
-            client_wants_logprobs,
-        } = routed;
-        let session = ctx.who.identity.session_id.clone();
-        let mut tried: Vec<String> = Vec::new();
-        loop {
-            let Some(lease) = route.pool.pick(session.as_deref(), &tried) else {
-                let error = GatewayError::new(
-                    ErrorKind::UpstreamUnreachable,
-                    "no worker of this route accepted the connection",
-                );
-                return Err(Box::new(Failed { ctx, error }));
-            };
-            let base = &lease.worker().url;
-            ctx.destination.upstream = base.to_string();
-            let url = route::target_url(base, &api_path, parts.uri.query());
-            let sent = self
-                .client
-                .request(parts.method.clone(), url)
-                .headers(headers.clone())
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(upstream) => {
-                    return Ok(Sent {
-                        ctx,
-                        route,
-                        lease,
-                        upstream,
-                        client_wants_logprobs,
-                    });
-                }
-                Err(e) if e.is_connect() && tried.len() + 1 < route.pool.len() => {
-                    let message = failure::describe(&e);
-                    let worker = &lease.worker().id;
-                    tracing::warn!(%worker, "connect failed, trying another worker: {message}");
-                    tried.push(worker.clone());
-                }
-                Err(e) => {
-                    let error = failure::before_answer(&e);
-                    return Err(Box::new(Failed { ctx, error }));
-                }
+    /// Stage 4 and the answer: sends the call ([`Forwarder::send`]) — from
+    /// a task of its own on a route that finishes calls whose client left —
+    /// and answers with what came back, after heartbeats when the route has
+    /// them and a non-streamed call's upstream is slow.
+    async fn answer(self: &Arc<Self>, mut routed: Routed) -> Response {
+        let policy = &routed.route.config.policy;
+        let finish = policy.finish_on_client_close;
+        let heartbeat = policy
+            .heartbeat
+            .filter(|_| !is_streamed(&routed.ctx.request));
+        let early = heartbeat.map(|heartbeat| Early::of(heartbeat, &routed.ctx));
+        routed.beats = early.as_ref().map(|e| e.beats.clone());
+        let mut sending: Sending = if finish {
+            self.send_detached(routed)
+        } else {
+            let this = self.clone();
+            Box::pin(async move { Some(this.send(routed).await) })
+        };
+        let Some(early) = early else {
+            return self.deliver(sending.await);
+        };
+        match tokio::time::timeout_at(early.at, &mut sending).await {
+            Ok(outcome) => self.deliver(outcome),
+            Err(_) => {
+                let every = early.heartbeat.every;
+                let body = HeartbeatBody::new(self.clone(), sending, every, early.beats, finish);
+                let mut response = Response::new(Body::new(body));
+                *response.headers_mut() = early.headers;
+                response
             }
         }
     }
 
+    /// Stage 4: sends the request as the route's policy allows
+    /// ([`Forwarder::attempts`]) and keeps every attempt. If the client
+    /// leaves meanwhile, dropping this future cancels the upstream request
+    /// and records the call ([`waiting::Waiting`]).
+    async fn send(self: Arc<Self>, routed: Routed) -> Result<Sent, Box<Failed>> {
+        let Routed {
+            mut ctx,
+            route,
+            outgoing,
+            client_wants_logprobs,
+            beats,
+        } = routed;
+        let mut waiting = waiting::Waiting::new(&ctx, &self.store, beats.as_deref());
+        let answered = self.attempts(&route, &ctx, &outgoing, &mut waiting).await;
+        ctx.attempts = waiting.disarm();
+        ctx.heartbeats = beats.map_or(0, |b| b.load(Ordering::Relaxed));
+        if let Some(last) = ctx.attempts.last() {
+            ctx.destination.upstream = last.upstream.clone();
+        }
+        match answered {
+            Ok((lease, upstream)) => Ok(Sent {
+                ctx,
+                route,
+                lease,
+                upstream,
+                client_wants_logprobs,
+            }),
+            Err(error) => Err(Failed::new(ctx, error)),
+        }
+    }
+
+    /// Sends the call from a task of its own (`finish_on_client_close`):
+    /// if the client leaves, the task carries on and finishes the call.
+    fn send_detached(self: &Arc<Self>, routed: Routed) -> Sending {
+        let (mut tx, rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        self.detached.spawn(async move {
+            let send = this.clone().send(routed);
+            tokio::pin!(send);
+            let outcome = tokio::select! {
+                outcome = &mut send => outcome,
+                () = tx.closed() => {
+                    let left = Moment::now();
+                    return this.finish_unheard(Some(send.await), left).await;
+                }
+            };
+            if let Err(outcome) = tx.send(outcome) {
+                this.finish_unheard(Some(outcome), Moment::now()).await;
+            }
+        });
+        Box::pin(async move { rx.await.ok() })
+    }
+
+    /// Finishes a call whose client left at `left`, in the task carrying
+    /// it: the answer is read to its end and recorded whole; a failure is
+    /// recorded as the client's leaving, saying how the call then failed.
+    async fn finish_unheard(self: Arc<Self>, outcome: Outcome, left: Moment) {
+        match outcome {
+            Some(Ok(sent)) => {
+                let (_, _, mut body) = self.tee(sent, false);
+                body.client_left(left);
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            }
+            Some(Err(failed)) => {
+                let Failed { ctx, error } = *failed;
+                let message = format!(
+                    "the client disconnected; the gateway carried on (finish_on_client_close) \
+                     and the call failed: {}",
+                    error.message
+                );
+                let error = GatewayError::new(ErrorKind::ClientClosed, message);
+                record_failure(ctx, &error, &self.store);
+            }
+            None => {}
+        }
+    }
+
+    /// Answers with what stage 4 came to.
+    fn deliver(&self, outcome: Outcome) -> Response {
+        match outcome {
+            Some(Ok(sent)) => self.respond(sent),
+            Some(Err(failed)) => self.fail(failed),
+            None => GatewayError::internal("the gateway stopped before the call was answered")
+                .into_response_for(crate::protocol::Protocol::Openai),
+        }
+    }
+
     /// Streams the upstream's answer back, teeing it to capture.
-    fn respond(&self, sent: Sent<'_>) -> Response {
+    fn respond(&self, sent: Sent) -> Response {
+        let (status, headers, body) = self.tee(sent, true);
+        let mut response = Response::new(Body::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The answer as the client gets it: its status, its headers, and the
+    /// body that tees it to capture (`for_client`: with the stream's
+    /// keep-alives and the route's finish-on-close; else for nobody).
+    fn tee(&self, sent: Sent, for_client: bool) -> (StatusCode, HeaderMap, TeeBody) {
         let Sent {
             ctx,
             route,
@@ -404,16 +542,14 @@ impl Forwarder {
         let upstream_headers = upstream.headers().clone();
         let mut client_headers = headers::client_response_headers(&upstream_headers);
         identify(&mut client_headers, &ctx);
+        let is_sse = upstream_headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
         let strips = route.config.strip_vllm_fields
             && status.is_success()
             && ctx.arrival.endpoint.has_token_data();
-        let stripper = strips.then(|| {
-            let stream = upstream_headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("text/event-stream"));
-            vllm::Stripper::new(stream, !client_wants_logprobs)
-        });
+        let stripper = strips.then(|| vllm::Stripper::new(is_sse, !client_wants_logprobs));
         if stripper.is_some() {
             // The body may shrink: its length is no longer known up front.
             client_headers.remove(header::CONTENT_LENGTH);
@@ -425,26 +561,49 @@ impl Forwarder {
             status = status.as_u16(),
             "proxied"
         );
+        let policy = &route.config.policy;
+        let watch = tee::Watch {
+            idle: policy.timeouts.idle.clone(),
+            total: attempts::total_deadline(policy, ctx.arrival.started.mono),
+            keepalive: policy.stream_keepalive.filter(|_| is_sse && for_client),
+            finish: (policy.finish_on_client_close && for_client).then(|| self.detached.clone()),
+        };
         let capture =
             ResponseCapture::new(ctx, status.as_u16(), upstream_headers, self.store.clone());
         let stream = Box::pin(upstream.bytes_stream());
-        let body = tee::TeeBody::new(stream, capture, length, stripper, lease);
-        let mut response = Response::new(Body::new(body));
-        *response.status_mut() = status;
-        *response.headers_mut() = client_headers;
-        response
+        let body = TeeBody::new(stream, capture, length, stripper, lease, watch);
+        (status, client_headers, body)
     }
 
     /// Answers a call the gateway failed, and records it: the one place a
     /// failed stage ends.
     fn fail(&self, failed: Box<Failed>) -> Response {
+        let (error, protocol, headers) = self.record_failed(failed);
+        let mut response = error.into_response_for(protocol);
+        response.headers_mut().extend(headers);
+        response
+    }
+
+    /// The error JSON of a call the gateway failed after its heartbeat had
+    /// sent the headers, and its record.
+    fn fail_late(&self, failed: Box<Failed>) -> Bytes {
+        let (error, protocol, _) = self.record_failed(failed);
+        Bytes::from(error.body_for(protocol).to_string())
+    }
+
+    /// Records a failed call; returns its error, the API it answers in, and
+    /// the headers that identify it.
+    fn record_failed(
+        &self,
+        failed: Box<Failed>,
+    ) -> (GatewayError, crate::protocol::Protocol, HeaderMap) {
         let Failed { ctx, error } = *failed;
         tracing::debug!(trace_id = %ctx.arrival.trace_id, path = %ctx.arrival.path, "{error}");
         let protocol = ctx.arrival.endpoint.protocol();
-        let mut response = error.clone().into_response_for(protocol);
-        identify(response.headers_mut(), &ctx);
+        let mut headers = HeaderMap::new();
+        identify(&mut headers, &ctx);
         record_failure(ctx, &error, &self.store);
-        response
+        (error, protocol, headers)
     }
 
     /// Fixes the call's policy version at dispatch: the harness's own, else
@@ -473,6 +632,8 @@ impl Forwarder {
             settings: self.settings,
             secrets: self.known_secrets(),
             in_flight,
+            attempts: Vec::new(),
+            heartbeats: 0,
         }
     }
 
@@ -496,7 +657,8 @@ impl Forwarder {
         Ok(outbound)
     }
 
-    /// Reads the request body whole, refusing more than `max_body_bytes`.
+    /// Reads the request body whole, refusing more than `max_body_bytes`. A
+    /// client that breaks off its upload is `client_closed`.
     async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
         let too_large = || {
             GatewayError::new(
@@ -516,10 +678,13 @@ impl Forwarder {
         }
         axum::body::to_bytes(body, self.max_body_bytes)
             .await
-            .map_err(|e| {
-                if is_length_limit(&e) {
-                    too_large()
-                } else {
+            .map_err(|e| match body_error(&e) {
+                BodyFailure::TooLarge => too_large(),
+                BodyFailure::ClientLeft => GatewayError::new(
+                    ErrorKind::ClientClosed,
+                    format!("the client disconnected while sending its request body: {e}"),
+                ),
+                BodyFailure::Other => {
                     GatewayError::bad_request(format!("cannot read the request body: {e}"))
                 }
             })
@@ -531,6 +696,46 @@ impl Forwarder {
         let mut secrets = self.inbound.tokens.clone();
         secrets.extend(self.router.secrets());
         secrets
+    }
+}
+
+/// What a heartbeat needs before the call is sent: when it starts, the
+/// headers it sends, and the count of its beats.
+struct Early {
+    heartbeat: Heartbeat,
+    at: tokio::time::Instant,
+    headers: HeaderMap,
+    beats: Arc<AtomicU64>,
+}
+
+impl Early {
+    fn of(heartbeat: Heartbeat, ctx: &CallContext) -> Early {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        identify(&mut headers, ctx);
+        Early {
+            heartbeat,
+            at: tokio::time::Instant::from_std(ctx.arrival.started.mono + heartbeat.after),
+            headers,
+            beats: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The model the body asks for.
+fn model_of(json: Option<&Map<String, Value>>) -> Option<String> {
+    let model = json?.get("model")?.as_str()?;
+    Some(model.to_string())
+}
+
+/// Whether the client asked for a streamed answer.
+fn is_streamed(request: &RequestBody) -> bool {
+    match request {
+        RequestBody::Json(body) => body.get("stream").and_then(Value::as_bool) == Some(true),
+        _ => false,
     }
 }
 
@@ -652,15 +857,40 @@ fn parse_object(body: &[u8]) -> Option<Map<String, Value>> {
     serde_json::from_slice(body).ok()
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
+/// Why a request body could not be read.
+enum BodyFailure {
+    /// Past `max_body_bytes`.
+    TooLarge,
+    /// The client broke off (connection closed or reset mid-body).
+    ClientLeft,
+    /// Anything else (bad framing).
+    Other,
+}
+
+fn body_error(error: &axum::Error) -> BodyFailure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+            return BodyFailure::TooLarge;
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return BodyFailure::ClientLeft;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return BodyFailure::ClientLeft;
         }
         source = e.source();
     }
-    false
+    BodyFailure::Other
 }
 
 #[cfg(test)]

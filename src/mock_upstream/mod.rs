@@ -31,6 +31,8 @@
 //! | | `x-mock-weight-version` | chat: a top-level `weight_version` (a rollout engine's stamp) |
 //! | | `x-mock-routing-matrices: 1` | chat: each choice's `routing_matrices` (one per token) |
 //! | | `x-mock-chat-template: 1` | chat: the prompt's ids are each message's, end to end, so a turn's prompt extends the previous prompt and answer |
+//! | | `x-mock-fail-first: N` | fail the first N requests carrying this header (with `x-mock-status`, else 503), answer the rest |
+//! | | `x-mock-retry-after` | send this `Retry-After` with every error answer |
 //!
 //! Every request is remembered: `GET /mock/requests` lists them (method,
 //! path, query, headers, body), `DELETE /mock/requests` forgets them.
@@ -56,6 +58,7 @@ use reply::{answer, failure};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -120,6 +123,8 @@ pub struct MockState {
     options: Arc<MockOptions>,
     received: Arc<Mutex<Vec<ReceivedRequest>>>,
     release: Arc<watch::Sender<u64>>,
+    /// Requests seen so far that carried `x-mock-fail-first`.
+    fail_first_seen: Arc<AtomicUsize>,
 }
 
 impl MockState {
@@ -129,6 +134,7 @@ impl MockState {
             options: Arc::new(options),
             received: Arc::new(Mutex::new(Vec::new())),
             release: Arc::new(watch::channel(0).0),
+            fail_first_seen: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -239,7 +245,19 @@ pub fn router(state: MockState) -> Router {
         .route("/v1/{*rest}", any(echo))
         .route("/mock/requests", get(list_received).delete(clear_received))
         .route("/mock/release", post(release))
+        .layer(axum::middleware::from_fn(retry_after))
         .with_state(state)
+}
+
+/// `x-mock-retry-after`: the value goes out as `Retry-After` on every error
+/// answer.
+async fn retry_after(request: Request, next: axum::middleware::Next) -> Response {
+    let value = request.headers().get("x-mock-retry-after").cloned();
+    let mut response = next.run(request).await;
+    if let Some(value) = value.filter(|_| response.status().as_u16() >= 400) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 async fn list_received(State(state): State<MockState>) -> axum::Json<Vec<ReceivedRequest>> {
@@ -278,6 +296,8 @@ pub(crate) struct Behaviour {
     pub(crate) routing_matrices: bool,
     /// Whether a chat prompt is tokenized message by message.
     pub(crate) chat_template: bool,
+    /// Fail the first N requests that carry `x-mock-fail-first`.
+    pub(crate) fail_first: Option<usize>,
 }
 
 impl Behaviour {
@@ -305,6 +325,7 @@ impl Behaviour {
             weight_version: number("x-mock-weight-version"),
             routing_matrices: header("x-mock-routing-matrices").is_some_and(|v| v.trim() == "1"),
             chat_template: header("x-mock-chat-template").is_some_and(|v| v.trim() == "1"),
+            fail_first: number("x-mock-fail-first").map(|n| n as usize),
         }
     }
 }
@@ -333,7 +354,11 @@ async fn receive(state: &MockState, request: Request) -> (http::request::Parts, 
         raw_body: body.clone(),
     };
     crate::sync::lock(&state.received).push(received);
-    let behaviour = Behaviour::of(&state.options, &parts.headers);
+    let mut behaviour = Behaviour::of(&state.options, &parts.headers);
+    if let Some(n) = behaviour.fail_first {
+        let seen = state.fail_first_seen.fetch_add(1, Ordering::Relaxed) + 1;
+        behaviour.fail_status = (seen <= n).then_some(behaviour.fail_status.unwrap_or(503));
+    }
     if !behaviour.latency.is_zero() {
         tokio::time::sleep(behaviour.latency).await;
     }

@@ -16,11 +16,13 @@
 //! One record is written for every call, whatever happened: `status` says how
 //! it ended (`ok`, `error`, `client_closed`) and `error` says why.
 
+mod attempt;
 mod outcome;
 mod span;
 
 pub use crate::identity::Identity;
 pub use crate::protocol::{Operation, Protocol};
+pub use attempt::{Attempt, RetryReason};
 pub use outcome::{CallError, ErrorKind, Status};
 pub use span::{Attribute, AttributeValue, Span, unix_nanos};
 
@@ -147,10 +149,28 @@ pub struct TraceRecord {
     // ---- outcome ----
     /// How the call ended.
     pub status: Status,
-    /// The HTTP status the client received (none if it never got one).
+    /// The HTTP status of the answer: the upstream's, or the gateway's
+    /// when it failed the call; none if the client never got one. (After
+    /// heartbeats the client got `200` before the status was known.)
     pub http_status: Option<u16>,
     /// Why the call failed, when it did.
     pub error: Option<CallError>,
+    /// When the client went away, if it did before the answer ended. With
+    /// the route's `finish_on_client_close` the gateway read on: `ended_at`
+    /// and the content are then the upstream's whole answer.
+    pub client_closed_at: Option<String>,
+
+    // ---- attempts ----
+    /// Every time the call was sent upstream, in order (empty when the
+    /// gateway failed it before sending); the last one was answered.
+    pub attempts: Vec<Attempt>,
+    /// How many attempts there were (`attempts.len()`; retries are one less).
+    pub attempt_count: u32,
+    /// Heartbeats the gateway sent the client while the upstream was
+    /// silent: whitespace bytes before a non-streamed body
+    /// (`heartbeat_after`), `: keep-alive` comments in a stream
+    /// (`stream_keepalive`). They are never part of `raw_response`.
+    pub heartbeats: u64,
 
     // ---- raw ----
     /// The request headers as the client sent them, credentials redacted.

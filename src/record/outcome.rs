@@ -6,7 +6,7 @@
 //! record's `error.kind`, the `error_kind` column, the `error.type` span
 //! attribute, the metrics label and the OpenAI error JSON's `code` say), and,
 //! for the failures the gateway itself answers, the HTTP status. The schema's
-//! enum, the README's table and the metrics' label values are all checked
+//! enum, the table in `docs/recording.md` and the metrics' label values are all checked
 //! against [`ErrorKind::ALL`] by tests, so a kind cannot be added in one
 //! place and forgotten in another.
 
@@ -33,8 +33,14 @@ crate::wire_enum! {
     pub enum ErrorKind {
         /// The gateway could not connect to the upstream (502).
         UpstreamUnreachable = "upstream_unreachable",
-        /// The upstream did not answer in time (504), or went silent mid-body.
+        /// No connection to the upstream within `connect_timeout` (504).
+        UpstreamConnectTimeout = "upstream_connect_timeout",
+        /// No response headers within the first-byte timeout (504).
         UpstreamTimeout = "upstream_timeout",
+        /// The upstream went silent mid-body longer than the idle timeout.
+        UpstreamIdleTimeout = "upstream_idle_timeout",
+        /// The call took longer than its total timeout (`request_timeout`).
+        UpstreamTotalTimeout = "upstream_total_timeout",
         /// The upstream request failed another way before an answer (502).
         UpstreamError = "upstream_error",
         /// The upstream answered with an HTTP error status (4xx, 5xx), relayed.
@@ -78,7 +84,10 @@ impl ErrorKind {
     /// status, a stream broken after its headers) answer 502 if asked.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::UpstreamConnectTimeout
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamIdleTimeout
+            | ErrorKind::UpstreamTotalTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BadRequest | ErrorKind::InvalidProviderData => StatusCode::BAD_REQUEST,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -97,12 +106,21 @@ impl ErrorKind {
         }
     }
 
-    /// What the kind means, one line (the README's table).
+    /// What the kind means, one line (the table in `docs/recording.md`).
     pub fn description(self) -> &'static str {
         match self {
             ErrorKind::UpstreamUnreachable => "the gateway could not connect to the upstream (502)",
+            ErrorKind::UpstreamConnectTimeout => {
+                "no connection to the upstream within connect_timeout (504)"
+            }
             ErrorKind::UpstreamTimeout => {
-                "the upstream did not answer in time, or went silent mid-answer (504)"
+                "no response headers from the upstream within first_byte_timeout (504)"
+            }
+            ErrorKind::UpstreamIdleTimeout => {
+                "the upstream went silent mid-answer for longer than idle_timeout"
+            }
+            ErrorKind::UpstreamTotalTimeout => {
+                "the call took longer than request_timeout (504 before an answer)"
             }
             ErrorKind::UpstreamError => "the upstream request failed before an answer (502)",
             ErrorKind::UpstreamHttpError => {
@@ -195,16 +213,19 @@ mod tests {
 
     #[test]
     fn the_readme_table_lists_exactly_every_error_kind() {
-        let listed = kinds_in_table(include_str!("../../README.md"), "### Error kinds");
+        let listed = kinds_in_table(include_str!("../../docs/recording.md"), "### Error kinds");
         assert_eq!(listed, all_names());
     }
 
     #[test]
     fn the_readme_table_says_what_each_kind_means() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/recording.md");
         for kind in ErrorKind::ALL {
             let row = format!("| `{}` | {} |", kind.as_str(), kind.description());
-            assert!(readme.contains(&row), "README row for {kind}: {row}");
+            assert!(
+                readme.contains(&row),
+                "docs/recording.md row for {kind}: {row}"
+            );
         }
     }
 

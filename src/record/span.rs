@@ -1,6 +1,10 @@
 //! The OpenTelemetry span of a call, as the store keeps it in its export
 //! outbox until a collector has it: plain data, independent of the SDK, so
 //! a stored span reads back whatever the SDK version.
+//!
+//! A call that was sent upstream more than once carries one child span per
+//! attempt (`upstream.attempt`) inside its own, so the outbox keeps one row
+//! per call and the exporter sends the call with its children.
 
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +35,9 @@ pub struct Span {
     pub error: Option<String>,
     /// Attributes, in a stable order.
     pub attributes: Vec<Attribute>,
+    /// Child spans exported with this one (a retried call's attempts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Span>,
 }
 
 /// One span attribute.

@@ -10,7 +10,9 @@
 //! session-sticky and least-busy. Health checks (`GET /health` at the
 //! worker's root, as vLLM serves it) mark workers down and up; a connect
 //! failure before any byte was sent is retried on another worker by
-//! `forward`. Workers can be added and removed at run time (`/admin/workers`,
+//! `forward`, and so is every retry of a route's `retry` policy where the
+//! pool has a worker the call has not tried ([`Pool::pick_retry`]).
+//! Workers can be added and removed at run time (`/admin/workers`,
 //! compatible with rllm-model-gateway).
 //!
 //! A route also decides what the upstream request carries ([`outbound`]):
@@ -30,6 +32,7 @@ pub use pool::{Lease, Pool, Worker, WorkerInfo};
 
 use crate::config::{RouteConfig, UpstreamKind, WorkerConfig};
 use reqwest::Url;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,6 +52,23 @@ impl Route {
     /// `/health`.
     pub fn health_checked(&self) -> bool {
         self.config.kind == UpstreamKind::Vllm || self.pool.len() > 1
+    }
+}
+
+/// A route held by a call for as long as the call lasts, in a task of its
+/// own if need be: the shared router and the route's place in it (routes
+/// never change once the router is built).
+#[derive(Debug, Clone)]
+pub struct RouteRef {
+    router: Arc<Router>,
+    index: usize,
+}
+
+impl Deref for RouteRef {
+    type Target = Route;
+
+    fn deref(&self) -> &Route {
+        &self.router.routes[self.index]
     }
 }
 
@@ -90,21 +110,34 @@ impl Router {
 
     /// The route that serves `model`.
     pub fn route_for(&self, model: Option<&str>) -> Result<&Route, NoRoute> {
+        Ok(&self.routes[self.position_for(model)?])
+    }
+
+    /// The route that serves `model`, held for a call.
+    pub fn route_ref(self: &Arc<Self>, model: Option<&str>) -> Result<RouteRef, NoRoute> {
+        Ok(RouteRef {
+            index: self.position_for(model)?,
+            router: self.clone(),
+        })
+    }
+
+    /// Where the route that serves `model` is in the match order.
+    fn position_for(&self, model: Option<&str>) -> Result<usize, NoRoute> {
         if let Some(model) = model.map(str::to_ascii_lowercase) {
             let matched = self
                 .routes
                 .iter()
-                .find(|r| match r.config.model_prefix.as_deref() {
+                .position(|r| match r.config.model_prefix.as_deref() {
                     Some("*") | None => true,
                     Some(prefix) => model.starts_with(prefix),
                 });
-            if let Some(route) = matched {
-                return Ok(route);
+            if let Some(index) = matched {
+                return Ok(index);
             }
         }
         self.routes
             .iter()
-            .find(|r| r.config.is_default)
+            .position(|r| r.config.is_default)
             .ok_or_else(|| {
                 NoRoute(match model {
                     Some(m) => format!("no route serves the model '{m}'"),

@@ -177,6 +177,13 @@ impl Pool {
         Some(Lease::new(worker))
     }
 
+    /// A worker for a retry: one the call has not `tried` where the pool
+    /// has one, else (every worker tried) any, the same way as [`Pool::pick`].
+    pub fn pick_retry(&self, session: Option<&str>, tried: &[String]) -> Option<Lease> {
+        self.pick(session, tried)
+            .or_else(|| self.pick(session, &[]))
+    }
+
     /// The number of workers.
     pub fn len(&self) -> usize {
         read(&self.workers).len()

@@ -32,10 +32,11 @@
 //!   request tasks never wait on disk;
 //! * `query` builds every read's SQL from a filter; `traces`, `runs`,
 //!   `stats` and [`outbox`] are the reads, run by `reader`'s handles on
-//!   read-only connections;
+//!   read-only connections; `attempts` decides which calls retry a step;
 //! * [`prune`] deletes what is older than a cutoff and reclaims the space
 //!   (`tracegate prune`, run from another process while a gateway writes).
 
+mod attempts;
 pub mod codec;
 mod commit;
 mod connection;

@@ -11,6 +11,7 @@
 //! Times are compared as the RFC 3339 text the columns hold ([`epoch_text`]),
 //! which sorts like the instants it names.
 
+use crate::protocol::Operation;
 use crate::record::rfc3339;
 use crate::store::error::StoreResult;
 use rusqlite::types::Value as SqlValue;
@@ -26,6 +27,8 @@ pub struct TraceFilter {
     pub run_id: Option<String>,
     /// Only traces that started strictly after this time (epoch seconds).
     pub since: Option<f64>,
+    /// Only traces that started strictly before this time (epoch seconds).
+    pub until: Option<f64>,
     /// At most this many traces.
     pub limit: Option<usize>,
     /// Only traces that asked for this model (the requested `model`).
@@ -36,6 +39,9 @@ pub struct TraceFilter {
     pub weight_version: Option<i64>,
     /// Only traces that did not end `ok`.
     pub errors_only: bool,
+    /// Leave out the calls without a model (operation `other`: model
+    /// lists, token counts, any path tracegate does not know).
+    pub skip_other: bool,
     /// Newest first (and `limit` keeps the newest) instead of oldest first.
     pub newest_first: bool,
 }
@@ -47,7 +53,25 @@ pub struct SessionFilter {
     pub since: Option<f64>,
     /// Only sessions of this run.
     pub run_id: Option<String>,
-    /// At most this many sessions (the oldest).
+    /// Only sessions without a run.
+    pub without_run: bool,
+    /// Only sessions whose id or run id contains this text (case-insensitive).
+    pub search: Option<String>,
+    /// Only sessions with at least one call asking for this model.
+    pub model: Option<String>,
+    /// Only sessions with at least one call of this harness.
+    pub harness: Option<String>,
+    /// Only sessions with at least one call that did not end `ok`.
+    pub errors_only: bool,
+    /// Only sessions active after this time (epoch seconds): their last
+    /// call, or their creation when they have none, is later.
+    pub active_after: Option<f64>,
+    /// Only sessions active before this time (epoch seconds): their first
+    /// call, or their creation when they have none, is earlier.
+    pub active_before: Option<f64>,
+    /// Newest first (and `limit` keeps the newest) instead of oldest first.
+    pub newest_first: bool,
+    /// At most this many sessions (the oldest, or the newest).
     pub limit: Option<usize>,
 }
 
@@ -68,6 +92,8 @@ pub struct RunFilter {
     pub errors_only: bool,
     /// Only runs with a call after this time (epoch seconds).
     pub since: Option<f64>,
+    /// Only runs with a call before this time (epoch seconds).
+    pub until: Option<f64>,
     /// At most this many runs (the newest).
     pub limit: Option<usize>,
 }
@@ -79,6 +105,12 @@ pub struct CallFilter {
     pub run_id: Option<String>,
     /// Only calls of this session.
     pub session_id: Option<String>,
+    /// Only calls without a session.
+    pub without_session: bool,
+    /// Only calls that started strictly after this time (epoch seconds).
+    pub since: Option<f64>,
+    /// Only calls that started strictly before this time (epoch seconds).
+    pub until: Option<f64>,
     /// Only calls committed after this cursor (a previous page's `cursor`);
     /// without it, the newest calls.
     pub after: Option<i64>,
@@ -114,6 +146,18 @@ impl Select {
         if let Some(value) = value {
             self.clauses.push(clause.to_string());
             self.args.push(value.into());
+        }
+        self
+    }
+
+    /// Adds `clause` when `value` is set, every `?` of it bound to `value`.
+    pub(crate) fn when_each(mut self, clause: &str, value: Option<impl Into<SqlValue>>) -> Select {
+        if let Some(value) = value {
+            let value = value.into();
+            self.clauses.push(clause.to_string());
+            for _ in clause.matches('?') {
+                self.args.push(value.clone());
+            }
         }
         self
     }
@@ -209,17 +253,51 @@ impl TraceFilter {
             .when("harness = ?", self.harness.clone())
             .when("weight_version = ?", self.weight_version)
             .when_on("status != 'ok'", self.errors_only)
+            .when("operation != ?", self.skip_other.then(other_operation))
             .when("started_at > ?", self.since.map(epoch_text))
+            .when("started_at < ?", self.until.map(epoch_text))
     }
 }
 
+/// The operation of calls without a model, as its column holds it.
+fn other_operation() -> String {
+    Operation::Other.as_str().to_string()
+}
+
 impl SessionFilter {
-    /// `columns` of the matching sessions, oldest first.
+    /// `columns` of the matching sessions, oldest (or newest) first.
     pub(crate) fn select(&self, columns: &str) -> Select {
-        Select::new(columns, "sessions")
+        let order = if self.newest_first {
+            "created_at DESC, session_id DESC"
+        } else {
+            "created_at, session_id"
+        };
+        let search = "(instr(lower(session_id), lower(?)) > 0 \
+                      OR instr(lower(COALESCE(run_id, '')), lower(?)) > 0)";
+        let mut select = Select::new(columns, "sessions")
             .when("created_at > ?", self.since.map(epoch_text))
             .when("run_id = ?", self.run_id.clone())
-            .order("created_at, session_id")
+            .when_on("run_id IS NULL", self.without_run)
+            .when("error_count > ?", self.errors_only.then_some(0))
+            .when(
+                "COALESCE(last_seen, created_at) > ?",
+                self.active_after.map(epoch_text),
+            )
+            .when(
+                "COALESCE(first_seen, created_at) < ?",
+                self.active_before.map(epoch_text),
+            );
+        for (column, value) in [("model", &self.model), ("harness", &self.harness)] {
+            // As for runs: `+` keeps SQLite on the session_id index.
+            let clause = format!(
+                "EXISTS (SELECT 1 FROM traces t \
+                 WHERE t.session_id = sessions.session_id AND +t.{column} = ?)"
+            );
+            select = select.when(&clause, value.clone());
+        }
+        select
+            .when_each(search, self.search.clone())
+            .order(order)
             .limit(self.limit)
     }
 }
@@ -230,7 +308,8 @@ impl RunFilter {
         let mut select = Select::new(columns, "runs")
             .when("instr(lower(run_id), lower(?)) > 0", self.search.clone())
             .when("error_count > ?", self.errors_only.then_some(0))
-            .when("last_seen > ?", self.since.map(epoch_text));
+            .when("last_seen > ?", self.since.map(epoch_text))
+            .when("first_seen < ?", self.until.map(epoch_text));
         let facets = [
             ("model", &self.model),
             ("harness", &self.harness),
@@ -263,6 +342,9 @@ impl CallFilter {
         Select::new(columns, "traces")
             .when("run_id = ?", self.run_id.clone())
             .when("session_id = ?", self.session_id.clone())
+            .when_on("session_id IS NULL", self.without_session)
+            .when("started_at > ?", self.since.map(epoch_text))
+            .when("started_at < ?", self.until.map(epoch_text))
             .when("rowid > ?", self.after)
             .order(order)
             .limit(Some(self.limit))

@@ -20,7 +20,7 @@ use crate::store::error::{StoreError, StoreResult};
 use crate::store::outbox::{self, Backlog, Batch, ExportState};
 use crate::store::query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
 use crate::store::summary::{CallPage, CallStats, CallSummary, ChartSample, Facets};
-use crate::store::summary::{RunInfo, SessionInfo};
+use crate::store::summary::{RunInfo, SessionInfo, SessionRow};
 use crate::store::{connection, runs, stats, traces};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
@@ -103,7 +103,7 @@ impl Reader {
         runs::session(&self.conn, session_id)
     }
 
-    /// Sessions matching `filter`, oldest first.
+    /// Sessions matching `filter`, in its order.
     pub fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionInfo>> {
         runs::sessions(&self.conn, filter)
     }
@@ -111,6 +111,11 @@ impl Reader {
     /// Every session's sampling parameters.
     pub fn sampling_params(&self) -> StoreResult<Vec<(String, Map<String, Value>)>> {
         runs::sampling_params(&self.conn)
+    }
+
+    /// Sessions matching `filter` as the UI lists them, in its order.
+    pub fn session_rows(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRow>> {
+        runs::session_rows(&self.conn, filter)
     }
 
     /// One run by id.
@@ -210,7 +215,7 @@ impl StoreReader {
         self.call(move |r| r.session(&session_id)).await
     }
 
-    /// Sessions matching `filter`, oldest first.
+    /// Sessions matching `filter`, in its order.
     pub async fn sessions(&self, filter: SessionFilter) -> StoreResult<Vec<SessionInfo>> {
         self.call(move |r| r.sessions(&filter)).await
     }
@@ -218,6 +223,11 @@ impl StoreReader {
     /// Every session's sampling parameters.
     pub async fn sampling_params(&self) -> StoreResult<Vec<(String, Map<String, Value>)>> {
         self.call(|r| r.sampling_params()).await
+    }
+
+    /// Sessions matching `filter` as the UI lists them, in its order.
+    pub async fn session_rows(&self, filter: SessionFilter) -> StoreResult<Vec<SessionRow>> {
+        self.call(move |r| r.session_rows(&filter)).await
     }
 
     /// One run by id, with its sessions (oldest first), read together.

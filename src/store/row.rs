@@ -21,7 +21,7 @@ use crate::identity::{FieldValue, IdentityField};
 use crate::record::{CallError, ErrorKind, Span, TopLogprob, TraceRecord};
 use crate::store::codec::{self, CodecError};
 use crate::store::error::{StoreError, StoreResult};
-use crate::store::summary::{CallNode, CallSummary, SummaryUsage};
+use crate::store::summary::{Attempt, CallNode, CallSummary, SummaryUsage};
 use rusqlite::types::{Null, ToSqlOutput};
 use rusqlite::{Connection, Row, ToSql};
 use std::sync::LazyLock;
@@ -438,7 +438,8 @@ pub(crate) const NODE_COLUMNS: &str = concat!(
     summary_columns!(),
     ", rowid, CAST(json_extract(record, '$.span_id') AS TEXT), parent_span_id, protocol, \
      ended_at, substr(json_extract(record, '$.response_message.content'), 1, 160), \
-     CAST(json_extract(record, '$.response_message.tool_calls[0].function.name') AS TEXT)"
+     CAST(json_extract(record, '$.response_message.tool_calls[0].function.name') AS TEXT), \
+     method, path"
 );
 
 /// A call node from the [`NODE_COLUMNS`] of a row.
@@ -452,6 +453,10 @@ pub(crate) fn decode_node(row: &Row<'_>) -> StoreResult<CallNode> {
         ended_at: row.get(21)?,
         preview: row.get(22)?,
         tool_call: row.get(23)?,
+        method: row.get(24)?,
+        path: row.get(25)?,
+        // Which attempt a call is depends on its neighbours (`attempts`).
+        attempt: Attempt::FIRST,
     })
 }
 

@@ -9,7 +9,7 @@ use crate::record::epoch_seconds;
 use crate::store::connection::snapshot;
 use crate::store::error::StoreResult;
 use crate::store::query::{RunFilter, SessionFilter};
-use crate::store::summary::{Facets, RunInfo, SessionInfo};
+use crate::store::summary::{Facets, RunInfo, SessionInfo, SessionRow};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
@@ -34,7 +34,7 @@ fn session_from_row(row: &Row<'_>) -> StoreResult<SessionInfo> {
     })
 }
 
-/// Sessions matching `filter`, oldest first.
+/// Sessions matching `filter`, in its order.
 pub(crate) fn sessions(conn: &Connection, filter: &SessionFilter) -> StoreResult<Vec<SessionInfo>> {
     filter.select(SESSION_COLUMNS).rows(conn, session_from_row)
 }
@@ -54,6 +54,29 @@ pub(crate) fn sampling_params(conn: &Connection) -> StoreResult<Vec<(String, Map
         }
     }
     Ok(out)
+}
+
+/// The first harness and model named by a session's calls (its model calls:
+/// a model list names none), read with the session's index.
+const SESSION_ROW_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
+     first_seen, last_seen, error_count, tokens, \
+     (SELECT t.harness FROM traces t WHERE t.session_id = sessions.session_id \
+      AND t.harness IS NOT NULL ORDER BY t.started_at LIMIT 1), \
+     (SELECT t.model FROM traces t WHERE t.session_id = sessions.session_id \
+      AND t.model IS NOT NULL AND t.model != '' ORDER BY t.started_at LIMIT 1)";
+
+/// Sessions matching `filter` as the UI lists them, in its order.
+pub(crate) fn session_rows(
+    conn: &Connection,
+    filter: &SessionFilter,
+) -> StoreResult<Vec<SessionRow>> {
+    filter.select(SESSION_ROW_COLUMNS).rows(conn, |row| {
+        Ok(SessionRow {
+            session: session_from_row(row)?,
+            harness: row.get(9)?,
+            model: row.get(10)?,
+        })
+    })
 }
 
 /// One session by id.

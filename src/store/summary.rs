@@ -8,7 +8,8 @@
 //! [`CallSummary`] per call (the record's own field names, the indexed
 //! columns only), and `tracegate stats` a [`CallStats`] per model and route.
 //! The UI draws the same summaries ([`CallNode`] adds what its tree and
-//! waterfall need) and the same statistics.
+//! waterfall need, [`Attempt`] which retry of its step a call is) and the
+//! same statistics; its session list is [`SessionRow`]s.
 //!
 //! Percentiles are exact: the nearest-rank value over every call of a group
 //! ([`nearest_rank`]), so a test — or a user with `sqlite3` — can check them
@@ -135,12 +136,55 @@ pub struct CallNode {
     pub parent_span_id: Option<String>,
     /// The API family.
     pub protocol: Protocol,
+    /// The request's HTTP method.
+    pub method: String,
+    /// The request's path (what names a call without a model).
+    pub path: String,
+    /// Which attempt of its step this call is.
+    #[serde(flatten)]
+    pub attempt: Attempt,
     /// When the call ended (RFC 3339).
     pub ended_at: String,
     /// The start of the answer's text (first choice), up to 160 characters.
     pub preview: Option<String>,
     /// The first tool call's name, when the answer is a tool call.
     pub tool_call: Option<String>,
+}
+
+/// Which attempt of its step a call is. A call is a **retry** of the call
+/// before it when both are of the same session and step, the same
+/// operation and model, and the same request (its body; the method and
+/// path), and the earlier one did not end `ok` and had ended when this one
+/// started — what an SDK does after a 5xx, a 429 or a timeout. The
+/// attempts of a step are the first call and its chain of retries; the
+/// last attempt's outcome is the step's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// 1 for a first (or only) attempt, 2 for its first retry, and so on.
+    pub attempt: u32,
+    /// The trace id of the step's first attempt; none for the first.
+    pub retry_of: Option<String>,
+}
+
+impl Attempt {
+    /// A call that retries nothing.
+    pub const FIRST: Attempt = Attempt {
+        attempt: 1,
+        retry_of: None,
+    };
+}
+
+/// A session as the UI lists it: its counters, and what its calls were
+/// made with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionRow {
+    /// The session.
+    #[serde(flatten)]
+    pub session: SessionInfo,
+    /// The harness of its first call that names one.
+    pub harness: Option<String>,
+    /// The model of its first call that names one.
+    pub model: Option<String>,
 }
 
 /// A page of call nodes and the cursor to poll from next.

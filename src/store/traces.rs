@@ -16,6 +16,7 @@
 //! on its next full load.)
 
 use crate::record::TraceRecord;
+use crate::store::attempts;
 use crate::store::connection::snapshot;
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::query::{CallFilter, TraceFilter};
@@ -84,11 +85,12 @@ pub(crate) fn summaries(conn: &Connection, filter: &TraceFilter) -> StoreResult<
 
 /// Call nodes matching `filter`: with `after`, the oldest calls committed
 /// since that cursor; without, the newest calls. Either way in start order,
-/// with the cursor to poll from next.
+/// with the cursor to poll from next, and each call's attempt of its step.
 pub(crate) fn call_page(conn: &Connection, filter: &CallFilter) -> StoreResult<CallPage> {
     // One snapshot for the calls and the newest rowid.
     let (mut calls, newest) = snapshot(conn, || {
-        let calls: Vec<CallNode> = filter.select(NODE_COLUMNS).rows(conn, row::decode_node)?;
+        let mut calls: Vec<CallNode> = filter.select(NODE_COLUMNS).rows(conn, row::decode_node)?;
+        attempts::mark(conn, &mut calls)?;
         let newest: i64 =
             conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM traces", [], |r| {
                 r.get(0)
