@@ -70,6 +70,30 @@ impl UpstreamKind {
     }
 }
 
+/// Which calls keep their raw request and response bodies in the store
+/// (headers and everything capture reads from the bodies are kept always).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RawBodies {
+    /// Every call's.
+    #[default]
+    Always,
+    /// Only the bodies of calls that did not end `ok`.
+    Errors,
+    /// None.
+    Never,
+}
+
+impl RawBodies {
+    /// Whether a call that ended `ok` (or not) keeps its raw bodies.
+    pub fn keeps(self, ok: bool) -> bool {
+        match self {
+            RawBodies::Always => true,
+            RawBodies::Errors => !ok,
+            RawBodies::Never => false,
+        }
+    }
+}
+
 /// Where a route's upstream credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamAuth {
@@ -169,6 +193,8 @@ pub struct RouteConfig {
     pub inject_return_token_ids: bool,
     /// Remove vLLM's extra fields from what the client receives.
     pub strip_vllm_fields: bool,
+    /// Which calls keep their raw bodies in the store.
+    pub raw_bodies: RawBodies,
     /// How its calls are carried: timeouts, retries, heartbeats, and what
     /// happens when a client leaves.
     pub policy: CallPolicy,
@@ -197,6 +223,7 @@ impl RouteConfig {
             inject_logprobs: false,
             inject_return_token_ids: false,
             strip_vllm_fields: false,
+            raw_bodies: RawBodies::Always,
             policy: CallPolicy::default(),
         }
     }
@@ -237,6 +264,7 @@ keys! {
         InjectLogprobs => "inject_logprobs",
         InjectReturnTokenIds => "inject_return_token_ids",
         StripVllmFields => "strip_vllm_fields",
+        RawBodies => "raw_bodies",
     }
 }
 
@@ -342,7 +370,7 @@ pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
     match s.get(Key::Routes) {
         Some(routes) if !matches!(&routes.raw, Raw::List(list) if list.is_empty()) => {
             // Top-level route keys would be silently ignored: refuse them.
-            for key in [Key::Upstream, Key::UpstreamAuth, Key::Kind] {
+            for key in [Key::Upstream, Key::UpstreamAuth, Key::Kind, Key::RawBodies] {
                 if let Some(setting) = s.get(key) {
                     return Err(setting.error(
                         key.name(),
@@ -402,6 +430,10 @@ fn implicit(
         inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
+        raw_bodies: match s.get(Key::RawBodies) {
+            Some(when) => when.choice(Key::RawBodies.name(), true)?,
+            None => RawBodies::Always,
+        },
         policy,
     })
 }
@@ -527,6 +559,10 @@ impl<'a> Entry<'a> {
             inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
             inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
             strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
+            raw_bodies: match self.get(RouteKey::RawBodies) {
+                Some(when) => when.choice(&self.key("raw_bodies"), true)?,
+                None => RawBodies::Always,
+            },
             policy: policy::read(
                 |key| self.fields.get(key.name()),
                 |key| self.key(key.name()),

@@ -718,6 +718,7 @@ fn destination(route: &RouteConfig) -> Destination {
     Destination {
         route: Some(route.label().to_string()),
         kind: route.kind,
+        raw_bodies: route.raw_bodies,
         ..Destination::default()
     }
 }

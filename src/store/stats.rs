@@ -45,7 +45,7 @@ pub(crate) fn chart_sample(conn: &Connection, filter: &TraceFilter) -> StoreResu
              COALESCE(input_tokens, 0), COALESCE(output_tokens, 0)",
             "traces",
         ))
-        .order("rowid DESC")
+        .order("id DESC")
         .limit(Some(CHART_SAMPLE + 1));
     let mut points = select.rows(conn, |row| {
         let started: String = row.get(1)?;
