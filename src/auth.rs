@@ -57,6 +57,7 @@ fn is_public(method: &Method, path: &str) -> bool {
         return false;
     }
     path == "/health"
+        || path == "/"
         || path == "/ui"
         || (path.starts_with("/ui/") && !path.starts_with("/ui/api/"))
 }

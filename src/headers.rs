@@ -144,9 +144,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        // Split the raw bytes: a value with one non-UTF-8 byte (obs-text)
+        // still names the headers its other tokens list.
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -285,6 +286,18 @@ mod tests {
             ("te", "trailers"),
             ("x-kept", "yes"),
         ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_connection_header_with_obs_text_still_names_its_headers() {
+        let mut h = map(&[("tracestate", "a=1"), ("x-kept", "yes")]);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"tracestate, \x80").unwrap(),
+        );
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");

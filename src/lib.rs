@@ -23,13 +23,15 @@
 //!
 //! Around them: [`config`] (one validated configuration), [`error`] (the
 //! errors the gateway answers with), [`metrics`] (what `/metrics` reports,
-//! observed once per finished record), [`vocabulary`] and [`sync`] (two
+//! observed once per finished record), [`call_log`] (the log line of each
+//! finished record), [`vocabulary`] and [`sync`] (two
 //! rules the whole crate follows: wire-named enums, poisoned locks),
 //! [`cli`] (the `tracegate` command), [`mock_upstream`] (a deterministic
 //! model server) and [`demo`].
 
 pub mod api;
 pub mod auth;
+pub mod call_log;
 pub mod capture;
 pub mod cli;
 pub mod config;

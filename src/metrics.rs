@@ -51,7 +51,8 @@ pub const MAX_MODELS: usize = 500;
 /// The label value of models past [`MAX_MODELS`].
 const OTHER_MODEL: &str = "other";
 
-/// The route label of calls served by the implicit (unnamed) route.
+/// The route label of calls no route served (a record names the implicit
+/// route `default` itself, so both read alike).
 const DEFAULT_ROUTE: &str = "default";
 
 /// Bucket boundaries (seconds) of the operation duration, as the OpenTelemetry

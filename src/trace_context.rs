@@ -61,11 +61,8 @@ impl TraceContext {
                 trace_state: (!state.is_empty()).then_some(state),
             };
         }
-        let trace_id = match (&identity.run_id, &identity.session_id) {
-            (Some(run), _) => derived(&format!("run:{run}")).simple().to_string(),
-            (None, Some(session)) => derived(&format!("session:{session}")).simple().to_string(),
-            (None, None) => Uuid::new_v4().simple().to_string(),
-        };
+        let trace_id =
+            derived_trace_id(identity).unwrap_or_else(|| Uuid::new_v4().simple().to_string());
         TraceContext {
             trace_id,
             span_id,
@@ -79,6 +76,18 @@ impl TraceContext {
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-01", self.trace_id, self.span_id)
     }
+}
+
+/// The trace id of a call without a valid incoming `traceparent`: derived
+/// from its run id, else its session id; `None` for a call with neither
+/// (it starts a fresh, random trace).
+pub fn derived_trace_id(identity: &Identity) -> Option<String> {
+    let name = match (&identity.run_id, &identity.session_id) {
+        (Some(run), _) => format!("run:{run}"),
+        (None, Some(session)) => format!("session:{session}"),
+        (None, None) => return None,
+    };
+    Some(derived(&name).simple().to_string())
 }
 
 fn derived(name: &str) -> Uuid {

@@ -228,6 +228,8 @@ impl Call {
             ended_at: rfc3339(started + Duration::from_secs_f64(self.latency_ms / 1000.0)),
             latency_ms: self.latency_ms,
             ttft_ms: self.ttft_ms,
+            // A time to first token is a streamed call's.
+            stream: self.ttft_ms.is_some(),
             status: if self.error {
                 Status::Error
             } else {
@@ -647,7 +649,7 @@ fn stats_prints_the_demo_calls() {
     let group = &stats[0];
     assert_eq!(stats.as_array().unwrap().len(), 1);
     assert_eq!(group["model"], "mock-model");
-    assert_eq!(group["route"], Value::Null);
+    assert_eq!(group["route"], "default");
     assert_eq!(group["calls"], 6);
     assert_eq!(group["error_rate"], 0.0);
     assert_eq!(
@@ -660,7 +662,7 @@ fn stats_prints_the_demo_calls() {
     );
     let rows = table_rows(&demo.ok(&["stats"]));
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0][..4], ["mock-model", "-", "6", "0 (0.0%)"]);
+    assert_eq!(rows[0][..4], ["mock-model", "default", "6", "0 (0.0%)"]);
     assert_eq!(demo.jsonl(&["stats"]), vec![group.clone()]);
 }
 

@@ -38,6 +38,11 @@ use axum::routing::{delete, get, post};
 /// The API's routes, on the gateway's state.
 pub fn router() -> Router<AppState> {
     Router::new()
+        // A browser pointed at the gateway lands on its UI.
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::temporary("/ui/") }),
+        )
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/admin/flush", post(admin::flush))

@@ -7,7 +7,7 @@
 //! value), literal header values show as `[REDACTED]`.
 
 use super::{Json, params};
-use crate::config::{HeaderSource, UpstreamAuth, WorkerConfig, parse_upstream};
+use crate::config::{HeaderSource, WorkerConfig, parse_upstream};
 use crate::error::GatewayError;
 use crate::headers::REDACTED_VALUE;
 use crate::protocol::Protocol;
@@ -206,10 +206,7 @@ impl RouteView {
             protocol: c.protocol,
             kind: c.kind.as_str(),
             backend_model: c.backend_model.clone(),
-            auth: match &c.auth {
-                UpstreamAuth::Passthrough => "passthrough".to_string(),
-                UpstreamAuth::Env(var) => format!("env:{var}"),
-            },
+            auth: c.auth.to_string(),
             headers,
             allow_caller_headers: c.allow_caller_headers,
             inject_logprobs: c.inject_logprobs,

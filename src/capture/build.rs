@@ -34,7 +34,8 @@ const CONTENT_KEYS: &[&str] = &[
 ];
 
 /// Builds the record of a call from its context and its response (or the
-/// gateway's failure), with every secret scrubbed.
+/// gateway's failure), with every secret scrubbed and the raw bodies kept
+/// as the route's `raw_bodies` says.
 pub fn assemble(
     ctx: CallContext,
     response: Option<ResponseFacts>,
@@ -55,6 +56,7 @@ pub fn assemble(
     let ended = response.as_ref().map_or_else(Moment::now, |r| r.ended);
     let started = arrival.started;
     let content_type = arrival.content_type.clone();
+    let raw_bodies = destination.raw_bodies;
     let mut record = start(arrival, who, destination.clone(), ended);
     record.attempt_count = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
     record.attempts = attempts;
@@ -86,6 +88,9 @@ pub fn assemble(
             record.error = Some(failure.to_call_error());
         }
         (None, None) => {}
+    }
+    if !raw_bodies.keeps(record.status == Status::Ok) {
+        (record.raw_request, record.raw_response) = (None, None);
     }
     redact::secrets(record, &secrets)
 }

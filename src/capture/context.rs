@@ -7,7 +7,7 @@
 //! [`record_failure`](super::record_failure) when a stage fails). A call that
 //! fails early simply has less: no route yet, or a body that was never read.
 
-use crate::config::UpstreamKind;
+use crate::config::{RawBodies, UpstreamKind};
 use crate::identity::Identity;
 use crate::metrics::InFlight;
 use crate::protocol::Endpoint;
@@ -82,7 +82,7 @@ pub enum RequestBody {
 /// Where the call went.
 #[derive(Debug, Clone, Default)]
 pub struct Destination {
-    /// The route's name, when routes are configured.
+    /// The route's name (`default` for the implicit route), once routed.
     pub route: Option<String>,
     /// What the route's upstream is (for `gen_ai.provider.name`).
     pub kind: UpstreamKind,
@@ -90,6 +90,8 @@ pub struct Destination {
     pub upstream: String,
     /// `(requested, sent)` when the route renamed the model.
     pub model_rewrite: Option<(String, String)>,
+    /// Whether the record keeps the raw bodies (the route's `raw_bodies`).
+    pub raw_bodies: RawBodies,
 }
 
 /// Whether a call gets a span (export on), and whether message content goes

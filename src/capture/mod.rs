@@ -1,9 +1,13 @@
 //! Capture: turning a call's request and response bytes into a TraceRecord.
 //!
 //! Capture never sits on the hot path. `forward` hands it the call's context
-//! ([`CallContext`]) when the request goes upstream and a clone of each
-//! response chunk as it passes to the client (cloning `Bytes` is a
-//! reference-count increment). Only when the response has ended —
+//! ([`CallContext`]) when the request goes upstream and each response chunk
+//! as it passes to the client. Capture copies the chunk's bytes into one
+//! buffer of its own rather than keeping the chunk: a chunk is a slice of
+//! the upstream connection's read buffer, and a kept slice keeps that whole
+//! buffer (8 KiB or more) alive and makes the connection allocate another
+//! for its next read — with a stream that arrives a few bytes at a time,
+//! that was most of the gateway's memory. Only when the response has ended —
 //! completely, by upstream failure, or by the client going away — does
 //! capture do its work, in a task of its own: split the stream into events,
 //! fold them with the endpoint's assembler, build the record, observe its
@@ -53,8 +57,8 @@ use crate::error::GatewayError;
 use crate::export::self_tracing;
 use crate::record::{CallError, Choice, Embeddings, Usage};
 use crate::store::{Reservation, StoreWriter};
-use bytes::Bytes;
-use http::HeaderMap;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -87,7 +91,7 @@ pub struct ResponseFacts {
     pub status: u16,
     /// The upstream's response headers.
     pub headers: HeaderMap,
-    /// The body, in the chunks it arrived in.
+    /// The body, in chunks (capture collects it into one).
     pub chunks: Vec<Bytes>,
     /// When the first chunk arrived.
     pub first_chunk: Option<Moment>,
@@ -135,7 +139,7 @@ struct Pending {
     ctx: CallContext,
     status: u16,
     headers: HeaderMap,
-    chunks: Vec<Bytes>,
+    body: BytesMut,
     first_chunk: Option<Moment>,
     client_left: Option<Moment>,
     heartbeats: u64,
@@ -149,8 +153,8 @@ impl ResponseCapture {
             pending: Some(Pending {
                 ctx,
                 status,
-                headers,
-                chunks: Vec::new(),
+                headers: owned(&headers),
+                body: BytesMut::new(),
                 first_chunk: None,
                 client_left: None,
                 heartbeats: 0,
@@ -186,11 +190,12 @@ impl ResponseCapture {
         }
     }
 
-    /// Keeps a clone of a chunk that is on its way to the client.
-    pub fn chunk(&mut self, chunk: &Bytes) {
+    /// Keeps a copy of a chunk that is on its way to the client: every
+    /// byte, so the record is exact however large the answer.
+    pub fn chunk(&mut self, chunk: &[u8]) {
         if let Some(p) = &mut self.pending {
             p.first_chunk.get_or_insert_with(Moment::now);
-            p.chunks.push(chunk.clone());
+            p.body.extend_from_slice(chunk);
         }
     }
 
@@ -203,7 +208,7 @@ impl ResponseCapture {
         let facts = ResponseFacts {
             status: p.status,
             headers: p.headers,
-            chunks: p.chunks,
+            chunks: vec![p.body.freeze()],
             first_chunk: p.first_chunk,
             ended: Moment::now(),
             ending,
@@ -218,6 +223,25 @@ impl Drop for ResponseCapture {
     fn drop(&mut self) {
         self.finish(Ending::ClientClosed);
     }
+}
+
+/// The headers with values of their own. A header value hyper parsed is a
+/// slice of the connection's read buffer, like a body chunk, and capture
+/// keeps the headers for as long as the answer streams.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let copy = match HeaderValue::from_bytes(value.as_bytes()) {
+                Ok(mut copy) => {
+                    copy.set_sensitive(value.is_sensitive());
+                    copy
+                }
+                Err(_) => value.clone(),
+            };
+            (name.clone(), copy)
+        })
+        .collect()
 }
 
 /// Records a call the gateway failed before any upstream response.
@@ -240,6 +264,7 @@ fn spawn_record(
         let metrics = ctx.in_flight.metrics().clone();
         let record = assemble(ctx, response, failure.as_ref());
         metrics.observe_call(&record);
+        crate::call_log::log_call(&record);
         let span = (settings.spans != SpanPolicy::None).then(|| {
             let inputs = span::SpanInputs {
                 trace: &trace,

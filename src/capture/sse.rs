@@ -84,7 +84,13 @@ pub mod test_events {
 
 /// Splits the chunks of a streamed response into events.
 pub fn events(chunks: &[Bytes]) -> Vec<SseEvent> {
-    let source = futures_util::stream::iter(chunks.iter().cloned().map(Ok::<Bytes, Infallible>));
+    let source = futures_util::stream::iter(
+        chunks
+            .iter()
+            .cloned()
+            .chain(final_lf(chunks))
+            .map(Ok::<Bytes, Infallible>),
+    );
     let mut stream = source.eventsource();
     // The source never waits, so the stream is driven to its end without a
     // runtime: every poll is Ready.
@@ -101,6 +107,16 @@ pub fn events(chunks: &[Bytes]) -> Vec<SseEvent> {
         }
     }
     out
+}
+
+/// A `\n` after a stream whose last byte is `\r`. A lone `\r` ends a line
+/// (WHATWG), but the reader cannot tell it from the start of a `\r\n`
+/// until the next byte arrives, and at the stream's end it never does: the
+/// last event of an upstream that ends its lines with `\r` would be lost.
+/// `\r\n` is the same line end, so the added byte changes nothing else.
+fn final_lf(chunks: &[Bytes]) -> Option<Bytes> {
+    let last = chunks.iter().rev().find(|c| !c.is_empty())?;
+    (last.last() == Some(&b'\r')).then(|| Bytes::from_static(b"\n"))
 }
 
 #[cfg(test)]
@@ -132,6 +148,13 @@ mod tests {
         let evs = events(&chunks(&[b": ping\n\nevent: message_start\ndata: {}\n\n"]));
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].event, "message_start");
+    }
+
+    #[test]
+    fn a_stream_whose_lines_end_in_cr_keeps_its_last_event() {
+        let evs = events(&chunks(&[b"data: 1\r\rdata: 2\r", b"\r"]));
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[1].data, "2");
     }
 
     #[test]

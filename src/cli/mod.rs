@@ -21,14 +21,16 @@
 //! saying what is wrong — a bad flag, a missing database), 1 for anything
 //! that fails at run time.
 
+mod banner;
 mod export;
+mod logging;
 mod output;
 mod prune;
 mod runs;
 mod stats;
 mod traces;
 
-use crate::config::{Config, ServeArgs};
+use crate::config::{Config, LogFormat, ServeArgs};
 use crate::export::self_tracing;
 use crate::mock_upstream::{self, MockOptions};
 use crate::store::{Pruner, Reader, StoreError, TraceFilter};
@@ -115,14 +117,16 @@ impl From<StoreError> for Failure {
 /// Parses the command line, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = parse_command_line();
-    let default_log = match cli.command {
-        Command::Serve(_) | Command::MockUpstream { .. } => "info",
-        _ => "warn",
-    };
-    if !matches!(cli.command, Command::Serve(_)) {
-        // `serve` starts logging once its configuration says whether the
-        // gateway traces itself.
-        init_logging(default_log, false);
+    // `serve` sets up its logs once its configuration says how (the log
+    // format, and whether the gateway traces itself).
+    match cli.command {
+        Command::Serve(_) => {}
+        Command::MockUpstream { .. } => {
+            logging::init("info", LogFormat::Text, false);
+        }
+        _ => {
+            logging::init("warn", LogFormat::Text, false);
+        }
     }
     let result = match cli.command {
         Command::Runs(args) => runs::runs(&args),
@@ -171,7 +175,7 @@ fn run_gateway(command: Command) -> Result<(), Failure> {
         Command::Serve(args) => {
             let config = Config::load(&args).map_err(|e| Failure::Usage(e.to_string()))?;
             let self_tracing = config.export.as_ref().is_some_and(|e| e.self_tracing);
-            let finished = init_logging("info", self_tracing);
+            let finished = logging::init("info", config.log_format, self_tracing);
             runtime.block_on(serve(config, finished))?;
         }
         Command::MockUpstream { listen, options } => {
@@ -208,55 +212,15 @@ async fn serve(config: Config, finished: Option<self_tracing::Finished>) -> Resu
         ))),
         _ => None,
     };
-    let routes: Vec<String> = config
-        .routes
-        .iter()
-        .map(|r| {
-            let workers: Vec<&str> = r.workers.iter().map(|w| w.url.as_str()).collect();
-            match &r.model_prefix {
-                Some(prefix) => format!("{} ({prefix}) → {}", r.label(), workers.join(", ")),
-                None => workers.join(", "),
-            }
-        })
-        .collect();
-    tracing::info!(
-        "tracegate listening on http://{} → {} · db {}",
-        server.local_addr(),
-        routes.join("; "),
-        config.db.display()
-    );
+    for line in banner::lines(&config, server.local_addr()) {
+        tracing::info!("{line}");
+    }
     let served = server.run(crate::server::shutdown_signal()).await;
     if let Some(task) = self_tracing {
         let _ = stop_self_tracing.send(());
         let _ = task.await;
     }
     Ok(served?)
-}
-
-/// Logs to stderr (`RUST_LOG`, else `default`); with `self_tracing`, also
-/// turns the gateway's own spans into OpenTelemetry spans, returned for
-/// export.
-fn init_logging(default: &str, self_tracing: bool) -> Option<self_tracing::Finished> {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
-    let (spans, finished) = match self_tracing {
-        true => {
-            let (layer, finished) = self_tracing::layer();
-            (Some(layer), Some(finished))
-        }
-        false => (None, None),
-    };
-    let _ = tracing_subscriber::registry()
-        .with(log)
-        .with(spans)
-        .try_init();
-    finished
 }
 
 /// `--db`, as every query command takes it (the same flag and variable as

@@ -226,10 +226,11 @@ fn model_line(t: &TraceRecord) -> String {
     )
 }
 
-/// Start → end, latency and time to first token.
+/// Start → end, latency and time to first token (of a streamed call).
 fn time_line(t: &TraceRecord) -> String {
     let ttft = t
         .ttft_ms
+        .filter(|_| t.stream)
         .map(|v| format!(" · ttft {} ms", ms(v)))
         .unwrap_or_default();
     format!(

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// [default: true for vllm, else false].
     #[arg(long, env = "TRACEGATE_STRIP_VLLM_FIELDS", value_name = "BOOL")]
     pub strip_vllm_fields: Option<String>,
+    /// Which calls keep their raw request and response bodies in the store:
+    /// always, errors (calls that did not end ok) or never [default: always].
+    #[arg(long, env = "TRACEGATE_RAW_BODIES", value_name = "WHEN")]
+    pub raw_bodies: Option<String>,
     /// Keep embedding vectors in stored raw responses [default: false].
     #[arg(long, env = "TRACEGATE_STORE_EMBEDDINGS", value_name = "BOOL")]
     pub store_embeddings: Option<String>,
@@ -139,6 +143,10 @@ pub struct ServeArgs {
     /// callers' own Authorization can pass through to upstreams).
     #[arg(long, env = "TRACEGATE_AUTH_HEADER", value_name = "HEADER")]
     pub auth_header: Option<String>,
+    /// How log lines are written: text, or json (one object a line)
+    /// [default: text].
+    #[arg(long, env = "TRACEGATE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// How often worker health is checked [default: 10s].
     #[arg(long, env = "TRACEGATE_HEALTH_CHECK_INTERVAL", value_name = "DURATION")]
     pub health_check_interval: Option<String>,
@@ -202,8 +210,8 @@ impl<'a> Sources<'a> {
 
 /// The arguments that hold one text value, by the key they set and their
 /// clap id.
-fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 23] {
-    [
+fn texts(args: &ServeArgs) -> Vec<(Key, &'static str, &Option<String>)> {
+    vec![
         (Key::Listen, "listen", &args.listen),
         (Key::Db, "db", &args.db),
         (Key::MaxBodyBytes, "max_body_bytes", &args.max_body_bytes),
@@ -246,6 +254,7 @@ fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 23] {
             "strip_vllm_fields",
             &args.strip_vllm_fields,
         ),
+        (Key::RawBodies, "raw_bodies", &args.raw_bodies),
         (
             Key::CaptureStoreEmbeddings,
             "store_embeddings",
@@ -270,6 +279,7 @@ fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 23] {
         ),
         (Key::UpstreamAuth, "upstream_auth", &args.upstream_auth),
         (Key::AuthHeader, "auth_header", &args.auth_header),
+        (Key::LogFormat, "log_format", &args.log_format),
         (
             Key::HealthCheckInterval,
             "health_check_interval",
@@ -332,8 +342,8 @@ mod tests {
     fn every_argument_of_the_tables_is_a_clap_argument() {
         let args = ServeArgs::default();
         let ids = texts(&args)
-            .map(|(_, id, _)| id)
             .into_iter()
+            .map(|(_, id, _)| id)
             .chain(lists(&args).map(|(_, id, _)| id))
             .chain(["routes", "config"]);
         let command = serve_command();

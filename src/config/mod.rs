@@ -28,8 +28,10 @@
 //! line, a variable, a flag): a [`ConfigError`]. The rest of the gateway
 //! never sees a bad value and a user never sees a stack trace. With no
 //! configuration at all the gateway serves: it listens on `127.0.0.1:9090`,
-//! stores traces in `./tracegate.db`, and forwards to `$OPENAI_BASE_URL`
-//! (else OpenAI), passing the caller's credentials through.
+//! stores traces in `./tracegate.db`, and forwards OpenAI calls to
+//! `$OPENAI_BASE_URL` (else OpenAI) and Anthropic calls to
+//! `$ANTHROPIC_BASE_URL` (else Anthropic), passing the caller's credentials
+//! through.
 
 mod args;
 mod error;
@@ -47,7 +49,8 @@ pub use error::{ConfigError, Origin};
 pub use export::{ExportConfig, OtlpProtocol};
 pub use policy::{CallPolicy, Heartbeat, Limit, RetryPolicy, Timeouts};
 pub use routes::{
-    HeaderSource, InvalidUpstreamAuth, RouteConfig, UpstreamAuth, UpstreamKind, WorkerConfig,
+    HeaderSource, InvalidUpstreamAuth, RawBodies, RouteConfig, UpstreamAuth, UpstreamKind,
+    WorkerConfig,
 };
 pub use upstream_url::{UpstreamUrlError, parse_upstream};
 
@@ -63,6 +66,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_DB: &str = "./tracegate.db";
 /// The upstream used when none is configured and `$OPENAI_BASE_URL` is unset.
 pub const DEFAULT_UPSTREAM: &str = "https://api.openai.com/v1";
+/// The Anthropic upstream used when none is configured and
+/// `$ANTHROPIC_BASE_URL` is unset.
+pub const DEFAULT_ANTHROPIC_UPSTREAM: &str = "https://api.anthropic.com";
 /// The default request body limit: 32 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -76,6 +82,9 @@ pub struct Config {
     /// Where calls go: the routes in match order (one implicit route when
     /// none is configured).
     pub routes: Vec<RouteConfig>,
+    /// Where each route's upstream was set (a flag, a variable, a file
+    /// line, or the default), in route order: the start banner says it.
+    pub upstream_origins: Vec<Origin>,
     /// Inbound auth: who may use the gateway.
     pub auth: InboundAuth,
     /// How often worker health is checked.
@@ -101,6 +110,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Store tuning.
     pub store: StoreOptions,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// How connections are served: deadlines and limits.
     pub server: ServerOptions,
 }
@@ -119,6 +130,16 @@ impl InboundAuth {
     pub fn enabled(&self) -> bool {
         !self.tokens.is_empty()
     }
+}
+
+/// How log lines are written (`log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal only.
+    #[default]
+    Text,
+    /// One JSON object a line, for a log collector.
+    Json,
 }
 
 /// What capture keeps beyond the defaults.
@@ -205,10 +226,14 @@ impl Config {
         let auth = inbound_auth(s)?;
         routes::check_passthrough(&auth, &routes, s)?;
         self_upstream::check(listen, &routes, s)?;
+        let upstream_origins = (routes.iter().enumerate())
+            .map(|(i, route)| self_upstream::whence(s, route, i, 0).1)
+            .collect();
         Ok(Config {
             listen,
             db: db(s)?,
             routes,
+            upstream_origins,
             auth,
             health_check_interval: s.limit(Key::HealthCheckInterval, Duration::from_secs(10))?,
             session_affinity_capacity: s.positive_or(Key::SessionAffinityCapacity, 100_000)?,
@@ -225,6 +250,10 @@ impl Config {
                 .duration_or(Key::ShutdownGrace, Some(Duration::from_secs(30)))?
                 .unwrap_or(Duration::ZERO),
             store: store_options(s)?,
+            log_format: match s.get(Key::LogFormat) {
+                Some(format) => format.choice(Key::LogFormat.name(), true)?,
+                None => LogFormat::default(),
+            },
             server: server_options(s)?,
         })
     }
@@ -240,12 +269,53 @@ fn or_default(s: &Settings, key: Key, default: &str) -> raw::Setting {
 fn listen(s: &Settings) -> Result<SocketAddr, ConfigError> {
     let setting = or_default(s, Key::Listen, DEFAULT_LISTEN);
     let text = setting.text("listen")?;
-    text.trim().parse().map_err(|_| {
+    parse_listen(&text).ok_or_else(|| {
         setting.error(
             "listen",
-            format!("'{text}' is not an address like 127.0.0.1:9090"),
+            format!(
+                "'{text}' is not an address like 127.0.0.1:9090, 0.0.0.0:9090, \
+                 localhost:9090, :9090 or 9090"
+            ),
         )
     })
+}
+
+/// The port of `listen` when the value names only a host.
+const DEFAULT_PORT: u16 = 9090;
+
+/// Reads a listen address in the forms people write: `HOST:PORT` with an IP
+/// address, `PORT` and `:PORT` (on the loopback address, like the default:
+/// listening on every interface is written `0.0.0.0:PORT`), `localhost`
+/// (`127.0.0.1`), and a host without port (on port 9090). Other host names
+/// are refused: a listen address is resolved once, and a name that
+/// resolves elsewhere later would be a surprise.
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if let Ok(addr) = t.parse() {
+        return Some(addr);
+    }
+    let bare = t.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    let (host, port) = match t.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => match t.parse() {
+            Ok(port) => ("", port),
+            Err(_) => (t, DEFAULT_PORT),
+        },
+    };
+    match host {
+        "" => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+        h if h.eq_ignore_ascii_case("localhost") => {
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+        }
+        _ => None,
+    }
 }
 
 fn db(s: &Settings) -> Result<PathBuf, ConfigError> {
@@ -328,6 +398,30 @@ mod tests {
         let path = dir.path().join("tracegate.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn listen_takes_the_forms_people_write() {
+        for (text, addr) in [
+            ("127.0.0.1:9091", "127.0.0.1:9091"),
+            ("0.0.0.0:80", "0.0.0.0:80"),
+            ("[::1]:9091", "[::1]:9091"),
+            ("localhost:9091", "127.0.0.1:9091"),
+            ("LOCALHOST", "127.0.0.1:9090"),
+            (":9091", "127.0.0.1:9091"),
+            ("9091", "127.0.0.1:9091"),
+            ("0.0.0.0", "0.0.0.0:9090"),
+            ("::1", "[::1]:9090"),
+        ] {
+            assert_eq!(
+                parse_listen(text).map(|a| a.to_string()),
+                Some(addr.into()),
+                "{text}"
+            );
+        }
+        for bad in ["example.com:80", "localhost:http", ":99999", "", "1.2.3:4"] {
+            assert_eq!(parse_listen(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Routes: which upstream serves which model, with which credentials and
 //! headers — validated at start, never at request time.
 //!
-//! With no `[[routes]]` the gateway has one implicit route built from the
-//! top-level keys (`upstream`, `kind`, `upstream_auth`, ...), which is the
-//! single-upstream behaviour. With routes (from the file, or the
+//! With no `[[routes]]` the gateway has implicit routes built from the
+//! top-level keys (`upstream`, `kind`, `upstream_auth`, ...): one, to
+//! `upstream`, which is the single-upstream behaviour; or, with neither
+//! `upstream` nor `kind` set, one per protocol, to where each SDK goes by
+//! default (`$OPENAI_BASE_URL`, `$ANTHROPIC_BASE_URL`, else the provider). With routes (from the file, or the
 //! `TRACEGATE_ROUTES` variable as a JSON array of the same objects), each
 //! names its model prefix, its upstream or worker pool, its API protocol and
 //! kind, and how it authenticates upstream. Both sources arrive as the same
@@ -26,7 +28,7 @@ use super::key::{Key, keys};
 use super::policy::{self, CallPolicy, PolicyKey};
 use super::raw::{Raw, Setting, Settings, alternatives};
 use super::upstream_url::parse_upstream;
-use super::{DEFAULT_UPSTREAM, InboundAuth};
+use super::{DEFAULT_ANTHROPIC_UPSTREAM, DEFAULT_UPSTREAM, InboundAuth};
 use crate::headers;
 use crate::protocol::Protocol;
 use http::{HeaderName, HeaderValue};
@@ -68,6 +70,30 @@ impl UpstreamKind {
     }
 }
 
+/// Which calls keep their raw request and response bodies in the store
+/// (headers and everything capture reads from the bodies are kept always).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RawBodies {
+    /// Every call's.
+    #[default]
+    Always,
+    /// Only the bodies of calls that did not end `ok`.
+    Errors,
+    /// None.
+    Never,
+}
+
+impl RawBodies {
+    /// Whether a call that ended `ok` (or not) keeps its raw bodies.
+    pub fn keeps(self, ok: bool) -> bool {
+        match self {
+            RawBodies::Always => true,
+            RawBodies::Errors => !ok,
+            RawBodies::Never => false,
+        }
+    }
+}
+
 /// Where a route's upstream credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamAuth {
@@ -76,21 +102,36 @@ pub enum UpstreamAuth {
     /// The caller's credentials are removed and the key in this environment
     /// variable is sent instead, read at request time.
     Env(String),
+    /// The caller's credentials are removed and none are sent: an upstream
+    /// without a key (a local vLLM), behind a gateway that may check its own.
+    None,
 }
 
-/// A text that is neither `passthrough` nor `env:VARIABLE`. The text is not
-/// repeated: a key pasted in by mistake must not reach the logs.
+impl std::fmt::Display for UpstreamAuth {
+    /// As the configuration writes it; the variable's name, never its value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAuth::Passthrough => f.write_str("passthrough"),
+            UpstreamAuth::Env(var) => write!(f, "env:{var}"),
+            UpstreamAuth::None => f.write_str("none"),
+        }
+    }
+}
+
+/// A text that is neither `passthrough`, `none` nor `env:VARIABLE`. The text
+/// is not repeated: a key pasted in by mistake must not reach the logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be passthrough or env:VARIABLE")]
+#[error("must be passthrough, none or env:VARIABLE")]
 pub struct InvalidUpstreamAuth;
 
 impl FromStr for UpstreamAuth {
     type Err = InvalidUpstreamAuth;
 
-    /// `passthrough` or `env:VAR`.
+    /// `passthrough`, `none` or `env:VAR`.
     fn from_str(text: &str) -> Result<UpstreamAuth, InvalidUpstreamAuth> {
         match text.trim() {
             "passthrough" => Ok(UpstreamAuth::Passthrough),
+            "none" => Ok(UpstreamAuth::None),
             t => match t.strip_prefix("env:") {
                 Some(var) if is_env_name(var) => Ok(UpstreamAuth::Env(var.to_string())),
                 _ => Err(InvalidUpstreamAuth),
@@ -155,6 +196,8 @@ pub struct RouteConfig {
     /// Add `x-session-affinity` / `x-multi-turn-session-id` to a session's
     /// calls that lack them.
     pub session_affinity_headers: bool,
+    /// Which calls keep their raw bodies in the store.
+    pub raw_bodies: RawBodies,
     /// How its calls are carried: timeouts, retries, heartbeats, and what
     /// happens when a client leaves.
     pub policy: CallPolicy,
@@ -184,6 +227,7 @@ impl RouteConfig {
             inject_return_token_ids: false,
             strip_vllm_fields: false,
             session_affinity_headers: false,
+            raw_bodies: RawBodies::Always,
             policy: CallPolicy::default(),
         }
     }
@@ -197,7 +241,7 @@ impl RouteConfig {
     pub fn secret_vars(&self) -> impl Iterator<Item = &str> {
         let auth = match &self.auth {
             UpstreamAuth::Env(var) => Some(var.as_str()),
-            UpstreamAuth::Passthrough => None,
+            UpstreamAuth::Passthrough | UpstreamAuth::None => None,
         };
         let headers = self.headers.iter().filter_map(|(_, source)| match source {
             HeaderSource::Env(var) => Some(var.as_str()),
@@ -225,6 +269,7 @@ keys! {
         InjectReturnTokenIds => "inject_return_token_ids",
         StripVllmFields => "strip_vllm_fields",
         SessionAffinityHeaders => "session_affinity_headers",
+        RawBodies => "raw_bodies",
     }
 }
 
@@ -243,8 +288,8 @@ const JSON_ROUTES: &str = "TRACEGATE_ROUTES";
 
 /// Why passthrough and bearer inbound auth cannot go together.
 const PASSTHROUGH_WITH_BEARER: &str = "passthrough would forward the gateway token upstream while \
-     inbound auth reads Authorization; use env:VARIABLE, or set auth.header (e.g. \
-     x-tracegate-key) for the gateway token";
+     inbound auth reads Authorization; use env:VARIABLE (or none for an upstream without a \
+     key), or set auth.header (e.g. x-tracegate-key) for the gateway token";
 
 /// Reads `TRACEGATE_ROUTES` / `--routes`, a JSON array of route objects,
 /// into the raw routes, every part from `origin`.
@@ -323,14 +368,14 @@ fn unknown_field(
     }
 }
 
-/// The routes: the configured ones, else the implicit route of the
+/// The routes: the configured ones, else the implicit ones of the
 /// top-level keys.
 pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
     let inherited = policy::top_level(s)?;
     match s.get(Key::Routes) {
         Some(routes) if !matches!(&routes.raw, Raw::List(list) if list.is_empty()) => {
             // Top-level route keys would be silently ignored: refuse them.
-            for key in [Key::Upstream, Key::UpstreamAuth, Key::Kind] {
+            for key in [Key::Upstream, Key::UpstreamAuth, Key::Kind, Key::RawBodies] {
                 if let Some(setting) = s.get(key) {
                     return Err(setting.error(
                         key.name(),
@@ -341,16 +386,36 @@ pub(super) fn routes(s: &Settings) -> Result<Vec<RouteConfig>, ConfigError> {
             }
             configured(routes, &inherited)
         }
-        _ => Ok(vec![implicit(s, inherited)?]),
+        _ => implicit_routes(s, inherited),
     }
 }
 
-/// The implicit route of a gateway without `[[routes]]`.
-fn implicit(s: &Settings, policy: CallPolicy) -> Result<RouteConfig, ConfigError> {
+/// The implicit routes of a gateway without `[[routes]]`. With `upstream`
+/// or `kind` set, one route serves every call. With neither (zero
+/// configuration), each protocol goes where its SDK would go by itself:
+/// OpenAI paths to `$OPENAI_BASE_URL` (else OpenAI), `/v1/messages` to
+/// `$ANTHROPIC_BASE_URL` (else Anthropic) — one implicit route per protocol.
+fn implicit_routes(s: &Settings, policy: CallPolicy) -> Result<Vec<RouteConfig>, ConfigError> {
     let kind: UpstreamKind = match s.get(Key::Kind) {
         Some(kind) => kind.choice(Key::Kind.name(), true)?,
+        None if s.get(Key::Upstream).is_none() => {
+            let openai = implicit(s, UpstreamKind::Generic, policy.clone())?;
+            let mut anthropic = implicit(s, UpstreamKind::Anthropic, policy)?;
+            // Worker ids are unique across routes (the admin API's key).
+            anthropic.workers[0].id = Protocol::Anthropic.to_string();
+            return Ok(vec![openai, anthropic]);
+        }
         None => UpstreamKind::Generic,
     };
+    Ok(vec![implicit(s, kind, policy)?])
+}
+
+/// An implicit route of `kind` from the top-level keys.
+fn implicit(
+    s: &Settings,
+    kind: UpstreamKind,
+    policy: CallPolicy,
+) -> Result<RouteConfig, ConfigError> {
     let vllm = kind == UpstreamKind::Vllm;
     let auth = match s.get(Key::UpstreamAuth) {
         Some(auth) => upstream_auth(auth, Key::UpstreamAuth.name())?,
@@ -360,7 +425,7 @@ fn implicit(s: &Settings, policy: CallPolicy) -> Result<RouteConfig, ConfigError
         name: None,
         model_prefix: None,
         is_default: true,
-        workers: implicit_workers(s)?,
+        workers: implicit_workers(&implicit_upstream(s, kind.protocol()))?,
         protocol: kind.protocol(),
         kind,
         backend_model: None,
@@ -371,21 +436,16 @@ fn implicit(s: &Settings, policy: CallPolicy) -> Result<RouteConfig, ConfigError
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
         session_affinity_headers: s.switch(Key::SessionAffinityHeaders)?.unwrap_or(vllm),
+        raw_bodies: match s.get(Key::RawBodies) {
+            Some(when) => when.choice(Key::RawBodies.name(), true)?,
+            None => RawBodies::Always,
+        },
         policy,
     })
 }
 
-/// The implicit route's pool: `upstream`, else `$OPENAI_BASE_URL`, else
-/// OpenAI.
-fn implicit_workers(s: &Settings) -> Result<Vec<WorkerConfig>, ConfigError> {
-    let fallback;
-    let upstream = match s.get(Key::Upstream) {
-        Some(upstream) => upstream,
-        None => {
-            fallback = default_upstream();
-            &fallback
-        }
-    };
+/// An implicit route's pool: one worker per URL of `upstream`.
+fn implicit_workers(upstream: &Setting) -> Result<Vec<WorkerConfig>, ConfigError> {
     let key = Key::Upstream.name();
     if upstream.items().is_empty() {
         return Err(upstream.error(key, "at least one upstream URL is needed"));
@@ -403,12 +463,20 @@ fn implicit_workers(s: &Settings) -> Result<Vec<WorkerConfig>, ConfigError> {
         .collect()
 }
 
-/// `$OPENAI_BASE_URL` when set, else OpenAI itself.
-pub(super) fn default_upstream() -> Setting {
-    const VAR: &str = "OPENAI_BASE_URL";
-    match std::env::var(VAR) {
-        Ok(url) if !url.trim().is_empty() => Setting::text_from(url, Origin::Env(VAR.into())),
-        _ => Setting::text_from(DEFAULT_UPSTREAM, Origin::Default),
+/// The upstream of the implicit route for `protocol`: `upstream`, else the
+/// protocol's SDK variable (`$OPENAI_BASE_URL`, `$ANTHROPIC_BASE_URL`),
+/// else the provider itself.
+pub(super) fn implicit_upstream(s: &Settings, protocol: Protocol) -> Setting {
+    if let Some(upstream) = s.get(Key::Upstream) {
+        return upstream.clone();
+    }
+    let (var, default) = match protocol {
+        Protocol::Openai => ("OPENAI_BASE_URL", DEFAULT_UPSTREAM),
+        Protocol::Anthropic => ("ANTHROPIC_BASE_URL", DEFAULT_ANTHROPIC_UPSTREAM),
+    };
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Setting::text_from(url, Origin::Env(var.into())),
+        _ => Setting::text_from(default, Origin::Default),
     }
 }
 
@@ -500,6 +568,10 @@ impl<'a> Entry<'a> {
             session_affinity_headers: self
                 .switch(RouteKey::SessionAffinityHeaders)?
                 .unwrap_or(vllm),
+            raw_bodies: match self.get(RouteKey::RawBodies) {
+                Some(when) => when.choice(&self.key("raw_bodies"), true)?,
+                None => RawBodies::Always,
+            },
             policy: policy::read(
                 |key| self.fields.get(key.name()),
                 |key| self.key(key.name()),
@@ -661,7 +733,7 @@ fn upstream_url(setting: &Setting, key: &str) -> Result<Url, ConfigError> {
     parse_upstream(&setting.text(key)?).map_err(|e| setting.error(key, e))
 }
 
-/// A value that must be `passthrough` or `env:VAR`.
+/// A value that must be `passthrough`, `none` or `env:VAR`.
 fn upstream_auth(setting: &Setting, key: &str) -> Result<UpstreamAuth, ConfigError> {
     setting
         .text(key)?

@@ -18,7 +18,7 @@
 use super::error::{ConfigError, Origin};
 use super::key::Key;
 use super::raw::{Raw, Setting, Settings};
-use super::routes::{RouteConfig, default_upstream};
+use super::routes::{RouteConfig, implicit_upstream};
 use reqwest::Url;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -79,12 +79,9 @@ fn is_local_host_ip(ip: IpAddr) -> bool {
 }
 
 /// The key that set worker `j` of route `i`, and where it was set.
-fn whence(s: &Settings, route: &RouteConfig, i: usize, j: usize) -> (String, Origin) {
+pub(super) fn whence(s: &Settings, route: &RouteConfig, i: usize, j: usize) -> (String, Origin) {
     let Some(name) = &route.name else {
-        let upstream = s
-            .get(Key::Upstream)
-            .cloned()
-            .unwrap_or_else(default_upstream);
+        let upstream = implicit_upstream(s, route.protocol);
         let origin = upstream.items().get(j).unwrap_or(&upstream).origin.clone();
         return (Key::Upstream.name().to_string(), origin);
     };

@@ -22,7 +22,7 @@
 //!    fired);
 //!
 //! and then [`Forwarder::respond`] streams the answer back through
-//! [`tee::TeeBody`], which hands a clone of each chunk to capture (and, for
+//! [`tee::TeeBody`], which hands a copy of each chunk to capture (and, for
 //! a vLLM route, strips vLLM's extra fields from what the client gets),
 //! watches the idle and total limits and sends a stream's keep-alives.
 //!
@@ -308,7 +308,7 @@ impl Forwarder {
     fn context_before_body(&self, arrival: Arrival, in_flight: InFlight, who: Who) -> CallContext {
         let destination = self
             .router
-            .route_for(None)
+            .route_for_call(None, arrival.endpoint.protocol())
             .map(|route| destination(&route.config))
             .unwrap_or_default();
         self.context(arrival, in_flight, who, RequestBody::None, destination)
@@ -330,7 +330,8 @@ impl Forwarder {
             in_flight,
         } = arrived;
         let model = model_of(json.as_ref());
-        let route = match self.router.route_ref(model.as_deref()) {
+        let protocol = arrival.endpoint.protocol();
+        let route = match self.router.route_ref_for_call(model.as_deref(), protocol) {
             Ok(route) => route,
             Err(NoRoute(message)) => {
                 self.stamp_version(&mut who, None);
@@ -759,8 +760,9 @@ fn who(arrived: &Arrived, json: Option<&Map<String, Value>>) -> Who {
 /// Where a call on `route` goes, before a worker is chosen.
 fn destination(route: &RouteConfig) -> Destination {
     Destination {
-        route: route.name.clone(),
+        route: Some(route.label().to_string()),
         kind: route.kind,
+        raw_bodies: route.raw_bodies,
         ..Destination::default()
     }
 }

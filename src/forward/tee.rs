@@ -1,5 +1,5 @@
 //! The response body that streams the upstream's bytes to the client and
-//! tees a clone of each chunk to capture.
+//! tees a copy of each chunk to capture.
 //!
 //! Each chunk is yielded to hyper the moment the upstream produced it: no
 //! buffering, no re-framing, so an SSE stream reaches the client event by

@@ -130,11 +130,15 @@ impl Stripper {
 
     /// Takes the next upstream chunk; returns what can be sent now.
     pub fn push(&mut self, chunk: &[u8]) -> Option<Bytes> {
+        // What is pending holds no whole event end (the last push sent
+        // everything up to one), so a new end overlaps the new bytes: the
+        // search starts just before them, not at the start of the event.
+        let from = self.pending.len().saturating_sub(EVENT_END_MAX - 1);
         self.pending.extend_from_slice(chunk);
         if !self.stream {
             return None; // a JSON body is rewritten whole, at the end
         }
-        let end = last_event_end(&self.pending)?;
+        let end = from + last_event_end(&self.pending[from..])?;
         let complete = self.pending.split_to(end).freeze();
         Some(self.rewrite_events(&complete))
     }
@@ -222,6 +226,9 @@ impl Stripper {
 
 /// What ends an SSE event: a blank line, with LF or CRLF line ends.
 const EVENT_ENDS: [&[u8]; 2] = [b"\n\n", b"\r\n\r\n"];
+
+/// The length of the longest event end.
+const EVENT_END_MAX: usize = 4;
 
 /// The length of the first complete event (through its blank line).
 fn event_len(bytes: &[u8]) -> Option<usize> {

@@ -64,7 +64,9 @@ pub struct TraceRecord {
     pub method: String,
     /// The path the client called (with its `/sessions/{sid}` prefix, if any).
     pub path: String,
-    /// The route that served the call, when routes are configured.
+    /// The route that served the call: its name, `default` for the
+    /// implicit route of a gateway without routes; none when no route
+    /// served it (no route for the model).
     pub route: Option<String>,
     /// The upstream base URL the call was sent to (never with credentials).
     pub upstream: String,
@@ -143,7 +145,9 @@ pub struct TraceRecord {
     pub ended_at: String,
     /// Milliseconds from arrival to end.
     pub latency_ms: f64,
-    /// Milliseconds from arrival to the first response byte.
+    /// Milliseconds from arrival to the first response byte. Statistics
+    /// and displays count it as the time to first token of streamed calls
+    /// only (a plain answer's first byte is the whole answer).
     pub ttft_ms: Option<f64>,
 
     // ---- outcome ----

@@ -2,7 +2,9 @@
 //!
 //! Routes are tried in order; the first whose model prefix matches the
 //! request's `model` (case-insensitively; `*` matches every model) serves it.
-//! A request without a model, or whose model no route matches, goes to the
+//! With no routes configured, the implicit route of the call's protocol
+//! serves it (one per protocol, or a single one for every call). A request
+//! without a model, or whose model no route matches, goes to the
 //! default route — the implicit one when no routes are configured, else the
 //! route marked `default` — or is refused with a 404 naming the model.
 //!
@@ -31,6 +33,7 @@ pub use outbound::{OutboundError, outbound_headers};
 pub use pool::{Lease, Pool, Worker, WorkerInfo};
 
 use crate::config::{RouteConfig, UpstreamKind, WorkerConfig};
+use crate::protocol::Protocol;
 use reqwest::Url;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -106,6 +109,39 @@ impl Router {
     /// Every route, in match order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The route that serves a call of `protocol` for `model`: with one
+    /// implicit route per protocol (zero configuration), the protocol's;
+    /// else the route for the model.
+    pub fn route_for_call(
+        &self,
+        model: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<&Route, NoRoute> {
+        Ok(&self.routes[self.position_for_call(model, protocol)?])
+    }
+
+    /// [`Router::route_for_call`], held for a call.
+    pub fn route_ref_for_call(
+        self: &Arc<Self>,
+        model: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<RouteRef, NoRoute> {
+        Ok(RouteRef {
+            index: self.position_for_call(model, protocol)?,
+            router: self.clone(),
+        })
+    }
+
+    /// Where the route for a call of `protocol` for `model` is.
+    fn position_for_call(&self, model: Option<&str>, protocol: Protocol) -> Result<usize, NoRoute> {
+        let implicit = (self.routes.iter())
+            .position(|r| r.config.model_prefix.is_none() && r.config.protocol == protocol);
+        match implicit {
+            Some(index) => Ok(index),
+            None => self.position_for(model),
+        }
     }
 
     /// The route that serves `model`.

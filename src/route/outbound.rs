@@ -9,6 +9,8 @@
 //! route's credentials, which override everything:
 //!
 //! * `auth = "passthrough"` leaves the caller's `Authorization` / `x-api-key`;
+//! * `auth = "none"` removes the caller's credentials and sends none (an
+//!   upstream without a key);
 //! * `auth = "env:VAR"` removes the caller's `Authorization`, `x-api-key`,
 //!   `api-key` and `Cookie` and sends the key read from `VAR` now (so a rotated secret
 //!   needs no restart) as `Authorization: Bearer` to OpenAI-style upstreams
@@ -53,9 +55,10 @@ pub fn outbound_headers(
         }
         None => {}
     }
-    // A route with its own key drops the caller's credentials first, so a
-    // route header set below (a cookie, say) is not removed with them.
-    if let UpstreamAuth::Env(_) = &route.auth {
+    // A route with its own key (or none) drops the caller's credentials
+    // first, so a route header set below (a cookie, say) is not removed
+    // with them.
+    if matches!(route.auth, UpstreamAuth::Env(_) | UpstreamAuth::None) {
         for name in headers::CALLER_CREDENTIALS {
             out.remove(*name);
         }

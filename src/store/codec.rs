@@ -1,15 +1,20 @@
 //! Compact encodings for the bulky parts of a record.
 //!
 //! Token ids and logprobs are the bulk of an RL trace and are read back as
-//! whole arrays, never searched inside, so they are stored as packed
-//! little-endian numbers (4 bytes per token id, 8 per logprob: exact, unlike
-//! JSON text or f32), one list per choice for completions. Raw requests and
-//! responses are JSON, often repetitive (an agent resends its whole
-//! conversation every step), so they are stored zstd-compressed. An empty
-//! array or an absent value is stored as NULL.
+//! whole arrays, never searched inside, so they are stored as raw
+//! little-endian numbers with no header: 4 bytes per token id, 8 per
+//! logprob (exact, unlike JSON text or f32). A blob is one array, so
+//! `numpy.frombuffer(blob, '<u4')` (or `'<f8'`) is the whole read.
 //!
-//! These are the encodings only; which column holds which is the row's
-//! business (`row`).
+//! JSON that is read back whole and rarely (top logprobs) is stored
+//! zstd-compressed on its own. The request and response are compressed
+//! against a dictionary of the call's own content (`raw` decides what goes
+//! into it); here is only the zstd part, with one compression context per
+//! thread, since creating a context costs more than compressing a small
+//! record.
+//!
+//! These are the encodings only; which table and column holds which is the
+//! row's and the content tables' business.
 
 use serde_json::Value;
 use std::cell::RefCell;
@@ -17,113 +22,11 @@ use std::cell::RefCell;
 /// zstd level: fast enough for the capture path, a good ratio on JSON.
 const ZSTD_LEVEL: i32 = 3;
 
-/// Packs token ids as little-endian u32; `None` for an empty list.
-pub fn pack_u32(values: &[u32]) -> Option<Vec<u8>> {
-    (!values.is_empty()).then(|| values.iter().flat_map(|v| v.to_le_bytes()).collect())
-}
+/// The most a stored blob may decompress to (a request body is at most
+/// `max_body_bytes`, 32 MiB by default; this leaves room for any setting).
+const MAX_DECOMPRESSED: usize = 1 << 30;
 
-/// Unpacks [`pack_u32`]; trailing bytes that do not form a whole value are
-/// ignored.
-pub fn unpack_u32(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// Packs one list of token ids per choice: a little-endian u32 count of
-/// lists, then for each list its u32 length and its u32 values. `None` when
-/// every list is empty.
-pub fn pack_u32_lists(lists: &[&[u32]]) -> Option<Vec<u8>> {
-    if lists.iter().all(|l| l.is_empty()) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(4 + lists.iter().map(|l| 4 + 4 * l.len()).sum::<usize>());
-    push_len(&mut out, lists.len());
-    for list in lists {
-        push_len(&mut out, list.len());
-        out.extend(list.iter().flat_map(|v| v.to_le_bytes()));
-    }
-    Some(out)
-}
-
-/// Unpacks [`pack_u32_lists`]; a truncated blob yields what it holds.
-pub fn unpack_u32_lists(bytes: &[u8]) -> Vec<Vec<u32>> {
-    let mut reader = Reader(bytes);
-    let count = reader.u32().unwrap_or(0);
-    let mut lists = Vec::new();
-    for _ in 0..count {
-        let Some(len) = reader.u32() else { break };
-        lists.push((0..len).map_while(|_| reader.u32()).collect());
-    }
-    lists
-}
-
-/// Packs one optional list of logprobs per choice: a u32 count of lists,
-/// then for each its u32 length (`u32::MAX` for an absent list) and its
-/// little-endian f64 values. `None` when every list is absent.
-pub fn pack_f64_lists(lists: &[Option<&[f64]>]) -> Option<Vec<u8>> {
-    if lists.iter().all(Option::is_none) {
-        return None;
-    }
-    let mut out = Vec::new();
-    push_len(&mut out, lists.len());
-    for list in lists {
-        match list {
-            Some(values) => {
-                push_len(&mut out, values.len());
-                out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            }
-            None => out.extend(ABSENT.to_le_bytes()),
-        }
-    }
-    Some(out)
-}
-
-/// Unpacks [`pack_f64_lists`].
-pub fn unpack_f64_lists(bytes: &[u8]) -> Vec<Option<Vec<f64>>> {
-    let mut reader = Reader(bytes);
-    let count = reader.u32().unwrap_or(0);
-    let mut lists = Vec::new();
-    for _ in 0..count {
-        match reader.u32() {
-            None => break,
-            Some(ABSENT) => lists.push(None),
-            Some(len) => lists.push(Some((0..len).map_while(|_| reader.f64()).collect())),
-        }
-    }
-    lists
-}
-
-/// The length marking an absent list.
-const ABSENT: u32 = u32::MAX;
-
-fn push_len(out: &mut Vec<u8>, len: usize) {
-    // Lists longer than 4 billion tokens do not occur; saturate rather than wrap.
-    let len = u32::try_from(len).unwrap_or(ABSENT - 1);
-    out.extend(len.to_le_bytes());
-}
-
-/// Reads little-endian numbers off the front of a byte slice.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take::<4>().map(u32::from_le_bytes)
-    }
-
-    fn f64(&mut self) -> Option<f64> {
-        self.take::<8>().map(f64::from_le_bytes)
-    }
-}
-
-/// Why a JSON blob cannot be encoded or decoded.
+/// Why a blob cannot be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     /// The JSON itself.
@@ -132,15 +35,71 @@ pub enum CodecError {
     /// The zstd compression.
     #[error("zstd: {0}")]
     Zstd(#[from] std::io::Error),
+    /// A packed array whose length is not a whole number of values.
+    #[error("{len} bytes is not a whole number of {width}-byte values")]
+    Length {
+        /// The blob's length.
+        len: usize,
+        /// The size of one value.
+        width: usize,
+    },
+    /// A blob in a layout this binary does not know.
+    #[error("unknown layout {0}")]
+    Layout(u8),
+    /// A stored reference to a row or part that is not there.
+    #[error("it refers to a missing {0}")]
+    Dangling(&'static str),
+}
+
+/// Token ids as little-endian u32, no header.
+pub fn pack_u32(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Reads [`pack_u32`].
+pub fn unpack_u32(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
+    whole(bytes, 4)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Logprobs as little-endian f64, no header.
+pub fn pack_f64(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Reads [`pack_f64`].
+pub fn unpack_f64(bytes: &[u8]) -> Result<Vec<f64>, CodecError> {
+    whole(bytes, 8)?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
+}
+
+fn whole(bytes: &[u8], width: usize) -> Result<(), CodecError> {
+    if bytes.len().is_multiple_of(width) {
+        Ok(())
+    } else {
+        Err(CodecError::Length {
+            len: bytes.len(),
+            width,
+        })
+    }
 }
 
 thread_local! {
-    /// One compression context per thread: creating a zstd context costs
-    /// more than compressing a typical record.
+    /// The plain compression context of this thread.
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// The compression context for dictionaries (loaded per call).
+    static DICT_COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// The decompression context for dictionaries.
+    static DICT_DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// Compresses a JSON value; `None` for an absent value.
+/// Compresses a JSON value on its own; `None` for an absent value.
 pub fn compress_json(value: Option<&Value>) -> Result<Option<Vec<u8>>, CodecError> {
     let Some(value) = value else { return Ok(None) };
     let text = serde_json::to_vec(value)?;
@@ -160,49 +119,58 @@ pub fn decompress_json(bytes: &[u8]) -> Result<Value, CodecError> {
     Ok(serde_json::from_slice(&text)?)
 }
 
+/// Compresses `data` with `dictionary` (raw content: zstd finds in it the
+/// long matches the data shares with it).
+pub fn compress_with(dictionary: &[u8], data: &[u8]) -> Result<Vec<u8>, CodecError> {
+    DICT_COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        compressor.set_dictionary(ZSTD_LEVEL, dictionary)?;
+        Ok(compressor.compress(data)?)
+    })
+}
+
+/// Decompresses [`compress_with`], given the same dictionary.
+pub fn decompress_with(dictionary: &[u8], frame: &[u8]) -> Result<Vec<u8>, CodecError> {
+    DICT_DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.set_dictionary(dictionary)?;
+        Ok(decompressor.decompress(frame, MAX_DECOMPRESSED)?)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     #[test]
-    fn token_ids_round_trip() {
+    fn token_ids_are_raw_little_endian() {
         let ids = [0, 1, 151_643, u32::MAX];
-        let packed = pack_u32(&ids).unwrap();
+        let packed = pack_u32(&ids);
         assert_eq!(packed.len(), 16);
-        assert_eq!(unpack_u32(&packed), ids);
-        assert_eq!(pack_u32(&[]), None);
+        assert_eq!(&packed[8..12], &151_643u32.to_le_bytes());
+        assert_eq!(unpack_u32(&packed).unwrap(), ids);
+        assert!(pack_u32(&[]).is_empty());
+        assert!(unpack_u32(&packed[..15]).is_err());
     }
 
     #[test]
-    fn per_choice_token_ids_round_trip() {
-        let a: &[u32] = &[1, 2, 3];
-        let b: &[u32] = &[];
-        let c: &[u32] = &[u32::MAX - 1];
-        let packed = pack_u32_lists(&[a, b, c]).unwrap();
+    fn logprobs_round_trip_exactly() {
+        let lp = [-0.002187633514404297, -12.5, 0.0, -0.0, f64::MIN_POSITIVE];
+        let back = unpack_f64(&pack_f64(&lp)).unwrap();
         assert_eq!(
-            unpack_u32_lists(&packed),
-            vec![vec![1, 2, 3], vec![], vec![u32::MAX - 1]]
+            back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            lp.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
-        assert_eq!(pack_u32_lists(&[b, b]), None);
-    }
-
-    #[test]
-    fn per_choice_logprobs_round_trip_exactly() {
-        let lp: &[f64] = &[-0.002187633514404297, -12.5, 0.0];
-        let packed = pack_f64_lists(&[Some(lp), None, Some(&[])]).unwrap();
-        assert_eq!(
-            unpack_f64_lists(&packed),
-            vec![Some(lp.to_vec()), None, Some(vec![])]
-        );
-        assert_eq!(pack_f64_lists(&[None, None]), None);
-    }
-
-    #[test]
-    fn truncated_blobs_do_not_panic() {
-        let packed = pack_u32_lists(&[&[1, 2, 3]]).unwrap();
-        assert_eq!(unpack_u32_lists(&packed[..14]), vec![vec![1]]);
-        assert!(unpack_f64_lists(&[1, 0]).is_empty());
+        assert!(unpack_f64(&[1, 0]).is_err());
     }
 
     #[test]
@@ -211,5 +179,26 @@ mod tests {
         let packed = compress_json(Some(&v)).unwrap().unwrap();
         assert!(packed.len() < v.to_string().len() / 4);
         assert_eq!(decompress_json(&packed).unwrap(), v);
+    }
+
+    #[test]
+    fn a_dictionary_makes_shared_content_nearly_free() {
+        // Text that does not compress on its own: numbers of a simple LCG.
+        let mut x: u64 = 7;
+        let shared: String = (0..2000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                format!("{} ", x >> 44)
+            })
+            .collect();
+        let data = format!("{{\"messages\":\"{shared}\",\"n\":1}}");
+        let alone = compress_with(b"", data.as_bytes()).unwrap();
+        let with = compress_with(shared.as_bytes(), data.as_bytes()).unwrap();
+        assert!(with.len() < 60, "{} bytes", with.len());
+        assert!(alone.len() > 4000, "{} bytes", alone.len());
+        let back = decompress_with(shared.as_bytes(), &with).unwrap();
+        assert_eq!(back, data.as_bytes());
     }
 }

@@ -10,17 +10,23 @@
 //! between; records are not dropped for a passing problem. Only after
 //! [`RETRY_ATTEMPTS`] is a batch given up, loudly.
 //!
-//! A record's row is encoded before it reaches this thread (`row`); here it
-//! is inserted, and the counters of its session and run are brought up to
+//! A record's row is encoded before it reaches this thread (`row`); here its
+//! shared content is placed after what its session already stored
+//! (`session_log`, the writer's memory of recent calls), the row is
+//! inserted, and the counters of its session and run are brought up to
 //! date in the same transaction, so `runs` and `sessions` always agree with
-//! the traces they count.
+//! the traces they count. Deleting a session sweeps the shared rows only it
+//! used.
 
 use crate::metrics::Metrics;
 use crate::record::Status;
+use crate::store::content;
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::raw::References;
 use crate::store::row::EncodedRow;
+use crate::store::session_log::{Announcement, Pending, SessionLog};
 use crate::store::writer::{Command, ExportProgress};
-use rusqlite::{Connection, OptionalExtension, named_params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, named_params};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +39,9 @@ pub(crate) fn run(
     batch_max: usize,
     spans_committed: Arc<Notify>,
     metrics: &Metrics,
+    references: &Arc<References>,
 ) {
+    let mut log = SessionLog::new(references.clone());
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < batch_max {
@@ -45,7 +53,7 @@ pub(crate) fn run(
         let spans = batch
             .iter()
             .any(|c| matches!(c, Command::Record(row) if row.span().is_some()));
-        let stop = commit(&mut conn, batch, metrics);
+        let stop = commit(&mut conn, &mut log, batch, metrics);
         if spans {
             // Wake the exporter: there is something new past its cursor.
             spans_committed.notify_one();
@@ -74,9 +82,14 @@ const RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// Commits one batch, retrying a failed transaction, and answers its
 /// commands; returns true when the batch asked the writer to stop.
-fn commit(conn: &mut Connection, batch: Vec<Command>, metrics: &Metrics) -> bool {
+fn commit(
+    conn: &mut Connection,
+    log: &mut SessionLog,
+    batch: Vec<Command>,
+    metrics: &Metrics,
+) -> bool {
     let stop = batch.iter().any(|c| matches!(c, Command::Shutdown(_)));
-    let answers = match commit_with_retries(conn, &batch, metrics) {
+    let answers = match commit_with_retries(conn, log, &batch, metrics) {
         Ok(answers) => answers,
         Err((attempts, e)) => {
             let records = batch
@@ -117,6 +130,7 @@ fn commit(conn: &mut Connection, batch: Vec<Command>, metrics: &Metrics) -> bool
 /// (then: how many were made, and the last error).
 fn commit_with_retries(
     conn: &mut Connection,
+    log: &mut SessionLog,
     batch: &[Command],
     metrics: &Metrics,
 ) -> Result<Vec<Answer>, (u32, StoreError)> {
@@ -124,7 +138,7 @@ fn commit_with_retries(
     let mut attempt = 1;
     loop {
         let started = Instant::now();
-        match apply(conn, batch) {
+        match apply(conn, log, batch) {
             Ok((answers, written)) => {
                 metrics.observe_commit(started.elapsed(), written);
                 return Ok(answers);
@@ -146,16 +160,40 @@ fn commit_with_retries(
 
 /// Runs a batch in one transaction; returns each command's answer and the
 /// number of records written, or the error that failed the transaction
-/// (which is then rolled back).
-fn apply(conn: &mut Connection, batch: &[Command]) -> StoreResult<(Vec<Answer>, usize)> {
-    let tx = conn.transaction()?;
+/// (which is then rolled back, and the writer forgets what it remembered:
+/// ids placed in it are gone).
+fn apply(
+    conn: &mut Connection,
+    log: &mut SessionLog,
+    batch: &[Command],
+) -> StoreResult<(Vec<Answer>, usize)> {
+    let result = apply_batch(conn, log, batch);
+    if result.is_err() {
+        log.clear();
+    }
+    result
+}
+
+fn apply_batch(
+    conn: &mut Connection,
+    log: &mut SessionLog,
+    batch: &[Command],
+) -> StoreResult<(Vec<Answer>, usize)> {
+    // Immediate: the write lock first, so what the writer reads (the sweep
+    // epoch, a session's latest calls) is the state it writes on.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    log.check_epoch(&tx)?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut written = 0;
     for command in batch {
         answers.push(match command {
             Command::Record(row) => {
-                match insert(&tx, row) {
-                    Ok(()) => written += 1,
+                match insert(&tx, log, row) {
+                    Ok((pending, announcement)) => {
+                        log.remember(pending);
+                        log.announce(announcement);
+                        written += 1;
+                    }
                     // The database is not ours right now: retry the batch.
                     Err(e) if e.is_busy() => return Err(e),
                     Err(e) => {
@@ -177,7 +215,12 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> StoreResult<(Vec<Answer>, 
                 sampling_params.as_ref(),
             )),
             Command::DeleteSession { session_id, .. } => {
-                Answer::Count(delete_session(&tx, session_id))
+                let deleted = delete_session(&tx, log, session_id);
+                if deleted.is_err() {
+                    // What it swept before failing is unknown: forget all.
+                    log.clear();
+                }
+                Answer::Count(deleted)
             }
             Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
             Command::ExportProgress(progress) => {
@@ -187,15 +230,47 @@ fn apply(conn: &mut Connection, batch: &[Command]) -> StoreResult<(Vec<Answer>, 
         });
     }
     tx.commit()?;
+    log.committed();
     Ok((answers, written))
 }
 
-/// Inserts a record and updates its session and run. No savepoint per
-/// record: it would cost a statement-journal write each, and the trace insert
-/// — the statement that could fail — comes first, so a failure leaves the
-/// session and run counters untouched.
-fn insert(conn: &Connection, row: &EncodedRow) -> StoreResult<()> {
-    row.insert(conn)
+/// Inserts a record (see [`store_row`]) in a savepoint of its own: a record
+/// that fails is rolled back alone, its shared rows with it (the statement
+/// journal is in memory: temp_store = MEMORY). Should the writer's memory
+/// prove stale, the record is placed again from what the database holds.
+fn insert(
+    conn: &Connection,
+    log: &mut SessionLog,
+    row: &EncodedRow,
+) -> StoreResult<(Pending, Option<Announcement>)> {
+    conn.execute_batch("SAVEPOINT record")?;
+    let mut result = store_row(conn, log, row);
+    if let Err(StoreError::StaleMemory(table)) = result {
+        conn.execute_batch("ROLLBACK TO record")?;
+        tracing::warn!("the writer's memory of {table} was stale: placing the call again");
+        log.clear();
+        result = store_row(conn, log, row);
+    }
+    if result.is_err() {
+        conn.execute_batch("ROLLBACK TO record")?;
+    }
+    conn.execute_batch("RELEASE record")?;
+    result
+}
+
+/// Inserts a record — its shared content placed after what is stored, its
+/// raw blob settled, its row, its choices — and updates its session and
+/// run; returns the call for the writer to remember and the raw reference
+/// it stored, if any.
+fn store_row(
+    conn: &Connection,
+    log: &mut SessionLog,
+    row: &EncodedRow,
+) -> StoreResult<(Pending, Option<Announcement>)> {
+    let (mut placed, pending) = log.place(conn, row.content())?;
+    let (raw, announcement) = log.settle_raw(conn, row)?;
+    placed.raw = raw;
+    row.insert(conn, &placed, None)
         .map_err(StoreError::sqlite("cannot insert the trace"))?;
     let r = row.record();
     let counts = named_params! {
@@ -240,7 +315,7 @@ fn insert(conn: &Connection, row: &EncodedRow) -> StoreResult<()> {
         )?
         .execute(named_params! {":trace_id": r.trace_id, ":at": r.ended_at, ":span": span})?;
     }
-    Ok(())
+    Ok((pending, announcement))
 }
 
 fn save_export_progress(conn: &Connection, p: &ExportProgress) -> StoreResult<()> {
@@ -293,7 +368,10 @@ fn create_session(
     Ok(())
 }
 
-fn delete_session(conn: &Connection, session_id: &str) -> StoreResult<usize> {
+/// Deletes a session's traces (their shared rows lose a reference each:
+/// the schema's triggers), sweeps what nothing uses any more, and forgets
+/// the session.
+fn delete_session(conn: &Connection, log: &mut SessionLog, session_id: &str) -> StoreResult<usize> {
     let run_id: Option<String> = conn
         .query_row(
             "SELECT run_id FROM sessions WHERE session_id = ?1",
@@ -308,6 +386,8 @@ fn delete_session(conn: &Connection, session_id: &str) -> StoreResult<usize> {
         "DELETE FROM session_sampling_params WHERE session_id = ?1",
         [session_id],
     )?;
+    let swept = content::sweep(conn)?;
+    log.forget_session(conn, session_id, &swept)?;
     if let Some(run_id) = run_id {
         // Keep the run's counters true to the traces that remain.
         conn.execute(

@@ -1,6 +1,7 @@
 //! Opening the database file: the writable connection with the pragmas the
-//! store relies on, read-only connections, and the check that a file a
-//! command was pointed at is a tracegate store.
+//! store relies on, read-only connections (which read a store they cannot
+//! write to, too), and the check that a file a command was pointed at is a
+//! tracegate store.
 //!
 //! Only the gateway creates a database (its writer, through `Store::open`).
 //! The commands open an existing file and refuse a missing one or one that is
@@ -20,10 +21,7 @@ pub(crate) fn open_writable(path: &Path, busy_timeout: Duration) -> StoreResult<
             source,
         })?;
     }
-    let conn = Connection::open(path).map_err(StoreError::sqlite(format!(
-        "cannot open {}",
-        path.display()
-    )))?;
+    let conn = Connection::open(path).map_err(|e| with_os_cause(path, "cannot open", e))?;
     conn.busy_timeout(busy_timeout)?;
     // page_size (new databases only; it must come before WAL): a small
     // call's row is 2-3 KB, so on 4 KiB pages two never share a page and
@@ -35,18 +33,85 @@ pub(crate) fn open_writable(path: &Path, busy_timeout: Duration) -> StoreResult<
         "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
          PRAGMA temp_store = MEMORY;",
     )
-    .map_err(StoreError::sqlite(format!(
-        "cannot configure {}",
-        path.display()
-    )))?;
+    .map_err(|e| with_os_cause(path, "cannot configure", e))?;
     Ok(conn)
 }
 
-/// Opens the database at `path` read-only (it must exist).
+/// SQLite says "unable to open database file" whatever the reason; the
+/// operating system knows it ("permission denied", "read-only file
+/// system"). When SQLite cannot open the file or its write-ahead log, the
+/// file and its directory are tried as SQLite would use them, and the OS
+/// error, if there is one, is the cause.
+fn with_os_cause(path: &Path, doing: &str, e: rusqlite::Error) -> StoreError {
+    let context = format!("{doing} {}", path.display());
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen)
+        && let Err(source) = try_writing(path)
+    {
+        return StoreError::Io { context, source };
+    }
+    StoreError::sqlite(context)(e)
+}
+
+/// Opens `path` for writing (without creating it), and creates and removes
+/// a file beside it, as SQLite does with its journal.
+fn try_writing(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+    }
+    let mut probe = path.as_os_str().to_owned();
+    probe.push(format!("-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// Opens the database at `path` read-only (it must exist): `mode=ro`, so
+/// nothing is ever written; and when SQLite cannot even read that way —
+/// the store is in WAL mode, its `-shm` file is missing, and the directory
+/// or file is not writable (a copied, mounted or archived store) — as
+/// `immutable`, which needs neither. No gateway can be writing to a store
+/// whose log cannot be created, so `immutable` reads what is there.
 pub(crate) fn open_read_only(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
+    let conn = open_uri(path, ReadOnly::Shared, busy_timeout)?;
+    match conn.query_row("PRAGMA schema_version", [], |_| Ok(())) {
+        Err(e) if needs_immutable(&e) => open_uri(path, ReadOnly::Immutable, busy_timeout),
+        _ => Ok(conn),
+    }
+}
+
+/// How a read-only connection reads the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadOnly {
+    /// `mode=ro`: alongside a writer, through the write-ahead log.
+    Shared,
+    /// `mode=ro&immutable=1`: the file as it is, no log, no locks.
+    Immutable,
+}
+
+/// The `file:` URI SQLite opens `path` with, read-only.
+fn read_only_uri(path: &Path, how: ReadOnly) -> String {
+    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+    /// What a path may not carry unescaped in a URI: its query and
+    /// fragment markers, and the escape itself.
+    const URI_PATH: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'#');
+    let path = utf8_percent_encode(&path.to_string_lossy(), URI_PATH).to_string();
+    match how {
+        ReadOnly::Shared => format!("file:{path}?mode=ro"),
+        ReadOnly::Immutable => format!("file:{path}?mode=ro&immutable=1"),
+    }
+}
+
+fn open_uri(path: &Path, how: ReadOnly, busy_timeout: Duration) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        read_only_uri(path, how),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(StoreError::sqlite(format!(
         "cannot open {}",
@@ -54,6 +119,16 @@ pub(crate) fn open_read_only(path: &Path, busy_timeout: Duration) -> StoreResult
     )))?;
     conn.busy_timeout(busy_timeout)?;
     Ok(conn)
+}
+
+/// Whether a read failed because the write-ahead log's index could not be
+/// created or opened (`SQLITE_READONLY_CANTINIT` and its kin, or
+/// `SQLITE_CANTOPEN`).
+fn needs_immutable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
 }
 
 /// Opens an existing tracegate store: read-only, or writable (never
@@ -122,4 +197,22 @@ pub(crate) fn snapshot<T, E: From<StoreError>>(
     // Dropping a read transaction just ends it: nothing was written.
     drop(transaction);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_uris_escape_the_path_and_say_ro() {
+        let path = Path::new("/data/runs #1/50%?.db");
+        assert_eq!(
+            read_only_uri(path, ReadOnly::Shared),
+            "file:/data/runs %231/50%25%3F.db?mode=ro"
+        );
+        assert_eq!(
+            read_only_uri(Path::new("t.db"), ReadOnly::Immutable),
+            "file:t.db?mode=ro&immutable=1"
+        );
+    }
 }

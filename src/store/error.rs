@@ -44,6 +44,21 @@ pub enum StoreError {
         /// The newest migration this binary knows.
         known: i64,
     },
+    /// The database has an older schema: the gateway migrates it when it
+    /// opens it, the commands do not.
+    #[error(
+        "{} has schema version {found}, older than this tracegate's ({known}); \
+         start `tracegate serve --db {}` on it once to upgrade it in place",
+        path.display(), path.display()
+    )]
+    OlderSchema {
+        /// The file.
+        path: PathBuf,
+        /// The newest migration the database has.
+        found: i64,
+        /// The newest migration this binary knows.
+        known: i64,
+    },
     /// An SQLite statement failed.
     #[error("{context}: {source}")]
     Sqlite {
@@ -80,6 +95,10 @@ pub enum StoreError {
         #[source]
         source: CodecError,
     },
+    /// The writer remembered a shared row that is not there any more (it
+    /// then forgets what it remembers and places the call again).
+    #[error("the writer remembered a row of {0} that is gone")]
+    StaleMemory(&'static str),
     /// A record cannot be encoded for its row.
     #[error("cannot encode {what}: {source}")]
     Encode {

@@ -5,11 +5,21 @@
 //! a database is only ever moved forward, and no migration may drop user data.
 //! A database written by a newer tracegate (one with migrations this binary
 //! does not know) is refused rather than misread.
+//!
+//! A migration whose data SQL alone cannot move has a Rust step too, run in
+//! the same transaction after its SQL: version 3 re-stores every version-1
+//! row (read by `legacy`) in the session-linear layout, keeping its id, so
+//! every record reads back exactly as before and shares what its session
+//! shares.
 
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::legacy;
+use crate::store::row::EncodedRow;
+use crate::store::session_log::SessionLog;
 use rusqlite::{Connection, params};
 
-/// One migration: its version number, its file name, and its SQL.
+/// One migration: its version number, its file name, its SQL, and the
+/// data conversion that follows the SQL, if any.
 pub struct Migration {
     /// The number the file name starts with.
     pub version: i64,
@@ -17,6 +27,8 @@ pub struct Migration {
     pub name: &'static str,
     /// The SQL it runs.
     pub sql: &'static str,
+    /// What it converts after its SQL, in the same transaction.
+    pub convert: Option<fn(&Connection) -> StoreResult<()>>,
 }
 
 /// Every migration, in order. A test checks that this list and the `.sql`
@@ -26,18 +38,25 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "0001_initial.sql",
         sql: include_str!("../../schema/0001_initial.sql"),
+        convert: None,
     },
     Migration {
         version: 2,
         name: "0002_spans.sql",
         sql: include_str!("../../schema/0002_spans.sql"),
+        convert: None,
     },
-    // Version 3 is the session-storage layout (another branch); this one
-    // depends on none of its tables.
+    Migration {
+        version: 3,
+        name: "0003_session_storage.sql",
+        sql: include_str!("../../schema/0003_session_storage.sql"),
+        convert: Some(session_storage),
+    },
     Migration {
         version: 4,
         name: "0004_rllm.sql",
         sql: include_str!("../../schema/0004_rllm.sql"),
+        convert: None,
     },
 ];
 
@@ -66,19 +85,42 @@ pub fn apply(conn: &mut Connection) -> StoreResult<Vec<i64>> {
     }
     let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
-        run(conn, migration).map_err(StoreError::sqlite(format!(
-            "migration {} failed",
-            migration.name
-        )))?;
+        run(conn, migration)?;
         applied.push(migration.version);
     }
     Ok(applied)
 }
 
+/// Refuses a store the gateway has not migrated to this binary's schema
+/// yet (the commands open files without changing their schema).
+pub(crate) fn require_current(conn: &Connection, path: &std::path::Path) -> StoreResult<()> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let found: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(StoreError::sqlite("cannot read schema_migrations"))?;
+    match found.cmp(&known) {
+        std::cmp::Ordering::Less => Err(StoreError::OlderSchema {
+            path: path.to_path_buf(),
+            found,
+            known,
+        }),
+        std::cmp::Ordering::Greater => Err(StoreError::NewerSchema { found, known }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
 /// Runs one migration and records it, in one transaction.
-fn run(conn: &mut Connection, migration: &Migration) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    tx.execute_batch(migration.sql)?;
+fn run(conn: &mut Connection, migration: &Migration) -> StoreResult<()> {
+    let failed = || StoreError::sqlite(format!("migration {} failed", migration.name));
+    let tx = conn.transaction().map_err(failed())?;
+    tx.execute_batch(migration.sql).map_err(failed())?;
+    if let Some(convert) = migration.convert {
+        convert(&tx)?;
+    }
     tx.execute(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
         params![
@@ -86,8 +128,41 @@ fn run(conn: &mut Connection, migration: &Migration) -> rusqlite::Result<()> {
             migration.name,
             crate::record::rfc3339(std::time::SystemTime::now())
         ],
-    )?;
-    tx.commit()
+    )
+    .map_err(failed())?;
+    tx.commit().map_err(failed())
+}
+
+/// Version 3's conversion: every row of the version-1 table `traces_v2`,
+/// in id order, decoded and stored again with the same id (its session's
+/// calls sharing their content as new calls do), then the old table goes.
+/// Sessions, runs and spans are untouched: their counters and trace ids
+/// stay true.
+fn session_storage(conn: &Connection) -> StoreResult<()> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM traces_v2 ORDER BY rowid",
+        legacy::COLUMNS
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut log = SessionLog::new(Default::default());
+    let mut converted = 0u64;
+    while let Some(row) = rows.next()? {
+        let (id, record) = legacy::decode(row)?;
+        let encoded = EncodedRow::encode(record, None, None)?;
+        let (placed, pending) = log.place(conn, encoded.content())?;
+        encoded
+            .insert(conn, &placed, Some(id))
+            .map_err(StoreError::sqlite("cannot convert a trace"))?;
+        log.remember(pending);
+        converted += 1;
+        if converted.is_multiple_of(10_000) {
+            tracing::info!(converted, "converting traces to the session-linear layout");
+        }
+    }
+    drop(rows);
+    drop(stmt);
+    conn.execute_batch("DROP TABLE traces_v2")?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -105,14 +180,9 @@ mod tests {
         files.sort();
         let listed: Vec<String> = MIGRATIONS.iter().map(|m| m.name.to_string()).collect();
         assert_eq!(files, listed);
-        // Versions increase from 1; 3 (session storage) lands from another
-        // branch, so until it does the list skips it.
-        let mut previous = 0;
-        for m in MIGRATIONS {
-            assert!(m.version > previous, "versions increase");
-            assert!(m.version == previous + 1 || m.version == 4, "no gap but 3");
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "versions are consecutive from 1");
             assert!(m.name.starts_with(&format!("{:04}_", m.version)));
-            previous = m.version;
         }
     }
 

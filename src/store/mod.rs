@@ -22,11 +22,19 @@
 //!
 //! **Inside**, one concept per file:
 //!
-//! * [`migrate`] brings the file to the schema in `schema/` (forward only);
-//!   `connection` opens it, with the pragmas the store relies on;
+//! * [`migrate`] brings the file to the schema in `schema/` (forward only;
+//!   `legacy` reads the rows of older layouts it converts); `connection`
+//!   opens it, with the pragmas the store relies on;
 //! * `row` is the `traces` row: its column list, a record encoded into named
-//!   parameters and decoded back; [`codec`] holds the compact encodings of
-//!   the record's bulky parts;
+//!   parameters and decoded back; `record_json` the part of a record no
+//!   column holds; [`codec`] the compact encodings (raw little-endian token
+//!   ids and logprobs, zstd); `raw` the request and response blobs,
+//!   compressed against the call's own content;
+//! * `content` is the content calls share — message nodes, token runs,
+//!   tool lists, per-choice completions — with reference counts and the
+//!   sweep of what nothing uses; `session_log` is the writer's memory of
+//!   recent calls, which places a new call's content after the longest
+//!   prefix it shares with them (schema/storage.md describes the layout);
 //! * [`writer`] is the handle to the single writer thread, fed through a
 //!   bounded channel; `commit` is that thread, committing in batches —
 //!   request tasks never wait on disk;
@@ -40,14 +48,19 @@ mod attempts;
 pub mod codec;
 mod commit;
 mod connection;
+mod content;
 mod error;
+mod legacy;
 pub mod migrate;
 pub mod outbox;
 pub mod prune;
 pub mod query;
+mod raw;
 mod reader;
+mod record_json;
 mod row;
 mod runs;
+mod session_log;
 mod stats;
 pub mod summary;
 mod traces;
@@ -91,15 +104,17 @@ impl Store {
         let batch_max = options.batch_max;
         let spans_committed = Arc::new(Notify::new());
         let notify = spans_committed.clone();
+        let references = Arc::new(raw::References::default());
+        let announced = references.clone();
         let thread = std::thread::Builder::new()
             .name("tracegate-store".into())
-            .spawn(move || commit::run(conn, rx, batch_max, notify, &metrics))
+            .spawn(move || commit::run(conn, rx, batch_max, notify, &metrics, &announced))
             .map_err(|source| StoreError::Io {
                 context: "cannot start the store writer".into(),
                 source,
             })?;
         Ok(Store {
-            writer: StoreWriter::new(tx),
+            writer: StoreWriter::new(tx, references),
             reader: StoreReader::new(path.to_path_buf(), options.busy_timeout),
             spans_committed,
             thread,

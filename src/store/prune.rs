@@ -9,7 +9,13 @@
 //! 3. then the counters (`trace_count`, `error_count`, `tokens`,
 //!    `first_seen`, `last_seen`) of the sessions and runs that lost some
 //!    traces but keep others are recomputed from the traces that remain;
-//! 4. then `VACUUM` gives the freed pages back to the file system.
+//! 4. then the shared content (message nodes, token runs, tool lists) that
+//!    no remaining trace uses is swept: each deleted trace released its
+//!    references as it went (the schema's triggers), and what is left
+//!    unreferenced goes, in short transactions too — a kept call of a
+//!    session whose first calls went keeps every message and token id it
+//!    needs, since it still references them;
+//! 5. then `VACUUM` gives the freed pages back to the file system.
 //!
 //! The deletions are a list, [`DOOMED`]: a table and an SQL predicate saying
 //! which of its rows are old. The same predicate counts rows for a dry run
@@ -30,8 +36,9 @@
 //! anything even by mistake.
 
 use crate::config::StoreOptions;
-use crate::store::connection;
+use crate::store::content::{self, Shared};
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::{connection, migrate};
 use rusqlite::{Connection, ToSql};
 use serde::Serialize;
 use std::path::Path;
@@ -145,6 +152,7 @@ impl Pruner {
     fn open_with(path: &Path, writable: bool) -> StoreResult<Pruner> {
         let busy_timeout = StoreOptions::default().busy_timeout;
         let conn = connection::open_existing(path, writable, busy_timeout)?;
+        migrate::require_current(&conn, path)?;
         Ok(Pruner { conn })
     }
 
@@ -197,7 +205,44 @@ fn prune(conn: &Connection, options: &PruneOptions) -> StoreResult<PruneReport> 
         };
         report.recounted.push(TableRows { table, rows });
     }
+    if !options.dry_run {
+        let swept = sweep_in_chunks(conn)?;
+        for (table, rows) in Shared::ALL.iter().zip(swept) {
+            report.deleted.push(TableRows {
+                table: table.table(),
+                rows,
+            });
+        }
+    }
     Ok(report)
+}
+
+/// Sweeps the shared rows no trace uses any more, one short transaction
+/// per round; returns the rows deleted per table, in [`Shared::ALL`] order.
+fn sweep_in_chunks(conn: &Connection) -> StoreResult<[u64; 3]> {
+    let mut total = [0u64; 3];
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(failed("shared content"))?;
+        let round = content::sweep_round(conn).and_then(|round| {
+            conn.execute_batch("COMMIT")
+                .map_err(failed("shared content"))?;
+            Ok(round)
+        });
+        let round = match round {
+            Ok(round) => round,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        if round.is_empty() {
+            return Ok(total);
+        }
+        for (t, table) in total.iter_mut().zip(Shared::ALL) {
+            *t += round.count(table) as u64;
+        }
+    }
 }
 
 /// Deletes the old rows of one table, [`CHUNK_ROWS`] per transaction.

@@ -332,12 +332,12 @@ impl RunFilter {
 impl CallFilter {
     /// `columns` of the matching calls: with `after`, the oldest committed
     /// since the cursor (so that a cut page resumes cleanly); without, the
-    /// newest. Commit order is the `rowid`'s.
+    /// newest. Commit order is the `id`'s.
     pub(crate) fn select(&self, columns: &str) -> Select {
         let order = if self.after.is_some() {
-            "rowid ASC"
+            "id ASC"
         } else {
-            "rowid DESC"
+            "id DESC"
         };
         Select::new(columns, "traces")
             .when("run_id = ?", self.run_id.clone())

@@ -41,6 +41,7 @@ impl Reader {
     pub fn open(path: &Path) -> StoreResult<Reader> {
         let busy_timeout = StoreOptions::default().busy_timeout;
         let conn = connection::open_existing(path, false, busy_timeout)?;
+        crate::store::migrate::require_current(&conn, path)?;
         Ok(Reader { conn })
     }
 

@@ -1,14 +1,21 @@
 //! The `traces` row: its columns, a record encoded into them, and a record
 //! (or a summary of one) decoded back.
 //!
-//! A row holds a record three ways. The columns a user filters or sorts on
-//! (identity, model, status, times, tokens) are real columns, so `sqlite3`
-//! answers everyday questions directly. The record itself is kept as JSON
-//! (`record`), minus its bulky parts, which sit in blob columns in the
-//! compact encodings of `codec`: token ids and logprobs packed per choice,
-//! top logprobs and the raw request and response compressed. Decoding puts
-//! the bulky parts back, choice by choice, so what comes out is the record
-//! that went in.
+//! A record is split by what each part is, and each fact is stored once:
+//!
+//! * every scalar fact — ids, identity, route and upstream, model, times,
+//!   status, error, usage counts — is a column, so `sqlite3` answers
+//!   everyday questions directly and nothing repeats them;
+//! * the messages, the answer, the tools and the token data are shared
+//!   with the other calls of the session ([`Content`], placed by the
+//!   writer's `session_log` into the `content` tables), the row keeps their
+//!   ids;
+//! * the headers and raw bodies are the `request` and `response` blobs
+//!   (`raw`), compressed against that content;
+//! * the rest is the `record` JSON (`record_json`).
+//!
+//! Decoding gathers the parts back, so what comes out is the record that
+//! went in.
 //!
 //! [`Column`] is the one list of the table's columns. The `INSERT` is
 //! generated from it with a named parameter per column (`:trace_id,
@@ -17,18 +24,26 @@
 //! identity table's ([`IdentityField::ALL`]): an identity field added there
 //! is a column here (and a migration in `schema/`).
 
-use crate::identity::{FieldValue, IdentityField};
-use crate::record::{CallError, ErrorKind, Span, TopLogprob, TraceRecord};
+use crate::identity::{FieldValue, Identity, IdentityField};
+use crate::record::{CallError, ErrorKind, Span, TopLogprob, TraceRecord, Usage};
 use crate::store::codec::{self, CodecError};
+use crate::store::content::{self, ContentReader};
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::raw::{self, Dictionary, Own, References};
+use crate::store::record_json::{self, ChoiceTokens};
+use crate::store::session_log::{Completion, Content, Placed};
 use crate::store::summary::{Attempt, CallNode, CallSummary, SummaryUsage};
-use rusqlite::types::{Null, ToSqlOutput};
+use crate::trace_context::{derived_trace_id, span_id_for};
+use rusqlite::types::{Null, ToSqlOutput, Value as SqlValue};
 use rusqlite::{Connection, Row, ToSql};
+use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::sync::LazyLock;
 
 /// One column of the `traces` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Column {
+    Id,
     TraceId,
     Identity(IdentityField),
     SpanType,
@@ -39,33 +54,37 @@ pub(crate) enum Column {
     Method,
     Path,
     Model,
+    BackendModel,
     ResponseModel,
+    ResponseId,
     Stream,
     Status,
     HttpStatus,
     ErrorKind,
+    ErrorMessage,
+    Timestamp,
     StartedAt,
+    FirstChunkUs,
     EndedAt,
     LatencyMs,
     TtftMs,
     InputTokens,
     OutputTokens,
     Tokens,
+    SpanId,
+    OtelTraceId,
+    OtelParentSpanId,
+    MessagesNode,
+    AnswerNode,
+    Tools,
+    PromptRun,
+    RawRef,
     Record,
-    PromptTokenIds,
-    CompletionTokenIds,
-    Logprobs,
-    TopLogprobs,
-    RawRequest,
-    RawResponse,
+    Raw,
 }
 
-/// The identity fields whose columns a later migration appended to the
-/// table (`0004_rllm.sql`).
-const ADDED_IDENTITY: [IdentityField; 1] = [IdentityField::WeightVersion];
-
 /// The columns after the identity columns, in table order.
-const AFTER_IDENTITY: [Column; 27] = [
+const AFTER_IDENTITY: [Column; 35] = [
     Column::SpanType,
     Column::Route,
     Column::Upstream,
@@ -74,44 +93,59 @@ const AFTER_IDENTITY: [Column; 27] = [
     Column::Method,
     Column::Path,
     Column::Model,
+    Column::BackendModel,
     Column::ResponseModel,
+    Column::ResponseId,
     Column::Stream,
     Column::Status,
     Column::HttpStatus,
     Column::ErrorKind,
+    Column::ErrorMessage,
+    Column::Timestamp,
     Column::StartedAt,
+    Column::FirstChunkUs,
     Column::EndedAt,
     Column::LatencyMs,
     Column::TtftMs,
     Column::InputTokens,
     Column::OutputTokens,
     Column::Tokens,
+    Column::SpanId,
+    Column::OtelTraceId,
+    Column::OtelParentSpanId,
+    Column::MessagesNode,
+    Column::AnswerNode,
+    Column::Tools,
+    Column::PromptRun,
+    Column::RawRef,
     Column::Record,
-    Column::PromptTokenIds,
-    Column::CompletionTokenIds,
-    Column::Logprobs,
-    Column::TopLogprobs,
-    Column::RawRequest,
-    Column::RawResponse,
+    Column::Raw,
 ];
 
+/// Every column in table order.
+static COLUMNS: LazyLock<Vec<Column>> = LazyLock::new(|| {
+    [Column::Id, Column::TraceId]
+        .into_iter()
+        .chain(IdentityField::ALL.map(Column::Identity))
+        .chain(AFTER_IDENTITY)
+        .collect()
+});
+
 impl Column {
-    /// Every column, in table order: the id, the identity fields of the
-    /// first schema, the rest, then the identity fields later migrations
-    /// added (`ALTER TABLE ... ADD COLUMN` appends).
+    /// Every column, in table order: the ids, the identity, the rest.
     pub(crate) fn all() -> impl Iterator<Item = Column> {
-        let (first, added): (Vec<_>, Vec<_>) = IdentityField::ALL
-            .into_iter()
-            .partition(|f| !ADDED_IDENTITY.contains(f));
-        std::iter::once(Column::TraceId)
-            .chain(first.into_iter().map(Column::Identity))
-            .chain(AFTER_IDENTITY)
-            .chain(added.into_iter().map(Column::Identity))
+        COLUMNS.iter().copied()
+    }
+
+    /// The column's position in [`Column::all`] (and in [`RECORD_COLUMNS`]).
+    fn at(self) -> usize {
+        COLUMNS.iter().position(|c| *c == self).unwrap_or(0)
     }
 
     /// The column's name.
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Column::Id => "id",
             Column::TraceId => "trace_id",
             Column::Identity(field) => field.name(),
             Column::SpanType => "span_type",
@@ -122,32 +156,50 @@ impl Column {
             Column::Method => "method",
             Column::Path => "path",
             Column::Model => "model",
+            Column::BackendModel => "backend_model",
             Column::ResponseModel => "response_model",
+            Column::ResponseId => "response_id",
             Column::Stream => "stream",
             Column::Status => "status",
             Column::HttpStatus => "http_status",
             Column::ErrorKind => "error_kind",
+            Column::ErrorMessage => "error_message",
+            Column::Timestamp => "timestamp",
             Column::StartedAt => "started_at",
+            Column::FirstChunkUs => "first_chunk_us",
             Column::EndedAt => "ended_at",
             Column::LatencyMs => "latency_ms",
             Column::TtftMs => "ttft_ms",
             Column::InputTokens => "input_tokens",
             Column::OutputTokens => "output_tokens",
             Column::Tokens => "tokens",
+            Column::SpanId => "span_id",
+            Column::OtelTraceId => "otel_trace_id",
+            Column::OtelParentSpanId => "otel_parent_span_id",
+            Column::MessagesNode => "messages_node",
+            Column::AnswerNode => "answer_node",
+            Column::Tools => "tools",
+            Column::PromptRun => "prompt_run",
+            Column::RawRef => "raw_ref",
             Column::Record => "record",
-            Column::PromptTokenIds => "prompt_token_ids",
-            Column::CompletionTokenIds => "completion_token_ids",
-            Column::Logprobs => "logprobs",
-            Column::TopLogprobs => "top_logprobs",
-            Column::RawRequest => "raw_request",
-            Column::RawResponse => "raw_response",
+            Column::Raw => "raw",
         }
     }
 
-    /// The column's value in an encoded row.
-    fn value(self, row: &EncodedRow) -> rusqlite::Result<ToSqlOutput<'_>> {
+    /// The column's value in an encoded row placed at `placed` (`id`: the
+    /// row's id when it must keep one, else SQLite's next).
+    fn value<'a>(
+        self,
+        row: &'a EncodedRow,
+        placed: &'a Placed,
+        id: Option<i64>,
+    ) -> rusqlite::Result<ToSqlOutput<'a>> {
         let r = &row.record;
+        let id_of =
+            |id: Option<i64>| ToSqlOutput::Owned(id.map_or(SqlValue::Null, SqlValue::Integer));
+        let count = |n: Option<u64>| id_of(record_json::count_column(n));
         match self {
+            Column::Id => Ok(id_of(id)),
             Column::TraceId => r.trace_id.to_sql(),
             Column::Identity(field) => Ok(match r.identity.get(field) {
                 Some(FieldValue::Text(text)) => ToSqlOutput::from(text),
@@ -162,25 +214,56 @@ impl Column {
             Column::Method => r.method.to_sql(),
             Column::Path => r.path.to_sql(),
             Column::Model => r.model.to_sql(),
+            Column::BackendModel => r.backend_model.to_sql(),
             Column::ResponseModel => r.response_model.to_sql(),
+            Column::ResponseId => r.response_id.to_sql(),
             Column::Stream => r.stream.to_sql(),
             Column::Status => r.status.to_sql(),
             Column::HttpStatus => r.http_status.to_sql(),
-            Column::ErrorKind => row.error_kind.to_sql(),
+            Column::ErrorKind => Ok(match &r.error {
+                Some(e) => e.kind.to_sql()?,
+                None => ToSqlOutput::from(Null),
+            }),
+            Column::ErrorMessage => Ok(match &r.error {
+                Some(e) => ToSqlOutput::from(e.message.as_str()),
+                None => ToSqlOutput::from(Null),
+            }),
+            Column::Timestamp => r.timestamp.to_sql(),
             Column::StartedAt => r.started_at.to_sql(),
+            Column::FirstChunkUs => Ok(id_of(record_json::first_chunk_offset(r))),
             Column::EndedAt => r.ended_at.to_sql(),
             Column::LatencyMs => r.latency_ms.to_sql(),
             Column::TtftMs => r.ttft_ms.to_sql(),
-            Column::InputTokens => row.input_tokens.to_sql(),
-            Column::OutputTokens => row.output_tokens.to_sql(),
-            Column::Tokens => row.tokens.to_sql(),
+            Column::InputTokens => Ok(count(r.usage.input_tokens)),
+            Column::OutputTokens => Ok(count(r.usage.output_tokens)),
+            Column::Tokens => Ok(count(r.usage.tokens().map(|t| t.min(i64::MAX as u64)))),
+            // Derived ids are not stored: NULL says "derived".
+            Column::SpanId => Ok(match r.span_id == span_id_for(&r.trace_id) {
+                true => ToSqlOutput::from(Null),
+                false => ToSqlOutput::from(r.span_id.as_str()),
+            }),
+            Column::OtelTraceId => Ok(
+                match Some(&r.otel_trace_id) == derived_trace_id(&r.identity).as_ref() {
+                    true => ToSqlOutput::from(Null),
+                    false => ToSqlOutput::from(r.otel_trace_id.as_str()),
+                },
+            ),
+            Column::OtelParentSpanId => r.otel_parent_span_id.to_sql(),
+            Column::MessagesNode => Ok(id_of(placed.messages_node)),
+            Column::AnswerNode => Ok(id_of(placed.answer_node)),
+            Column::Tools => Ok(id_of(placed.tools)),
+            Column::PromptRun => Ok(id_of(placed.prompt_run)),
+            Column::RawRef => Ok(id_of(
+                placed
+                    .raw
+                    .as_ref()
+                    .map_or(row.reference_id(), |r| r.reference),
+            )),
             Column::Record => row.json.to_sql(),
-            Column::PromptTokenIds => row.blobs.prompt_token_ids.to_sql(),
-            Column::CompletionTokenIds => row.blobs.completion_token_ids.to_sql(),
-            Column::Logprobs => row.blobs.logprobs.to_sql(),
-            Column::TopLogprobs => row.blobs.top_logprobs.to_sql(),
-            Column::RawRequest => row.blobs.raw_request.to_sql(),
-            Column::RawResponse => row.blobs.raw_response.to_sql(),
+            Column::Raw => match &placed.raw {
+                Some(settled) => Ok(ToSqlOutput::from(settled.blob.as_slice())),
+                None => row.raw.to_sql(),
+            },
         }
     }
 }
@@ -208,79 +291,143 @@ static INSERT: LazyLock<Insert> = LazyLock::new(|| {
     }
 });
 
-/// Record fields stored in their own compact columns rather than the JSON.
-/// (`completion_token_ids` and `logprobs` are the first choice's, rebuilt
-/// from the per-choice columns on read.)
-const BLOB_FIELDS: &[&str] = &[
-    "prompt_token_ids",
-    "completion_token_ids",
-    "logprobs",
-    "raw_request",
-    "raw_response",
-];
-
-/// A record's bulky parts, encoded.
-#[derive(Debug, Default)]
-struct Blobs {
-    prompt_token_ids: Option<Vec<u8>>,
-    completion_token_ids: Option<Vec<u8>>,
-    logprobs: Option<Vec<u8>>,
-    top_logprobs: Option<Vec<u8>>,
-    raw_request: Option<Vec<u8>>,
-    raw_response: Option<Vec<u8>>,
-}
-
-/// A record encoded for its row: the record (for its columns, with its
-/// bulky parts moved out), its JSON, its blobs, and its span for the export
-/// outbox.
+/// A record encoded for its row: the record's scalar facts (for the
+/// columns), its record JSON, its shared content, its request and response
+/// blobs, and its span for the export outbox.
 #[derive(Debug)]
 pub(crate) struct EncodedRow {
     record: TraceRecord,
     json: String,
-    blobs: Blobs,
-    error_kind: Option<ErrorKind>,
-    input_tokens: Option<i64>,
-    output_tokens: Option<i64>,
-    tokens: Option<i64>,
+    content: Content,
+    raw: Option<Vec<u8>>,
+    /// The reference `raw` is compressed against, when one was published.
+    reference: Option<(i64, Arc<[u8]>)>,
+    /// Without one, the raw lines and kind, to become its kind's reference.
+    candidate: Option<(String, Arc<[u8]>)>,
     span: Option<String>,
 }
 
+/// A raw blob the writer settled differently from the encoding: against a
+/// reference it just stored, or without one that is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SettledRaw {
+    /// The reference it is compressed against.
+    pub reference: Option<i64>,
+    /// The blob.
+    pub blob: Vec<u8>,
+}
+
 impl EncodedRow {
-    /// Encodes a record and its span (off the writer thread: compression is
-    /// CPU work).
-    pub(crate) fn encode(mut record: TraceRecord, span: Option<&Span>) -> StoreResult<EncodedRow> {
+    /// Encodes a record and its span (off the writer thread: serialising
+    /// and compressing are CPU work).
+    pub(crate) fn encode(
+        mut record: TraceRecord,
+        span: Option<&Span>,
+        references: Option<&References>,
+    ) -> StoreResult<EncodedRow> {
         let span = span
             .map(serde_json::to_string)
             .transpose()
             .map_err(encoding("the span"))?;
-        let blobs = take_blobs(&mut record)?;
-        let mut value = serde_json::to_value(&record).map_err(encoding("the record"))?;
-        if let Some(object) = value.as_object_mut() {
-            for field in BLOB_FIELDS {
-                object.shift_remove(*field);
-            }
-        }
-        let count = |n: Option<u64>| n.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
-        Ok(EncodedRow {
-            error_kind: record.error.as_ref().map(|e| e.kind),
-            input_tokens: count(record.usage.input_tokens),
-            output_tokens: count(record.usage.output_tokens),
-            tokens: count(record.usage.tokens()),
-            json: value.to_string(),
-            blobs,
+        let json = record_json::encode(&record).map_err(|source| StoreError::Encode {
+            what: "the record",
+            source,
+        })?;
+        let content = take_content(&mut record)?;
+        let parts = raw::Raw {
+            request_headers: std::mem::take(&mut record.request_headers),
+            request: record.raw_request.take(),
+            response_headers: std::mem::take(&mut record.response_headers),
+            response: record.raw_response.take(),
+        };
+        let mut row = EncodedRow {
             record,
+            json,
+            content,
+            raw: None,
+            reference: None,
+            candidate: None,
             span,
-        })
+        };
+        let Some(lines) = raw::lines(&parts).map_err(raw_error)? else {
+            return Ok(row);
+        };
+        let kind = raw::kind_of(&row.record);
+        row.reference = references.and_then(|r| r.get(&kind));
+        let reference = row.reference.as_ref().map(|(_, lines)| &lines[..]);
+        row.raw = Some(row.compress(&lines, reference)?);
+        if row.reference.is_none() && references.is_some() {
+            row.candidate = Some((kind, lines.into()));
+        }
+        Ok(row)
     }
 
-    /// The record, without its bulky parts.
+    /// Compresses raw lines against this call's dictionary with `reference`.
+    fn compress(&self, lines: &[u8], reference: Option<&[u8]>) -> StoreResult<Vec<u8>> {
+        raw::compress(lines, &self.dictionary(reference)).map_err(raw_error)
+    }
+
+    /// This call's raw dictionary, with `reference`.
+    fn dictionary(&self, reference: Option<&[u8]>) -> Dictionary {
+        let c = &self.content;
+        let completions = with_ids(c.completions.iter().map(|c| c.token_ids.as_slice()));
+        let own = Own {
+            reference,
+            words: &[],
+            tools: c.tools.as_deref(),
+            messages: &c.messages,
+            prompt: &c.prompt,
+            completions: &completions,
+            answer: c.answer.as_deref(),
+        };
+        dictionary(&self.record, &own)
+    }
+
+    /// The blob compressed against `to` instead of the reference it was
+    /// encoded with (the writer found that one gone, or just stored one).
+    pub(crate) fn recompress(&self, to: Option<(i64, &[u8])>) -> StoreResult<Option<SettledRaw>> {
+        let Some(blob) = &self.raw else {
+            return Ok(None);
+        };
+        let lines = match (&self.candidate, &self.reference) {
+            (Some((_, lines)), _) => lines.to_vec(),
+            (None, from) => {
+                let from = from.as_ref().map(|(_, lines)| &lines[..]);
+                raw::decompress(blob, &self.dictionary(from)).map_err(raw_error)?
+            }
+        };
+        Ok(Some(SettledRaw {
+            reference: to.map(|(id, _)| id),
+            blob: self.compress(&lines, to.map(|(_, lines)| lines))?,
+        }))
+    }
+
+    /// The id of the reference the blob was encoded against.
+    pub(crate) fn reference_id(&self) -> Option<i64> {
+        self.reference.as_ref().map(|(id, _)| *id)
+    }
+
+    /// The kind and raw lines of a call that could become its kind's
+    /// reference.
+    pub(crate) fn candidate(&self) -> Option<(&str, &Arc<[u8]>)> {
+        self.candidate
+            .as_ref()
+            .map(|(kind, lines)| (kind.as_str(), lines))
+    }
+
+    /// The record's scalar facts (its columns).
     pub(crate) fn record(&self) -> &TraceRecord {
         &self.record
     }
 
+    /// The shared content, for the writer to place.
+    pub(crate) fn content(&self) -> &Content {
+        &self.content
+    }
+
     /// Input plus output tokens, when known.
     pub(crate) fn tokens(&self) -> Option<i64> {
-        self.tokens
+        record_json::count_column(self.record.usage.tokens().map(|t| t.min(i64::MAX as u64)))
     }
 
     /// The span's JSON, when the call has one for export.
@@ -288,16 +435,70 @@ impl EncodedRow {
         self.span.as_deref()
     }
 
-    /// Inserts the row into `traces`.
-    pub(crate) fn insert(&self, conn: &Connection) -> rusqlite::Result<()> {
+    /// Inserts the row into `traces` with its content at `placed`, and its
+    /// choices' `completions` rows; returns the row's id. `id` keeps a
+    /// given id (a migrated row's), else SQLite picks the next.
+    pub(crate) fn insert(
+        &self,
+        conn: &Connection,
+        placed: &Placed,
+        id: Option<i64>,
+    ) -> rusqlite::Result<i64> {
         let mut stmt = conn.prepare_cached(&INSERT.sql)?;
         for (column, param) in &INSERT.params {
             let index = stmt
                 .parameter_index(param)?
                 .ok_or_else(|| rusqlite::Error::InvalidParameterName(param.clone()))?;
-            stmt.raw_bind_parameter(index, column.value(self)?)?;
+            stmt.raw_bind_parameter(index, column.value(self, placed, id)?)?;
         }
-        stmt.raw_execute().map(|_| ())
+        stmt.raw_execute()?;
+        let trace = conn.last_insert_rowid();
+        for (completion, run) in self.content.completions.iter().zip(&placed.completion_runs) {
+            let row = content::CompletionRow {
+                choice: completion.choice,
+                run: *run,
+                logprobs: completion.logprobs.as_deref(),
+                top_logprobs: completion.top_logprobs.as_deref(),
+            };
+            content::insert_completion(conn, trace, &row)?;
+        }
+        Ok(trace)
+    }
+}
+
+/// The dictionary of a call's raw blob: its own content, and the column
+/// values its headers and bodies repeat (the same at write and read time).
+fn dictionary<S: AsRef<str>>(r: &TraceRecord, own: &Own<'_, S>) -> Dictionary {
+    let identity = [
+        &r.identity.session_id,
+        &r.identity.run_id,
+        &r.identity.harness,
+    ];
+    let words: Vec<&str> = [
+        &r.model,
+        &r.backend_model,
+        &r.response_id,
+        &r.response_model,
+    ]
+    .into_iter()
+    .chain(identity)
+    .filter_map(|w| w.as_deref())
+    .collect();
+    Dictionary::of(&Own {
+        words: &words,
+        ..*own
+    })
+}
+
+/// The completions that have token ids.
+fn with_ids<'a>(ids: impl Iterator<Item = &'a [u32]>) -> Vec<&'a [u32]> {
+    ids.filter(|ids| !ids.is_empty()).collect()
+}
+
+fn raw_error(source: CodecError) -> StoreError {
+    StoreError::Encode {
+        what: "the raw request and response",
+        source,
     }
 }
 
@@ -308,83 +509,272 @@ fn encoding(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError 
     }
 }
 
-/// Moves the bulky parts out of `record` and encodes them.
-fn take_blobs(record: &mut TraceRecord) -> StoreResult<Blobs> {
-    let prompt_token_ids = codec::pack_u32(&std::mem::take(&mut record.prompt_token_ids));
-    record.completion_token_ids = Vec::new();
-    record.logprobs = None;
-    let choices = &mut record.choices;
-    let ids: Vec<Vec<u32>> = choices
-        .iter_mut()
-        .map(|c| std::mem::take(&mut c.token_ids))
-        .collect();
-    let logprobs: Vec<Option<Vec<f64>>> = choices.iter_mut().map(|c| c.logprobs.take()).collect();
-    let top: Vec<Option<Vec<Vec<TopLogprob>>>> =
-        choices.iter_mut().map(|c| c.top_logprobs.take()).collect();
-    let top_logprobs = if top.iter().all(Option::is_none) {
-        None
-    } else {
-        let value = serde_json::to_value(&top).map_err(encoding("the top logprobs"))?;
-        compress("the top logprobs", Some(&value))?
-    };
-    Ok(Blobs {
-        prompt_token_ids,
-        completion_token_ids: codec::pack_u32_lists(
-            &ids.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-        ),
-        logprobs: codec::pack_f64_lists(&logprobs.iter().map(Option::as_deref).collect::<Vec<_>>()),
-        top_logprobs,
-        raw_request: compress("the raw request", record.raw_request.take().as_ref())?,
-        raw_response: compress("the raw response", record.raw_response.take().as_ref())?,
+/// Moves the shared content out of `record` (the record JSON is made
+/// already): messages, answer, tools, token data.
+fn take_content(record: &mut TraceRecord) -> StoreResult<Content> {
+    let to_text = |v: &Value| serde_json::to_string(v).map_err(encoding("a message"));
+    let messages = std::mem::take(&mut record.messages)
+        .iter()
+        .map(to_text)
+        .collect::<StoreResult<_>>()?;
+    let answer = std::mem::take(&mut record.response_message);
+    let answer = (!answer.is_empty())
+        .then(|| serde_json::to_string(&answer))
+        .transpose()
+        .map_err(encoding("the answer"))?;
+    let tools = std::mem::take(&mut record.tools);
+    let tools = (!tools.is_empty())
+        .then(|| serde_json::to_string(&tools))
+        .transpose()
+        .map_err(encoding("the tools"))?;
+    let mut completions = Vec::new();
+    for (choice, c) in std::mem::take(&mut record.choices).into_iter().enumerate() {
+        if c.token_ids.is_empty() && c.logprobs.is_none() && c.top_logprobs.is_none() {
+            continue;
+        }
+        let top_logprobs = match &c.top_logprobs {
+            Some(top) => {
+                let value = serde_json::to_value(top).map_err(encoding("the top logprobs"))?;
+                codec::compress_json(Some(&value)).map_err(|source| StoreError::Encode {
+                    what: "the top logprobs",
+                    source,
+                })?
+            }
+            None => None,
+        };
+        completions.push(Completion {
+            choice,
+            token_ids: c.token_ids,
+            logprobs: c.logprobs.as_deref().map(codec::pack_f64),
+            top_logprobs,
+        });
+    }
+    (
+        record.completion_token_ids,
+        record.logprobs,
+        record.tool_calls,
+    ) = (Vec::new(), None, Vec::new());
+    Ok(Content {
+        session: record.identity.session_id.clone(),
+        messages,
+        answer,
+        tools,
+        prompt: std::mem::take(&mut record.prompt_token_ids),
+        completions,
     })
 }
 
-fn compress(what: &'static str, value: Option<&serde_json::Value>) -> StoreResult<Option<Vec<u8>>> {
-    codec::compress_json(value).map_err(|source| StoreError::Encode { what, source })
-}
+/// Every column, for [`decode_record`].
+pub(crate) static RECORD_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    Column::all()
+        .map(Column::name)
+        .collect::<Vec<_>>()
+        .join(", ")
+});
 
-/// The columns [`decode_record`] reads, in its order.
-pub(crate) const RECORD_COLUMNS: &str = "record, prompt_token_ids, completion_token_ids, \
-     logprobs, top_logprobs, raw_request, raw_response";
-
-/// Rebuilds a record from its JSON and blob columns ([`RECORD_COLUMNS`]).
-pub(crate) fn decode_record(row: &Row<'_>) -> StoreResult<TraceRecord> {
-    let json: String = row.get(0)?;
-    let blob = |i: usize| row.get::<_, Option<Vec<u8>>>(i);
-    let (prompt, completion, logprobs) = (blob(1)?, blob(2)?, blob(3)?);
-    let (top_logprobs, raw_request, raw_response) = (blob(4)?, blob(5)?, blob(6)?);
-    let mut record: TraceRecord =
-        serde_json::from_str(&json).map_err(|e| corrupt("record", CodecError::Json(e)))?;
-    record.prompt_token_ids = prompt.as_deref().map(codec::unpack_u32).unwrap_or_default();
-    let ids = completion.as_deref().map(codec::unpack_u32_lists);
-    let lps = logprobs.as_deref().map(codec::unpack_f64_lists);
-    let tops: Vec<Option<Vec<Vec<TopLogprob>>>> = match top_logprobs.as_deref() {
-        Some(blob) => decompress("top_logprobs", blob).and_then(|value| {
-            serde_json::from_value(value).map_err(|e| corrupt("top_logprobs", e.into()))
-        })?,
-        None => Vec::new(),
-    };
-    let (ids, lps) = (ids.unwrap_or_default(), lps.unwrap_or_default());
-    for (i, choice) in record.choices.iter_mut().enumerate() {
-        choice.token_ids = ids.get(i).cloned().unwrap_or_default();
-        choice.logprobs = lps.get(i).cloned().flatten();
-        choice.top_logprobs = tops.get(i).cloned().flatten();
+/// Rebuilds a record from its row (all [`RECORD_COLUMNS`]) and the shared
+/// content it points at, read through `reader`.
+pub(crate) fn decode_record(
+    conn: &Connection,
+    row: &Row<'_>,
+    reader: &mut ContentReader,
+) -> StoreResult<TraceRecord> {
+    let mut record = scalar_facts(row)?;
+    let stored = read_content(conn, row, reader)?;
+    let texts: Vec<&str> = stored.messages.iter().map(|(_, m)| &**m).collect();
+    record.messages = texts
+        .iter()
+        .map(|m| parse("message_nodes", m))
+        .collect::<StoreResult<_>>()?;
+    if let Some(answer) = &stored.answer {
+        record.response_message = parse("message_nodes", answer)?;
     }
-    if let Some(first) = record.choices.first() {
-        record.completion_token_ids = first.token_ids.clone();
-        record.logprobs = first.logprobs.clone().filter(|l| !l.is_empty());
+    if let Some(tools) = &stored.tools {
+        record.tools = parse("tool_lists", tools)?;
     }
-    record.raw_request = raw_request
-        .map(|b| decompress("raw_request", &b))
-        .transpose()?;
-    record.raw_response = raw_response
-        .map(|b| decompress("raw_response", &b))
-        .transpose()?;
+    if let Some(blob) = row.get::<_, Option<Vec<u8>>>(Column::Raw.at())? {
+        let completions = with_ids(stored.tokens.iter().map(|t| t.token_ids.as_slice()));
+        let reference = match row.get::<_, Option<i64>>(Column::RawRef.at())? {
+            Some(id) => Some(reader.reference(conn, id)?),
+            None => None,
+        };
+        let own = Own {
+            reference: reference.as_deref(),
+            words: &[],
+            tools: stored.tools.as_deref(),
+            messages: &texts,
+            prompt: &stored.prompt,
+            completions: &completions,
+            answer: stored.answer.as_deref(),
+        };
+        let lines =
+            raw::decompress(&blob, &dictionary(&record, &own)).map_err(|e| corrupt("raw", e))?;
+        let parts = raw::parse(&lines).map_err(|e| corrupt("raw", e))?;
+        (record.request_headers, record.raw_request) = (parts.request_headers, parts.request);
+        (record.response_headers, record.raw_response) = (parts.response_headers, parts.response);
+    }
+    record.prompt_token_ids = stored.prompt;
+    let json: String = row.get(Column::Record.at())?;
+    record_json::restore(&json, &mut record, stored.tokens).map_err(|e| corrupt("record", e))?;
     Ok(record)
 }
 
-fn decompress(what: &'static str, blob: &[u8]) -> StoreResult<serde_json::Value> {
-    codec::decompress_json(blob).map_err(|source| corrupt(what, source))
+/// The shared content a row points at, read back.
+struct Stored {
+    messages: content::MessagePath,
+    answer: Option<Arc<str>>,
+    tools: Option<Arc<str>>,
+    prompt: Vec<u32>,
+    tokens: Vec<ChoiceTokens>,
+}
+
+fn read_content(
+    conn: &Connection,
+    row: &Row<'_>,
+    reader: &mut ContentReader,
+) -> StoreResult<Stored> {
+    let id = |c: Column| row.get::<_, Option<i64>>(c.at());
+    let messages = match id(Column::MessagesNode)? {
+        Some(node) => reader.messages(conn, node)?,
+        None => Default::default(),
+    };
+    let answer = match id(Column::AnswerNode)? {
+        Some(node) => reader.messages(conn, node)?.last().map(|(_, a)| a.clone()),
+        None => None,
+    };
+    let tools = match id(Column::Tools)? {
+        Some(list) => Some(reader.tools(conn, list)?),
+        None => None,
+    };
+    let prompt = match id(Column::PromptRun)? {
+        Some(run) => content::flatten(&reader.tokens(conn, run)?),
+        None => Vec::new(),
+    };
+    let trace: i64 = row.get(Column::Id.at())?;
+    Ok(Stored {
+        messages,
+        answer,
+        tools,
+        prompt,
+        tokens: choice_tokens(conn, reader, trace)?,
+    })
+}
+
+/// The record's columns: its scalar facts.
+fn scalar_facts(row: &Row<'_>) -> StoreResult<TraceRecord> {
+    let get = |c: Column| row.get_ref(c.at());
+    let mut identity = Map::new();
+    for field in IdentityField::ALL {
+        match get(Column::Identity(field))? {
+            rusqlite::types::ValueRef::Text(t) => {
+                identity.insert(
+                    field.name().into(),
+                    Value::String(String::from_utf8_lossy(t).into_owned()),
+                );
+            }
+            rusqlite::types::ValueRef::Integer(n) => {
+                identity.insert(field.name().into(), Value::from(n));
+            }
+            _ => {}
+        }
+    }
+    let identity: Identity = serde_json::from_value(Value::Object(identity))
+        .map_err(|e| corrupt("identity", e.into()))?;
+    let at = |c: Column| c.at();
+    let error_kind: Option<ErrorKind> = row.get(at(Column::ErrorKind))?;
+    let error_message: Option<String> = row.get(at(Column::ErrorMessage))?;
+    let count = |c: Column| {
+        row.get::<_, Option<i64>>(at(c))
+            .map(|n| n.map(i64::unsigned_abs))
+    };
+    let trace_id: String = row.get(at(Column::TraceId))?;
+    let span_id: Option<String> = row.get(at(Column::SpanId))?;
+    let otel_trace_id: Option<String> = row.get(at(Column::OtelTraceId))?;
+    let started_at: String = row.get(at(Column::StartedAt))?;
+    Ok(TraceRecord {
+        span_id: span_id.unwrap_or_else(|| span_id_for(&trace_id)),
+        otel_trace_id: otel_trace_id
+            .or_else(|| derived_trace_id(&identity))
+            .unwrap_or_default(),
+        trace_id,
+        otel_parent_span_id: row.get(at(Column::OtelParentSpanId))?,
+        identity,
+        span_type: row.get(at(Column::SpanType))?,
+        method: row.get(at(Column::Method))?,
+        path: row.get(at(Column::Path))?,
+        route: row.get(at(Column::Route))?,
+        upstream: row.get(at(Column::Upstream))?,
+        protocol: row.get(at(Column::Protocol))?,
+        operation: row.get(at(Column::Operation))?,
+        model: row.get(at(Column::Model))?,
+        backend_model: row.get(at(Column::BackendModel))?,
+        stream: row.get(at(Column::Stream))?,
+        response_id: row.get(at(Column::ResponseId))?,
+        response_model: row.get(at(Column::ResponseModel))?,
+        usage: Usage {
+            input_tokens: count(Column::InputTokens)?,
+            output_tokens: count(Column::OutputTokens)?,
+            ..Usage::default()
+        },
+        timestamp: row.get(at(Column::Timestamp))?,
+        first_chunk_at: row
+            .get::<_, Option<i64>>(at(Column::FirstChunkUs))?
+            .and_then(|us| record_json::at_offset(&started_at, us)),
+        ended_at: row.get(at(Column::EndedAt))?,
+        started_at,
+        latency_ms: row.get(at(Column::LatencyMs))?,
+        ttft_ms: row.get(at(Column::TtftMs))?,
+        status: row.get(at(Column::Status))?,
+        http_status: row.get(at(Column::HttpStatus))?,
+        error: error_kind.map(|kind| CallError {
+            kind,
+            message: error_message.unwrap_or_default(),
+        }),
+        ..TraceRecord::default()
+    })
+}
+
+/// The token data of each choice of call `id` that has some.
+fn choice_tokens(
+    conn: &Connection,
+    reader: &mut ContentReader,
+    id: i64,
+) -> StoreResult<Vec<ChoiceTokens>> {
+    let mut tokens = Vec::new();
+    for stored in content::completions(conn, id)? {
+        let token_ids = match stored.run {
+            Some(run) => reader
+                .tokens(conn, run)?
+                .last()
+                .map(|(_, ids)| ids.to_vec())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let logprobs = stored
+            .logprobs
+            .as_deref()
+            .map(codec::unpack_f64)
+            .transpose()
+            .map_err(|e| corrupt("logprobs", e))?;
+        let top_logprobs: Option<Vec<Vec<TopLogprob>>> = match stored.top_logprobs.as_deref() {
+            Some(blob) => {
+                let value = codec::decompress_json(blob).map_err(|e| corrupt("top_logprobs", e))?;
+                Some(serde_json::from_value(value).map_err(|e| corrupt("top_logprobs", e.into()))?)
+            }
+            None => None,
+        };
+        tokens.push(ChoiceTokens {
+            choice: stored.choice,
+            token_ids,
+            logprobs,
+            top_logprobs,
+        });
+    }
+    Ok(tokens)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e.into()))
 }
 
 fn corrupt(what: &'static str, source: CodecError) -> StoreError {
@@ -395,9 +785,8 @@ fn corrupt(what: &'static str, source: CodecError) -> StoreError {
 macro_rules! summary_columns {
     () => {
         "trace_id, started_at, run_id, session_id, harness, step_id, model, operation, \
-         stream, status, http_status, error_kind, \
-         CAST(json_extract(record, '$.error.message') AS TEXT), \
-         latency_ms, ttft_ms, input_tokens, output_tokens"
+         stream, status, http_status, error_kind, error_message, \
+         latency_ms, CASE WHEN stream THEN ttft_ms END, input_tokens, output_tokens"
     };
 }
 
@@ -433,21 +822,26 @@ pub(crate) fn decode_summary(row: &Row<'_>) -> StoreResult<CallSummary> {
     })
 }
 
-/// The columns [`decode_node`] reads: the summary's, then the node's own.
+/// The columns [`decode_node`] reads: the summary's, then the node's own
+/// (the answer's preview comes from its message node).
 pub(crate) const NODE_COLUMNS: &str = concat!(
     summary_columns!(),
-    ", rowid, CAST(json_extract(record, '$.span_id') AS TEXT), parent_span_id, protocol, \
-     ended_at, substr(json_extract(record, '$.response_message.content'), 1, 160), \
-     CAST(json_extract(record, '$.response_message.tool_calls[0].function.name') AS TEXT), \
+    ", id, span_id, parent_span_id, protocol, ended_at, \
+     (SELECT substr(json_extract(a.message, '$.content'), 1, 160) \
+      FROM message_nodes a WHERE a.id = traces.answer_node), \
+     (SELECT CAST(json_extract(a.message, '$.tool_calls[0].function.name') AS TEXT) \
+      FROM message_nodes a WHERE a.id = traces.answer_node), \
      method, path"
 );
 
 /// A call node from the [`NODE_COLUMNS`] of a row.
 pub(crate) fn decode_node(row: &Row<'_>) -> StoreResult<CallNode> {
+    let summary = decode_summary(row)?;
+    let span_id: Option<String> = row.get(18)?;
     Ok(CallNode {
-        summary: decode_summary(row)?,
+        span_id: Some(span_id.unwrap_or_else(|| span_id_for(&summary.trace_id))),
+        summary,
         seq: row.get(17)?,
-        span_id: row.get(18)?,
         parent_span_id: row.get(19)?,
         protocol: row.get(20)?,
         ended_at: row.get(21)?,
@@ -463,6 +857,7 @@ pub(crate) fn decode_node(row: &Row<'_>) -> StoreResult<CallNode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::session_log::SessionLog;
 
     #[test]
     fn the_columns_are_the_tables_in_its_order() {
@@ -481,7 +876,7 @@ mod tests {
         assert!(
             INSERT
                 .sql
-                .contains("VALUES (:trace_id, :session_id, :run_id,")
+                .contains("VALUES (:id, :trace_id, :session_id, :run_id,")
         );
     }
 
@@ -492,19 +887,23 @@ mod tests {
         let mut record = TraceRecord {
             trace_id: "t-1".into(),
             prompt_token_ids: vec![1, 2, 3],
+            messages: vec![serde_json::json!({"role": "user", "content": "hi"})],
             raw_request: Some(serde_json::json!({"model": "m"})),
+            timestamp: 1_796_121_963.360_499_9,
             ..TraceRecord::default()
         };
         record.identity.step_id = Some(4);
         record.identity.run_id = Some("r".into());
-        EncodedRow::encode(record.clone(), None)
-            .unwrap()
-            .insert(&conn)
-            .unwrap();
+        let row = EncodedRow::encode(record.clone(), None, None).unwrap();
+        let mut log = SessionLog::new(Default::default());
+        let (placed, _) = log.place(&conn, row.content()).unwrap();
+        row.insert(&conn, &placed, None).unwrap();
         let back = conn
-            .query_row(&format!("SELECT {RECORD_COLUMNS} FROM traces"), [], |row| {
-                Ok(decode_record(row))
-            })
+            .query_row(
+                &format!("SELECT {} FROM traces", *RECORD_COLUMNS),
+                [],
+                |r| Ok(decode_record(&conn, r, &mut ContentReader::default())),
+            )
             .unwrap()
             .unwrap();
         assert_eq!(back, record);

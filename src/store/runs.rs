@@ -137,10 +137,11 @@ pub(crate) fn facets(conn: &Connection) -> StoreResult<Facets> {
 /// Up to 200 distinct values of an indexed `traces` column, in order.
 fn distinct(conn: &Connection, column: &str) -> StoreResult<Vec<String>> {
     // A loose index scan: one index seek per distinct value, instead of
-    // `SELECT DISTINCT`, which would read every row's index entry.
+    // `SELECT DISTINCT`, which would read every row's index entry. (The
+    // facet indexes are partial, without NULLs: the first seek says so.)
     let mut stmt = conn.prepare(&format!(
         "WITH RECURSIVE v(value) AS (
-             SELECT MIN({column}) FROM traces
+             SELECT MIN({column}) FROM traces WHERE {column} IS NOT NULL
              UNION ALL
              SELECT (SELECT MIN({column}) FROM traces WHERE {column} > v.value)
              FROM v WHERE v.value IS NOT NULL

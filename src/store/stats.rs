@@ -15,10 +15,10 @@ use rusqlite::{Connection, Row};
 use std::collections::BTreeMap;
 
 /// Statistics of the traces matching `filter`, per model and route, ordered
-/// by model then route.
+/// by model then route. TTFT counts streamed calls only, as everywhere.
 pub(crate) fn stats(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<CallStats>> {
     let select = filter.select(
-        "model, route, status != 'ok', latency_ms, ttft_ms, \
+        "model, route, status != 'ok', latency_ms, CASE WHEN stream THEN ttft_ms END, \
          COALESCE(input_tokens, 0), COALESCE(output_tokens, 0)",
     );
     let mut groups: BTreeMap<(Option<String>, Option<String>), Tally> = BTreeMap::new();
@@ -45,7 +45,7 @@ pub(crate) fn chart_sample(conn: &Connection, filter: &TraceFilter) -> StoreResu
              COALESCE(input_tokens, 0), COALESCE(output_tokens, 0)",
             "traces",
         ))
-        .order("rowid DESC")
+        .order("id DESC")
         .limit(Some(CHART_SAMPLE + 1));
     let mut points = select.rows(conn, |row| {
         let started: String = row.get(1)?;

@@ -106,7 +106,9 @@ pub struct CallSummary {
     pub error: Option<CallError>,
     /// Milliseconds from arrival to end.
     pub latency_ms: f64,
-    /// Milliseconds from arrival to the first response byte.
+    /// Time to first token: milliseconds from arrival to the first response
+    /// byte of a streamed call (none for other calls, whose first byte is
+    /// the whole answer).
     pub ttft_ms: Option<f64>,
     /// Input and output tokens.
     pub usage: SummaryUsage,
@@ -205,8 +207,8 @@ pub struct CallPage {
 pub struct CallStats {
     /// The model the calls asked for.
     pub model: Option<String>,
-    /// The route that served them (none until routes are configured, and
-    /// none in statistics per model only).
+    /// The route that served them (`default` for the implicit route; none
+    /// when no route did, and in statistics per model only).
     pub route: Option<String>,
     /// Calls.
     pub calls: u64,
@@ -216,8 +218,8 @@ pub struct CallStats {
     pub error_rate: f64,
     /// Latency percentiles, milliseconds.
     pub latency_ms: Percentiles,
-    /// Time-to-first-byte percentiles, milliseconds, over the calls that
-    /// have one (none if no call has).
+    /// Time-to-first-token percentiles, milliseconds, over the streamed
+    /// calls (none if no call streamed).
     pub ttft_ms: Option<Percentiles>,
     /// Input tokens of all the calls.
     pub input_tokens: u64,

@@ -3,21 +3,26 @@
 //!
 //! Whole records are what the rLLM-compatible API and `tracegate export`
 //! serve; they are decoded one row at a time ([`for_each_trace`]), so an
-//! export of a store of any size runs in constant memory. Summaries and call
-//! nodes read the indexed columns (and a few `json_extract`s for previews),
+//! export of a store of any size runs in constant memory. A record's row
+//! points at shared content (messages, token runs); each read runs in one
+//! read transaction, so a row and what it points at come from the same
+//! committed state, and one `ContentReader` per read remembers the paths it
+//! has read, so a session's calls read in order cost a row or two each.
+//! Summaries and call nodes read the columns (and the answer's preview),
 //! never the blobs, so a listing or the UI's polling stays cheap on a busy
 //! store.
 //!
-//! Live updates use the table's rowid as a cursor. The single writer inserts
-//! rows in commit order and a batch becomes visible all at once, so "rowid
-//! greater than the last one I saw" is exactly "committed since". (A deleted
-//! session can free the highest rowids for reuse; a poller then misses
-//! nothing older than its cursor, only those reused rows, and picks them up
-//! on its next full load.)
+//! Live updates use the table's `id` (its rowid) as a cursor. The single
+//! writer inserts rows in commit order and a batch becomes visible all at
+//! once, so "id greater than the last one I saw" is exactly "committed
+//! since". (A deleted session can free the highest ids for reuse; a poller
+//! then misses nothing older than its cursor, only those reused rows, and
+//! picks them up on its next full load.)
 
 use crate::record::TraceRecord;
 use crate::store::attempts;
 use crate::store::connection::snapshot;
+use crate::store::content::ContentReader;
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::query::{CallFilter, TraceFilter};
 use crate::store::row::{self, NODE_COLUMNS, RECORD_COLUMNS, SUMMARY_COLUMNS};
@@ -27,18 +32,26 @@ use std::ops::ControlFlow;
 
 /// One trace by id.
 pub(crate) fn trace(conn: &Connection, trace_id: &str) -> StoreResult<Option<TraceRecord>> {
-    conn.query_row(
-        &format!("SELECT {RECORD_COLUMNS} FROM traces WHERE trace_id = ?1"),
-        [trace_id],
-        |row| Ok(row::decode_record(row)),
-    )
-    .optional()?
-    .transpose()
+    snapshot(conn, || {
+        let mut reader = ContentReader::default();
+        conn.query_row(
+            &format!("SELECT {} FROM traces WHERE trace_id = ?1", *RECORD_COLUMNS),
+            [trace_id],
+            |row| Ok(row::decode_record(conn, row, &mut reader)),
+        )
+        .optional()?
+        .transpose()
+    })
 }
 
 /// Traces matching `filter`, in its order, collected.
 pub(crate) fn traces(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<TraceRecord>> {
-    filter.select(RECORD_COLUMNS).rows(conn, row::decode_record)
+    snapshot(conn, || {
+        let mut reader = ContentReader::default();
+        filter
+            .select(&RECORD_COLUMNS)
+            .rows(conn, |row| row::decode_record(conn, row, &mut reader))
+    })
 }
 
 /// Calls `each` with every trace matching `filter`, one row at a time and in
@@ -49,20 +62,23 @@ pub(crate) fn for_each_trace<E: From<StoreError>>(
     filter: &TraceFilter,
     mut each: impl FnMut(TraceRecord) -> Result<ControlFlow<()>, E>,
 ) -> Result<u64, E> {
-    let select = filter.select(RECORD_COLUMNS);
-    let mut stmt = conn.prepare(&select.sql()).map_err(StoreError::from)?;
-    let mut rows = stmt
-        .query(params_from_iter(select.args()))
-        .map_err(StoreError::from)?;
-    let mut seen = 0;
-    while let Some(row) = rows.next().map_err(StoreError::from)? {
-        let record = row::decode_record(row)?;
-        seen += 1;
-        if each(record)?.is_break() {
-            break;
+    snapshot(conn, || {
+        let select = filter.select(&RECORD_COLUMNS);
+        let mut stmt = conn.prepare(&select.sql()).map_err(StoreError::from)?;
+        let mut rows = stmt
+            .query(params_from_iter(select.args()))
+            .map_err(StoreError::from)?;
+        let mut reader = ContentReader::default();
+        let mut seen = 0;
+        while let Some(row) = rows.next().map_err(StoreError::from)? {
+            let record = row::decode_record(conn, row, &mut reader)?;
+            seen += 1;
+            if each(record)?.is_break() {
+                break;
+            }
         }
-    }
-    Ok(seen)
+        Ok(seen)
+    })
 }
 
 /// The number of traces matching `filter` (its `limit` included).
@@ -87,14 +103,12 @@ pub(crate) fn summaries(conn: &Connection, filter: &TraceFilter) -> StoreResult<
 /// since that cursor; without, the newest calls. Either way in start order,
 /// with the cursor to poll from next, and each call's attempt of its step.
 pub(crate) fn call_page(conn: &Connection, filter: &CallFilter) -> StoreResult<CallPage> {
-    // One snapshot for the calls and the newest rowid.
+    // One snapshot for the calls and the newest id.
     let (mut calls, newest) = snapshot(conn, || {
         let mut calls: Vec<CallNode> = filter.select(NODE_COLUMNS).rows(conn, row::decode_node)?;
         attempts::mark(conn, &mut calls)?;
         let newest: i64 =
-            conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM traces", [], |r| {
-                r.get(0)
-            })?;
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM traces", [], |r| r.get(0))?;
         StoreResult::Ok((calls, newest))
     })?;
     let truncated = calls.len() >= filter.limit;

@@ -25,6 +25,7 @@
 
 use crate::record::{Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::raw::References;
 use crate::store::row::EncodedRow;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -36,6 +37,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 pub struct StoreWriter {
     tx: mpsc::Sender<Command>,
     pending: Arc<Pending>,
+    /// The raw references records are compressed against (the writer
+    /// thread stores and announces them).
+    references: Arc<References>,
 }
 
 /// What the writer thread is asked to do.
@@ -74,10 +78,11 @@ pub struct ExportProgress {
 }
 
 impl StoreWriter {
-    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<Command>, references: Arc<References>) -> Self {
         Self {
             tx,
             pending: Arc::new(Pending::default()),
+            references,
         }
     }
 
@@ -168,7 +173,7 @@ impl Reservation {
     /// stopped (shutdown), which is logged.
     pub async fn submit(mut self, record: TraceRecord, span: Option<Span>) {
         let trace_id = record.trace_id.clone();
-        match EncodedRow::encode(record, span.as_ref()) {
+        match EncodedRow::encode(record, span.as_ref(), Some(&self.writer.references)) {
             Ok(row) => {
                 if self
                     .writer

@@ -23,11 +23,12 @@ pub fn free_port() -> u16 {
 }
 
 /// A `tracegate` command with a clean environment (no TRACEGATE_* or
-/// OPENAI_BASE_URL leaking in from the developer's shell).
+/// OPENAI_BASE_URL / ANTHROPIC_BASE_URL leaking in from the developer's shell).
 pub fn tracegate(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
         .env("RUST_LOG", "warn");
     for (key, _) in std::env::vars() {
         if key.starts_with("TRACEGATE_") {
