@@ -697,7 +697,7 @@ async fn a_previous_version_database_opens_migrates_and_reads_back_unchanged() {
     let mut expected = records.clone();
     expected.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
     assert_eq!(read_all(&db), expected);
-    assert_eq!(count(&db, "SELECT MAX(version) FROM schema_migrations"), 3);
+    assert_eq!(count(&db, "SELECT MAX(version) FROM schema_migrations"), 4);
     assert_eq!(
         count(
             &db,

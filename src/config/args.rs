@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// [default: true for vllm, else false].
     #[arg(long, env = "TRACEGATE_INJECT_RETURN_TOKEN_IDS", value_name = "BOOL")]
     pub inject_return_token_ids: Option<String>,
+    /// Add `x-session-affinity` and `x-multi-turn-session-id` (the session
+    /// id) to a session's upstream calls that lack them, so sticky load
+    /// balancers and prefix caches keep a session on one replica
+    /// [default: true for vllm, else false].
+    #[arg(long, env = "TRACEGATE_SESSION_AFFINITY_HEADERS", value_name = "BOOL")]
+    pub session_affinity_headers: Option<String>,
     /// Remove vLLM's extra fields (token ids, prompt logprobs, logprobs the
     /// client did not ask for) from what the client receives
     /// [default: true for vllm, else false].
@@ -237,6 +243,11 @@ fn texts(args: &ServeArgs) -> Vec<(Key, &'static str, &Option<String>)> {
             Key::InjectReturnTokenIds,
             "inject_return_token_ids",
             &args.inject_return_token_ids,
+        ),
+        (
+            Key::SessionAffinityHeaders,
+            "session_affinity_headers",
+            &args.session_affinity_headers,
         ),
         (
             Key::StripVllmFields,

@@ -52,6 +52,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0003_session_storage.sql"),
         convert: Some(session_storage),
     },
+    Migration {
+        version: 4,
+        name: "0004_rllm.sql",
+        sql: include_str!("../../schema/0004_rllm.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies every migration the database has not seen yet. Returns the
