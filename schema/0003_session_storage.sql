@@ -60,6 +60,7 @@ CREATE TABLE traces (
     parent_span_id       TEXT,
     project              TEXT,
     experiment           TEXT,
+    weight_version       INTEGER,            -- the policy version (identity)
     span_type            TEXT NOT NULL,
     route                TEXT,
     upstream             TEXT NOT NULL,

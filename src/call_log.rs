@@ -19,34 +19,31 @@ pub fn log_call(record: &TraceRecord) {
     let input = record.usage.input_tokens.unwrap_or(0);
     let output = record.usage.output_tokens.unwrap_or(0);
     let latency_ms = (record.latency_ms * 10.0).round() / 10.0;
-    if record.status == Status::Ok {
-        tracing::info!(
-            target: "tracegate::call",
-            method = %record.method,
-            path = %record.path,
-            model,
-            status,
-            latency_ms,
-            input_tokens = input,
-            output_tokens = output,
-            trace_id = %record.trace_id,
-            "call"
-        );
-    } else {
-        // A client that left has no error kind: its status says it.
-        let error = (record.error.as_ref()).map_or(record.status.as_str(), |e| e.kind.as_str());
-        tracing::warn!(
-            target: "tracegate::call",
-            method = %record.method,
-            path = %record.path,
-            model,
-            status,
-            latency_ms,
-            input_tokens = input,
-            output_tokens = output,
-            trace_id = %record.trace_id,
-            error,
-            "call failed"
-        );
+    // A client that left has no error kind: its status says it.
+    let error = (record.status != Status::Ok)
+        .then(|| (record.error.as_ref()).map_or(record.status.as_str(), |e| e.kind.as_str()));
+    // `event!` wants its level as a constant: one expansion per level.
+    macro_rules! line {
+        ($level:expr) => {
+            tracing::event!(
+                target: "tracegate::call",
+                $level,
+                method = %record.method,
+                path = %record.path,
+                model,
+                status,
+                latency_ms,
+                input_tokens = input,
+                output_tokens = output,
+                trace_id = %record.trace_id,
+                error,
+                "{}",
+                if error.is_some() { "call failed" } else { "call" }
+            )
+        };
+    }
+    match error {
+        Some(_) => line!(tracing::Level::WARN),
+        None => line!(tracing::Level::INFO),
     }
 }

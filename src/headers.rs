@@ -30,6 +30,11 @@
 //! * **protected from routes** (checked by `config` at start): a route's
 //!   static headers cannot set credentials or framing either — keys go
 //!   through `auth = "env:VAR"`;
+//! * **session affinity** (`x-session-affinity`, `x-multi-turn-session-id`):
+//!   for a route that asks for them (default for vLLM), a call with a
+//!   session carries its id in both upstream, as rLLM's gateway sends them,
+//!   so sticky load balancers and per-replica prefix caches keep a session
+//!   on one replica; a caller that set them keeps its own values;
 //! * **redacted** headers are credentials: stored traces keep the header name
 //!   with the value replaced by `[REDACTED]`.
 
@@ -194,6 +199,22 @@ pub fn client_response_headers(upstream: &HeaderMap) -> HeaderMap {
 pub const TRACEPARENT: &str = "traceparent";
 /// The W3C vendor trace state header.
 pub const TRACESTATE: &str = "tracestate";
+
+/// The headers that pin a session to one replica upstream.
+pub const SESSION_AFFINITY: &[&str] = &["x-session-affinity", "x-multi-turn-session-id"];
+
+/// Adds the session-affinity headers (the session id) to an upstream
+/// request, keeping any the caller set.
+pub fn set_session_affinity(headers: &mut HeaderMap, session_id: &str) {
+    let Ok(value) = HeaderValue::from_str(session_id) else {
+        return;
+    };
+    for name in SESSION_AFFINITY {
+        headers
+            .entry(HeaderName::from_static(name))
+            .or_insert_with(|| value.clone());
+    }
+}
 
 /// Replaces the W3C trace context headers: the gateway's own span is the
 /// parent of whatever comes next (`traceparent = None` removes them).

@@ -1,6 +1,6 @@
 //! Who made a call: the identity a harness stamps on it.
 //!
-//! Seven fields, three carriers. A harness may put a field in an
+//! Eight fields, three carriers. A harness may put a field in an
 //! `X-RLLM-*` header, in the JSON body under `metadata.rllm` or `rllm`, or (the
 //! session only) in the path `/sessions/{sid}/v1/...`. Precedence is header >
 //! body > path **field by field**: a request may carry its session in the path
@@ -10,8 +10,8 @@
 //! Values are trimmed and an empty value counts as absent; the first carrier
 //! with a value decides the field. Header values are read as UTF-8 (a header
 //! that is not UTF-8 is noted and skipped). A value must keep the field's
-//! rules, which are part of the table: `step_id` is an integer (a JSON
-//! integer, or a string holding one); a text value is at most
+//! rules, which are part of the table: `step_id` and `weight_version` are
+//! integers (a JSON integer, or a string holding one); a text value is at most
 //! [`MAX_TEXT_BYTES`] and holds no control character (they are ids and names
 //! that end up in an indexed column, in span attributes and in terminals).
 //! A value that breaks a rule never fails the agent's call: the field is
@@ -52,6 +52,11 @@ pub struct Identity {
     pub project: Option<String>,
     /// The experiment the run belongs to.
     pub experiment: Option<String>,
+    /// The policy (weights) version that produced the call. A harness may
+    /// set it; else it is the version current when the call was dispatched
+    /// (`POST /admin/weight_version`), else the upstream's own
+    /// `weight_version` answer field.
+    pub weight_version: Option<i64>,
 }
 
 /// One identity field: a row of the identity table.
@@ -71,6 +76,8 @@ pub enum IdentityField {
     Project,
     /// `experiment`.
     Experiment,
+    /// `weight_version` (an integer).
+    WeightVersion,
 }
 
 /// The longest text identity value, in bytes (after trimming).
@@ -90,7 +97,7 @@ pub enum FieldValue<'a> {
 
 impl IdentityField {
     /// The identity table, in the record's order.
-    pub const ALL: [IdentityField; 7] = [
+    pub const ALL: [IdentityField; 8] = [
         IdentityField::SessionId,
         IdentityField::RunId,
         IdentityField::Harness,
@@ -98,6 +105,7 @@ impl IdentityField {
         IdentityField::ParentSpanId,
         IdentityField::Project,
         IdentityField::Experiment,
+        IdentityField::WeightVersion,
     ];
 
     /// Its name in the body (`rllm.<name>`), the record and the store.
@@ -110,6 +118,7 @@ impl IdentityField {
             IdentityField::ParentSpanId => "parent_span_id",
             IdentityField::Project => "project",
             IdentityField::Experiment => "experiment",
+            IdentityField::WeightVersion => "weight_version",
         }
     }
 
@@ -123,12 +132,13 @@ impl IdentityField {
             IdentityField::ParentSpanId => "x-rllm-parent-span-id",
             IdentityField::Project => "x-rllm-project",
             IdentityField::Experiment => "x-rllm-experiment",
+            IdentityField::WeightVersion => "x-rllm-weight-version",
         }
     }
 
     /// Whether its value must be an integer.
     pub fn is_integer(self) -> bool {
-        self == IdentityField::StepId
+        matches!(self, IdentityField::StepId | IdentityField::WeightVersion)
     }
 
     /// The longest value it takes, in bytes; `None` for an integer.
@@ -147,6 +157,9 @@ impl Identity {
     pub fn get(&self, field: IdentityField) -> Option<FieldValue<'_>> {
         let text = match field {
             IdentityField::StepId => return self.step_id.map(FieldValue::Integer),
+            IdentityField::WeightVersion => {
+                return self.weight_version.map(FieldValue::Integer);
+            }
             IdentityField::SessionId => &self.session_id,
             IdentityField::RunId => &self.run_id,
             IdentityField::Harness => &self.harness,
@@ -163,6 +176,10 @@ impl Identity {
         let slot = match field {
             IdentityField::StepId => {
                 self.step_id = Some(raw.integer().ok_or(Broken::NotAnInteger)?);
+                return Ok(());
+            }
+            IdentityField::WeightVersion => {
+                self.weight_version = Some(raw.integer().ok_or(Broken::NotAnInteger)?);
                 return Ok(());
             }
             IdentityField::SessionId => &mut self.session_id,

@@ -128,7 +128,10 @@ pub struct CallPath {
 
 impl CallPath {
     /// Splits `/sessions/{sid}/v1/...` into the session and the `/v1/...`
-    /// path; any other path has no session and is its own API path.
+    /// path; any other path has no session and is its own API path. The
+    /// session is everything up to the first `/v1` that ends the path or
+    /// is followed by `/`, so it may hold slashes (`harbor/hello-world:0`),
+    /// as rLLM's gateway reads it.
     pub fn parse(path: &str) -> CallPath {
         let Some(rest) = path.strip_prefix("/sessions/") else {
             return CallPath {
@@ -136,13 +139,21 @@ impl CallPath {
                 api_path: path.to_string(),
             };
         };
-        let (sid, api) = rest.split_once('/').unwrap_or((rest, ""));
+        let (sid, api) = match api_start(rest) {
+            Some(at) => rest.split_at(at),
+            None => rest.find('/').map_or((rest, ""), |at| rest.split_at(at)),
+        };
         let sid = percent_encoding::percent_decode_str(sid)
             .decode_utf8_lossy()
             .into_owned();
+        let api_path = if api.starts_with('/') {
+            api.to_string()
+        } else {
+            format!("/{api}")
+        };
         CallPath {
             session: Some(sid),
-            api_path: format!("/{api}"),
+            api_path,
         }
     }
 
@@ -153,9 +164,28 @@ impl CallPath {
     }
 }
 
+/// Where the API path of `{sid}/v1/...` starts: the first `/v1` after a
+/// non-empty session that ends the path or is followed by `/`.
+pub fn api_start(rest: &str) -> Option<usize> {
+    rest.match_indices("/v1").map(|(at, _)| at).find(|&at| {
+        let after = &rest[at + 3..];
+        at > 0 && (after.is_empty() || after.starts_with('/'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_may_hold_slashes() {
+        let path = CallPath::parse("/sessions/harbor/hello-world:0/v1/chat/completions");
+        assert_eq!(path.session.as_deref(), Some("harbor/hello-world:0"));
+        assert_eq!(path.api_path, "/v1/chat/completions");
+        let path = CallPath::parse("/sessions/a/v1x/v1");
+        assert_eq!(path.session.as_deref(), Some("a/v1x"));
+        assert_eq!(path.api_path, "/v1");
+    }
 
     #[test]
     fn session_paths_split() {

@@ -28,6 +28,7 @@ mod connection;
 mod deadline;
 mod header_limits;
 mod io;
+pub mod session_path;
 
 use crate::api;
 use crate::config::{Config, ExportConfig, InboundAuth, ServerOptions};
@@ -156,6 +157,9 @@ impl Server {
             store.writer.clone(),
             metrics.clone(),
         )?;
+        for (session_id, params) in store.reader.sampling_params().await? {
+            forwarder.sampling.set(session_id, params);
+        }
         let detached = forwarder.detached().clone();
         let state = AppState::new(Shared {
             reader: store.reader.clone(),
@@ -306,8 +310,16 @@ async fn check_workers(router: Arc<Router>, interval: Duration) {
     }
 }
 
-/// The gateway's router: API, proxy, and a JSON 404 for everything else.
+/// The gateway's router: API, proxy, and a JSON 404 for everything else,
+/// behind the escaping of slashes in session ids (`session_path`), which
+/// must happen before routing.
 fn app(state: AppState) -> axum::Router {
+    use tower::ServiceExt;
+    axum::Router::new().fallback_service(routes(state).map_request(session_path::escape))
+}
+
+/// The routes of [`app`].
+fn routes(state: AppState) -> axum::Router {
     let proxy = axum::Router::new()
         .route("/v1", any(forward::proxy))
         .route("/v1/{*rest}", any(forward::proxy))

@@ -502,6 +502,42 @@ async fn deleting_a_middle_sessions_calls_and_pruning_keep_every_other_call_whol
     assert_consistent(&db);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_references_go_with_their_last_call_and_their_kinds_get_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("traces.db");
+    let references = "SELECT COUNT(*) FROM raw_references";
+    // One session, two kinds of raw parts (streamed or not): one reference
+    // each, used by that session's calls only.
+    let store = Store::open(&db, StoreOptions::default(), Default::default()).unwrap();
+    for record in session("gone", 2, |_| Duration::ZERO) {
+        store.writer.reserve().submit(record, None).await;
+    }
+    store.writer.flush().await.unwrap();
+    assert_eq!(count(&db, references), 2);
+    assert_eq!(store.writer.delete_session("gone".into()).await.unwrap(), 2);
+    assert_eq!(count(&db, references), 0);
+    // The same writer's next calls of those kinds become their new
+    // references.
+    for record in session("next", 2, |_| Duration::ZERO) {
+        store.writer.reserve().submit(record, None).await;
+    }
+    store.close().await.unwrap();
+    assert_eq!(count(&db, references), 2);
+    assert_consistent(&db);
+    // Pruning every call takes their references too.
+    let options = PruneOptions {
+        cutoff: rfc3339(SystemTime::now() + Duration::from_secs(3600)),
+        dry_run: false,
+        force: false,
+    };
+    let report = Pruner::open(&db).unwrap().prune(&options).unwrap();
+    let swept = report.deleted.iter().find(|d| d.table == "raw_references");
+    assert_eq!(swept.map(|d| d.rows), Some(2), "{report:?}");
+    assert_eq!(count(&db, references), 0);
+    assert_consistent(&db);
+}
+
 // ---- the previous schema ----
 
 /// Builds a database as the previous version of tracegate did: schema
@@ -697,7 +733,7 @@ async fn a_previous_version_database_opens_migrates_and_reads_back_unchanged() {
     let mut expected = records.clone();
     expected.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
     assert_eq!(read_all(&db), expected);
-    assert_eq!(count(&db, "SELECT MAX(version) FROM schema_migrations"), 3);
+    assert_eq!(count(&db, "SELECT MAX(version) FROM schema_migrations"), 4);
     assert_eq!(
         count(
             &db,

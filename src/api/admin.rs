@@ -125,6 +125,20 @@ pub async fn flush(State(state): State<AppState>) -> Result<Json<Flushed>, Gatew
     Ok(Json(Flushed { status: "flushed" }))
 }
 
+/// The body of `POST /admin/reload`.
+#[derive(Debug, Serialize)]
+pub struct Reloaded {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `POST /admin/reload`: rLLM's placeholder, answered the same way. The
+/// routes are read once at start (changing them is a restart; workers
+/// change live through `/admin/workers`), so there is nothing to reload.
+pub async fn reload() -> Json<Reloaded> {
+    Json(Reloaded { status: "ok" })
+}
+
 /// The OpenMetrics content type Prometheus asks for.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

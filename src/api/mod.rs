@@ -17,12 +17,14 @@
 
 mod admin;
 mod charts;
+mod compact;
 mod extract;
 mod params;
 mod runs;
 mod sessions;
 mod traces;
 mod ui;
+mod weights;
 mod workers;
 
 pub use extract::{Json, Query};
@@ -45,11 +47,17 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/admin/flush", post(admin::flush))
+        .route("/admin/reload", post(admin::reload))
+        .route(
+            "/admin/weight_version",
+            get(weights::get).post(weights::set),
+        )
         .route("/admin/workers", get(workers::list).post(workers::add))
         .route("/admin/workers/{worker_id}", delete(workers::remove))
         .route("/admin/routes", get(workers::routes))
         .route("/health/workers", get(workers::health))
         .route("/sessions", get(sessions::list).post(sessions::create))
+        .route("/sessions/batch_delete", post(sessions::batch_delete))
         .route(
             "/sessions/{session_id}",
             get(sessions::get).delete(sessions::delete),

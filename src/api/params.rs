@@ -21,6 +21,16 @@ pub fn since<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     }
 }
 
+/// Body: an integer — a JSON integer, or a string holding one (as
+/// Python's `int()` reads it); `None` for anything else.
+pub fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// Query: a count (`limit`).
 pub fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     let text = String::deserialize(d)?;
@@ -127,6 +137,17 @@ pub fn metadata<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D
         _ => None,
     })?;
     Ok(metadata.unwrap_or_default())
+}
+
+/// Body: a session's sampling parameters (`sampling_params`), a JSON
+/// object.
+pub fn sampling_params<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Map<String, Value>>, D::Error> {
+    body_field(d, "sampling_params must be a JSON object", |v| match v {
+        Value::Object(m) => Some(m),
+        _ => None,
+    })
 }
 
 /// Body: a pool weight (`weight`), a positive integer.

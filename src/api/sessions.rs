@@ -1,5 +1,6 @@
 //! Sessions: create, list, inspect, delete, and a session's traces.
 
+use super::compact::{self, TraceGraph};
 use super::{Json, Query, found, params};
 use crate::error::GatewayError;
 use crate::record::TraceRecord;
@@ -19,6 +20,9 @@ pub struct CreateSession {
     /// Metadata to keep with the session.
     #[serde(default, deserialize_with = "params::metadata")]
     metadata: Map<String, Value>,
+    /// Sampling parameters merged into every call of the session (rLLM).
+    #[serde(default, deserialize_with = "params::sampling_params")]
+    sampling_params: Option<Map<String, Value>>,
 }
 
 /// The answer of `POST /sessions`.
@@ -30,8 +34,9 @@ pub struct CreatedSession {
     url: String,
 }
 
-/// `POST /sessions` with optional `{session_id, metadata}`: creates the
-/// session (or updates its metadata) and returns `{session_id, url}`.
+/// `POST /sessions` with optional `{session_id, metadata, sampling_params}`:
+/// creates the session (or updates its metadata, and its sampling
+/// parameters when given) and returns `{session_id, url}`.
 pub async fn create(
     State(state): State<AppState>,
     body: Option<Json<CreateSession>>,
@@ -40,10 +45,14 @@ pub async fn create(
     let session_id = request
         .session_id
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let sampling = request.sampling_params.filter(|p| !p.is_empty());
     state
         .writer
-        .create_session(session_id.clone(), request.metadata)
+        .create_session(session_id.clone(), request.metadata, sampling.clone())
         .await?;
+    if let Some(params) = sampling {
+        state.forwarder.sampling.set(session_id.clone(), params);
+    }
     Ok(Json(CreatedSession {
         url: format!("/sessions/{session_id}/v1"),
         session_id,
@@ -87,7 +96,8 @@ pub async fn get(
     found(info, "session", &session_id)
 }
 
-/// The `since` (epoch seconds) and `limit` of a listing of traces.
+/// The `since` (epoch seconds), `limit` and `format` of a listing of a
+/// session's traces.
 #[derive(Debug, Deserialize)]
 pub struct Window {
     /// Only traces that started after this.
@@ -96,22 +106,63 @@ pub struct Window {
     /// At most this many.
     #[serde(default, deserialize_with = "params::limit")]
     limit: Option<usize>,
+    /// The full records (the default), or rLLM's compact graph.
+    #[serde(default)]
+    format: TraceFormat,
 }
 
-/// `GET /sessions/{session_id}/traces?since&limit`: the session's traces in
-/// the order they started.
+/// How a session's traces are listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceFormat {
+    /// A list of full TraceRecords.
+    #[default]
+    Default,
+    /// rLLM's compact trace graph (`compact`).
+    Compact,
+}
+
+/// A session's traces, as the format asks.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum SessionTraces {
+    /// The full records.
+    Records(Vec<TraceRecord>),
+    /// The compact graph.
+    Graph(TraceGraph),
+}
+
+/// `GET /sessions/{session_id}/traces?since&limit&format`: the session's
+/// traces in the order they started, as full records or (`format=compact`)
+/// as rLLM's compact graph, computed from them.
 pub async fn traces(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     Query(window): Query<Window>,
-) -> Result<Json<Vec<TraceRecord>>, GatewayError> {
+) -> Result<Json<SessionTraces>, GatewayError> {
     let filter = TraceFilter {
         session_ids: vec![session_id],
         since: window.since,
         limit: window.limit,
         ..TraceFilter::default()
     };
-    Ok(Json(state.reader.traces(filter).await?))
+    let selected = state.reader.traces(filter.clone()).await?;
+    if window.format == TraceFormat::Default {
+        return Ok(Json(SessionTraces::Records(selected)));
+    }
+    let ids: Vec<String> = selected.iter().map(|r| r.trace_id.clone()).collect();
+    // Parents are found in the whole session, then the selection is cut.
+    let all = if window.since.is_none() && window.limit.is_none() {
+        selected
+    } else {
+        let whole = TraceFilter {
+            since: None,
+            limit: None,
+            ..filter
+        };
+        state.reader.traces(whole).await?
+    };
+    Ok(Json(SessionTraces::Graph(compact::graph(&all, &ids))))
 }
 
 /// The answer of `DELETE /sessions/{session_id}`.
@@ -127,6 +178,31 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
 ) -> Result<Json<Deleted>, GatewayError> {
+    state.forwarder.sampling.forget(&session_id);
     let deleted = state.writer.delete_session(session_id).await?;
+    Ok(Json(Deleted { deleted }))
+}
+
+/// The body of `POST /sessions/batch_delete` (which may also be empty).
+#[derive(Debug, Default, Deserialize)]
+pub struct BatchDelete {
+    /// The sessions to delete.
+    #[serde(default, deserialize_with = "params::session_ids")]
+    session_ids: Vec<String>,
+}
+
+/// `POST /sessions/batch_delete` with `{session_ids}`: deletes each session
+/// and its traces, returning `{deleted: <number of traces>}` over all of
+/// them (rLLM's trainer clears a finished batch in one call).
+pub async fn batch_delete(
+    State(state): State<AppState>,
+    body: Option<Json<BatchDelete>>,
+) -> Result<Json<Deleted>, GatewayError> {
+    let Json(request) = body.unwrap_or_default();
+    let mut deleted = 0;
+    for session_id in request.session_ids {
+        state.forwarder.sampling.forget(&session_id);
+        deleted += state.writer.delete_session(session_id).await?;
+    }
     Ok(Json(Deleted { deleted }))
 }

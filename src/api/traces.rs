@@ -29,10 +29,13 @@ pub struct TraceQuery {
     /// At most this many.
     #[serde(default, deserialize_with = "params::body_limit")]
     limit: Option<usize>,
+    /// Only traces made by this policy (weights) version.
+    #[serde(default)]
+    weight_version: Option<i64>,
 }
 
-/// `POST /traces/query` with `{session_ids, since, limit}`: the traces of
-/// those sessions, in the order they started.
+/// `POST /traces/query` with `{session_ids, since, limit, weight_version}`:
+/// the traces of those sessions, in the order they started.
 pub async fn query(
     State(state): State<AppState>,
     Json(query): Json<TraceQuery>,
@@ -45,6 +48,7 @@ pub async fn query(
         session_ids: query.session_ids,
         since: query.since,
         limit: query.limit,
+        weight_version: query.weight_version,
         ..TraceFilter::default()
     };
     Ok(Json(state.reader.traces(filter).await?))

@@ -226,6 +226,15 @@ fn response_part(rec: &mut TraceRecord, response: ResponseFacts, options: &Respo
             Some((a.response_json)(json))
         }
     });
+    if rec.identity.weight_version.is_none() {
+        // The upstream's own stamp, when nothing at the gateway named one.
+        rec.identity.weight_version = body
+            .json
+            .as_ref()
+            .and_then(|j| j.get("weight_version"))
+            .and_then(Value::as_i64);
+    }
+    rec.routing_matrices = body.json.as_ref().and_then(routing_matrices);
     let (is_sse, received) = (body.is_sse, body.bytes.len());
     rec.raw_response = raw_response(body, options);
     let ended = Ended {
@@ -361,9 +370,20 @@ fn apply_output(rec: &mut TraceRecord, out: Output) {
         rec.response_message = first.message.clone();
         rec.finish_reason = first.finish_reason.clone();
         rec.completion_token_ids = first.token_ids.clone();
-        rec.logprobs = first.logprobs.clone();
+        rec.logprobs = first.logprobs.clone().filter(|l| !l.is_empty());
     }
     rec.choices = out.choices;
+}
+
+/// The first choice's `routing_matrices` (vLLM), when it has any.
+fn routing_matrices(body: &Value) -> Option<Vec<String>> {
+    let matrices = body.get("choices")?.get(0)?.get("routing_matrices")?;
+    let matrices: Vec<String> = matrices
+        .as_array()?
+        .iter()
+        .filter_map(|m| m.as_str().map(str::to_string))
+        .collect();
+    (!matrices.is_empty()).then_some(matrices)
 }
 
 /// rLLM's `token_counts`: `{prompt, completion}` when known.

@@ -353,6 +353,7 @@ mod tests {
                 parent_span_id: Some("p".into()),
                 project: Some("p".into()),
                 experiment: Some("e".into()),
+                ..Identity::default()
             },
             route: Some("r".into()),
             status: Status::Error,

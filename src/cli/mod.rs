@@ -271,6 +271,9 @@ pub struct FilterArgs {
     /// Only calls of this harness.
     #[arg(long)]
     pub harness: Option<String>,
+    /// Only calls made by this policy (weights) version.
+    #[arg(long, value_name = "N")]
+    pub weight_version: Option<i64>,
     /// Only calls that did not end ok (upstream errors, gateway errors,
     /// client disconnects).
     #[arg(long)]
@@ -290,6 +293,7 @@ impl FilterArgs {
             since: self.since.map(crate::record::epoch_seconds),
             model: self.model.clone(),
             harness: self.harness.clone(),
+            weight_version: self.weight_version,
             errors_only: self.errors,
             ..TraceFilter::default()
         }

@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// [default: true for vllm, else false].
     #[arg(long, env = "TRACEGATE_INJECT_RETURN_TOKEN_IDS", value_name = "BOOL")]
     pub inject_return_token_ids: Option<String>,
+    /// Add `x-session-affinity` and `x-multi-turn-session-id` (the session
+    /// id) to a session's upstream calls that lack them, so sticky load
+    /// balancers and prefix caches keep a session on one replica
+    /// [default: true for vllm, else false].
+    #[arg(long, env = "TRACEGATE_SESSION_AFFINITY_HEADERS", value_name = "BOOL")]
+    pub session_affinity_headers: Option<String>,
     /// Remove vLLM's extra fields (token ids, prompt logprobs, logprobs the
     /// client did not ask for) from what the client receives
     /// [default: true for vllm, else false].
@@ -204,8 +210,8 @@ impl<'a> Sources<'a> {
 
 /// The arguments that hold one text value, by the key they set and their
 /// clap id.
-fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 24] {
-    [
+fn texts(args: &ServeArgs) -> Vec<(Key, &'static str, &Option<String>)> {
+    vec![
         (Key::Listen, "listen", &args.listen),
         (Key::Db, "db", &args.db),
         (Key::MaxBodyBytes, "max_body_bytes", &args.max_body_bytes),
@@ -237,6 +243,11 @@ fn texts(args: &ServeArgs) -> [(Key, &'static str, &Option<String>); 24] {
             Key::InjectReturnTokenIds,
             "inject_return_token_ids",
             &args.inject_return_token_ids,
+        ),
+        (
+            Key::SessionAffinityHeaders,
+            "session_affinity_headers",
+            &args.session_affinity_headers,
         ),
         (
             Key::StripVllmFields,
@@ -331,8 +342,8 @@ mod tests {
     fn every_argument_of_the_tables_is_a_clap_argument() {
         let args = ServeArgs::default();
         let ids = texts(&args)
-            .map(|(_, id, _)| id)
             .into_iter()
+            .map(|(_, id, _)| id)
             .chain(lists(&args).map(|(_, id, _)| id))
             .chain(["routes", "config"]);
         let command = serve_command();

@@ -56,6 +56,7 @@ keys! {
         InjectLogprobs => "inject_logprobs",
         InjectReturnTokenIds => "inject_return_token_ids",
         StripVllmFields => "strip_vllm_fields",
+        SessionAffinityHeaders => "session_affinity_headers",
         RawBodies => "raw_bodies",
         PropagateTraceparent => "propagate_traceparent",
         UpstreamAuth => "upstream_auth",

@@ -193,6 +193,9 @@ pub struct RouteConfig {
     pub inject_return_token_ids: bool,
     /// Remove vLLM's extra fields from what the client receives.
     pub strip_vllm_fields: bool,
+    /// Add `x-session-affinity` / `x-multi-turn-session-id` to a session's
+    /// calls that lack them.
+    pub session_affinity_headers: bool,
     /// Which calls keep their raw bodies in the store.
     pub raw_bodies: RawBodies,
     /// How its calls are carried: timeouts, retries, heartbeats, and what
@@ -223,6 +226,7 @@ impl RouteConfig {
             inject_logprobs: false,
             inject_return_token_ids: false,
             strip_vllm_fields: false,
+            session_affinity_headers: false,
             raw_bodies: RawBodies::Always,
             policy: CallPolicy::default(),
         }
@@ -264,6 +268,7 @@ keys! {
         InjectLogprobs => "inject_logprobs",
         InjectReturnTokenIds => "inject_return_token_ids",
         StripVllmFields => "strip_vllm_fields",
+        SessionAffinityHeaders => "session_affinity_headers",
         RawBodies => "raw_bodies",
     }
 }
@@ -430,6 +435,7 @@ fn implicit(
         inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
         inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
         strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
+        session_affinity_headers: s.switch(Key::SessionAffinityHeaders)?.unwrap_or(vllm),
         raw_bodies: match s.get(Key::RawBodies) {
             Some(when) => when.choice(Key::RawBodies.name(), true)?,
             None => RawBodies::Always,
@@ -559,6 +565,9 @@ impl<'a> Entry<'a> {
             inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
             inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
             strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
+            session_affinity_headers: self
+                .switch(RouteKey::SessionAffinityHeaders)?
+                .unwrap_or(vllm),
             raw_bodies: match self.get(RouteKey::RawBodies) {
                 Some(when) => when.choice(&self.key("raw_bodies"), true)?,
                 None => RawBodies::Always,

@@ -59,9 +59,11 @@ pub mod failure;
 mod heartbeat;
 pub mod hop;
 pub mod retry;
+pub mod sampling;
 pub mod tee;
 pub mod vllm;
 mod waiting;
+pub mod weights;
 
 use crate::capture::{
     Arrival, CallContext, CaptureSettings, Destination, Moment, RequestBody, ResponseCapture,
@@ -75,6 +77,7 @@ use crate::metrics::{InFlight, Metrics};
 use crate::protocol::{CallPath, Endpoint};
 use crate::record::ErrorKind;
 use crate::route::{self, Lease, NoRoute, OutboundError, RouteRef, Router};
+use crate::server::session_path::OriginalPath;
 use crate::store::StoreWriter;
 use crate::trace_context::TraceContext;
 use axum::body::Body;
@@ -107,6 +110,10 @@ pub struct Forwarder {
     connect_timeout: Duration,
     detached: Detached,
     hop: hop::Hop,
+    /// The policy versions calls are stamped with (set by the admin API).
+    pub weights: Arc<weights::WeightVersions>,
+    /// The sessions' sampling parameters (set by the sessions API).
+    pub sampling: Arc<sampling::SessionSampling>,
 }
 
 /// Why the forwarder could not be built.
@@ -149,6 +156,8 @@ impl Forwarder {
             connect_timeout: config.connect_timeout,
             detached: Detached::default(),
             hop: hop::Hop::new(),
+            weights: Arc::default(),
+            sampling: Arc::default(),
         })
     }
 
@@ -242,11 +251,17 @@ impl Forwarder {
     /// Stage 1: names the call and reads what its head says.
     fn arrive(&self, parts: Parts) -> Arrived {
         let path = CallPath::parse(parts.uri.path());
+        // The path as the client called it (a session id's slashes are
+        // escaped for routing).
+        let called = match parts.extensions.get::<OriginalPath>() {
+            Some(OriginalPath(original)) => original.clone(),
+            None => parts.uri.path().to_string(),
+        };
         let arrival = Arrival {
             trace_id: uuid::Uuid::now_v7().to_string(),
             started: Moment::now(),
             method: parts.method.to_string(),
-            path: parts.uri.path().to_string(),
+            path: called,
             endpoint: Endpoint::of(&parts.method, &path.api_path),
             request_headers: headers::for_storage(&parts.headers),
             content_type: parts
@@ -304,7 +319,7 @@ impl Forwarder {
     fn route(&self, inbound: Inbound) -> Result<Routed, Box<Failed>> {
         let Inbound {
             arrived,
-            who,
+            mut who,
             body,
             mut json,
         } = inbound;
@@ -319,6 +334,7 @@ impl Forwarder {
         let route = match self.router.route_ref_for_call(model.as_deref(), protocol) {
             Ok(route) => route,
             Err(NoRoute(message)) => {
+                self.stamp_version(&mut who, None);
                 let request = request_body(json, body);
                 let ctx = self.context(arrival, in_flight, who, request, Destination::default());
                 return Err(Failed::new(
@@ -327,14 +343,33 @@ impl Forwarder {
                 ));
             }
         };
+        self.stamp_version(&mut who, route.config.name.as_deref());
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
         let (forward_body, renamed) = match json.as_mut() {
-            Some(object) => rewrite(object, &route.config, arrival.endpoint, model.as_deref()),
+            Some(object) => {
+                // The session's sampling parameters, for a session path's
+                // POSTs (as rLLM applies them), after the vLLM parameters.
+                let sampled = path
+                    .session
+                    .as_deref()
+                    .filter(|_| parts.method == http::Method::POST)
+                    .is_some_and(|sid| self.sampling.apply(sid, object));
+                let (bytes, renamed) =
+                    rewrite(object, &route.config, arrival.endpoint, model.as_deref());
+                let bytes =
+                    bytes.or_else(|| sampled.then(|| serde_json::to_vec(object).map(Bytes::from)));
+                (bytes, renamed)
+            }
             None => (None, None),
         };
         let mut destination = destination(&route.config);
         destination.model_rewrite = renamed;
-        let headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
+        let mut headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
+        if let (Ok(headers), Some(session)) = (&mut headers, &who.identity.session_id)
+            && route.config.session_affinity_headers
+        {
+            headers::set_session_affinity(headers, session);
+        }
         let request = request_body(json, body.clone());
         let ctx = self.context(arrival, in_flight, who, request, destination);
         let (body, mut headers) = match ready(forward_body, body, headers) {
@@ -570,6 +605,15 @@ impl Forwarder {
         identify(&mut headers, &ctx);
         record_failure(ctx, &error, &self.store);
         (error, protocol, headers)
+    }
+
+    /// Fixes the call's policy version at dispatch: the harness's own, else
+    /// the one current now for its run and route.
+    fn stamp_version(&self, who: &mut Who, route: Option<&str>) {
+        let identity = &mut who.identity;
+        if identity.weight_version.is_none() {
+            identity.weight_version = self.weights.current(route, identity.run_id.as_deref());
+        }
     }
 
     /// The call's context from what the stages learnt.

@@ -10,7 +10,8 @@
 //! fields they do not know. So, when `strip_vllm_fields` is on, the answer is
 //! rewritten before it reaches the client: `prompt_token_ids`,
 //! `prompt_logprobs`, `kv_transfer_params`, and in each choice `token_ids`,
-//! `prompt_token_ids`, `prompt_logprobs`, `stop_reason` are removed, and so is
+//! `prompt_token_ids`, `prompt_logprobs`, `stop_reason`, `routing_matrices`
+//! are removed, and so is
 //! `logprobs` when the client did not ask for it. Streams are rewritten event
 //! by event; an event (or a whole body) with nothing to remove is passed on
 //! as the upstream's exact bytes.
@@ -65,6 +66,7 @@ const CHOICE_FIELDS: &[&str] = &[
     "prompt_token_ids",
     "prompt_logprobs",
     "stop_reason",
+    "routing_matrices",
 ];
 /// Byte patterns that must occur in JSON that has something to strip; JSON
 /// without any of them is passed on without being parsed.
@@ -74,6 +76,7 @@ const NEEDLES: &[&[u8]] = &[
     b"\"prompt_logprobs\"",
     b"\"kv_transfer_params\"",
     b"\"stop_reason\"",
+    b"\"routing_matrices\"",
     b"\"logprobs\"",
 ];
 
@@ -271,6 +274,7 @@ mod tests {
             inject_logprobs: vllm,
             inject_return_token_ids: vllm,
             strip_vllm_fields: vllm,
+            session_affinity_headers: vllm,
             ..RouteConfig::to(reqwest::Url::parse("http://vllm:8000/v1").unwrap())
         }
     }

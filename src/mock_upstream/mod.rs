@@ -28,6 +28,9 @@
 //! | `--drop-after` | `x-mock-drop-after` | cut the connection after N stream chunks |
 //! | | `x-mock-hold: 1` | after the first chunk, wait for `POST /mock/release` |
 //! | | `x-mock-content` | the answer's text |
+//! | | `x-mock-weight-version` | chat: a top-level `weight_version` (a rollout engine's stamp) |
+//! | | `x-mock-routing-matrices: 1` | chat: each choice's `routing_matrices` (one per token) |
+//! | | `x-mock-chat-template: 1` | chat: the prompt's ids are each message's, end to end, so a turn's prompt extends the previous prompt and answer |
 //! | | `x-mock-fail-first: N` | fail the first N requests carrying this header (with `x-mock-status`, else 503), answer the rest |
 //! | | `x-mock-retry-after` | send this `Retry-After` with every error answer |
 //!
@@ -287,6 +290,12 @@ pub(crate) struct Behaviour {
     pub(crate) hold: bool,
     /// The answer's text, instead of the echo.
     pub(crate) content: Option<String>,
+    /// The `weight_version` a chat answer carries, if any.
+    pub(crate) weight_version: Option<u64>,
+    /// Whether chat choices carry `routing_matrices`.
+    pub(crate) routing_matrices: bool,
+    /// Whether a chat prompt is tokenized message by message.
+    pub(crate) chat_template: bool,
     /// Fail the first N requests that carry `x-mock-fail-first`.
     pub(crate) fail_first: Option<usize>,
 }
@@ -313,6 +322,9 @@ impl Behaviour {
                 .or(options.drop_after),
             hold: header("x-mock-hold").is_some_and(|v| v.trim() == "1"),
             content: header("x-mock-content").map(str::to_string),
+            weight_version: number("x-mock-weight-version"),
+            routing_matrices: header("x-mock-routing-matrices").is_some_and(|v| v.trim() == "1"),
+            chat_template: header("x-mock-chat-template").is_some_and(|v| v.trim() == "1"),
             fail_first: number("x-mock-fail-first").map(|n| n as usize),
         }
     }

@@ -8,8 +8,8 @@
 //! `[DONE]`.
 
 use super::content::{
-    Token, ToolCall, first_tool, last_turn, logprob_entries, split_even, split_text, text_field,
-    tokenize, tool_call,
+    Token, ToolCall, content_text, first_tool, last_turn, logprob_entries, split_even, split_text,
+    text_field, tokenize, tool_call,
 };
 use super::openai::{Sampled, choice_count, data_frame, ids, text};
 use super::reply::{Answer, Call};
@@ -22,6 +22,10 @@ pub(crate) struct Chat {
     sampled: Sampled,
     /// The tool call every choice makes, when it makes one.
     tool: Option<ToolCall>,
+    /// The `weight_version` the answer carries (`x-mock-weight-version`).
+    weight_version: Option<u64>,
+    /// Whether choices carry `routing_matrices`.
+    routing_matrices: bool,
 }
 
 impl Answer for Chat {
@@ -48,9 +52,15 @@ impl Answer for Chat {
             .min(5) as usize;
         let logprobs = call.flag("logprobs").then_some(top);
         let id = format!("chatcmpl-mock{}", call.digest);
+        let mut sampled = Sampled::new(call, id, logprobs, choices);
+        if call.behaviour.chat_template {
+            sampled.prompt = templated_prompt(req);
+        }
         Chat {
-            sampled: Sampled::new(call, id, logprobs, choices),
+            sampled,
             tool,
+            weight_version: call.behaviour.weight_version,
+            routing_matrices: call.behaviour.routing_matrices,
         }
     }
 
@@ -70,10 +80,17 @@ impl Answer for Chat {
                 let mut choice =
                     json!({"index": i, "message": message, "finish_reason": self.finish_reason()});
                 self.add_token_data(&mut choice, tokens, 0);
+                if self.routing_matrices {
+                    let matrices: Vec<String> = tokens.iter().map(|t| format!("rm{}", t.id)).collect();
+                    choice["routing_matrices"] = json!(matrices);
+                }
                 choice
             })
             .collect();
         let mut response = s.envelope("chat.completion", json!(choices));
+        if let Some(version) = self.weight_version {
+            response["weight_version"] = json!(version);
+        }
         response["usage"] = self.usage();
         if s.token_ids {
             response["prompt_token_ids"] = s.prompt_ids();
@@ -112,6 +129,18 @@ impl Answer for Chat {
         s.stream_end(&mut frames, "chat.completion.chunk", self.usage());
         frames
     }
+}
+
+/// A chat prompt's tokens as a chat template lays them out: each message's
+/// content tokens, end to end (`x-mock-chat-template`), so that a turn's
+/// prompt extends the previous turn's prompt and answer.
+fn templated_prompt(req: &serde_json::Map<String, Value>) -> Vec<Token> {
+    let messages = req.get("messages").and_then(Value::as_array);
+    messages
+        .into_iter()
+        .flatten()
+        .flat_map(|m| tokenize(&content_text(m.get("content"))))
+        .collect()
 }
 
 impl Chat {

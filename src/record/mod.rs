@@ -115,8 +115,16 @@ pub struct TraceRecord {
     pub prompt_token_ids: Vec<u32>,
     /// The first choice's completion token ids, when returned.
     pub completion_token_ids: Vec<u32>,
-    /// The first choice's per-token logprobs, when returned.
+    /// The first choice's per-token logprobs, when returned (`null`, not
+    /// `[]`, when there are none, as rLLM has it).
     pub logprobs: Option<Vec<f64>>,
+    /// The first choice's `routing_matrices` (vLLM's per-token expert
+    /// routing, for mixture-of-experts router replay), when returned.
+    pub routing_matrices: Option<Vec<String>>,
+    /// rLLM's conversation lineage within the session. rLLM assigns one
+    /// only in its cumulative token mode, which tracegate does not have, so
+    /// it is always `null`: readers treat the session as one lineage.
+    pub lineage_id: Option<String>,
     /// For embeddings calls: how many inputs, and the vectors' size.
     pub embeddings: Option<Embeddings>,
 

@@ -661,8 +661,14 @@ fn apply_batch(
             Command::CreateSession {
                 session_id,
                 metadata,
+                sampling_params,
                 ..
-            } => Answer::Unit(or_abort(create_session(&tx, session_id, metadata))?),
+            } => Answer::Unit(or_abort(create_session(
+                &tx,
+                session_id,
+                metadata,
+                sampling_params.as_ref(),
+            ))?),
             Command::DeleteSession { session_id, .. } => {
                 let deleted = or_abort(delete_session(&tx, log, session_id))?;
                 if deleted.is_err() {
@@ -797,7 +803,16 @@ fn create_session(
     conn: &Connection,
     session_id: &str,
     metadata: &Map<String, Value>,
+    sampling_params: Option<&Map<String, Value>>,
 ) -> StoreResult<()> {
+    if let Some(params) = sampling_params {
+        conn.execute(
+            "INSERT OR REPLACE INTO session_sampling_params (session_id, sampling_params)
+             VALUES (?1, ?2)",
+            (session_id, Value::Object(params.clone()).to_string()),
+        )
+        .map_err(StoreError::sqlite("cannot keep the sampling parameters"))?;
+    }
     conn.execute(
         "INSERT INTO sessions (session_id, created_at, metadata) VALUES (:session_id, :now, :metadata)
          ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata
@@ -826,6 +841,10 @@ fn delete_session(conn: &Connection, log: &mut SessionLog, session_id: &str) -> 
         .flatten();
     let deleted = conn.execute("DELETE FROM traces WHERE session_id = ?1", [session_id])?;
     conn.execute("DELETE FROM sessions WHERE session_id = ?1", [session_id])?;
+    conn.execute(
+        "DELETE FROM session_sampling_params WHERE session_id = ?1",
+        [session_id],
+    )?;
     let swept = content::sweep(conn)?;
     log.forget_session(conn, session_id, &swept)?;
     if let Some(run_id) = run_id {

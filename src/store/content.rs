@@ -1,5 +1,5 @@
-//! The shared content tables: message nodes, token runs, tool lists, and
-//! the per-choice `completions` rows — written with their reference counts,
+//! The shared content tables: message nodes, token runs, tool lists, raw
+//! references, and the per-choice `completions` rows — written with their reference counts,
 //! read back as whole paths, and swept when nothing points at them.
 //!
 //! A message node is one message after a given prefix; a call's messages
@@ -41,8 +41,8 @@ pub(crate) enum Shared {
 
 impl Shared {
     /// Every shared table, in sweep order (none points into a later one).
-    /// A raw reference a prune left unused goes too: nothing else would
-    /// ever delete it.
+    /// Every one is swept: a table left out here would keep the rows its
+    /// last user's deletion left at zero.
     pub(crate) const ALL: [Shared; 4] = [
         Shared::MessageNodes,
         Shared::TokenRuns,

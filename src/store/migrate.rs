@@ -52,6 +52,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0003_session_storage.sql"),
         convert: Some(session_storage),
     },
+    Migration {
+        version: 4,
+        name: "0004_rllm.sql",
+        sql: include_str!("../../schema/0004_rllm.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies every migration the database has not seen yet. Returns the
@@ -66,14 +72,7 @@ pub fn apply(conn: &mut Connection) -> StoreResult<Vec<i64>> {
     )
     .map_err(StoreError::sqlite("cannot create schema_migrations"))?;
 
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    let found: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(StoreError::sqlite("cannot read schema_migrations"))?;
+    let (found, known) = versions(conn)?;
     if found > known {
         return Err(StoreError::NewerSchema { found, known });
     }
@@ -85,9 +84,8 @@ pub fn apply(conn: &mut Connection) -> StoreResult<Vec<i64>> {
     Ok(applied)
 }
 
-/// Refuses a store the gateway has not migrated to this binary's schema
-/// yet (the commands open files without changing their schema).
-pub(crate) fn require_current(conn: &Connection, path: &std::path::Path) -> StoreResult<()> {
+/// The schema version the database has, and the one this binary knows.
+fn versions(conn: &Connection) -> StoreResult<(i64, i64)> {
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     let found: i64 = conn
         .query_row(
@@ -96,6 +94,13 @@ pub(crate) fn require_current(conn: &Connection, path: &std::path::Path) -> Stor
             |r| r.get(0),
         )
         .map_err(StoreError::sqlite("cannot read schema_migrations"))?;
+    Ok((found, known))
+}
+
+/// Refuses a store the gateway has not migrated to this binary's schema
+/// yet (the commands open files without changing their schema).
+pub(crate) fn require_current(conn: &Connection, path: &std::path::Path) -> StoreResult<()> {
+    let (found, known) = versions(conn)?;
     match found.cmp(&known) {
         std::cmp::Ordering::Less => Err(StoreError::OlderSchema {
             path: path.to_path_buf(),

@@ -9,9 +9,9 @@
 //! 3. then the counters (`trace_count`, `error_count`, `tokens`,
 //!    `first_seen`, `last_seen`) of the sessions and runs that lost some
 //!    traces but keep others are recomputed from the traces that remain;
-//! 4. then the shared content (message nodes, token runs, tool lists) that
-//!    no remaining trace uses is swept: each deleted trace released its
-//!    references as it went (the schema's triggers), and what is left
+//! 4. then the shared content (message nodes, token runs, tool lists, raw
+//!    references) that no remaining trace uses is swept: each deleted trace
+//!    released its references as it went (the schema's triggers), and what is left
 //!    unreferenced goes, in short transactions too — a kept call of a
 //!    session whose first calls went keeps every message and token id it
 //!    needs, since it still references them;

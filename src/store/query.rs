@@ -35,6 +35,8 @@ pub struct TraceFilter {
     pub model: Option<String>,
     /// Only traces of this harness.
     pub harness: Option<String>,
+    /// Only traces made by this policy (weights) version.
+    pub weight_version: Option<i64>,
     /// Only traces that did not end `ok`.
     pub errors_only: bool,
     /// Leave out the calls without a model (operation `other`: model
@@ -249,6 +251,7 @@ impl TraceFilter {
             .when("run_id = ?", self.run_id.clone())
             .when("model = ?", self.model.clone())
             .when("harness = ?", self.harness.clone())
+            .when("weight_version = ?", self.weight_version)
             .when_on("status != 'ok'", self.errors_only)
             .when("operation != ?", self.skip_other.then(other_operation))
             .when("started_at > ?", self.since.map(epoch_text))

@@ -23,6 +23,7 @@ use crate::store::summary::{CallPage, CallStats, CallSummary, ChartSample, Facet
 use crate::store::summary::{RunInfo, SessionInfo, SessionRow};
 use crate::store::{connection, runs, stats, traces};
 use rusqlite::Connection;
+use serde_json::{Map, Value};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -106,6 +107,11 @@ impl Reader {
     /// Sessions matching `filter`, in its order.
     pub fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionInfo>> {
         runs::sessions(&self.conn, filter)
+    }
+
+    /// Every session's sampling parameters.
+    pub fn sampling_params(&self) -> StoreResult<Vec<(String, Map<String, Value>)>> {
+        runs::sampling_params(&self.conn)
     }
 
     /// Sessions matching `filter` as the UI lists them, in its order.
@@ -213,6 +219,11 @@ impl StoreReader {
     /// Sessions matching `filter`, in its order.
     pub async fn sessions(&self, filter: SessionFilter) -> StoreResult<Vec<SessionInfo>> {
         self.call(move |r| r.sessions(&filter)).await
+    }
+
+    /// Every session's sampling parameters.
+    pub async fn sampling_params(&self) -> StoreResult<Vec<(String, Map<String, Value>)>> {
+        self.call(|r| r.sampling_params()).await
     }
 
     /// Sessions matching `filter` as the UI lists them, in its order.

@@ -11,6 +11,7 @@ use crate::store::error::StoreResult;
 use crate::store::query::{RunFilter, SessionFilter};
 use crate::store::summary::{Facets, RunInfo, SessionInfo, SessionRow};
 use rusqlite::{Connection, OptionalExtension, Row};
+use serde_json::{Map, Value};
 
 const SESSION_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
                                first_seen, last_seen, error_count, tokens";
@@ -36,6 +37,23 @@ fn session_from_row(row: &Row<'_>) -> StoreResult<SessionInfo> {
 /// Sessions matching `filter`, in its order.
 pub(crate) fn sessions(conn: &Connection, filter: &SessionFilter) -> StoreResult<Vec<SessionInfo>> {
     filter.select(SESSION_COLUMNS).rows(conn, session_from_row)
+}
+
+/// Every session's sampling parameters (`POST /sessions`'s
+/// `sampling_params`); a row that is not a JSON object is skipped, logged.
+pub(crate) fn sampling_params(conn: &Connection) -> StoreResult<Vec<(String, Map<String, Value>)>> {
+    let mut stmt =
+        conn.prepare("SELECT session_id, sampling_params FROM session_sampling_params")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (session_id, text) = row?;
+        match serde_json::from_str(&text) {
+            Ok(params) => out.push((session_id, params)),
+            Err(e) => tracing::warn!(%session_id, "unreadable sampling parameters: {e}"),
+        }
+    }
+    Ok(out)
 }
 
 /// The first harness and model named by a session's calls (its model calls:

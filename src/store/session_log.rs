@@ -227,16 +227,20 @@ impl SessionLog {
         }
     }
 
-    /// Forgets one session's calls (it was deleted) and every call that
-    /// points at a row its deletion swept, then takes the epoch that sweep
-    /// left (the writer's own sweep, in its own transaction: nothing else
-    /// swept meanwhile).
+    /// Forgets one session's calls (it was deleted), every call that
+    /// points at a row its deletion swept and the raw references it swept
+    /// (so their kinds get new ones), then takes the epoch that sweep left
+    /// (the writer's own sweep, in its own transaction: nothing else swept
+    /// meanwhile).
     pub(crate) fn forget_session(
         &mut self,
         conn: &Connection,
         session: &str,
         swept: &Swept,
     ) -> StoreResult<()> {
+        let gone = |id| swept.contains(Shared::RawReferences, id);
+        self.references.forget(gone);
+        self.announcing.retain(|a| !gone(a.1));
         let key = Some(session.to_string());
         let mut freed = 0;
         for (owner, calls) in self.sessions.iter_mut() {

@@ -60,10 +60,11 @@ pub struct StoreWriter {
 pub(crate) enum Command {
     /// Insert a record (and its span).
     Record(Box<EncodedRow>),
-    /// Create a session or update its metadata.
+    /// Create a session or update its metadata (and sampling parameters).
     CreateSession {
         session_id: String,
         metadata: Map<String, Value>,
+        sampling_params: Option<Map<String, Value>>,
         ack: oneshot::Sender<StoreResult<()>>,
     },
     /// Delete a session and its traces.
@@ -145,16 +146,19 @@ impl StoreWriter {
         StoreError::Unavailable(Box::new(self.status()))
     }
 
-    /// Creates a session (or updates its metadata), committed on return.
+    /// Creates a session (or updates its metadata), committed on return;
+    /// `sampling_params`, when given, replace the session's.
     pub async fn create_session(
         &self,
         session_id: String,
         metadata: Map<String, Value>,
+        sampling_params: Option<Map<String, Value>>,
     ) -> StoreResult<()> {
         let (ack, done) = oneshot::channel();
         self.send(Command::CreateSession {
             session_id,
             metadata,
+            sampling_params,
             ack,
         })
         .await?;
