@@ -255,9 +255,6 @@ impl SessionLog {
         self.bytes = self.bytes.saturating_sub(freed);
         self.recent
             .retain(|c| c.session != key && !c.touches(swept));
-        // A swept raw reference's id may be taken by the next one stored.
-        self.references
-            .forget(|id| swept.contains(Shared::RawReferences, id));
         self.epoch = Some(content::gc_epoch(conn)?);
         Ok(())
     }
