@@ -19,10 +19,12 @@
 //!   ([`InFlight`]) from its arrival until its record is built;
 //! * forward counts each retry, by route and reason, as it decides it
 //!   ([`Metrics::retried`]);
-//! * the store writer times each commit and counts records written;
+//! * the store writer times each commit and counts records written (and
+//!   the rare record SQLite refuses);
 //! * the exporter counts spans sent and failed attempts;
 //! * the scrape itself sets what is cheapest to read at scrape time: the
-//!   store queue depth, the export backlog and lag, and each worker's health.
+//!   store queue depth, whether the store is degraded and the backlog it
+//!   keeps meanwhile, the export backlog and lag, and each worker's health.
 //!
 //! Label values come from callers (the model name), so their number is
 //! bounded: past [`MAX_MODELS`] distinct models, new ones are counted as
@@ -90,7 +92,37 @@ macro_rules! wire_name_label {
         }
     )*};
 }
-wire_name_label!(Operation, Status, ErrorKind, RetryReason, TokenType);
+wire_name_label!(
+    Operation,
+    Status,
+    ErrorKind,
+    RetryReason,
+    TokenType,
+    BacklogPlace
+);
+
+/// Where the store keeps records it cannot commit yet (the `place` label of
+/// `tracegate_store_backlog_records`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum BacklogPlace {
+    Spill,
+    Memory,
+}
+
+impl BacklogPlace {
+    fn as_str(self) -> &'static str {
+        match self {
+            BacklogPlace::Spill => "spill",
+            BacklogPlace::Memory => "memory",
+        }
+    }
+}
+
+/// The labels of the store's backlog.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BacklogLabels {
+    place: BacklogPlace,
+}
 
 /// The kinds of tokens counted (the `type` label of `tracegate_tokens`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -229,6 +261,10 @@ struct StoreMetrics {
     commit_duration: Histogram,
     records_written: Counter,
     commit_failures: Counter,
+    records_rejected: Counter,
+    degraded: Gauge,
+    backlog: Family<BacklogLabels, Gauge>,
+    backlog_oldest: Gauge<f64, AtomicU64>,
 }
 
 impl StoreMetrics {
@@ -253,6 +289,26 @@ impl StoreMetrics {
                 "tracegate_store_commit_failures",
                 "Failed commit attempts (each is retried)",
                 Counter::default(),
+            ),
+            records_rejected: r.add(
+                "tracegate_store_records_rejected",
+                "Records SQLite refused for what they hold (each is logged)",
+                Counter::default(),
+            ),
+            degraded: r.add(
+                "tracegate_store_degraded",
+                "1 while the store cannot commit (records are kept until it can), else 0",
+                Gauge::default(),
+            ),
+            backlog: r.add(
+                "tracegate_store_backlog_records",
+                "Records kept until the store can commit them, by place: spill (the spill file), memory",
+                Family::default(),
+            ),
+            backlog_oldest: r.seconds(
+                "tracegate_store_backlog_oldest",
+                "Age of the oldest record kept for the store (0 when none)",
+                Gauge::default(),
             ),
         }
     }
@@ -431,6 +487,13 @@ impl Metrics {
         self.store.commit_failures.inc();
     }
 
+    /// Counts records SQLite refused for what they hold.
+    pub fn records_rejected(&self, records: usize) {
+        if records > 0 {
+            self.store.records_rejected.inc_by(records as u64);
+        }
+    }
+
     /// Counts spans the collector accepted.
     pub fn spans_exported(&self, count: u64) {
         self.export.spans_exported.inc_by(count);
@@ -444,9 +507,24 @@ impl Metrics {
     /// Encodes every metric in the OpenMetrics text format, after setting
     /// the values read at scrape time.
     pub fn encode(&self, scrape: &Scrape) -> String {
-        self.store
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let store = &self.store;
+        store
             .queue_depth
             .set(i64::try_from(scrape.store_queue_depth).unwrap_or(i64::MAX));
+        store.degraded.set(i64::from(scrape.store_degraded));
+        for (place, records) in [
+            (BacklogPlace::Spill, scrape.store_backlog_spilled),
+            (BacklogPlace::Memory, scrape.store_backlog_in_memory),
+        ] {
+            store
+                .backlog
+                .get_or_create(&BacklogLabels { place })
+                .set(count(records));
+        }
+        store
+            .backlog_oldest
+            .set(scrape.store_backlog_oldest_seconds);
         self.export.spans_waiting.set(scrape.export_waiting);
         self.export.lag.set(scrape.export_lag_seconds);
         // Workers come and go at run time: only current ones are reported.
@@ -472,6 +550,14 @@ impl Metrics {
 pub struct Scrape {
     /// Records waiting for the store writer.
     pub store_queue_depth: usize,
+    /// Whether the store cannot commit now.
+    pub store_degraded: bool,
+    /// Records the store keeps in its spill file until it can commit them.
+    pub store_backlog_spilled: u64,
+    /// Records the store keeps in memory until it can commit them.
+    pub store_backlog_in_memory: u64,
+    /// Age of the oldest record the store keeps, in seconds (0 when none).
+    pub store_backlog_oldest_seconds: f64,
     /// Spans not yet exported.
     pub export_waiting: i64,
     /// Age of the oldest waiting span, in seconds.
@@ -594,6 +680,24 @@ mod tests {
                 .encode(&Scrape::default())
                 .contains("tracegate_requests_in_flight 0")
         );
+    }
+
+    #[test]
+    fn a_degraded_store_shows_its_backlog() {
+        let metrics = Metrics::new();
+        let text = metrics.encode(&Scrape {
+            store_degraded: true,
+            store_backlog_spilled: 7,
+            store_backlog_in_memory: 2,
+            store_backlog_oldest_seconds: 12.5,
+            ..Scrape::default()
+        });
+        assert!(text.contains("tracegate_store_degraded 1"), "{text}");
+        assert!(text.contains(r#"tracegate_store_backlog_records{place="spill"} 7"#));
+        assert!(text.contains(r#"tracegate_store_backlog_records{place="memory"} 2"#));
+        assert!(text.contains("tracegate_store_backlog_oldest_seconds 12.5"));
+        let text = metrics.encode(&Scrape::default());
+        assert!(text.contains("tracegate_store_degraded 0"));
     }
 
     #[test]

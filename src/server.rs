@@ -146,7 +146,7 @@ impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open(&config.db, config.store, metrics.clone())?;
+        let store = Store::open(&config.db, config.store.clone(), metrics.clone())?;
         let router = Arc::new(Router::new(
             config.routes.clone(),
             config.session_affinity_capacity,
@@ -233,7 +233,11 @@ impl Server {
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
             // moment to send them; what it cannot send waits in the outbox.
-            store.writer.flush().await?;
+            // A store that cannot commit keeps its records for the next
+            // start (`store.close`), so that is no reason to stop here.
+            if let Err(e) = store.writer.flush().await {
+                tracing::warn!("before the last export: {e}");
+            }
             exporter.stop(EXPORT_GRACE).await;
         }
         store.close().await?;

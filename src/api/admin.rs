@@ -6,6 +6,7 @@ use crate::error::GatewayError;
 use crate::export::ExportHealth;
 use crate::metrics::Scrape;
 use crate::server::AppState;
+use crate::store::{StoreState, StoreStatus};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header;
@@ -14,23 +15,17 @@ use serde::Serialize;
 /// The body of `GET /health`.
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// Always `ok`: the gateway answers.
-    status: &'static str,
+    /// `ok`, or `degraded` while the store cannot commit (the gateway still
+    /// serves calls, and keeps their records until it can).
+    status: StoreState,
     /// The gateway's version.
     version: &'static str,
-    /// The store's writer queue.
-    store: StoreHealth,
+    /// The store: its state, the writer's queue, the backlog.
+    store: StoreStatus,
     /// Span export.
     export: ExportStatus,
     /// How to present a token.
     auth: AuthScheme,
-}
-
-/// The store part of [`Health`].
-#[derive(Debug, Serialize)]
-pub struct StoreHealth {
-    /// Records waiting for the writer.
-    queue_depth: usize,
 }
 
 /// The export part of [`Health`]: `{enabled: false}`, or the backlog, or
@@ -66,9 +61,11 @@ pub struct TokenPlacement {
     scheme: Option<&'static str>,
 }
 
-/// `GET /health`: the gateway is up; also reports the store queue and, when
-/// span export is on, its backlog (spans waiting, the oldest one's age, the
-/// last error), and how to present a token when inbound auth is on.
+/// `GET /health`: the gateway is up (always 200); `status` says whether the
+/// store commits. Reports the store's state (with the fault, the last error
+/// and the backlog while it cannot commit) and queue, and, when span export
+/// is on, its backlog (spans waiting, the oldest one's age, the last error),
+/// and how to present a token when inbound auth is on.
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let export = match &state.export {
         None => ExportStatus {
@@ -85,12 +82,11 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             }
         }
     };
+    let store = state.writer.status();
     Json(Health {
-        status: "ok",
+        status: store.state,
         version: env!("CARGO_PKG_VERSION"),
-        store: StoreHealth {
-            queue_depth: state.writer.queue_depth(),
-        },
+        store,
         export,
         auth: auth_scheme(&state.inbound),
     })
@@ -121,7 +117,9 @@ pub struct Flushed {
 }
 
 /// `POST /admin/flush`: returns once every record of a call that has ended is
-/// committed.
+/// committed. While the store cannot commit it waits up to
+/// `store.flush_timeout`, then answers 503 (`store_unavailable`, with the
+/// fault and the backlog in the message).
 pub async fn flush(State(state): State<AppState>) -> Result<Json<Flushed>, GatewayError> {
     state.writer.flush().await?;
     Ok(Json(Flushed { status: "flushed" }))
@@ -147,8 +145,13 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// `GET /metrics`: every metric in the OpenMetrics text format, with the
 /// store queue, the export backlog and the workers' health read now.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let store = state.writer.status();
     let mut scrape = Scrape {
-        store_queue_depth: state.writer.queue_depth(),
+        store_queue_depth: store.queue_depth,
+        store_degraded: store.is_degraded(),
+        store_backlog_spilled: store.backlog.spilled,
+        store_backlog_in_memory: store.backlog.in_memory,
+        store_backlog_oldest_seconds: store.backlog.oldest_seconds.unwrap_or(0.0),
         workers: state
             .router
             .workers()

@@ -30,6 +30,7 @@ mod workers;
 pub use extract::{Json, Query};
 
 use crate::error::GatewayError;
+use crate::record::ErrorKind;
 use crate::server::AppState;
 use crate::store::StoreError;
 use axum::Router;
@@ -69,7 +70,6 @@ pub fn router() -> Router<AppState> {
         .merge(ui::routes())
 }
 
-/// A store failure, as the API reports it: a 500, logged.
 /// A resource the store found, or the API's 404 naming it (`what` and its
 /// id).
 fn found<T>(value: Option<T>, what: &str, id: &str) -> Result<Json<T>, GatewayError> {
@@ -78,8 +78,14 @@ fn found<T>(value: Option<T>, what: &str, id: &str) -> Result<Json<T>, GatewayEr
         .ok_or_else(|| GatewayError::not_found(format!("{what} {id} not found")))
 }
 
+/// A store failure, as the API reports it: a 503 while the store cannot
+/// commit (`store_unavailable`: try again later), else a 500, logged.
 impl From<StoreError> for GatewayError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Unavailable(_) = e {
+            tracing::warn!("{e}");
+            return GatewayError::new(ErrorKind::StoreUnavailable, e.to_string());
+        }
         tracing::error!("{e}");
         GatewayError::internal(e.to_string())
     }

@@ -75,6 +75,10 @@ keys! {
         Routes => "routes",
         AuthTokens => "auth.tokens",
         AuthHeader => "auth.header",
+        StoreMaxSize => "store.max_size",
+        StoreSpillFile => "store.spill_file",
+        StoreBacklogMemory => "store.backlog_memory",
+        StoreFlushTimeout => "store.flush_timeout",
         StoreQueueCapacity => "store.queue_capacity",
         StoreBatchMax => "store.batch_max",
         StoreBusyTimeout => "store.busy_timeout",
@@ -126,7 +130,15 @@ mod tests {
         assert!(top.ends_with(&["routes", "auth", "store", "capture", "export"]));
         assert_eq!(
             Key::names_in(Some("store")),
-            ["queue_capacity", "batch_max", "busy_timeout"]
+            [
+                "max_size",
+                "spill_file",
+                "backlog_memory",
+                "flush_timeout",
+                "queue_capacity",
+                "batch_max",
+                "busy_timeout"
+            ]
         );
         assert!(Key::is_section("export") && !Key::is_section("listen"));
         assert_eq!(Key::named("auth.header"), Some(Key::AuthHeader));

@@ -150,7 +150,7 @@ pub struct CaptureOptions {
 }
 
 /// Tuning of the store writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Records that may wait for the writer before callers wait for room.
     pub queue_capacity: usize,
@@ -159,6 +159,18 @@ pub struct StoreOptions {
     /// How long SQLite waits for a lock held by another connection before
     /// it gives up (`PRAGMA busy_timeout`).
     pub busy_timeout: Duration,
+    /// Most bytes of records the writer holds in memory while the store
+    /// cannot commit and the spill file cannot be written; past it, capture
+    /// tasks wait.
+    pub backlog_memory: usize,
+    /// Where records wait while the store cannot commit; `None`: next to the
+    /// database, `<db>-spill.jsonl`.
+    pub spill_file: Option<PathBuf>,
+    /// The most the database may hold, in bytes; `None`: no cap.
+    pub max_size: Option<u64>,
+    /// How long a flush waits for records the store cannot commit; `None`:
+    /// no limit.
+    pub flush_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -167,6 +179,10 @@ impl Default for StoreOptions {
             queue_capacity: 8192,
             batch_max: 512,
             busy_timeout: Duration::from_secs(5),
+            backlog_memory: 256 << 20,
+            spill_file: None,
+            max_size: None,
+            flush_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -345,11 +361,45 @@ fn size_or(s: &Settings, key: Key, default: usize) -> Result<usize, ConfigError>
 
 fn store_options(s: &Settings) -> Result<StoreOptions, ConfigError> {
     let defaults = StoreOptions::default();
+    let backlog_memory = match size(s, Key::StoreBacklogMemory)? {
+        Some(bytes) => usize::try_from(bytes).unwrap_or(usize::MAX),
+        None => defaults.backlog_memory,
+    };
     Ok(StoreOptions {
         queue_capacity: s.positive_or(Key::StoreQueueCapacity, defaults.queue_capacity)?,
         batch_max: s.positive_or(Key::StoreBatchMax, defaults.batch_max)?,
         busy_timeout: s.limit(Key::StoreBusyTimeout, defaults.busy_timeout)?,
+        backlog_memory,
+        spill_file: spill_file(s)?,
+        max_size: size(s, Key::StoreMaxSize)?.filter(|bytes| *bytes > 0),
+        flush_timeout: s.duration_or(Key::StoreFlushTimeout, defaults.flush_timeout)?,
     })
+}
+
+/// A size in bytes, if set; `none` is `Some(0)`.
+fn size(s: &Settings, key: Key) -> Result<Option<u64>, ConfigError> {
+    let Some(setting) = s.get(key) else {
+        return Ok(None);
+    };
+    if setting
+        .text(key.name())?
+        .trim()
+        .eq_ignore_ascii_case("none")
+    {
+        return Ok(Some(0));
+    }
+    setting.bytes(key.name()).map(Some)
+}
+
+fn spill_file(s: &Settings) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(setting) = s.get(Key::StoreSpillFile) else {
+        return Ok(None);
+    };
+    let key = Key::StoreSpillFile.name();
+    match setting.text(key)?.trim() {
+        "" => Err(setting.error(key, "must not be empty")),
+        path => Ok(Some(PathBuf::from(path))),
+    }
 }
 
 fn server_options(s: &Settings) -> Result<ServerOptions, ConfigError> {
@@ -506,6 +556,27 @@ mod tests {
         assert_eq!(c.store.busy_timeout, Duration::from_secs(5));
         assert_eq!(c.read_timeout, Some(Duration::from_secs(600)));
         assert_eq!(c.routes[0].workers[0].url.as_str(), "http://h/v1");
+    }
+
+    #[test]
+    fn the_store_keeps_records_where_and_as_long_as_the_file_says() {
+        let (_dir, path) = file(
+            "[store]\nbacklog_memory = \"64MiB\"\nspill_file = \"/other/disk/spill.jsonl\"\n\
+             max_size = \"10GiB\"\nflush_timeout = \"none\"\n",
+        );
+        let c = Config::load(&ServeArgs {
+            config: Some(path),
+            upstream: vec!["http://h".into()],
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.store.backlog_memory, 64 << 20);
+        assert_eq!(
+            c.store.spill_file,
+            Some(PathBuf::from("/other/disk/spill.jsonl"))
+        );
+        assert_eq!(c.store.max_size, Some(10 << 30));
+        assert_eq!(c.store.flush_timeout, None);
     }
 
     #[test]

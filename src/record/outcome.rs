@@ -75,6 +75,9 @@ crate::wire_enum! {
         NotFound = "not_found",
         /// The gateway failed inside (500).
         InternalError = "internal_error",
+        /// The store cannot commit now; what waits on it (a flush, a session
+        /// change) gave up (503; not recorded).
+        StoreUnavailable = "store_unavailable",
     }
 }
 
@@ -93,6 +96,7 @@ impl ErrorKind {
             ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -151,6 +155,9 @@ impl ErrorKind {
             ErrorKind::InvalidApiKey => "no valid gateway token (401; not recorded)",
             ErrorKind::NotFound => "no such path or resource (404; not recorded)",
             ErrorKind::InternalError => "the gateway failed inside (500)",
+            ErrorKind::StoreUnavailable => {
+                "the store cannot commit now; a flush or session change gave up (503; not recorded)"
+            }
         }
     }
 }

@@ -6,11 +6,54 @@
 //! Only the gateway creates a database (its writer, through `Store::open`).
 //! The commands open an existing file and refuse a missing one or one that is
 //! not ours, before they read or change anything.
+//!
+//! **The WAL and a full disk.** A commit appends every page it changes to
+//! the WAL — for one small record, the `traces` leaf, a leaf of each of its
+//! indexes, the session's and the run's rows: some twenty 16 KiB pages —
+//! and a checkpoint copies the WAL into the database, growing the file by
+//! the pages that are new, before the WAL can be written from its start
+//! again. SQLite's default checkpoints at 1000 pages, which is 16 MiB of WAL
+//! with our pages, and never gives the file's space back. So the writer
+//! checkpoints at [`WAL_TARGET`] bytes of WAL (`wal_autocheckpoint`, in
+//! pages), cuts the file back to that size after each checkpoint
+//! (`journal_size_limit`), and checkpoints it to nothing when it is idle or
+//! a backlog is committed (`commit`). What a commit then needs free on the
+//! disk is its own pages in the WAL, and what a checkpoint needs is the
+//! database's growth: both a few hundred KiB for a handful of records.
+//!
+//! `store.max_size` caps the database (`PRAGMA max_page_count`): past it a
+//! commit fails as on a full disk (`SQLITE_FULL`), the store is degraded
+//! and keeps the records, until a prune frees pages inside the file.
 
 use crate::store::error::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The most WAL the writer lets build up before a checkpoint, in bytes.
+pub(crate) const WAL_TARGET: i64 = 4 * 1024 * 1024;
+
+/// The gateway's database as its writer opens it (and opens it again after a
+/// fault).
+#[derive(Debug, Clone)]
+pub(crate) struct Writable {
+    /// The database file.
+    pub path: PathBuf,
+    /// `PRAGMA busy_timeout`.
+    pub busy_timeout: Duration,
+    /// `store.max_size`: the most the database may hold, in bytes.
+    pub max_size: Option<u64>,
+}
+
+impl Writable {
+    /// Opens (creating it if needed) the database with the store's pragmas
+    /// and the size cap.
+    pub fn open(&self) -> StoreResult<Connection> {
+        let conn = open_writable(&self.path, self.busy_timeout)?;
+        limit_size(&conn, self.max_size)?;
+        Ok(conn)
+    }
+}
 
 /// Opens (creating it and its directory if needed) the database at `path`
 /// for writing, with the store's pragmas.
@@ -34,7 +77,48 @@ pub(crate) fn open_writable(path: &Path, busy_timeout: Duration) -> StoreResult<
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(|e| with_os_cause(path, "cannot configure", e))?;
+    limit_wal(&conn).map_err(StoreError::sqlite(format!(
+        "cannot configure the WAL of {}",
+        path.display()
+    )))?;
     Ok(conn)
+}
+
+/// Checkpoints at [`WAL_TARGET`] bytes of WAL and cuts it back to that size.
+fn limit_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages = (WAL_TARGET / page_size.max(512)).max(1);
+    conn.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = {pages}; PRAGMA journal_size_limit = {WAL_TARGET};"
+    ))
+}
+
+/// Caps the database at `max_size` bytes (none: no cap). SQLite cannot cap
+/// a file below its current size; it keeps that size as the cap then.
+pub(crate) fn limit_size(conn: &Connection, max_size: Option<u64>) -> StoreResult<()> {
+    let Some(max_size) = max_size else {
+        return Ok(());
+    };
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let page_size = u64::try_from(page_size).unwrap_or(1).max(512);
+    let pages = (max_size / page_size).max(1);
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        .map_err(StoreError::sqlite("cannot set store.max_size"))
+}
+
+/// Checkpoints the whole WAL into the database and truncates it to nothing,
+/// waiting at most `patience` for readers of older pages to finish. Returns
+/// whether it got that far.
+pub(crate) fn checkpoint(conn: &Connection, patience: Duration) -> StoreResult<bool> {
+    conn.busy_timeout(patience)?;
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    match busy {
+        Ok(busy) => Ok(busy == 0),
+        Err(e) if crate::store::error::is_busy(&e) => Ok(false),
+        Err(e) => Err(StoreError::sqlite("cannot checkpoint the WAL")(e)),
+    }
 }
 
 /// SQLite says "unable to open database file" whatever the reason; the

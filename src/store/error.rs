@@ -8,12 +8,20 @@
 //! SQLite failures carry what the store was doing (`context`) beside
 //! SQLite's own error. A lock held by another process past the busy timeout
 //! is its own variant, [`StoreError::Busy`], decided in one place
-//! ([`StoreError::sqlite`], also behind `?` on a `rusqlite::Error`): the
-//! writer retries a busy batch, prune reports a busy database as such.
+//! ([`StoreError::sqlite`], also behind `?` on a `rusqlite::Error`): prune
+//! reports a busy database as such.
+//!
+//! The writer asks one more question of an error: is it the store's
+//! condition — a lock, a full disk or database, a read-only file, an I/O
+//! error — or this record's own fault? [`StoreError::fault`] answers with a
+//! [`StoreFault`] for the first: the records are then kept (the writer's
+//! backlog) and committed once the condition passes, however long that
+//! takes. Only the second (a row SQLite refuses for what it holds) rejects a
+//! record, and only that one.
 
 use crate::store::codec::CodecError;
+use crate::store::health::StoreStatus;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -123,15 +131,23 @@ pub enum StoreError {
     /// The writer thread panicked.
     #[error("the store writer panicked")]
     WriterPanicked,
-    /// A batch could not be committed, even after every retry; each command
-    /// of the batch gets this (hence the shared cause).
-    #[error("store commit failed {attempts} times: {source}")]
-    CommitFailed {
-        /// How often it was tried.
-        attempts: u32,
-        /// The last attempt's error.
-        #[source]
-        source: Arc<StoreError>,
+    /// The store cannot commit now (or did not within the flush timeout):
+    /// what the writer's backlog looked like when it was asked.
+    #[error("{}", .0.explain())]
+    Unavailable(Box<StoreStatus>),
+    /// The gateway stopped while the store could not commit, and these
+    /// records could not be written to the spill file either.
+    #[error(
+        "{count} records lost at shutdown: the store could not commit them and \
+         the spill file {} could not be written: {reason}", spill.display()
+    )]
+    RecordsLost {
+        /// How many.
+        count: u64,
+        /// The spill file that refused them.
+        spill: PathBuf,
+        /// Why the spill file refused them.
+        reason: String,
     },
     /// The blocking task running a query failed (it panicked).
     #[error("store query task failed: {0}")]
@@ -157,6 +173,48 @@ impl StoreError {
     pub fn is_busy(&self) -> bool {
         matches!(self, StoreError::Busy { .. })
     }
+
+    /// The store's condition behind the error, when it is one (the records
+    /// are kept until it passes); `None` when the error is the record's
+    /// own fault or not about the database at all.
+    pub fn fault(&self) -> Option<StoreFault> {
+        match self {
+            StoreError::Busy { .. } => Some(StoreFault::Locked),
+            StoreError::Sqlite { source, .. } => sqlite_fault(source),
+            StoreError::Io { .. } => Some(StoreFault::Io),
+            _ => None,
+        }
+    }
+}
+
+crate::wire_enum! {
+    /// Why the store cannot commit: the `reason` `/health` gives.
+    pub enum StoreFault {
+        /// Another connection holds the database's lock past the busy timeout.
+        Locked = "locked",
+        /// The disk is full, or the database reached `store.max_size`.
+        Full = "full",
+        /// The database file cannot be written.
+        ReadOnly = "read_only",
+        /// The disk or the file failed another way (I/O error, a file that
+        /// cannot be opened, corruption).
+        Io = "io_error",
+    }
+}
+
+/// The fault behind an SQLite error; `None` for the errors a record causes
+/// (a constraint, a value too big, a type mismatch), which retrying cannot
+/// cure. Anything else SQLite reports is taken as the store's condition:
+/// keeping a record too long is better than dropping it.
+fn sqlite_fault(e: &rusqlite::Error) -> Option<StoreFault> {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code()? {
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Some(StoreFault::Locked),
+        ErrorCode::DiskFull => Some(StoreFault::Full),
+        ErrorCode::ReadOnly => Some(StoreFault::ReadOnly),
+        ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch => None,
+        _ => Some(StoreFault::Io),
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -171,4 +229,67 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    /// The error of inserting `blob_size` bytes into a table whose database
+    /// may not grow past `max_pages`.
+    fn insert_error(max_pages: u32, blob_size: i64) -> StoreError {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB); INSERT INTO t VALUES (1, x'00');",
+        )
+        .unwrap();
+        conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |_| {
+            Ok(())
+        })
+        .unwrap();
+        let e = conn
+            .execute("INSERT INTO t (b) VALUES (zeroblob(?1))", [blob_size])
+            .unwrap_err();
+        StoreError::sqlite("inserting")(e)
+    }
+
+    #[test]
+    fn a_full_database_is_the_stores_condition_not_the_records() {
+        assert_eq!(insert_error(3, 1 << 20).fault(), Some(StoreFault::Full));
+    }
+
+    #[test]
+    fn a_record_sqlite_refuses_is_the_records_own_fault() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let e = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert_eq!(StoreError::sqlite("inserting")(e).fault(), None);
+    }
+
+    #[test]
+    fn a_lock_and_a_failing_file_are_the_stores_condition() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(
+            StoreError::sqlite("x")(busy).fault(),
+            Some(StoreFault::Locked)
+        );
+        let io = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            None,
+        );
+        assert_eq!(StoreError::sqlite("x")(io).fault(), Some(StoreFault::Io));
+        let read_only = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            None,
+        );
+        assert_eq!(
+            StoreError::sqlite("x")(read_only).fault(),
+            Some(StoreFault::ReadOnly)
+        );
+    }
 }

@@ -38,18 +38,34 @@
 //! * [`writer`] is the handle to the single writer thread, fed through a
 //!   bounded channel; `commit` is that thread, committing in batches —
 //!   request tasks never wait on disk;
+//! * `backlog` holds what the writer cannot commit yet (a locked, full or
+//!   read-only database, an I/O error), in the `spill` file next to the
+//!   database and then in memory, until it can; `health` is the condition
+//!   the writer publishes for `/health` and `/metrics`;
 //! * `query` builds every read's SQL from a filter; `traces`, `runs`,
 //!   `stats` and [`outbox`] are the reads, run by `reader`'s handles on
 //!   read-only connections; `attempts` decides which calls retry a step;
 //! * [`prune`] deletes what is older than a cutoff and reclaims the space
 //!   (`tracegate prune`, run from another process while a gateway writes).
+//!
+//! **What can be lost.** A record is kept from the moment its call's answer
+//! ends: in the channel, in a transaction, in the backlog — for as long as
+//! the store cannot commit, a minute or an hour. A graceful stop leaves the
+//! backlog in the spill file, which the next start commits first. Only a
+//! kill -9 or a power cut loses records: those in the channel and the
+//! transaction of the moment (one commit window, at most `store.batch_max`
+//! plus `store.queue_capacity` records under full load, a few at a normal
+//! one), plus, while the store was degraded, the backlog's records held in
+//! memory because the spill file could not be written either.
 
 mod attempts;
+mod backlog;
 pub mod codec;
 mod commit;
 mod connection;
 mod content;
 mod error;
+mod health;
 mod legacy;
 pub mod migrate;
 pub mod outbox;
@@ -61,13 +77,15 @@ mod record_json;
 mod row;
 mod runs;
 mod session_log;
+mod spill;
 mod stats;
 pub mod summary;
 mod traces;
 mod vocabulary;
 pub mod writer;
 
-pub use error::{StoreError, StoreResult};
+pub use error::{StoreError, StoreFault, StoreResult};
+pub use health::{BacklogStatus, StoreState, StoreStatus};
 pub use prune::Pruner;
 pub use query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
 pub use reader::{Reader, StoreReader};
@@ -76,7 +94,10 @@ pub use writer::{ExportProgress, Reservation, StoreWriter};
 
 use crate::config::StoreOptions;
 use crate::metrics::Metrics;
-use std::path::Path;
+use backlog::Backlog;
+use connection::Writable;
+use health::Condition;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 
@@ -93,35 +114,50 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating and migrating as needed) the database at `path` and
-    /// starts the writer thread.
+    /// starts the writer thread, which first commits what a previous run left
+    /// in the spill file.
     pub fn open(path: &Path, options: StoreOptions, metrics: Arc<Metrics>) -> StoreResult<Store> {
+        let db = Writable {
+            path: path.to_path_buf(),
+            busy_timeout: options.busy_timeout,
+            max_size: options.max_size,
+        };
         let mut conn = connection::open_writable(path, options.busy_timeout)?;
         let applied = migrate::apply(&mut conn)?;
         if !applied.is_empty() {
             tracing::info!(?applied, db = %path.display(), "applied schema migrations");
         }
+        connection::limit_size(&conn, options.max_size)?;
+        let spill = options.spill_file.unwrap_or_else(|| spill_file_of(path));
+        let backlog = Backlog::open(spill.clone(), options.backlog_memory)?;
+        if !backlog.is_empty() {
+            tracing::info!(spill = %spill.display(), "committing {} records a previous run kept", backlog.len());
+        }
+        let condition = Arc::new(Condition::new(spill));
         let (tx, rx) = mpsc::channel(options.queue_capacity);
-        let batch_max = options.batch_max;
         let spans_committed = Arc::new(Notify::new());
-        let notify = spans_committed.clone();
         let references = Arc::new(raw::References::default());
-        let announced = references.clone();
-        let thread = std::thread::Builder::new()
-            .name("tracegate-store".into())
-            .spawn(move || commit::run(conn, rx, batch_max, notify, &metrics, &announced))
-            .map_err(|source| StoreError::Io {
-                context: "cannot start the store writer".into(),
-                source,
-            })?;
+        let start = commit::Start {
+            conn,
+            db,
+            backlog,
+            condition: condition.clone(),
+            spans_committed: spans_committed.clone(),
+            references: references.clone(),
+            metrics,
+            batch_max: options.batch_max,
+        };
+        let thread = spawn_writer(start, rx)?;
         Ok(Store {
-            writer: StoreWriter::new(tx, references),
+            writer: StoreWriter::new(tx, condition, options.flush_timeout, references),
             reader: StoreReader::new(path.to_path_buf(), options.busy_timeout),
             spans_committed,
             thread,
         })
     }
 
-    /// Commits everything queued, stops the writer thread and waits for it.
+    /// Commits everything queued (or keeps it in the spill file, if the
+    /// store cannot commit it), stops the writer thread and waits for it.
     pub async fn close(self) -> StoreResult<()> {
         let result = self.writer.shutdown().await;
         let thread = self.thread;
@@ -130,4 +166,32 @@ impl Store {
             .map_err(|_| StoreError::WriterPanicked)?;
         result
     }
+}
+
+/// Starts the writer thread, with its own runtime for timed waits on its
+/// channel.
+fn spawn_writer(
+    start: commit::Start,
+    rx: mpsc::Receiver<writer::Command>,
+) -> StoreResult<std::thread::JoinHandle<()>> {
+    let cannot_start = |source| StoreError::Io {
+        context: "cannot start the store writer".into(),
+        source,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(cannot_start)?;
+    std::thread::Builder::new()
+        .name("tracegate-store".into())
+        .spawn(move || commit::run(start, rx, runtime))
+        .map_err(cannot_start)
+}
+
+/// The spill file next to the database: `traces.db` spills to
+/// `traces.db-spill.jsonl`, beside SQLite's own `traces.db-wal`.
+pub fn spill_file_of(db: &Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push("-spill.jsonl");
+    db.with_file_name(name)
 }

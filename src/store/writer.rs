@@ -9,27 +9,39 @@
 //! **Nothing is ever dropped.** When the channel is full, the task handing a
 //! record over waits for room. That task is the capture task of a call whose
 //! response has already been sent, so a slow disk delays only the bookkeeping,
-//! never a client — until memory for waiting captures runs out, which is the
-//! point where dropping would be the only alternative and we choose
-//! backpressure instead.
+//! never a client. A store that cannot commit at all does not fill the
+//! channel: the writer keeps those records in its backlog (`backlog`: the
+//! spill file, then memory) and commits them when it can; only when both
+//! are full does the channel fill and the capture tasks wait — backpressure
+//! rather than dropping.
 //!
-//! **Flush** (`POST /admin/flush`, shutdown) must cover every call whose
-//! response has ended, even if its record is still being assembled. So a call
-//! takes a *reservation* the moment its response ends, before the client can
-//! see the end, and releases it when its record is in the channel. A flush
-//! waits for every reservation taken before it, then sends a barrier through
-//! the same channel and returns when the writer has committed up to it.
+//! **Flush** (`POST /admin/flush`) must cover every call whose response has
+//! ended, even if its record is still being assembled. So a call takes a
+//! *reservation* the moment its response ends, before the client can see
+//! the end, and releases it when its record is in the channel. A flush waits
+//! for every reservation taken before it, then sends a barrier through the
+//! same channel and returns when the writer has committed up to it and holds
+//! no backlog. While the store cannot commit that may take long: a flush
+//! waits at most `store.flush_timeout`, then fails with
+//! [`StoreError::Unavailable`] and the store's status (a 503).
+//!
+//! **Shutdown** does not flush: it tells the writer the gateway is closing
+//! (so the writer takes every record, full or not), waits for the
+//! reservations, and asks the writer to stop; what the store cannot commit
+//! then stays in the spill file for the next start.
 //!
 //! This file is the handle request tasks hold ([`StoreWriter`]); the thread
 //! and its transactions are `commit`'s.
 
 use crate::record::{Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::health::{Condition, StoreStatus};
 use crate::store::raw::References;
 use crate::store::row::EncodedRow;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// A cloneable handle for sending work to the writer thread.
@@ -37,6 +49,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 pub struct StoreWriter {
     tx: mpsc::Sender<Command>,
     pending: Arc<Pending>,
+    condition: Arc<Condition>,
+    flush_timeout: Option<Duration>,
     /// The raw references records are compressed against (the writer
     /// thread stores and announces them).
     references: Arc<References>,
@@ -60,7 +74,8 @@ pub(crate) enum Command {
     },
     /// Answer once everything before it is committed.
     Flush(oneshot::Sender<StoreResult<()>>),
-    /// Like `Flush`, then stop the thread.
+    /// Keep what cannot be committed for the next start, then stop the
+    /// thread.
     Shutdown(oneshot::Sender<StoreResult<()>>),
     /// Save the exporter's progress.
     ExportProgress(ExportProgress),
@@ -78,10 +93,17 @@ pub struct ExportProgress {
 }
 
 impl StoreWriter {
-    pub(crate) fn new(tx: mpsc::Sender<Command>, references: Arc<References>) -> Self {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Command>,
+        condition: Arc<Condition>,
+        flush_timeout: Option<Duration>,
+        references: Arc<References>,
+    ) -> Self {
         Self {
             tx,
             pending: Arc::new(Pending::default()),
+            condition,
+            flush_timeout,
             references,
         }
     }
@@ -96,14 +118,32 @@ impl StoreWriter {
     }
 
     /// Returns once every record whose reservation was taken before this call
-    /// is committed.
+    /// is committed; fails with [`StoreError::Unavailable`] if that takes
+    /// longer than `store.flush_timeout`.
     pub async fn flush(&self) -> StoreResult<()> {
-        self.pending
-            .wait_for_tickets_before(self.pending.high_water())
-            .await;
-        let (ack, done) = oneshot::channel();
-        self.send(Command::Flush(ack)).await?;
-        done.await.map_err(|_| StoreError::WriterStopped)?
+        let flushed = async {
+            self.pending
+                .wait_for_tickets_before(self.pending.high_water())
+                .await;
+            let (ack, done) = oneshot::channel();
+            self.send(Command::Flush(ack)).await?;
+            done.await.map_err(|_| StoreError::WriterStopped)?
+        };
+        match self.flush_timeout {
+            None => flushed.await,
+            Some(timeout) => tokio::time::timeout(timeout, flushed)
+                .await
+                .unwrap_or_else(|_| Err(self.unavailable())),
+        }
+    }
+
+    /// The store's condition and backlog, as the writer last published them.
+    pub fn status(&self) -> StoreStatus {
+        self.condition.status(self.queue_depth())
+    }
+
+    fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable(Box::new(self.status()))
     }
 
     /// Creates a session (or updates its metadata), committed on return;
@@ -126,7 +166,11 @@ impl StoreWriter {
     }
 
     /// Deletes a session and its traces; returns the number of traces deleted.
+    /// Refused while the store cannot commit.
     pub async fn delete_session(&self, session_id: String) -> StoreResult<usize> {
+        if self.status().is_degraded() {
+            return Err(self.unavailable());
+        }
         // Records already on their way must not resurrect the session.
         self.flush().await?;
         let (ack, done) = oneshot::channel();
@@ -135,9 +179,13 @@ impl StoreWriter {
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// Flushes everything, then stops the writer thread.
+    /// Hands everything over, then stops the writer thread: it commits what
+    /// it can and keeps the rest in the spill file.
     pub(crate) async fn shutdown(&self) -> StoreResult<()> {
-        self.flush().await?;
+        self.condition.close();
+        self.pending
+            .wait_for_tickets_before(self.pending.high_water())
+            .await;
         let (ack, done) = oneshot::channel();
         self.send(Command::Shutdown(ack)).await?;
         done.await.map_err(|_| StoreError::WriterStopped)?

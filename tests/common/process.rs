@@ -184,6 +184,19 @@ impl Running {
             .unwrap()
     }
 
+    /// Sends SIGTERM and waits (off the async runtime) for the process to
+    /// exit; returns its exit status and everything it logged.
+    pub async fn stop_with_status(self) -> (std::process::ExitStatus, String) {
+        self.terminate();
+        tokio::task::spawn_blocking(move || {
+            let mut running = self;
+            let status = running.wait_exit();
+            (status, running.wait_output())
+        })
+        .await
+        .unwrap()
+    }
+
     /// Waits (off the async runtime) for the process to exit.
     pub async fn exited(self) -> std::process::ExitStatus {
         tokio::task::spawn_blocking(move || self.wait())
