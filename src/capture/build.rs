@@ -14,24 +14,12 @@ use super::{Ending, Output, ResponseFacts, redact, sse};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::record::{
+    self,
     CallError, DEFAULT_SPAN_TYPE, Embeddings, ErrorKind, Status, TraceRecord, Usage, epoch_seconds,
     millis, rfc3339,
 };
 use base64::Engine;
 use serde_json::{Map, Value, json};
-
-/// Request-body keys that are the call's content, not its parameters.
-const CONTENT_KEYS: &[&str] = &[
-    "model",
-    "messages",
-    "tools",
-    "functions",
-    "stream",
-    "metadata",
-    "prompt",
-    "input",
-    "system",
-];
 
 /// Builds the record of a call from its context and its response (or the
 /// gateway's failure), with every secret scrubbed and the raw bodies kept
@@ -147,11 +135,7 @@ fn request_part(
             let input = assembler.map(|a| (a.request)(&body)).unwrap_or_default();
             rec.messages = input.messages;
             rec.tools = input.tools;
-            rec.request_params = body
-                .iter()
-                .filter(|(k, _)| !CONTENT_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            rec.request_params = record::request_params(&body);
             rec.raw_request = Some(Value::Object(body));
             input.embeddings
         }

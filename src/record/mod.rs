@@ -262,6 +262,30 @@ impl Usage {
     }
 }
 
+/// Request-body keys that are the call's content, not its parameters.
+const CONTENT_KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "functions",
+    "stream",
+    "metadata",
+    "prompt",
+    "input",
+    "system",
+];
+
+/// A request body's parameters (`temperature`, `max_tokens`, ...): every
+/// key but those that are the call's content. Capture fills
+/// `request_params` with it, and the store derives it again from the raw
+/// request it keeps, so both must agree.
+pub fn request_params(body: &Map<String, Value>) -> Map<String, Value> {
+    body.iter()
+        .filter(|(k, _)| !CONTENT_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Formats a time as RFC 3339 in UTC with microseconds, the form every stored
 /// time takes (fixed width, so it sorts lexicographically).
 pub fn rfc3339(t: SystemTime) -> String {

@@ -17,7 +17,7 @@
 //!   does not — so reading it back gives exactly what was written;
 //! * usage counts that fit the integer columns are only there.
 
-use crate::record::{Attempt, Choice, Embeddings, TopLogprob, TraceRecord, Usage};
+use crate::record::{self, Attempt, Choice, Embeddings, TopLogprob, TraceRecord, Usage};
 use crate::store::codec::CodecError;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
@@ -328,28 +328,10 @@ fn count_of(attempts: &[Attempt]) -> u32 {
     u32::try_from(attempts.len()).unwrap_or(u32::MAX)
 }
 
-/// The request-body keys that are the call's content, not its parameters
-/// (capture's).
-const CONTENT_KEYS: &[&str] = &[
-    "model",
-    "messages",
-    "tools",
-    "functions",
-    "stream",
-    "metadata",
-    "prompt",
-    "input",
-    "system",
-];
-
 /// The parameters of the raw request, as capture lists them.
 fn derived_params(record: &TraceRecord) -> Map<String, Value> {
     match &record.raw_request {
-        Some(Value::Object(body)) => body
-            .iter()
-            .filter(|(k, _)| !CONTENT_KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        Some(Value::Object(body)) => record::request_params(body),
         _ => Map::new(),
     }
 }

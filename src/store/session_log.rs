@@ -115,6 +115,31 @@ struct Remembered {
 }
 
 impl Remembered {
+    /// A call to remember, weighed by what it holds in memory (a token
+    /// counts four bytes).
+    fn new(
+        session: Option<String>,
+        messages: MessagePath,
+        answer: Option<StoredText>,
+        tools: Option<StoredText>,
+        prompt: TokenPath,
+        completions: Vec<(i64, Arc<[u32]>)>,
+    ) -> Self {
+        let texts = messages.iter().chain(&answer).chain(&tools);
+        let tokens = prompt.iter().chain(&completions);
+        let bytes = texts.map(|(_, t)| t.len()).sum::<usize>()
+            + 4 * tokens.map(|(_, t)| t.len()).sum::<usize>();
+        Remembered {
+            session,
+            messages,
+            answer,
+            tools,
+            prompt,
+            completions,
+            bytes,
+        }
+    }
+
     /// Whether the call points at a row that was swept.
     fn touches(&self, swept: &Swept) -> bool {
         let nodes = self.messages.iter().chain(self.answer.as_ref());
@@ -275,10 +300,6 @@ impl SessionLog {
             .zip(&content.completions)
             .filter_map(|(run, c)| run.map(|id| (id, c.token_ids.as_slice().into())))
             .collect();
-        let bytes = messages.iter().map(|(_, m)| m.len()).sum::<usize>()
-            + answer.as_ref().map_or(0, |(_, a)| a.len())
-            + tools.as_ref().map_or(0, |(_, t)| t.len())
-            + 4 * (content.prompt.len() + completions.iter().map(|(_, c)| c.len()).sum::<usize>());
         let placed = Placed {
             messages_node,
             answer_node: answer.as_ref().map(|(id, _)| *id),
@@ -287,15 +308,14 @@ impl SessionLog {
             completion_runs,
             raw: None,
         };
-        let pending = Pending(Remembered {
-            session: content.session.clone(),
+        let pending = Pending(Remembered::new(
+            content.session.clone(),
             messages,
             answer,
             tools,
             prompt,
             completions,
-            bytes,
-        });
+        ));
         Ok((placed, pending))
     }
 
@@ -401,18 +421,14 @@ fn latest_of_session(conn: &Connection, session: &str) -> StoreResult<VecDeque<A
                 completions.extend(reader.tokens(conn, run)?.last().cloned());
             }
         }
-        let bytes = messages.iter().map(|(_, m)| m.len()).sum::<usize>()
-            + 4 * (prompt.iter().map(|(_, r)| r.len()).sum::<usize>()
-                + completions.iter().map(|(_, c)| c.len()).sum::<usize>());
-        calls.push_back(Arc::new(Remembered {
-            session: Some(session.to_string()),
+        calls.push_back(Arc::new(Remembered::new(
+            Some(session.to_string()),
             messages,
             answer,
             tools,
             prompt,
             completions,
-            bytes,
-        }));
+        )));
     }
     Ok(calls)
 }
