@@ -149,9 +149,10 @@ impl Ballast {
     }
 }
 
-/// The cap of the capped gateways, and the pages it is.
+/// The cap of the capped gateways, and the pages it is (the store makes
+/// 8 KiB pages).
 const MAX_SIZE: &str = "2MiB";
-const MAX_PAGES: i64 = (2 << 20) / 16384;
+const MAX_PAGES: i64 = (2 << 20) / 8192;
 
 /// A configuration file with these `[store]` settings, in `dir`.
 fn store_config(dir: &Path, settings: &str) -> PathBuf {

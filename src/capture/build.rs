@@ -14,9 +14,8 @@ use super::{Ending, Output, ResponseFacts, redact, sse};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::record::{
-    self,
-    CallError, DEFAULT_SPAN_TYPE, Embeddings, ErrorKind, Status, TraceRecord, Usage, epoch_seconds,
-    millis, rfc3339,
+    self, CallError, DEFAULT_SPAN_TYPE, Embeddings, ErrorKind, Status, TraceRecord, Usage,
+    epoch_seconds, millis, rfc3339,
 };
 use base64::Engine;
 use serde_json::{Map, Value, json};

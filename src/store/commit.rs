@@ -38,7 +38,7 @@
 //!
 //! **The WAL.** A commit appends the pages it changes to the WAL, and only a
 //! checkpoint moves them into the database so the WAL can be reused; with
-//! 16 KiB pages SQLite's default lets it grow to 16 MiB first. The
+//! 8 KiB pages SQLite's default lets it grow to 8 MiB first. The
 //! connection keeps it near 4 MiB (`connection`), and the thread
 //! checkpoints it to nothing (`TRUNCATE`) once a backlog is committed and
 //! whenever it has been idle for [`IDLE_CHECKPOINT`], so a quiet gateway

@@ -9,10 +9,10 @@
 //!
 //! **The WAL and a full disk.** A commit appends every page it changes to
 //! the WAL — for one small record, the `traces` leaf, a leaf of each of its
-//! indexes, the session's and the run's rows: some twenty 16 KiB pages —
+//! indexes, the session's and the run's rows: some twenty 8 KiB pages —
 //! and a checkpoint copies the WAL into the database, growing the file by
 //! the pages that are new, before the WAL can be written from its start
-//! again. SQLite's default checkpoints at 1000 pages, which is 16 MiB of WAL
+//! again. SQLite's default checkpoints at 1000 pages, which is 8 MiB of WAL
 //! with our pages, and never gives the file's space back. So the writer
 //! checkpoints at [`WAL_TARGET`] bytes of WAL (`wal_autocheckpoint`, in
 //! pages), cuts the file back to that size after each checkpoint
@@ -66,14 +66,17 @@ pub(crate) fn open_writable(path: &Path, busy_timeout: Duration) -> StoreResult<
     }
     let conn = Connection::open(path).map_err(|e| with_os_cause(path, "cannot open", e))?;
     conn.busy_timeout(busy_timeout)?;
-    // page_size (new databases only; it must come before WAL): a small
-    // call's row is 2-3 KB, so on 4 KiB pages two never share a page and
-    // half of each page is empty; 16 KiB pages hold six. WAL: readers never
+    // page_size (new databases only; it must come before WAL): 8 KiB, the
+    // smallest file measured on both of bench/storage.sh's workloads. A
+    // small call's row is well under 1 KB, and every table and index has
+    // at least one page, so 16 KiB pages left a small store mostly empty
+    // space; on 4 KiB pages a session's messages and token runs (1-4 KB
+    // each) spill into overflow pages half used. WAL: readers never
     // block the writer. synchronous=NORMAL: a commit is durable against a
     // process crash (not against power loss until the next checkpoint),
     // without an fsync per batch.
     conn.execute_batch(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+        "PRAGMA page_size = 8192; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(|e| with_os_cause(path, "cannot configure", e))?;

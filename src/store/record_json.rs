@@ -17,7 +17,9 @@
 //!   does not — so reading it back gives exactly what was written;
 //! * usage counts that fit the integer columns are only there.
 
-use crate::record::{self, Attempt, Choice, Embeddings, TopLogprob, TraceRecord, Usage};
+use crate::record::{
+    self, Attempt, CallError, Choice, Embeddings, RetryReason, TopLogprob, TraceRecord, Usage,
+};
 use crate::store::codec::CodecError;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
@@ -57,7 +59,7 @@ struct Rest {
     #[serde(skip_serializing_if = "Option::is_none")]
     client_closed_at: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    attempts: Vec<Attempt>,
+    attempts: Vec<RestAttempt>,
     /// Absent: the number of `attempts`.
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     attempt_count: Option<u32>,
@@ -82,6 +84,99 @@ struct RestChoice {
     message: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     finish_reason: Option<String>,
+}
+
+/// An attempt, without what the record says of it: the upstream (when the
+/// record's) and the HTTP status (the last attempt's is the call's); its
+/// start as microseconds after the call's when that gives back its exact
+/// text. A call's usual single attempt is then its worker, start offset and
+/// duration.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct RestAttempt {
+    worker: String,
+    /// Absent: the record's `upstream`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<String>,
+    /// Microseconds after the record's `started_at`, when exact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_us: Option<i64>,
+    /// Absent: `start_us` says it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    duration_ms: f64,
+    /// Absent: the record's `http_status` for the last attempt, none for
+    /// the others.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    http_status: Option<Option<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<CallError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_reason: Option<RetryReason>,
+}
+
+/// The HTTP status the record says the attempt at `position` of `count`
+/// had: the call's for the last one, none for the others.
+fn derived_http_status(record: &TraceRecord, position: usize, count: usize) -> Option<u16> {
+    record.http_status.filter(|_| position + 1 == count)
+}
+
+/// `at` as microseconds after `start`, when that gives back exactly its text.
+fn offset_of(start: &str, at: &str) -> Option<i64> {
+    let micros = |t: &str| -> Option<i128> {
+        let at = humantime::parse_rfc3339(t).ok()?;
+        let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(since.as_micros() as i128)
+    };
+    let us = i64::try_from(micros(at)? - micros(start)?).ok()?;
+    (at_offset(start, us).as_deref() == Some(at)).then_some(us)
+}
+
+/// The attempts as the record JSON keeps them.
+fn rest_attempts(record: &TraceRecord) -> Vec<RestAttempt> {
+    let count = record.attempts.len();
+    let attempts = record.attempts.iter().enumerate();
+    attempts
+        .map(|(i, a)| {
+            let start_us = offset_of(&record.started_at, &a.started_at);
+            RestAttempt {
+                worker: a.worker.clone(),
+                upstream: (a.upstream != record.upstream).then(|| a.upstream.clone()),
+                start_us,
+                started_at: start_us.is_none().then(|| a.started_at.clone()),
+                duration_ms: a.duration_ms,
+                http_status: unless_derived(&a.http_status, derived_http_status(record, i, count)),
+                error: a.error.clone(),
+                retry_reason: a.retry_reason,
+            }
+        })
+        .collect()
+}
+
+/// The attempts the record JSON keeps, whole again.
+fn attempts_of(rest: Vec<RestAttempt>, record: &TraceRecord) -> Vec<Attempt> {
+    let count = rest.len();
+    let attempts = rest.into_iter().enumerate();
+    attempts
+        .map(|(i, a)| {
+            let started_at = match (a.started_at, a.start_us) {
+                (Some(text), _) => Some(text),
+                (None, Some(us)) => at_offset(&record.started_at, us),
+                (None, None) => None,
+            };
+            Attempt {
+                worker: a.worker,
+                upstream: a.upstream.unwrap_or_else(|| record.upstream.clone()),
+                started_at: started_at.unwrap_or_default(),
+                duration_ms: a.duration_ms,
+                http_status: a
+                    .http_status
+                    .unwrap_or_else(|| derived_http_status(record, i, count)),
+                error: a.error,
+                retry_reason: a.retry_reason,
+            }
+        })
+        .collect()
 }
 
 /// Usage, without the counts the columns hold.
@@ -132,14 +227,7 @@ fn unless_derived<T: PartialEq + Clone>(value: &T, derived: T) -> Option<T> {
 /// `first_chunk_at` as microseconds after `started_at`, when that gives
 /// back exactly its text (what the `first_chunk_us` column holds).
 pub(crate) fn first_chunk_offset(record: &TraceRecord) -> Option<i64> {
-    let text = record.first_chunk_at.as_deref()?;
-    let micros = |t: &str| -> Option<i128> {
-        let at = humantime::parse_rfc3339(t).ok()?;
-        let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
-        Some(since.as_micros() as i128)
-    };
-    let us = i64::try_from(micros(text)? - micros(&record.started_at)?).ok()?;
-    (at_offset(&record.started_at, us).as_deref() == Some(text)).then_some(us)
+    offset_of(&record.started_at, record.first_chunk_at.as_deref()?)
 }
 
 /// The time `us` microseconds after the RFC 3339 time `start`, in the form
@@ -214,7 +302,7 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
             .clone()
             .filter(|_| first_chunk_offset(record).is_none()),
         client_closed_at: record.client_closed_at.clone(),
-        attempts: record.attempts.clone(),
+        attempts: rest_attempts(record),
         attempt_count: unless_derived(&record.attempt_count, count_of(&record.attempts)),
         heartbeats: record.heartbeats,
     };
@@ -248,46 +336,8 @@ pub(crate) fn restore(
     record.request_params = rest
         .request_params
         .unwrap_or_else(|| derived_params(record));
-    record.choices = rest
-        .choices
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Choice {
-            index: c.index.unwrap_or(i as u32),
-            message: c
-                .message
-                .unwrap_or_else(|| derived_message(i, &record.response_message)),
-            finish_reason: c.finish_reason,
-            ..Choice::default()
-        })
-        .collect();
-    for t in tokens {
-        let Some(choice) = record.choices.get_mut(t.choice) else {
-            return Err(CodecError::Dangling("choice"));
-        };
-        choice.token_ids = t.token_ids;
-        choice.logprobs = t.logprobs;
-        choice.top_logprobs = t.top_logprobs;
-    }
-    let u = rest.usage;
-    let (input_tokens, output_tokens) = (
-        record.usage.input_tokens.or(u.input_tokens),
-        record.usage.output_tokens.or(u.output_tokens),
-    );
-    record.usage = Usage {
-        input_tokens,
-        output_tokens,
-        total_tokens: u.total_tokens.unwrap_or_else(|| {
-            derived_total(&Usage {
-                input_tokens,
-                output_tokens,
-                ..Usage::default()
-            })
-        }),
-        cached_input_tokens: u.cached_input_tokens,
-        cache_creation_input_tokens: u.cache_creation_input_tokens,
-        reasoning_tokens: u.reasoning_tokens,
-    };
+    record.choices = restore_choices(rest.choices, record, tokens)?;
+    record.usage = restore_usage(rest.usage, &record.usage);
     let choices = &record.choices;
     record.tool_calls = rest
         .tool_calls
@@ -315,12 +365,64 @@ pub(crate) fn restore(
         record.first_chunk_at = rest.first_chunk_at;
     }
     record.client_closed_at = rest.client_closed_at;
+    record.attempts = attempts_of(rest.attempts, record);
     record.attempt_count = rest
         .attempt_count
-        .unwrap_or_else(|| count_of(&rest.attempts));
-    record.attempts = rest.attempts;
+        .unwrap_or_else(|| count_of(&record.attempts));
     record.heartbeats = rest.heartbeats;
     Ok(())
+}
+
+/// The choices of the record JSON, with their token data.
+fn restore_choices(
+    rest: Vec<RestChoice>,
+    record: &TraceRecord,
+    tokens: Vec<ChoiceTokens>,
+) -> Result<Vec<Choice>, CodecError> {
+    let mut choices: Vec<Choice> = rest
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Choice {
+            index: c.index.unwrap_or(i as u32),
+            message: c
+                .message
+                .unwrap_or_else(|| derived_message(i, &record.response_message)),
+            finish_reason: c.finish_reason,
+            ..Choice::default()
+        })
+        .collect();
+    for t in tokens {
+        let Some(choice) = choices.get_mut(t.choice) else {
+            return Err(CodecError::Dangling("choice"));
+        };
+        choice.token_ids = t.token_ids;
+        choice.logprobs = t.logprobs;
+        choice.top_logprobs = t.top_logprobs;
+    }
+    Ok(choices)
+}
+
+/// The usage of the record JSON, completed with the counts the columns
+/// hold (`columns`: input and output tokens).
+fn restore_usage(rest: RestUsage, columns: &Usage) -> Usage {
+    let (input_tokens, output_tokens) = (
+        columns.input_tokens.or(rest.input_tokens),
+        columns.output_tokens.or(rest.output_tokens),
+    );
+    Usage {
+        input_tokens,
+        output_tokens,
+        total_tokens: rest.total_tokens.unwrap_or_else(|| {
+            derived_total(&Usage {
+                input_tokens,
+                output_tokens,
+                ..Usage::default()
+            })
+        }),
+        cached_input_tokens: rest.cached_input_tokens,
+        cache_creation_input_tokens: rest.cache_creation_input_tokens,
+        reasoning_tokens: rest.reasoning_tokens,
+    }
 }
 
 /// How many attempts a call made, as capture counts them.
@@ -404,6 +506,9 @@ mod tests {
         let json = encode(record).unwrap();
         let mut back = TraceRecord {
             response_message: record.response_message.clone(),
+            upstream: record.upstream.clone(),
+            started_at: record.started_at.clone(),
+            http_status: record.http_status,
             usage: Usage {
                 input_tokens: record.usage.input_tokens.filter(|n| *n <= i64::MAX as u64),
                 output_tokens: record.usage.output_tokens.filter(|n| *n <= i64::MAX as u64),
@@ -511,6 +616,60 @@ mod tests {
         assert_eq!(round_trip(&record), record);
         assert!(!encode(&record).unwrap().contains("attempt_count"));
         record.attempt_count = 5;
+        assert_eq!(round_trip(&record), record);
+    }
+
+    /// A call's usual attempt: the call's upstream, started 1.5 ms after
+    /// the call, answered with the call's status.
+    fn attempted() -> TraceRecord {
+        let mut record = captured();
+        record.upstream = "http://127.0.0.1:8000/v1".into();
+        record.started_at = "2026-12-01T13:00:00.000001Z".into();
+        record.http_status = Some(200);
+        record.attempts = vec![Attempt {
+            worker: "0".into(),
+            upstream: record.upstream.clone(),
+            started_at: "2026-12-01T13:00:00.001501Z".into(),
+            duration_ms: 12.5,
+            http_status: Some(200),
+            ..Attempt::default()
+        }];
+        record.attempt_count = 1;
+        record
+    }
+
+    #[test]
+    fn an_attempt_keeps_only_what_the_call_does_not_say() {
+        let record = attempted();
+        let json = encode(&record).unwrap();
+        assert!(
+            json.ends_with(r#""attempts":[{"worker":"0","start_us":1500,"duration_ms":12.5}]}"#),
+            "{json}"
+        );
+        assert_eq!(round_trip(&record), record);
+    }
+
+    #[test]
+    fn attempts_that_differ_from_the_call_read_back_exactly() {
+        let mut record = attempted();
+        let first = Attempt {
+            worker: "1".into(),
+            upstream: "http://10.0.0.2:8000/v1".into(),
+            started_at: "not a time".into(),
+            http_status: Some(503),
+            retry_reason: Some(RetryReason::ServiceUnavailable),
+            ..record.attempts[0].clone()
+        };
+        let failed = Attempt {
+            http_status: None,
+            error: Some(CallError {
+                kind: record::ErrorKind::UpstreamUnreachable,
+                message: "refused".into(),
+            }),
+            ..record.attempts[0].clone()
+        };
+        record.attempts = vec![first, failed];
+        record.attempt_count = 2;
         assert_eq!(round_trip(&record), record);
     }
 }
