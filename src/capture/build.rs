@@ -14,11 +14,11 @@ use super::{Ending, Output, ResponseFacts, redact, sse};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::record::{
-    self, CallError, DEFAULT_SPAN_TYPE, Embeddings, ErrorKind, Status, TraceRecord, Usage,
-    epoch_seconds, millis, rfc3339,
+    self, CallError, DEFAULT_SPAN_TYPE, Embeddings, ErrorKind, Status, TraceRecord, epoch_seconds,
+    millis, rfc3339,
 };
 use base64::Engine;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Builds the record of a call from its context and its response (or the
 /// gateway's failure), with every secret scrubbed and the raw bodies kept
@@ -328,27 +328,10 @@ fn apply_output(rec: &mut TraceRecord, out: Output) {
     rec.response_model = out.response_model;
     rec.prompt_token_ids = out.prompt_token_ids;
     rec.embeddings = out.embeddings;
-    rec.token_counts = token_counts(&out.usage);
+    rec.token_counts = record::token_counts_of(&out.usage);
     rec.usage = out.usage;
-    rec.finish_reasons = out
-        .choices
-        .iter()
-        .filter_map(|c| c.finish_reason.clone())
-        .collect();
-    rec.tool_calls = out
-        .choices
-        .iter()
-        .flat_map(|c| {
-            let calls = c.message.get("tool_calls").and_then(Value::as_array);
-            calls.into_iter().flatten().map(move |call| {
-                let mut call = call.clone();
-                if let Some(fields) = call.as_object_mut() {
-                    fields.insert("choice".into(), json!(c.index));
-                }
-                call
-            })
-        })
-        .collect();
+    rec.finish_reasons = record::finish_reasons_of(&out.choices);
+    rec.tool_calls = record::tool_calls_of(&out.choices);
     if let Some(first) = out.choices.first() {
         rec.response_message = first.message.clone();
         rec.finish_reason = first.finish_reason.clone();
@@ -367,18 +350,6 @@ fn routing_matrices(body: &Value) -> Option<Vec<String>> {
         .filter_map(|m| m.as_str().map(str::to_string))
         .collect();
     (!matrices.is_empty()).then_some(matrices)
-}
-
-/// rLLM's `token_counts`: `{prompt, completion}` when known.
-fn token_counts(usage: &Usage) -> Map<String, Value> {
-    let mut counts = Map::new();
-    if let Some(n) = usage.input_tokens {
-        counts.insert("prompt".into(), json!(n));
-    }
-    if let Some(n) = usage.output_tokens {
-        counts.insert("completion".into(), json!(n));
-    }
-    counts
 }
 
 /// The message of an upstream error answer.

@@ -286,6 +286,45 @@ pub fn request_params(body: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
+/// The finish reason of every choice that has one, in order (the record's
+/// `finish_reasons`).
+pub fn finish_reasons_of(choices: &[Choice]) -> Vec<String> {
+    choices
+        .iter()
+        .filter_map(|c| c.finish_reason.clone())
+        .collect()
+}
+
+/// Every choice's tool calls, each with its choice's index as `choice`
+/// (the record's `tool_calls`).
+pub fn tool_calls_of(choices: &[Choice]) -> Vec<Value> {
+    choices
+        .iter()
+        .flat_map(|c| {
+            let calls = c.message.get("tool_calls").and_then(Value::as_array);
+            calls.into_iter().flatten().map(move |call| {
+                let mut call = call.clone();
+                if let Some(fields) = call.as_object_mut() {
+                    fields.insert("choice".into(), Value::from(c.index));
+                }
+                call
+            })
+        })
+        .collect()
+}
+
+/// rLLM's `token_counts`, `{prompt, completion}`, from usage.
+pub fn token_counts_of(usage: &Usage) -> Map<String, Value> {
+    let mut counts = Map::new();
+    if let Some(n) = usage.input_tokens {
+        counts.insert("prompt".into(), Value::from(n));
+    }
+    if let Some(n) = usage.output_tokens {
+        counts.insert("completion".into(), Value::from(n));
+    }
+    counts
+}
+
 /// Formats a time as RFC 3339 in UTC with microseconds, the form every stored
 /// time takes (fixed width, so it sorts lexicographically).
 pub fn rfc3339(t: SystemTime) -> String {

@@ -22,7 +22,7 @@ use crate::record::{
 };
 use crate::store::codec::CodecError;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// The record JSON's fields.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -267,14 +267,14 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
         identity_errors: record.identity_errors.clone(),
         request_params: unless_derived(&record.request_params, derived_params(record)),
         choices,
-        tool_calls: unless_derived(&record.tool_calls, derived_tool_calls(&record.choices)),
+        tool_calls: unless_derived(&record.tool_calls, record::tool_calls_of(&record.choices)),
         finish_reason: unless_derived(
             &record.finish_reason,
             derived_finish_reason(&record.choices),
         ),
         finish_reasons: unless_derived(
             &record.finish_reasons,
-            derived_finish_reasons(&record.choices),
+            record::finish_reasons_of(&record.choices),
         ),
         completion_token_ids: unless_derived(
             &record.completion_token_ids,
@@ -295,7 +295,7 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
             cache_creation_input_tokens: u.cache_creation_input_tokens,
             reasoning_tokens: u.reasoning_tokens,
         },
-        token_counts: unless_derived(&record.token_counts, derived_token_counts(u)),
+        token_counts: unless_derived(&record.token_counts, record::token_counts_of(u)),
         metadata: record.metadata.clone(),
         first_chunk_at: record
             .first_chunk_at
@@ -341,13 +341,13 @@ pub(crate) fn restore(
     let choices = &record.choices;
     record.tool_calls = rest
         .tool_calls
-        .unwrap_or_else(|| derived_tool_calls(choices));
+        .unwrap_or_else(|| record::tool_calls_of(choices));
     record.finish_reason = rest
         .finish_reason
         .unwrap_or_else(|| derived_finish_reason(choices));
     record.finish_reasons = rest
         .finish_reasons
-        .unwrap_or_else(|| derived_finish_reasons(choices));
+        .unwrap_or_else(|| record::finish_reasons_of(choices));
     record.completion_token_ids = rest.completion_token_ids.unwrap_or_else(|| {
         first(choices)
             .map(|c| c.token_ids.clone())
@@ -359,7 +359,7 @@ pub(crate) fn restore(
     record.embeddings = rest.embeddings;
     record.token_counts = rest
         .token_counts
-        .unwrap_or_else(|| derived_token_counts(&record.usage));
+        .unwrap_or_else(|| record::token_counts_of(&record.usage));
     record.metadata = rest.metadata;
     if rest.first_chunk_at.is_some() {
         record.first_chunk_at = rest.first_chunk_at;
@@ -455,50 +455,15 @@ fn derived_finish_reason(choices: &[Choice]) -> Option<String> {
     first(choices).and_then(|c| c.finish_reason.clone())
 }
 
-fn derived_finish_reasons(choices: &[Choice]) -> Vec<String> {
-    choices
-        .iter()
-        .filter_map(|c| c.finish_reason.clone())
-        .collect()
-}
-
-/// Every choice's tool calls with their choice index, as capture lists them.
-fn derived_tool_calls(choices: &[Choice]) -> Vec<Value> {
-    choices
-        .iter()
-        .flat_map(|c| {
-            let calls = c.message.get("tool_calls").and_then(Value::as_array);
-            calls.into_iter().flatten().map(move |call| {
-                let mut call = call.clone();
-                if let Some(fields) = call.as_object_mut() {
-                    fields.insert("choice".into(), json!(c.index));
-                }
-                call
-            })
-        })
-        .collect()
-}
-
 /// Input plus output tokens, when both are known.
 fn derived_total(usage: &Usage) -> Option<u64> {
     usage.input_tokens?.checked_add(usage.output_tokens?)
 }
 
-/// rLLM's `{prompt, completion}`, as capture makes it from usage.
-fn derived_token_counts(usage: &Usage) -> Map<String, Value> {
-    let mut counts = Map::new();
-    if let Some(n) = usage.input_tokens {
-        counts.insert("prompt".into(), json!(n));
-    }
-    if let Some(n) = usage.output_tokens {
-        counts.insert("completion".into(), json!(n));
-    }
-    counts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A record's rest, restored onto a record holding what the columns and
     /// content hold.
@@ -558,7 +523,7 @@ mod tests {
             finish_reasons: vec!["stop".into(), "length".into()],
             completion_token_ids: choices[0].token_ids.clone(),
             logprobs: choices[0].logprobs.clone(),
-            token_counts: derived_token_counts(&usage),
+            token_counts: record::token_counts_of(&usage),
             request_params: serde_json::from_value(json!({"temperature": 0.7})).unwrap(),
             usage,
             choices,
