@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::dashboard::{Variables, dashboard, prometheus_queries, promql};
 use common::otlp::{Receiver, Transport};
 use common::raw::RawConnection;
 use common::{Gateway, Setup, TestGateway, chat_body, rest_of_stream, start_mock, until, within};
@@ -431,49 +432,13 @@ impl ExprVisitor for MetricNames {
 }
 
 /// The metric names of one query, with Grafana's variables filled in (so
-/// it parses as PromQL); `label_values(metric, label)` is Grafana's, and
-/// names its metric directly.
+/// it parses as PromQL).
 fn metrics_of(query: &str) -> BTreeSet<String> {
-    let query = query
-        .replace("$__rate_interval", "5m")
-        .replace("$model", ".*")
-        .replace("$route", ".*");
-    let query = match query.strip_prefix("label_values(") {
-        Some(args) => args.split(',').next().unwrap().to_string(),
-        None => query,
-    };
+    let query = promql(query, &Variables::ALL);
     let expr = parser::parse(&query).unwrap_or_else(|e| panic!("bad PromQL {query}: {e}"));
     let mut names = MetricNames(BTreeSet::new());
     walk_expr(&mut names, &expr).unwrap();
     names.0
-}
-
-/// Every `expr` of a Prometheus target, and every query of a Prometheus
-/// template variable, anywhere in a dashboard.
-fn prometheus_queries(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::String(expr)) = map.get("expr") {
-                out.push(expr.clone());
-            }
-            if map.get("type") == Some(&json!("query"))
-                && let Some(query) = map["query"]["query"].as_str()
-            {
-                out.push(query.to_string());
-            }
-            map.values().for_each(|v| prometheus_queries(v, out));
-        }
-        Value::Array(items) => items.iter().for_each(|v| prometheus_queries(v, out)),
-        _ => {}
-    }
-}
-
-fn dashboard(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("dashboards")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,8 +456,7 @@ async fn the_gateway_dashboard_queries_only_exported_metrics() {
     gw.flush().await;
     let exported = scrape(&gw).await.queryable_names();
     let board = dashboard("tracegate-gateway.json");
-    let mut queries = Vec::new();
-    prometheus_queries(&board, &mut queries);
+    let queries = prometheus_queries(&board);
     assert!(queries.len() >= 20, "the panels' queries were found");
     let mut used = BTreeSet::new();
     for query in &queries {
