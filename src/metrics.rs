@@ -3,8 +3,16 @@
 //! The records answer "what happened in this call"; metrics answer "how is
 //! the gateway doing" without a query: throughput, latency, tokens, errors,
 //! and whether the store and the span export keep up. `GET /metrics` serves
-//! them in the OpenMetrics text format (Prometheus scrapes it as is), encoded
-//! by the official `prometheus-client` crate.
+//! them in the text format the scraper asks for ([`exposition`]: OpenMetrics
+//! or Prometheus 0.0.4), encoded by the official `prometheus-client` crate.
+//!
+//! A call's metrics are the OpenTelemetry GenAI client metrics, named and
+//! labelled as the semantic conventions say they appear in Prometheus
+//! (`gen_ai.client.operation.duration` is
+//! `gen_ai_client_operation_duration_seconds`, the attribute
+//! `gen_ai.request.model` the label `gen_ai_request_model`), so dashboards
+//! and alerts written for the conventions work unchanged. Everything else
+//! is tracegate's own, under `tracegate_`.
 //!
 //! One [`Metrics`] per gateway, shared by `Arc` — never a process global, so
 //! tests running several gateways in one process each see their own. Who
@@ -12,9 +20,9 @@
 //!
 //! * a call's metrics are observed once, from its finished record
 //!   ([`Metrics::observe_call`]), so they agree with the store by
-//!   construction: duration (`gen_ai.client.operation.duration` semantics:
-//!   seconds, from the request to the end of the response), time to first
-//!   token, tokens by type, errors by kind;
+//!   construction: duration (seconds, from the request to the end of the
+//!   response; a failed call carries `error_type`), time to first chunk of
+//!   streamed calls, tokens by type;
 //! * requests in flight are counted by a guard the call holds
 //!   ([`InFlight`]) from its arrival until its record is built;
 //! * forward counts each retry, by route and reason, as it decides it
@@ -29,18 +37,25 @@
 //! Label values come from callers (the model name), so their number is
 //! bounded: past [`MAX_MODELS`] distinct models, new ones are counted as
 //! `other` — a caller sending random model names cannot grow the scrape
-//! without bound. The other labels are typed (the record's [`Operation`],
-//! [`Status`] and [`ErrorKind`], the retry reason, the token type), written by their wire
-//! names, so a series can only carry a value the vocabulary has.
+//! without bound. The other labels are typed (the record's [`Operation`]
+//! and [`ErrorKind`], the retry reason, the token type) or come from the
+//! configuration (provider, upstream address, route), so a series can only
+//! carry a value the vocabulary or the operator wrote.
+
+pub mod exposition;
 
 use crate::protocol::Operation;
-use crate::record::{ErrorKind, RetryReason, Status, TraceRecord};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use crate::record::{RetryReason, TraceRecord};
+use exposition::Format;
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
+use reqwest::Url;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -53,20 +68,18 @@ pub const MAX_MODELS: usize = 500;
 /// The label value of models past [`MAX_MODELS`].
 const OTHER_MODEL: &str = "other";
 
-/// The route label of calls no route served (a record names the implicit
-/// route `default` itself, so both read alike).
-const DEFAULT_ROUTE: &str = "default";
-
-/// Bucket boundaries (seconds) of the operation duration, as the OpenTelemetry
-/// GenAI semantic conventions advise for `gen_ai.client.operation.duration`.
+/// Bucket boundaries (seconds) the GenAI conventions advise for the client
+/// durations: `gen_ai.client.operation.duration` and
+/// `gen_ai.client.operation.time_to_first_chunk`.
 const DURATION_BUCKETS: &[f64] = &[
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
 
-/// Bucket boundaries (seconds) of time to first token, as the conventions
-/// advise for `gen_ai.server.time_to_first_token`.
-const TTFT_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+/// Bucket boundaries (tokens) the conventions advise for
+/// `gen_ai.client.token.usage`: powers of 4 from 1 to 4^13.
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
 ];
 
 /// Bucket boundaries (seconds) of a store commit.
@@ -78,8 +91,8 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS.iter().copied())
 }
 
-fn ttft_histogram() -> Histogram {
-    Histogram::new(TTFT_BUCKETS.iter().copied())
+fn token_histogram() -> Histogram {
+    Histogram::new(TOKEN_BUCKETS.iter().copied())
 }
 
 /// Label values are the vocabulary's wire names.
@@ -92,14 +105,7 @@ macro_rules! wire_name_label {
         }
     )*};
 }
-wire_name_label!(
-    Operation,
-    Status,
-    ErrorKind,
-    RetryReason,
-    TokenType,
-    BacklogPlace
-);
+wire_name_label!(RetryReason, BacklogPlace);
 
 /// Where the store keeps records it cannot commit yet (the `place` label of
 /// `tracegate_store_backlog_records`).
@@ -124,7 +130,9 @@ struct BacklogLabels {
     place: BacklogPlace,
 }
 
-/// The kinds of tokens counted (the `type` label of `tracegate_tokens`).
+/// The kinds of tokens counted (the `gen_ai_token_type` label): the
+/// conventions' `input` and `output`, and the parts of them tracegate
+/// counts on its own, `cached_input` (of input) and `reasoning` (of output).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum TokenType {
     Input,
@@ -144,49 +152,81 @@ impl TokenType {
     }
 }
 
-/// The labels of a call's duration.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A call's attributes, as the GenAI conventions name them: the labels of
+/// every call metric. A label without a value is left out (`error_type`
+/// appears only on failed calls, `gen_ai_request_model` only when the
+/// caller named a model), as the conventions ask.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct CallLabels {
-    model: String,
-    route: String,
+    /// `gen_ai.operation.name`.
     operation: Operation,
-    status: Status,
+    /// `gen_ai.provider.name`: `openai`, `anthropic`, `vllm`, ...
+    provider: &'static str,
+    /// `gen_ai.request.model` (bounded: see [`MAX_MODELS`]).
+    model: String,
+    /// `server.address` and `server.port`: the upstream the call went to.
+    server_address: String,
+    server_port: Option<u16>,
+    /// `tracegate.route`: the route that served the call.
+    route: String,
+    /// `error.type`: the error kind of a failed call.
+    error_type: Option<&'static str>,
 }
 
-/// The labels of a call's time to first token.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ModelLabels {
-    model: String,
-    route: String,
-    operation: Operation,
+impl CallLabels {
+    /// The labels as `(name, value)` pairs, empty ones left out.
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let port = self.server_port.map(|p| p.to_string());
+        [
+            (
+                "gen_ai_operation_name",
+                Some(self.operation.as_str().into()),
+            ),
+            ("gen_ai_provider_name", Some(self.provider.into())),
+            ("gen_ai_request_model", Some(self.model.clone())),
+            ("server_address", Some(self.server_address.clone())),
+            ("server_port", port),
+            ("tracegate_route", Some(self.route.clone())),
+            ("error_type", self.error_type.map(String::from)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.filter(|v| !v.is_empty())?)))
+        .collect()
+    }
 }
 
-/// The labels of token counts.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl EncodeLabelSet for CallLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        self.pairs().encode(encoder)
+    }
+}
+
+/// The labels of token counts: the call's, and the token type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct TokenLabels {
-    model: String,
-    route: String,
-    r#type: TokenType,
+    call: CallLabels,
+    token_type: TokenType,
 }
 
-/// The labels of failed calls.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    route: String,
-    kind: ErrorKind,
+impl EncodeLabelSet for TokenLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        let mut pairs = self.call.pairs();
+        pairs.push(("gen_ai_token_type", self.token_type.as_str().into()));
+        pairs.encode(encoder)
+    }
 }
 
 /// The labels of a retry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
-    route: String,
+    tracegate_route: String,
     reason: RetryReason,
 }
 
 /// The labels of a pool worker.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
-    route: String,
+    tracegate_route: String,
     worker: String,
 }
 
@@ -211,9 +251,9 @@ impl Registrar {
 /// What calls report, from their records and while they are served.
 struct CallMetrics {
     operation_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
-    time_to_first_token: Family<ModelLabels, Histogram, fn() -> Histogram>,
-    tokens: Family<TokenLabels, Counter>,
-    errors: Family<ErrorLabels, Counter>,
+    time_to_first_chunk: Family<CallLabels, Histogram, fn() -> Histogram>,
+    token_usage: Family<TokenLabels, Histogram, fn() -> Histogram>,
+    token_usage_detail: Family<TokenLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     in_flight: Gauge,
 }
@@ -223,22 +263,22 @@ impl CallMetrics {
         CallMetrics {
             operation_duration: r.seconds(
                 "gen_ai_client_operation_duration",
-                "Duration of proxied GenAI calls, from the request to the end of the response",
+                "GenAI operation duration: each proxied call, from the request to the end of the response; error_type on failed calls",
                 Family::new_with_constructor(duration_histogram),
             ),
-            time_to_first_token: r.seconds(
-                "tracegate_time_to_first_token",
-                "Time from the request to the first response byte of streamed calls",
-                Family::new_with_constructor(ttft_histogram),
+            time_to_first_chunk: r.seconds(
+                "gen_ai_client_operation_time_to_first_chunk",
+                "Time from the request to the first response chunk, of streamed calls only",
+                Family::new_with_constructor(duration_histogram),
             ),
-            tokens: r.add(
-                "tracegate_tokens",
-                "Tokens used, by type: input, output, cached_input, reasoning",
-                Family::default(),
+            token_usage: r.add(
+                "gen_ai_client_token_usage",
+                "Number of input and output tokens used, per call, by gen_ai_token_type",
+                Family::new_with_constructor(token_histogram),
             ),
-            errors: r.add(
-                "tracegate_errors",
-                "Failed calls by error kind (upstream_http_error, upstream_unreachable, upstream_timeout, client_closed, ...)",
+            token_usage_detail: r.add(
+                "tracegate_token_usage_detail",
+                "Tokens that are part of gen_ai_client_token_usage: cached_input (of input), reasoning (of output)",
                 Family::default(),
             ),
             retries: r.add(
@@ -387,59 +427,72 @@ impl Metrics {
         }
     }
 
-    /// Observes a finished call from its record.
-    pub fn observe_call(&self, record: &TraceRecord) {
-        let model = self.model_label(record.model.as_deref());
-        let route = record
-            .route
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ROUTE.to_string());
+    /// Observes a finished call from its record; `provider` is its
+    /// `gen_ai.provider.name`.
+    pub fn observe_call(&self, record: &TraceRecord, provider: &'static str) {
+        let labels = self.call_labels(record, provider);
         let calls = &self.calls;
         calls
             .operation_duration
-            .get_or_create(&CallLabels {
-                model: model.clone(),
-                route: route.clone(),
-                operation: record.operation,
-                status: record.status,
-            })
+            .get_or_create(&labels)
             .observe(record.latency_ms / 1000.0);
         if let Some(ttft) = record.ttft_ms.filter(|_| record.stream) {
             calls
-                .time_to_first_token
-                .get_or_create(&ModelLabels {
-                    model: model.clone(),
-                    route: route.clone(),
-                    operation: record.operation,
-                })
+                .time_to_first_chunk
+                .get_or_create(&labels)
                 .observe(ttft / 1000.0);
         }
+        // Token counts describe what was used, not how the call ended.
+        let call = CallLabels {
+            error_type: None,
+            ..labels
+        };
+        let tokens = |token_type| TokenLabels {
+            call: call.clone(),
+            token_type,
+        };
         let usage = &record.usage;
-        for (kind, count) in [
+        for (token_type, count) in [
             (TokenType::Input, usage.input_tokens),
             (TokenType::Output, usage.output_tokens),
             (TokenType::CachedInput, usage.cached_input_tokens),
             (TokenType::Reasoning, usage.reasoning_tokens),
         ] {
-            if let Some(count) = count.filter(|c| *c > 0) {
-                calls
-                    .tokens
-                    .get_or_create(&TokenLabels {
-                        model: model.clone(),
-                        route: route.clone(),
-                        r#type: kind,
-                    })
-                    .inc_by(count);
+            // Only what the upstream reported: an absent count is not zero.
+            let Some(count) = count else { continue };
+            let labels = tokens(token_type);
+            match token_type {
+                TokenType::Input | TokenType::Output => {
+                    calls
+                        .token_usage
+                        .get_or_create(&labels)
+                        .observe(count as f64);
+                }
+                TokenType::CachedInput | TokenType::Reasoning => {
+                    calls
+                        .token_usage_detail
+                        .get_or_create(&labels)
+                        .inc_by(count);
+                }
             }
         }
-        if let Some(error) = &record.error {
-            calls
-                .errors
-                .get_or_create(&ErrorLabels {
-                    route,
-                    kind: error.kind,
-                })
-                .inc();
+    }
+
+    /// The labels of a finished call.
+    fn call_labels(&self, record: &TraceRecord, provider: &'static str) -> CallLabels {
+        let server = Url::parse(&record.upstream).ok();
+        CallLabels {
+            operation: record.operation,
+            provider,
+            model: self.model_label(record.model.as_deref()),
+            server_address: server
+                .as_ref()
+                .and_then(Url::host_str)
+                .unwrap_or_default()
+                .to_string(),
+            server_port: server.as_ref().and_then(Url::port_or_known_default),
+            route: record.route.clone().unwrap_or_default(),
+            error_type: crate::capture::span::error_type(record),
         }
     }
 
@@ -448,7 +501,7 @@ impl Metrics {
         self.calls
             .retries
             .get_or_create(&RetryLabels {
-                route: route.to_string(),
+                tracegate_route: route.to_string(),
                 reason,
             })
             .inc();
@@ -504,9 +557,19 @@ impl Metrics {
         self.export.failures.inc();
     }
 
-    /// Encodes every metric in the OpenMetrics text format, after setting
-    /// the values read at scrape time.
-    pub fn encode(&self, scrape: &Scrape) -> String {
+    /// Encodes every metric in `format`, after setting the values read at
+    /// scrape time.
+    pub fn encode(&self, scrape: &Scrape, format: Format) -> String {
+        self.set_scraped(scrape);
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        format.convert(&text)
+    }
+
+    /// Sets the metrics whose values are read at scrape time.
+    fn set_scraped(&self, scrape: &Scrape) {
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let store = &self.store;
         store
@@ -532,16 +595,11 @@ impl Metrics {
         for (route, worker, up) in &scrape.workers {
             self.worker_up
                 .get_or_create(&WorkerLabels {
-                    route: route.clone(),
+                    tracegate_route: route.clone(),
                     worker: worker.clone(),
                 })
                 .set(i64::from(*up));
         }
-        let mut text = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            tracing::error!("cannot encode metrics: {e}");
-        }
-        text
     }
 }
 
@@ -601,6 +659,7 @@ mod tests {
         TraceRecord {
             model: Some(model.into()),
             route: Some("judge".into()),
+            upstream: "http://h:8000/v1".into(),
             operation: Operation::Chat,
             latency_ms: 250.0,
             ttft_ms: Some(40.0),
@@ -615,26 +674,37 @@ mod tests {
         }
     }
 
+    fn encode(metrics: &Metrics, scrape: &Scrape) -> String {
+        metrics.encode(scrape, Format::OpenMetrics)
+    }
+
+    const LABELS: &str = r#"gen_ai_operation_name="chat",gen_ai_provider_name="vllm",gen_ai_request_model="gpt-4o",server_address="h",server_port="8000",tracegate_route="judge""#;
+
     #[test]
     fn a_call_is_observed_with_its_labels() {
         let metrics = Metrics::new();
-        metrics.observe_call(&call("gpt-4o"));
-        let text = metrics.encode(&Scrape::default());
-        assert!(text.contains(
-            r#"gen_ai_client_operation_duration_seconds_count{model="gpt-4o",route="judge",operation="chat",status="ok"} 1"#
-        ), "{text}");
-        assert!(text.contains(
-            r#"tracegate_time_to_first_token_seconds_count{model="gpt-4o",route="judge",operation="chat"} 1"#
-        ));
+        metrics.observe_call(&call("gpt-4o"), "vllm");
+        let text = encode(&metrics, &Scrape::default());
         assert!(
-            text.contains(
-                r#"tracegate_tokens_total{model="gpt-4o",route="judge",type="input"} 12"#
-            )
+            text.contains(&format!(
+                "gen_ai_client_operation_duration_seconds_count{{{LABELS}}} 1"
+            )),
+            "{text}"
         );
-        assert!(text.contains(
-            r#"tracegate_tokens_total{model="gpt-4o",route="judge",type="reasoning"} 2"#
-        ));
-        assert!(!text.contains(r#"type="cached_input""#), "no zero series");
+        assert!(text.contains(&format!(
+            "gen_ai_client_operation_time_to_first_chunk_seconds_count{{{LABELS}}} 1"
+        )));
+        assert!(text.contains(&format!(
+            r#"gen_ai_client_token_usage_sum{{{LABELS},gen_ai_token_type="input"}} 12.0"#
+        )));
+        assert!(text.contains(&format!(
+            r#"tracegate_token_usage_detail_total{{{LABELS},gen_ai_token_type="reasoning"}} 2"#
+        )));
+        assert!(
+            !text.contains(r#"gen_ai_token_type="cached_input""#),
+            "no series for a count the upstream did not report"
+        );
+        assert!(!text.contains("error_type="), "only failed calls have one");
     }
 
     #[test]
@@ -646,57 +716,71 @@ mod tests {
             kind: ErrorKind::UpstreamUnreachable,
             message: String::new(),
         });
-        metrics.observe_call(&record);
-        let text = metrics.encode(&Scrape::default());
+        metrics.observe_call(&record, "openai");
+        let text = encode(&metrics, &Scrape::default());
         assert!(
-            text.contains(r#"tracegate_errors_total{route="judge",kind="upstream_unreachable"} 1"#)
+            text.contains(r#"gen_ai_request_model="m",server_address="h",server_port="8000",tracegate_route="judge",error_type="upstream_unreachable"} 1"#),
+            "{text}"
         );
-        assert!(text.contains(r#"status="error""#));
+    }
+
+    #[test]
+    fn labels_without_a_value_are_left_out() {
+        let metrics = Metrics::new();
+        let record = TraceRecord {
+            status: Status::Error,
+            error: Some(CallError {
+                kind: ErrorKind::ModelNotFound,
+                message: String::new(),
+            }),
+            ..TraceRecord::default()
+        };
+        metrics.observe_call(&record, "openai");
+        let text = encode(&metrics, &Scrape::default());
+        assert!(
+            text.contains(r#"gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="chat",gen_ai_provider_name="openai",error_type="model_not_found"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn model_labels_are_bounded() {
         let metrics = Metrics::new();
         for i in 0..MAX_MODELS + 10 {
-            metrics.observe_call(&call(&format!("model-{i}")));
+            metrics.observe_call(&call(&format!("model-{i}")), "openai");
         }
-        let text = metrics.encode(&Scrape::default());
-        assert!(text.contains(r#"model="other""#));
-        assert!(!text.contains(&format!("model=\"model-{MAX_MODELS}\"")));
+        let text = encode(&metrics, &Scrape::default());
+        assert!(text.contains(r#"gen_ai_request_model="other""#));
+        assert!(!text.contains(&format!("gen_ai_request_model=\"model-{MAX_MODELS}\"")));
     }
 
     #[test]
     fn in_flight_counts_until_the_guard_drops() {
         let metrics = std::sync::Arc::new(Metrics::new());
         let guard = metrics.in_flight();
-        assert!(
-            metrics
-                .encode(&Scrape::default())
-                .contains("tracegate_requests_in_flight 1")
-        );
+        assert!(encode(&metrics, &Scrape::default()).contains("tracegate_requests_in_flight 1"));
         drop(guard);
-        assert!(
-            metrics
-                .encode(&Scrape::default())
-                .contains("tracegate_requests_in_flight 0")
-        );
+        assert!(encode(&metrics, &Scrape::default()).contains("tracegate_requests_in_flight 0"));
     }
 
     #[test]
     fn a_degraded_store_shows_its_backlog() {
         let metrics = Metrics::new();
-        let text = metrics.encode(&Scrape {
-            store_degraded: true,
-            store_backlog_spilled: 7,
-            store_backlog_in_memory: 2,
-            store_backlog_oldest_seconds: 12.5,
-            ..Scrape::default()
-        });
+        let text = encode(
+            &metrics,
+            &Scrape {
+                store_degraded: true,
+                store_backlog_spilled: 7,
+                store_backlog_in_memory: 2,
+                store_backlog_oldest_seconds: 12.5,
+                ..Scrape::default()
+            },
+        );
         assert!(text.contains("tracegate_store_degraded 1"), "{text}");
         assert!(text.contains(r#"tracegate_store_backlog_records{place="spill"} 7"#));
         assert!(text.contains(r#"tracegate_store_backlog_records{place="memory"} 2"#));
         assert!(text.contains("tracegate_store_backlog_oldest_seconds 12.5"));
-        let text = metrics.encode(&Scrape::default());
+        let text = encode(&metrics, &Scrape::default());
         assert!(text.contains("tracegate_store_degraded 0"));
     }
 
@@ -710,9 +794,19 @@ mod tests {
             ],
             ..Scrape::default()
         };
-        let text = metrics.encode(&scrape);
-        assert!(text.contains(r#"tracegate_worker_up{route="pool",worker="b"} 0"#));
+        let text = encode(&metrics, &scrape);
+        assert!(text.contains(r#"tracegate_worker_up{tracegate_route="pool",worker="b"} 0"#));
         scrape.workers.pop();
-        assert!(!metrics.encode(&scrape).contains(r#"worker="b""#));
+        assert!(!encode(&metrics, &scrape).contains(r#"worker="b""#));
+    }
+
+    #[test]
+    fn every_family_has_help_text() {
+        let metrics = Metrics::new();
+        let text = encode(&metrics, &Scrape::default());
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP ")).collect();
+        assert_eq!(helps.len(), types);
+        assert!(helps.iter().all(|h| h.split(' ').count() > 3), "{helps:?}");
     }
 }

@@ -7,7 +7,9 @@
 
 mod common;
 
+use common::dashboard::{Variables, dashboard, prometheus_queries, promql};
 use common::otlp::{Receiver, Transport};
+use common::raw::RawConnection;
 use common::{Gateway, Setup, TestGateway, chat_body, rest_of_stream, start_mock, until, within};
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
@@ -16,10 +18,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tracegate::config::ServeArgs;
 
+/// One sample: its metric name, its labels and its value.
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
 /// One scrape: every sample by its series (`name{labels}`), and the metric
 /// families with their types.
 struct Scrape {
     samples: BTreeMap<String, f64>,
+    parsed: Vec<Sample>,
     families: BTreeMap<String, String>,
 }
 
@@ -30,6 +40,32 @@ impl Scrape {
             .samples
             .get(series)
             .unwrap_or_else(|| panic!("no series {series} in {:#?}", self.samples.keys()))
+    }
+
+    /// The samples of metric `name` whose labels have these values; a label
+    /// whose value is `""` must be absent (Prometheus reads them alike).
+    fn matching(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
+        self.parsed
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(label, value)| s.labels.get(*label).map_or("", String::as_str) == *value)
+            })
+            .collect()
+    }
+
+    /// The value of the one series of metric `name` with these labels.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        match self.matching(name, labels).as_slice() {
+            [one] => one.value,
+            other => panic!(
+                "{} series of {name} with {labels:?}: {:#?}",
+                other.len(),
+                self.samples.keys()
+            ),
+        }
     }
 
     /// The names a query may use: `name` for gauges, `name_total` for
@@ -55,6 +91,23 @@ impl Scrape {
     }
 }
 
+/// A series (`name{a="x",b="y"}`) as its name and labels. Label values
+/// here hold no quotes, commas or escapes.
+fn parse_series(series: &str) -> (String, BTreeMap<String, String>) {
+    let Some((name, labels)) = series.split_once('{') else {
+        return (series.to_string(), BTreeMap::new());
+    };
+    let labels = labels
+        .trim_end_matches('}')
+        .split(',')
+        .map(|pair| {
+            let (label, value) = pair.split_once('=').unwrap();
+            (label.to_string(), value.trim_matches('"').to_string())
+        })
+        .collect();
+    (name.to_string(), labels)
+}
+
 async fn scrape(gw: &TestGateway) -> Scrape {
     let response = gw.get("/metrics").answer().await;
     assert_eq!(response.status, 200);
@@ -70,6 +123,7 @@ async fn scrape(gw: &TestGateway) -> Scrape {
         "a complete OpenMetrics exposition"
     );
     let mut samples = BTreeMap::new();
+    let mut parsed = Vec::new();
     let mut families = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -77,10 +131,21 @@ async fn scrape(gw: &TestGateway) -> Scrape {
             families.insert(name.to_string(), kind.to_string());
         } else if !line.starts_with('#') {
             let (series, value) = line.rsplit_once(' ').unwrap();
-            samples.insert(series.to_string(), value.parse().unwrap());
+            let value: f64 = value.parse().unwrap();
+            samples.insert(series.to_string(), value);
+            let (name, labels) = parse_series(series);
+            parsed.push(Sample {
+                name,
+                labels,
+                value,
+            });
         }
     }
-    Scrape { samples, families }
+    Scrape {
+        samples,
+        parsed,
+        families,
+    }
 }
 
 async fn chat(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) {
@@ -98,9 +163,11 @@ fn model_body(model: &str, stream: bool) -> Value {
 }
 
 const DURATION: &str = "gen_ai_client_operation_duration_seconds";
+const TIME_TO_FIRST_CHUNK: &str = "gen_ai_client_operation_time_to_first_chunk_seconds";
+const TOKEN_USAGE: &str = "gen_ai_client_token_usage";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_are_counted_by_model_route_operation_and_status() {
+async fn calls_are_counted_by_model_route_operation_and_error_type() {
     let gw = Setup::new().await;
     chat(&gw, model_body("alpha", false), &[]).await;
     chat(&gw, model_body("alpha", false), &[]).await;
@@ -108,24 +175,30 @@ async fn calls_are_counted_by_model_route_operation_and_status() {
     chat(&gw, model_body("alpha", false), &[("x-mock-status", "500")]).await;
     gw.flush().await;
     let m = scrape(&gw).await;
-    let series = |model: &str, status: &str| {
-        format!(
-            r#"{DURATION}_count{{model="{model}",route="default",operation="chat",status="{status}"}}"#
+    let port = gw.mock.addr.port().to_string();
+    let count = |model: &str, error_type: &str| {
+        m.value(
+            &format!("{DURATION}_count"),
+            &[
+                ("gen_ai_request_model", model),
+                ("tracegate_route", "default"),
+                ("gen_ai_operation_name", "chat"),
+                ("gen_ai_provider_name", "openai"),
+                ("server_address", "127.0.0.1"),
+                ("server_port", &port),
+                ("error_type", error_type),
+            ],
         )
     };
-    assert_eq!(m.get(&series("alpha", "ok")), 2.0);
-    assert_eq!(m.get(&series("beta", "ok")), 1.0);
-    assert_eq!(m.get(&series("alpha", "error")), 1.0);
+    assert_eq!(count("alpha", ""), 2.0);
+    assert_eq!(count("beta", ""), 1.0);
+    assert_eq!(count("alpha", "upstream_http_error"), 1.0);
     let records = gw.records().await;
     let total: f64 = records.iter().map(|r| r.latency_ms / 1000.0).sum();
-    let summed: f64 = ["ok", "error"]
+    let summed: f64 = m
+        .matching(&format!("{DURATION}_sum"), &[])
         .iter()
-        .flat_map(|s| ["alpha", "beta"].map(|m| (m, *s)))
-        .filter_map(|(model, status)| {
-            m.samples
-                .get(&series(model, status).replace("_count{", "_sum{"))
-                .copied()
-        })
+        .map(|s| s.value)
         .sum();
     assert!(
         (summed - total).abs() < 1e-6,
@@ -134,19 +207,27 @@ async fn calls_are_counted_by_model_route_operation_and_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn time_to_first_token_is_observed_for_streamed_calls_only() {
+async fn time_to_first_chunk_is_observed_for_streamed_calls_only() {
     let gw = Setup::new().await;
     chat(&gw, model_body("alpha", false), &[]).await;
     chat(&gw, model_body("beta", true), &[]).await;
     gw.flush().await;
     let m = scrape(&gw).await;
-    let ttft = |model: &str| {
-        format!(
-            r#"tracegate_time_to_first_token_seconds_count{{model="{model}",route="default",operation="chat"}}"#
+    let ttfc = |model: &str| {
+        m.matching(
+            &format!("{TIME_TO_FIRST_CHUNK}_count"),
+            &[
+                ("gen_ai_request_model", model),
+                ("tracegate_route", "default"),
+                ("gen_ai_operation_name", "chat"),
+            ],
         )
+        .iter()
+        .map(|s| s.value)
+        .collect::<Vec<_>>()
     };
-    assert_eq!(m.get(&ttft("beta")), 1.0);
-    assert!(!m.samples.contains_key(&ttft("alpha")));
+    assert_eq!(ttfc("beta"), [1.0]);
+    assert!(ttfc("alpha").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,14 +243,21 @@ async fn tokens_by_type_add_up_to_the_records_usage() {
     let output: u64 = records.iter().filter_map(|r| r.usage.output_tokens).sum();
     assert!(input > 0 && output > 0);
     let tokens = |kind: &str| {
-        format!(r#"tracegate_tokens_total{{model="alpha",route="default",type="{kind}"}}"#)
+        m.value(
+            &format!("{TOKEN_USAGE}_sum"),
+            &[
+                ("gen_ai_request_model", "alpha"),
+                ("tracegate_route", "default"),
+                ("gen_ai_token_type", kind),
+            ],
+        )
     };
-    assert_eq!(m.get(&tokens("input")), input as f64);
-    assert_eq!(m.get(&tokens("output")), output as f64);
+    assert_eq!(tokens("input"), input as f64);
+    assert_eq!(tokens("output"), output as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_calls_are_counted_by_error_kind() {
+async fn failed_calls_are_counted_by_error_type_with_their_model() {
     let gw = Setup::new().await;
     chat(&gw, model_body("alpha", false), &[("x-mock-status", "503")]).await;
     chat(&gw, model_body("alpha", false), &[("x-mock-status", "429")]).await;
@@ -177,14 +265,59 @@ async fn failed_calls_are_counted_by_error_kind() {
     chat(&gw, model_body("alpha", false), &[]).await;
     gw.flush().await;
     let m = scrape(&gw).await;
-    assert_eq!(
-        m.get(r#"tracegate_errors_total{route="default",kind="upstream_http_error"}"#),
-        2.0
+    let failed = |error_type: &str| {
+        m.value(
+            &format!("{DURATION}_count"),
+            &[
+                ("tracegate_route", "default"),
+                ("gen_ai_request_model", "alpha"),
+                ("error_type", error_type),
+            ],
+        )
+    };
+    assert_eq!(failed("upstream_http_error"), 2.0);
+    assert_eq!(failed("upstream_unreachable"), 1.0);
+}
+
+/// `GET /metrics` with `accept` (none when `None`): its content type and body.
+async fn metrics_as(gw: &TestGateway, accept: Option<&str>) -> (String, String) {
+    let mut connection = RawConnection::open(gw).await;
+    let accept = accept.map_or(String::new(), |a| format!("accept: {a}\r\n"));
+    let request = format!("GET /metrics HTTP/1.1\r\nhost: gw\r\n{accept}connection: close\r\n\r\n");
+    connection.send(request.as_bytes()).await;
+    let response = connection.response().await;
+    assert_eq!(response.status, 200);
+    let content_type = response.header("content-type").unwrap().to_string();
+    (content_type, String::from_utf8(response.body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_format_follows_the_accept_header() {
+    let gw = Setup::new().await;
+    chat(&gw, model_body("alpha", true), &[]).await;
+    gw.flush().await;
+    let (content_type, text) = metrics_as(&gw, Some("text/plain; version=0.0.4")).await;
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
     );
-    assert_eq!(
-        m.get(r#"tracegate_errors_total{route="default",kind="upstream_unreachable"}"#),
-        1.0
-    );
+    assert!(text.contains("# TYPE tracegate_store_records_written_total counter\n"));
+    assert!(text.contains("# TYPE gen_ai_client_operation_duration_seconds histogram\n"));
+    let openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    for accept in [
+        Some("application/openmetrics-text; version=1.0.0"),
+        // What Prometheus 2 sends: OpenMetrics first.
+        Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ),
+        None,
+    ] {
+        let (content_type, text) = metrics_as(&gw, accept).await;
+        assert_eq!(content_type, openmetrics, "{accept:?}");
+        assert!(text.ends_with("# EOF\n"), "{accept:?}");
+        assert!(text.contains("# TYPE tracegate_store_records_written counter\n"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +397,7 @@ async fn worker_health_is_reported_per_worker() {
     .await;
     let up = |m: &Scrape, w: &str| {
         m.get(&format!(
-            r#"tracegate_worker_up{{route="pool",worker="{w}"}}"#
+            r#"tracegate_worker_up{{tracegate_route="pool",worker="{w}"}}"#
         ))
     };
     let m = scrape(&gw).await;
@@ -299,62 +432,31 @@ impl ExprVisitor for MetricNames {
 }
 
 /// The metric names of one query, with Grafana's variables filled in (so
-/// it parses as PromQL); `label_values(metric, label)` is Grafana's, and
-/// names its metric directly.
+/// it parses as PromQL).
 fn metrics_of(query: &str) -> BTreeSet<String> {
-    let query = query
-        .replace("$__rate_interval", "5m")
-        .replace("$model", ".*")
-        .replace("$route", ".*");
-    let query = match query.strip_prefix("label_values(") {
-        Some(args) => args.split(',').next().unwrap().to_string(),
-        None => query,
-    };
+    let query = promql(query, &Variables::ALL);
     let expr = parser::parse(&query).unwrap_or_else(|e| panic!("bad PromQL {query}: {e}"));
     let mut names = MetricNames(BTreeSet::new());
     walk_expr(&mut names, &expr).unwrap();
     names.0
 }
 
-/// Every `expr` of a Prometheus target, and every query of a Prometheus
-/// template variable, anywhere in a dashboard.
-fn prometheus_queries(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::String(expr)) = map.get("expr") {
-                out.push(expr.clone());
-            }
-            if map.get("type") == Some(&json!("query"))
-                && let Some(query) = map["query"]["query"].as_str()
-            {
-                out.push(query.to_string());
-            }
-            map.values().for_each(|v| prometheus_queries(v, out));
-        }
-        Value::Array(items) => items.iter().for_each(|v| prometheus_queries(v, out)),
-        _ => {}
-    }
-}
-
-fn dashboard(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("dashboards")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_dashboard_queries_only_exported_metrics() {
-    let gw = Setup::new().await;
-    // One call of each outcome, so every labelled family has a series.
+    let gw = Setup::with_route(json!({"name": "main", "model_prefix": "*",
+                                     "retry": {"max_attempts": 2, "backoff": "10ms"}}))
+    .await;
+    // One call of each outcome (the failed one retried first), so every
+    // labelled family has a series.
     chat(&gw, model_body("alpha", true), &[]).await;
-    chat(&gw, model_body("alpha", false), &[("x-mock-status", "500")]).await;
+    chat(&gw, model_body("alpha", false), &[("x-mock-status", "503")]).await;
+    // The Responses API reports cached input and reasoning tokens.
+    let responses = json!({"model": "alpha", "input": "measure me"});
+    gw.post("/v1/responses").json(&responses).answer().await;
     gw.flush().await;
     let exported = scrape(&gw).await.queryable_names();
     let board = dashboard("tracegate-gateway.json");
-    let mut queries = Vec::new();
-    prometheus_queries(&board, &mut queries);
+    let queries = prometheus_queries(&board);
     assert!(queries.len() >= 20, "the panels' queries were found");
     let mut used = BTreeSet::new();
     for query in &queries {

@@ -451,7 +451,7 @@ async fn throttled_calls_are_retried_as_retry_after_says_and_every_attempt_is_ke
     assert!(waited >= Duration::from_millis(190), "{waited:?}");
     let metrics = gw.get("/metrics").answer().await.text();
     assert!(
-        metrics.contains(r#"tracegate_retries_total{route="flaky",reason="503"} 2"#),
+        metrics.contains(r#"tracegate_retries_total{tracegate_route="flaky",reason="503"} 2"#),
         "{metrics}"
     );
 }

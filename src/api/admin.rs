@@ -5,11 +5,12 @@ use crate::config::InboundAuth;
 use crate::error::GatewayError;
 use crate::export::ExportHealth;
 use crate::metrics::Scrape;
+use crate::metrics::exposition::Format;
 use crate::server::AppState;
 use crate::store::{StoreState, StoreStatus};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::header;
+use http::{HeaderMap, header};
 use serde::Serialize;
 
 /// The body of `GET /health`.
@@ -139,12 +140,11 @@ pub async fn reload() -> Json<Reloaded> {
     Json(Reloaded { status: "ok" })
 }
 
-/// The OpenMetrics content type Prometheus asks for.
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// `GET /metrics`: every metric in the OpenMetrics text format, with the
-/// store queue, the export backlog and the workers' health read now.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: every metric, in the text format the `Accept` header
+/// asks for (OpenMetrics, or the Prometheus format 0.0.4), with the store
+/// queue, the export backlog and the workers' health read now.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let store = state.writer.status();
     let mut scrape = Scrape {
         store_queue_depth: store.queue_depth,
@@ -169,6 +169,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             Err(e) => tracing::warn!("metrics: cannot read the export backlog: {e}"),
         }
     }
-    let body = state.metrics.encode(&scrape);
-    ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
+    let body = state.metrics.encode(&scrape, format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }

@@ -263,7 +263,7 @@ fn spawn_record(
         let started = ctx.arrival.started.wall;
         let metrics = ctx.in_flight.metrics().clone();
         let record = assemble(ctx, response, failure.as_ref());
-        metrics.observe_call(&record);
+        metrics.observe_call(&record, provider);
         crate::call_log::log_call(&record);
         let span = (settings.spans != SpanPolicy::None).then(|| {
             let inputs = span::SpanInputs {

@@ -84,6 +84,16 @@ pub fn provider(kind: UpstreamKind, protocol: Protocol) -> &'static str {
     }
 }
 
+/// `error.type` of a call that did not end ok: its error kind, else its
+/// status (the span's attribute and the metrics' label agree).
+pub fn error_type(record: &TraceRecord) -> Option<&'static str> {
+    match (record.status, &record.error) {
+        (Status::Ok, _) => None,
+        (_, Some(e)) => Some(e.kind.as_str()),
+        (status, None) => Some(status.as_str()),
+    }
+}
+
 /// Attributes being collected; absent values are skipped.
 struct Attributes(Vec<Attribute>);
 
@@ -217,17 +227,12 @@ impl Attributes {
     /// `error.type` of a failed call; returns the span's status
     /// description (`None` for a call that succeeded).
     fn error(&mut self, record: &TraceRecord) -> Option<String> {
-        match (&record.status, &record.error) {
-            (Status::Ok, _) => None,
-            (_, Some(e)) => {
-                self.text("error.type", Some(e.kind.as_str()));
-                Some(e.message.clone())
-            }
-            (status, None) => {
-                self.text("error.type", Some(status.as_str()));
-                Some(status.as_str().to_string())
-            }
-        }
+        let error_type = error_type(record)?;
+        self.text("error.type", Some(error_type));
+        Some(match &record.error {
+            Some(e) => e.message.clone(),
+            None => error_type.to_string(),
+        })
     }
 
     /// The messages sent and answered, as JSON strings (opt-in).

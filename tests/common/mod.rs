@@ -10,6 +10,7 @@
 // Fixtures fail a test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dashboard;
 pub mod gateway;
 pub mod http;
 pub mod otlp;
