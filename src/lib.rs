@@ -26,6 +26,7 @@
 //! observed once per finished record), [`call_log`] (the log line of each
 //! finished record), [`vocabulary`] and [`sync`] (two
 //! rules the whole crate follows: wire-named enums, poisoned locks),
+//! [`time_bound`] (`since` and `until` as the API and the CLI read them),
 //! [`cli`] (the `tracegate` command), [`mock_upstream`] (a deterministic
 //! model server) and [`demo`].
 
@@ -49,5 +50,6 @@ pub mod route;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod time_bound;
 pub mod trace_context;
 pub mod vocabulary;

@@ -76,7 +76,8 @@ async fn sessions_are_created_listed_and_read() {
     assert_eq!(info["session_id"], "s-a");
     assert_eq!(info["trace_count"], 0);
     assert_eq!(info["metadata"], json!({"task": 3}));
-    assert!(info["created_at"].as_f64().unwrap() > 1.7e9);
+    let created = info["created_at"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(created).unwrap() > std::time::UNIX_EPOCH);
 
     calls(&gw, "s-a", "run-1", 2).await;
     gw.flush().await;
@@ -84,11 +85,12 @@ async fn sessions_are_created_listed_and_read() {
     assert_eq!(info["trace_count"], 2);
     assert_eq!(info["run_id"], "run-1");
 
+    // Newest first, like runs and traces.
     let list = get(&gw, "/sessions").await.1;
-    assert_eq!(each(&list, "session_id"), ["s-a", generated_id.as_str()]);
+    assert_eq!(each(&list, "session_id"), [generated_id.as_str(), "s-a"]);
     let limited = get(&gw, "/sessions?limit=1").await.1;
     assert_eq!(limited.as_array().unwrap().len(), 1);
-    let since = info["created_at"].as_f64().unwrap();
+    let since = info["created_at"].as_str().unwrap();
     let later = get(&gw, &format!("/sessions?since={since}")).await.1;
     assert_eq!(
         later.as_array().unwrap().len(),

@@ -358,7 +358,9 @@ fn runs_lists_the_demo_run_in_every_format() {
 fn sessions_lists_the_demo_sessions_and_filters_by_run() {
     let demo = Demo::new();
     let rows = table_rows(&demo.ok(&["sessions"]));
+    // Newest first, like runs and traces.
     let expected: Vec<String> = (1..=2)
+        .rev()
         .map(|n| format!("{}-session-{n}", demo.run_id))
         .collect();
     assert_eq!(
@@ -391,7 +393,7 @@ async fn listing_json_is_what_the_http_api_answers() {
     );
     assert_eq!(
         demo.json(&["sessions", "--run", &demo.run_id]),
-        api_get(&gateway, &format!("/runs/{}", demo.run_id)).await["sessions"]
+        api_get(&gateway, &format!("/sessions?run_id={}", demo.run_id)).await
     );
 }
 

@@ -247,13 +247,6 @@ const isOther = (c) => c.operation === 'other';
 // (`other`), its method and path.
 const opLabel = (c) => (isOther(c) ? `other ${c.method || ''} ${c.path || ''}` : `${c.operation} ${c.model || ''}`);
 
-// Epoch seconds as local date and time.
-function fmtEpoch(seconds) {
-  if (seconds === null || seconds === undefined) return '–';
-  const d = new Date(seconds * 1000);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${fmtClock(d.getTime())}`;
-}
-
 // ---------------------------------------------------------------------------
 // Preferences: the time range, and whether calls without a model show
 
@@ -672,7 +665,7 @@ function sessionsTable(sessions) {
     h('tbody', null, sessions.map((se) => h('tr', { data: { sessionId: se.session_id, runId: se.run_id || '' }, onclick: (e) => { if (!e.target.closest('a')) location.hash = sessionHref(se.session_id); } },
       h('td', { class: 'id' }, h('a', { href: sessionHref(se.session_id) }, se.session_id)),
       h('td', { class: 'id run' }, se.run_id ? h('a', { href: runHref(se.run_id) }, se.run_id) : h('span', { class: 'muted' }, 'no run')),
-      h('td', null, se.first_seen ? fmtWhen(se.first_seen) : fmtEpoch(se.created_at)),
+      h('td', null, se.first_seen ? fmtWhen(se.first_seen) : fmtWhen(se.created_at)),
       h('td', { class: 'num' }, se.first_seen ? fmtMs(parseTime(se.last_seen) - parseTime(se.first_seen)) : '–'),
       h('td', { class: 'num calls' }, fmtInt(se.trace_count)),
       h('td', { class: 'num errors' }, se.error_count ? h('span', { class: 'badge error' }, fmtInt(se.error_count)) : '0'),
@@ -1017,7 +1010,7 @@ function sessionCards(info, calls, sessions) {
     card('calls', fmtInt(info.trace_count)),
     card('errors', fmtInt(info.error_count), info.error_count ? 'bad' : ''),
     card('tokens', fmtInt(info.tokens)),
-    card('started', info.first_seen ? fmtWhen(info.first_seen) : fmtEpoch(info.created_at)),
+    card('started', info.first_seen ? fmtWhen(info.first_seen) : fmtWhen(info.created_at)),
     stepCards(calls, sessions),
   ];
 }

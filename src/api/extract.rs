@@ -5,8 +5,8 @@
 //! (and `Json` insists on `Content-Type: application/json`, which rLLM's and
 //! curl's callers do not always send). These wrap the same deserialisation
 //! and answer [`GatewayError::bad_request`] instead, with the message of the
-//! field that failed (`since: 'yesterday' is not a number of seconds since
-//! the epoch`). The field parsers that keep those messages are in `params`.
+//! field that failed (`since: 'yesterday' is not a time: use an RFC 3339
+//! time ...`). The field parsers that keep those messages are in `params`.
 //!
 //! [`Json`] is also the API's response body: any `Serialize` answer.
 
@@ -105,7 +105,7 @@ mod tests {
 
     #[derive(Debug, Default, Deserialize)]
     struct Window {
-        #[serde(default, deserialize_with = "params::since")]
+        #[serde(default, deserialize_with = "params::time")]
         since: Option<f64>,
         #[serde(default, deserialize_with = "params::body_limit")]
         limit: Option<usize>,
@@ -131,9 +131,11 @@ mod tests {
         assert_eq!(query("/x?since=12.5").await.unwrap().since, Some(12.5));
         let e = query("/x?since=yesterday").await.unwrap_err();
         assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
-        assert_eq!(
-            e.message,
-            "since: 'yesterday' is not a number of seconds since the epoch"
+        assert!(
+            e.message
+                .starts_with("since: 'yesterday' is not a time: use an RFC 3339 time"),
+            "{}",
+            e.message
         );
     }
 

@@ -7,18 +7,20 @@
 //! Body fields arrive as JSON values and name themselves (`limit must be a
 //! non-negative integer`). A JSON `null` is the same as an absent field.
 
+use crate::store::TraceKey;
+use crate::time_bound::{TimeBound, TimeBoundError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::{Deserialize, Deserializer, Error};
 use serde_json::{Map, Value};
 
-/// Query: epoch seconds (`since`).
-pub fn since<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+/// Query: a time bound (`since`, `until`) in any form [`TimeBound`] reads
+/// (RFC 3339, epoch seconds, a duration back from now), as epoch seconds.
+pub fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     let text = String::deserialize(d)?;
-    match text.parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() => Ok(Some(seconds)),
-        _ => Err(D::Error::custom(format!(
-            "'{text}' is not a number of seconds since the epoch"
-        ))),
-    }
+    TimeBound::parse(&text)
+        .map(|bound| Some(bound.epoch_seconds()))
+        .map_err(D::Error::custom)
 }
 
 /// Body: an integer — a JSON integer, or a string holding one (as
@@ -48,6 +50,29 @@ pub fn cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> 
             "'{text}' is not a cursor (a non-negative integer)"
         ))),
     }
+}
+
+/// Query: a page cursor of `GET /traces` (a previous page's
+/// `next_cursor`), as the key of the trace the page ended at.
+pub fn page_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TraceKey>, D::Error> {
+    let text = String::deserialize(d)?;
+    let refusal = || D::Error::custom(format!("'{text}' is not a previous page's next_cursor"));
+    let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| refusal())?;
+    let key = String::from_utf8(bytes).map_err(|_| refusal())?;
+    let (started_at, trace_id) = key.split_once(' ').ok_or_else(refusal)?;
+    // A start time the store never wrote would page from a wrong place.
+    humantime::parse_rfc3339(started_at).map_err(|_| refusal())?;
+    Ok(Some(TraceKey {
+        started_at: started_at.to_string(),
+        trace_id: trace_id.to_string(),
+    }))
+}
+
+/// The `next_cursor` naming the trace a page ended at: opaque to callers
+/// (URL-safe base64 of its start time and id), read back by
+/// [`page_cursor`].
+pub fn encode_cursor(started_at: &str, trace_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{started_at} {trace_id}"))
 }
 
 /// Query: how many time buckets a chart has (`buckets`), 1 to 500.
@@ -110,9 +135,24 @@ pub fn session_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
         .collect()
 }
 
-/// Body: epoch seconds (`since`).
-pub fn body_since<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    body_field(d, "since must be seconds since the epoch", |v| v.as_f64())
+/// Body: a time bound (`since`): epoch seconds as a JSON number (rLLM's
+/// form), or a string in any form [`TimeBound`] reads.
+pub fn body_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(crate::time_bound::epoch)
+            .map(|at| Some(crate::record::epoch_seconds(at)))
+            .ok_or_else(|| D::Error::custom(format!("since: {}", TimeBoundError(n.to_string())))),
+        Value::String(text) => TimeBound::parse(&text)
+            .map(|bound| Some(bound.epoch_seconds()))
+            .map_err(|e| D::Error::custom(format!("since: {e}"))),
+        other => Err(D::Error::custom(format!(
+            "since: {}",
+            TimeBoundError(other.to_string())
+        ))),
+    }
 }
 
 /// Body: a count (`limit`).

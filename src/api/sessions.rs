@@ -62,10 +62,10 @@ pub async fn create(
 /// The query of `GET /sessions`.
 #[derive(Debug, Deserialize)]
 pub struct SessionsQuery {
-    /// Only sessions created after this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Only sessions created after this.
+    #[serde(default, deserialize_with = "params::time")]
     since: Option<f64>,
-    /// At most this many.
+    /// At most this many (the newest).
     #[serde(default, deserialize_with = "params::limit")]
     limit: Option<usize>,
     /// Only the sessions of this run.
@@ -73,7 +73,8 @@ pub struct SessionsQuery {
     run_id: Option<String>,
 }
 
-/// `GET /sessions?since&limit&run_id`: sessions, oldest first.
+/// `GET /sessions?since&limit&run_id`: sessions, newest first (like runs
+/// and traces).
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<SessionsQuery>,
@@ -82,6 +83,7 @@ pub async fn list(
         since: query.since,
         run_id: query.run_id,
         limit: query.limit,
+        newest_first: true,
         ..SessionFilter::default()
     };
     Ok(Json(state.reader.sessions(filter).await?))
@@ -96,12 +98,11 @@ pub async fn get(
     found(info, "session", &session_id)
 }
 
-/// The `since` (epoch seconds), `limit` and `format` of a listing of a
-/// session's traces.
+/// The `since`, `limit` and `format` of a listing of a session's traces.
 #[derive(Debug, Deserialize)]
 pub struct Window {
     /// Only traces that started after this.
-    #[serde(default, deserialize_with = "params::since")]
+    #[serde(default, deserialize_with = "params::time")]
     since: Option<f64>,
     /// At most this many.
     #[serde(default, deserialize_with = "params::limit")]

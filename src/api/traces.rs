@@ -1,12 +1,104 @@
-//! Traces: one by id, or a query over sessions.
+//! Traces: a filtered list in pages, one by id, or a query over sessions.
+//!
+//! `GET /traces` pages through every recorded call newest first, like
+//! `GET /runs`, `GET /sessions` and `tracegate traces list`. Its pages are
+//! keyset pages: `next_cursor` names the last trace returned (its start
+//! time and id, opaque to the caller), and the next page is what comes after
+//! it in the order. Calls recorded while a client pages start later than
+//! the first page, so they never shift a later page: no trace is returned
+//! twice and none is skipped, which an offset could not promise.
 
-use super::{Json, found, params};
+use super::{Json, Query, found, params};
 use crate::error::GatewayError;
-use crate::record::TraceRecord;
+use crate::record::{Status, TraceRecord};
 use crate::server::AppState;
-use crate::store::TraceFilter;
+use crate::store::{TraceFilter, TraceKey};
 use axum::extract::{Path, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// The query of `GET /traces`.
+#[derive(Debug, Deserialize)]
+pub struct TracesQuery {
+    /// Only the traces of this run.
+    #[serde(default, deserialize_with = "params::text")]
+    run_id: Option<String>,
+    /// Only the traces of this session.
+    #[serde(default, deserialize_with = "params::text")]
+    session_id: Option<String>,
+    /// Only the traces of this harness.
+    #[serde(default, deserialize_with = "params::text")]
+    harness: Option<String>,
+    /// Only the traces that asked for this model.
+    #[serde(default, deserialize_with = "params::text")]
+    model: Option<String>,
+    /// Only the traces that ended with this status.
+    #[serde(default)]
+    status: Option<Status>,
+    /// Only the traces that did not end `ok`.
+    #[serde(default, deserialize_with = "params::flag")]
+    errors: bool,
+    /// Only the traces made by this policy (weights) version.
+    #[serde(default)]
+    weight_version: Option<i64>,
+    /// Only the traces that started after this.
+    #[serde(default, deserialize_with = "params::time")]
+    since: Option<f64>,
+    /// Only the traces that started before this.
+    #[serde(default, deserialize_with = "params::time")]
+    until: Option<f64>,
+    /// At most this many: 100, 1 to 1000.
+    #[serde(default, deserialize_with = "params::limit")]
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default, deserialize_with = "params::page_cursor")]
+    cursor: Option<TraceKey>,
+}
+
+/// The answer of `GET /traces`: a page.
+#[derive(Debug, Serialize)]
+pub struct TracePage {
+    /// The page's traces, newest first.
+    traces: Vec<TraceRecord>,
+    /// Where the next page starts, or none when this one is the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /traces?run_id&session_id&harness&model&status&errors&weight_version&since&until&limit&cursor`:
+/// `{traces, next_cursor}`, the matching traces newest first, a page at a
+/// time (pass `next_cursor` back as `cursor` for the next).
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<TracesQuery>,
+) -> Result<Json<TracePage>, GatewayError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = TraceFilter {
+        session_ids: query.session_id.into_iter().collect(),
+        run_id: query.run_id,
+        harness: query.harness,
+        model: query.model,
+        status: query.status,
+        errors_only: query.errors,
+        weight_version: query.weight_version,
+        since: query.since,
+        until: query.until,
+        after: query.cursor,
+        // One more than the page says whether another page follows.
+        limit: Some(limit + 1),
+        newest_first: true,
+        ..TraceFilter::default()
+    };
+    let mut traces = state.reader.traces(filter).await?;
+    let more = traces.len() > limit;
+    traces.truncate(limit);
+    let next_cursor = more
+        .then(|| traces.last())
+        .flatten()
+        .map(|last| params::encode_cursor(&last.started_at, &last.trace_id));
+    Ok(Json(TracePage {
+        traces,
+        next_cursor,
+    }))
+}
 
 /// `GET /traces/{trace_id}`: one trace, 404 when unknown.
 pub async fn get(
@@ -23,8 +115,9 @@ pub struct TraceQuery {
     /// The sessions whose traces to read.
     #[serde(default, deserialize_with = "params::session_ids")]
     session_ids: Vec<String>,
-    /// Only traces that started after this (epoch seconds).
-    #[serde(default, deserialize_with = "params::body_since")]
+    /// Only traces that started after this (epoch seconds, or a string
+    /// in any form `since` takes).
+    #[serde(default, deserialize_with = "params::body_time")]
     since: Option<f64>,
     /// At most this many.
     #[serde(default, deserialize_with = "params::body_limit")]

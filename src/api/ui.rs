@@ -27,7 +27,7 @@
 //!   model (operation `other`) only when asked.
 //!
 //! Every list and chart takes a time range, `since` and `until` (epoch
-//! seconds): the UI's time picker.
+//! seconds from the UI's time picker; any form `time_bound` reads).
 //!
 //! These routes sit in the API router, so the inbound auth (when it exists)
 //! covers them like every other route.
@@ -189,11 +189,11 @@ pub struct RunsQuery {
     /// Runs with a failed call.
     #[serde(default, deserialize_with = "params::flag")]
     errors: bool,
-    /// Runs active after this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Runs active after this.
+    #[serde(default, deserialize_with = "params::time")]
     since: Option<f64>,
-    /// Runs active before this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Runs active before this.
+    #[serde(default, deserialize_with = "params::time")]
     until: Option<f64>,
     /// At most this many: 100, at most 1000.
     #[serde(default, deserialize_with = "params::limit")]
@@ -253,11 +253,11 @@ pub struct SessionsQuery {
     /// Sessions with a failed call.
     #[serde(default, deserialize_with = "params::flag")]
     errors: bool,
-    /// Sessions active after this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Sessions active after this.
+    #[serde(default, deserialize_with = "params::time")]
     since: Option<f64>,
-    /// Sessions active before this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Sessions active before this.
+    #[serde(default, deserialize_with = "params::time")]
     until: Option<f64>,
     /// At most this many: 100, at most 1000.
     #[serde(default, deserialize_with = "params::limit")]
@@ -316,11 +316,11 @@ pub struct CallsQuery {
     /// Only calls without a session.
     #[serde(default, deserialize_with = "params::flag")]
     no_session: bool,
-    /// Only calls that started after this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Only calls that started after this.
+    #[serde(default, deserialize_with = "params::time")]
     since: Option<f64>,
-    /// Only calls that started before this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Only calls that started before this.
+    #[serde(default, deserialize_with = "params::time")]
     until: Option<f64>,
     /// A previous page's `cursor`: the calls committed since.
     #[serde(default, deserialize_with = "params::cursor")]
@@ -357,11 +357,11 @@ pub struct StatsQuery {
     /// Only calls of this run.
     #[serde(default, deserialize_with = "params::text")]
     run_id: Option<String>,
-    /// Only calls that started after this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Only calls that started after this.
+    #[serde(default, deserialize_with = "params::time")]
     since: Option<f64>,
-    /// Only calls that started before this (epoch seconds).
-    #[serde(default, deserialize_with = "params::since")]
+    /// Only calls that started before this.
+    #[serde(default, deserialize_with = "params::time")]
     until: Option<f64>,
     /// Count the calls without a model (operation `other`) too.
     #[serde(default, deserialize_with = "params::flag")]

@@ -1,4 +1,11 @@
-//! `tracegate export`: traces to a JSON Lines file, one TraceRecord a line.
+//! `tracegate export`: traces as JSON Lines, one TraceRecord a line (or one
+//! JSON array with `--format json`), to a file or to standard output.
+//!
+//! Without `--out` the export goes to standard output when that is piped
+//! (`tracegate export | jq`, `> file`), as other tools' data commands do;
+//! at a terminal it asks for `--out` rather than flood the screen. `--out -`
+//! is standard output always. `--limit N` stops after N traces, in the
+//! export's order (oldest first).
 //!
 //! The lines are exactly what `GET /traces/{id}` answers — rLLM's field names,
 //! token ids and logprobs as arrays, raw request and response decompressed —
@@ -13,17 +20,17 @@
 //!
 //! The progress bar (indicatif) is drawn on stderr only when stderr is a
 //! terminal and the export goes to a file: a pipe, a log file or a CI job
-//! gets no escape codes, and `--out -` (standard output) never mixes a bar
-//! into the data.
+//! gets no escape codes, and standard output never mixes a bar into the
+//! data.
 
 use super::output::Output;
 use super::{DbArg, Failure, FilterArgs};
-use crate::store::Reader;
+use crate::store::{Reader, TraceFilter};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Flags of `tracegate export`.
 #[derive(Debug, Clone, Args)]
@@ -32,49 +39,94 @@ pub struct ExportArgs {
     db: DbArg,
     #[command(flatten)]
     filter: FilterArgs,
-    /// The file to write (replaced if it exists); `-` for standard output.
+    /// The file to write (replaced if it exists); `-` for standard output,
+    /// which is also where the export goes without `--out` when it is piped.
     #[arg(long, value_name = "FILE")]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// At most this many traces (the first, oldest first).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: ExportFormat,
+}
+
+/// How the records are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One record per line (JSON Lines).
+    #[default]
+    Jsonl,
+    /// One JSON array of records.
+    Json,
 }
 
 /// Runs `tracegate export`.
 pub fn export(args: &ExportArgs) -> Result<(), Failure> {
+    let file = destination(args.out.as_deref())?;
     let reader = args.db.reader()?;
-    let to_stdout = args.out.as_os_str() == "-";
-    let mut out = if to_stdout {
-        Output::stdout()
-    } else {
-        Output::create(&args.out)?
+    let mut out = match file {
+        None => Output::stdout(),
+        Some(path) => Output::create(path)?,
     };
-    let written = reader.snapshot(|reader| write_lines(reader, args, &mut out, to_stdout))?;
+    let to_stdout = file.is_none();
+    let written = reader.snapshot(|reader| write_records(reader, args, &mut out, to_stdout))?;
     out.finish()?;
-    if !to_stdout {
+    if let Some(path) = file {
         let mut summary = Output::stdout();
         summary.text(&format!(
             "exported {written} traces to {}\n",
-            args.out.display()
+            path.display()
         ))?;
         summary.finish()?;
     }
     Ok(())
 }
 
-/// Writes a line per matching trace, with a progress bar when it helps;
-/// returns how many were written.
-fn write_lines(
+/// The file to write, or none for standard output: `--out -`, or no `--out`
+/// while standard output is piped. At a terminal `--out` is needed.
+fn destination(out: Option<&Path>) -> Result<Option<&Path>, Failure> {
+    match out {
+        Some(path) if path.as_os_str() == "-" => Ok(None),
+        Some(path) => Ok(Some(path)),
+        None if std::io::stdout().is_terminal() => Err(Failure::Usage(
+            "standard output is a terminal: pass --out FILE, or --out - to print the records here"
+                .into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Writes every matching trace in the format, with a progress bar when it
+/// helps; returns how many were written.
+fn write_records(
     reader: &Reader,
     args: &ExportArgs,
     out: &mut Output,
     to_stdout: bool,
 ) -> Result<u64, Failure> {
-    let filter = args.filter.to_filter();
+    let filter = TraceFilter {
+        limit: args.limit,
+        ..args.filter.to_filter()
+    };
     let bar = if !to_stdout && std::io::stderr().is_terminal() {
         progress_bar(reader.count_traces(&filter)?)
     } else {
         ProgressBar::hidden()
     };
+    let json = args.format == ExportFormat::Json;
+    if json {
+        out.text("[")?;
+    }
+    let mut first = true;
     let written = reader.for_each_trace(&filter, |record| {
-        out.json_line(&record)?;
+        if json {
+            out.text(if first { "\n" } else { ",\n" })?;
+            out.json(&record)?;
+        } else {
+            out.json_line(&record)?;
+        }
+        first = false;
         bar.inc(1);
         Ok::<_, Failure>(if out.is_closed() {
             ControlFlow::Break(())
@@ -83,6 +135,9 @@ fn write_lines(
         })
     });
     bar.finish_and_clear();
+    if json {
+        out.text(if first { "]\n" } else { "\n]\n" })?;
+    }
     written
 }
 

@@ -33,12 +33,14 @@ mod traces;
 use crate::config::{Config, LogFormat, ServeArgs};
 use crate::export::self_tracing;
 use crate::mock_upstream::{self, MockOptions};
+use crate::record::Status;
 use crate::store::{Pruner, Reader, StoreError, TraceFilter};
+use crate::time_bound::TimeBound;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// tracegate: a trace-recording gateway for LLM traffic.
 #[derive(Debug, Parser)]
@@ -66,15 +68,15 @@ enum Command {
     /// List runs, newest first: sessions, calls, errors, tokens, first and
     /// last seen.
     Runs(runs::RunsArgs),
-    /// List sessions, oldest first: calls, errors, tokens, first and last seen.
+    /// List sessions, newest first: calls, errors, tokens, first and last seen.
     Sessions(runs::SessionsArgs),
     /// List recorded calls, or show one.
     Traces {
         #[command(subcommand)]
         command: traces::TracesCommand,
     },
-    /// Write traces to a JSON Lines file, one TraceRecord per line, in the
-    /// HTTP API's JSON.
+    /// Write traces as JSON Lines (one TraceRecord per line, the HTTP API's
+    /// JSON) to a file, or to standard output when it is piped.
     Export(export::ExportArgs),
     /// Calls, error rate, latency and TTFT percentiles, and tokens per model
     /// and route.
@@ -278,10 +280,17 @@ pub struct FilterArgs {
     /// client disconnects).
     #[arg(long)]
     pub errors: bool,
+    /// Only calls that ended with this status.
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<Status>,
     /// Only calls that started after this: a duration back from now (90m,
-    /// 1h, 7d), a UTC date (2026-11-01) or an RFC 3339 time.
-    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
-    pub since: Option<SystemTime>,
+    /// 1h, 7d), an RFC 3339 time, a UTC date (2026-11-01) or seconds since
+    /// the epoch.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<TimeBound>,
+    /// Only calls that started before this (the same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<TimeBound>,
 }
 
 impl FilterArgs {
@@ -290,7 +299,9 @@ impl FilterArgs {
         TraceFilter {
             session_ids: self.session.iter().cloned().collect(),
             run_id: self.run.clone(),
-            since: self.since.map(crate::record::epoch_seconds),
+            since: self.since.map(TimeBound::epoch_seconds),
+            until: self.until.map(TimeBound::epoch_seconds),
+            status: self.status,
             model: self.model.clone(),
             harness: self.harness.clone(),
             weight_version: self.weight_version,
@@ -306,76 +317,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("'{text}' is not a duration like 90m, 12h or 30d ({e})"))
 }
 
-/// Parses `--since`: a duration back from now (`90m`, `1h`, `7d`), a date
-/// (`2026-11-01`, midnight UTC) or an RFC 3339 time
-/// (`2026-11-01T12:00:00Z`, `2026-11-01T14:00:00+02:00`).
-fn parse_since(text: &str) -> Result<SystemTime, String> {
-    let t = text.trim();
-    if let Ok(back) = humantime::parse_duration(t) {
-        return SystemTime::now()
-            .checked_sub(back)
-            .ok_or_else(|| format!("'{text}' reaches back before the epoch"));
-    }
-    let invalid =
-        || format!("'{text}' is not a duration (1h, 7d), a date (2026-11-01) or an RFC 3339 time");
-    if !t.is_ascii() {
-        return Err(invalid());
-    }
-    if t.len() == 10 {
-        return humantime::parse_rfc3339_weak(&format!("{t}T00:00:00Z")).map_err(|_| invalid());
-    }
-    // humantime reads only UTC ("Z"); apply a numeric offset ourselves. The
-    // text is ASCII here, so byte positions are character positions.
-    let at = t.len().saturating_sub(6);
-    let sign = t.as_bytes().get(at).copied();
-    if at <= 10 || !matches!(sign, Some(b'+' | b'-')) || t.as_bytes().get(at + 3) != Some(&b':') {
-        return humantime::parse_rfc3339_weak(t).map_err(|_| invalid());
-    }
-    let number = |range: std::ops::Range<usize>| -> Result<u64, String> {
-        t.get(range)
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(invalid)
-    };
-    let offset = Duration::from_secs(number(at + 1..at + 3)? * 3600 + number(at + 4..at + 6)? * 60);
-    let ahead = sign == Some(b'+');
-    let local = humantime::parse_rfc3339_weak(&format!("{}Z", &t[..at])).map_err(|_| invalid())?;
-    let utc = if ahead {
-        local.checked_sub(offset)
-    } else {
-        local.checked_add(offset)
-    };
-    utc.ok_or_else(invalid)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(text: &str) -> SystemTime {
-        humantime::parse_rfc3339(text).unwrap()
-    }
-
-    #[test]
-    fn since_takes_dates_times_and_offsets() {
-        for (text, utc) in [
-            ("2026-11-01", "2026-11-01T00:00:00Z"),
-            ("2026-11-01T12:30:00.5Z", "2026-11-01T12:30:00.5Z"),
-            ("2026-11-01T14:30:00+02:00", "2026-11-01T12:30:00Z"),
-            ("2026-11-01T10:00:00-01:30", "2026-11-01T11:30:00Z"),
-        ] {
-            assert_eq!(parse_since(text).unwrap(), at(utc), "{text}");
-        }
-        for bad in ["yesterday", "2026-13-01", "2026-11-01T10:00:00+2:00x", ""] {
-            assert!(parse_since(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn since_takes_a_duration_back_from_now() {
-        let before = SystemTime::now() - Duration::from_secs(3600);
-        let since = parse_since("1h").unwrap();
-        let after = SystemTime::now() - Duration::from_secs(3600);
-        assert!(before <= since && since <= after);
-    }
+/// Parses `--status`: `ok`, `error` or `client_closed`.
+fn parse_status(text: &str) -> Result<Status, String> {
+    Status::parse(text.trim()).ok_or_else(|| {
+        let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        format!("'{text}' is not a status: use {}", known.join(", "))
+    })
 }

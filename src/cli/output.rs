@@ -66,8 +66,13 @@ impl Output {
 
     /// Writes one value as JSON on one line.
     pub fn json_line<T: Serialize>(&mut self, value: &T) -> Result<(), String> {
-        serde_json::to_writer(&mut *self, value).map_err(|e| self.failed(e.into()))?;
+        self.json(value)?;
         self.text("\n")
+    }
+
+    /// Writes one value as compact JSON.
+    pub fn json<T: Serialize>(&mut self, value: &T) -> Result<(), String> {
+        serde_json::to_writer(&mut *self, value).map_err(|e| self.failed(e.into()))
     }
 
     /// Flushes what is buffered; call it before reporting success.
@@ -214,10 +219,11 @@ impl Table {
     }
 }
 
-/// A stored time (`2026-11-01T12:34:56.123456Z`) as `2026-11-01 12:34:56`.
+/// A stored time (`2026-11-01T12:34:56.123456Z`) as `2026-11-01 12:34:56Z`:
+/// to the second, with its zone (stored times are UTC).
 pub fn short_time(rfc3339: &str) -> String {
     let seconds = rfc3339.split('.').next().unwrap_or(rfc3339);
-    seconds.trim_end_matches('Z').replacen('T', " ", 1)
+    format!("{}Z", seconds.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
 /// An optional value, `-` when absent.
@@ -249,8 +255,8 @@ mod tests {
     fn times_are_shortened_to_the_second() {
         assert_eq!(
             short_time("2026-11-01T12:34:56.123456Z"),
-            "2026-11-01 12:34:56"
+            "2026-11-01 12:34:56Z"
         );
-        assert_eq!(short_time("2026-11-01T12:34:56Z"), "2026-11-01 12:34:56");
+        assert_eq!(short_time("2026-11-01T12:34:56Z"), "2026-11-01 12:34:56Z");
     }
 }

@@ -4,7 +4,7 @@
 //! Both read the `runs` and `sessions` tables, whose counters the writer keeps
 //! up to date, so they answer at once on any store size. Their JSON is the
 //! HTTP API's (`GET /runs`, `GET /sessions`): the same query functions
-//! produce both.
+//! produce both, in the same order (newest first, like `traces list`).
 
 use super::output::{Align, Format, Table, or_dash, print_listing, short_time};
 use super::{DbArg, Failure};
@@ -32,7 +32,7 @@ pub struct SessionsArgs {
     /// Only sessions of this run.
     #[arg(long, value_name = "RUN_ID")]
     run: Option<String>,
-    /// At most this many sessions (the oldest).
+    /// At most this many sessions (the newest).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
     /// Output format.
@@ -80,6 +80,7 @@ pub fn sessions(args: &SessionsArgs) -> Result<(), Failure> {
     let filter = SessionFilter {
         run_id: args.run.clone(),
         limit: args.limit,
+        newest_first: true,
         ..SessionFilter::default()
     };
     let sessions = args.db.reader()?.sessions(&filter)?;

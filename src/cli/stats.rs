@@ -6,10 +6,14 @@
 //! matching call, computed by the store's `Reader::stats` — not estimates from a
 //! histogram, so a test (or a user with `sqlite3`) can check them by hand.
 //! It takes the same filters as `traces list`, so `stats --run R` describes
-//! one run and `stats --since 1h` the last hour.
+//! one run and `stats --since 1h` the last hour. Calls without a model
+//! (operation `other`: a model list, a token count) are left out unless
+//! `--other` asks for them, as the UI's statistics and step trees leave
+//! them out: they would add a model-less group and dilute the latencies.
 
 use super::output::{Align, Format, Table, ms, or_dash, print_listing};
 use super::{DbArg, Failure, FilterArgs};
+use crate::store::TraceFilter;
 use crate::store::summary::Percentiles;
 use clap::Args;
 
@@ -20,6 +24,9 @@ pub struct StatsArgs {
     db: DbArg,
     #[command(flatten)]
     filter: FilterArgs,
+    /// Count the calls without a model (operation `other`) too.
+    #[arg(long)]
+    other: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -27,7 +34,11 @@ pub struct StatsArgs {
 
 /// Runs `tracegate stats`.
 pub fn stats(args: &StatsArgs) -> Result<(), Failure> {
-    let groups = args.db.reader()?.stats(&args.filter.to_filter())?;
+    let filter = TraceFilter {
+        skip_other: !args.other,
+        ..args.filter.to_filter()
+    };
+    let groups = args.db.reader()?.stats(&filter)?;
     print_listing(args.format, &groups, |groups| {
         let mut table = Table::new(&[
             ("MODEL", Align::Left),

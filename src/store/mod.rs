@@ -87,7 +87,7 @@ pub mod writer;
 pub use error::{StoreError, StoreFault, StoreResult};
 pub use health::{BacklogStatus, StoreState, StoreStatus};
 pub use prune::Pruner;
-pub use query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
+pub use query::{CallFilter, RunFilter, SessionFilter, TraceFilter, TraceKey};
 pub use reader::{Reader, StoreReader};
 pub use stats::CHART_SAMPLE;
 pub use writer::{ExportProgress, Reservation, StoreWriter};

@@ -12,7 +12,7 @@
 //! which sorts like the instants it names.
 
 use crate::protocol::Operation;
-use crate::record::rfc3339;
+use crate::record::{Status, rfc3339};
 use crate::store::error::StoreResult;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row, params_from_iter};
@@ -39,11 +39,26 @@ pub struct TraceFilter {
     pub weight_version: Option<i64>,
     /// Only traces that did not end `ok`.
     pub errors_only: bool,
+    /// Only traces that ended with this status.
+    pub status: Option<Status>,
+    /// Only traces after this one in the filter's order (a page's last):
+    /// keyset pagination, stable while calls are inserted.
+    pub after: Option<TraceKey>,
     /// Leave out the calls without a model (operation `other`: model
     /// lists, token counts, any path tracegate does not know).
     pub skip_other: bool,
     /// Newest first (and `limit` keeps the newest) instead of oldest first.
     pub newest_first: bool,
+}
+
+/// Where a trace sits in the listing order: its start time, ties broken by
+/// its id. A page of traces ends at one; the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceKey {
+    /// The trace's `started_at`, as stored (RFC 3339, microseconds).
+    pub started_at: String,
+    /// The trace's id.
+    pub trace_id: String,
 }
 
 /// Which sessions to read, oldest first. Empty fields do not filter.
@@ -170,6 +185,25 @@ impl Select {
         self
     }
 
+    /// Adds "after `key` in the listing order" when `key` is set: before it
+    /// when the order is newest first. The plain `started_at` bound lets
+    /// SQLite seek its index; the pair breaks ties.
+    pub(crate) fn when_key(mut self, key: Option<&TraceKey>, newest_first: bool) -> Select {
+        if let Some(key) = key {
+            let (bound, strict) = if newest_first {
+                ("<=", "<")
+            } else {
+                (">=", ">")
+            };
+            self.clauses.push(format!(
+                "started_at {bound} ? AND (started_at {strict} ? OR trace_id {strict} ?)"
+            ));
+            let (at, id) = (key.started_at.clone(), key.trace_id.clone());
+            self.args.extend([at.clone(), at, id].map(SqlValue::Text));
+        }
+        self
+    }
+
     /// Adds `column IN (...)` when `values` is not empty.
     pub(crate) fn when_any(mut self, column: &str, values: &[String]) -> Select {
         if !values.is_empty() {
@@ -253,9 +287,11 @@ impl TraceFilter {
             .when("harness = ?", self.harness.clone())
             .when("weight_version = ?", self.weight_version)
             .when_on("status != 'ok'", self.errors_only)
+            .when("status = ?", self.status.map(|s| s.as_str().to_string()))
             .when("operation != ?", self.skip_other.then(other_operation))
             .when("started_at > ?", self.since.map(epoch_text))
             .when("started_at < ?", self.until.map(epoch_text))
+            .when_key(self.after.as_ref(), self.newest_first)
     }
 }
 

@@ -5,7 +5,6 @@
 //! (calls, errors, tokens, first and last seen), so these queries answer at
 //! once on any store size: they never count traces, except a run's sessions.
 
-use crate::record::epoch_seconds;
 use crate::store::connection::snapshot;
 use crate::store::error::StoreResult;
 use crate::store::query::{RunFilter, SessionFilter};
@@ -17,14 +16,11 @@ const SESSION_COLUMNS: &str = "session_id, trace_count, created_at, metadata, ru
                                first_seen, last_seen, error_count, tokens";
 
 fn session_from_row(row: &Row<'_>) -> StoreResult<SessionInfo> {
-    let created_at: String = row.get(2)?;
     let metadata: String = row.get(3)?;
     Ok(SessionInfo {
         session_id: row.get(0)?,
         trace_count: row.get(1)?,
-        created_at: humantime::parse_rfc3339_weak(&created_at)
-            .map(epoch_seconds)
-            .unwrap_or(0.0),
+        created_at: row.get(2)?,
         metadata: serde_json::from_str(&metadata).unwrap_or_default(),
         run_id: row.get(4)?,
         first_seen: row.get(5)?,

@@ -27,8 +27,8 @@ pub struct SessionInfo {
     pub session_id: String,
     /// Calls recorded in the session.
     pub trace_count: i64,
-    /// When the session was created, epoch seconds (rLLM type).
-    pub created_at: f64,
+    /// When the session was created (RFC 3339, UTC).
+    pub created_at: String,
     /// Metadata given when the session was created.
     pub metadata: Map<String, Value>,
     /// The run the session belongs to.
