@@ -19,6 +19,7 @@ mod admin;
 mod charts;
 mod compact;
 mod extract;
+mod feedback;
 mod params;
 mod runs;
 mod sessions;
@@ -65,6 +66,8 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{session_id}/traces", get(sessions::traces))
         .route("/traces/query", post(traces::query))
         .route("/traces/{trace_id}", get(traces::get))
+        .route("/feedback", post(feedback::post))
+        .route("/feedback/batch", post(feedback::batch))
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
         .merge(ui::routes())

@@ -6,13 +6,14 @@
 //!   deterministic model server) and `demo` (both, plus a sample agent
 //!   episode) — which run on a tokio runtime;
 //! * the queries over a database file — `runs`, `sessions`, `traces list`,
-//!   `traces show`, `export`, `stats` and `prune` — which need no server and
+//!   `traces show`, `export`, `stats`, `feedback list` and `prune` — which
+//!   need no server and
 //!   no runtime: they open the SQLite file themselves (read-only, except
 //!   `prune`) and are safe while a gateway writes to it, because WAL lets
 //!   readers see the last commit without blocking the writer.
 //!
 //! Each query command lives in its own file ([`runs`], [`traces`],
-//! [`export`], [`stats`], [`prune`]) as a thin layer: parse flags, ask the
+//! [`export`], [`stats`], [`feedback`], [`prune`]) as a thin layer: parse flags, ask the
 //! store (a `store::Reader`, or a `store::Pruner`, opened on the file),
 //! format through [`output`]. The SQL stays in the store. Every query command takes `--db PATH` (env `TRACEGATE_DB`,
 //! default `./tracegate.db`) like `serve`.
@@ -23,6 +24,7 @@
 
 mod banner;
 mod export;
+mod feedback;
 mod logging;
 mod output;
 mod prune;
@@ -79,6 +81,12 @@ enum Command {
     /// Calls, error rate, latency and TTFT percentiles, and tokens per model
     /// and route.
     Stats(stats::StatsArgs),
+    /// List the feedback (rewards, scores) of a call, session or run, or
+    /// add one through a running gateway.
+    Feedback {
+        #[command(subcommand)]
+        command: feedback::FeedbackCommand,
+    },
     /// Delete traces older than a duration, the sessions and runs they leave
     /// empty, and reclaim the space.
     Prune(prune::PruneArgs),
@@ -134,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Traces { command } => traces::run(&command),
         Command::Export(args) => export::export(&args),
         Command::Stats(args) => stats::stats(&args),
+        Command::Feedback { command } => feedback::run(&command),
         Command::Prune(args) => prune::prune(&args),
         gateway => run_gateway(gateway),
     };
