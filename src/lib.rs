@@ -20,7 +20,8 @@
 //! * [`record`] is that record (and its span); [`store`] keeps both;
 //! * [`export`] sends the spans to an OTLP collector;
 //! * [`api`] serves the records back over HTTP, with the [`feedback`]
-//!   (rewards, scores) harnesses attach to them.
+//!   (rewards, scores) harnesses attach to them, and sessions as
+//!   [`trajectory`]s: token sequences with loss masks, for trainers.
 //!
 //! Around them: [`config`] (one validated configuration), [`error`] (the
 //! errors the gateway answers with), [`metrics`] (what `/metrics` reports,
@@ -52,4 +53,5 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod trace_context;
+pub mod trajectory;
 pub mod vocabulary;

@@ -25,6 +25,7 @@
 mod banner;
 mod export;
 mod feedback;
+mod feedback_filter;
 mod logging;
 mod output;
 mod prune;
@@ -35,6 +36,7 @@ mod traces;
 use crate::config::{Config, LogFormat, ServeArgs};
 use crate::export::self_tracing;
 use crate::mock_upstream::{self, MockOptions};
+use crate::record::Status;
 use crate::store::{Pruner, Reader, StoreError, TraceFilter};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -75,8 +77,9 @@ enum Command {
         #[command(subcommand)]
         command: traces::TracesCommand,
     },
-    /// Write traces to a JSON Lines file, one TraceRecord per line, in the
-    /// HTTP API's JSON.
+    /// Write traces to a JSON Lines file: one TraceRecord per line in the
+    /// HTTP API's JSON, one session's trajectory, or one call in the chat
+    /// fine-tuning form (--format).
     Export(export::ExportArgs),
     /// Calls, error rate, latency and TTFT percentiles, and tokens per model
     /// and route.
@@ -291,6 +294,12 @@ pub struct FilterArgs {
     /// 1h, 7d), a UTC date (2026-11-01) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN", value_parser = parse_since)]
     pub since: Option<SystemTime>,
+    /// Only calls that started before this (the same forms as --since).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub until: Option<SystemTime>,
+    /// Only calls that ended this way: ok, error or client_closed.
+    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+    pub status: Option<Status>,
 }
 
 impl FilterArgs {
@@ -300,6 +309,8 @@ impl FilterArgs {
             session_ids: self.session.iter().cloned().collect(),
             run_id: self.run.clone(),
             since: self.since.map(crate::record::epoch_seconds),
+            until: self.until.map(crate::record::epoch_seconds),
+            status: self.status,
             model: self.model.clone(),
             harness: self.harness.clone(),
             weight_version: self.weight_version,
@@ -307,6 +318,14 @@ impl FilterArgs {
             ..TraceFilter::default()
         }
     }
+}
+
+/// Parses `--status`: a status's wire name.
+fn parse_status(text: &str) -> Result<Status, String> {
+    Status::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        format!("'{text}' is not a status ({})", names.join(", "))
+    })
 }
 
 /// Parses a duration such as `30d`, `12h` or `90m`.

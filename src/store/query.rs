@@ -12,7 +12,7 @@
 //! which sorts like the instants it names.
 
 use crate::protocol::Operation;
-use crate::record::rfc3339;
+use crate::record::{Status, rfc3339};
 use crate::store::error::StoreResult;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row, params_from_iter};
@@ -39,6 +39,8 @@ pub struct TraceFilter {
     pub weight_version: Option<i64>,
     /// Only traces that did not end `ok`.
     pub errors_only: bool,
+    /// Only traces that ended this way.
+    pub status: Option<Status>,
     /// Leave out the calls without a model (operation `other`: model
     /// lists, token counts, any path tracegate does not know).
     pub skip_other: bool,
@@ -253,6 +255,7 @@ impl TraceFilter {
             .when("harness = ?", self.harness.clone())
             .when("weight_version = ?", self.weight_version)
             .when_on("status != 'ok'", self.errors_only)
+            .when("status = ?", self.status.map(|s| s.as_str().to_string()))
             .when("operation != ?", self.skip_other.then(other_operation))
             .when("started_at > ?", self.since.map(epoch_text))
             .when("started_at < ?", self.until.map(epoch_text))

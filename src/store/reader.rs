@@ -76,6 +76,12 @@ impl Reader {
         traces::for_each_trace(&self.conn, filter, each)
     }
 
+    /// The sessions of the traces matching `filter`, in the order of their
+    /// first matching call.
+    pub fn session_ids(&self, filter: &TraceFilter) -> StoreResult<Vec<String>> {
+        traces::session_ids(&self.conn, filter)
+    }
+
     /// How many traces match `filter` (its `limit` included).
     pub fn count_traces(&self, filter: &TraceFilter) -> StoreResult<u64> {
         traces::count_traces(&self.conn, filter)

@@ -94,6 +94,25 @@ fn with_feedback(conn: &Connection, mut record: TraceRecord) -> StoreResult<Trac
     Ok(record)
 }
 
+/// The sessions of the traces matching `filter` (its `limit` aside), in
+/// the order of their first matching call.
+pub(crate) fn session_ids(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<String>> {
+    let whole = TraceFilter {
+        limit: None,
+        ..filter.clone()
+    };
+    let select = whole.select("session_id, started_at");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT session_id FROM ({}) WHERE session_id IS NOT NULL \
+         GROUP BY session_id ORDER BY MIN(started_at), session_id",
+        select.sql()
+    ))?;
+    let ids = stmt
+        .query_map(params_from_iter(select.args()), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
 /// The number of traces matching `filter` (its `limit` included).
 pub(crate) fn count_traces(conn: &Connection, filter: &TraceFilter) -> StoreResult<u64> {
     let select = filter.select("1");
