@@ -19,7 +19,9 @@
 //! * [`capture`] turns request and response bytes into a record;
 //! * [`record`] is that record (and its span); [`store`] keeps both;
 //! * [`export`] sends the spans to an OTLP collector;
-//! * [`api`] serves the records back over HTTP.
+//! * [`api`] serves the records back over HTTP, with the [`feedback`]
+//!   (rewards, scores) harnesses attach to them, and sessions as
+//!   [`trajectory`]s: token sequences with loss masks, for trainers.
 //!
 //! Around them: [`config`] (one validated configuration), [`error`] (the
 //! errors the gateway answers with), [`metrics`] (what `/metrics` reports,
@@ -39,6 +41,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod export;
+pub mod feedback;
 pub mod forward;
 pub mod headers;
 pub mod identity;
@@ -52,4 +55,5 @@ pub mod store;
 pub mod sync;
 pub mod time_bound;
 pub mod trace_context;
+pub mod trajectory;
 pub mod vocabulary;

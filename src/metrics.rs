@@ -65,7 +65,11 @@ use std::time::Duration;
 /// The most distinct model label values; later models are `other`.
 pub const MAX_MODELS: usize = 500;
 
-/// The label value of models past [`MAX_MODELS`].
+/// The most distinct feedback names counted; later names are `other`.
+pub const MAX_FEEDBACK_NAMES: usize = 100;
+
+/// The label value of models past [`MAX_MODELS`] (and feedback names past
+/// [`MAX_FEEDBACK_NAMES`]).
 const OTHER_MODEL: &str = "other";
 
 /// Bucket boundaries (seconds) the GenAI conventions advise for the client
@@ -223,11 +227,31 @@ struct RetryLabels {
     reason: RetryReason,
 }
 
+/// The labels of feedback: its name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedbackLabels {
+    name: String,
+}
+
 /// The labels of a pool worker.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
     tracegate_route: String,
     worker: String,
+}
+
+/// `value` as a label value: itself while fewer than `max` values are
+/// `known` (or it is one of them), else `other`.
+fn bounded(known: &Mutex<HashSet<String>>, value: &str, max: usize) -> String {
+    let mut known = crate::sync::lock(known);
+    if known.contains(value) {
+        return value.to_string();
+    }
+    if known.len() < max {
+        known.insert(value.to_string());
+        return value.to_string();
+    }
+    OTHER_MODEL.to_string()
 }
 
 /// Registers metrics as they are made, in the order they are exposed.
@@ -396,7 +420,9 @@ pub struct Metrics {
     store: StoreMetrics,
     export: ExportMetrics,
     worker_up: Family<WorkerLabels, Gauge>,
+    feedback: Family<FeedbackLabels, Counter>,
     models: Mutex<HashSet<String>>,
+    feedback_names: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -417,13 +443,20 @@ impl Metrics {
             "1 when a pool worker passes its health checks, else 0",
             Family::default(),
         );
+        let feedback = r.add(
+            "tracegate_feedback",
+            "Feedback items stored (POST /feedback), by name",
+            Family::default(),
+        );
         Metrics {
             registry: r.0,
             calls,
             store,
             export,
             worker_up,
+            feedback,
             models: Mutex::new(HashSet::new()),
+            feedback_names: Mutex::new(HashSet::new()),
         }
     }
 
@@ -507,18 +540,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a stored feedback item by its name (`other` once
+    /// [`MAX_FEEDBACK_NAMES`] names are known).
+    pub fn feedback_posted(&self, name: &str) {
+        let name = bounded(&self.feedback_names, name, MAX_FEEDBACK_NAMES);
+        self.feedback.get_or_create(&FeedbackLabels { name }).inc();
+    }
+
     /// The model's label value: `other` once [`MAX_MODELS`] are known.
     fn model_label(&self, model: Option<&str>) -> String {
-        let model = model.unwrap_or("");
-        let mut known = crate::sync::lock(&self.models);
-        if known.contains(model) {
-            return model.to_string();
-        }
-        if known.len() < MAX_MODELS {
-            known.insert(model.to_string());
-            return model.to_string();
-        }
-        OTHER_MODEL.to_string()
+        bounded(&self.models, model.unwrap_or(""), MAX_MODELS)
     }
 
     /// Counts a call in flight until the guard is dropped.

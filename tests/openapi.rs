@@ -207,6 +207,10 @@ async fn every_operation_answers_as_described() {
         ("POST", "/sessions") => Some(json!({"session_id": "created-api", "metadata": {"k": "v"}})),
         ("POST", "/traces/query") => Some(json!({"session_ids": ["session-api"], "limit": 10})),
         ("POST", "/admin/weight_version") => Some(json!({"weight_version": 3})),
+        ("POST", "/feedback") => Some(json!({"trace_id": trace_id, "name": "reward", "value": 1})),
+        ("POST", "/feedback/batch") => {
+            Some(json!([{"session_id": "session-api", "name": "pass", "value": true}]))
+        }
         ("POST", "/sessions/batch_delete") => Some(json!({"session_ids": ["created-api"]})),
         ("POST", "/admin/workers") => Some(
             json!({"url": gw.mock.base_url(), "worker_id": "worker-api", "model_name": "m", "weight": 2}),

@@ -828,6 +828,13 @@ async fn browser_walks_from_the_sessions_to_a_session_without_a_run_and_its_step
     let run_other = gw.get("/v1/models").headers(&in_run).answer().await;
     assert_eq!(run_other.status, 200);
     gw.flush().await;
+    // Feedback on the session and on its first step, for its page's table.
+    let feedback = json!([
+        {"session_id": "solo-session", "name": "reward", "value": 0.75},
+        {"trace_id": solo.step1, "name": "pass@1", "value": true},
+    ]);
+    let posted = gw.post("/feedback/batch").json(&feedback).answer().await;
+    assert_eq!(posted.status, 200, "{}", posted.text());
     let screenshot = target_dir().join("ui-sessions-screenshot.png");
     let run = run_browser_script(
         node,

@@ -687,11 +687,13 @@ async function runView(view, runId, gen) {
   const calls = new Map(page.calls.map((c) => [c.trace_id, c]));
   const summary = h('div', { class: 'cards' });
   const charts = chartsPanel(() => ({ run_id: runId }));
+  const feedback = h('div', { class: 'feedback' });
   const panels = stepsPanels(runId, () => { draw(); charts.refresh(); });
   replace(view,
     h('h1', null, h('span', { class: 'muted' }, 'run '), runId, ' ', copyButton(runId, 'run id')),
     summary,
     page.truncated ? h('p', { class: 'note' }, `Showing the newest ${page.calls.length} calls of this run.`) : null,
+    feedback,
     panels.el,
     h('section', { class: 'panel' }, h('h2', null, 'Charts'), charts.el));
 
@@ -700,6 +702,7 @@ async function runView(view, runId, gen) {
     const all = [...calls.values()].sort(byStart);
     const sessions = sessionOrder(info.sessions, all);
     replace(summary, runCards(info, all, sessions));
+    replace(feedback, feedbackSummary(info.feedback_summary));
     panels.draw(sessions, all);
   }
   draw();
@@ -972,11 +975,13 @@ async function sessionView(view, sessionId, gen) {
     [`session ${shortSession(sessionId, info.run_id)}`]]);
   const calls = new Map(page.calls.map((c) => [c.trace_id, c]));
   const summary = h('div', { class: 'cards' });
+  const feedback = h('div', { class: 'feedback' });
   const panels = stepsPanels(info.run_id, () => draw());
   replace(view,
     h('h1', null, h('span', { class: 'muted' }, 'session '), sessionId, ' ', copyButton(sessionId, 'session id')),
     summary,
     page.truncated ? h('p', { class: 'note' }, `Showing the newest ${page.calls.length} calls of this session.`) : null,
+    feedback,
     panels.el);
 
   let latest = info;
@@ -984,6 +989,7 @@ async function sessionView(view, sessionId, gen) {
     const all = [...calls.values()].sort(byStart);
     const sessions = sessionOrder([latest], all);
     replace(summary, sessionCards(latest, all, sessions));
+    replace(feedback, feedbackTable(latest.feedback));
     panels.draw(sessions, all);
   }
   draw();
@@ -1213,6 +1219,34 @@ async function stepNav(nav, t, gen) {
       h('a', { href: sessionHref(t.session_id) }, `session ${shortSession(t.session_id, t.run_id)}`)),
     attempts,
     link(steps[i + 1], 'next', 'next step →'));
+}
+
+// Feedback (POST /feedback): a session's items, a run's summary per name.
+function feedbackTable(items) {
+  if (!items || !items.length) return null;
+  return section('Feedback', items.length, h('table', { class: 'feedback-items' },
+    thead('Name', '#Value', 'On', 'When', 'Comment'),
+    h('tbody', null, items.map((f) => h('tr', null,
+      h('td', null, f.name),
+      h('td', { class: 'num' }, typeof f.value === 'number' ? String(Number(f.value.toPrecision(6))) : String(f.value)),
+      h('td', null, f.target_kind === 'trace'
+        ? h('a', { href: callHref(f.target_id) }, `call ${f.target_id.slice(-8)}`)
+        : f.target_kind),
+      h('td', null, fmtWhen(f.created_at)),
+      h('td', null, f.comment || ''))))));
+}
+
+function feedbackSummary(summary) {
+  if (!summary || !summary.length) return null;
+  const num = (v) => (v === null || v === undefined ? '–' : String(Number(v.toPrecision(4))));
+  return section('Feedback', summary.length, h('table', { class: 'feedback-summary' },
+    thead('Name', '#Count', '#Mean', '#Min', '#Max'),
+    h('tbody', null, summary.map((f) => h('tr', null,
+      h('td', null, f.name),
+      h('td', { class: 'num' }, fmtInt(f.count)),
+      h('td', { class: 'num' }, num(f.mean)),
+      h('td', { class: 'num' }, num(f.min)),
+      h('td', { class: 'num' }, num(f.max)))))));
 }
 
 function section(title, count, body, collapsed) {

@@ -19,10 +19,12 @@ mod admin;
 mod charts;
 mod compact;
 mod extract;
+mod feedback;
 mod params;
 mod runs;
 mod sessions;
 mod traces;
+mod trajectory;
 mod ui;
 mod weights;
 mod workers;
@@ -63,11 +65,18 @@ pub fn router() -> Router<AppState> {
             get(sessions::get).delete(sessions::delete),
         )
         .route("/sessions/{session_id}/traces", get(sessions::traces))
+        .route(
+            "/sessions/{session_id}/trajectory",
+            get(trajectory::session),
+        )
         .route("/traces", get(traces::list))
         .route("/traces/query", post(traces::query))
         .route("/traces/{trace_id}", get(traces::get))
+        .route("/feedback", post(feedback::post))
+        .route("/feedback/batch", post(feedback::batch))
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
+        .route("/runs/{run_id}/trajectory", get(trajectory::run))
         .merge(ui::routes())
 }
 

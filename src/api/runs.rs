@@ -1,9 +1,11 @@
-//! Runs: the top of the run → session → step tree.
+//! Runs: the top of the run → session → step tree, with their feedback.
 
 use super::{Json, Query, found, params};
 use crate::error::GatewayError;
+use crate::feedback::{Feedback, FeedbackSummary, TargetKind};
 use crate::server::AppState;
 use crate::store::RunFilter;
+use crate::store::feedback::FeedbackScope;
 use crate::store::summary::{RunInfo, SessionInfo};
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,10 @@ pub struct RunDetail {
     run: RunInfo,
     /// Its sessions, oldest first.
     sessions: Vec<SessionInfo>,
+    /// The feedback naming the run itself, oldest first.
+    feedback: Vec<Feedback>,
+    /// The feedback of the run, its sessions and its calls, per name.
+    feedback_summary: Vec<FeedbackSummary>,
 }
 
 /// `GET /runs/{run_id}`: one run with its counts and its sessions.
@@ -43,7 +49,18 @@ pub async fn get(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<Json<RunDetail>, GatewayError> {
-    let run = state.reader.run(run_id.clone()).await?;
-    let detail = run.map(|(run, sessions)| RunDetail { run, sessions });
-    found(detail, "run", &run_id)
+    let Some((run, sessions)) = state.reader.run(run_id.clone()).await? else {
+        return found(None, "run", &run_id);
+    };
+    let reader = &state.reader;
+    let feedback = reader
+        .feedback(FeedbackScope::Target(TargetKind::Run, run_id.clone()))
+        .await?;
+    let feedback_summary = reader.feedback_summary(FeedbackScope::Run(run_id)).await?;
+    Ok(Json(RunDetail {
+        run,
+        sessions,
+        feedback,
+        feedback_summary,
+    }))
 }

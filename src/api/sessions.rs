@@ -3,8 +3,10 @@
 use super::compact::{self, TraceGraph};
 use super::{Json, Query, found, params};
 use crate::error::GatewayError;
+use crate::feedback::Feedback;
 use crate::record::TraceRecord;
 use crate::server::AppState;
+use crate::store::feedback::FeedbackScope;
 use crate::store::summary::SessionInfo;
 use crate::store::{SessionFilter, TraceFilter};
 use axum::extract::{Path, State};
@@ -89,13 +91,31 @@ pub async fn list(
     Ok(Json(state.reader.sessions(filter).await?))
 }
 
-/// `GET /sessions/{session_id}`: one session, 404 when unknown.
+/// The answer of `GET /sessions/{session_id}`: the session and its
+/// feedback.
+#[derive(Debug, Serialize)]
+pub struct SessionDetail {
+    /// The session.
+    #[serde(flatten)]
+    session: SessionInfo,
+    /// The feedback naming the session or one of its calls, oldest first.
+    feedback: Vec<Feedback>,
+}
+
+/// `GET /sessions/{session_id}`: one session with its feedback, 404 when
+/// unknown.
 pub async fn get(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
-) -> Result<Json<SessionInfo>, GatewayError> {
-    let info = state.reader.session(session_id.clone()).await?;
-    found(info, "session", &session_id)
+) -> Result<Json<SessionDetail>, GatewayError> {
+    let Some(session) = state.reader.session(session_id.clone()).await? else {
+        return found(None, "session", &session_id);
+    };
+    let feedback = state
+        .reader
+        .feedback(FeedbackScope::Session(session_id))
+        .await?;
+    Ok(Json(SessionDetail { session, feedback }))
 }
 
 /// The `since`, `limit` and `format` of a listing of a session's traces.

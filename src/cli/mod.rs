@@ -6,13 +6,14 @@
 //!   deterministic model server) and `demo` (both, plus a sample agent
 //!   episode) — which run on a tokio runtime;
 //! * the queries over a database file — `runs`, `sessions`, `traces list`,
-//!   `traces show`, `export`, `stats` and `prune` — which need no server and
+//!   `traces show`, `export`, `stats`, `feedback list` and `prune` — which
+//!   need no server and
 //!   no runtime: they open the SQLite file themselves (read-only, except
 //!   `prune`) and are safe while a gateway writes to it, because WAL lets
 //!   readers see the last commit without blocking the writer.
 //!
 //! Each query command lives in its own file ([`runs`], [`traces`],
-//! [`export`], [`stats`], [`prune`]) as a thin layer: parse flags, ask the
+//! [`export`], [`stats`], [`feedback`], [`prune`]) as a thin layer: parse flags, ask the
 //! store (a `store::Reader`, or a `store::Pruner`, opened on the file),
 //! format through [`output`]. The SQL stays in the store. Every query command takes `--db PATH` (env `TRACEGATE_DB`,
 //! default `./tracegate.db`) like `serve`.
@@ -23,6 +24,8 @@
 
 mod banner;
 mod export;
+mod feedback;
+mod feedback_filter;
 mod logging;
 mod output;
 mod prune;
@@ -75,12 +78,20 @@ enum Command {
         #[command(subcommand)]
         command: traces::TracesCommand,
     },
-    /// Write traces as JSON Lines (one TraceRecord per line, the HTTP API's
-    /// JSON) to a file, or to standard output when it is piped.
+    /// Write traces as JSON Lines to a file, or to standard output when it
+    /// is piped: one TraceRecord per line in the HTTP API's JSON, one
+    /// session's trajectory, or one call in the chat fine-tuning form
+    /// (--format).
     Export(export::ExportArgs),
     /// Calls, error rate, latency and TTFT percentiles, and tokens per model
     /// and route.
     Stats(stats::StatsArgs),
+    /// List the feedback (rewards, scores) of a call, session or run, or
+    /// add one through a running gateway.
+    Feedback {
+        #[command(subcommand)]
+        command: feedback::FeedbackCommand,
+    },
     /// Delete traces older than a duration, the sessions and runs they leave
     /// empty, and reclaim the space.
     Prune(prune::PruneArgs),
@@ -136,6 +147,7 @@ pub fn main() -> ExitCode {
         Command::Traces { command } => traces::run(&command),
         Command::Export(args) => export::export(&args),
         Command::Stats(args) => stats::stats(&args),
+        Command::Feedback { command } => feedback::run(&command),
         Command::Prune(args) => prune::prune(&args),
         gateway => run_gateway(gateway),
     };
@@ -311,16 +323,16 @@ impl FilterArgs {
     }
 }
 
+/// Parses `--status`: a status's wire name.
+fn parse_status(text: &str) -> Result<Status, String> {
+    Status::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        format!("'{text}' is not a status ({})", names.join(", "))
+    })
+}
+
 /// Parses a duration such as `30d`, `12h` or `90m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("'{text}' is not a duration like 90m, 12h or 30d ({e})"))
-}
-
-/// Parses `--status`: `ok`, `error` or `client_closed`.
-fn parse_status(text: &str) -> Result<Status, String> {
-    Status::parse(text.trim()).ok_or_else(|| {
-        let known: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-        format!("'{text}' is not a status: use {}", known.join(", "))
-    })
 }

@@ -20,6 +20,7 @@ mod attempt;
 mod outcome;
 mod span;
 
+pub use crate::feedback::Feedback;
 pub use crate::identity::Identity;
 pub use crate::protocol::{Operation, Protocol};
 pub use attempt::{Attempt, RetryReason};
@@ -189,6 +190,11 @@ pub struct TraceRecord {
     pub raw_response: Option<Value>,
     /// Free-form metadata (the request's own `metadata` object, rLLM type).
     pub metadata: Map<String, Value>,
+
+    // ---- feedback ----
+    /// The feedback naming this call (`POST /feedback`), oldest first:
+    /// joined when the record is read, never stored with it.
+    pub feedback: Vec<Feedback>,
 }
 
 /// One choice of an answer.

@@ -78,6 +78,9 @@ crate::wire_enum! {
         /// The store cannot commit now; what waits on it (a flush, a session
         /// change) gave up (503; not recorded).
         StoreUnavailable = "store_unavailable",
+        /// What the request names exists already with other content: a
+        /// feedback id reused for another value (409; not recorded).
+        Conflict = "conflict",
     }
 }
 
@@ -97,6 +100,7 @@ impl ErrorKind {
             ErrorKind::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -157,6 +161,9 @@ impl ErrorKind {
             ErrorKind::InternalError => "the gateway failed inside (500)",
             ErrorKind::StoreUnavailable => {
                 "the store cannot commit now; a flush or session change gave up (503; not recorded)"
+            }
+            ErrorKind::Conflict => {
+                "a feedback id was given again with another value (409; not recorded)"
             }
         }
     }

@@ -7,7 +7,7 @@
 //! escaped (`%2F`), which the path extractors and [`CallPath`] decode back.
 //! The id is what rLLM's gateway takes: everything up to the first `/v1`
 //! that ends the path or is followed by `/`; else, for `GET`, up to a final
-//! `/traces`; else the rest of the path (`GET`/`DELETE /sessions/{sid}`).
+//! `/traces` (or tracegate's `/trajectory`); else the rest of the path (`GET`/`DELETE /sessions/{sid}`).
 //! The path the client called is kept ([`OriginalPath`]) for the record.
 //!
 //! [`CallPath`]: crate::protocol::CallPath
@@ -42,10 +42,15 @@ fn escaped(method: &Method, path: &str) -> Option<String> {
     let rest = path.strip_prefix("/sessions/")?;
     let (sid, tail) = match crate::protocol::api_start(rest) {
         Some(at) => rest.split_at(at),
-        None => match rest.strip_suffix("/traces") {
-            Some(sid) if method == Method::GET && !sid.is_empty() => (sid, "/traces"),
-            _ => (rest, ""),
-        },
+        None => {
+            let suffix = ["/traces", "/trajectory"]
+                .into_iter()
+                .find_map(|tail| Some((rest.strip_suffix(tail)?, tail)));
+            match suffix {
+                Some((sid, tail)) if method == Method::GET && !sid.is_empty() => (sid, tail),
+                _ => (rest, ""),
+            }
+        }
     };
     sid.contains('/')
         .then(|| format!("/sessions/{}{tail}", sid.replace('/', "%2F")))

@@ -51,12 +51,14 @@
 //! ([`StoreError::RecordsLost`]): the only way a stopped gateway loses a
 //! record is a disk that takes neither the database nor the spill file.
 
+use crate::feedback::Feedback;
 use crate::metrics::Metrics;
-use crate::record::Status;
+use crate::record::{Span, Status};
 use crate::store::backlog::{self, Backlog, Scratch};
 use crate::store::connection::{self, Writable};
 use crate::store::content;
 use crate::store::error::{StoreError, StoreFault, StoreResult};
+use crate::store::feedback::{self, Posted};
 use crate::store::health::{Condition, Degradation, Published};
 use crate::store::raw::References;
 use crate::store::row::EncodedRow;
@@ -330,6 +332,9 @@ impl Writer {
                 Command::CreateSession { ack, .. } => {
                     let _ = ack.send(Err(unavailable()));
                 }
+                Command::Feedback { ack, .. } => {
+                    let _ = ack.send(Err(unavailable()));
+                }
                 Command::DeleteSession { ack, .. } => {
                     let _ = ack.send(Err(unavailable()));
                 }
@@ -429,10 +434,11 @@ impl Writer {
             .count();
         self.metrics.records_rejected(records - written);
         self.checkpoint_due = true;
-        if batch
-            .iter()
-            .any(|c| matches!(c, Command::Record(row) if row.span().is_some()))
-        {
+        if batch.iter().any(|c| match c {
+            Command::Record(row) => row.span().is_some(),
+            Command::Feedback { spans, .. } => spans.iter().any(Option::is_some),
+            _ => false,
+        }) {
             // Wake the exporter: there is something new past its cursor.
             self.spans_committed.notify_one();
         }
@@ -591,6 +597,9 @@ fn answer(batch: Vec<Command>, answers: Vec<Answer>) {
             (Command::DeleteSession { ack, .. }, Answer::Count(result)) => {
                 let _ = ack.send(result);
             }
+            (Command::Feedback { ack, .. }, Answer::Posted(result)) => {
+                let _ = ack.send(result);
+            }
             _ => {}
         }
     }
@@ -601,6 +610,7 @@ enum Answer {
     None,
     Unit(StoreResult<()>),
     Count(StoreResult<usize>),
+    Posted(StoreResult<Posted>),
 }
 
 /// A session change's result as its answer; a fault (the store's condition,
@@ -669,6 +679,9 @@ fn apply_batch(
                 metadata,
                 sampling_params.as_ref(),
             ))?),
+            Command::Feedback { items, spans, .. } => {
+                Answer::Posted(or_abort(post_feedback(&tx, items, spans))?)
+            }
             Command::DeleteSession { session_id, .. } => {
                 let deleted = or_abort(delete_session(&tx, log, session_id))?;
                 if deleted.is_err() {
@@ -775,6 +788,32 @@ fn store_row(
         .execute(named_params! {":trace_id": r.trace_id, ":at": r.ended_at, ":span": span})?;
     }
     Ok((pending, announcement))
+}
+
+/// Stores feedback items (see `feedback::post`) and the spans of the new
+/// ones in the export outbox, in the caller's transaction.
+fn post_feedback(
+    conn: &Connection,
+    items: &[Feedback],
+    spans: &[Option<Span>],
+) -> StoreResult<Posted> {
+    let posted = feedback::post(conn, items)?;
+    if let Posted::Stored(stored) = &posted {
+        for ((item, new), span) in stored.iter().zip(spans) {
+            let (true, Some(span)) = (new, span) else {
+                continue;
+            };
+            let json = serde_json::to_string(span).map_err(|e| StoreError::Encode {
+                what: "feedback span",
+                source: e.into(),
+            })?;
+            conn.prepare_cached(
+                "INSERT INTO spans (trace_id, created_at, span) VALUES (:id, :at, :span)",
+            )?
+            .execute(named_params! {":id": item.id, ":at": item.created_at, ":span": json})?;
+        }
+    }
+    Ok(posted)
 }
 
 fn save_export_progress(conn: &Connection, p: &ExportProgress) -> StoreResult<()> {

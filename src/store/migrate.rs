@@ -58,6 +58,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0004_rllm.sql"),
         convert: None,
     },
+    Migration {
+        version: 6,
+        name: "0006_feedback.sql",
+        sql: include_str!("../../schema/0006_feedback.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies every migration the database has not seen yet. Returns the

@@ -43,7 +43,8 @@
 //!   database and then in memory, until it can; `health` is the condition
 //!   the writer publishes for `/health` and `/metrics`;
 //! * `query` builds every read's SQL from a filter; `traces`, `runs`,
-//!   `stats` and [`outbox`] are the reads, run by `reader`'s handles on
+//!   `stats`, [`feedback`] and [`outbox`] are the reads (feedback is
+//!   written by `commit` too), run by `reader`'s handles on
 //!   read-only connections; `attempts` decides which calls retry a step;
 //! * [`prune`] deletes what is older than a cutoff and reclaims the space
 //!   (`tracegate prune`, run from another process while a gateway writes).
@@ -65,6 +66,7 @@ mod commit;
 mod connection;
 mod content;
 mod error;
+pub mod feedback;
 mod health;
 mod legacy;
 pub mod migrate;

@@ -15,8 +15,10 @@
 //! answer the same methods with its own.
 
 use crate::config::StoreOptions;
+use crate::feedback::{Feedback, FeedbackSummary};
 use crate::record::TraceRecord;
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::feedback::{self, FeedbackScope};
 use crate::store::outbox::{self, Backlog, Batch, ExportState};
 use crate::store::query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
 use crate::store::summary::{CallPage, CallStats, CallSummary, ChartSample, Facets};
@@ -72,6 +74,12 @@ impl Reader {
         each: impl FnMut(TraceRecord) -> Result<ControlFlow<()>, E>,
     ) -> Result<u64, E> {
         traces::for_each_trace(&self.conn, filter, each)
+    }
+
+    /// The sessions of the traces matching `filter`, in the order of their
+    /// first matching call.
+    pub fn session_ids(&self, filter: &TraceFilter) -> StoreResult<Vec<String>> {
+        traces::session_ids(&self.conn, filter)
     }
 
     /// How many traces match `filter` (its `limit` included).
@@ -132,6 +140,16 @@ impl Reader {
     /// The values the run list can be filtered on.
     pub fn facets(&self) -> StoreResult<Facets> {
         runs::facets(&self.conn)
+    }
+
+    /// The feedback of `scope`, oldest first.
+    pub fn feedback(&self, scope: &FeedbackScope) -> StoreResult<Vec<Feedback>> {
+        feedback::feedback(&self.conn, scope)
+    }
+
+    /// The feedback of `scope` summarised per name, in name order.
+    pub fn feedback_summary(&self, scope: &FeedbackScope) -> StoreResult<Vec<FeedbackSummary>> {
+        feedback::summary(&self.conn, scope)
     }
 
     /// The exporter's saved state (zeroes before the first export).
@@ -256,6 +274,19 @@ impl StoreReader {
     /// The values the run list can be filtered on.
     pub async fn facets(&self) -> StoreResult<Facets> {
         self.call(|r| r.facets()).await
+    }
+
+    /// The feedback of `scope`, oldest first.
+    pub async fn feedback(&self, scope: FeedbackScope) -> StoreResult<Vec<Feedback>> {
+        self.call(move |r| r.feedback(&scope)).await
+    }
+
+    /// The feedback of `scope` summarised per name, in name order.
+    pub async fn feedback_summary(
+        &self,
+        scope: FeedbackScope,
+    ) -> StoreResult<Vec<FeedbackSummary>> {
+        self.call(move |r| r.feedback_summary(&scope)).await
     }
 
     /// The exporter's saved state and the spans waiting past its cursor,

@@ -2,7 +2,7 @@
 //! nodes with a "what is new" cursor.
 //!
 //! Whole records are what the rLLM-compatible API and `tracegate export`
-//! serve; they are decoded one row at a time ([`for_each_trace`]), so an
+//! serve, with the feedback that names them; they are decoded one row at a time ([`for_each_trace`]), so an
 //! export of a store of any size runs in constant memory. A record's row
 //! points at shared content (messages, token runs); each read runs in one
 //! read transaction, so a row and what it points at come from the same
@@ -19,11 +19,13 @@
 //! then misses nothing older than its cursor, only those reused rows, and
 //! picks them up on its next full load.)
 
+use crate::feedback::TargetKind;
 use crate::record::TraceRecord;
 use crate::store::attempts;
 use crate::store::connection::snapshot;
 use crate::store::content::ContentReader;
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::feedback::{self, FeedbackScope};
 use crate::store::query::{CallFilter, TraceFilter};
 use crate::store::row::{self, NODE_COLUMNS, RECORD_COLUMNS, SUMMARY_COLUMNS};
 use crate::store::summary::{CallNode, CallPage, CallSummary};
@@ -40,6 +42,8 @@ pub(crate) fn trace(conn: &Connection, trace_id: &str) -> StoreResult<Option<Tra
             |row| Ok(row::decode_record(conn, row, &mut reader)),
         )
         .optional()?
+        .transpose()?
+        .map(|record| with_feedback(conn, record))
         .transpose()
     })
 }
@@ -48,9 +52,9 @@ pub(crate) fn trace(conn: &Connection, trace_id: &str) -> StoreResult<Option<Tra
 pub(crate) fn traces(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<TraceRecord>> {
     snapshot(conn, || {
         let mut reader = ContentReader::default();
-        filter
-            .select(&RECORD_COLUMNS)
-            .rows(conn, |row| row::decode_record(conn, row, &mut reader))
+        filter.select(&RECORD_COLUMNS).rows(conn, |row| {
+            with_feedback(conn, row::decode_record(conn, row, &mut reader)?)
+        })
     })
 }
 
@@ -71,7 +75,7 @@ pub(crate) fn for_each_trace<E: From<StoreError>>(
         let mut reader = ContentReader::default();
         let mut seen = 0;
         while let Some(row) = rows.next().map_err(StoreError::from)? {
-            let record = row::decode_record(conn, row, &mut reader)?;
+            let record = with_feedback(conn, row::decode_record(conn, row, &mut reader)?)?;
             seen += 1;
             if each(record)?.is_break() {
                 break;
@@ -79,6 +83,34 @@ pub(crate) fn for_each_trace<E: From<StoreError>>(
         }
         Ok(seen)
     })
+}
+
+/// `record` with the feedback naming it (one indexed read).
+fn with_feedback(conn: &Connection, mut record: TraceRecord) -> StoreResult<TraceRecord> {
+    record.feedback = feedback::feedback(
+        conn,
+        &FeedbackScope::Target(TargetKind::Trace, record.trace_id.clone()),
+    )?;
+    Ok(record)
+}
+
+/// The sessions of the traces matching `filter` (its `limit` aside), in
+/// the order of their first matching call.
+pub(crate) fn session_ids(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<String>> {
+    let whole = TraceFilter {
+        limit: None,
+        ..filter.clone()
+    };
+    let select = whole.select("session_id, started_at");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT session_id FROM ({}) WHERE session_id IS NOT NULL \
+         GROUP BY session_id ORDER BY MIN(started_at), session_id",
+        select.sql()
+    ))?;
+    let ids = stmt
+        .query_map(params_from_iter(select.args()), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
 }
 
 /// The number of traces matching `filter` (its `limit` included).

@@ -33,8 +33,10 @@
 //! This file is the handle request tasks hold ([`StoreWriter`]); the thread
 //! and its transactions are `commit`'s.
 
+use crate::feedback::Feedback;
 use crate::record::{Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::feedback::Posted;
 use crate::store::health::{Condition, StoreStatus};
 use crate::store::raw::References;
 use crate::store::row::EncodedRow;
@@ -66,6 +68,12 @@ pub(crate) enum Command {
         metadata: Map<String, Value>,
         sampling_params: Option<Map<String, Value>>,
         ack: oneshot::Sender<StoreResult<()>>,
+    },
+    /// Store feedback items (each with its span, when spans are exported).
+    Feedback {
+        items: Vec<Feedback>,
+        spans: Vec<Option<Span>>,
+        ack: oneshot::Sender<StoreResult<Posted>>,
     },
     /// Delete a session and its traces.
     DeleteSession {
@@ -162,6 +170,21 @@ impl StoreWriter {
             ack,
         })
         .await?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Stores feedback items, committed on return: all of them (those whose
+    /// id is stored with the same content already are left as they are),
+    /// or none when an id is stored with other content. `spans[i]`, when
+    /// given, is item `i`'s span for the export outbox, stored only if the
+    /// item is new.
+    pub async fn post_feedback(
+        &self,
+        items: Vec<Feedback>,
+        spans: Vec<Option<Span>>,
+    ) -> StoreResult<Posted> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Feedback { items, spans, ack }).await?;
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 

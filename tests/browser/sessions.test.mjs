@@ -24,6 +24,8 @@
 //   LOOSE        the call without a session
 //   RUN_ID       the demo run
 //   RUN_OTHER    the model list recorded in the demo run
+//   (the session has two feedback items: reward 0.75 on it, pass@1 true on
+//   step 1; its page shows them in a table)
 //   SCREENSHOT   where to save the session page's screenshot; beside it go
 //                the sessions list (-list.png), the session page with the
 //                other calls shown (-other.png) and a call (-call.png)
@@ -115,6 +117,14 @@ try {
   await page.locator('svg.waterfall g.bar').first().waitFor();
   assert.match(await text('h1'), new RegExp(`session ${sessionId}`));
   assert.match(await text('#crumbs'), /Sessions/);
+  // Its feedback (posted by the test, on the session and on step 1).
+  await matches('table.feedback-items tbody tr', 2);
+  const feedbackRows = await page.$$eval('table.feedback-items tbody tr',
+    (trs) => trs.map((tr) => [...tr.children].slice(0, 3).map((td) => td.innerText)));
+  assert.deepEqual(feedbackRows[0], ['reward', '0.75', 'session']);
+  assert.equal(feedbackRows[1][0], 'pass@1');
+  assert.equal(feedbackRows[1][1], 'true');
+  assert.match(feedbackRows[1][2], /^call /);
   assert.equal(await count('ul.tree > li.session'), 1);
   const tree = () => page.$$eval('ul.tree li.call', (items) => items.map((li) => {
     const up = li.parentElement.closest('li.call');
