@@ -79,7 +79,7 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
 /// protocol: the kind when it names the provider, else the protocol.
 pub fn provider(kind: UpstreamKind, protocol: Protocol) -> &'static str {
     match kind {
-        UpstreamKind::Generic => protocol.as_str(),
+        UpstreamKind::Generic | UpstreamKind::Auto => protocol.as_str(),
         named => named.as_str(),
     }
 }

@@ -49,8 +49,8 @@ pub use error::{ConfigError, Origin};
 pub use export::{ExportConfig, OtlpProtocol};
 pub use policy::{CallPolicy, Heartbeat, Limit, RetryPolicy, Timeouts};
 pub use routes::{
-    HeaderSource, InvalidUpstreamAuth, RawBodies, RouteConfig, UpstreamAuth, UpstreamKind,
-    WorkerConfig,
+    HeaderSource, InvalidUpstreamAuth, KindReason, RawBodies, RouteConfig, TokenSwitches,
+    UpstreamAuth, UpstreamKind, WorkerConfig,
 };
 pub use upstream_url::{UpstreamUrlError, parse_upstream};
 
