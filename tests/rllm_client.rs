@@ -458,9 +458,15 @@ async fn a_call_without_logprobs_records_null_not_an_empty_list() {
     let sid = "logprobs/none:0";
     client.create_session(sid, json!({}), json!({})).await;
     // The agent says no to logprobs (its choice stands), and an answer with
-    // no tokens has an empty logprobs list upstream.
+    // no tokens has an empty logprobs list.
     call_with(&client, sid, &[], json!({"logprobs": false})).await;
-    let empty = call_with(&client, sid, &[("x-mock-content", "")], json!({})).await;
+    let empty = call_with(
+        &client,
+        sid,
+        &[("x-mock-content", "")],
+        json!({"logprobs": true}),
+    )
+    .await;
     assert_eq!(empty["choices"][0]["logprobs"], json!({"content": []}));
     assert!(client.flush().await);
 
