@@ -169,6 +169,12 @@ struct TokenLabels {
     r#type: TokenType,
 }
 
+/// The labels of spending.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    model: String,
+}
+
 /// The labels of failed calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
@@ -213,6 +219,7 @@ struct CallMetrics {
     operation_duration: Family<CallLabels, Histogram, fn() -> Histogram>,
     time_to_first_token: Family<ModelLabels, Histogram, fn() -> Histogram>,
     tokens: Family<TokenLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     errors: Family<ErrorLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     in_flight: Gauge,
@@ -234,6 +241,11 @@ impl CallMetrics {
             tokens: r.add(
                 "tracegate_tokens",
                 "Tokens used, by type: input, output, cached_input, reasoning",
+                Family::default(),
+            ),
+            cost: r.add(
+                "tracegate_cost_usd",
+                "USD spent on calls whose model has a [[prices]] entry, by model",
                 Family::default(),
             ),
             errors: r.add(
@@ -431,6 +443,12 @@ impl Metrics {
                     })
                     .inc_by(count);
             }
+        }
+        if let Some(cost) = record.cost_usd {
+            let labels = CostLabels {
+                model: model.clone(),
+            };
+            calls.cost.get_or_create(&labels).inc_by(cost);
         }
         if let Some(error) = &record.error {
             calls

@@ -346,7 +346,15 @@ fn dashboard(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_dashboard_queries_only_exported_metrics() {
-    let gw = Setup::new().await;
+    // Priced, so that spending has a series too.
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("tracegate.toml");
+    std::fs::write(
+        &prices,
+        "[[prices]]\nmodel_prefix = \"alpha\"\ninput = 1\noutput = 2\n",
+    )
+    .unwrap();
+    let gw = Setup::with(|args| args.config = Some(prices)).await;
     // One call of each outcome, so every labelled family has a series.
     chat(&gw, model_body("alpha", true), &[]).await;
     chat(&gw, model_body("alpha", false), &[("x-mock-status", "500")]).await;

@@ -212,6 +212,9 @@ impl Attributes {
         }
         self.text("rllm.span_type", Some(&record.span_type));
         self.text("tracegate.route", record.route.as_deref());
+        if let Some(cost) = record.cost_usd {
+            self.push("tracegate.cost_usd", AttributeValue::Float(cost));
+        }
     }
 
     /// `error.type` of a failed call; returns the span's status
@@ -282,6 +285,7 @@ pub const KEYS: &[&str] = &[
     "rllm.project",
     "rllm.experiment",
     "tracegate.route",
+    "tracegate.cost_usd",
     "error.type",
     "gen_ai.input.messages",
     "gen_ai.output.messages",
@@ -358,6 +362,7 @@ mod tests {
             route: Some("r".into()),
             status: Status::Error,
             error: Some(CallError::new(ErrorKind::UpstreamHttpError, "boom")),
+            cost_usd: Some(0.25),
             ..TraceRecord::default()
         };
         let t = trace();

@@ -1098,6 +1098,43 @@ mod tests {
     }
 
     #[test]
+    fn auto_is_the_default_and_is_probed_only_where_it_is_safe() {
+        let r = route(
+            r#"[{"name": "a", "model_prefix": "a", "upstream": "http://vllm:8000/v1"},
+                {"name": "b", "model_prefix": "b", "upstream": "https://api.openai.com/v1"},
+                {"name": "c", "model_prefix": "c", "upstream": "http://h", "protocol": "anthropic"},
+                {"name": "d", "model_prefix": "d", "upstream": "http://h", "kind": "auto",
+                 "inject_logprobs": true}]"#,
+        )
+        .unwrap();
+        let kinds: Vec<(UpstreamKind, &KindReason)> =
+            r.iter().map(|r| (r.kind, &r.kind_reason)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (UpstreamKind::Auto, &KindReason::Unprobed),
+                (
+                    UpstreamKind::Generic,
+                    &KindReason::HostedApi("api.openai.com".into())
+                ),
+                (UpstreamKind::Generic, &KindReason::AnthropicProtocol),
+                (UpstreamKind::Auto, &KindReason::Unprobed),
+            ]
+        );
+        assert!(!r[0].inject_logprobs, "nothing injected before the probe");
+        assert!(r[3].inject_logprobs, "a written switch stands");
+        let mut probed = r[0].clone();
+        probed.set_kind(
+            UpstreamKind::Vllm,
+            KindReason::Probed {
+                owned_by: "vllm".into(),
+            },
+        );
+        assert!(probed.inject_logprobs && probed.inject_return_token_ids);
+        assert!(probed.strip_vllm_fields && probed.session_affinity_headers);
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_the_fields_there_are() {
         let e = route(r#"[{"name": "a", "model_prefix": "x", "workers": [{"url": "http://h", "wieght": 2}]}]"#)
             .unwrap_err();

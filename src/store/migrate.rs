@@ -58,6 +58,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0004_rllm.sql"),
         convert: None,
     },
+    Migration {
+        version: 5,
+        name: "0005_cost.sql",
+        sql: include_str!("../../schema/0005_cost.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies every migration the database has not seen yet. Returns the
@@ -150,7 +156,7 @@ fn session_storage(conn: &Connection) -> StoreResult<()> {
         let encoded = EncodedRow::encode(record, None, None)?;
         let (placed, pending) = log.place(conn, encoded.content())?;
         encoded
-            .insert(conn, &placed, Some(id))
+            .insert_converted(conn, &placed, id)
             .map_err(StoreError::sqlite("cannot convert a trace"))?;
         log.remember(pending);
         converted += 1;
