@@ -220,6 +220,12 @@ impl EncodeLabelSet for TokenLabels {
     }
 }
 
+/// The labels of spending: the model asked for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    gen_ai_request_model: String,
+}
+
 /// The labels of a retry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
@@ -278,6 +284,7 @@ struct CallMetrics {
     time_to_first_chunk: Family<CallLabels, Histogram, fn() -> Histogram>,
     token_usage: Family<TokenLabels, Histogram, fn() -> Histogram>,
     token_usage_detail: Family<TokenLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
     retries: Family<RetryLabels, Counter>,
     in_flight: Gauge,
 }
@@ -303,6 +310,11 @@ impl CallMetrics {
             token_usage_detail: r.add(
                 "tracegate_token_usage_detail",
                 "Tokens that are part of gen_ai_client_token_usage: cached_input (of input), reasoning (of output)",
+                Family::default(),
+            ),
+            cost: r.add(
+                "tracegate_cost_usd",
+                "USD spent on calls whose model has a [[prices]] entry, by model",
                 Family::default(),
             ),
             retries: r.add(
@@ -474,6 +486,12 @@ impl Metrics {
                 .time_to_first_chunk
                 .get_or_create(&labels)
                 .observe(ttft / 1000.0);
+        }
+        if let Some(cost) = record.cost_usd {
+            let labels = CostLabels {
+                gen_ai_request_model: labels.model.clone(),
+            };
+            calls.cost.get_or_create(&labels).inc_by(cost);
         }
         // Token counts describe what was used, not how the call ended.
         let call = CallLabels {

@@ -147,10 +147,8 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&config.db, config.store.clone(), metrics.clone())?;
-        let router = Arc::new(Router::new(
-            config.routes.clone(),
-            config.session_affinity_capacity,
-        ));
+        let routes = crate::route::kind::decide(config.routes.clone()).await;
+        let router = Arc::new(Router::new(routes, config.session_affinity_capacity));
         let forwarder = Forwarder::new(
             config,
             router.clone(),

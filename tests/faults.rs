@@ -324,8 +324,10 @@ async fn a_caller_cannot_remove_or_replace_the_hop_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loop_through_two_gateways_ends_at_the_second_visit() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Serve::new(dir_a.path()).args(["--db", "traces.db"]);
-    let b = Serve::new(dir_b.path()).args(["--db", "traces.db"]);
+    // A written kind: no start-up probe, which each gateway would send
+    // through the other and record.
+    let a = Serve::new(dir_a.path()).args(["--db", "traces.db", "--kind", "generic"]);
+    let b = Serve::new(dir_b.path()).args(["--db", "traces.db", "--kind", "generic"]);
     let (port_a, port_b) = (a.port(), b.port());
     let a = a.upstream(&format!("http://127.0.0.1:{port_b}/v1")).spawn();
     let b = b.upstream(&format!("http://127.0.0.1:{port_a}/v1")).spawn();

@@ -443,9 +443,16 @@ fn metrics_of(query: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_dashboard_queries_only_exported_metrics() {
-    let gw = Setup::with_route(json!({"name": "main", "model_prefix": "*",
-                                     "retry": {"max_attempts": 2, "backoff": "10ms"}}))
-    .await;
+    // Priced, and retrying, so that spending and retries have series too.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracegate.toml");
+    std::fs::write(
+        &config,
+        "[[prices]]\nmodel_prefix = \"alpha\"\ninput = 1\noutput = 2\n\n\
+         [retry]\nmax_attempts = 2\nbackoff = \"10ms\"\n",
+    )
+    .unwrap();
+    let gw = Setup::with(|args| args.config = Some(config)).await;
     // One call of each outcome (the failed one retried first), so every
     // labelled family has a series.
     chat(&gw, model_body("alpha", true), &[]).await;

@@ -82,6 +82,17 @@ async fn silent_upstream(start: &'static str) -> (String, tokio::sync::oneshot::
     (url, learnt)
 }
 
+/// A gateway in front of a [`silent_upstream`], which serves one connection
+/// and is no model server: `generic`, so no start-up probe takes it.
+async fn in_front_of_silent(upstream: &str) -> TestGateway {
+    TestGateway::start_with(ServeArgs {
+        upstream: vec![upstream.to_string()],
+        kind: Some("generic".into()),
+        ..ServeArgs::default()
+    })
+    .await
+}
+
 /// The start of an SSE answer that never goes on: headers and one event.
 const STREAM_START: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
     transfer-encoding: chunked\r\n\r\n17\r\ndata: {\"choices\": []}\n\n\r\n";
@@ -156,7 +167,7 @@ async fn every_client_that_leaves_before_the_answer_is_recorded() {
 async fn the_upstream_request_is_cancelled_when_its_client_leaves() {
     // Before the upstream answered.
     let (upstream, cancelled) = silent_upstream("").await;
-    let gw = TestGateway::start(&upstream).await;
+    let gw = in_front_of_silent(&upstream).await;
     let gave_up = impatient(Duration::from_millis(300))
         .post(gw.at("/v1/chat/completions"))
         .json(&chat_body("nobody will read this"))
@@ -169,7 +180,7 @@ async fn the_upstream_request_is_cancelled_when_its_client_leaves() {
     assert_eq!(the_record(&gw).await.status, Status::ClientClosed);
     // Mid-stream.
     let (upstream, cancelled) = silent_upstream(STREAM_START).await;
-    let gw = TestGateway::start(&upstream).await;
+    let gw = in_front_of_silent(&upstream).await;
     let mut response = gw.chat(&stream_body("stop when I go")).send().await;
     let first = within("the first event", response.chunk())
         .await

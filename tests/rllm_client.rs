@@ -385,3 +385,137 @@ async fn weight_versions_are_validated_and_sampling_parameters_survive_a_restart
         .collect();
     assert_eq!(versions, [Some(7), Some(5), Some(11)]);
 }
+
+/// One chat call on session `sid`, with these headers and this body
+/// (`model` and `messages` added): the answer the agent got.
+async fn call_with(client: &Client, sid: &str, headers: &[(&str, &str)], extra: Value) -> Value {
+    let mut body =
+        json!({"model": "policy", "messages": [{"role": "user", "content": "route me"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let mut request = client
+        .http
+        .post(format!("{}/chat/completions", client.session_url(sid)));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    client.json(request.json(&body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_matrices_are_recorded_per_token_and_hidden_from_the_agent() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), &mock.base_url());
+    let client = Client::new(&gw);
+    let sid = "moe/replay:0";
+    client.create_session(sid, json!({}), json!({})).await;
+    let answer = call_with(&client, sid, &[("x-mock-routing-matrices", "1")], json!({})).await;
+    assert!(
+        answer["choices"][0].get("routing_matrices").is_none(),
+        "stripped from the agent's answer"
+    );
+    call_with(&client, sid, &[], json!({})).await;
+    assert!(client.flush().await);
+
+    let records = client.session_traces(sid, &[]).await;
+    let (with, without) = (&records[0], &records[1]);
+    // The mock's matrix for a token is `rm<token id>`: one per answer token.
+    let expected: Vec<String> = with["completion_token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| format!("rm{id}"))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(with["routing_matrices"], json!(expected));
+    assert!(
+        without["routing_matrices"].is_null(),
+        "none sent, none kept"
+    );
+    let one = client
+        .get(
+            &format!("/traces/{}", with["trace_id"].as_str().unwrap()),
+            &[],
+        )
+        .await;
+    assert_eq!(one["routing_matrices"], json!(expected));
+    let graph = client
+        .session_traces(sid, &[("format", "compact".to_string())])
+        .await;
+    assert_eq!(graph["deltas"][0]["routing_matrices"], json!(expected));
+    assert!(graph["deltas"][1]["routing_matrices"].is_null());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_logprobs_records_null_not_an_empty_list() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), &mock.base_url());
+    let client = Client::new(&gw);
+    let sid = "logprobs/none:0";
+    client.create_session(sid, json!({}), json!({})).await;
+    // The agent says no to logprobs (its choice stands), and an answer with
+    // no tokens has an empty logprobs list.
+    call_with(&client, sid, &[], json!({"logprobs": false})).await;
+    let empty = call_with(
+        &client,
+        sid,
+        &[("x-mock-content", "")],
+        json!({"logprobs": true}),
+    )
+    .await;
+    assert_eq!(empty["choices"][0]["logprobs"], json!({"content": []}));
+    assert!(client.flush().await);
+
+    let records = client.session_traces(sid, &[]).await;
+    for record in records.as_array().unwrap() {
+        assert!(record["logprobs"].is_null(), "{}", record["logprobs"]);
+        let one = client
+            .get(
+                &format!("/traces/{}", record["trace_id"].as_str().unwrap()),
+                &[],
+            )
+            .await;
+        assert!(one["logprobs"].is_null());
+    }
+    let graph = client
+        .session_traces(sid, &[("format", "compact".to_string())])
+        .await;
+    for delta in graph["deltas"].as_array().unwrap() {
+        assert!(delta["logprobs"].is_null());
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_affinity_header_the_caller_set_is_kept() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), &mock.base_url());
+    let client = Client::new(&gw);
+    let sid = "sticky/a:0";
+    client.create_session(sid, json!({}), json!({})).await;
+    call_with(
+        &client,
+        sid,
+        &[("x-session-affinity", "replica-7")],
+        json!({}),
+    )
+    .await;
+    let request = mock.state.received().pop().unwrap();
+    assert_eq!(request.header("x-session-affinity"), Some("replica-7"));
+    assert_eq!(
+        request.header("x-multi-turn-session-id"),
+        Some(sid),
+        "the one the caller did not set is added"
+    );
+    let all: Vec<&str> = (request.headers.iter())
+        .filter(|(name, _)| name == "x-session-affinity")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(all, ["replica-7"], "not sent twice");
+    gw.stop().await;
+}

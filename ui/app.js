@@ -176,6 +176,13 @@ function fmtInt(n) {
   return n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US');
 }
 
+// A cost in US dollars; a cheap call costs fractions of a cent. None
+// (no [[prices]] entry matched) is left out, never shown as $0.
+function fmtUsd(usd) {
+  if (usd === null || usd === undefined) return null;
+  return `$${Number(usd).toFixed(usd >= 1 ? 2 : 6)}`;
+}
+
 // Stored times are RFC 3339 UTC with microseconds; Date.parse keeps only
 // milliseconds, so the fraction is added separately (sub-ms waterfalls).
 function parseTime(text) {
@@ -768,6 +775,7 @@ function runCards(run, calls, sessions) {
     card('calls', fmtInt(run.trace_count)),
     card('errors', fmtInt(run.error_count), run.error_count ? 'bad' : ''),
     card('tokens', fmtInt(run.tokens)),
+    run.cost_usd != null ? card('cost', fmtUsd(run.cost_usd)) : null,
     card('started', fmtWhen(run.first_seen)),
     stepCards(calls, sessions),
   ];
@@ -1016,6 +1024,7 @@ function sessionCards(info, calls, sessions) {
     card('calls', fmtInt(info.trace_count)),
     card('errors', fmtInt(info.error_count), info.error_count ? 'bad' : ''),
     card('tokens', fmtInt(info.tokens)),
+    info.cost_usd != null ? card('cost', fmtUsd(info.cost_usd)) : null,
     card('started', info.first_seen ? fmtWhen(info.first_seen) : fmtWhen(info.created_at)),
     stepCards(calls, sessions),
   ];
@@ -1269,6 +1278,7 @@ function facts(t) {
     row('Latency', fmtMs(t.latency_ms)),
     row('First byte', t.ttft_ms !== null && t.ttft_ms !== undefined ? fmtMs(t.ttft_ms) : null),
     row('Tokens', `in ${fmtInt(u.input_tokens)} · out ${fmtInt(u.output_tokens)}`),
+    row('Cost', fmtUsd(t.cost_usd)),
     row('Finish', (t.finish_reasons || []).join(', ') || t.finish_reason),
     row('Run', t.run_id ? idWithCopy(t.run_id, 'run id', runHref(t.run_id)) : null),
     row('Session', t.session_id ? idWithCopy(t.session_id, 'session id', sessionHref(t.session_id)) : null),

@@ -215,6 +215,7 @@ mod tests {
                 error: false,
                 input_tokens: 10,
                 output_tokens: 5,
+                cost_usd: None,
             },
         }
     }

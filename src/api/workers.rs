@@ -172,6 +172,8 @@ pub struct RouteView {
     default: bool,
     protocol: Protocol,
     kind: &'static str,
+    /// Why it is that kind (`auto`: what the start-up probe found).
+    kind_reason: String,
     backend_model: Option<String>,
     /// `passthrough` or `env:VAR`.
     auth: String,
@@ -205,6 +207,7 @@ impl RouteView {
             default: c.is_default,
             protocol: c.protocol,
             kind: c.kind.as_str(),
+            kind_reason: c.kind_reason.to_string(),
             backend_model: c.backend_model.clone(),
             auth: c.auth.to_string(),
             headers,

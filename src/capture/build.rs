@@ -10,7 +10,7 @@
 
 use super::assembler::{self, Assembler};
 use super::context::{Arrival, CallContext, Destination, Moment, RequestBody, Who};
-use super::{Ending, Output, ResponseFacts, redact, sse};
+use super::{Ending, Output, ResponseFacts, cost, redact, sse};
 use crate::error::GatewayError;
 use crate::headers;
 use crate::record::{
@@ -76,6 +76,7 @@ pub fn assemble(
         }
         (None, None) => {}
     }
+    record.cost_usd = cost::cost_usd(&settings.prices, &record);
     if !raw_bodies.keeps(record.status == Status::Ok) {
         (record.raw_request, record.raw_response) = (None, None);
     }

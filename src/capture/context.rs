@@ -7,7 +7,7 @@
 //! [`record_failure`](super::record_failure) when a stage fails). A call that
 //! fails early simply has less: no route yet, or a body that was never read.
 
-use crate::config::{RawBodies, UpstreamKind};
+use crate::config::{Prices, RawBodies, UpstreamKind};
 use crate::identity::Identity;
 use crate::metrics::InFlight;
 use crate::protocol::Endpoint;
@@ -15,6 +15,7 @@ use crate::record::Attempt;
 use crate::trace_context::TraceContext;
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 /// A point in time, on both clocks: wall (for the record) and monotonic (for
@@ -107,12 +108,14 @@ pub enum SpanPolicy {
 }
 
 /// What capture is told to keep, the same for every call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CaptureSettings {
     /// Whether the call gets a span.
     pub spans: SpanPolicy,
     /// Whether embedding vectors are kept in the raw response.
     pub store_embeddings: bool,
+    /// What tokens cost (`[[prices]]`), for the record's `cost_usd`.
+    pub prices: Arc<Prices>,
 }
 
 /// Everything capture needs about a call besides its response.
@@ -150,7 +153,7 @@ impl CallContext {
             who: self.who.clone(),
             request: self.request.clone(),
             destination: self.destination.clone(),
-            settings: self.settings,
+            settings: self.settings.clone(),
             secrets: self.secrets.clone(),
             in_flight: self.in_flight.metrics().in_flight(),
             attempts: self.attempts.clone(),

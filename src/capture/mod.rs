@@ -39,6 +39,7 @@ pub mod assembler;
 pub mod attempt_spans;
 pub mod build;
 pub mod context;
+pub mod cost;
 pub mod fields;
 pub mod openai_chat;
 pub mod openai_completions;
@@ -257,7 +258,7 @@ fn spawn_record(
     reservation: Reservation,
 ) {
     let task = async move {
-        let settings = ctx.settings;
+        let spans = ctx.settings.spans;
         let trace = ctx.who.trace.clone();
         let provider = span::provider(ctx.destination.kind, ctx.arrival.endpoint.protocol());
         let started = ctx.arrival.started.wall;
@@ -265,13 +266,13 @@ fn spawn_record(
         let record = assemble(ctx, response, failure.as_ref());
         metrics.observe_call(&record, provider);
         crate::call_log::log_call(&record);
-        let span = (settings.spans != SpanPolicy::None).then(|| {
+        let span = (spans != SpanPolicy::None).then(|| {
             let inputs = span::SpanInputs {
                 trace: &trace,
                 provider,
                 started,
                 ended: started + std::time::Duration::from_secs_f64(record.latency_ms / 1000.0),
-                include_content: settings.spans == SpanPolicy::WithContent,
+                include_content: spans == SpanPolicy::WithContent,
             };
             let mut span = span::of(&record, &inputs);
             span.children = attempt_spans::spans(&record, &trace);

@@ -79,7 +79,7 @@ pub fn of(record: &TraceRecord, inputs: &SpanInputs<'_>) -> Span {
 /// protocol: the kind when it names the provider, else the protocol.
 pub fn provider(kind: UpstreamKind, protocol: Protocol) -> &'static str {
     match kind {
-        UpstreamKind::Generic => protocol.as_str(),
+        UpstreamKind::Generic | UpstreamKind::Auto => protocol.as_str(),
         named => named.as_str(),
     }
 }
@@ -222,6 +222,9 @@ impl Attributes {
         }
         self.text("rllm.span_type", Some(&record.span_type));
         self.text("tracegate.route", record.route.as_deref());
+        if let Some(cost) = record.cost_usd {
+            self.push("tracegate.cost_usd", AttributeValue::Float(cost));
+        }
     }
 
     /// `error.type` of a failed call; returns the span's status
@@ -287,6 +290,7 @@ pub const KEYS: &[&str] = &[
     "rllm.project",
     "rllm.experiment",
     "tracegate.route",
+    "tracegate.cost_usd",
     "error.type",
     "gen_ai.input.messages",
     "gen_ai.output.messages",
@@ -363,6 +367,7 @@ mod tests {
             route: Some("r".into()),
             status: Status::Error,
             error: Some(CallError::new(ErrorKind::UpstreamHttpError, "boom")),
+            cost_usd: Some(0.25),
             ..TraceRecord::default()
         };
         let t = trace();

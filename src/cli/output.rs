@@ -236,6 +236,15 @@ pub fn ms(value: f64) -> String {
     format!("{value:.1}")
 }
 
+/// The cost column, shown only when some row has a cost (without
+/// `[[prices]]` nothing has one).
+pub const COST: (&str, Align) = ("COST USD", Align::Right);
+
+/// US dollars with six decimals (a cheap call costs fractions of a cent).
+pub fn usd(value: f64) -> String {
+    format!("{value:.6}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

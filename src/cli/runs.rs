@@ -6,7 +6,7 @@
 //! HTTP API's (`GET /runs`, `GET /sessions`): the same query functions
 //! produce both, in the same order (newest first, like `traces list`).
 
-use super::output::{Align, Format, Table, or_dash, print_listing, short_time};
+use super::output::{Align, COST, Format, Table, or_dash, print_listing, short_time, usd};
 use super::{DbArg, Failure};
 use crate::store::{RunFilter, SessionFilter};
 use clap::Args;
@@ -56,11 +56,13 @@ pub fn runs(args: &RunsArgs) -> Result<(), Failure> {
     };
     let runs = args.db.reader()?.runs(&filter)?;
     print_listing(args.format, &runs, |runs| {
+        let priced = runs.iter().any(|r| r.cost_usd.is_some());
         let mut columns = vec![("RUN", Align::Left), ("SESSIONS", Align::Right)];
         columns.extend(COUNTS);
+        columns.extend(priced.then_some(COST));
         let mut table = Table::new(&columns);
         for run in runs {
-            table.row(vec![
+            let mut row = vec![
                 run.run_id.clone(),
                 run.session_count.to_string(),
                 run.trace_count.to_string(),
@@ -68,7 +70,9 @@ pub fn runs(args: &RunsArgs) -> Result<(), Failure> {
                 run.tokens.to_string(),
                 short_time(&run.first_seen),
                 short_time(&run.last_seen),
-            ]);
+            ];
+            row.extend(priced.then(|| or_dash(run.cost_usd.map(usd))));
+            table.row(row);
         }
         table
     })?;
@@ -85,11 +89,13 @@ pub fn sessions(args: &SessionsArgs) -> Result<(), Failure> {
     };
     let sessions = args.db.reader()?.sessions(&filter)?;
     print_listing(args.format, &sessions, |sessions| {
+        let priced = sessions.iter().any(|s| s.cost_usd.is_some());
         let mut columns = vec![("SESSION", Align::Left), ("RUN", Align::Left)];
         columns.extend(COUNTS);
+        columns.extend(priced.then_some(COST));
         let mut table = Table::new(&columns);
         for s in sessions {
-            table.row(vec![
+            let mut row = vec![
                 s.session_id.clone(),
                 or_dash(s.run_id.as_deref()),
                 s.trace_count.to_string(),
@@ -97,7 +103,9 @@ pub fn sessions(args: &SessionsArgs) -> Result<(), Failure> {
                 s.tokens.to_string(),
                 or_dash(s.first_seen.as_deref().map(short_time)),
                 or_dash(s.last_seen.as_deref().map(short_time)),
-            ]);
+            ];
+            row.extend(priced.then(|| or_dash(s.cost_usd.map(usd))));
+            table.row(row);
         }
         table
     })?;

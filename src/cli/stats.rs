@@ -11,7 +11,7 @@
 //! `--other` asks for them, as the UI's statistics and step trees leave
 //! them out: they would add a model-less group and dilute the latencies.
 
-use super::output::{Align, Format, Table, ms, or_dash, print_listing};
+use super::output::{Align, COST, Format, Table, ms, or_dash, print_listing, usd};
 use super::{DbArg, Failure, FilterArgs};
 use crate::store::TraceFilter;
 use crate::store::summary::Percentiles;
@@ -40,7 +40,8 @@ pub fn stats(args: &StatsArgs) -> Result<(), Failure> {
     };
     let groups = args.db.reader()?.stats(&filter)?;
     print_listing(args.format, &groups, |groups| {
-        let mut table = Table::new(&[
+        let priced = groups.iter().any(|g| g.cost_usd.is_some());
+        let mut columns = vec![
             ("MODEL", Align::Left),
             ("ROUTE", Align::Left),
             ("CALLS", Align::Right),
@@ -53,11 +54,13 @@ pub fn stats(args: &StatsArgs) -> Result<(), Failure> {
             ("TTFT P99", Align::Right),
             ("IN TOKENS", Align::Right),
             ("OUT TOKENS", Align::Right),
-        ]);
+        ];
+        columns.extend(priced.then_some(COST));
+        let mut table = Table::new(&columns);
         for g in groups {
             let ttft =
                 |pick: fn(&Percentiles) -> f64| or_dash(g.ttft_ms.as_ref().map(pick).map(ms));
-            table.row(vec![
+            let mut row = vec![
                 or_dash(g.model.as_deref()),
                 or_dash(g.route.as_deref()),
                 g.calls.to_string(),
@@ -70,7 +73,9 @@ pub fn stats(args: &StatsArgs) -> Result<(), Failure> {
                 ttft(|p| p.p99),
                 g.input_tokens.to_string(),
                 g.output_tokens.to_string(),
-            ]);
+            ];
+            row.extend(priced.then(|| or_dash(g.cost_usd.map(usd))));
+            table.row(row);
         }
         table
     })?;

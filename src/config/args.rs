@@ -71,8 +71,10 @@ pub struct ServeArgs {
     /// [default: 30s].
     #[arg(long, env = "TRACEGATE_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
-    /// What the upstream is: vllm, openai, anthropic or generic; vllm turns
-    /// on the token-data options below [default: generic].
+    /// What the upstream is: auto, vllm, openai, anthropic or generic; vllm
+    /// turns on the token-data options below; auto asks the upstream's
+    /// GET /v1/models once at start and is vllm when it says vLLM, else
+    /// generic [default: auto].
     #[arg(long, env = "TRACEGATE_KIND", value_name = "KIND")]
     pub kind: Option<String>,
     /// Ask the upstream for logprobs on chat and completions calls

@@ -72,6 +72,7 @@ keys! {
         ServerMaxHeaders => "server.max_headers",
         ServerMaxHeaderBytes => "server.max_header_bytes",
         ServerMaxConnections => "server.max_connections",
+        Prices => "prices",
         Routes => "routes",
         AuthTokens => "auth.tokens",
         AuthHeader => "auth.header",

@@ -18,8 +18,9 @@
 //!    `read_timeout = 30` in the file and `TRACEGATE_READ_TIMEOUT=30` fail
 //!    alike), enums parse through their derives, and the defaults are
 //!    applied. Routes (`routes.rs`), their call policies (`policy.rs`:
-//!    timeouts, retries, heartbeats, what a leaving client means) and
-//!    export (`export.rs`) validate their own keys.
+//!    timeouts, retries, heartbeats, what a leaving client means), the
+//!    price table (`prices.rs`) and export (`export.rs`) validate their own
+//!    keys.
 //!
 //! Why one raw shape: with a struct per source, every key was declared
 //! three times and merged by hand, and a value's type was decided by its
@@ -39,6 +40,7 @@ mod export;
 mod file;
 mod key;
 mod policy;
+mod prices;
 mod raw;
 mod routes;
 mod self_upstream;
@@ -48,9 +50,10 @@ pub use args::ServeArgs;
 pub use error::{ConfigError, Origin};
 pub use export::{ExportConfig, OtlpProtocol};
 pub use policy::{CallPolicy, Heartbeat, Limit, RetryPolicy, Timeouts};
+pub use prices::{Price, Prices};
 pub use routes::{
-    HeaderSource, InvalidUpstreamAuth, RawBodies, RouteConfig, UpstreamAuth, UpstreamKind,
-    WorkerConfig,
+    HeaderSource, InvalidUpstreamAuth, KindReason, RawBodies, RouteConfig, TokenSwitches,
+    UpstreamAuth, UpstreamKind, WorkerConfig,
 };
 pub use upstream_url::{UpstreamUrlError, parse_upstream};
 
@@ -93,6 +96,8 @@ pub struct Config {
     pub session_affinity_capacity: usize,
     /// What capture keeps.
     pub capture: CaptureOptions,
+    /// What tokens cost, by model prefix (`[[prices]]`; none built in).
+    pub prices: Prices,
     /// Where spans are exported; `None` when export is off.
     pub export: Option<ExportConfig>,
     /// Whether the upstream gets the gateway span's `traceparent`.
@@ -255,6 +260,10 @@ impl Config {
             session_affinity_capacity: s.positive_or(Key::SessionAffinityCapacity, 100_000)?,
             capture: CaptureOptions {
                 store_embeddings: s.switch_or(Key::CaptureStoreEmbeddings, false)?,
+            },
+            prices: match s.get(Key::Prices) {
+                Some(table) => prices::read(table)?,
+                None => Prices::default(),
             },
             export: export::export_config(s)?,
             propagate_traceparent: s.switch_or(Key::PropagateTraceparent, true)?,

@@ -39,6 +39,11 @@ use std::str::FromStr;
 /// What an upstream is. It sets the defaults of the token-data options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum UpstreamKind {
+    /// Decided at start (`route::kind`): `vllm` when the upstream's
+    /// `GET /v1/models` says `owned_by: "vllm"`, else `generic`. No route
+    /// is still `auto` once the gateway serves.
+    #[default]
+    Auto,
     /// A vLLM server: token ids and logprobs on by default.
     Vllm,
     /// OpenAI itself (rejects unknown parameters).
@@ -46,7 +51,6 @@ pub enum UpstreamKind {
     /// Anthropic itself.
     Anthropic,
     /// Any other OpenAI-compatible server.
-    #[default]
     Generic,
 }
 
@@ -54,6 +58,7 @@ impl UpstreamKind {
     /// The name as written in the configuration.
     pub fn as_str(self) -> &'static str {
         match self {
+            UpstreamKind::Auto => "auto",
             UpstreamKind::Vllm => "vllm",
             UpstreamKind::Openai => "openai",
             UpstreamKind::Anthropic => "anthropic",
@@ -68,6 +73,63 @@ impl UpstreamKind {
             _ => Protocol::Openai,
         }
     }
+}
+
+/// Why a route has the kind it has: what the start banner, the log and
+/// `/admin/routes` say next to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindReason {
+    /// Written in the configuration.
+    Configured,
+    /// A zero-configuration route (one per protocol): never probed, never
+    /// given vLLM parameters.
+    ZeroConfig,
+    /// `auto`, not yet probed (only until the gateway starts).
+    Unprobed,
+    /// `auto` on a route that speaks the Anthropic protocol: not probed.
+    AnthropicProtocol,
+    /// `auto` on a hosted OpenAI or Anthropic API (this host): not probed.
+    HostedApi(String),
+    /// `auto`, and the upstream's `GET /v1/models` named this owner.
+    Probed {
+        /// The `owned_by` of its first model (empty when it had none).
+        owned_by: String,
+    },
+    /// `auto`, and the probe got no usable answer (why).
+    ProbeFailed(String),
+}
+
+impl std::fmt::Display for KindReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KindReason::Configured => f.write_str("configured"),
+            KindReason::ZeroConfig => f.write_str("zero-configuration default, not probed"),
+            KindReason::Unprobed => f.write_str("auto, not probed yet"),
+            KindReason::AnthropicProtocol => {
+                f.write_str("auto: an Anthropic-protocol route is not probed")
+            }
+            KindReason::HostedApi(host) => {
+                write!(f, "auto: {host} is a hosted API, not probed")
+            }
+            KindReason::Probed { owned_by } => {
+                write!(f, "auto: GET /v1/models says owned_by \"{owned_by}\"")
+            }
+            KindReason::ProbeFailed(why) => write!(f, "auto: probe failed ({why})"),
+        }
+    }
+}
+
+/// The token-data switches as configured: `None` where the kind decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenSwitches {
+    /// `inject_logprobs`.
+    pub inject_logprobs: Option<bool>,
+    /// `inject_return_token_ids`.
+    pub inject_return_token_ids: Option<bool>,
+    /// `strip_vllm_fields`.
+    pub strip_vllm_fields: Option<bool>,
+    /// `session_affinity_headers`.
+    pub session_affinity_headers: Option<bool>,
 }
 
 /// Which calls keep their raw request and response bodies in the store
@@ -177,8 +239,13 @@ pub struct RouteConfig {
     /// The API family the upstream speaks; it decides how an injected key is
     /// sent (`Authorization: Bearer` or `x-api-key`).
     pub protocol: Protocol,
-    /// What the upstream is.
+    /// What the upstream is (never `auto` once the gateway serves).
     pub kind: UpstreamKind,
+    /// Why it is that kind.
+    pub kind_reason: KindReason,
+    /// The token-data switches as written; the four flags below are these,
+    /// with the kind's default where one is not written.
+    pub switches: TokenSwitches,
     /// The model name sent upstream instead of the requested one.
     pub backend_model: Option<String>,
     /// Upstream credentials.
@@ -219,6 +286,8 @@ impl RouteConfig {
             }],
             protocol: Protocol::Openai,
             kind: UpstreamKind::Generic,
+            kind_reason: KindReason::Configured,
+            switches: TokenSwitches::default(),
             backend_model: None,
             auth: UpstreamAuth::Passthrough,
             headers: Vec::new(),
@@ -230,6 +299,24 @@ impl RouteConfig {
             raw_bodies: RawBodies::Always,
             policy: CallPolicy::default(),
         }
+    }
+
+    /// Sets the route's kind, and the token-data flags its switches leave
+    /// to the kind (on for `vllm`, off otherwise).
+    pub fn set_kind(&mut self, kind: UpstreamKind, reason: KindReason) {
+        let vllm = kind == UpstreamKind::Vllm;
+        self.kind = kind;
+        self.kind_reason = reason;
+        self.inject_logprobs = self.switches.inject_logprobs.unwrap_or(vllm);
+        self.inject_return_token_ids = self.switches.inject_return_token_ids.unwrap_or(vllm);
+        self.strip_vllm_fields = self.switches.strip_vllm_fields.unwrap_or(vllm);
+        self.session_affinity_headers = self.switches.session_affinity_headers.unwrap_or(vllm);
+    }
+
+    /// The route with its kind set (see [`RouteConfig::set_kind`]).
+    fn with_kind(mut self, kind: UpstreamKind, reason: KindReason) -> RouteConfig {
+        self.set_kind(kind, reason);
+        self
     }
 
     /// The route's name for messages: its name, or `default`.
@@ -399,24 +486,31 @@ fn implicit_routes(s: &Settings, policy: CallPolicy) -> Result<Vec<RouteConfig>,
     let kind: UpstreamKind = match s.get(Key::Kind) {
         Some(kind) => kind.choice(Key::Kind.name(), true)?,
         None if s.get(Key::Upstream).is_none() => {
+            let zero = KindReason::ZeroConfig;
             let openai = implicit(s, UpstreamKind::Generic, policy.clone())?;
             let mut anthropic = implicit(s, UpstreamKind::Anthropic, policy)?;
             // Worker ids are unique across routes (the admin API's key).
             anthropic.workers[0].id = Protocol::Anthropic.to_string();
-            return Ok(vec![openai, anthropic]);
+            let anthropic = anthropic.with_kind(UpstreamKind::Anthropic, zero.clone());
+            return Ok(vec![
+                openai.with_kind(UpstreamKind::Generic, zero),
+                anthropic,
+            ]);
         }
-        None => UpstreamKind::Generic,
+        None => UpstreamKind::Auto,
     };
-    Ok(vec![implicit(s, kind, policy)?])
+    let route = implicit(s, kind, policy)?;
+    let (kind, reason) = settled_kind(kind, route.protocol, &route.workers);
+    Ok(vec![route.with_kind(kind, reason)])
 }
 
-/// An implicit route of `kind` from the top-level keys.
+/// An implicit route of `kind` from the top-level keys (its token-data
+/// flags not yet set: see [`RouteConfig::set_kind`]).
 fn implicit(
     s: &Settings,
     kind: UpstreamKind,
     policy: CallPolicy,
 ) -> Result<RouteConfig, ConfigError> {
-    let vllm = kind == UpstreamKind::Vllm;
     let auth = match s.get(Key::UpstreamAuth) {
         Some(auth) => upstream_auth(auth, Key::UpstreamAuth.name())?,
         None => UpstreamAuth::Passthrough,
@@ -428,20 +522,63 @@ fn implicit(
         workers: implicit_workers(&implicit_upstream(s, kind.protocol()))?,
         protocol: kind.protocol(),
         kind,
+        kind_reason: KindReason::Configured,
+        switches: TokenSwitches {
+            inject_logprobs: s.switch(Key::InjectLogprobs)?,
+            inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?,
+            strip_vllm_fields: s.switch(Key::StripVllmFields)?,
+            session_affinity_headers: s.switch(Key::SessionAffinityHeaders)?,
+        },
         backend_model: None,
         auth,
         headers: Vec::new(),
         allow_caller_headers: false,
-        inject_logprobs: s.switch(Key::InjectLogprobs)?.unwrap_or(vllm),
-        inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?.unwrap_or(vllm),
-        strip_vllm_fields: s.switch(Key::StripVllmFields)?.unwrap_or(vllm),
-        session_affinity_headers: s.switch(Key::SessionAffinityHeaders)?.unwrap_or(vllm),
+        inject_logprobs: false,
+        inject_return_token_ids: false,
+        strip_vllm_fields: false,
+        session_affinity_headers: false,
         raw_bodies: match s.get(Key::RawBodies) {
             Some(when) => when.choice(Key::RawBodies.name(), true)?,
             None => RawBodies::Always,
         },
         policy,
     })
+}
+
+/// Hosts whose APIs refuse parameters they do not know: `auto` never
+/// probes them nor sends them vLLM's parameters.
+const HOSTED_APIS: [&str; 3] = ["openai.com", "anthropic.com", "openai.azure.com"];
+
+/// The kind a route starts with: a written kind stays; `auto` becomes
+/// `generic` where probing is pointless or unsafe (an Anthropic-protocol
+/// route, a hosted OpenAI or Anthropic API) and stays `auto` (probed at
+/// start) everywhere else.
+fn settled_kind(
+    kind: UpstreamKind,
+    protocol: Protocol,
+    workers: &[WorkerConfig],
+) -> (UpstreamKind, KindReason) {
+    if kind != UpstreamKind::Auto {
+        return (kind, KindReason::Configured);
+    }
+    if protocol == Protocol::Anthropic {
+        return (UpstreamKind::Generic, KindReason::AnthropicProtocol);
+    }
+    let hosted = workers
+        .iter()
+        .filter_map(|w| w.url.host_str())
+        .find(|host| {
+            HOSTED_APIS
+                .iter()
+                .any(|api| host == api || host.ends_with(&format!(".{api}")))
+        });
+    match hosted {
+        Some(host) => (
+            UpstreamKind::Generic,
+            KindReason::HostedApi(host.to_string()),
+        ),
+        None => (UpstreamKind::Auto, KindReason::Unprobed),
+    }
 }
 
 /// An implicit route's pool: one worker per URL of `upstream`.
@@ -544,30 +681,36 @@ impl<'a> Entry<'a> {
         let workers = self.workers()?;
         let kind: UpstreamKind = match self.get(RouteKey::Kind) {
             Some(kind) => kind.choice(&self.key("kind"), true)?,
-            None => UpstreamKind::Generic,
+            None => UpstreamKind::Auto,
         };
-        let vllm = kind == UpstreamKind::Vllm;
         let auth = match self.get(RouteKey::Auth) {
             Some(auth) => upstream_auth(auth, &self.key("auth"))?,
             None => UpstreamAuth::Passthrough,
         };
-        Ok(RouteConfig {
+        let protocol = self.protocol(kind)?;
+        let (kind, kind_reason) = settled_kind(kind, protocol, &workers);
+        let route = RouteConfig {
             name: Some(name),
             model_prefix: Some(model_prefix),
             is_default: self.switch(RouteKey::Default)?.unwrap_or(false),
             workers,
-            protocol: self.protocol(kind)?,
+            protocol,
             kind,
+            kind_reason: kind_reason.clone(),
+            switches: TokenSwitches {
+                inject_logprobs: self.switch(RouteKey::InjectLogprobs)?,
+                inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?,
+                strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?,
+                session_affinity_headers: self.switch(RouteKey::SessionAffinityHeaders)?,
+            },
             backend_model: self.backend_model()?,
             auth,
             headers: self.headers()?,
             allow_caller_headers: self.switch(RouteKey::AllowCallerHeaders)?.unwrap_or(false),
-            inject_logprobs: self.switch(RouteKey::InjectLogprobs)?.unwrap_or(vllm),
-            inject_return_token_ids: self.switch(RouteKey::InjectReturnTokenIds)?.unwrap_or(vllm),
-            strip_vllm_fields: self.switch(RouteKey::StripVllmFields)?.unwrap_or(vllm),
-            session_affinity_headers: self
-                .switch(RouteKey::SessionAffinityHeaders)?
-                .unwrap_or(vllm),
+            inject_logprobs: false,
+            inject_return_token_ids: false,
+            strip_vllm_fields: false,
+            session_affinity_headers: false,
             raw_bodies: match self.get(RouteKey::RawBodies) {
                 Some(when) => when.choice(&self.key("raw_bodies"), true)?,
                 None => RawBodies::Always,
@@ -577,7 +720,8 @@ impl<'a> Entry<'a> {
                 |key| self.key(key.name()),
                 inherited,
             )?,
-        })
+        };
+        Ok(route.with_kind(kind, kind_reason))
     }
 
     fn get(&self, field: RouteKey) -> Option<&'a Setting> {
@@ -951,6 +1095,43 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.message, "'grpc' is not openai or anthropic");
+    }
+
+    #[test]
+    fn auto_is_the_default_and_is_probed_only_where_it_is_safe() {
+        let r = route(
+            r#"[{"name": "a", "model_prefix": "a", "upstream": "http://vllm:8000/v1"},
+                {"name": "b", "model_prefix": "b", "upstream": "https://api.openai.com/v1"},
+                {"name": "c", "model_prefix": "c", "upstream": "http://h", "protocol": "anthropic"},
+                {"name": "d", "model_prefix": "d", "upstream": "http://h", "kind": "auto",
+                 "inject_logprobs": true}]"#,
+        )
+        .unwrap();
+        let kinds: Vec<(UpstreamKind, &KindReason)> =
+            r.iter().map(|r| (r.kind, &r.kind_reason)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (UpstreamKind::Auto, &KindReason::Unprobed),
+                (
+                    UpstreamKind::Generic,
+                    &KindReason::HostedApi("api.openai.com".into())
+                ),
+                (UpstreamKind::Generic, &KindReason::AnthropicProtocol),
+                (UpstreamKind::Auto, &KindReason::Unprobed),
+            ]
+        );
+        assert!(!r[0].inject_logprobs, "nothing injected before the probe");
+        assert!(r[3].inject_logprobs, "a written switch stands");
+        let mut probed = r[0].clone();
+        probed.set_kind(
+            UpstreamKind::Vllm,
+            KindReason::Probed {
+                owned_by: "vllm".into(),
+            },
+        );
+        assert!(probed.inject_logprobs && probed.inject_return_token_ids);
+        assert!(probed.strip_vllm_fields && probed.session_affinity_headers);
     }
 
     #[test]

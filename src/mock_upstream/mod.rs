@@ -34,8 +34,14 @@
 //! | | `x-mock-fail-first: N` | fail the first N requests carrying this header (with `x-mock-status`, else 503), answer the rest |
 //! | | `x-mock-retry-after` | send this `Retry-After` with every error answer |
 //!
+//! `GET /v1/models` names the owner `vllm` with `--vllm` (as a vLLM server
+//! does, which a gateway's `kind = "auto"` looks for), else `tracegate`.
+//!
 //! Every request is remembered: `GET /mock/requests` lists them (method,
-//! path, query, headers, body), `DELETE /mock/requests` forgets them.
+//! path, query, headers, body), `DELETE /mock/requests` forgets them —
+//! except a gateway's start-up kind probe (`GET /v1/models` with the probe's
+//! `User-Agent`), which is only counted (`GET /mock/probes`), so what a test
+//! sees is the calls it made.
 
 mod anthropic;
 pub mod content;
@@ -47,6 +53,7 @@ mod openai_responses;
 mod reply;
 
 use crate::protocol::Protocol;
+use crate::route::PROBE_USER_AGENT;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -82,6 +89,9 @@ pub struct MockOptions {
     /// Cut the connection after this many stream chunks.
     #[arg(long, value_name = "N")]
     pub drop_after: Option<usize>,
+    /// Say what vLLM says: `owned_by: "vllm"` in `GET /v1/models`.
+    #[arg(long)]
+    pub vllm: bool,
 }
 
 /// A request the mock received.
@@ -125,6 +135,8 @@ pub struct MockState {
     release: Arc<watch::Sender<u64>>,
     /// Requests seen so far that carried `x-mock-fail-first`.
     fail_first_seen: Arc<AtomicUsize>,
+    /// Kind probes seen so far (not in `received`).
+    probes: Arc<AtomicUsize>,
 }
 
 impl MockState {
@@ -135,7 +147,14 @@ impl MockState {
             received: Arc::new(Mutex::new(Vec::new())),
             release: Arc::new(watch::channel(0).0),
             fail_first_seen: Arc::new(AtomicUsize::new(0)),
+            probes: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// How many kind probes (`GET /v1/models` from a starting gateway)
+    /// arrived; they are not among [`MockState::received`].
+    pub fn probes(&self) -> usize {
+        self.probes.load(Ordering::Relaxed)
     }
 
     /// Every request received so far.
@@ -244,6 +263,7 @@ pub fn router(state: MockState) -> Router {
         .route("/v1/messages", post(answer::<anthropic::Message>))
         .route("/v1/{*rest}", any(echo))
         .route("/mock/requests", get(list_received).delete(clear_received))
+        .route("/mock/probes", get(probes))
         .route("/mock/release", post(release))
         .layer(axum::middleware::from_fn(retry_after))
         .with_state(state)
@@ -262,6 +282,10 @@ async fn retry_after(request: Request, next: axum::middleware::Next) -> Response
 
 async fn list_received(State(state): State<MockState>) -> axum::Json<Vec<ReceivedRequest>> {
     axum::Json(state.received())
+}
+
+async fn probes(State(state): State<MockState>) -> axum::Json<Value> {
+    axum::Json(json!({"probes": state.probes()}))
 }
 
 async fn clear_received(State(state): State<MockState>) -> StatusCode {
@@ -366,15 +390,25 @@ async fn receive(state: &MockState, request: Request) -> (http::request::Parts, 
 }
 
 async fn models(State(state): State<MockState>, request: Request) -> Response {
+    let owned_by = if state.options.vllm {
+        "vllm"
+    } else {
+        "tracegate"
+    };
+    let list = axum::Json(json!({
+        "object": "list",
+        "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": owned_by}],
+    }));
+    let user_agent = request.headers().get(header::USER_AGENT);
+    if user_agent.is_some_and(|v| v.as_bytes() == PROBE_USER_AGENT.as_bytes()) {
+        state.probes.fetch_add(1, Ordering::Relaxed);
+        return list.into_response();
+    }
     let (_, _, behaviour) = receive(&state, request).await;
     if let Some(status) = behaviour.fail_status {
         return failure(Protocol::Openai, status);
     }
-    axum::Json(json!({
-        "object": "list",
-        "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "tracegate"}],
-    }))
-    .into_response()
+    list.into_response()
 }
 
 /// Any other `/v1/...` call: the body comes back as it was sent.

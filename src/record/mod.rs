@@ -134,6 +134,9 @@ pub struct TraceRecord {
     pub usage: Usage,
     /// rLLM's usage summary: `{prompt, completion}`.
     pub token_counts: Map<String, Value>,
+    /// What the call cost in USD, from its usage and the `[[prices]]` entry
+    /// of its model; `null` when no price matches or there is no usage.
+    pub cost_usd: Option<f64>,
 
     // ---- timing ----
     /// When the call arrived, in seconds since the Unix epoch (rLLM type).

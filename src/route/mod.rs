@@ -26,9 +26,11 @@
 //! target URL is the base path followed by the client path, without doubling
 //! the `/v1` the base already ends with.
 
+pub mod kind;
 mod outbound;
 mod pool;
 
+pub use kind::PROBE_USER_AGENT;
 pub use outbound::{OutboundError, outbound_headers};
 pub use pool::{Lease, Pool, Worker, WorkerInfo};
 

@@ -59,6 +59,12 @@ pub const MIGRATIONS: &[Migration] = &[
         convert: None,
     },
     Migration {
+        version: 5,
+        name: "0005_cost.sql",
+        sql: include_str!("../../schema/0005_cost.sql"),
+        convert: None,
+    },
+    Migration {
         version: 6,
         name: "0006_feedback.sql",
         sql: include_str!("../../schema/0006_feedback.sql"),
@@ -156,7 +162,7 @@ fn session_storage(conn: &Connection) -> StoreResult<()> {
         let encoded = EncodedRow::encode(record, None, None)?;
         let (placed, pending) = log.place(conn, encoded.content())?;
         encoded
-            .insert(conn, &placed, Some(id))
+            .insert_converted(conn, &placed, id)
             .map_err(StoreError::sqlite("cannot convert a trace"))?;
         log.remember(pending);
         converted += 1;

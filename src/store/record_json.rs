@@ -45,6 +45,10 @@ struct Rest {
     completion_token_ids: Option<Vec<u32>>,
     #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     logprobs: Option<Option<Vec<f64>>>,
+    /// vLLM's per-token expert routing (kept here whole: nothing else in
+    /// the store holds it, and a session's calls share none of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routing_matrices: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     embeddings: Option<Embeddings>,
     #[serde(skip_serializing_if = "RestUsage::is_empty")]
@@ -286,6 +290,7 @@ pub(crate) fn encode(record: &TraceRecord) -> Result<String, CodecError> {
             &record.logprobs,
             first(&record.choices).and_then(|c| c.logprobs.clone()),
         ),
+        routing_matrices: record.routing_matrices.clone(),
         embeddings: record.embeddings.clone(),
         usage: RestUsage {
             input_tokens: beyond(u.input_tokens),
@@ -333,6 +338,7 @@ pub(crate) fn restore(
 ) -> Result<(), CodecError> {
     let rest: Rest = serde_json::from_str(json)?;
     record.identity_errors = rest.identity_errors;
+    record.routing_matrices = rest.routing_matrices;
     record.request_params = rest
         .request_params
         .unwrap_or_else(|| derived_params(record));

@@ -81,10 +81,11 @@ pub(crate) enum Column {
     RawRef,
     Record,
     Raw,
+    CostUsd,
 }
 
 /// The columns after the identity columns, in table order.
-const AFTER_IDENTITY: [Column; 35] = [
+const AFTER_IDENTITY: [Column; 36] = [
     Column::SpanType,
     Column::Route,
     Column::Upstream,
@@ -120,6 +121,7 @@ const AFTER_IDENTITY: [Column; 35] = [
     Column::RawRef,
     Column::Record,
     Column::Raw,
+    Column::CostUsd,
 ];
 
 /// Every column in table order.
@@ -135,6 +137,15 @@ impl Column {
     /// Every column, in table order: the ids, the identity, the rest.
     pub(crate) fn all() -> impl Iterator<Item = Column> {
         COLUMNS.iter().copied()
+    }
+
+    /// The schema version that added the column: 3 (the session-linear
+    /// table), or the migration that added it later.
+    fn since(self) -> i64 {
+        match self {
+            Column::CostUsd => 5,
+            _ => 3,
+        }
     }
 
     /// The column's position in [`Column::all`] (and in [`RECORD_COLUMNS`]).
@@ -183,6 +194,7 @@ impl Column {
             Column::RawRef => "raw_ref",
             Column::Record => "record",
             Column::Raw => "raw",
+            Column::CostUsd => "cost_usd",
         }
     }
 
@@ -259,6 +271,7 @@ impl Column {
                     .as_ref()
                     .map_or(row.reference_id(), |r| r.reference),
             )),
+            Column::CostUsd => r.cost_usd.to_sql(),
             Column::Record => row.json.to_sql(),
             Column::Raw => match &placed.raw {
                 Some(settled) => Ok(ToSqlOutput::from(settled.blob.as_slice())),
@@ -275,21 +288,31 @@ struct Insert {
     params: Vec<(Column, String)>,
 }
 
-static INSERT: LazyLock<Insert> = LazyLock::new(|| {
-    let params: Vec<(Column, String)> = Column::all()
-        .map(|column| (column, format!(":{}", column.name())))
-        .collect();
-    let names: Vec<&str> = params.iter().map(|(c, _)| c.name()).collect();
-    let marks: Vec<&str> = params.iter().map(|(_, p)| p.as_str()).collect();
-    Insert {
-        sql: format!(
-            "INSERT INTO traces ({}) VALUES ({})",
-            names.join(", "),
-            marks.join(", ")
-        ),
-        params,
+static INSERT: LazyLock<Insert> = LazyLock::new(|| Insert::of(i64::MAX));
+
+/// The `INSERT` of migration 3's conversion, which runs before the columns
+/// later migrations add exist (they fill those with their defaults).
+static CONVERSION_INSERT: LazyLock<Insert> = LazyLock::new(|| Insert::of(3));
+
+impl Insert {
+    /// The insert of the columns the table has at schema `version`.
+    fn of(version: i64) -> Insert {
+        let params: Vec<(Column, String)> = Column::all()
+            .filter(|column| column.since() <= version)
+            .map(|column| (column, format!(":{}", column.name())))
+            .collect();
+        let names: Vec<&str> = params.iter().map(|(c, _)| c.name()).collect();
+        let marks: Vec<&str> = params.iter().map(|(_, p)| p.as_str()).collect();
+        Insert {
+            sql: format!(
+                "INSERT INTO traces ({}) VALUES ({})",
+                names.join(", "),
+                marks.join(", ")
+            ),
+            params,
+        }
     }
-});
+}
 
 /// A record encoded for its row: the record's scalar facts (for the
 /// columns), its record JSON, its shared content, its request and response
@@ -444,8 +467,28 @@ impl EncodedRow {
         placed: &Placed,
         id: Option<i64>,
     ) -> rusqlite::Result<i64> {
-        let mut stmt = conn.prepare_cached(&INSERT.sql)?;
-        for (column, param) in &INSERT.params {
+        self.insert_with(&INSERT, conn, placed, id)
+    }
+
+    /// [`EncodedRow::insert`] into the table as migration 3 leaves it.
+    pub(crate) fn insert_converted(
+        &self,
+        conn: &Connection,
+        placed: &Placed,
+        id: i64,
+    ) -> rusqlite::Result<i64> {
+        self.insert_with(&CONVERSION_INSERT, conn, placed, Some(id))
+    }
+
+    fn insert_with(
+        &self,
+        insert: &Insert,
+        conn: &Connection,
+        placed: &Placed,
+        id: Option<i64>,
+    ) -> rusqlite::Result<i64> {
+        let mut stmt = conn.prepare_cached(&insert.sql)?;
+        for (column, param) in &insert.params {
             let index = stmt
                 .parameter_index(param)?
                 .ok_or_else(|| rusqlite::Error::InvalidParameterName(param.clone()))?;
@@ -730,6 +773,7 @@ fn scalar_facts(row: &Row<'_>) -> StoreResult<TraceRecord> {
             kind,
             message: error_message.unwrap_or_default(),
         }),
+        cost_usd: row.get(at(Column::CostUsd))?,
         ..TraceRecord::default()
     })
 }

@@ -3,7 +3,9 @@
 //!
 //! Both tables hold counters the writer keeps up to date with every record
 //! (calls, errors, tokens, first and last seen), so these queries answer at
-//! once on any store size: they never count traces, except a run's sessions.
+//! once on any store size: they never count traces, except a run's sessions
+//! and the cost, summed over the session's or run's own calls through their
+//! index (a cost never goes stale: prune and delete need no bookkeeping).
 
 use crate::store::connection::snapshot;
 use crate::store::error::StoreResult;
@@ -13,7 +15,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
 const SESSION_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
-                               first_seen, last_seen, error_count, tokens";
+     first_seen, last_seen, error_count, tokens, \
+     (SELECT SUM(t.cost_usd) FROM traces t WHERE t.session_id = sessions.session_id)";
 
 fn session_from_row(row: &Row<'_>) -> StoreResult<SessionInfo> {
     let metadata: String = row.get(3)?;
@@ -27,6 +30,7 @@ fn session_from_row(row: &Row<'_>) -> StoreResult<SessionInfo> {
         last_seen: row.get(6)?,
         error_count: row.get(7)?,
         tokens: row.get(8)?,
+        cost_usd: row.get(9)?,
     })
 }
 
@@ -56,6 +60,7 @@ pub(crate) fn sampling_params(conn: &Connection) -> StoreResult<Vec<(String, Map
 /// a model list names none), read with the session's index.
 const SESSION_ROW_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
      first_seen, last_seen, error_count, tokens, \
+     (SELECT SUM(t.cost_usd) FROM traces t WHERE t.session_id = sessions.session_id), \
      (SELECT t.harness FROM traces t WHERE t.session_id = sessions.session_id \
       AND t.harness IS NOT NULL ORDER BY t.started_at LIMIT 1), \
      (SELECT t.model FROM traces t WHERE t.session_id = sessions.session_id \
@@ -69,8 +74,8 @@ pub(crate) fn session_rows(
     filter.select(SESSION_ROW_COLUMNS).rows(conn, |row| {
         Ok(SessionRow {
             session: session_from_row(row)?,
-            harness: row.get(9)?,
-            model: row.get(10)?,
+            harness: row.get(10)?,
+            model: row.get(11)?,
         })
     })
 }
@@ -88,7 +93,8 @@ pub(crate) fn session(conn: &Connection, session_id: &str) -> StoreResult<Option
 
 const RUN_COLUMNS: &str = "run_id, first_seen, last_seen, \
      (SELECT COUNT(*) FROM sessions s WHERE s.run_id = runs.run_id), \
-     trace_count, error_count, tokens";
+     trace_count, error_count, tokens, \
+     (SELECT SUM(t.cost_usd) FROM traces t WHERE t.run_id = runs.run_id)";
 
 fn run_from_row(row: &Row<'_>) -> StoreResult<RunInfo> {
     Ok(RunInfo {
@@ -99,6 +105,7 @@ fn run_from_row(row: &Row<'_>) -> StoreResult<RunInfo> {
         trace_count: row.get(4)?,
         error_count: row.get(5)?,
         tokens: row.get(6)?,
+        cost_usd: row.get(7)?,
     })
 }
 

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 pub(crate) fn stats(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<CallStats>> {
     let select = filter.select(
         "model, route, status != 'ok', latency_ms, CASE WHEN stream THEN ttft_ms END, \
-         COALESCE(input_tokens, 0), COALESCE(output_tokens, 0)",
+         COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd",
     );
     let mut groups: BTreeMap<(Option<String>, Option<String>), Tally> = BTreeMap::new();
     for (key, call) in select.rows(conn, |row| Ok(((row.get(0)?, row.get(1)?), counted(row)?)))? {
@@ -42,7 +42,7 @@ pub(crate) fn chart_sample(conn: &Connection, filter: &TraceFilter) -> StoreResu
         .restrict(Select::new(
             "COALESCE(model, '(none)'), started_at, status != 'ok', latency_ms, \
              CASE WHEN stream THEN ttft_ms END, \
-             COALESCE(input_tokens, 0), COALESCE(output_tokens, 0)",
+             COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd",
             "traces",
         ))
         .order("id DESC")
@@ -62,8 +62,8 @@ pub(crate) fn chart_sample(conn: &Connection, filter: &TraceFilter) -> StoreResu
     Ok(ChartSample { points, sampled })
 }
 
-/// What statistics count of a call, from columns 2 to 6 of `row`: whether
-/// it failed, its latency, its time to first byte and its tokens.
+/// What statistics count of a call, from columns 2 to 7 of `row`: whether
+/// it failed, its latency, its time to first byte, its tokens and its cost.
 fn counted(row: &Row<'_>) -> StoreResult<Counted> {
     Ok(Counted {
         error: row.get(2)?,
@@ -71,5 +71,6 @@ fn counted(row: &Row<'_>) -> StoreResult<Counted> {
         ttft_ms: row.get(4)?,
         input_tokens: row.get::<_, i64>(5)?.unsigned_abs(),
         output_tokens: row.get::<_, i64>(6)?.unsigned_abs(),
+        cost_usd: row.get(7)?,
     })
 }

@@ -41,6 +41,9 @@ pub struct SessionInfo {
     pub error_count: i64,
     /// Input plus output tokens of all its calls.
     pub tokens: i64,
+    /// What its calls cost in USD (those with a price); `null` when none
+    /// had one.
+    pub cost_usd: Option<f64>,
 }
 
 /// A run as the API reports it.
@@ -60,6 +63,9 @@ pub struct RunInfo {
     pub error_count: i64,
     /// Input plus output tokens of all its calls.
     pub tokens: i64,
+    /// What its calls cost in USD (those with a price); `null` when none
+    /// had one.
+    pub cost_usd: Option<f64>,
 }
 
 /// The values the run list can be filtered on (distinct values seen in
@@ -225,6 +231,10 @@ pub struct CallStats {
     pub input_tokens: u64,
     /// Output tokens of all the calls.
     pub output_tokens: u64,
+    /// What the calls with a price cost in USD; left out when none had
+    /// one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 /// The 50th, 95th and 99th percentiles of a set of values, each one of the
@@ -269,6 +279,7 @@ pub struct Tally {
     ttfts: Vec<f64>,
     input_tokens: u64,
     output_tokens: u64,
+    cost_usd: Option<f64>,
 }
 
 /// One call, as statistics count it.
@@ -284,6 +295,8 @@ pub struct Counted {
     pub input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
+    /// Its cost in USD, when it has one.
+    pub cost_usd: Option<f64>,
 }
 
 impl Tally {
@@ -295,6 +308,9 @@ impl Tally {
         self.ttfts.extend(call.ttft_ms);
         self.input_tokens += call.input_tokens;
         self.output_tokens += call.output_tokens;
+        if let Some(cost) = call.cost_usd {
+            *self.cost_usd.get_or_insert(0.0) += cost;
+        }
     }
 
     /// The statistics of the calls counted; none if there were none.
@@ -309,6 +325,7 @@ impl Tally {
             ttft_ms: Percentiles::of(self.ttfts),
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
+            cost_usd: self.cost_usd,
         })
     }
 }
