@@ -874,3 +874,150 @@ async fn self_tracing_cost_per_call() {
         drop(gw);
     }
 }
+
+// ---- memory: idle upstream connections are not kept forever ----
+
+/// An upstream that counts its connections and learns when the gateway
+/// closes one. It holds the first request of each of its first `together`
+/// connections until all of them arrived (so that the gateway had to open
+/// that many at once), and answers every request with a small chat
+/// completion on a keep-alive connection.
+struct CountingUpstream {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl CountingUpstream {
+    async fn start(together: usize) -> CountingUpstream {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (closing, closed) = tokio::sync::mpsc::unbounded_channel();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(together));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let held = count.fetch_add(1, Ordering::SeqCst) < together;
+                let barrier = held.then(|| barrier.clone());
+                let closing = closing.clone();
+                tokio::spawn(async move {
+                    answer_until_closed(socket, barrier).await;
+                    let _ = closing.send(());
+                });
+            }
+        });
+        CountingUpstream {
+            url,
+            accepted,
+            closed,
+        }
+    }
+
+    /// How many connections the gateway opened.
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (within the hang guard) until `n` more connections closed.
+    async fn closes(&mut self, n: usize, what: &str) {
+        for _ in 0..n {
+            within(what, self.closed.recv()).await.unwrap();
+        }
+    }
+}
+
+/// Answers each request on `socket` until the gateway closes it; the first
+/// waits at `barrier`, if any.
+async fn answer_until_closed(
+    mut socket: TcpStream,
+    mut barrier: Option<std::sync::Arc<tokio::sync::Barrier>>,
+) {
+    const BODY: &str = r#"{"id":"c","object":"chat.completion","model":"mock-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut buf = Vec::new();
+    while read_request(&mut socket, &mut buf).await {
+        if let Some(barrier) = barrier.take() {
+            barrier.wait().await;
+        }
+        if socket.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one request (its head and `content-length` bytes of body) from
+/// `socket` into `buf`, and drops it; false once the connection closed.
+async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                buf.drain(..end + 4 + length);
+                return true;
+            }
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A gateway in front of `upstream` with `settings` (TOML) in its
+/// configuration file; keep the directory as long as the gateway.
+async fn pooled_gateway(upstream: &str, settings: &str) -> (TestGateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tracegate.toml");
+    std::fs::write(&path, settings).unwrap();
+    let gw = TestGateway::start_with(ServeArgs {
+        config: Some(path),
+        upstream: vec![upstream.to_string()],
+        ..ServeArgs::default()
+    })
+    .await;
+    (gw, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_past_pool_max_idle_are_closed() {
+    let mut upstream = CountingUpstream::start(3).await;
+    let settings = "pool_max_idle = 1\npool_idle_timeout = \"1h\"\n";
+    let (gw, _dir) = pooled_gateway(&upstream.url, settings).await;
+    let calls = (0..3).map(|i| gw.chat(&chat_body(&format!("call {i}"))));
+    for answer in common::all_at_once(calls).await {
+        assert_eq!(answer.status, 200);
+    }
+    assert_eq!(
+        upstream.accepted(),
+        3,
+        "three calls at once, three connections"
+    );
+    upstream
+        .closes(2, "the connections past pool_max_idle closed")
+        .await;
+    assert_eq!(gw.chat(&chat_body("again")).answer().await.status, 200);
+    assert_eq!(upstream.accepted(), 3, "the one kept idle is reused");
+    println!("figure: 3 upstream connections, pool_max_idle = 1 -> 2 closed, 1 reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_upstream_connection_is_closed_after_pool_idle_timeout() {
+    let mut upstream = CountingUpstream::start(1).await;
+    let (gw, _dir) = pooled_gateway(&upstream.url, "pool_idle_timeout = \"300ms\"\n").await;
+    assert_eq!(gw.chat(&chat_body("once")).answer().await.status, 200);
+    upstream
+        .closes(1, "the idle connection closed after pool_idle_timeout")
+        .await;
+    println!("figure: pool_idle_timeout = 300ms -> the idle upstream connection was closed");
+}

@@ -46,6 +46,8 @@ keys! {
         Upstream => "upstream",
         MaxBodyBytes => "max_body_bytes",
         ConnectTimeout => "connect_timeout",
+        PoolMaxIdle => "pool_max_idle",
+        PoolIdleTimeout => "pool_idle_timeout",
         ReadTimeout => "read_timeout",
         RequestTimeout => "request_timeout",
         FirstByteTimeout => "first_byte_timeout",

@@ -106,6 +106,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Time allowed to connect to an upstream.
     pub connect_timeout: Duration,
+    /// The most idle upstream connections kept open per upstream host.
+    pub pool_max_idle: usize,
+    /// How long an idle upstream connection is kept open.
+    pub pool_idle_timeout: Duration,
     /// Longest silence allowed while reading an upstream answer: the
     /// default of every route's first-byte and idle timeouts.
     pub read_timeout: Option<Duration>,
@@ -269,6 +273,8 @@ impl Config {
             propagate_traceparent: s.switch_or(Key::PropagateTraceparent, true)?,
             max_body_bytes: max_body_bytes(s)?,
             connect_timeout: s.limit(Key::ConnectTimeout, Duration::from_secs(10))?,
+            pool_max_idle: pool_max_idle(s)?,
+            pool_idle_timeout: s.limit(Key::PoolIdleTimeout, DEFAULT_POOL_IDLE_TIMEOUT)?,
             read_timeout: s.duration_or(Key::ReadTimeout, Some(policy::DEFAULT_READ_TIMEOUT))?,
             request_timeout: s.duration_or(Key::RequestTimeout, None)?,
             shutdown_grace: s
@@ -366,6 +372,23 @@ fn size_or(s: &Settings, key: Key, default: usize) -> Result<usize, ConfigError>
         0 => Err(setting.error(key, "must be greater than zero")),
         n => usize::try_from(n).map_err(|_| setting.error(key, "too large for this machine")),
     }
+}
+
+/// Idle upstream connections kept per host, by default: enough for a
+/// steady stream of calls to reuse them, few enough that a burst of 1000
+/// streams does not leave 1000 open connections (and their buffers, ~20 KiB
+/// each) behind it.
+const DEFAULT_POOL_MAX_IDLE: usize = 64;
+
+/// How long an idle upstream connection stays open, by default.
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `pool_max_idle`: a count, where `0` keeps no idle connection.
+fn pool_max_idle(s: &Settings) -> Result<usize, ConfigError> {
+    s.get(Key::PoolMaxIdle)
+        .map_or(Ok(DEFAULT_POOL_MAX_IDLE), |setting| {
+            setting.number(Key::PoolMaxIdle.name())
+        })
 }
 
 fn store_options(s: &Settings) -> Result<StoreOptions, ConfigError> {

@@ -135,7 +135,10 @@ impl Forwarder {
             .connect_timeout(config.connect_timeout)
             // A gateway passes redirects to its client; it does not follow them.
             .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Idle connections hold their buffers: keep only a few, and
+            // not forever (`pool_max_idle`, `pool_idle_timeout`).
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_idle_timeout(config.pool_idle_timeout)
             .build()?;
         Ok(Forwarder {
             client,
