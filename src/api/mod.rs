@@ -63,6 +63,7 @@ pub fn router() -> Router<AppState> {
             get(sessions::get).delete(sessions::delete),
         )
         .route("/sessions/{session_id}/traces", get(sessions::traces))
+        .route("/sessions/{session_id}/spans", get(sessions::spans))
         .route("/traces/query", post(traces::query))
         .route("/traces/{trace_id}", get(traces::get))
         .route("/runs", get(runs::list))

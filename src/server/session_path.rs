@@ -7,7 +7,7 @@
 //! escaped (`%2F`), which the path extractors and [`CallPath`] decode back.
 //! The id is what rLLM's gateway takes: everything up to the first `/v1`
 //! that ends the path or is followed by `/`; else, for `GET`, up to a final
-//! `/traces`; else the rest of the path (`GET`/`DELETE /sessions/{sid}`).
+//! `/traces` (or `/spans`); else the rest of the path (`GET`/`DELETE /sessions/{sid}`).
 //! The path the client called is kept ([`OriginalPath`]) for the record.
 //!
 //! [`CallPath`]: crate::protocol::CallPath
@@ -42,8 +42,11 @@ fn escaped(method: &Method, path: &str) -> Option<String> {
     let rest = path.strip_prefix("/sessions/")?;
     let (sid, tail) = match crate::protocol::api_start(rest) {
         Some(at) => rest.split_at(at),
-        None => match rest.strip_suffix("/traces") {
-            Some(sid) if method == Method::GET && !sid.is_empty() => (sid, "/traces"),
+        None => match ["/traces", "/spans"]
+            .into_iter()
+            .find_map(|tail| Some((rest.strip_suffix(tail)?, tail)))
+        {
+            Some((sid, tail)) if method == Method::GET && !sid.is_empty() => (sid, tail),
             _ => (rest, ""),
         },
     };

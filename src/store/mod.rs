@@ -45,6 +45,9 @@
 //! * `query` builds every read's SQL from a filter; `traces`, `runs`,
 //!   `stats` and [`outbox`] are the reads, run by `reader`'s handles on
 //!   read-only connections; `attempts` decides which calls retry a step;
+//! * `harness` is the `harness_spans` table: the spans a harness sent to
+//!   the OTLP receiver, committed by the writer like records (and queued
+//!   in the outbox beside them), read by session and by span;
 //! * [`prune`] deletes what is older than a cutoff and reclaims the space
 //!   (`tracegate prune`, run from another process while a gateway writes).
 //!
@@ -65,6 +68,7 @@ mod commit;
 mod connection;
 mod content;
 mod error;
+mod harness;
 mod health;
 mod legacy;
 pub mod migrate;

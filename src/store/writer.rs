@@ -33,7 +33,7 @@
 //! This file is the handle request tasks hold ([`StoreWriter`]); the thread
 //! and its transactions are `commit`'s.
 
-use crate::record::{Span, TraceRecord};
+use crate::record::{HarnessSpan, Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::health::{Condition, StoreStatus};
 use crate::store::raw::References;
@@ -71,6 +71,13 @@ pub(crate) enum Command {
     DeleteSession {
         session_id: String,
         ack: oneshot::Sender<StoreResult<usize>>,
+    },
+    /// Store spans a harness sent (and, with `forward`, queue them for
+    /// export); answered once committed.
+    HarnessSpans {
+        spans: Vec<HarnessSpan>,
+        forward: bool,
+        ack: oneshot::Sender<StoreResult<()>>,
     },
     /// Answer once everything before it is committed.
     Flush(oneshot::Sender<StoreResult<()>>),
@@ -176,6 +183,23 @@ impl StoreWriter {
         let (ack, done) = oneshot::channel();
         self.send(Command::DeleteSession { session_id, ack })
             .await?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Stores spans a harness sent, committed on return (with `forward`,
+    /// each is queued for export in the same transaction). Refused while
+    /// the store cannot commit: the sender is told to retry instead.
+    pub async fn harness_spans(&self, spans: Vec<HarnessSpan>, forward: bool) -> StoreResult<()> {
+        if self.status().is_degraded() {
+            return Err(self.unavailable());
+        }
+        let (ack, done) = oneshot::channel();
+        self.send(Command::HarnessSpans {
+            spans,
+            forward,
+            ack,
+        })
+        .await?;
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 
