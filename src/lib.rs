@@ -19,6 +19,8 @@
 //! * [`capture`] turns request and response bytes into a record;
 //! * [`record`] is that record (and its span); [`store`] keeps both;
 //! * [`export`] sends the spans to an OTLP collector;
+//! * [`otlp`] receives the harness's own spans (OTLP/HTTP), stored and
+//!   forwarded with the calls';
 //! * [`api`] serves the records back over HTTP, with the [`feedback`]
 //!   (rewards, scores) harnesses attach to them, and sessions as
 //!   [`trajectory`]s: token sequences with loss masks, for trainers.
@@ -47,6 +49,7 @@ pub mod headers;
 pub mod identity;
 pub mod metrics;
 pub mod mock_upstream;
+pub mod otlp;
 pub mod protocol;
 pub mod record;
 pub mod route;

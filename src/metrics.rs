@@ -109,7 +109,28 @@ macro_rules! wire_name_label {
         }
     )*};
 }
-wire_name_label!(RetryReason, BacklogPlace);
+wire_name_label!(RetryReason, BacklogPlace, OtlpRejection);
+
+crate::wire_enum! {
+    /// Why the OTLP receiver refused spans (`tracegate_otlp_rejected_total`).
+    pub enum OtlpRejection {
+        /// A payload that does not decode (the whole request: 400).
+        Malformed = "malformed",
+        /// A content type other than protobuf or JSON (415).
+        ContentType = "content_type",
+        /// A span with an unusable id (counted per span).
+        InvalidSpan = "invalid_span",
+        /// A span past `otlp.max_spans_per_request` (counted per span).
+        TooManySpans = "too_many_spans",
+        /// The store could not take the spans (503, the sender retries).
+        StoreUnavailable = "store_unavailable",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OtlpLabels {
+    reason: OtlpRejection,
+}
 
 /// Where the store keeps records it cannot commit yet (the `place` label of
 /// `tracegate_store_backlog_records`).
@@ -425,12 +446,42 @@ impl ExportMetrics {
     }
 }
 
+/// What the OTLP receiver reports.
+struct OtlpMetrics {
+    received: Counter,
+    rejected: Family<OtlpLabels, Counter>,
+}
+
+impl OtlpMetrics {
+    fn registered(r: &mut Registrar) -> OtlpMetrics {
+        let rejected: Family<OtlpLabels, Counter> = r.add(
+            "tracegate_otlp_rejected",
+            "OTLP requests or spans the receiver refused, by reason",
+            Family::default(),
+        );
+        // Every reason is a series from the start: a dashboard's rate is 0,
+        // not missing, before the first refusal.
+        for reason in OtlpRejection::ALL {
+            drop(rejected.get_or_create(&OtlpLabels { reason }));
+        }
+        OtlpMetrics {
+            received: r.add(
+                "tracegate_otlp_received_spans",
+                "Harness spans the OTLP receiver stored",
+                Counter::default(),
+            ),
+            rejected,
+        }
+    }
+}
+
 /// Every metric the gateway exports, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
     calls: CallMetrics,
     store: StoreMetrics,
     export: ExportMetrics,
+    otlp: OtlpMetrics,
     worker_up: Family<WorkerLabels, Gauge>,
     feedback: Family<FeedbackLabels, Counter>,
     models: Mutex<HashSet<String>>,
@@ -450,6 +501,7 @@ impl Metrics {
         let calls = CallMetrics::registered(&mut r);
         let store = StoreMetrics::registered(&mut r);
         let export = ExportMetrics::registered(&mut r);
+        let otlp = OtlpMetrics::registered(&mut r);
         let worker_up = r.add(
             "tracegate_worker_up",
             "1 when a pool worker passes its health checks, else 0",
@@ -465,6 +517,7 @@ impl Metrics {
             calls,
             store,
             export,
+            otlp,
             worker_up,
             feedback,
             models: Mutex::new(HashSet::new()),
@@ -604,6 +657,19 @@ impl Metrics {
     /// Counts a failed export attempt.
     pub fn export_failed(&self) {
         self.export.failures.inc();
+    }
+
+    /// Counts harness spans the OTLP receiver stored.
+    pub fn otlp_received(&self, spans: usize) {
+        self.otlp.received.inc_by(spans as u64);
+    }
+
+    /// Counts what the OTLP receiver refused (`count` requests or spans).
+    pub fn otlp_rejected(&self, reason: OtlpRejection, count: usize) {
+        self.otlp
+            .rejected
+            .get_or_create(&OtlpLabels { reason })
+            .inc_by(count as u64);
     }
 
     /// Encodes every metric in `format`, after setting the values read at

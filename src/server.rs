@@ -76,8 +76,11 @@ pub struct Shared {
     pub inbound: Arc<InboundAuth>,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
-    /// Span export, when it is on (for `/health` and `/metrics`).
+    /// Span export, when it is on (for `/health` and `/metrics`, and the
+    /// OTLP receiver, which queues harness spans for it).
     pub export: Option<ExportConfig>,
+    /// The OTLP receiver's limits.
+    pub otlp: crate::otlp::Receiver,
 }
 
 impl AppState {
@@ -167,6 +170,10 @@ impl Server {
             inbound: Arc::new(config.auth.clone()),
             metrics: metrics.clone(),
             export: config.export.clone(),
+            otlp: crate::otlp::Receiver {
+                limits: config.otlp,
+                max_body_bytes: config.max_body_bytes,
+            },
         });
         let app = app(state);
         let listen_error = |source| StartError::Listen {
@@ -319,6 +326,12 @@ fn app(state: AppState) -> axum::Router {
 /// The routes of [`app`].
 fn routes(state: AppState) -> axum::Router {
     let proxy = axum::Router::new()
+        // The OTLP receiver's one path among the proxy's: other methods
+        // on it are proxied, as before.
+        .route(
+            "/v1/traces",
+            axum::routing::post(crate::otlp::receive).fallback(forward::proxy),
+        )
         .route("/v1", any(forward::proxy))
         .route("/v1/{*rest}", any(forward::proxy))
         .route("/sessions/{session_id}/v1", any(forward::proxy))

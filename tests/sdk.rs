@@ -80,3 +80,12 @@ async fn openai_sdk_end_to_end() {
 async fn anthropic_sdk_end_to_end() {
     pytest("test_anthropic_sdk.py").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(sdk_tests),
+    ignore = "needs the Python SDKs in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+)]
+async fn opentelemetry_harness_spans_end_to_end() {
+    pytest("test_harness_spans.py").await;
+}

@@ -70,6 +70,7 @@ pub fn router() -> Router<AppState> {
             get(trajectory::session),
         )
         .route("/traces", get(traces::list))
+        .route("/sessions/{session_id}/spans", get(sessions::spans))
         .route("/traces/query", post(traces::query))
         .route("/traces/{trace_id}", get(traces::get))
         .route("/feedback", post(feedback::post))

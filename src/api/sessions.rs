@@ -4,7 +4,7 @@ use super::compact::{self, TraceGraph};
 use super::{Json, Query, found, params};
 use crate::error::GatewayError;
 use crate::feedback::Feedback;
-use crate::record::TraceRecord;
+use crate::record::{HarnessSpan, TraceRecord};
 use crate::server::AppState;
 use crate::store::feedback::FeedbackScope;
 use crate::store::summary::SessionInfo;
@@ -226,4 +226,106 @@ pub async fn batch_delete(
         deleted += state.writer.delete_session(session_id).await?;
     }
     Ok(Json(Deleted { deleted }))
+}
+
+/// The answer of `GET /sessions/{session_id}/spans`: the episode as one
+/// tree — the harness's spans and the session's calls, each call naming
+/// the harness span it hangs under, each span the calls under it.
+#[derive(Debug, Serialize)]
+pub struct SessionSpans {
+    /// The session.
+    session_id: String,
+    /// The harness spans (naming the session, or in its calls' OTel
+    /// traces), by start.
+    spans: Vec<SpanNode>,
+    /// The session's calls, in the order they started.
+    calls: Vec<CallNode>,
+}
+
+/// A harness span in the tree.
+#[derive(Debug, Serialize)]
+pub struct SpanNode {
+    /// The span.
+    #[serde(flatten)]
+    span: HarnessSpan,
+    /// The trace ids of the calls whose parent span it is.
+    calls: Vec<String>,
+}
+
+/// A call in the tree.
+#[derive(Debug, Serialize)]
+pub struct CallNode {
+    /// The record's id.
+    trace_id: String,
+    /// The call's own span id.
+    span_id: String,
+    /// The OTel trace it belongs to.
+    otel_trace_id: String,
+    /// Its OTel parent span id (the harness span's, under `traceparent`).
+    otel_parent_span_id: Option<String>,
+    /// The harness span it hangs under, when that span is stored.
+    harness_span_id: Option<String>,
+    /// `{operation} {model}`, as its span is named.
+    name: String,
+    /// When it started and ended (RFC 3339).
+    started_at: String,
+    /// When it ended.
+    ended_at: String,
+    /// `ok`, `error`, `client_closed`.
+    status: crate::record::Status,
+}
+
+/// `GET /sessions/{session_id}/spans`: the session's harness spans and
+/// calls, linked both ways (an empty tree for a session with neither).
+pub async fn spans(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionSpans>, GatewayError> {
+    let (records, spans) = state.reader.session_spans(session_id.clone()).await?;
+    let stored = |r: &TraceRecord| {
+        let parent = r.otel_parent_span_id.as_deref()?;
+        spans
+            .iter()
+            .any(|s| s.trace_id == r.otel_trace_id && s.span_id == parent)
+            .then(|| parent.to_string())
+    };
+    let calls: Vec<CallNode> = records
+        .iter()
+        .map(|r| CallNode {
+            trace_id: r.trace_id.clone(),
+            span_id: r.span_id.clone(),
+            otel_trace_id: r.otel_trace_id.clone(),
+            otel_parent_span_id: r.otel_parent_span_id.clone(),
+            harness_span_id: stored(r),
+            name: format!(
+                "{} {}",
+                r.operation.as_str(),
+                r.model.as_deref().unwrap_or_default()
+            )
+            .trim_end()
+            .to_string(),
+            started_at: r.started_at.clone(),
+            ended_at: r.ended_at.clone(),
+            status: r.status,
+        })
+        .collect();
+    let spans = spans
+        .into_iter()
+        .map(|span| SpanNode {
+            calls: records
+                .iter()
+                .filter(|r| {
+                    r.otel_trace_id == span.trace_id
+                        && r.otel_parent_span_id.as_deref() == Some(&span.span_id)
+                })
+                .map(|r| r.trace_id.clone())
+                .collect(),
+            span,
+        })
+        .collect();
+    Ok(Json(SessionSpans {
+        session_id,
+        spans,
+        calls,
+    }))
 }

@@ -15,6 +15,7 @@ use crate::server::AppState;
 use crate::store::{TraceFilter, TraceKey};
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// The query of `GET /traces`.
 #[derive(Debug, Deserialize)]
@@ -100,13 +101,32 @@ pub async fn list(
     }))
 }
 
-/// `GET /traces/{trace_id}`: one trace, 404 when unknown.
+/// `GET /traces/{trace_id}`: one trace, 404 when unknown. When the call
+/// hangs under a stored harness span (its `traceparent` named one), the
+/// record carries `harness_span`: that span's ids, name and kind.
 pub async fn get(
     State(state): State<AppState>,
     Path(trace_id): Path<String>,
-) -> Result<Json<TraceRecord>, GatewayError> {
-    let record = state.reader.trace(trace_id.clone()).await?;
-    found(record, "trace", &trace_id)
+) -> Result<Json<Value>, GatewayError> {
+    let found_trace = state.reader.trace_with_parent(trace_id.clone()).await?;
+    let (record, parent) = found(found_trace, "trace", &trace_id)?.0;
+    let mut json =
+        serde_json::to_value(record).map_err(|e| GatewayError::internal(e.to_string()))?;
+    if let (Some(span), Value::Object(fields)) = (parent, &mut json) {
+        fields.insert(
+            "harness_span".into(),
+            json!({
+                "trace_id": span.trace_id,
+                "span_id": span.span_id,
+                "parent_span_id": span.parent_span_id,
+                "name": span.name,
+                "kind": span.kind,
+                "start": span.start,
+                "end": span.end,
+            }),
+        );
+    }
+    Ok(Json(json))
 }
 
 /// The body of `POST /traces/query`.

@@ -14,7 +14,7 @@
 
 use super::output::{Align, Format, Table, ms, or_dash, print_listing, short_time};
 use super::{DbArg, Failure, FilterArgs};
-use crate::record::TraceRecord;
+use crate::record::{HarnessSpan, TraceRecord};
 use crate::store::TraceFilter;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
@@ -116,13 +116,18 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
 }
 
 fn show(args: &ShowArgs) -> Result<(), Failure> {
-    let record = args.db.reader()?.trace(&args.id)?.ok_or_else(|| {
+    let reader = args.db.reader()?;
+    let record = reader.trace(&args.id)?.ok_or_else(|| {
         Failure::Runtime(format!("no trace {} in {}", args.id, args.db.db.display()))
     })?;
+    let enclosing = match &record.otel_parent_span_id {
+        Some(span_id) => reader.harness_span(&record.otel_trace_id, span_id)?,
+        None => None,
+    };
     let text = if args.raw {
         render_raw(&record)
     } else {
-        render(&record)
+        render(&record, enclosing.as_ref())
     };
     let mut out = super::output::Output::stdout();
     out.text(&text)?;
@@ -149,11 +154,20 @@ fn joined(parts: &[(&str, Option<String>)]) -> Option<String> {
     (!present.is_empty()).then(|| present.join(" · "))
 }
 
-/// The record, readable: its summary, the conversation it sent, and the
-/// answer.
-fn render(t: &TraceRecord) -> String {
+/// The record, readable: its summary (with the harness span it ran
+/// under, if one is stored), the conversation it sent, and the answer.
+fn render(t: &TraceRecord, enclosing: Option<&HarnessSpan>) -> String {
     let mut out = String::new();
     summary(&mut out, t);
+    if let Some(span) = enclosing {
+        let line = format!(
+            "{} ({}, span {})",
+            span.name,
+            span.kind.as_str(),
+            span.span_id
+        );
+        fields(&mut out, &[("within", Some(line))]);
+    }
     conversation(&mut out, t);
     answer(&mut out, t);
     out

@@ -123,6 +123,21 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How connections are served: deadlines and limits.
     pub server: ServerOptions,
+    /// The OTLP receiver's limits.
+    pub otlp: OtlpLimits,
+}
+
+fn otlp_limits(s: &Settings) -> Result<OtlpLimits, ConfigError> {
+    let defaults = OtlpLimits::default();
+    Ok(OtlpLimits {
+        max_spans_per_request: s
+            .positive_or(Key::OtlpMaxSpansPerRequest, defaults.max_spans_per_request)?,
+        max_attributes_per_span: s.positive_or(
+            Key::OtlpMaxAttributesPerSpan,
+            defaults.max_attributes_per_span,
+        )?,
+        max_attribute_bytes: size_or(s, Key::OtlpMaxAttributeBytes, defaults.max_attribute_bytes)?,
+    })
 }
 
 /// Inbound auth: the tokens callers present, and where.
@@ -229,6 +244,28 @@ impl Default for ServerOptions {
     }
 }
 
+/// The OTLP receiver's limits (`[otlp]`): what one request may carry, and
+/// how much of a span is kept (`otlp::decode` applies them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtlpLimits {
+    /// Most spans kept from one request; the rest are rejected.
+    pub max_spans_per_request: usize,
+    /// Most attributes kept per span (and per event and resource).
+    pub max_attributes_per_span: usize,
+    /// Longest string attribute value kept, in bytes.
+    pub max_attribute_bytes: usize,
+}
+
+impl Default for OtlpLimits {
+    fn default() -> Self {
+        Self {
+            max_spans_per_request: 10_000,
+            max_attributes_per_span: 128,
+            max_attribute_bytes: 64 * 1024,
+        }
+    }
+}
+
 impl Config {
     /// Builds the configuration from flags and environment (`args`, as clap
     /// parsed them; values set in code count as flags), the file they name,
@@ -286,6 +323,7 @@ impl Config {
                 None => LogFormat::default(),
             },
             server: server_options(s)?,
+            otlp: otlp_limits(s)?,
         })
     }
 }

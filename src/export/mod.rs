@@ -134,6 +134,8 @@ impl Exporter {
         let (stop, stopping) = watch::channel(false);
         let outbox = Outbox {
             scope: otlp::scope(),
+            harness_scope: otlp::harness_scope(),
+            own_resource: otlp::resource(&config.service_name),
             config,
             exporter,
             reader,
@@ -167,6 +169,10 @@ struct Outbox {
     config: ExportConfig,
     exporter: opentelemetry_otlp::SpanExporter,
     scope: opentelemetry::InstrumentationScope,
+    /// The scope harness spans are forwarded under.
+    harness_scope: opentelemetry::InstrumentationScope,
+    /// tracegate's own resource (the exporter's between harness groups).
+    own_resource: opentelemetry_sdk::Resource,
     reader: StoreReader,
     writer: StoreWriter,
     wake: Arc<Notify>,
@@ -219,18 +225,50 @@ impl Outbox {
         ControlFlow::Continue(())
     }
 
-    /// Sends one batch and records how it went.
+    /// Sends one batch and records how it went: the gateway's own spans
+    /// under its resource, then the harness spans, under the resource each
+    /// came with (one export per resource; a batch that fails part-way is
+    /// sent whole again — delivery is at least once).
     async fn export(&mut self, batch: Batch) -> ControlFlow<()> {
         let spans: Vec<_> = batch
             .spans
             .iter()
             .flat_map(|s| otlp::span_tree(s, &self.scope))
             .collect();
-        let count = spans.len() as u64;
-        match self.send(spans).await {
+        let mut count = spans.len() as u64;
+        let mut sent = self.send(spans).await;
+        for (resource, spans) in self.harness_groups(&batch.harness) {
+            if sent.is_err() {
+                break;
+            }
+            count += spans.len() as u64;
+            self.exporter.set_resource(&resource);
+            sent = self.send(spans).await;
+            self.exporter.set_resource(&self.own_resource);
+        }
+        match sent {
             Ok(()) => self.exported(batch.last_id, count).await,
             Err(error) => self.failed(error).await,
         }
+    }
+
+    /// Harness spans grouped by the resource they came with, in order.
+    fn harness_groups(
+        &self,
+        spans: &[crate::record::HarnessSpan],
+    ) -> Vec<(opentelemetry_sdk::Resource, Vec<SpanData>)> {
+        let mut groups: Vec<(&serde_json::Map<_, _>, opentelemetry_sdk::Resource, Vec<_>)> =
+            Vec::new();
+        for span in spans {
+            let Some(data) = otlp::harness_span_data(span, &self.harness_scope) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(r, ..)| **r == span.resource) {
+                Some((_, _, group)) => group.push(data),
+                None => groups.push((&span.resource, otlp::harness_resource(span), vec![data])),
+            }
+        }
+        groups.into_iter().map(|(_, r, spans)| (r, spans)).collect()
     }
 
     /// Sends spans (none: nothing to send), within the configured timeout.

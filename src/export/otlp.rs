@@ -7,7 +7,7 @@
 
 use super::ExportError;
 use crate::config::{ExportConfig, OtlpProtocol};
-use crate::record::{AttributeValue, Span};
+use crate::record::{AttributeValue, HarnessSpan, HarnessSpanKind, HarnessStatusCode, Span};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -72,6 +72,14 @@ pub fn scope() -> InstrumentationScope {
         .build()
 }
 
+/// The instrumentation scope harness spans are forwarded under (the
+/// receiver keeps their resource, not their scope).
+pub fn harness_scope() -> InstrumentationScope {
+    InstrumentationScope::builder("tracegate.otlp_receiver")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
 /// A stored span and its children (a retried call's attempts), as the
 /// SDK's `SpanData`; spans whose ids are unusable are left out.
 pub fn span_tree(span: &Span, scope: &InstrumentationScope) -> Vec<SpanData> {
@@ -118,6 +126,116 @@ pub fn span_data(span: &Span, scope: &InstrumentationScope) -> Option<SpanData> 
         },
         instrumentation_scope: scope.clone(),
     })
+}
+
+/// A harness span (received by the OTLP receiver) as the SDK's
+/// `SpanData`, to forward as it came: its kind, status, attributes and
+/// events (its resource is set on the exporter by the caller); `None` if
+/// its ids are unusable.
+pub fn harness_span_data(span: &HarnessSpan, scope: &InstrumentationScope) -> Option<SpanData> {
+    let trace_id = TraceId::from_hex(&span.trace_id).ok()?;
+    let span_id = SpanId::from_hex(&span.span_id).ok()?;
+    let parent_span_id = span
+        .parent_span_id
+        .as_deref()
+        .and_then(|p| SpanId::from_hex(p).ok())
+        .unwrap_or(SpanId::INVALID);
+    let time = |nanos| UNIX_EPOCH + Duration::from_nanos(nanos);
+    let mut events = SpanEvents::default();
+    events.events = span
+        .events
+        .iter()
+        .map(|e| {
+            let at = e["time"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .unwrap_or(UNIX_EPOCH);
+            let name = e["name"].as_str().unwrap_or_default().to_string();
+            opentelemetry::trace::Event::new(name, at, json_attributes(&e["attributes"]), 0)
+        })
+        .collect();
+    Some(SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id,
+        parent_span_is_remote: false,
+        span_kind: match span.kind {
+            HarnessSpanKind::Server => SpanKind::Server,
+            HarnessSpanKind::Client => SpanKind::Client,
+            HarnessSpanKind::Producer => SpanKind::Producer,
+            HarnessSpanKind::Consumer => SpanKind::Consumer,
+            HarnessSpanKind::Internal | HarnessSpanKind::Unspecified => SpanKind::Internal,
+        },
+        name: span.name.clone().into(),
+        start_time: time(span.start_unix_nanos),
+        end_time: time(span.end_unix_nanos),
+        attributes: json_attributes(&serde_json::Value::Object(span.attributes.clone())),
+        dropped_attributes_count: 0,
+        events,
+        links: SpanLinks::default(),
+        status: match span.status_code {
+            HarnessStatusCode::Ok => Status::Ok,
+            HarnessStatusCode::Error => {
+                Status::error(span.status_message.clone().unwrap_or_default())
+            }
+            HarnessStatusCode::Unset => Status::Unset,
+        },
+        instrumentation_scope: scope.clone(),
+    })
+}
+
+/// The resource a harness span came with, to forward it under.
+pub fn harness_resource(span: &HarnessSpan) -> Resource {
+    Resource::builder_empty()
+        .with_attributes(json_attributes(&serde_json::Value::Object(
+            span.resource.clone(),
+        )))
+        .build()
+}
+
+/// JSON attributes (as the receiver stored them) as OTel key-values:
+/// scalars and lists of one scalar type as they are, anything else as its
+/// JSON text.
+fn json_attributes(attributes: &serde_json::Value) -> Vec<KeyValue> {
+    use serde_json::Value as Json;
+    let Some(map) = attributes.as_object() else {
+        return Vec::new();
+    };
+    let one = |v: &Json| -> Value {
+        match v {
+            Json::String(s) => Value::String(s.clone().into()),
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::I64(i),
+                None => Value::F64(n.as_f64().unwrap_or_default()),
+            },
+            other => Value::String(other.to_string().into()),
+        }
+    };
+    map.iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Json::Array(list) if list.iter().all(Json::is_string) => {
+                    Value::Array(Array::String(
+                        list.iter()
+                            .filter_map(|s| s.as_str())
+                            .map(|s| StringValue::from(s.to_string()))
+                            .collect(),
+                    ))
+                }
+                Json::Array(list) if list.iter().all(Json::is_i64) => {
+                    Value::Array(Array::I64(list.iter().filter_map(Json::as_i64).collect()))
+                }
+                other => one(other),
+            };
+            KeyValue::new(k.clone(), value)
+        })
+        .collect()
 }
 
 fn value(v: &AttributeValue) -> Value {

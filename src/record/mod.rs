@@ -17,6 +17,7 @@
 //! it ended (`ok`, `error`, `client_closed`) and `error` says why.
 
 mod attempt;
+mod harness;
 mod outcome;
 mod span;
 
@@ -24,6 +25,7 @@ pub use crate::feedback::Feedback;
 pub use crate::identity::Identity;
 pub use crate::protocol::{Operation, Protocol};
 pub use attempt::{Attempt, RetryReason};
+pub use harness::{HarnessSpan, HarnessSpanKind, HarnessStatusCode};
 pub use outcome::{CallError, ErrorKind, Status};
 pub use span::{Attribute, AttributeValue, Span, unix_nanos};
 

@@ -7,7 +7,7 @@
 //! escaped (`%2F`), which the path extractors and [`CallPath`] decode back.
 //! The id is what rLLM's gateway takes: everything up to the first `/v1`
 //! that ends the path or is followed by `/`; else, for `GET`, up to a final
-//! `/traces` (or tracegate's `/trajectory`); else the rest of the path (`GET`/`DELETE /sessions/{sid}`).
+//! `/traces` (or tracegate's `/trajectory` and `/spans`); else the rest of the path (`GET`/`DELETE /sessions/{sid}`).
 //! The path the client called is kept ([`OriginalPath`]) for the record.
 //!
 //! [`CallPath`]: crate::protocol::CallPath
@@ -43,7 +43,7 @@ fn escaped(method: &Method, path: &str) -> Option<String> {
     let (sid, tail) = match crate::protocol::api_start(rest) {
         Some(at) => rest.split_at(at),
         None => {
-            let suffix = ["/traces", "/trajectory"]
+            let suffix = ["/traces", "/trajectory", "/spans"]
                 .into_iter()
                 .find_map(|tail| Some((rest.strip_suffix(tail)?, tail)));
             match suffix {

@@ -59,6 +59,7 @@ use crate::store::connection::{self, Writable};
 use crate::store::content;
 use crate::store::error::{StoreError, StoreFault, StoreResult};
 use crate::store::feedback::{self, Posted};
+use crate::store::harness;
 use crate::store::health::{Condition, Degradation, Published};
 use crate::store::raw::References;
 use crate::store::row::EncodedRow;
@@ -338,6 +339,9 @@ impl Writer {
                 Command::DeleteSession { ack, .. } => {
                     let _ = ack.send(Err(unavailable()));
                 }
+                Command::HarnessSpans { ack, .. } => {
+                    let _ = ack.send(Err(unavailable()));
+                }
                 Command::Flush(_) | Command::Shutdown(_) => {}
             }
         }
@@ -437,6 +441,7 @@ impl Writer {
         if batch.iter().any(|c| match c {
             Command::Record(row) => row.span().is_some(),
             Command::Feedback { spans, .. } => spans.iter().any(Option::is_some),
+            Command::HarnessSpans { forward, .. } => *forward,
             _ => false,
         }) {
             // Wake the exporter: there is something new past its cursor.
@@ -600,6 +605,9 @@ fn answer(batch: Vec<Command>, answers: Vec<Answer>) {
             (Command::Feedback { ack, .. }, Answer::Posted(result)) => {
                 let _ = ack.send(result);
             }
+            (Command::HarnessSpans { ack, .. }, Answer::Unit(result)) => {
+                let _ = ack.send(result);
+            }
             _ => {}
         }
     }
@@ -690,6 +698,9 @@ fn apply_batch(
                 }
                 Answer::Count(deleted)
             }
+            Command::HarnessSpans { spans, forward, .. } => {
+                Answer::Unit(or_abort(insert_harness_spans(&tx, spans, *forward))?)
+            }
             Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
             Command::ExportProgress(progress) => {
                 save_export_progress(&tx, progress)?;
@@ -700,6 +711,24 @@ fn apply_batch(
     tx.commit()?;
     log.committed();
     Ok((answers, written))
+}
+
+/// Inserts a harness request's spans in a savepoint of their own: spans
+/// SQLite refuses are rolled back together, and the request told so.
+fn insert_harness_spans(
+    conn: &Connection,
+    spans: &[crate::record::HarnessSpan],
+    forward: bool,
+) -> StoreResult<()> {
+    conn.execute_batch("SAVEPOINT harness")?;
+    let result = harness::insert(conn, spans, forward);
+    match &result {
+        Err(e) if e.fault().is_some() => return result,
+        Err(_) => conn.execute_batch("ROLLBACK TO harness")?,
+        Ok(()) => {}
+    }
+    conn.execute_batch("RELEASE harness")?;
+    result
 }
 
 /// Inserts a record (see [`store_row`]) in a savepoint of its own: a record

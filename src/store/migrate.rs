@@ -70,6 +70,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0006_feedback.sql"),
         convert: None,
     },
+    Migration {
+        version: 7,
+        name: "0007_harness_spans.sql",
+        sql: include_str!("../../schema/0007_harness_spans.sql"),
+        convert: None,
+    },
 ];
 
 /// Applies every migration the database has not seen yet. Returns the

@@ -46,6 +46,9 @@
 //!   `stats`, [`feedback`] and [`outbox`] are the reads (feedback is
 //!   written by `commit` too), run by `reader`'s handles on
 //!   read-only connections; `attempts` decides which calls retry a step;
+//! * `harness` is the `harness_spans` table: the spans a harness sent to
+//!   the OTLP receiver, committed by the writer like records (and queued
+//!   in the outbox beside them), read by session and by span;
 //! * [`prune`] deletes what is older than a cutoff and reclaims the space
 //!   (`tracegate prune`, run from another process while a gateway writes).
 //!
@@ -67,6 +70,7 @@ mod connection;
 mod content;
 mod error;
 pub mod feedback;
+mod harness;
 mod health;
 mod legacy;
 pub mod migrate;

@@ -6,7 +6,7 @@
 //! file only reads: the spans past the cursor, in `id` order, and the
 //! backlog that `GET /health` reports.
 
-use crate::record::Span;
+use crate::record::{HarnessSpan, Span};
 use crate::store::error::StoreResult;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -61,8 +61,11 @@ pub(crate) fn state(conn: &Connection) -> StoreResult<ExportState> {
 /// A batch of spans to export.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
-    /// The spans, oldest first.
+    /// The gateway's own spans, oldest first.
     pub spans: Vec<Span>,
+    /// The harness spans the OTLP receiver queued for forwarding (rows
+    /// written as `{"harness": span}`), oldest first.
+    pub harness: Vec<HarnessSpan>,
     /// The id of the last row read: the cursor once the batch is accepted.
     pub last_id: i64,
 }
@@ -76,20 +79,30 @@ pub(crate) fn spans_after(conn: &Connection, cursor: i64, limit: usize) -> Store
         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
     )?;
     let mut batch = Batch {
-        spans: Vec::new(),
         last_id: cursor,
+        ..Batch::default()
     };
     for row in rows {
         let (id, json) = row?;
         batch.last_id = id;
         match serde_json::from_str(&json) {
-            Ok(span) => batch.spans.push(span),
+            Ok(Outboxed::Harness { harness }) => batch.harness.push(*harness),
+            Ok(Outboxed::Call(span)) => batch.spans.push(*span),
             // A span that cannot be read can never be sent: skip it rather
             // than block every span after it.
             Err(e) => tracing::error!(id, "unreadable span in the outbox, skipped: {e}"),
         }
     }
     Ok(batch)
+}
+
+/// An outbox row: a harness span (`{"harness": ...}`), else one of the
+/// gateway's own.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Outboxed {
+    Harness { harness: Box<HarnessSpan> },
+    Call(Box<Span>),
 }
 
 /// The spans waiting past `cursor`.

@@ -16,14 +16,14 @@
 
 use crate::config::StoreOptions;
 use crate::feedback::{Feedback, FeedbackSummary};
-use crate::record::TraceRecord;
+use crate::record::{HarnessSpan, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::feedback::{self, FeedbackScope};
 use crate::store::outbox::{self, Backlog, Batch, ExportState};
 use crate::store::query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
 use crate::store::summary::{CallPage, CallStats, CallSummary, ChartSample, Facets};
 use crate::store::summary::{RunInfo, SessionInfo, SessionRow};
-use crate::store::{connection, runs, stats, traces};
+use crate::store::{connection, harness, runs, stats, traces};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 use std::ops::ControlFlow;
@@ -155,6 +155,21 @@ impl Reader {
     /// The exporter's saved state (zeroes before the first export).
     pub fn export_state(&self) -> StoreResult<ExportState> {
         outbox::state(&self.conn)
+    }
+
+    /// The harness spans of a session: those naming it, and those of the
+    /// OTel traces in `trace_ids` (its calls'), by start.
+    pub fn harness_spans_of_session(
+        &self,
+        session_id: &str,
+        trace_ids: &[String],
+    ) -> StoreResult<Vec<HarnessSpan>> {
+        harness::of_session(&self.conn, session_id, trace_ids)
+    }
+
+    /// One harness span by its OpenTelemetry trace and span ids.
+    pub fn harness_span(&self, trace_id: &str, span_id: &str) -> StoreResult<Option<HarnessSpan>> {
+        harness::one(&self.conn, trace_id, span_id)
     }
 
     /// The spans waiting past `cursor`.
@@ -310,5 +325,50 @@ impl StoreReader {
     /// Up to `limit` spans past `cursor`, oldest first.
     pub async fn spans_after(&self, cursor: i64, limit: usize) -> StoreResult<Batch> {
         self.call(move |r| r.spans_after(cursor, limit)).await
+    }
+
+    /// A session's calls and its harness spans (those naming the session
+    /// and those of its calls' OTel traces), read together.
+    pub async fn session_spans(
+        &self,
+        session_id: String,
+    ) -> StoreResult<(Vec<TraceRecord>, Vec<HarnessSpan>)> {
+        self.call(move |r| {
+            r.snapshot(|r| {
+                let filter = TraceFilter {
+                    session_ids: vec![session_id.clone()],
+                    ..TraceFilter::default()
+                };
+                let calls = r.traces(&filter)?;
+                let mut trace_ids: Vec<String> =
+                    calls.iter().map(|c| c.otel_trace_id.clone()).collect();
+                trace_ids.sort();
+                trace_ids.dedup();
+                let spans = r.harness_spans_of_session(&session_id, &trace_ids)?;
+                Ok((calls, spans))
+            })
+        })
+        .await
+    }
+
+    /// One trace and the harness span its call hangs under, if one is
+    /// stored.
+    pub async fn trace_with_parent(
+        &self,
+        trace_id: String,
+    ) -> StoreResult<Option<(TraceRecord, Option<HarnessSpan>)>> {
+        self.call(move |r| {
+            r.snapshot(|r| {
+                let Some(record) = r.trace(&trace_id)? else {
+                    return Ok(None);
+                };
+                let parent = match &record.otel_parent_span_id {
+                    Some(span_id) => r.harness_span(&record.otel_trace_id, span_id)?,
+                    None => None,
+                };
+                Ok(Some((record, parent)))
+            })
+        })
+        .await
     }
 }

@@ -34,7 +34,7 @@
 //! and its transactions are `commit`'s.
 
 use crate::feedback::Feedback;
-use crate::record::{Span, TraceRecord};
+use crate::record::{HarnessSpan, Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::feedback::Posted;
 use crate::store::health::{Condition, StoreStatus};
@@ -79,6 +79,13 @@ pub(crate) enum Command {
     DeleteSession {
         session_id: String,
         ack: oneshot::Sender<StoreResult<usize>>,
+    },
+    /// Store spans a harness sent (and, with `forward`, queue them for
+    /// export); answered once committed.
+    HarnessSpans {
+        spans: Vec<HarnessSpan>,
+        forward: bool,
+        ack: oneshot::Sender<StoreResult<()>>,
     },
     /// Answer once everything before it is committed.
     Flush(oneshot::Sender<StoreResult<()>>),
@@ -199,6 +206,23 @@ impl StoreWriter {
         let (ack, done) = oneshot::channel();
         self.send(Command::DeleteSession { session_id, ack })
             .await?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Stores spans a harness sent, committed on return (with `forward`,
+    /// each is queued for export in the same transaction). Refused while
+    /// the store cannot commit: the sender is told to retry instead.
+    pub async fn harness_spans(&self, spans: Vec<HarnessSpan>, forward: bool) -> StoreResult<()> {
+        if self.status().is_degraded() {
+            return Err(self.unavailable());
+        }
+        let (ack, done) = oneshot::channel();
+        self.send(Command::HarnessSpans {
+            spans,
+            forward,
+            ack,
+        })
+        .await?;
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 

@@ -1,0 +1,126 @@
+//! The OTLP receiver: the harness's own spans, stored with the calls.
+//!
+//! An agent harness that already emits OpenTelemetry spans — its steps
+//! (`invoke_agent`), tool executions (`execute_tool`), evaluations — points
+//! its OTLP exporter at the gateway (`POST /v1/traces`, OTLP/HTTP, protobuf
+//! or JSON, gzip or not, behind the inbound auth). The spans are decoded
+//! with `opentelemetry-proto` and within the `[otlp]` limits (`decode`),
+//! kept by the store's one writer in `harness_spans` — and, when export is
+//! on, queued in the same transaction in the outbox that forwards them to
+//! the collector — and answered per the OTLP/HTTP spec (`answer`):
+//!
+//! * 200 with an `ExportTraceServiceResponse` in the request's encoding,
+//!   once the spans are committed; `partial_success` counts the spans
+//!   rejected (and says what was cut from those kept);
+//! * 400 with a `google.rpc.Status` for a payload that does not decode, 415
+//!   for another content type;
+//! * 503 with `Retry-After` while the store cannot commit (the exporter
+//!   retries; the spans are never held in memory meanwhile).
+//!
+//! A call the harness made through the gateway with `traceparent` hangs
+//! under the harness span that header named: the link is the call's OTel
+//! trace and parent span ids, read by a join (`store::harness`), so the
+//! spans and the calls may arrive in any order.
+
+mod answer;
+pub mod decode;
+
+use crate::config::OtlpLimits;
+use crate::metrics::OtlpRejection;
+use crate::server::AppState;
+use answer::{Encoding, Refusal};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, header};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use std::io::Read;
+
+/// What the receiver needs beside the store: its limits, and the largest
+/// body it reads (`max_body_bytes`, before and after gzip).
+#[derive(Debug, Clone, Copy)]
+pub struct Receiver {
+    /// The `[otlp]` limits.
+    pub limits: OtlpLimits,
+    /// The largest request body, as sent and as decompressed.
+    pub max_body_bytes: usize,
+}
+
+/// `POST /v1/traces`: decodes, stores and answers one OTLP/HTTP export.
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match handle(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            state.metrics.otlp_rejected(refusal.reason(), 1);
+            refusal.into_response()
+        }
+    }
+}
+
+async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+    let encoding = Encoding::of(headers).ok_or(Refusal::ContentType)?;
+    let receiver = state.otlp;
+    let body = axum::body::to_bytes(body, receiver.max_body_bytes)
+        .await
+        .map_err(|e| Refusal::Malformed(encoding, format!("cannot read the body: {e}")))?;
+    let body = decompress(headers, body, receiver.max_body_bytes)
+        .map_err(|message| Refusal::Malformed(encoding, message))?;
+    let request = parse(encoding, &body).map_err(|m| Refusal::Malformed(encoding, m))?;
+    let mut decoded = decode::decode(request, &receiver.limits);
+    count_rejected(state, &decoded);
+    let stored = decoded.spans.len();
+    if stored > 0 {
+        let forward = state.export.is_some();
+        state
+            .writer
+            .harness_spans(std::mem::take(&mut decoded.spans), forward)
+            .await
+            .map_err(|e| Refusal::Unavailable(encoding, e.to_string()))?;
+        state.metrics.otlp_received(stored);
+    }
+    Ok(answer::accepted(encoding, &decoded))
+}
+
+/// Counts the spans decode rejected, by why.
+fn count_rejected(state: &AppState, decoded: &decode::Decoded) {
+    let metrics = &state.metrics;
+    metrics.otlp_rejected(OtlpRejection::TooManySpans, decoded.too_many);
+    metrics.otlp_rejected(OtlpRejection::InvalidSpan, decoded.invalid);
+}
+
+/// The body, gunzipped when `Content-Encoding: gzip` says so.
+fn decompress(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, String> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") => Ok(body),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("the gzip body does not decompress: {e}"))?;
+            if out.len() > max {
+                return Err(format!("the decompressed body is over {max} bytes"));
+            }
+            Ok(out.into())
+        }
+        Some(other) => Err(format!(
+            "unsupported Content-Encoding '{other}' (gzip or none)"
+        )),
+    }
+}
+
+/// The request, from protobuf or OTLP/JSON.
+fn parse(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body)
+            .map_err(|e| format!("not an OTLP ExportTraceServiceRequest: {e}")),
+        Encoding::Json => serde_json::from_slice(body)
+            .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest: {e}")),
+    }
+}
