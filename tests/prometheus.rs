@@ -32,10 +32,16 @@ use tracegate::mock_upstream::MockServer;
 const MODEL: &str = "mock-model";
 
 /// Queries whose result may be empty after the traffic served, and why.
-const MAY_BE_EMPTY: [(&str, &str); 1] = [(
-    "tracegate_retries_total",
-    "no route has a retry policy: a series appears with the first retry",
-)];
+const MAY_BE_EMPTY: [(&str, &str); 2] = [
+    (
+        "tracegate_retries_total",
+        "no route has a retry policy: a series appears with the first retry",
+    ),
+    (
+        "tracegate_otlp_rejected_total",
+        "no OTLP request was refused: a series appears with the first refusal",
+    ),
+];
 
 /// `tool` (a Prometheus binary) when installed; when not, `None` after
 /// saying why the test passes without it — or a failure where the
@@ -72,8 +78,11 @@ async fn served_traffic() -> Traffic {
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let anthropic = format!("http://{}", mock.addr);
+    // Priced, so that spending has a series too.
+    let prices = format!("[[prices]]\nmodel_prefix = \"{MODEL}\"\ninput = 1\noutput = 2\n");
+    std::fs::write(dir.path().join("tracegate.toml"), prices).unwrap();
     let gateway = Serve::new(dir.path())
-        .args(["--db", "traces.db"])
+        .args(["--db", "traces.db", "--config", "tracegate.toml"])
         .envs(&[
             ("OPENAI_BASE_URL", &mock.base_url()),
             ("ANTHROPIC_BASE_URL", &anthropic),
