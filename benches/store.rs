@@ -1,0 +1,96 @@
+//! Store throughput without HTTP: how many records per second the store
+//! takes from request tasks and commits to SQLite on its own.
+//!
+//! Run with `cargo bench --bench store` (env `STORE_BENCH_N`, default
+//! 50 000 records). One task hands over records shaped like a recorded
+//! vLLM chat call (messages, raw request and response, token ids and
+//! logprobs) through the writer handle exactly as the gateway does
+//! (`reserve` then `submit`, which encodes and compresses on the caller's
+//! side), then flushes; records/s is the count over the time to the end of
+//! that flush, so it includes every commit. It prints one line
+//! (`store: N records in S s: R records/s`) that `bench/run.sh` parses, and
+//! fails if the database holds any other number of records.
+
+// A bench fails by panicking: unwrap and expect are how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Map, Value, json};
+use std::time::Instant;
+use tracegate::config::StoreOptions;
+use tracegate::record::{Choice, Status, TraceRecord};
+use tracegate::store::Store;
+
+/// A finished vLLM chat call; `n` makes its ids unique.
+fn record(n: usize) -> TraceRecord {
+    let messages = vec![
+        json!({"role": "system", "content": "You are a helpful agent."}),
+        json!({"role": "user", "content": format!("Summarise failing test {n} and propose a fix.")}),
+    ];
+    let answer: Map<String, Value> = serde_json::from_value(
+        json!({"role": "assistant", "content": "The test expects a sorted list; sort before comparing."}),
+    )
+    .unwrap();
+    let completion: Vec<u32> = (0..16).map(|i| 1000 + i).collect();
+    let logprobs: Vec<f64> = (0..16).map(|i| -0.01 * f64::from(i)).collect();
+    let mut r = TraceRecord {
+        trace_id: format!("bench-{n:08}"),
+        span_id: format!("{n:016x}"),
+        otel_trace_id: format!("{n:032x}"),
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        upstream: "http://127.0.0.1:8000/v1".into(),
+        model: Some("mock-model".into()),
+        raw_request: Some(json!({"model": "mock-model", "messages": messages, "max_tokens": 128})),
+        raw_response: Some(json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion",
+            "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}]})),
+        messages,
+        prompt_token_ids: (1..=40).collect(),
+        response_message: answer.clone(),
+        finish_reason: Some("stop".into()),
+        completion_token_ids: completion.clone(),
+        logprobs: Some(logprobs.clone()),
+        choices: vec![Choice {
+            index: 0,
+            message: answer,
+            finish_reason: Some("stop".into()),
+            token_ids: completion,
+            logprobs: Some(logprobs),
+            top_logprobs: None,
+        }],
+        latency_ms: 1.0,
+        status: Status::Ok,
+        http_status: Some(200),
+        ..TraceRecord::default()
+    };
+    r.identity.run_id = Some("bench".into());
+    r.identity.session_id = Some(format!("bench-session-{}", n / 32));
+    r
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("STORE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    let store = Store::open(&db, StoreOptions::default(), Default::default()).unwrap();
+    let records: Vec<TraceRecord> = (0..n).map(record).collect();
+    let started = Instant::now();
+    for r in records {
+        store.writer.reserve().submit(r, None).await;
+    }
+    store.writer.flush().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: usize = conn
+        .query_row("select count(*) from traces", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(stored, n, "records stored vs records handed over");
+    println!(
+        "store: {n} records in {seconds:.2} s: {:.0} records/s",
+        n as f64 / seconds
+    );
+}
