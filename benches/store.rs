@@ -41,8 +41,10 @@ fn record(n: usize) -> TraceRecord {
         upstream: "http://127.0.0.1:8000/v1".into(),
         model: Some("mock-model".into()),
         raw_request: Some(json!({"model": "mock-model", "messages": messages, "max_tokens": 128})),
-        raw_response: Some(json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion",
-            "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}]})),
+        raw_response: Some(
+            json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion",
+            "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}]}),
+        ),
         messages,
         prompt_token_ids: (1..=40).collect(),
         response_message: answer.clone(),
