@@ -41,8 +41,10 @@ fn record(n: usize) -> TraceRecord {
         upstream: "http://127.0.0.1:8000/v1".into(),
         model: Some("mock-model".into()),
         raw_request: Some(json!({"model": "mock-model", "messages": messages, "max_tokens": 128})),
-        raw_response: Some(json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion",
-            "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}]})),
+        raw_response: Some(
+            json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion",
+            "choices": [{"index": 0, "message": answer, "finish_reason": "stop"}]}),
+        ),
         messages,
         prompt_token_ids: (1..=40).collect(),
         response_message: answer.clone(),
@@ -85,10 +87,10 @@ async fn main() {
     let seconds = started.elapsed().as_secs_f64();
     store.close().await.unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: usize = conn
+    let stored: i64 = conn
         .query_row("select count(*) from traces", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(stored, n, "records stored vs records handed over");
+    assert_eq!(stored, n as i64, "records stored vs records handed over");
     println!(
         "store: {n} records in {seconds:.2} s: {:.0} records/s",
         n as f64 / seconds
