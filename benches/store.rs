@@ -87,10 +87,10 @@ async fn main() {
     let seconds = started.elapsed().as_secs_f64();
     store.close().await.unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: usize = conn
+    let stored: i64 = conn
         .query_row("select count(*) from traces", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(stored, n, "records stored vs records handed over");
+    assert_eq!(stored, n as i64, "records stored vs records handed over");
     println!(
         "store: {n} records in {seconds:.2} s: {:.0} records/s",
         n as f64 / seconds
