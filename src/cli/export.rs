@@ -247,6 +247,9 @@ fn write_trajectories(
     };
     let mut written = 0;
     for session_id in sessions {
+        if !goes_on(args, out, written) {
+            break;
+        }
         bar.inc(1);
         let calls = crate::store::TraceFilter {
             session_ids: vec![session_id.clone()],
@@ -264,9 +267,6 @@ fn write_trajectories(
         }
         out.json_line(&t)?;
         written += 1;
-        if !goes_on(args, out, written) {
-            break;
-        }
     }
     bar.finish_and_clear();
     Ok(written)
