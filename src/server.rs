@@ -151,7 +151,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&config.db, config.store.clone(), metrics.clone())?;
         let routes = crate::route::kind::decide(config.routes.clone()).await;
-        let router = Arc::new(Router::new(routes, config.session_affinity_capacity));
+        let router = Arc::new(Router::new(routes));
         let forwarder = Forwarder::new(
             config,
             router.clone(),

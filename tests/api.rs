@@ -54,6 +54,19 @@ async fn health_answers_ok() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_the_replica_and_the_backend() {
+    let (one, other) = (Setup::new().await, Setup::new().await);
+    let (_, a) = get(&one, "/health").await;
+    let (_, b) = get(&other, "/health").await;
+    assert_eq!(a["backend"], "sqlite");
+    let instance = a["instance"].as_str().unwrap();
+    assert_eq!(instance.len(), 12, "{a}");
+    assert!(instance.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+    assert_ne!(a["instance"], b["instance"], "each replica has its own id");
+    assert_eq!(get(&one, "/health").await.1["instance"], a["instance"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_created_listed_and_read() {
     let gw = Setup::new().await;
     let (status, created) = post(

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use tracegate::config::ServeArgs;
 use tracegate::mock_upstream::MockServer;
+use tracegate::route::rendezvous;
 
 fn routes(json: Value) -> ServeArgs {
     ServeArgs {
@@ -23,6 +24,15 @@ async fn chat(gw: &TestGateway, model: &str, headers: &[(&str, &str)]) -> reqwes
     let mut body = chat_body("route me");
     body["model"] = json!(model);
     gw.chat(&body).headers(headers).send().await
+}
+
+/// The first session id `s0`, `s1`, ... that rendezvous hashing over
+/// `workers` (equal weights) places on `worker`.
+fn session_placed_on(worker: &str, workers: &[&str]) -> String {
+    (0..)
+        .map(|i| format!("s{i}"))
+        .find(|s| rendezvous::choose(s, workers, |w| w, |_| 1) == Some(&worker))
+        .unwrap()
 }
 
 /// How many requests each mock received.
@@ -194,9 +204,14 @@ async fn sessions_stick_to_a_worker_and_fail_over_when_it_dies() {
             {"url": a.base_url(), "worker_id": "a"}, {"url": b.base_url(), "worker_id": "b"}]},
     ])))
     .await;
-    // Two sessions spread over the two workers, each staying on its own
-    // (an irregular order, so that plain alternation would not pass).
-    for session in ["one", "one", "two", "one", "two", "two"] {
+    // Two sessions that rendezvous hashing places on different workers,
+    // each staying on its own (in an irregular order, so that plain
+    // alternation would not pass).
+    let (one, two) = (
+        session_placed_on("a", &["a", "b"]),
+        session_placed_on("b", &["a", "b"]),
+    );
+    for session in [&one, &one, &two, &one, &two, &two] {
         chat(&gw, "m", &[("x-rllm-session-id", session)])
             .await
             .bytes()
@@ -205,10 +220,10 @@ async fn sessions_stick_to_a_worker_and_fail_over_when_it_dies() {
     }
     assert_eq!(counts(&[&a, &b]), [3, 3], "each session kept its worker");
     let records = gw.records().await;
-    for session in ["one", "two"] {
+    for session in [&one, &two] {
         let upstreams: std::collections::BTreeSet<String> = records
             .iter()
-            .filter(|r| r.identity.session_id.as_deref() == Some(session))
+            .filter(|r| r.identity.session_id.as_deref() == Some(session.as_str()))
             .map(|r| r.upstream.clone())
             .collect();
         assert_eq!(upstreams.len(), 1, "session {session} stayed on one worker");
@@ -233,6 +248,46 @@ async fn sessions_stick_to_a_worker_and_fail_over_when_it_dies() {
         r.bytes().await.unwrap();
     }
     assert_eq!(b.state.received().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_the_same_pool_send_each_session_to_the_same_worker() {
+    let mocks = [start_mock().await, start_mock().await, start_mock().await];
+    let pool = json!([{"name": "pool", "model_prefix": "*", "workers": mocks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"url": m.base_url(), "worker_id": format!("w{i}")}))
+        .collect::<Vec<_>>()}]);
+    let replicas = [
+        TestGateway::start_with(routes(pool.clone())).await,
+        TestGateway::start_with(routes(pool)).await,
+    ];
+    // Calls without a session first, to make the replicas' loads differ.
+    for _ in 0..4 {
+        chat(&replicas[0], "m", &[]).await.bytes().await.unwrap();
+    }
+    let sessions: Vec<String> = (0..12).map(|i| format!("episode-{i}")).collect();
+    for (i, session) in sessions.iter().enumerate() {
+        for turn in 0..2 {
+            let replica = &replicas[(i + turn) % 2];
+            let sid = [("x-rllm-session-id", session.as_str())];
+            chat(replica, "m", &sid).await.bytes().await.unwrap();
+        }
+    }
+    let mut workers_used = std::collections::BTreeSet::new();
+    for session in &sessions {
+        let mut upstreams = std::collections::BTreeSet::new();
+        for replica in &replicas {
+            for record in replica.records().await {
+                if record.identity.session_id.as_deref() == Some(session) {
+                    upstreams.insert(record.upstream.clone());
+                }
+            }
+        }
+        assert_eq!(upstreams.len(), 1, "{session} went to {upstreams:?}");
+        workers_used.extend(upstreams);
+    }
+    assert_eq!(workers_used.len(), 3, "the sessions spread over the pool");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

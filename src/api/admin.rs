@@ -7,7 +7,7 @@ use crate::export::ExportHealth;
 use crate::metrics::Scrape;
 use crate::metrics::exposition::Format;
 use crate::server::AppState;
-use crate::store::{StoreState, StoreStatus};
+use crate::store::{Backend, StoreState, StoreStatus};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, header};
@@ -21,6 +21,11 @@ pub struct Health {
     status: StoreState,
     /// The gateway's version.
     version: &'static str,
+    /// This replica's instance id, drawn at start (the id in the `Via` it
+    /// sends upstream).
+    instance: String,
+    /// The store's database.
+    backend: Backend,
     /// The store: its state, the writer's queue, the backlog.
     store: StoreStatus,
     /// Span export.
@@ -87,6 +92,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: store.state,
         version: env!("CARGO_PKG_VERSION"),
+        instance: state.forwarder.instance_id().to_string(),
+        backend: Backend::Sqlite,
         store,
         export,
         auth: auth_scheme(&state.inbound),

@@ -63,7 +63,6 @@ keys! {
         PropagateTraceparent => "propagate_traceparent",
         UpstreamAuth => "upstream_auth",
         HealthCheckInterval => "health_check_interval",
-        SessionAffinityCapacity => "session_affinity_capacity",
         FinishOnClientClose => "finish_on_client_close",
         HeartbeatAfter => "heartbeat_after",
         HeartbeatEvery => "heartbeat_every",

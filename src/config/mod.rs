@@ -92,8 +92,6 @@ pub struct Config {
     pub auth: InboundAuth,
     /// How often worker health is checked.
     pub health_check_interval: Duration,
-    /// How many sessions remember their worker (least recently used forgotten).
-    pub session_affinity_capacity: usize,
     /// What capture keeps.
     pub capture: CaptureOptions,
     /// What tokens cost, by model prefix (`[[prices]]`; none built in).
@@ -298,7 +296,6 @@ impl Config {
             upstream_origins,
             auth,
             health_check_interval: s.limit(Key::HealthCheckInterval, Duration::from_secs(10))?,
-            session_affinity_capacity: s.positive_or(Key::SessionAffinityCapacity, 100_000)?,
             capture: CaptureOptions {
                 store_embeddings: s.switch_or(Key::CaptureStoreEmbeddings, false)?,
             },

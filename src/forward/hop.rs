@@ -25,13 +25,23 @@ pub struct Hop {
     received_by: String,
 }
 
+/// The prefix of [`Hop`]'s name before the instance id.
+const NAME_PREFIX: &str = "tracegate-";
+
 impl Hop {
     /// A hop with a fresh instance id.
     pub fn new() -> Hop {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let received_by = format!("tracegate-{}", &id[..12]);
+        let received_by = format!("{NAME_PREFIX}{}", &id[..12]);
         tracing::debug!(instance = %received_by, "hop name for loop detection");
         Hop { received_by }
+    }
+
+    /// This gateway's instance id: 12 hex digits drawn when it started,
+    /// which `/health` reports, so that replicas behind a balancer can be
+    /// told apart.
+    pub fn instance_id(&self) -> &str {
+        &self.received_by[NAME_PREFIX.len()..]
     }
 
     /// Refuses a request that already passed through this gateway;

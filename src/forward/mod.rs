@@ -170,6 +170,11 @@ impl Forwarder {
     pub fn detached(&self) -> &Detached {
         &self.detached
     }
+
+    /// This gateway's instance id (see [`hop::Hop::instance_id`]).
+    pub fn instance_id(&self) -> &str {
+        self.hop.instance_id()
+    }
 }
 
 /// The axum handler for every proxied path.

@@ -29,6 +29,7 @@
 pub mod kind;
 mod outbound;
 mod pool;
+pub mod rendezvous;
 
 pub use kind::PROBE_USER_AGENT;
 pub use outbound::{OutboundError, outbound_headers};
@@ -95,12 +96,12 @@ pub struct Router {
 
 impl Router {
     /// The router of configured routes (at least one; config ensures it).
-    pub fn new(routes: Vec<RouteConfig>, affinity_capacity: usize) -> Router {
+    pub fn new(routes: Vec<RouteConfig>) -> Router {
         Router {
             routes: routes
                 .into_iter()
                 .map(|config| Route {
-                    pool: Pool::new(config.workers.clone(), affinity_capacity),
+                    pool: Pool::new(config.workers.clone()),
                     config,
                 })
                 .collect(),
@@ -346,14 +347,11 @@ mod tests {
 
     #[test]
     fn the_first_matching_prefix_wins_case_insensitively() {
-        let r = Router::new(
-            vec![
-                route("mini", "gpt-4o-mini", &["http://a"]),
-                route("gpt", "gpt-", &["http://b"]),
-                route("rest", "*", &["http://c"]),
-            ],
-            10,
-        );
+        let r = Router::new(vec![
+            route("mini", "gpt-4o-mini", &["http://a"]),
+            route("gpt", "gpt-", &["http://b"]),
+            route("rest", "*", &["http://c"]),
+        ]);
         let name = |m: &str| r.route_for(Some(m)).unwrap().config.label().to_string();
         assert_eq!(name("GPT-4o-mini-2024"), "mini");
         assert_eq!(name("gpt-4o"), "gpt");
@@ -362,7 +360,7 @@ mod tests {
 
     #[test]
     fn no_match_without_default_names_the_model() {
-        let r = Router::new(vec![route("gpt", "gpt-", &["http://b"])], 10);
+        let r = Router::new(vec![route("gpt", "gpt-", &["http://b"])]);
         assert_eq!(
             r.route_for(Some("llama")).unwrap_err().0,
             "no route serves the model 'llama'"
@@ -370,7 +368,7 @@ mod tests {
         assert!(r.route_for(None).is_err());
         let mut fallback = route("fallback", "x-", &["http://d"]);
         fallback.is_default = true;
-        let r = Router::new(vec![route("gpt", "gpt-", &["http://b"]), fallback], 10);
+        let r = Router::new(vec![route("gpt", "gpt-", &["http://b"]), fallback]);
         assert_eq!(
             r.route_for(Some("llama")).unwrap().config.label(),
             "fallback"
@@ -380,10 +378,7 @@ mod tests {
 
     #[test]
     fn sessions_stick_to_their_worker() {
-        let r = Router::new(
-            vec![route("p", "*", &["http://a", "http://b", "http://c"])],
-            10,
-        );
+        let r = Router::new(vec![route("p", "*", &["http://a", "http://b", "http://c"])]);
         let pool = &r.routes()[0].pool;
         let first = pool.pick(Some("s-42"), &[]).unwrap().worker().id.clone();
         let _busy = pool.pick(Some("other"), &[]);
@@ -393,35 +388,53 @@ mod tests {
     }
 
     #[test]
-    fn new_sessions_go_to_the_least_busy_worker() {
-        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])], 10);
-        let pool = &r.routes()[0].pool;
-        let a = pool.pick(Some("s1"), &[]).unwrap();
-        let b = pool.pick(Some("s2"), &[]).unwrap();
-        assert_ne!(
-            a.worker().id,
-            b.worker().id,
-            "the second session avoids the busy worker"
-        );
-        drop(b);
-        let c = pool.pick(Some("s3"), &[]).unwrap();
-        assert_ne!(c.worker().id, a.worker().id);
-    }
-
-    #[test]
-    fn an_idle_pool_spreads_new_sessions_by_weight() {
-        let mut config = route("p", "*", &["http://a", "http://b"]);
-        config.workers[1].weight = 2;
-        let r = Router::new(vec![config], 10);
-        let pool = &r.routes()[0].pool;
-        let picks: Vec<String> = (0..6)
-            .map(|i| {
-                pool.pick(Some(&format!("s{i}")), &[])
+    fn two_routers_with_the_same_workers_place_sessions_alike() {
+        let workers = ["http://a", "http://b", "http://c"];
+        let one = Router::new(vec![route("p", "*", &workers)]);
+        let other = Router::new(vec![route("p", "*", &workers)]);
+        // Load on one replica does not change where it sends a session.
+        let _busy: Vec<_> = (0..5)
+            .filter_map(|_| one.routes()[0].pool.pick(None, &[]))
+            .collect();
+        for i in 0..50 {
+            let session = format!("s{i}");
+            let on = |r: &Router| {
+                r.routes()[0]
+                    .pool
+                    .pick(Some(&session), &[])
                     .unwrap()
                     .worker()
                     .id
                     .clone()
-            })
+            };
+            assert_eq!(on(&one), on(&other), "{session}");
+        }
+    }
+
+    #[test]
+    fn calls_without_a_session_go_to_the_least_busy_worker() {
+        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])]);
+        let pool = &r.routes()[0].pool;
+        let a = pool.pick(None, &[]).unwrap();
+        let b = pool.pick(None, &[]).unwrap();
+        assert_ne!(
+            a.worker().id,
+            b.worker().id,
+            "the second call avoids the busy worker"
+        );
+        drop(b);
+        let c = pool.pick(None, &[]).unwrap();
+        assert_ne!(c.worker().id, a.worker().id);
+    }
+
+    #[test]
+    fn an_idle_pool_spreads_calls_without_a_session_by_weight() {
+        let mut config = route("p", "*", &["http://a", "http://b"]);
+        config.workers[1].weight = 2;
+        let r = Router::new(vec![config]);
+        let pool = &r.routes()[0].pool;
+        let picks: Vec<String> = (0..6)
+            .map(|_| pool.pick(None, &[]).unwrap().worker().id.clone())
             .collect();
         assert_eq!(
             picks.iter().filter(|id| *id == "p-1").count(),
@@ -432,7 +445,7 @@ mod tests {
 
     #[test]
     fn excluded_and_unhealthy_workers_are_avoided() {
-        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])], 10);
+        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])]);
         let pool = &r.routes()[0].pool;
         let first = pool.pick(Some("s"), &[]).unwrap().worker().id.clone();
         let moved = pool
@@ -442,35 +455,28 @@ mod tests {
             .id
             .clone();
         assert_ne!(moved, first, "a failed worker is skipped");
+        for w in pool.workers() {
+            w.healthy.store(w.id != first, Ordering::Relaxed);
+        }
         assert_eq!(
             pool.pick(Some("s"), &[]).unwrap().worker().id,
             moved,
-            "and the session moved"
+            "down workers lose their sessions"
         );
         for w in pool.workers() {
-            w.healthy.store(w.id != moved, Ordering::Relaxed);
+            w.healthy.store(true, Ordering::Relaxed);
         }
-        assert_ne!(
+        assert_eq!(
             pool.pick(Some("s"), &[]).unwrap().worker().id,
-            moved,
-            "down workers lose their sessions"
+            first,
+            "and get them back when they recover"
         );
         assert!(pool.pick(None, &["p-0".into(), "p-1".into()]).is_none());
     }
 
     #[test]
-    fn the_affinity_map_is_bounded() {
-        let r = Router::new(vec![route("p", "*", &["http://a", "http://b"])], 2);
-        let pool = &r.routes()[0].pool;
-        for s in ["s1", "s2", "s3"] {
-            pool.pick(Some(s), &[]);
-        }
-        assert_eq!(pool.sessions.lock().unwrap().len(), 2);
-    }
-
-    #[test]
     fn workers_are_added_and_removed_at_run_time() {
-        let r = Router::new(vec![route("p", "*", &["http://a:8000/v1"])], 10);
+        let r = Router::new(vec![route("p", "*", &["http://a:8000/v1"])]);
         let id = r
             .add_worker(
                 &r.routes()[0],

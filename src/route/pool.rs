@@ -2,18 +2,20 @@
 //!
 //! For vLLM fleets a pool is session-sticky: a session keeps its worker, so
 //! the worker's prefix cache serves the conversation the session keeps
-//! resending; the session → worker map is a bounded LRU. New sessions (and
-//! calls without one) go to the least busy healthy worker, relative to its
-//! weight — busy meaning calls in flight, counted by [`Lease`]s that live as
-//! long as each call's response.
+//! resending. The worker is chosen by [`rendezvous`](super::rendezvous)
+//! hashing over the healthy workers, so every gateway replica with the same
+//! workers sends a session to the same one with nothing shared and nothing
+//! remembered. Calls without a session go to the least busy healthy worker,
+//! relative to its weight — busy meaning calls in flight, counted by
+//! [`Lease`]s that live as long as each call's response.
 
+use super::rendezvous;
 use crate::config::WorkerConfig;
-use crate::sync::{lock, read};
-use hashlink::LruCache;
+use crate::sync::read;
 use reqwest::Url;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// One worker of a pool.
 #[derive(Debug)]
@@ -28,7 +30,7 @@ pub struct Worker {
     pub model_name: Option<String>,
     pub(super) healthy: AtomicBool,
     active: AtomicUsize,
-    /// How many calls the balancer has sent here (sticky calls excepted).
+    /// How many calls without a session the balancer has sent here.
     assigned: AtomicU64,
 }
 
@@ -115,11 +117,10 @@ pub struct WorkerInfo {
 #[derive(Debug)]
 pub struct Pool {
     pub(super) workers: RwLock<Vec<Arc<Worker>>>,
-    pub(super) sessions: Mutex<LruCache<String, String>>,
 }
 
 impl Pool {
-    pub(super) fn new(workers: Vec<WorkerConfig>, affinity_capacity: usize) -> Pool {
+    pub(super) fn new(workers: Vec<WorkerConfig>) -> Pool {
         Pool {
             workers: RwLock::new(
                 workers
@@ -127,7 +128,6 @@ impl Pool {
                     .map(|w| Arc::new(Worker::new(w)))
                     .collect(),
             ),
-            sessions: Mutex::new(LruCache::new(affinity_capacity.max(1))),
         }
     }
 
@@ -135,44 +135,25 @@ impl Pool {
         read(&self.workers).clone()
     }
 
-    /// A worker for a call: the session's own worker if it is healthy and
-    /// not in `exclude`, else the least busy (relative to weight) healthy
-    /// worker — or, when every worker is marked down, the least busy of all
-    /// (a health check can be wrong; the call may still succeed). `None`
-    /// when every worker is excluded.
+    /// A worker for a call, among those not in `exclude`: for a session, the
+    /// healthy worker rendezvous hashing gives it; without one, the least
+    /// busy healthy worker. When every such worker is marked down, the same
+    /// choice among all of them (a health check can be wrong; the call may
+    /// still succeed). `None` when every worker is excluded.
     pub fn pick(&self, session: Option<&str>, exclude: &[String]) -> Option<Lease> {
-        let workers = self.workers();
-        let usable = |w: &&Arc<Worker>| !exclude.contains(&w.id);
-        if let Some(session) = session {
-            let sticky = lock(&self.sessions).get(session).cloned();
-            if let Some(worker) = sticky.and_then(|id| workers.iter().find(|w| w.id == id))
-                && worker.healthy()
-                && usable(&worker)
-            {
-                return Some(Lease::new(worker.clone()));
-            }
-        }
-        // Least busy relative to weight; among equally busy workers, the one
-        // that has had the fewest calls relative to its weight (so idle
-        // pools still spread new sessions by weight).
-        let least_busy = |healthy_only: bool| {
-            workers
-                .iter()
-                .filter(usable)
-                .filter(|w| !healthy_only || w.healthy())
-                .min_by_key(|w| {
-                    let weight = u64::from(w.weight);
-                    let active = w.active() as u64 * 1_000_000 / weight;
-                    let assigned =
-                        w.assigned.load(Ordering::Relaxed).saturating_mul(1_000_000) / weight;
-                    (active, assigned)
-                })
-                .cloned()
+        let workers: Vec<Arc<Worker>> = self
+            .workers()
+            .into_iter()
+            .filter(|w| !exclude.contains(&w.id))
+            .collect();
+        let healthy: Vec<Arc<Worker>> = workers.iter().filter(|w| w.healthy()).cloned().collect();
+        let choose = |among: &[Arc<Worker>]| match session {
+            Some(session) => rendezvous::choose(session, among, |w| &w.id, |w| w.weight).cloned(),
+            None => least_busy(among),
         };
-        let worker = least_busy(true).or_else(|| least_busy(false))?;
-        worker.assigned.fetch_add(1, Ordering::Relaxed);
-        if let Some(session) = session {
-            lock(&self.sessions).insert(session.to_string(), worker.id.clone());
+        let worker = choose(&healthy).or_else(|| choose(&workers))?;
+        if session.is_none() {
+            worker.assigned.fetch_add(1, Ordering::Relaxed);
         }
         Some(Lease::new(worker))
     }
@@ -193,4 +174,19 @@ impl Pool {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The least busy of `workers` relative to weight; among equally busy
+/// workers, the one that has had the fewest calls relative to its weight (so
+/// an idle pool still spreads calls by weight).
+fn least_busy(workers: &[Arc<Worker>]) -> Option<Arc<Worker>> {
+    workers
+        .iter()
+        .min_by_key(|w| {
+            let weight = u64::from(w.weight);
+            let active = w.active() as u64 * 1_000_000 / weight;
+            let assigned = w.assigned.load(Ordering::Relaxed).saturating_mul(1_000_000) / weight;
+            (active, assigned)
+        })
+        .cloned()
 }

@@ -107,6 +107,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc};
 
+/// Which database a store keeps its records in (`/health` names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One SQLite file: the default, and today the only backend.
+    Sqlite,
+}
+
 /// An open store: the writer handle, the reader, and the writer thread.
 pub struct Store {
     /// Hands records and commands to the writer thread.

@@ -54,7 +54,7 @@ fn expected(routes: &[RouteConfig], model: Option<&str>) -> Option<usize> {
 #[test]
 fn the_route_matcher_picks_the_first_match_in_any_case() {
     check("route_for", (routes(), model()), |(routes, model)| {
-        let router = Router::new(routes.clone(), 16);
+        let router = Router::new(routes.clone());
         let label = |i: usize| routes[i].name.clone();
         let picked = router.route_for(model.as_deref()).ok();
         let picked = picked.map(|r| r.config.name.clone());
