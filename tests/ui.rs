@@ -179,6 +179,9 @@ struct Episode {
 /// The OTel trace of the harness episode.
 const EPISODE_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
 
+/// A session that only a harness span names (no call was made in it).
+const SPAN_ONLY_SESSION: &str = "span-only-session";
+
 /// Now, in nanoseconds since the epoch, as OTLP/JSON writes times.
 fn now_nanos() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -208,7 +211,9 @@ fn otlp_attr(key: &str, value: &str) -> Value {
 /// `traceparent`; inside it an `execute_tool ls` that makes a call of its
 /// own, and an `execute_tool pytest` that fails and makes none; after it,
 /// a call without `traceparent`. The spans are sent last, as OTLP/JSON
-/// (a batch exporter sends spans once they end).
+/// (a batch exporter sends spans once they end), with, from another
+/// harness process, an `evaluate` span of another trace in a session of
+/// its own that has no calls.
 async fn record_harness_episode(gw: &DemoGateway, session: &str) -> Episode {
     let (agent, tool_ls, tool_test) = ("a1a2a3a4a5a6a7a8", "b1b2b3b4b5b6b7b8", "c1c2c3c4c5c6c7c8");
     let call = async |content: &str, parent: Option<&str>| {
@@ -260,10 +265,22 @@ async fn record_harness_episode(gw: &DemoGateway, session: &str) -> Episode {
             }),
         ),
     ];
+    let mut evaluate = otlp_span(
+        "d1d2d3d4d5d6d7d8",
+        "",
+        "evaluate reward",
+        (&agent_start, &agent_end),
+        json!({}),
+    );
+    evaluate["traceId"] = json!("6cf92f3577b34da6a3ce929d0e0e4738");
     let body = json!({"resourceSpans": [{
         "resource": {"attributes": [otlp_attr("service.name", "ui-harness"),
                                     otlp_attr("session.id", session)]},
         "scopeSpans": [{"spans": spans}],
+    }, {
+        "resource": {"attributes": [otlp_attr("service.name", "ui-grader"),
+                                    otlp_attr("session.id", SPAN_ONLY_SESSION)]},
+        "scopeSpans": [{"spans": [evaluate]}],
     }]});
     let answer = gw.post("/v1/traces").json(&body).answer().await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -867,6 +884,9 @@ async fn ui_api_session_spans_gives_each_harness_span_the_calls_made_under_it() 
     {
         assert_eq!(ours["calls"], theirs["calls"], "{}", ours["name"]);
     }
+    let (_, alone) = get(&gw, &format!("/ui/api/sessions/{SPAN_ONLY_SESSION}/spans")).await;
+    assert_eq!(each(&alone["spans"], "name"), ["evaluate reward"]);
+    assert_eq!(alone["spans"][0]["calls"], json!([]));
     let (status, none) = get(&gw, "/ui/api/sessions/no-such-session/spans").await;
     assert_eq!(status, 200);
     assert_eq!(none["spans"], json!([]));
@@ -1077,6 +1097,7 @@ async fn browser_draws_harness_spans_and_calls_as_one_tree_and_timeline() {
             ("TOOL_LS", episode.tool_ls.to_string()),
             ("TOOL_TEST", episode.tool_test.to_string()),
             ("CALLS", episode.calls.join(",")),
+            ("SPAN_ONLY_SESSION", SPAN_ONLY_SESSION.to_string()),
         ],
     )
     .await;

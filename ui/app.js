@@ -887,8 +887,11 @@ function stepCards(calls, sessions) {
   const steps = sessions.flatMap((se) => se.calls);
   const retried = steps.filter((st) => st.attempts.length > 1).length;
   const others = calls.filter(isOther).length;
-  const ends = calls.map((c) => parseTime(c.started_at) + c.latency_ms);
-  const wall = calls.length ? Math.max(...ends) - parseTime(calls[0].started_at) : 0;
+  // Wall time spans the calls and the harness spans around them.
+  const spans = sessions.flatMap((se) => se.spans || []);
+  const starts = [...calls.map((c) => parseTime(c.started_at)), ...spans.map((sp) => parseTime(sp.start))];
+  const ends = [...calls.map((c) => parseTime(c.started_at) + c.latency_ms), ...spans.map((sp) => parseTime(sp.start) + sp.duration_ms)];
+  const wall = starts.length ? Math.max(...ends) - Math.min(...starts) : 0;
   const harnesses = [...new Set(calls.map((c) => c.harness).filter(Boolean))];
   const models = [...new Set(calls.map((c) => c.model).filter(Boolean))];
   return [

@@ -9,13 +9,16 @@
 // `invoke_agent solver` with two calls under it (CALLS[0], CALLS[2]);
 // inside it `execute_tool ls`, with one call under it (CALLS[1]), and
 // `execute_tool pytest`, failed ("exit code 1"), with none; and, after the
-// agent step, a call without `traceparent` (CALLS[3]).
+// agent step, a call without `traceparent` (CALLS[3]). Another harness
+// process sent an `evaluate reward` span in a session of its own that has
+// no calls (SPAN_ONLY_SESSION).
 //
 // Environment:
 //   GATEWAY_URL  the gateway (required)
 //   SESSION_ID   the episode's session
 //   AGENT, TOOL_LS, TOOL_TEST  the span ids
 //   CALLS        the four calls' trace ids, comma-separated, in that order
+//   SPAN_ONLY_SESSION  the session only a span names
 //   SCREENSHOT   where to save the session page's screenshot (the span
 //                pane open); beside it the call page (-call.png)
 //   CHROMIUM     the browser binary (default /usr/bin/chromium)
@@ -33,6 +36,7 @@ const agent = env('AGENT');
 const toolLs = env('TOOL_LS');
 const toolTest = env('TOOL_TEST');
 const [underAgent, insideLs, lastCall, loose] = env('CALLS').split(',');
+const spanOnly = env('SPAN_ONLY_SESSION');
 const screenshot = path.resolve(process.env.SCREENSHOT || 'ui-spans-screenshot.png');
 const beside = (suffix) => screenshot.replace(/(\.png)?$/, `-${suffix}.png`);
 
@@ -48,6 +52,9 @@ page.setDefaultTimeout(15000);
 const problems = [];
 page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
 page.on('console', (message) => { if (message.type() === 'error') problems.push(`console: ${message.text()}`); });
+// What the page asked the gateway for (the session page must not fetch per node).
+const asked = [];
+page.on('request', (request) => asked.push(new URL(request.url()).pathname));
 
 const text = (selector) => page.locator(selector).first().innerText();
 const count = (selector) => page.locator(selector).count();
@@ -81,6 +88,8 @@ try {
   assert.match(await text('.tree .session-node'), /3 harness spans/);
   assert.match(await text('.cards'), /harness spans/);
   assert.match(await text('.cards'), /tool spans/);
+  assert.ok(asked.includes(`/ui/api/sessions/${sessionId}/spans`), 'the spans come in one request');
+  assert.deepEqual(asked.filter((p) => p.startsWith('/traces/')), [], 'no request per call');
 
   // ---- one timeline, tool spans drawn distinctly ----
   const rows = await page.$$eval('svg.waterfall g.bar', (gs) => gs.map((g) => {
@@ -162,6 +171,19 @@ try {
   console.log(`UI spans call screenshot: ${beside('call')}`);
 
   assert.deepEqual(problems, [], 'the page logged no errors');
+
+  // ---- a session only a span names: its page draws the span ----
+  // The store has no row for it: the page's GET /sessions/<id> is a 404,
+  // which the browser logs, and the page takes as "no calls yet".
+  const before = problems.length;
+  await page.goto(`${gateway}/ui/#/session/${encodeURIComponent(spanOnly)}`);
+  await page.locator('svg.waterfall g.bar.harness.generic').waitFor();
+  assert.equal(await count('ul.tree li.span[data-kind="generic"]'), 1);
+  assert.match(await text('ul.tree li.span > button.node'), /SPAN\s+evaluate reward/i);
+  assert.equal(await count('ul.tree li.call'), 0);
+  assert.equal(await count('.panel.failure'), 0, 'not a "not found" page');
+  const unexpected = problems.slice(before).filter((p) => !/Failed to load resource: .* 404/.test(p));
+  assert.deepEqual(unexpected, [], 'the page logged no other errors');
   console.log('UI spans browser test passed');
 } catch (error) {
   const failure = beside('failure');
