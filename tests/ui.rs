@@ -4,7 +4,9 @@
 //! Every test records a `tracegate demo` episode (one run, two sessions,
 //! three steps each, each step's parent the previous step) with the real
 //! binary, then serves that database with `tracegate serve` in front of an
-//! in-process mock model.
+//! in-process mock model. The harness-span tests add an episode whose
+//! harness sent its own OpenTelemetry spans (`POST /v1/traces`, OTLP/JSON)
+//! and made its calls with `traceparent`.
 //!
 //! The browser tests run `tests/browser/*.test.mjs` with Node, Debian's
 //! `chromium` and `playwright-core` (`npm ci --prefix tests/browser`). A
