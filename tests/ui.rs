@@ -4,7 +4,9 @@
 //! Every test records a `tracegate demo` episode (one run, two sessions,
 //! three steps each, each step's parent the previous step) with the real
 //! binary, then serves that database with `tracegate serve` in front of an
-//! in-process mock model.
+//! in-process mock model. The harness-span tests add an episode whose
+//! harness sent its own OpenTelemetry spans (`POST /v1/traces`, OTLP/JSON)
+//! and made its calls with `traceparent`.
 //!
 //! The browser tests run `tests/browser/*.test.mjs` with Node, Debian's
 //! `chromium` and `playwright-core` (`npm ci --prefix tests/browser`). A
@@ -27,6 +29,7 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 use tracegate::mock_upstream::MockServer;
 
@@ -158,6 +161,137 @@ async fn record_solo_session(gw: &DemoGateway, session: &str) -> Solo {
         step3,
         others: [models.trace_id(), count.trace_id()],
         loose,
+    }
+}
+
+/// What [`record_harness_episode`] recorded: the harness's span ids and
+/// the calls' trace ids.
+struct Episode {
+    /// `invoke_agent solver`, the episode's one agent step.
+    agent: &'static str,
+    /// `execute_tool ls` under it, with a call made inside the tool.
+    tool_ls: &'static str,
+    /// `execute_tool pytest` under it, failed, with no call under it.
+    tool_test: &'static str,
+    /// The calls: under the agent, under `ls`, under the agent again, and
+    /// one made without `traceparent` after the agent step ended.
+    calls: [String; 4],
+}
+
+/// The OTel trace of the harness episode.
+const EPISODE_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+
+/// A session that only a harness span names (no call was made in it).
+const SPAN_ONLY_SESSION: &str = "span-only-session";
+
+/// Now, in nanoseconds since the epoch, as OTLP/JSON writes times.
+fn now_nanos() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    now.as_nanos().to_string()
+}
+
+/// One OTLP/JSON span of the episode's trace.
+fn otlp_span(id: &str, parent: &str, name: &str, times: (&str, &str), extra: Value) -> Value {
+    let mut span = json!({
+        "traceId": EPISODE_TRACE, "spanId": id, "parentSpanId": parent, "name": name,
+        "kind": 1, "startTimeUnixNano": times.0, "endTimeUnixNano": times.1,
+        "status": {"code": 1},
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        span[key] = value.clone();
+    }
+    span
+}
+
+/// A string attribute in OTLP/JSON.
+fn otlp_attr(key: &str, value: &str) -> Value {
+    json!({"key": key, "value": {"stringValue": value}})
+}
+
+/// Records a harness episode in `session` as an OpenTelemetry-instrumented
+/// harness makes one: an `invoke_agent` step whose LLM calls carry its
+/// `traceparent`; inside it an `execute_tool ls` that makes a call of its
+/// own, and an `execute_tool pytest` that fails and makes none; after it,
+/// a call without `traceparent`. The spans are sent last, as OTLP/JSON
+/// (a batch exporter sends spans once they end), with, from another
+/// harness process, an `evaluate` span of another trace in a session of
+/// its own that has no calls.
+async fn record_harness_episode(gw: &DemoGateway, session: &str) -> Episode {
+    let (agent, tool_ls, tool_test) = ("a1a2a3a4a5a6a7a8", "b1b2b3b4b5b6b7b8", "c1c2c3c4c5c6c7c8");
+    let call = async |content: &str, parent: Option<&str>| {
+        let mut headers = vec![("x-rllm-session-id", session.to_string())];
+        if let Some(span) = parent {
+            headers.push(("traceparent", format!("00-{EPISODE_TRACE}-{span}-01")));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        chat_with(gw, &chat_body(content), &headers).await
+    };
+    let agent_start = now_nanos();
+    let first = call("plan the fix", Some(agent)).await;
+    let ls_start = now_nanos();
+    let inside = call("summarise the listing", Some(tool_ls)).await;
+    let ls_end = now_nanos();
+    let test_start = now_nanos();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let test_end = now_nanos();
+    let last = call("explain the failure", Some(agent)).await;
+    let agent_end = now_nanos();
+    let loose = call("no span around me", None).await;
+    let spans = [
+        otlp_span(
+            agent,
+            "",
+            "invoke_agent solver",
+            (&agent_start, &agent_end),
+            json!({"attributes": [otlp_attr("gen_ai.operation.name", "invoke_agent"),
+                                   otlp_attr("gen_ai.agent.name", "solver")]}),
+        ),
+        otlp_span(
+            tool_ls,
+            agent,
+            "execute_tool ls",
+            (&ls_start, &ls_end),
+            json!({"attributes": [otlp_attr("gen_ai.tool.name", "ls")]}),
+        ),
+        otlp_span(
+            tool_test,
+            agent,
+            "execute_tool pytest",
+            (&test_start, &test_end),
+            json!({
+                "attributes": [otlp_attr("gen_ai.tool.name", "pytest"),
+                               otlp_attr("tool.command", "pytest -x tests/")],
+                "events": [{"timeUnixNano": test_end, "name": "exit",
+                            "attributes": [{"key": "code", "value": {"intValue": "1"}}]}],
+                "status": {"code": 2, "message": "exit code 1"},
+            }),
+        ),
+    ];
+    let mut evaluate = otlp_span(
+        "d1d2d3d4d5d6d7d8",
+        "",
+        "evaluate reward",
+        (&agent_start, &agent_end),
+        json!({}),
+    );
+    evaluate["traceId"] = json!("6cf92f3577b34da6a3ce929d0e0e4738");
+    let body = json!({"resourceSpans": [{
+        "resource": {"attributes": [otlp_attr("service.name", "ui-harness"),
+                                    otlp_attr("session.id", session)]},
+        "scopeSpans": [{"spans": spans}],
+    }, {
+        "resource": {"attributes": [otlp_attr("service.name", "ui-grader"),
+                                    otlp_attr("session.id", SPAN_ONLY_SESSION)]},
+        "scopeSpans": [{"spans": [evaluate]}],
+    }]});
+    let answer = gw.post("/v1/traces").json(&body).answer().await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    gw.flush().await;
+    Episode {
+        agent,
+        tool_ls,
+        tool_test,
+        calls: [first, inside, last, loose],
     }
 }
 
@@ -708,6 +842,58 @@ async fn ui_api_lists_and_charts_take_a_time_range() {
     assert_eq!(stats["calls"], 8);
 }
 
+// ---- harness spans ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_api_session_spans_gives_each_harness_span_the_calls_made_under_it() {
+    let gw = demo_gateway().await;
+    let episode = record_harness_episode(&gw, "span-session").await;
+    let response = gw.get("/ui/api/sessions/span-session/spans").answer().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["cache-control"], "no-store");
+    let page = response.json();
+    assert_eq!(page["session_id"], "span-session");
+    let spans = &page["spans"];
+    assert_eq!(
+        each(spans, "span_id"),
+        [episode.agent, episode.tool_ls, episode.tool_test],
+        "by start"
+    );
+    let [first, inside, last, _loose] = &episode.calls;
+    let calls_of = |i: usize| spans[i]["calls"].clone();
+    assert_eq!(calls_of(0), json!([first, last]), "the agent's own calls");
+    assert_eq!(
+        calls_of(1),
+        json!([inside]),
+        "the call made inside the tool"
+    );
+    assert_eq!(calls_of(2), json!([]), "a span without calls");
+    let test = &spans[2];
+    assert_eq!(test["parent_span_id"], episode.agent);
+    assert_eq!(test["status_code"], "error");
+    assert_eq!(test["status_message"], "exit code 1");
+    assert_eq!(test["attributes"]["tool.command"], "pytest -x tests/");
+    assert_eq!(test["events"][0]["name"], "exit");
+    assert_eq!(test["resource"]["service.name"], "ui-harness");
+    assert!(test["duration_ms"].as_f64().unwrap() >= 5.0, "{test}");
+    // The same links as the API's own tree, which reads the records.
+    let (_, tree) = get(&gw, "/sessions/span-session/spans").await;
+    for (ours, theirs) in spans
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(tree["spans"].as_array().unwrap())
+    {
+        assert_eq!(ours["calls"], theirs["calls"], "{}", ours["name"]);
+    }
+    let (_, alone) = get(&gw, &format!("/ui/api/sessions/{SPAN_ONLY_SESSION}/spans")).await;
+    assert_eq!(each(&alone["spans"], "name"), ["evaluate reward"]);
+    assert_eq!(alone["spans"][0]["calls"], json!([]));
+    let (status, none) = get(&gw, "/ui/api/sessions/no-such-session/spans").await;
+    assert_eq!(status, 200);
+    assert_eq!(none["spans"], json!([]));
+}
+
 // ---- the browser ----
 
 /// `node`, once Node, Debian's chromium and `playwright-core` are all
@@ -889,5 +1075,38 @@ async fn browser_asks_for_the_gateway_token_when_inbound_auth_is_on() {
         run.passed,
         "the browser auth test failed:\n{}\n{}",
         run.stdout, run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(browser_tests),
+    ignore = "needs node, chromium and playwright-core (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_BROWSER_TESTS=1, as CI does"
+)]
+async fn browser_draws_harness_spans_and_calls_as_one_tree_and_timeline() {
+    let node = browser_tools();
+    let gw = demo_gateway().await;
+    let episode = record_harness_episode(&gw, "span-session").await;
+    let screenshot = target_dir().join("ui-spans-screenshot.png");
+    let run = run_browser_script(
+        node,
+        "spans.test.mjs",
+        &[
+            ("GATEWAY_URL", gw.at("")),
+            ("SCREENSHOT", screenshot.display().to_string()),
+            ("SESSION_ID", "span-session".to_string()),
+            ("AGENT", episode.agent.to_string()),
+            ("TOOL_LS", episode.tool_ls.to_string()),
+            ("TOOL_TEST", episode.tool_test.to_string()),
+            ("CALLS", episode.calls.join(",")),
+            ("SPAN_ONLY_SESSION", SPAN_ONLY_SESSION.to_string()),
+        ],
+    )
+    .await;
+    run.show_screenshots();
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
+    assert!(
+        run.passed,
+        "the spans browser test failed:\n{stdout}\n{stderr}"
     );
 }

@@ -6,7 +6,9 @@
 //                          without a session
 //   #/run/<run_id>         a run: its sessions with their steps as a tree (by
 //                          parent links) and as a waterfall timeline; charts
-//   #/session/<session_id> a session: its steps as a tree and a waterfall
+//   #/session/<session_id> a session: its steps and the harness's own spans
+//                          as one tree and one waterfall; a span's
+//                          attributes, events and resource on click
 //   #/call/<trace_id>      one call: the previous and next step, messages,
 //                          answer, tool calls, usage, token ids with
 //                          logprobs, raw request and response
@@ -19,6 +21,13 @@
 //
 // The lists and the charts take a time range (the picker above them); it
 // and the "other calls" switch are kept in localStorage.
+//
+// Harness spans: a harness that sends its own OpenTelemetry spans (POST
+// /v1/traces: `invoke_agent`, `execute_tool`, ...) has them drawn in its
+// session's tree and waterfall with the calls: a span under its parent span,
+// a call under the span its `traceparent` named (/ui/api/sessions/<id>/spans
+// lists each span's calls, one request for the whole session). Tool spans
+// are drawn distinctly; clicking a span opens its detail pane.
 //
 // Live updates: a poller asks /ui/api/calls for the calls committed since
 // its cursor and hands them to the current view, which refreshes itself.
@@ -390,6 +399,128 @@ function stepsOf(calls, keep) {
 const shown = (step) => prefs.showOther || !isOther(step);
 
 // ---------------------------------------------------------------------------
+// Harness spans: the harness's own OpenTelemetry spans, beside the calls
+
+// A span's key among the tree's nodes (a step's is its trace id).
+const spanKey = (traceId, spanId) => `span:${traceId}:${spanId}`;
+const keyOf = (node) => (node.isSpan ? node.key : node.trace_id);
+
+// What a span is, by the GenAI conventions: `tool` (execute_tool), `agent`
+// (invoke_agent, create_agent) or `generic` (anything else); from its
+// `gen_ai.operation.name`, else its name's first word.
+function spanKind(span) {
+  const op = span.attributes && span.attributes['gen_ai.operation.name'];
+  const word = typeof op === 'string' && op ? op : String(span.name || '').split(' ')[0];
+  if (word === 'execute_tool') return 'tool';
+  if (word === 'invoke_agent' || word === 'create_agent') return 'agent';
+  return 'generic';
+}
+
+// The tag a kind of span carries in the tree and its pane.
+const kindTag = (kind) => h('span', { class: `tag kind ${kind}` }, kind === 'generic' ? 'span' : kind);
+
+// "tool bash", "agent solver", or the span's name.
+function spanLabel(span) {
+  const kind = spanKind(span);
+  const attr = (key) => (span.attributes && typeof span.attributes[key] === 'string' ? span.attributes[key] : '');
+  const rest = String(span.name || '').split(' ').slice(1).join(' ');
+  if (kind === 'tool') return `tool ${attr('gen_ai.tool.name') || rest || '?'}`;
+  if (kind === 'agent') return `agent ${attr('gen_ai.agent.name') || rest}`.trim();
+  return span.name || 'span';
+}
+
+// A span's outcome as the page draws it: only an ERROR status is a failure.
+const spanFailed = (span) => span.status_code === 'error';
+
+// The spans as tree nodes, each with its start for ordering.
+const spanNodesOf = (spans) => spans.map((span) => ({
+  isSpan: true, key: spanKey(span.trace_id, span.span_id), span, kind: spanKind(span), start: parseTime(span.start),
+}));
+
+// Steps and span nodes by start; a stable sort, so that steps starting
+// together keep their order.
+function inStartOrder(nodes) {
+  const start = (n) => (n.isSpan ? n.start : parseTime(n.attempts[0].started_at));
+  return nodes.map((n) => [start(n), n]).sort((a, b) => a[0] - b[0]).map(([, n]) => n);
+}
+
+// A span's item in the tree: a button opening its pane.
+function spanItem(n, onSpan) {
+  const span = n.span;
+  const calls = (span.calls || []).length;
+  return h('li', { class: `span ${n.kind}`, data: { spanId: span.span_id, otelTraceId: span.trace_id, kind: n.kind, parent: span.parent_span_id || '', status: span.status_code } },
+    h('button', { type: 'button', class: `node span-node ${n.kind}${spanFailed(span) ? ' error' : ''}`, title: `${span.name}\nspan ${span.span_id}`, onclick: () => onSpan(n) },
+      kindTag(n.kind),
+      h('span', { class: 'step' }, spanLabel(span)),
+      spanFailed(span) ? statusBadge('error', null) : null,
+      h('span', { class: 'num' }, fmtMs(span.duration_ms)),
+      h('span', { class: 'preview' }, span.status_message || (calls ? plural(calls, 'call') : ''))));
+}
+
+// Label indent per enclosing span in the waterfall, in pixels.
+const INDENT = 10;
+
+// A span's row of the waterfall at height `y`: agent spans as an outlined
+// bracket around what they enclose, tool spans as a teal pill, others grey
+// (an error outlined in red).
+function spanRow(n, y, { t0, x, span, plot, W, RIGHT, ROW, indent }, onSpan) {
+  const sp = n.span;
+  const start = parseTime(sp.start) - t0;
+  const bx = x(start);
+  const bw = Math.max(2, (sp.duration_ms / span) * plot);
+  const label = spanLabel(sp);
+  const tip = `${label} · ${sp.name}\n${sp.status_code}${sp.status_message ? `: ${sp.status_message}` : ''} · ${fmtMs(sp.duration_ms)}\nstarts at +${fmtMs(start)}`;
+  const shape = n.kind === 'agent'
+    ? s('rect', { class: 'shape', x: bx, y: y + 3, width: bw, height: ROW - 6, rx: 3 })
+    : s('rect', { class: 'shape', x: bx, y: y + 5, width: bw, height: ROW - 10, rx: n.kind === 'tool' ? (ROW - 10) / 2 : 1 });
+  return s('g', { class: `bar harness ${n.kind}${spanFailed(sp) ? ' span-error' : ''}`, data: { spanId: sp.span_id, kind: n.kind, status: sp.status_code }, onclick: () => onSpan(n) },
+    s('title', null, tip),
+    s('rect', { class: 'hit', x: 0, y, width: W, height: ROW }),
+    s('text', { class: 'row-label', x: 18 + indent * INDENT, y: y + 15 }, label),
+    shape,
+    s('text', { class: 'duration', x: Math.min(bx + bw + 4, W - RIGHT + 4), y: y + 15 }, fmtMs(sp.duration_ms)));
+}
+
+// A span's pane: status, times, ids, the calls made under it, then its
+// attributes, events and resource. Every value is the harness's text.
+function spanDetail(span, close) {
+  const row = (label, value) => (value === null || value === undefined || value === '' ? null : [h('dt', null, label), h('dd', null, value)]);
+  const kind = spanKind(span);
+  const who = span.identity || {};
+  const calls = span.calls || [];
+  const start = parseTime(span.start);
+  return [
+    h('div', { class: 'panel-head' },
+      h('h2', null, kindTag(kind), ' ', span.name, ' ',
+        h('span', { class: `badge ${spanFailed(span) ? 'error' : 'ok'}` }, span.status_code)),
+      h('button', { type: 'button', class: 'close', onclick: close }, 'close')),
+    h('dl', { class: 'facts' },
+      row('Status', [span.status_code, span.status_message ? ` · ${span.status_message}` : '']),
+      row('Kind', `${spanLabel(span)} · OTel ${span.kind}`),
+      row('Started', fmtWhen(span.start)),
+      row('Duration', fmtMs(span.duration_ms)),
+      row('Calls under it', calls.length ? calls.map((id, i) => [i ? ', ' : '', h('a', { class: 'id', href: callHref(id) }, id)]) : 'none'),
+      row('Session', who.session_id ? idWithCopy(who.session_id, 'session id', sessionHref(who.session_id)) : null),
+      row('Run', who.run_id ? idWithCopy(who.run_id, 'run id', runHref(who.run_id)) : null),
+      row('Step', who.step_id),
+      row('Trace id', idWithCopy(span.trace_id, 'OTel trace id')),
+      row('Span id', idWithCopy(span.span_id, 'span id')),
+      row('Parent span', span.parent_span_id ? h('span', { class: 'id' }, span.parent_span_id) : null)),
+    h('h3', null, 'Attributes', h('span', { class: 'count' }, Object.keys(span.attributes || {}).length)),
+    Object.keys(span.attributes || {}).length ? kvTable(span.attributes) : h('p', { class: 'empty' }, 'No attributes.'),
+    h('h3', null, 'Events', h('span', { class: 'count' }, (span.events || []).length)),
+    (span.events || []).length ? h('table', { class: 'events' }, thead('Name', '#At', 'Attributes'),
+      h('tbody', null, span.events.map((e) => h('tr', null,
+        h('td', null, e.name || ''),
+        h('td', { class: 'num' }, `+${fmtMs(parseTime(e.time) - start)}`),
+        h('td', null, Object.keys(e.attributes || {}).length ? kvTable(e.attributes) : '')))))
+      : h('p', { class: 'empty' }, 'No events.'),
+    h('h3', null, 'Resource'),
+    Object.keys(span.resource || {}).length ? kvTable(span.resource) : h('p', { class: 'empty' }, 'No resource attributes.'),
+  ];
+}
+
+// ---------------------------------------------------------------------------
 // Routing and live updates
 
 let generation = 0; // bumped on every navigation; stale async renders check it
@@ -445,6 +576,7 @@ async function poll() {
       if (!first && page.calls.length && current && current.onCalls) {
         Promise.resolve(current.onCalls(page.calls)).catch(reportError);
       }
+      if (current && current.onPoll) current.onPoll();
       if (page.truncated && !first) delay = 0;
       setLive('on', 'New calls appear as they are recorded. Click to pause.');
     } catch (error) {
@@ -755,8 +887,11 @@ function stepCards(calls, sessions) {
   const steps = sessions.flatMap((se) => se.calls);
   const retried = steps.filter((st) => st.attempts.length > 1).length;
   const others = calls.filter(isOther).length;
-  const ends = calls.map((c) => parseTime(c.started_at) + c.latency_ms);
-  const wall = calls.length ? Math.max(...ends) - parseTime(calls[0].started_at) : 0;
+  // Wall time spans the calls and the harness spans around them.
+  const spans = sessions.flatMap((se) => se.spans || []);
+  const starts = [...calls.map((c) => parseTime(c.started_at)), ...spans.map((sp) => parseTime(sp.start))];
+  const ends = [...calls.map((c) => parseTime(c.started_at) + c.latency_ms), ...spans.map((sp) => parseTime(sp.start) + sp.duration_ms)];
+  const wall = starts.length ? Math.max(...ends) - Math.min(...starts) : 0;
   const harnesses = [...new Set(calls.map((c) => c.harness).filter(Boolean))];
   const models = [...new Set(calls.map((c) => c.model).filter(Boolean))];
   return [
@@ -782,27 +917,60 @@ function runCards(run, calls, sessions) {
 }
 
 // The tree and the waterfall of some sessions' steps, side by side, with
-// the "other calls" switch; `onToggle` redraws after it flips.
+// the "other calls" switch; `onToggle` redraws after it flips. A session
+// may carry harness spans (`spans`, from /ui/api/sessions/<id>/spans):
+// they join its tree and waterfall, and clicking one opens `detail`, the
+// span's pane (placed by the caller).
 function stepsPanels(runId, onToggle) {
   const tree = h('div', { class: 'tree-box' });
   const waterfallBox = h('div', { class: 'waterfall-box' });
   const toggle = h('span', { class: 'toggle-box' });
+  const legendBox = h('span', { class: 'legend-box' }, legend(false));
+  const detail = h('section', { class: 'panel span-detail', hidden: true });
+  let selected = null; // the key of the span whose pane is open
   const el = h('div', { class: 'run-grid' },
     h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Sessions and steps'), toggle), tree),
-    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Timeline'), legend()), waterfallBox));
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', null, 'Timeline'), legendBox), waterfallBox));
+  let links = new Map(); // node key -> the elements that show it, for hover highlighting
+  const mark = () => {
+    for (const x of el.querySelectorAll('.selected')) x.classList.remove('selected');
+    for (const x of links.get(selected) || []) x.classList.add('selected');
+  };
+  const open = (n) => {
+    selected = n ? n.key : null;
+    detail.hidden = !n;
+    detail.dataset.spanId = n ? n.span.span_id : '';
+    replace(detail, n ? spanDetail(n.span, () => open(null)) : null);
+    mark();
+    if (n) detail.scrollIntoView({ block: 'nearest' });
+  };
   function draw(sessions, calls) {
     replace(toggle, otherToggle(calls.filter(isOther).length, onToggle));
-    const links = new Map(); // trace id -> the elements that show it, for hover highlighting
-    replace(tree, runTree(runId, sessions, links));
-    replace(waterfallBox, waterfall(runId, sessions, links, waterfallBox.clientWidth));
+    for (const session of sessions) {
+      session.spans = session.spans || [];
+      session.kids = forest(session.calls, spanNodesOf(session.spans));
+    }
+    const withSpans = sessions.some((se) => se.spans.length);
+    replace(legendBox, legend(withSpans));
+    links = new Map();
+    replace(tree, runTree(runId, sessions, links, open));
+    replace(waterfallBox, waterfall(runId, sessions, links, waterfallBox.clientWidth, open));
+    // An open pane follows the span's latest copy, or closes with it.
+    if (selected) {
+      const still = sessions.flatMap((se) => spanNodesOf(se.spans)).find((n) => n.key === selected);
+      if (still) { replace(detail, spanDetail(still.span, () => open(null))); mark(); } else open(null);
+    }
   }
-  return { el, draw };
+  return { el, detail, draw };
 }
 
-// Each session's steps as a forest: a step whose parent id names another
-// step of the same session (the trace id or span id of any of its
-// attempts) hangs under it.
-function forest(steps) {
+// A session's steps and harness span nodes as a forest. A span hangs under
+// its parent span; a step under the harness span its `traceparent` named
+// (the span lists it in `calls`), else under the step its parent id names
+// (the trace id or span id of any of its attempts). Siblings are in start
+// order (steps among themselves keep their order).
+function forest(steps, spanNodes) {
+  const spans = spanNodes || [];
   const byId = new Map();
   for (const step of steps) {
     for (const a of step.attempts) {
@@ -810,19 +978,40 @@ function forest(steps) {
       if (a.span_id) byId.set(a.span_id, step);
     }
   }
-  const children = new Map(steps.map((c) => [c.trace_id, []]));
+  const spanByKey = new Map(spans.map((n) => [n.key, n]));
+  const spanOfCall = new Map();
+  for (const n of spans) for (const id of n.span.calls || []) spanOfCall.set(id, n);
+  const parentOf = (n) => {
+    if (n.isSpan) return n.span.parent_span_id ? spanByKey.get(spanKey(n.span.trace_id, n.span.parent_span_id)) : undefined;
+    const under = n.attempts.map((a) => spanOfCall.get(a.trace_id)).find(Boolean);
+    return under || (n.parent_span_id ? byId.get(n.parent_span_id) : undefined);
+  };
+  const nodes = spans.length ? inStartOrder([...steps, ...spans]) : steps;
+  const children = new Map(nodes.map((n) => [keyOf(n), []]));
   const roots = [];
-  for (const c of steps) {
-    const parent = c.parent_span_id ? byId.get(c.parent_span_id) : undefined;
-    if (parent && parent !== c) children.get(parent.trace_id).push(c);
-    else roots.push(c);
+  for (const n of nodes) {
+    const parent = parentOf(n);
+    if (parent && parent !== n) children.get(keyOf(parent)).push(n);
+    else roots.push(n);
   }
-  // Parent links that form a cycle leave steps unreachable: show them as roots.
+  // Parent links that form a cycle leave nodes unreachable: show them as roots.
   const seen = new Set();
-  const visit = (c) => { if (!seen.has(c.trace_id)) { seen.add(c.trace_id); children.get(c.trace_id).forEach(visit); } };
+  const visit = (n) => { if (!seen.has(keyOf(n))) { seen.add(keyOf(n)); children.get(keyOf(n)).forEach(visit); } };
   roots.forEach(visit);
-  for (const c of steps) if (!seen.has(c.trace_id)) { roots.push(c); visit(c); }
+  for (const n of nodes) if (!seen.has(keyOf(n))) { roots.push(n); visit(n); }
   return { roots, children };
+}
+
+// The forest's nodes depth first (the waterfall's rows), each with how
+// many harness spans enclose it (its label's indent).
+function depthFirst(kids) {
+  const rows = [];
+  const walk = (n, indent) => {
+    rows.push({ node: n, indent });
+    for (const child of kids.children.get(keyOf(n))) walk(child, indent + (n.isSpan ? 1 : 0));
+  };
+  kids.roots.forEach((n) => walk(n, 0));
+  return rows;
 }
 
 // A step's node in the tree: its last attempt's outcome, and a link to it.
@@ -849,14 +1038,14 @@ function attemptList(attempts) {
       h('span', { class: 'preview' }, answerLine(a))))));
 }
 
-function runTree(runId, sessions, links) {
+function runTree(runId, sessions, links, onSpan) {
   if (!sessions.length) return h('p', { class: 'empty' }, 'No sessions in this run yet.');
   const node = (c, kids, depth) => {
-    const item = h('li', { class: isOther(c) ? 'call other' : 'call', data: { traceId: c.trace_id, step: c.step_id ?? '', parent: c.parent_span_id || '', session: c.session_id || '', status: c.status, operation: c.operation, attempts: c.attempts.length } },
+    const item = c.isSpan ? spanItem(c, onSpan) : h('li', { class: isOther(c) ? 'call other' : 'call', data: { traceId: c.trace_id, step: c.step_id ?? '', parent: c.parent_span_id || '', session: c.session_id || '', status: c.status, operation: c.operation, attempts: c.attempts.length } },
       stepNode(c),
       c.attempts.length > 1 ? attemptList(c.attempts) : null);
-    hoverLink(links, c.trace_id, item.firstChild);
-    const grandchildren = kids.children.get(c.trace_id);
+    hoverLink(links, keyOf(c), item.firstChild);
+    const grandchildren = kids.children.get(keyOf(c));
     // Agents chain every step to the previous one: past a few levels, stop
     // indenting so that long sessions stay readable.
     const flat = depth > 6 ? 'flat' : depth === 6 ? 'flat first' : null;
@@ -864,8 +1053,9 @@ function runTree(runId, sessions, links) {
     return item;
   };
   return h('ul', { class: 'tree', data: { run: runId || '' } }, sessions.map((session) => {
-    const kids = forest(session.calls);
+    const kids = session.kids;
     const info = session.info;
+    const spans = session.spans.length;
     const errors = info ? info.error_count : session.all.filter((c) => c.status !== 'ok').length;
     const label = `session ${shortSession(session.id, runId)}`;
     return h('li', { class: 'session', data: { session: session.id || '' } },
@@ -873,8 +1063,9 @@ function runTree(runId, sessions, links) {
         h('span', { class: 'sid' }, session.id ? h('a', { href: sessionHref(session.id) }, label) : label),
         h('span', { class: 'muted' }, plural(info ? info.trace_count : session.all.length, 'call')),
         errors ? h('span', { class: 'badge error' }, plural(errors, 'error')) : null,
-        info ? h('span', { class: 'muted' }, `${fmtInt(info.tokens)} tokens`) : null),
-      session.calls.length ? h('ul', null, kids.roots.map((c) => node(c, kids, 1)))
+        info ? h('span', { class: 'muted' }, `${fmtInt(info.tokens)} tokens`) : null,
+        spans ? h('span', { class: 'muted spans-count' }, plural(spans, 'harness span')) : null),
+      kids.roots.length ? h('ul', null, kids.roots.map((c) => node(c, kids, 1)))
         : h('p', { class: 'empty' }, 'Only other calls: tick "other calls" to see them.'));
   }));
 }
@@ -888,9 +1079,11 @@ function hoverLink(links, traceId, el) {
   el.addEventListener('mouseleave', () => set(false));
 }
 
-function legend() {
+// The waterfall's legend; with harness spans, how each kind is drawn too.
+function legend(withSpans) {
   const item = (cls, label) => h('span', { class: 'legend-item' }, h('span', { class: `swatch ${cls}` }), label);
-  return h('div', { class: 'legend' }, item('ok', 'ok'), item('error', 'error'), item('closed', 'client closed'), item('retry', 'earlier attempt'), item('ttft', 'first token'));
+  return h('div', { class: 'legend' }, item('ok', 'ok'), item('error', 'error'), item('closed', 'client closed'), item('retry', 'earlier attempt'), item('ttft', 'first token'),
+    withSpans ? [item('agent', 'agent span'), item('tool', 'tool span'), item('generic', 'other span'), item('span-error', 'span with error')] : null);
 }
 
 // A step in a 1-2-5 sequence so that `span` has about `count` ticks.
@@ -903,21 +1096,27 @@ function niceStep(span, count) {
 // The waterfall: one row per step, grouped by session; a bar from start to
 // end of its last attempt (earlier attempts drawn fainter before it), a
 // tick at the first response byte, failures in red.
-function waterfall(runId, sessions, links, width) {
+function waterfall(runId, sessions, links, width, onSpan) {
   const attempts = sessions.flatMap((se) => se.calls.flatMap((st) => st.attempts));
-  if (!attempts.length) return h('p', { class: 'empty' }, 'No calls yet.');
+  const spans = sessions.flatMap((se) => se.spans);
+  if (!attempts.length && !spans.length) return h('p', { class: 'empty' }, 'No calls yet.');
   const W = Math.max(560, width || 900);
   const LABEL = 150;
   const RIGHT = 64;
   const ROW = 22;
   const HEAD = 22;
   const AXIS = 22;
-  const t0 = Math.min(...attempts.map((c) => parseTime(c.started_at)));
-  const t1 = Math.max(...attempts.map((c) => parseTime(c.started_at) + c.latency_ms));
+  const starts = [...attempts.map((c) => parseTime(c.started_at)), ...spans.map((sp) => parseTime(sp.start))];
+  const ends = [...attempts.map((c) => parseTime(c.started_at) + c.latency_ms), ...spans.map((sp) => parseTime(sp.start) + sp.duration_ms)];
+  const t0 = Math.min(...starts);
+  const t1 = Math.max(...ends);
   const span = Math.max(t1 - t0, 1);
   const plot = W - LABEL - RIGHT;
   const x = (ms) => LABEL + (ms / span) * plot;
-  const height = AXIS + sessions.reduce((sum, se) => sum + HEAD + se.calls.length * ROW, 0) + 4;
+  // Rows: the steps in start order; with harness spans, the tree depth first.
+  const rowsOf = (se) => (se.spans.length ? depthFirst(se.kids) : se.calls.map((node) => ({ node, indent: 0 })));
+  const rows = new Map(sessions.map((se) => [se, rowsOf(se)]));
+  const height = AXIS + sessions.reduce((sum, se) => sum + HEAD + rows.get(se).length * ROW, 0) + 4;
   const root = s('svg', { class: 'waterfall', width: W, height, viewBox: `0 0 ${W} ${height}`, role: 'img', 'aria-label': 'Timeline of the calls' });
 
   // Time axis and grid.
@@ -933,9 +1132,10 @@ function waterfall(runId, sessions, links, width) {
       s('rect', { class: 'band', x: 0, y, width: W, height: HEAD }),
       s('text', { class: 'session-label', x: 6, y: y + 15 }, `session ${shortSession(session.id, runId)}`)));
     y += HEAD;
-    for (const c of session.calls) {
-      const bar = waterfallRow(c, y, { t0, x, span, plot, W, RIGHT, ROW });
-      hoverLink(links, c.trace_id, bar);
+    for (const { node: c, indent } of rows.get(session)) {
+      const at = { t0, x, span, plot, W, RIGHT, ROW, indent };
+      const bar = c.isSpan ? spanRow(c, y, at, onSpan) : waterfallRow(c, y, at);
+      hoverLink(links, keyOf(c), bar);
       root.append(bar);
       y += ROW;
     }
@@ -944,7 +1144,7 @@ function waterfall(runId, sessions, links, width) {
 }
 
 // One step's row of the waterfall at height `y`.
-function waterfallRow(c, y, { t0, x, span, plot, W, RIGHT, ROW }) {
+function waterfallRow(c, y, { t0, x, span, plot, W, RIGHT, ROW, indent }) {
   const start = parseTime(c.started_at) - t0;
   const bx = x(start);
   const bw = Math.max(2, (c.latency_ms / span) * plot);
@@ -961,7 +1161,7 @@ function waterfallRow(c, y, { t0, x, span, plot, W, RIGHT, ROW }) {
   return s('g', { class: `bar ${statusClass(c.status)}${isOther(c) ? ' other' : ''}`, data: { traceId: c.trace_id, step: c.step_id ?? '', session: c.session_id || '', status: c.status, operation: c.operation, attempts: tries }, onclick: () => { location.hash = callHref(c.trace_id); } },
     s('title', null, tip),
     s('rect', { class: 'hit', x: 0, y, width: W, height: ROW }),
-    s('text', { class: 'row-label', x: 18, y: y + 15 }, label),
+    s('text', { class: 'row-label', x: 18 + indent * INDENT, y: y + 15 }, label),
     earlier,
     s('rect', { class: 'span', x: bx, y: y + 5, width: bw, height: ROW - 10, rx: 2 }),
     c.ttft_ms !== null && c.ttft_ms !== undefined
@@ -974,11 +1174,16 @@ function waterfallRow(c, y, { t0, x, span, plot, W, RIGHT, ROW }) {
 // A session: its steps as a tree and a waterfall
 
 async function sessionView(view, sessionId, gen) {
-  const [info, page] = await Promise.all([
-    request(`sessions/${encodeURIComponent(sessionId)}`),
+  const spansOf = () => request(`ui/api/sessions/${encodeURIComponent(sessionId)}/spans`).then((p) => p.spans);
+  const [found, page, firstSpans] = await Promise.all([
+    request(`sessions/${encodeURIComponent(sessionId)}`).catch((error) => error),
     request('ui/api/calls', { session_id: sessionId, limit: 5000 }),
+    spansOf(),
   ]);
   if (gen !== generation) return;
+  // A session only its harness spans name has no calls, and no row.
+  if (found instanceof Error && !(found.status === 404 && firstSpans.length)) throw found;
+  const info = found instanceof Error ? spanOnlySession(sessionId, firstSpans) : found;
   setCrumbs([...(info.run_id ? [['Runs', '#/'], [info.run_id, runHref(info.run_id)]] : [['Sessions', '#/sessions']]),
     [`session ${shortSession(sessionId, info.run_id)}`]]);
   const calls = new Map(page.calls.map((c) => [c.trace_id, c]));
@@ -990,25 +1195,43 @@ async function sessionView(view, sessionId, gen) {
     summary,
     page.truncated ? h('p', { class: 'note' }, `Showing the newest ${page.calls.length} calls of this session.`) : null,
     feedback,
-    panels.el);
+    panels.el,
+    panels.detail);
 
   let latest = info;
+  let spans = firstSpans;
   function draw() {
     const all = [...calls.values()].sort(byStart);
     const sessions = sessionOrder([latest], all);
+    // The one session listed is this one: its harness spans join it.
+    sessions[0].spans = spans;
     replace(summary, sessionCards(latest, all, sessions));
     replace(feedback, feedbackTable(latest.feedback));
     panels.draw(sessions, all);
   }
   draw();
   const redraw = throttle(async () => {
-    const fresh = await request(`sessions/${encodeURIComponent(sessionId)}`).catch(reportError);
+    const [fresh, freshSpans] = await Promise.all([
+      request(`sessions/${encodeURIComponent(sessionId)}`).catch(() => null),
+      spansOf().catch(reportError),
+    ]);
     if (gen !== generation) return;
     if (fresh) latest = fresh;
+    if (freshSpans) spans = freshSpans;
     draw();
   }, 1000);
+  // Spans arrive when they end, often after their calls: every few polls,
+  // ask again, and redraw only when something changed.
+  const signature = (list) => list.map((sp) => `${sp.span_id}/${sp.end}/${sp.calls.length}`).join(',');
+  const recheck = throttle(async () => {
+    const fresh = await spansOf().catch(reportError);
+    if (gen !== generation || !fresh || signature(fresh) === signature(spans)) return;
+    spans = fresh;
+    draw();
+  }, 5000);
   current = {
     onResize: draw,
+    onPoll: recheck,
     onCalls(fresh) {
       const mine = fresh.filter((c) => c.session_id === sessionId);
       if (!mine.length) return;
@@ -1018,7 +1241,16 @@ async function sessionView(view, sessionId, gen) {
   };
 }
 
+// What the page shows of a session that only harness spans name: no calls,
+// the run its spans name.
+function spanOnlySession(sessionId, spans) {
+  const run = spans.map((sp) => sp.identity && sp.identity.run_id).find(Boolean) || null;
+  return { session_id: sessionId, run_id: run, trace_count: 0, error_count: 0, tokens: 0, first_seen: spans[0].start, feedback: [] };
+}
+
 function sessionCards(info, calls, sessions) {
+  const spans = sessions.flatMap((se) => se.spans || []);
+  const tools = spans.filter((sp) => spanKind(sp) === 'tool').length;
   return [
     card('run', info.run_id ? h('a', { href: runHref(info.run_id) }, info.run_id) : 'none', 'run'),
     card('calls', fmtInt(info.trace_count)),
@@ -1027,6 +1259,8 @@ function sessionCards(info, calls, sessions) {
     info.cost_usd != null ? card('cost', fmtUsd(info.cost_usd)) : null,
     card('started', info.first_seen ? fmtWhen(info.first_seen) : fmtWhen(info.created_at)),
     stepCards(calls, sessions),
+    spans.length ? card('harness spans', fmtInt(spans.length), 'spans') : null,
+    tools ? card('tool spans', fmtInt(tools), 'tools') : null,
   ];
 }
 
@@ -1284,6 +1518,7 @@ function facts(t) {
     row('Session', t.session_id ? idWithCopy(t.session_id, 'session id', sessionHref(t.session_id)) : null),
     row('Step', t.step_id),
     row('Parent', parent),
+    row('Within', t.harness_span ? [kindTag(spanKind(t.harness_span)), ' ', t.harness_span.name, ' ', h('span', { class: 'id muted' }, `span ${t.harness_span.span_id}`)] : null),
     row('Harness', t.harness),
     row('Project', [t.project, t.experiment].filter(Boolean).join(' · ')),
     row('Upstream', [t.route, t.upstream].filter(Boolean).join(' · ')),

@@ -24,7 +24,11 @@
 //!   step it is), and a cursor to poll for calls committed since;
 //! * `GET /ui/api/stats`: per-model statistics, latency and TTFT
 //!   distributions and per-bucket calls, errors and tokens; calls without a
-//!   model (operation `other`) only when asked.
+//!   model (operation `other`) only when asked;
+//! * `GET /ui/api/sessions/{session_id}/spans`: the harness spans of a
+//!   session's tree, each with the calls made under it — like `GET
+//!   /sessions/{id}/spans`, but from three columns per call instead of the
+//!   records, so a session of hundreds of calls stays one cheap request.
 //!
 //! Every list and chart takes a time range, `since` and `until` (epoch
 //! seconds from the UI's time picker; any form `time_bound` reads).
@@ -35,8 +39,9 @@
 use super::charts::{self, Stats};
 use super::{Json, Query, params};
 use crate::error::GatewayError;
+use crate::record::HarnessSpan;
 use crate::server::AppState;
-use crate::store::summary::{CallPage, Facets, RunInfo, SessionRow};
+use crate::store::summary::{CallLink, CallPage, Facets, RunInfo, SessionRow};
 use crate::store::{CallFilter, RunFilter, SessionFilter, TraceFilter};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -44,6 +49,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// The UI's routes (merged into the API router).
 pub fn routes() -> Router<AppState> {
@@ -55,6 +61,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/api/sessions", get(sessions))
         .route("/ui/api/calls", get(calls))
         .route("/ui/api/stats", get(stats))
+        .route("/ui/api/sessions/{session_id}/spans", get(session_spans))
 }
 
 /// A file of the UI, compiled in.
@@ -390,4 +397,63 @@ async fn stats(
     let sample = state.reader.chart_sample(filter).await?;
     let stats: Stats = charts::summarise(&sample, query.buckets.unwrap_or(40));
     Ok(uncached(stats))
+}
+
+/// The answer of `GET /ui/api/sessions/{session_id}/spans`.
+#[derive(Debug, Serialize)]
+pub struct SpanPage {
+    /// The session.
+    session_id: String,
+    /// Its harness spans (naming it, or in its calls' OTel traces), by
+    /// start.
+    spans: Vec<UiSpan>,
+}
+
+/// A harness span as the UI's tree draws it.
+#[derive(Debug, Serialize)]
+pub struct UiSpan {
+    /// The span as stored.
+    #[serde(flatten)]
+    span: HarnessSpan,
+    /// From start to end, in milliseconds.
+    duration_ms: f64,
+    /// The trace ids of the session's calls made under it (`traceparent`
+    /// naming it), by start.
+    calls: Vec<String>,
+}
+
+/// `GET /ui/api/sessions/{session_id}/spans`: `{session_id, spans: [span
+/// as in GET /sessions/{id}/spans, plus duration_ms]}`; an empty list for
+/// a session without harness spans (or an unknown one).
+async fn session_spans(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Response, GatewayError> {
+    let (spans, links) = state.reader.session_span_links(session_id.clone()).await?;
+    let mut under = calls_under(links);
+    let spans = spans
+        .into_iter()
+        .map(|span| UiSpan {
+            duration_ms: span.end_unix_nanos.saturating_sub(span.start_unix_nanos) as f64 / 1e6,
+            calls: under
+                .remove(&(span.trace_id.clone(), span.span_id.clone()))
+                .unwrap_or_default(),
+            span,
+        })
+        .collect();
+    Ok(uncached(SpanPage { session_id, spans }))
+}
+
+/// The calls made under each (OTel trace id, span id), in `links`' order.
+fn calls_under(links: Vec<CallLink>) -> HashMap<(String, String), Vec<String>> {
+    let mut under: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for link in links {
+        if let Some(parent) = link.otel_parent_span_id {
+            under
+                .entry((link.otel_trace_id, parent))
+                .or_default()
+                .push(link.trace_id);
+        }
+    }
+    under
 }

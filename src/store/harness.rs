@@ -12,6 +12,7 @@
 
 use crate::record::{HarnessSpan, HarnessSpanKind, HarnessStatusCode, Identity};
 use crate::store::error::{StoreError, StoreResult};
+use crate::store::summary::CallLink;
 use rusqlite::{Connection, OptionalExtension, Row, named_params};
 use serde_json::{Value, json};
 
@@ -92,6 +93,34 @@ pub(crate) fn of_session(
     let ids = Value::from(trace_ids.to_vec()).to_string();
     let rows = stmt.query_map((session_id, ids), decode)?;
     rows.map(|r| r?).collect()
+}
+
+/// Where each call of a session sits in OpenTelemetry, by start: three
+/// indexed columns per call, not the records, so that the UI can hang a
+/// session of hundreds of calls under its harness spans cheaply. A call
+/// without a stored OTel trace id has the one derived from its identity
+/// (as the record read back has).
+pub(crate) fn call_links(conn: &Connection, session_id: &str) -> StoreResult<Vec<CallLink>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT trace_id, otel_trace_id, otel_parent_span_id, run_id FROM traces
+         WHERE session_id = ?1 ORDER BY started_at, trace_id",
+    )?;
+    let rows = stmt.query_map([session_id], |r| {
+        let stored: Option<String> = r.get(1)?;
+        let identity = Identity {
+            session_id: Some(session_id.to_string()),
+            run_id: r.get(3)?,
+            ..Identity::default()
+        };
+        Ok(CallLink {
+            trace_id: r.get(0)?,
+            otel_trace_id: stored
+                .or_else(|| crate::trace_context::derived_trace_id(&identity))
+                .unwrap_or_default(),
+            otel_parent_span_id: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One span by its OpenTelemetry ids.

@@ -21,7 +21,7 @@ use crate::store::error::{StoreError, StoreResult};
 use crate::store::feedback::{self, FeedbackScope};
 use crate::store::outbox::{self, Backlog, Batch, ExportState};
 use crate::store::query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
-use crate::store::summary::{CallPage, CallStats, CallSummary, ChartSample, Facets};
+use crate::store::summary::{CallLink, CallPage, CallStats, CallSummary, ChartSample, Facets};
 use crate::store::summary::{RunInfo, SessionInfo, SessionRow};
 use crate::store::{connection, harness, runs, stats, traces};
 use rusqlite::Connection;
@@ -165,6 +165,11 @@ impl Reader {
         trace_ids: &[String],
     ) -> StoreResult<Vec<HarnessSpan>> {
         harness::of_session(&self.conn, session_id, trace_ids)
+    }
+
+    /// Where each call of a session sits in OpenTelemetry, by start.
+    pub fn call_links(&self, session_id: &str) -> StoreResult<Vec<CallLink>> {
+        harness::call_links(&self.conn, session_id)
     }
 
     /// One harness span by its OpenTelemetry trace and span ids.
@@ -346,6 +351,26 @@ impl StoreReader {
                 trace_ids.dedup();
                 let spans = r.harness_spans_of_session(&session_id, &trace_ids)?;
                 Ok((calls, spans))
+            })
+        })
+        .await
+    }
+
+    /// A session's harness spans and where each of its calls sits in
+    /// OpenTelemetry, read together, without the records (the UI's tree).
+    pub async fn session_span_links(
+        &self,
+        session_id: String,
+    ) -> StoreResult<(Vec<HarnessSpan>, Vec<CallLink>)> {
+        self.call(move |r| {
+            r.snapshot(|r| {
+                let links = r.call_links(&session_id)?;
+                let mut trace_ids: Vec<String> =
+                    links.iter().map(|c| c.otel_trace_id.clone()).collect();
+                trace_ids.sort();
+                trace_ids.dedup();
+                let spans = r.harness_spans_of_session(&session_id, &trace_ids)?;
+                Ok((spans, links))
             })
         })
         .await

@@ -374,3 +374,17 @@ mod tests {
         assert_eq!(Percentiles::of(Vec::new()), None);
     }
 }
+
+/// Where one call of a session sits in OpenTelemetry: enough to hang it
+/// under a harness span without reading the record itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallLink {
+    /// The record's id.
+    pub trace_id: String,
+    /// The OTel trace the call belongs to (its `traceparent`'s, else the
+    /// one derived from its run or session).
+    pub otel_trace_id: String,
+    /// Its OTel parent span id: the harness span it was made under, when
+    /// the harness sent `traceparent`.
+    pub otel_parent_span_id: Option<String>,
+}
