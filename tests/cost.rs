@@ -7,7 +7,7 @@
 mod common;
 
 use common::otlp::{Receiver, Transport};
-use common::process::{refused_serve, tracegate};
+use common::process::{self, refused_serve, tracegate};
 use common::{Gateway, Setup, chat_body};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -36,17 +36,7 @@ fn config(dir: &Path, text: &str) -> PathBuf {
 
 /// `tracegate <args> --db <db> --format json`, parsed.
 fn cli_json(db: &Path, args: &[&str]) -> Value {
-    let out = tracegate(db.parent().unwrap())
-        .args(args)
-        .args(["--db", db.to_str().unwrap(), "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    process::cli_json(db.parent().unwrap(), db, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

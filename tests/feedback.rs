@@ -10,27 +10,21 @@
 mod common;
 
 use common::otlp::{Receiver, Transport};
-use common::process::{Serve, tracegate};
-use common::{Gateway, chat_body, count, start_mock};
+use common::process::{Mocked, succeed, tracegate};
+use common::{Gateway, chat_body, count};
 use serde_json::{Value, json};
 
 fn run_to_end(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(succeed(cmd).stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_is_stored_once_joined_when_read_counted_and_exported() {
-    let mock = start_mock().await;
+    let fixture = Mocked::start().await;
     let receiver = Receiver::start(Transport::Http).await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path())
-        .upstream(&mock.base_url())
+    let dir = fixture.dir.path();
+    let gw = fixture
+        .serve()
         .args(["--otlp-endpoint", &receiver.endpoint()])
         .args(["--otlp-protocol", receiver.protocol()])
         .spawn();
@@ -92,7 +86,7 @@ async fn feedback_is_stored_once_joined_when_read_counted_and_exported() {
         .answer()
         .await;
     assert_eq!(bad.status, 400);
-    let db = dir.path().join("tracegate.db");
+    let db = dir.join("tracegate.db");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM feedback"), 4);
 
     // Read back with what it names.
@@ -171,7 +165,7 @@ async fn feedback_is_stored_once_joined_when_read_counted_and_exported() {
 
     // The CLI: add through the gateway, list from the file.
     let url = gw.url("");
-    let added = run_to_end(tracegate(dir.path()).args([
+    let added = run_to_end(tracegate(dir).args([
         "feedback",
         "add",
         "--gateway",
@@ -185,7 +179,7 @@ async fn feedback_is_stored_once_joined_when_read_counted_and_exported() {
     ]));
     let added: Value = serde_json::from_str(&added).unwrap();
     assert_eq!(added["value"], -2.5);
-    let listed = run_to_end(tracegate(dir.path()).args([
+    let listed = run_to_end(tracegate(dir).args([
         "feedback",
         "list",
         "--db",
@@ -198,7 +192,7 @@ async fn feedback_is_stored_once_joined_when_read_counted_and_exported() {
     let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed.len(), 4);
     assert_eq!(listed[3]["name"], "judge_score");
-    let table = run_to_end(tracegate(dir.path()).args([
+    let table = run_to_end(tracegate(dir).args([
         "feedback",
         "list",
         "--db",

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::process::{Running, Serve, free_port, refused_serve, tracegate};
+use common::process::{Mocked, Running, Serve, cli_json, free_port, refused_serve, tracegate};
 use common::{Gateway, chat_body, records_in, start_mock};
 use serde_json::json;
 
@@ -70,14 +70,13 @@ async fn with_no_routes_each_protocol_goes_to_its_own_sdk_variable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyless_upstream_behind_bearer_auth_starts_with_one_setting() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let fixture = Mocked::start().await;
     for args in [
         vec!["--upstream-auth", "none"],
         vec![], // the same, from the environment
     ] {
-        let gw = Serve::new(dir.path())
-            .upstream(&mock.base_url())
+        let gw = fixture
+            .serve()
             .args(["--db", "traces.db", "--auth-tokens", "gateway-token"])
             .args(&args)
             .envs(&[("TRACEGATE_UPSTREAM_AUTH", "none")])
@@ -94,7 +93,7 @@ async fn a_keyless_upstream_behind_bearer_auth_starts_with_one_setting() {
         assert_eq!(answer.status, 200, "{}", answer.text());
         drop(gw);
     }
-    let received = mock.state.received();
+    let received = fixture.mock.state.received();
     assert_eq!(received.len(), 2);
     for request in received {
         for name in ["authorization", "x-api-key", "api-key"] {
@@ -330,28 +329,12 @@ async fn log_format_json_writes_one_object_a_line_and_failures_warn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttft_counts_streamed_calls_only_in_stats_and_listings() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path())
-        .upstream(&mock.base_url())
-        .args(["--db", "traces.db"])
-        .spawn();
+    let fixture = Mocked::start().await;
+    let gw = fixture.serve().args(["--db", "traces.db"]).spawn();
     let plain = gw.chat(&chat_body("plain")).answer().await;
     assert_eq!(plain.status, 200);
     gw.flush().await;
-    let query = |args: &[&str]| {
-        let out = tracegate(dir.path())
-            .args(args)
-            .args(["--db", "traces.db", "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let query = |args: &[&str]| cli_json(fixture.dir.path(), "traces.db", args);
     let stats = query(&["stats"]);
     assert_eq!(stats[0]["calls"], 1);
     assert_eq!(stats[0]["route"], "default");

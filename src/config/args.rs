@@ -210,105 +210,65 @@ impl<'a> Sources<'a> {
     }
 }
 
-/// The arguments that hold one text value, by the key they set and their
-/// clap id.
-fn texts(args: &ServeArgs) -> Vec<(Key, &'static str, &Option<String>)> {
-    vec![
-        (Key::Listen, "listen", &args.listen),
-        (Key::Db, "db", &args.db),
-        (Key::MaxBodyBytes, "max_body_bytes", &args.max_body_bytes),
-        (
-            Key::ConnectTimeout,
-            "connect_timeout",
-            &args.connect_timeout,
-        ),
-        (Key::ReadTimeout, "read_timeout", &args.read_timeout),
-        (
-            Key::RequestTimeout,
-            "request_timeout",
-            &args.request_timeout,
-        ),
-        (
-            Key::FirstByteTimeout,
-            "first_byte_timeout",
-            &args.first_byte_timeout,
-        ),
-        (Key::IdleTimeout, "idle_timeout", &args.idle_timeout),
-        (Key::ShutdownGrace, "shutdown_grace", &args.shutdown_grace),
-        (Key::Kind, "kind", &args.kind),
-        (
-            Key::InjectLogprobs,
-            "inject_logprobs",
-            &args.inject_logprobs,
-        ),
-        (
-            Key::InjectReturnTokenIds,
-            "inject_return_token_ids",
-            &args.inject_return_token_ids,
-        ),
-        (
-            Key::SessionAffinityHeaders,
-            "session_affinity_headers",
-            &args.session_affinity_headers,
-        ),
-        (
-            Key::StripVllmFields,
-            "strip_vllm_fields",
-            &args.strip_vllm_fields,
-        ),
-        (Key::RawBodies, "raw_bodies", &args.raw_bodies),
-        (
-            Key::CaptureStoreEmbeddings,
-            "store_embeddings",
-            &args.store_embeddings,
-        ),
-        (
-            Key::PropagateTraceparent,
-            "propagate_traceparent",
-            &args.propagate_traceparent,
-        ),
-        (Key::ExportEndpoint, "otlp_endpoint", &args.otlp_endpoint),
-        (Key::ExportProtocol, "otlp_protocol", &args.otlp_protocol),
-        (
-            Key::ExportIncludeContent,
-            "export_include_content",
-            &args.export_include_content,
-        ),
-        (
-            Key::ExportSelfTracing,
-            "export_self_tracing",
-            &args.export_self_tracing,
-        ),
-        (Key::UpstreamAuth, "upstream_auth", &args.upstream_auth),
-        (Key::AuthHeader, "auth_header", &args.auth_header),
-        (Key::LogFormat, "log_format", &args.log_format),
-        (
-            Key::HealthCheckInterval,
-            "health_check_interval",
-            &args.health_check_interval,
-        ),
-    ]
+/// An argument of `serve` as a raw setting: the key it sets, its clap id
+/// (its field's name) and its field.
+type Argument<T> = (Key, &'static str, fn(&ServeArgs) -> &T);
+
+/// `Key => field` pairs as [`Argument`]s: the clap id is the field's name,
+/// written once.
+macro_rules! arguments {
+    ($($key:ident => $field:ident),* $(,)?) => {
+        &[$((Key::$key, stringify!($field), |args| &args.$field)),*]
+    };
 }
+
+/// The arguments that hold one text value.
+const TEXTS: &[Argument<Option<String>>] = arguments![
+    Listen => listen,
+    Db => db,
+    MaxBodyBytes => max_body_bytes,
+    ConnectTimeout => connect_timeout,
+    ReadTimeout => read_timeout,
+    RequestTimeout => request_timeout,
+    FirstByteTimeout => first_byte_timeout,
+    IdleTimeout => idle_timeout,
+    ShutdownGrace => shutdown_grace,
+    Kind => kind,
+    InjectLogprobs => inject_logprobs,
+    InjectReturnTokenIds => inject_return_token_ids,
+    SessionAffinityHeaders => session_affinity_headers,
+    StripVllmFields => strip_vllm_fields,
+    RawBodies => raw_bodies,
+    CaptureStoreEmbeddings => store_embeddings,
+    PropagateTraceparent => propagate_traceparent,
+    ExportEndpoint => otlp_endpoint,
+    ExportProtocol => otlp_protocol,
+    ExportIncludeContent => export_include_content,
+    ExportSelfTracing => export_self_tracing,
+    UpstreamAuth => upstream_auth,
+    AuthHeader => auth_header,
+    LogFormat => log_format,
+    HealthCheckInterval => health_check_interval,
+];
 
 /// The arguments that hold a list (repeated flags, comma-separated
 /// variables); an empty list is unset.
-fn lists(args: &ServeArgs) -> [(Key, &'static str, &Vec<String>); 2] {
-    [
-        (Key::Upstream, "upstream", &args.upstream),
-        (Key::AuthTokens, "auth_tokens", &args.auth_tokens),
-    ]
-}
+const LISTS: &[Argument<Vec<String>>] = arguments![
+    Upstream => upstream,
+    AuthTokens => auth_tokens,
+];
 
 /// The environment layer and the flag layer of `args`, in that order.
 pub(super) fn layers(args: &ServeArgs) -> Result<[Layer; 2], ConfigError> {
     let sources = Sources::new(args);
     let mut set = Vec::new();
-    for (key, id, value) in texts(args) {
-        if let Some(text) = value {
-            set.push((key, Setting::text_from(text, sources.origin(id))));
+    for (key, id, field) in TEXTS {
+        if let Some(text) = field(args) {
+            set.push((*key, Setting::text_from(text, sources.origin(id))));
         }
     }
-    for (key, id, values) in lists(args) {
+    for (key, id, field) in LISTS {
+        let values = field(args);
         if !values.is_empty() {
             let origin = sources.origin(id);
             let items = values
@@ -316,7 +276,7 @@ pub(super) fn layers(args: &ServeArgs) -> Result<[Layer; 2], ConfigError> {
                 .map(|v| Setting::text_from(v, origin.clone()))
                 .collect();
             set.push((
-                key,
+                *key,
                 Setting {
                     raw: Raw::List(items),
                     origin,
@@ -342,11 +302,10 @@ mod tests {
 
     #[test]
     fn every_argument_of_the_tables_is_a_clap_argument() {
-        let args = ServeArgs::default();
-        let ids = texts(&args)
-            .into_iter()
-            .map(|(_, id, _)| id)
-            .chain(lists(&args).map(|(_, id, _)| id))
+        let ids = TEXTS
+            .iter()
+            .map(|(_, id, _)| *id)
+            .chain(LISTS.iter().map(|(_, id, _)| *id))
             .chain(["routes", "config"]);
         let command = serve_command();
         for id in ids {

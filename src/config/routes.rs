@@ -274,16 +274,22 @@ impl RouteConfig {
     /// An unnamed route to one upstream with every default: generic,
     /// passthrough, no headers, no vLLM options.
     pub fn to(url: Url) -> RouteConfig {
+        RouteConfig::over(vec![WorkerConfig {
+            id: "0".into(),
+            url,
+            weight: 1,
+            model_name: None,
+        }])
+    }
+
+    /// The unnamed default route over `workers`, with every default (see
+    /// [`RouteConfig::to`]).
+    fn over(workers: Vec<WorkerConfig>) -> RouteConfig {
         RouteConfig {
             name: None,
             model_prefix: None,
             is_default: true,
-            workers: vec![WorkerConfig {
-                id: "0".into(),
-                url,
-                weight: 1,
-                model_name: None,
-            }],
+            workers,
             protocol: Protocol::Openai,
             kind: UpstreamKind::Generic,
             kind_reason: KindReason::Configured,
@@ -504,8 +510,9 @@ fn implicit_routes(s: &Settings, policy: CallPolicy) -> Result<Vec<RouteConfig>,
     Ok(vec![route.with_kind(kind, reason)])
 }
 
-/// An implicit route of `kind` from the top-level keys (its token-data
-/// flags not yet set: see [`RouteConfig::set_kind`]).
+/// An implicit route of `kind` from the top-level keys: the unnamed
+/// default route with what they set (its token-data flags not yet set: see
+/// [`RouteConfig::set_kind`]).
 fn implicit(
     s: &Settings,
     kind: UpstreamKind,
@@ -515,33 +522,23 @@ fn implicit(
         Some(auth) => upstream_auth(auth, Key::UpstreamAuth.name())?,
         None => UpstreamAuth::Passthrough,
     };
+    let workers = implicit_workers(&implicit_upstream(s, kind.protocol()))?;
     Ok(RouteConfig {
-        name: None,
-        model_prefix: None,
-        is_default: true,
-        workers: implicit_workers(&implicit_upstream(s, kind.protocol()))?,
         protocol: kind.protocol(),
         kind,
-        kind_reason: KindReason::Configured,
         switches: TokenSwitches {
             inject_logprobs: s.switch(Key::InjectLogprobs)?,
             inject_return_token_ids: s.switch(Key::InjectReturnTokenIds)?,
             strip_vllm_fields: s.switch(Key::StripVllmFields)?,
             session_affinity_headers: s.switch(Key::SessionAffinityHeaders)?,
         },
-        backend_model: None,
         auth,
-        headers: Vec::new(),
-        allow_caller_headers: false,
-        inject_logprobs: false,
-        inject_return_token_ids: false,
-        strip_vllm_fields: false,
-        session_affinity_headers: false,
         raw_bodies: match s.get(Key::RawBodies) {
             Some(when) => when.choice(Key::RawBodies.name(), true)?,
             None => RawBodies::Always,
         },
         policy,
+        ..RouteConfig::over(workers)
     })
 }
 
@@ -693,7 +690,6 @@ impl<'a> Entry<'a> {
             name: Some(name),
             model_prefix: Some(model_prefix),
             is_default: self.switch(RouteKey::Default)?.unwrap_or(false),
-            workers,
             protocol,
             kind,
             kind_reason: kind_reason.clone(),
@@ -707,10 +703,6 @@ impl<'a> Entry<'a> {
             auth,
             headers: self.headers()?,
             allow_caller_headers: self.switch(RouteKey::AllowCallerHeaders)?.unwrap_or(false),
-            inject_logprobs: false,
-            inject_return_token_ids: false,
-            strip_vllm_fields: false,
-            session_affinity_headers: false,
             raw_bodies: match self.get(RouteKey::RawBodies) {
                 Some(when) => when.choice(&self.key("raw_bodies"), true)?,
                 None => RawBodies::Always,
@@ -720,6 +712,8 @@ impl<'a> Entry<'a> {
                 |key| self.key(key.name()),
                 inherited,
             )?,
+            // The token-data flags: the kind decides them (`with_kind`).
+            ..RouteConfig::over(workers)
         };
         Ok(route.with_kind(kind, kind_reason))
     }

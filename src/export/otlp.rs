@@ -90,15 +90,24 @@ pub fn span_tree(span: &Span, scope: &InstrumentationScope) -> Vec<SpanData> {
     out
 }
 
+/// A span's trace, span and parent ids from their hex; `None` if the trace
+/// or span id is unusable, the parent invalid (a root) if it is.
+fn ids(trace_id: &str, span_id: &str, parent: Option<&str>) -> Option<(TraceId, SpanId, SpanId)> {
+    let parent = parent.and_then(|p| SpanId::from_hex(p).ok());
+    Some((
+        TraceId::from_hex(trace_id).ok()?,
+        SpanId::from_hex(span_id).ok()?,
+        parent.unwrap_or(SpanId::INVALID),
+    ))
+}
+
 /// A stored span as the SDK's `SpanData`; `None` if its ids are unusable.
 pub fn span_data(span: &Span, scope: &InstrumentationScope) -> Option<SpanData> {
-    let trace_id = TraceId::from_hex(&span.trace_id).ok()?;
-    let span_id = SpanId::from_hex(&span.span_id).ok()?;
-    let parent_span_id = span
-        .parent_span_id
-        .as_deref()
-        .and_then(|p| SpanId::from_hex(p).ok())
-        .unwrap_or(SpanId::INVALID);
+    let (trace_id, span_id, parent_span_id) = ids(
+        &span.trace_id,
+        &span.span_id,
+        span.parent_span_id.as_deref(),
+    )?;
     let trace_state = span
         .trace_state
         .as_deref()
@@ -133,13 +142,11 @@ pub fn span_data(span: &Span, scope: &InstrumentationScope) -> Option<SpanData> 
 /// events (its resource is set on the exporter by the caller); `None` if
 /// its ids are unusable.
 pub fn harness_span_data(span: &HarnessSpan, scope: &InstrumentationScope) -> Option<SpanData> {
-    let trace_id = TraceId::from_hex(&span.trace_id).ok()?;
-    let span_id = SpanId::from_hex(&span.span_id).ok()?;
-    let parent_span_id = span
-        .parent_span_id
-        .as_deref()
-        .and_then(|p| SpanId::from_hex(p).ok())
-        .unwrap_or(SpanId::INVALID);
+    let (trace_id, span_id, parent_span_id) = ids(
+        &span.trace_id,
+        &span.span_id,
+        span.parent_span_id.as_deref(),
+    )?;
     let time = |nanos| UNIX_EPOCH + Duration::from_nanos(nanos);
     let mut events = SpanEvents::default();
     events.events = span

@@ -58,11 +58,7 @@ pub fn pack_u32(values: &[u32]) -> Vec<u8> {
 
 /// Reads [`pack_u32`].
 pub fn unpack_u32(bytes: &[u8]) -> Result<Vec<u32>, CodecError> {
-    whole(bytes, 4)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    unpack(bytes, u32::from_le_bytes)
 }
 
 /// Logprobs as little-endian f64, no header.
@@ -72,11 +68,15 @@ pub fn pack_f64(values: &[f64]) -> Vec<u8> {
 
 /// Reads [`pack_f64`].
 pub fn unpack_f64(bytes: &[u8]) -> Result<Vec<f64>, CodecError> {
-    whole(bytes, 8)?;
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect())
+    unpack(bytes, f64::from_le_bytes)
+}
+
+/// Values of `N` little-endian bytes each, no header; an error unless the
+/// bytes are whole values.
+fn unpack<const N: usize, T>(bytes: &[u8], value: fn([u8; N]) -> T) -> Result<Vec<T>, CodecError> {
+    whole(bytes, N)?;
+    let (values, _) = bytes.as_chunks::<N>();
+    Ok(values.iter().map(|c| value(*c)).collect())
 }
 
 fn whole(bytes: &[u8], width: usize) -> Result<(), CodecError> {

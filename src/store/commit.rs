@@ -661,19 +661,7 @@ fn apply_batch(
     for command in batch {
         answers.push(match command {
             Command::Record(row) => {
-                match insert(&tx, log, row) {
-                    Ok((pending, announcement)) => {
-                        log.remember(pending);
-                        log.announce(announcement);
-                        written += 1;
-                    }
-                    // The store's condition, not the record's: keep the batch.
-                    Err(e) if e.fault().is_some() => return Err(e),
-                    Err(e) => {
-                        let trace_id = &row.record().trace_id;
-                        tracing::error!(%trace_id, "cannot store record: {e}");
-                    }
-                }
+                written += usize::from(store_record(&tx, log, row)?);
                 Answer::None
             }
             Command::CreateSession {
@@ -711,6 +699,26 @@ fn apply_batch(
     tx.commit()?;
     log.committed();
     Ok((answers, written))
+}
+
+/// Stores a record in the batch's transaction; whether it was written. A
+/// record SQLite refuses for what it holds is logged and left out; a fault
+/// of the store fails the batch.
+fn store_record(tx: &Connection, log: &mut SessionLog, row: &EncodedRow) -> StoreResult<bool> {
+    match insert(tx, log, row) {
+        Ok((pending, announcement)) => {
+            log.remember(pending);
+            log.announce(announcement);
+            Ok(true)
+        }
+        // The store's condition, not the record's: keep the batch.
+        Err(e) if e.fault().is_some() => Err(e),
+        Err(e) => {
+            let trace_id = &row.record().trace_id;
+            tracing::error!(%trace_id, "cannot store record: {e}");
+            Ok(false)
+        }
+    }
 }
 
 /// Inserts a harness request's spans in a savepoint of their own: spans

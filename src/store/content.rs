@@ -250,61 +250,31 @@ const REMEMBERED: usize = 4096;
 impl ContentReader {
     /// The messages up to and including node `id`.
     pub(crate) fn messages(&mut self, conn: &Connection, id: i64) -> StoreResult<MessagePath> {
-        if let Some(path) = self.messages.get(&id) {
-            return Ok(path.clone());
-        }
-        let mut stmt =
-            conn.prepare_cached("SELECT parent_id, message FROM message_nodes WHERE id = ?1")?;
-        let mut chain: Vec<(i64, Arc<str>)> = Vec::new();
-        let mut next = Some(id);
-        let mut base: Option<MessagePath> = None;
-        while let Some(node) = next {
-            if let Some(path) = self.messages.get(&node) {
-                base = Some(path.clone());
-                break;
-            }
-            let (parent, message): (Option<i64>, String) = stmt
-                .query_row([node], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-                .ok_or_else(|| dangling("message node"))?;
-            chain.push((node, message.into()));
-            next = parent;
-        }
-        let mut path = base.map(|b| b.as_ref().clone()).unwrap_or_default();
-        path.extend(chain.into_iter().rev());
-        let path = Arc::new(path);
-        remember(&mut self.messages, id, path.clone());
-        Ok(path)
+        let sql = "SELECT parent_id, message FROM message_nodes WHERE id = ?1";
+        path_to(
+            &mut self.messages,
+            conn,
+            sql,
+            "message node",
+            id,
+            |m: String| Ok(m.into()),
+        )
     }
 
     /// The token ids of the runs up to and including run `id`.
     pub(crate) fn tokens(&mut self, conn: &Connection, id: i64) -> StoreResult<TokenPath> {
-        if let Some(path) = self.tokens.get(&id) {
-            return Ok(path.clone());
-        }
-        let mut stmt =
-            conn.prepare_cached("SELECT parent_id, token_ids FROM token_runs WHERE id = ?1")?;
-        let mut chain: Vec<(i64, Arc<[u32]>)> = Vec::new();
-        let mut next = Some(id);
-        let mut base: Option<TokenPath> = None;
-        while let Some(run) = next {
-            if let Some(path) = self.tokens.get(&run) {
-                base = Some(path.clone());
-                break;
-            }
-            let (parent, ids): (Option<i64>, Vec<u8>) = stmt
-                .query_row([run], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-                .ok_or_else(|| dangling("token run"))?;
-            let ids = codec::unpack_u32(&ids).map_err(|e| corrupt("token_runs", e))?;
-            chain.push((run, ids.into()));
-            next = parent;
-        }
-        let mut path = base.map(|b| b.as_ref().clone()).unwrap_or_default();
-        path.extend(chain.into_iter().rev());
-        let path = Arc::new(path);
-        remember(&mut self.tokens, id, path.clone());
-        Ok(path)
+        let sql = "SELECT parent_id, token_ids FROM token_runs WHERE id = ?1";
+        path_to(
+            &mut self.tokens,
+            conn,
+            sql,
+            "token run",
+            id,
+            |ids: Vec<u8>| {
+                let ids = codec::unpack_u32(&ids).map_err(|e| corrupt("token_runs", e))?;
+                Ok(ids.into())
+            },
+        )
     }
 
     /// The tool list `id`.
@@ -340,6 +310,45 @@ impl ContentReader {
         remember(&mut self.references, id, raw.clone());
         Ok(raw)
     }
+}
+
+/// The rows from the root to row `id` of a table whose rows name their
+/// parent (a message node's messages, a token run's runs), each row's
+/// payload made by `make`; the walk stops at the first row whose path
+/// `cache` holds. `sql` reads a row's parent and payload; `what` a row is
+/// names one that is missing.
+fn path_to<P: rusqlite::types::FromSql, T: Clone>(
+    cache: &mut HashMap<i64, Arc<Vec<(i64, T)>>>,
+    conn: &Connection,
+    sql: &str,
+    what: &'static str,
+    id: i64,
+    make: impl Fn(P) -> StoreResult<T>,
+) -> StoreResult<Arc<Vec<(i64, T)>>> {
+    if let Some(path) = cache.get(&id) {
+        return Ok(path.clone());
+    }
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut chain: Vec<(i64, T)> = Vec::new();
+    let mut next = Some(id);
+    let mut base = None;
+    while let Some(row) = next {
+        if let Some(path) = cache.get(&row) {
+            base = Some(path.clone());
+            break;
+        }
+        let (parent, payload): (Option<i64>, P) = stmt
+            .query_row([row], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or_else(|| dangling(what))?;
+        chain.push((row, make(payload)?));
+        next = parent;
+    }
+    let mut path = base.map(|b| b.as_ref().clone()).unwrap_or_default();
+    path.extend(chain.into_iter().rev());
+    let path = Arc::new(path);
+    remember(cache, id, path.clone());
+    Ok(path)
 }
 
 fn remember<T>(map: &mut HashMap<i64, T>, id: i64, value: T) {

@@ -225,10 +225,7 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Whether SQLite gave up waiting for another connection's lock.
 pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
+    sqlite_fault(e) == Some(StoreFault::Locked)
 }
 
 #[cfg(test)]
@@ -270,25 +267,14 @@ mod tests {
 
     #[test]
     fn a_lock_and_a_failing_file_are_the_stores_condition() {
-        let busy = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            None,
-        );
+        let fault = |code| {
+            let failure = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+            StoreError::sqlite("x")(failure).fault()
+        };
+        assert_eq!(fault(rusqlite::ffi::SQLITE_BUSY), Some(StoreFault::Locked));
+        assert_eq!(fault(rusqlite::ffi::SQLITE_IOERR), Some(StoreFault::Io));
         assert_eq!(
-            StoreError::sqlite("x")(busy).fault(),
-            Some(StoreFault::Locked)
-        );
-        let io = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-            None,
-        );
-        assert_eq!(StoreError::sqlite("x")(io).fault(), Some(StoreFault::Io));
-        let read_only = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
-            None,
-        );
-        assert_eq!(
-            StoreError::sqlite("x")(read_only).fault(),
+            fault(rusqlite::ffi::SQLITE_READONLY),
             Some(StoreFault::ReadOnly)
         );
     }

@@ -31,51 +31,29 @@ pub struct Migration {
     pub convert: Option<fn(&Connection) -> StoreResult<()>>,
 }
 
+/// A migration from its file under `schema/` (the name is written once:
+/// the SQL is that file's).
+macro_rules! migration {
+    ($version:literal, $file:literal, $convert:expr) => {
+        Migration {
+            version: $version,
+            name: $file,
+            sql: include_str!(concat!("../../schema/", $file)),
+            convert: $convert,
+        }
+    };
+}
+
 /// Every migration, in order. A test checks that this list and the `.sql`
 /// files in `schema/` agree.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "0001_initial.sql",
-        sql: include_str!("../../schema/0001_initial.sql"),
-        convert: None,
-    },
-    Migration {
-        version: 2,
-        name: "0002_spans.sql",
-        sql: include_str!("../../schema/0002_spans.sql"),
-        convert: None,
-    },
-    Migration {
-        version: 3,
-        name: "0003_session_storage.sql",
-        sql: include_str!("../../schema/0003_session_storage.sql"),
-        convert: Some(session_storage),
-    },
-    Migration {
-        version: 4,
-        name: "0004_rllm.sql",
-        sql: include_str!("../../schema/0004_rllm.sql"),
-        convert: None,
-    },
-    Migration {
-        version: 5,
-        name: "0005_cost.sql",
-        sql: include_str!("../../schema/0005_cost.sql"),
-        convert: None,
-    },
-    Migration {
-        version: 6,
-        name: "0006_feedback.sql",
-        sql: include_str!("../../schema/0006_feedback.sql"),
-        convert: None,
-    },
-    Migration {
-        version: 7,
-        name: "0007_harness_spans.sql",
-        sql: include_str!("../../schema/0007_harness_spans.sql"),
-        convert: None,
-    },
+    migration!(1, "0001_initial.sql", None),
+    migration!(2, "0002_spans.sql", None),
+    migration!(3, "0003_session_storage.sql", Some(session_storage)),
+    migration!(4, "0004_rllm.sql", None),
+    migration!(5, "0005_cost.sql", None),
+    migration!(6, "0006_feedback.sql", None),
+    migration!(7, "0007_harness_spans.sql", None),
 ];
 
 /// Applies every migration the database has not seen yet. Returns the

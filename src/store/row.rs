@@ -34,7 +34,7 @@ use crate::store::record_json::{self, ChoiceTokens};
 use crate::store::session_log::{Completion, Content, Placed};
 use crate::store::summary::{Attempt, CallNode, CallSummary, SummaryUsage};
 use crate::trace_context::{derived_trace_id, span_id_for};
-use rusqlite::types::{Null, ToSqlOutput, Value as SqlValue};
+use rusqlite::types::{Null, ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, Row, ToSql};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -207,17 +207,11 @@ impl Column {
         id: Option<i64>,
     ) -> rusqlite::Result<ToSqlOutput<'a>> {
         let r = &row.record;
-        let id_of =
-            |id: Option<i64>| ToSqlOutput::Owned(id.map_or(SqlValue::Null, SqlValue::Integer));
-        let count = |n: Option<u64>| id_of(record_json::count_column(n));
+        let count = |n: Option<u64>| integer(record_json::count_column(n));
         match self {
-            Column::Id => Ok(id_of(id)),
+            Column::Id => Ok(integer(id)),
             Column::TraceId => r.trace_id.to_sql(),
-            Column::Identity(field) => Ok(match r.identity.get(field) {
-                Some(FieldValue::Text(text)) => ToSqlOutput::from(text),
-                Some(FieldValue::Integer(n)) => ToSqlOutput::from(n),
-                None => ToSqlOutput::from(Null),
-            }),
+            Column::Identity(field) => Ok(identity_value(r.identity.get(field))),
             Column::SpanType => r.span_type.to_sql(),
             Column::Route => r.route.to_sql(),
             Column::Upstream => r.upstream.to_sql(),
@@ -232,45 +226,28 @@ impl Column {
             Column::Stream => r.stream.to_sql(),
             Column::Status => r.status.to_sql(),
             Column::HttpStatus => r.http_status.to_sql(),
-            Column::ErrorKind => Ok(match &r.error {
-                Some(e) => e.kind.to_sql()?,
-                None => ToSqlOutput::from(Null),
-            }),
-            Column::ErrorMessage => Ok(match &r.error {
-                Some(e) => ToSqlOutput::from(e.message.as_str()),
-                None => ToSqlOutput::from(Null),
-            }),
+            Column::ErrorKind => r.error.as_ref().map_or(Ok(null()), |e| e.kind.to_sql()),
+            Column::ErrorMessage => Ok(text_or_null(r.error.as_ref().map(|e| &*e.message))),
             Column::Timestamp => r.timestamp.to_sql(),
             Column::StartedAt => r.started_at.to_sql(),
-            Column::FirstChunkUs => Ok(id_of(record_json::first_chunk_offset(r))),
+            Column::FirstChunkUs => Ok(integer(record_json::first_chunk_offset(r))),
             Column::EndedAt => r.ended_at.to_sql(),
             Column::LatencyMs => r.latency_ms.to_sql(),
             Column::TtftMs => r.ttft_ms.to_sql(),
             Column::InputTokens => Ok(count(r.usage.input_tokens)),
             Column::OutputTokens => Ok(count(r.usage.output_tokens)),
-            Column::Tokens => Ok(count(r.usage.tokens().map(|t| t.min(i64::MAX as u64)))),
-            // Derived ids are not stored: NULL says "derived".
-            Column::SpanId => Ok(match r.span_id == span_id_for(&r.trace_id) {
-                true => ToSqlOutput::from(Null),
-                false => ToSqlOutput::from(r.span_id.as_str()),
-            }),
-            Column::OtelTraceId => Ok(
-                match Some(&r.otel_trace_id) == derived_trace_id(&r.identity).as_ref() {
-                    true => ToSqlOutput::from(Null),
-                    false => ToSqlOutput::from(r.otel_trace_id.as_str()),
-                },
-            ),
-            Column::OtelParentSpanId => r.otel_parent_span_id.to_sql(),
-            Column::MessagesNode => Ok(id_of(placed.messages_node)),
-            Column::AnswerNode => Ok(id_of(placed.answer_node)),
-            Column::Tools => Ok(id_of(placed.tools)),
-            Column::PromptRun => Ok(id_of(placed.prompt_run)),
-            Column::RawRef => Ok(id_of(
-                placed
-                    .raw
-                    .as_ref()
-                    .map_or(row.reference_id(), |r| r.reference),
+            Column::Tokens => Ok(integer(row.tokens())),
+            Column::SpanId => Ok(unless_derived(&r.span_id, Some(span_id_for(&r.trace_id)))),
+            Column::OtelTraceId => Ok(unless_derived(
+                &r.otel_trace_id,
+                derived_trace_id(&r.identity),
             )),
+            Column::OtelParentSpanId => r.otel_parent_span_id.to_sql(),
+            Column::MessagesNode => Ok(integer(placed.messages_node)),
+            Column::AnswerNode => Ok(integer(placed.answer_node)),
+            Column::Tools => Ok(integer(placed.tools)),
+            Column::PromptRun => Ok(integer(placed.prompt_run)),
+            Column::RawRef => Ok(integer(row.raw_reference(placed))),
             Column::CostUsd => r.cost_usd.to_sql(),
             Column::Record => row.json.to_sql(),
             Column::Raw => match &placed.raw {
@@ -279,6 +256,38 @@ impl Column {
             },
         }
     }
+}
+
+/// SQL's NULL.
+fn null() -> ToSqlOutput<'static> {
+    ToSqlOutput::from(Null)
+}
+
+/// An integer column's value, NULL for none.
+fn integer(n: Option<i64>) -> ToSqlOutput<'static> {
+    ToSqlOutput::Owned(n.map_or(SqlValue::Null, SqlValue::Integer))
+}
+
+/// A text column's value, NULL for none.
+fn text_or_null(text: Option<&str>) -> ToSqlOutput<'_> {
+    match text {
+        Some(text) => ToSqlOutput::from(text),
+        None => null(),
+    }
+}
+
+/// An identity field's column value.
+fn identity_value(value: Option<FieldValue<'_>>) -> ToSqlOutput<'_> {
+    match value {
+        Some(FieldValue::Text(text)) => ToSqlOutput::from(text),
+        Some(FieldValue::Integer(n)) => ToSqlOutput::from(n),
+        None => null(),
+    }
+}
+
+/// An id the reader can derive again is not stored: NULL says "derived".
+fn unless_derived(id: &str, derived: Option<String>) -> ToSqlOutput<'_> {
+    text_or_null((derived.as_deref() != Some(id)).then_some(id))
 }
 
 /// The `INSERT` of a row, generated from [`Column::all`], and each column's
@@ -428,6 +437,15 @@ impl EncodedRow {
     /// The id of the reference the blob was encoded against.
     pub(crate) fn reference_id(&self) -> Option<i64> {
         self.reference.as_ref().map(|(id, _)| *id)
+    }
+
+    /// The reference the stored blob is compressed against: the one the
+    /// writer settled it with, else the encoding's.
+    fn raw_reference(&self, placed: &Placed) -> Option<i64> {
+        placed
+            .raw
+            .as_ref()
+            .map_or(self.reference_id(), |r| r.reference)
     }
 
     /// The kind and raw lines of a call that could become its kind's
@@ -703,29 +721,32 @@ fn read_content(
     })
 }
 
-/// The record's columns: its scalar facts.
-fn scalar_facts(row: &Row<'_>) -> StoreResult<TraceRecord> {
-    let get = |c: Column| row.get_ref(c.at());
+/// The record's identity, from its identity columns.
+fn identity_of(row: &Row<'_>) -> StoreResult<Identity> {
     let mut identity = Map::new();
     for field in IdentityField::ALL {
-        match get(Column::Identity(field))? {
-            rusqlite::types::ValueRef::Text(t) => {
-                identity.insert(
-                    field.name().into(),
-                    Value::String(String::from_utf8_lossy(t).into_owned()),
-                );
-            }
-            rusqlite::types::ValueRef::Integer(n) => {
-                identity.insert(field.name().into(), Value::from(n));
-            }
-            _ => {}
-        }
+        let value = match row.get_ref(Column::Identity(field).at())? {
+            ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Integer(n) => Value::from(n),
+            _ => continue,
+        };
+        identity.insert(field.name().into(), value);
     }
-    let identity: Identity = serde_json::from_value(Value::Object(identity))
-        .map_err(|e| corrupt("identity", e.into()))?;
+    serde_json::from_value(Value::Object(identity)).map_err(|e| corrupt("identity", e.into()))
+}
+
+/// A call's error from its `error_kind` and `error_message` columns.
+fn call_error(kind: Option<ErrorKind>, message: Option<String>) -> Option<CallError> {
+    kind.map(|kind| CallError {
+        kind,
+        message: message.unwrap_or_default(),
+    })
+}
+
+/// The record's columns: its scalar facts.
+fn scalar_facts(row: &Row<'_>) -> StoreResult<TraceRecord> {
+    let identity = identity_of(row)?;
     let at = |c: Column| c.at();
-    let error_kind: Option<ErrorKind> = row.get(at(Column::ErrorKind))?;
-    let error_message: Option<String> = row.get(at(Column::ErrorMessage))?;
     let count = |c: Column| {
         row.get::<_, Option<i64>>(at(c))
             .map(|n| n.map(i64::unsigned_abs))
@@ -769,10 +790,10 @@ fn scalar_facts(row: &Row<'_>) -> StoreResult<TraceRecord> {
         ttft_ms: row.get(at(Column::TtftMs))?,
         status: row.get(at(Column::Status))?,
         http_status: row.get(at(Column::HttpStatus))?,
-        error: error_kind.map(|kind| CallError {
-            kind,
-            message: error_message.unwrap_or_default(),
-        }),
+        error: call_error(
+            row.get(at(Column::ErrorKind))?,
+            row.get(at(Column::ErrorMessage))?,
+        ),
         cost_usd: row.get(at(Column::CostUsd))?,
         ..TraceRecord::default()
     })
@@ -839,8 +860,6 @@ pub(crate) const SUMMARY_COLUMNS: &str = summary_columns!();
 
 /// A summary from the [`SUMMARY_COLUMNS`] at the start of a row.
 pub(crate) fn decode_summary(row: &Row<'_>) -> StoreResult<CallSummary> {
-    let error_kind: Option<ErrorKind> = row.get(11)?;
-    let error_message: Option<String> = row.get(12)?;
     Ok(CallSummary {
         trace_id: row.get(0)?,
         started_at: row.get(1)?,
@@ -853,10 +872,7 @@ pub(crate) fn decode_summary(row: &Row<'_>) -> StoreResult<CallSummary> {
         stream: row.get(8)?,
         status: row.get(9)?,
         http_status: row.get(10)?,
-        error: error_kind.map(|kind| CallError {
-            kind,
-            message: error_message.unwrap_or_default(),
-        }),
+        error: call_error(row.get(11)?, row.get(12)?),
         latency_ms: row.get(13)?,
         ttft_ms: row.get(14)?,
         usage: SummaryUsage {

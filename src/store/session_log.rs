@@ -111,33 +111,14 @@ struct Remembered {
     tools: Option<StoredText>,
     prompt: TokenPath,
     completions: Vec<(i64, Arc<[u32]>)>,
-    bytes: usize,
 }
 
 impl Remembered {
-    /// A call to remember, weighed by what it holds in memory (a token
-    /// counts four bytes).
-    fn new(
-        session: Option<String>,
-        messages: MessagePath,
-        answer: Option<StoredText>,
-        tools: Option<StoredText>,
-        prompt: TokenPath,
-        completions: Vec<(i64, Arc<[u32]>)>,
-    ) -> Self {
-        let texts = messages.iter().chain(&answer).chain(&tools);
-        let tokens = prompt.iter().chain(&completions);
-        let bytes = texts.map(|(_, t)| t.len()).sum::<usize>()
-            + 4 * tokens.map(|(_, t)| t.len()).sum::<usize>();
-        Remembered {
-            session,
-            messages,
-            answer,
-            tools,
-            prompt,
-            completions,
-            bytes,
-        }
+    /// What the call holds in memory, in bytes (a token counts four).
+    fn bytes(&self) -> usize {
+        let texts = self.messages.iter().chain(&self.answer).chain(&self.tools);
+        let tokens = self.prompt.iter().chain(&self.completions);
+        texts.map(|(_, t)| t.len()).sum::<usize>() + 4 * tokens.map(|(_, t)| t.len()).sum::<usize>()
     }
 
     /// Whether the call points at a row that was swept.
@@ -272,7 +253,7 @@ impl SessionLog {
             calls.retain(|c| {
                 let keep = *owner != key && !c.touches(swept);
                 if !keep {
-                    freed += c.bytes;
+                    freed += c.bytes();
                 }
                 keep
             });
@@ -308,21 +289,21 @@ impl SessionLog {
             completion_runs,
             raw: None,
         };
-        let pending = Pending(Remembered::new(
-            content.session.clone(),
+        let pending = Pending(Remembered {
+            session: content.session.clone(),
             messages,
             answer,
             tools,
             prompt,
             completions,
-        ));
+        });
         Ok((placed, pending))
     }
 
     /// Remembers a call whose record is stored.
     pub(crate) fn remember(&mut self, pending: Pending) {
         let call = Arc::new(pending.0);
-        self.bytes += call.bytes;
+        self.bytes += call.bytes();
         let calls = match self.sessions.get_mut(&call.session) {
             Some(calls) => calls,
             None => {
@@ -337,7 +318,7 @@ impl SessionLog {
         if calls.len() > PER_SESSION
             && let Some(old) = calls.pop_back()
         {
-            self.bytes = self.bytes.saturating_sub(old.bytes);
+            self.bytes = self.bytes.saturating_sub(old.bytes());
         }
         self.recent.push_front(call);
         self.recent.truncate(RECENT);
@@ -381,7 +362,7 @@ impl SessionLog {
 }
 
 fn total_bytes(calls: &VecDeque<Arc<Remembered>>) -> usize {
-    calls.iter().map(|c| c.bytes).sum()
+    calls.iter().map(|c| c.bytes()).sum()
 }
 
 /// The latest calls of a session the writer does not remember, read back.
@@ -421,14 +402,14 @@ fn latest_of_session(conn: &Connection, session: &str) -> StoreResult<VecDeque<A
                 completions.extend(reader.tokens(conn, run)?.last().cloned());
             }
         }
-        calls.push_back(Arc::new(Remembered::new(
-            Some(session.to_string()),
+        calls.push_back(Arc::new(Remembered {
+            session: Some(session.to_string()),
             messages,
             answer,
             tools,
             prompt,
             completions,
-        )));
+        }));
     }
     Ok(calls)
 }

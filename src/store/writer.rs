@@ -136,14 +136,7 @@ impl StoreWriter {
     /// is committed; fails with [`StoreError::Unavailable`] if that takes
     /// longer than `store.flush_timeout`.
     pub async fn flush(&self) -> StoreResult<()> {
-        let flushed = async {
-            self.pending
-                .wait_for_tickets_before(self.pending.high_water())
-                .await;
-            let (ack, done) = oneshot::channel();
-            self.send(Command::Flush(ack)).await?;
-            done.await.map_err(|_| StoreError::WriterStopped)?
-        };
+        let flushed = self.after_reserved(Command::Flush);
         match self.flush_timeout {
             None => flushed.await,
             Some(timeout) => tokio::time::timeout(timeout, flushed)
@@ -230,11 +223,21 @@ impl StoreWriter {
     /// it can and keeps the rest in the spill file.
     pub(crate) async fn shutdown(&self) -> StoreResult<()> {
         self.condition.close();
+        self.after_reserved(Command::Shutdown).await
+    }
+
+    /// Waits until every record reserved before now is handed to the
+    /// writer, then sends it `command` (a flush or the shutdown) and waits
+    /// for its answer.
+    async fn after_reserved(
+        &self,
+        command: fn(oneshot::Sender<StoreResult<()>>) -> Command,
+    ) -> StoreResult<()> {
         self.pending
             .wait_for_tickets_before(self.pending.high_water())
             .await;
         let (ack, done) = oneshot::channel();
-        self.send(Command::Shutdown(ack)).await?;
+        self.send(command(ack)).await?;
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 

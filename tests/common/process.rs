@@ -1,14 +1,19 @@
 //! The real `tracegate` binary as a child process, for tests that need it:
-//! [`tracegate`] for a command with a clean environment, [`Serve`] for
-//! `tracegate serve` on a free port, [`Running`] for the process it starts.
+//! [`tracegate`] for a command with a clean environment ([`succeed`] and
+//! [`cli_json`] to run one that must succeed), [`Serve`] for `tracegate
+//! serve` on a free port ([`Mocked`] for one in front of a fresh mock
+//! upstream), [`Running`] for the process it starts.
 
 use super::http::Gateway;
+use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tempfile::TempDir;
+use tracegate::mock_upstream::MockServer;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tracegate");
@@ -36,6 +41,31 @@ pub fn tracegate(dir: &Path) -> Command {
         }
     }
     cmd
+}
+
+/// Runs `cmd` and returns what it wrote; fails the test with its stderr
+/// if it did not succeed.
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `tracegate <args> --db <db> --format json` run in `dir`, which must
+/// succeed, its output parsed.
+pub fn cli_json(dir: &Path, db: impl AsRef<OsStr>, args: &[&str]) -> Value {
+    let out = succeed(
+        tracegate(dir)
+            .args(args)
+            .arg("--db")
+            .arg(db)
+            .args(["--format", "json"]),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Runs `tracegate serve` in `dir` with these arguments and environment,
@@ -99,6 +129,33 @@ impl Serve {
     /// Starts it and waits until it listens.
     pub fn spawn(self) -> Running {
         Running::spawn(self.cmd, self.port)
+    }
+}
+
+/// A fresh mock upstream and a fresh directory, the start of most tests
+/// of the binary: [`Mocked::serve`] is `tracegate serve` there, forwarding
+/// to the mock.
+pub struct Mocked {
+    /// The mock upstream.
+    pub mock: MockServer,
+    /// The directory the gateway runs in.
+    pub dir: TempDir,
+}
+
+impl Mocked {
+    /// Starts the mock ([`start_mock`](super::start_mock)) and makes the
+    /// directory.
+    pub async fn start() -> Mocked {
+        Mocked {
+            mock: super::start_mock().await,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `tracegate serve` in the directory with `--upstream` the mock: add
+    /// arguments, then [`spawn`](Serve::spawn) it.
+    pub fn serve(&self) -> Serve {
+        Serve::new(self.dir.path()).upstream(&self.mock.base_url())
     }
 }
 

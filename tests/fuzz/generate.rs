@@ -7,6 +7,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use serde_json::{Map, Value};
+use tracegate::headers;
 
 /// The field names the assemblers, the stripper and the extractor read.
 pub const KEYS: &[&str] = &[
@@ -328,44 +329,37 @@ pub fn bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// A header name: the identity carriers in any case, other `x-rllm-` names,
-/// the hop-by-hop and credential names, and arbitrary tokens.
+/// the names the gateway's header policy lists (hop-by-hop, blocked for
+/// callers, credentials: from its own tables, so a name added there is
+/// fuzzed too), and arbitrary tokens.
 pub fn header_name() -> impl Strategy<Value = String> {
-    let known = select(
-        &[
-            "x-rllm-session-id",
-            "x-rllm-run-id",
-            "x-rllm-harness",
-            "x-rllm-step-id",
-            "x-rllm-parent-span-id",
-            "x-rllm-project",
-            "x-rllm-experiment",
-            "x-rllm-trace-id",
-            "x-rllm-",
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "transfer-encoding",
-            "te",
-            "trailer",
-            "upgrade",
-            "host",
-            "content-length",
-            "content-type",
-            "authorization",
-            "proxy-authorization",
-            "x-api-key",
-            "api-key",
-            "cookie",
-            "set-cookie",
-            "x-tracegate-provider-data",
-            "x-forwarded-for",
-            "traceparent",
-            "tracestate",
-            "accept-encoding",
-            "anthropic-version",
-            "x-kept",
-        ][..],
-    );
+    let identity = [
+        "x-rllm-session-id",
+        "x-rllm-run-id",
+        "x-rllm-harness",
+        "x-rllm-step-id",
+        "x-rllm-parent-span-id",
+        "x-rllm-project",
+        "x-rllm-experiment",
+        "x-rllm-trace-id",
+        "x-rllm-",
+    ];
+    let others = [
+        headers::PROVIDER_DATA,
+        "x-forwarded-for",
+        "accept-encoding",
+        "anthropic-version",
+        "x-kept",
+    ];
+    let policy = headers::HOP_BY_HOP
+        .iter()
+        .chain(headers::BLOCKED_FOR_CALLER);
+    let known: Vec<&'static str> = identity
+        .into_iter()
+        .chain(policy.copied())
+        .chain(others)
+        .collect();
+    let known = select(known);
     prop_oneof![
         6 => (known, vec(any::<bool>(), 32)).prop_map(|(name, upper)| any_case(name, &upper)),
         2 => "[xX]-[rR][lL][lL][mM]-[a-zA-Z0-9-]{0,12}",
