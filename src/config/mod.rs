@@ -125,6 +125,9 @@ pub struct Config {
     pub server: ServerOptions,
     /// The OTLP receiver's limits.
     pub otlp: OtlpLimits,
+    /// Where the OTLP/gRPC receiver listens (`otlp.grpc_listen`); `None`
+    /// (the default) when it is off.
+    pub otlp_grpc_listen: Option<SocketAddr>,
 }
 
 fn otlp_limits(s: &Settings) -> Result<OtlpLimits, ConfigError> {
@@ -324,6 +327,7 @@ impl Config {
             },
             server: server_options(s)?,
             otlp: otlp_limits(s)?,
+            otlp_grpc_listen: otlp_grpc_listen(s)?,
         })
     }
 }
@@ -352,6 +356,26 @@ fn listen(s: &Settings) -> Result<SocketAddr, ConfigError> {
 /// The port of `listen` when the value names only a host.
 const DEFAULT_PORT: u16 = 9090;
 
+/// The port of `otlp.grpc_listen` when the value names only a host: OTLP's
+/// gRPC port.
+const DEFAULT_OTLP_GRPC_PORT: u16 = 4317;
+
+/// `otlp.grpc_listen`, in the forms `listen` takes; unset is off.
+fn otlp_grpc_listen(s: &Settings) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(setting) = s.get(Key::OtlpGrpcListen) else {
+        return Ok(None);
+    };
+    let key = Key::OtlpGrpcListen.name();
+    let text = setting.text(key)?;
+    match parse_address(&text, DEFAULT_OTLP_GRPC_PORT) {
+        Some(addr) => Ok(Some(addr)),
+        None => Err(setting.error(
+            key,
+            format!("'{text}' is not an address like 127.0.0.1:4317, 0.0.0.0:4317, :4317 or 4317"),
+        )),
+    }
+}
+
 /// Reads a listen address in the forms people write: `HOST:PORT` with an IP
 /// address, `PORT` and `:PORT` (on the loopback address, like the default:
 /// listening on every interface is written `0.0.0.0:PORT`), `localhost`
@@ -359,6 +383,12 @@ const DEFAULT_PORT: u16 = 9090;
 /// are refused: a listen address is resolved once, and a name that
 /// resolves elsewhere later would be a surprise.
 fn parse_listen(text: &str) -> Option<SocketAddr> {
+    parse_address(text, DEFAULT_PORT)
+}
+
+/// An address in the forms of [`parse_listen`], `default_port` when the
+/// text names only a host.
+fn parse_address(text: &str, default_port: u16) -> Option<SocketAddr> {
     use std::net::{IpAddr, Ipv4Addr};
     let t = text.trim();
     if t.is_empty() {
@@ -369,13 +399,13 @@ fn parse_listen(text: &str) -> Option<SocketAddr> {
     }
     let bare = t.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, DEFAULT_PORT));
+        return Some(SocketAddr::new(ip, default_port));
     }
     let (host, port) = match t.rsplit_once(':') {
         Some((host, port)) => (host, port.parse().ok()?),
         None => match t.parse() {
             Ok(port) => ("", port),
-            Err(_) => (t, DEFAULT_PORT),
+            Err(_) => (t, default_port),
         },
     };
     match host {
