@@ -188,6 +188,16 @@ async fn protobuf_spans_are_stored_and_linked_to_the_calls_made_under_them() {
     assert_eq!(record["otel_parent_span_id"], TOOL);
     assert_eq!(record["harness_span"]["name"], "execute_tool bash");
     assert_eq!(record["harness_span"]["span_id"], TOOL);
+    let schema = serde_json::from_str(include_str!("../schema/trace_record.schema.json")).unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&record)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the schema describes harness_span: {errors:#?}"
+    );
     // The CLI names the enclosing span too.
     let shown = common::process::tracegate(dir.path())
         .args(["traces", "show", &trace_id])
@@ -207,7 +217,20 @@ async fn protobuf_spans_are_stored_and_linked_to_the_calls_made_under_them() {
         .await;
     flush(&gw).await;
     let lone = get(&gw, &format!("/traces/{}", lone.trace_id())).await;
-    assert!(lone.get("harness_span").is_none(), "{lone:#}");
+    assert_eq!(lone["harness_span"], Value::Null, "{lone:#}");
+    assert!(
+        lone.get("harness_span").is_some(),
+        "required, null: {lone:#}"
+    );
+    // Lists serve the same records, spans joined.
+    let listed = get(&gw, "/traces?session_id=ep-1").await;
+    let under = listed["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trace_id"] == trace_id.as_str())
+        .unwrap();
+    assert_eq!(under["harness_span"]["span_id"], TOOL, "{listed:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
