@@ -14,6 +14,8 @@
 //! asks for the token and sends it with every data request (`/ui/api/...`
 //! and the API are protected like everything else). Refused requests are not
 //! recorded: an unauthenticated caller must not be able to fill the store.
+//! The OTLP/gRPC receiver, on its own port, asks [`presents_token`] of its
+//! calls' metadata and answers `UNAUTHENTICATED` (`otlp::grpc`).
 
 use crate::config::InboundAuth;
 use crate::error::GatewayError;

@@ -575,6 +575,34 @@ mod tests {
     }
 
     #[test]
+    fn the_otlp_grpc_receiver_is_off_by_default_and_listens_where_it_is_told() {
+        let upstream = vec!["http://h".to_string()];
+        let load = |grpc: Option<&str>| {
+            Config::load(&ServeArgs {
+                upstream: upstream.clone(),
+                otlp_grpc_listen: grpc.map(str::to_string),
+                ..ServeArgs::default()
+            })
+        };
+        assert_eq!(load(None).unwrap().otlp_grpc_listen, None);
+        for (text, addr) in [
+            ("127.0.0.1:5317", "127.0.0.1:5317"),
+            ("0.0.0.0", "0.0.0.0:4317"),
+        ] {
+            let c = load(Some(text)).unwrap();
+            assert_eq!(c.otlp_grpc_listen.map(|a| a.to_string()), Some(addr.into()));
+        }
+        let e = load(Some("collector:4317")).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), &e.origin),
+            (
+                "otlp.grpc_listen",
+                &Origin::Flag("--otlp-grpc-listen".into())
+            )
+        );
+    }
+
+    #[test]
     fn a_bad_file_value_names_its_line() {
         let (_dir, path) = file("db = \"x.db\"\n\nread_timeout = 30\n");
         let e = Config::load(&ServeArgs {
