@@ -8,9 +8,9 @@
 //! the first page, so they never shift a later page: no trace is returned
 //! twice and none is skipped, which an offset could not promise.
 //!
-//! Every record is served as a [`ServedRecord`]: the stored record, and the
-//! harness span its `traceparent` named when the harness sent that span to
-//! the receiver (`harness_span`, `null` otherwise), joined when read.
+//! Every record is served as a [`ServedRecord`]: the stored record, and —
+//! when the harness sent the span its `traceparent` named to the receiver —
+//! `harness_span`, joined when read.
 
 use super::{Json, Query, found, params};
 use crate::error::GatewayError;
@@ -26,7 +26,10 @@ pub struct ServedRecord {
     /// The stored record.
     #[serde(flatten)]
     pub record: TraceRecord,
-    /// The stored harness span the call was made under, if any.
+    /// The stored harness span the call was made under; absent when there
+    /// is none, so a record outside harness spans is served exactly as it
+    /// is stored and exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub harness_span: Option<EnclosingSpan>,
 }
 
@@ -163,7 +166,7 @@ pub async fn list(
 }
 
 /// `GET /traces/{trace_id}`: one trace, 404 when unknown, with the harness
-/// span it was made under (`harness_span`, `null` when none is stored).
+/// span it was made under (`harness_span`, when one is stored).
 pub async fn get(
     State(state): State<AppState>,
     Path(trace_id): Path<String>,

@@ -4,14 +4,14 @@
 //! take their spans there too, when `otlp.grpc_listen` names an address
 //! (off by default). It is the HTTP receiver's twin, not a second
 //! implementation: the body is parsed, bounded by the `[otlp]` limits,
-//! counted and committed by the same [`take`](super::take), and answered
-//! with the same `ExportTraceServiceResponse` ([`answer::response`]).
+//! counted and committed by the same `take`, and answered
+//! with the same `ExportTraceServiceResponse` (`answer::response`).
 //! What differs is only how the answers travel, per the OTLP/gRPC spec:
 //!
 //! * `OK` with `partial_success` (rejected spans and why) once the spans
 //!   are committed;
 //! * `INVALID_ARGUMENT` for a message that does not decode — so the message
-//!   reaches the service as bytes ([`RawCodec`]), and decoding is ours, not
+//!   reaches the service as bytes (`RawCodec`), and decoding is ours, not
 //!   tonic's (which would answer `INTERNAL`, uncounted);
 //! * `UNAVAILABLE`, which exporters retry, while the store cannot commit;
 //! * `UNAUTHENTICATED` without a gateway token, when inbound auth is on: the

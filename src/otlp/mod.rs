@@ -17,6 +17,11 @@
 //! * 503 with `Retry-After` while the store cannot commit (the exporter
 //!   retries; the spans are never held in memory meanwhile).
 //!
+//! The OTLP/gRPC receiver (`grpc`, on `otlp.grpc_listen` when set) is the
+//! same receiver over another transport: its messages go through the same
+//! `take` (parse, limits, counts, commit) and get the same
+//! `ExportTraceServiceResponse`; only the status codes travel differently.
+//!
 //! A call the harness made through the gateway with `traceparent` hangs
 //! under the harness span that header named: the link is the call's OTel
 //! trace and parent span ids, read by a join (`store::harness`), so the
