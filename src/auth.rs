@@ -14,6 +14,8 @@
 //! asks for the token and sends it with every data request (`/ui/api/...`
 //! and the API are protected like everything else). Refused requests are not
 //! recorded: an unauthenticated caller must not be able to fill the store.
+//! The OTLP/gRPC receiver, on its own port, asks [`presents_token`] of its
+//! calls' metadata and answers `UNAUTHENTICATED` (`otlp::grpc`).
 
 use crate::config::InboundAuth;
 use crate::error::GatewayError;
@@ -22,7 +24,7 @@ use crate::record::ErrorKind;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderValue, Method, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -30,7 +32,7 @@ use subtle::ConstantTimeEq;
 pub async fn check(State(auth): State<Arc<InboundAuth>>, request: Request, next: Next) -> Response {
     if !auth.enabled()
         || is_public(request.method(), request.uri().path())
-        || authorised(&auth, &request)
+        || presents_token(&auth, request.headers())
     {
         return next.run(request).await;
     }
@@ -62,19 +64,15 @@ fn is_public(method: &Method, path: &str) -> bool {
         || (path.starts_with("/ui/") && !path.starts_with("/ui/api/"))
 }
 
-/// Whether the request carries one of the tokens.
-fn authorised(auth: &InboundAuth, request: &Request) -> bool {
+/// Whether a request with these headers carries one of the tokens (the
+/// OTLP/gRPC receiver asks it of its call's metadata too).
+pub fn presents_token(auth: &InboundAuth, headers: &HeaderMap) -> bool {
     let presented = match &auth.header {
-        Some(name) => request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                // Accept the bare token, or "Bearer <token>" in the custom header too.
-                bearer(v).unwrap_or(v.trim())
-            }),
-        None => request
-            .headers()
+        Some(name) => headers.get(name).and_then(|v| v.to_str().ok()).map(|v| {
+            // Accept the bare token, or "Bearer <token>" in the custom header too.
+            bearer(v).unwrap_or(v.trim())
+        }),
+        None => headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer),

@@ -36,6 +36,7 @@ use crate::error::GatewayError;
 use crate::export::{ExportError, Exporter};
 use crate::forward::{self, ClientError, Forwarder};
 use crate::metrics::Metrics;
+use crate::otlp::grpc::GrpcReceiver;
 use crate::route::Router;
 use crate::store::{Store, StoreError, StoreReader, StoreWriter};
 use axum::extract::FromRef;
@@ -143,6 +144,7 @@ pub struct Server {
     grace: Duration,
     detached: forward::detached::Detached,
     options: ServerOptions,
+    otlp_grpc: Option<GrpcReceiver>,
 }
 
 impl Server {
@@ -175,6 +177,14 @@ impl Server {
                 max_body_bytes: config.max_body_bytes,
             },
         });
+        let otlp_grpc = match config.otlp_grpc_listen {
+            Some(addr) => Some(
+                GrpcReceiver::bind(addr, state.clone())
+                    .await
+                    .map_err(|source| StartError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
         let app = app(state);
         let listen_error = |source| StartError::Listen {
             addr: config.listen,
@@ -205,12 +215,18 @@ impl Server {
             grace: config.shutdown_grace,
             detached,
             options: config.server,
+            otlp_grpc,
         })
     }
 
     /// The address the server is listening on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the OTLP/gRPC receiver listens on, when it is on.
+    pub fn otlp_grpc_addr(&self) -> Option<SocketAddr> {
+        self.otlp_grpc.as_ref().map(GrpcReceiver::local_addr)
     }
 
     /// Serves until `shutdown` completes, then drains and closes the store.
@@ -225,15 +241,30 @@ impl Server {
             grace,
             detached,
             options,
+            otlp_grpc,
         } = self;
         let app = app.layer(axum::middleware::from_fn_with_state(
             options,
             header_limits::check,
         ));
+        let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        let otlp_grpc = otlp_grpc.map(|receiver| {
+            tokio::spawn(receiver.serve(async {
+                let _ = grpc_stopped.await;
+            }))
+        });
+        let shutdown = async {
+            shutdown.await;
+            let _ = stop_grpc.send(());
+        };
         let graceful = GracefulShutdown::new();
         let connections = accept_until(shutdown, listener, options, app, &graceful).await;
+        let deadline = tokio::time::Instant::now() + grace;
         health_checks.abort();
         drain(connections, graceful, grace).await;
+        if let Some(receiver) = otlp_grpc {
+            drain_grpc(receiver, deadline).await;
+        }
         detached.drain(grace).await;
         if let Some(exporter) = exporter {
             // Every record (and span) is committed first, then export gets a
@@ -291,6 +322,17 @@ async fn drain(mut connections: JoinSet<()>, graceful: GracefulShutdown, grace: 
         );
     }
     connections.shutdown().await;
+}
+
+/// Lets the OTLP/gRPC exports in flight be answered (the receiver stopped
+/// accepting with the main listener) until `deadline`, the end of the
+/// shutdown grace; then stops the receiver.
+async fn drain_grpc(receiver: tokio::task::JoinHandle<()>, deadline: tokio::time::Instant) {
+    let abort = receiver.abort_handle();
+    if tokio::time::timeout_at(deadline, receiver).await.is_err() {
+        tracing::warn!("OTLP/gRPC exports still in flight at the end of the grace; cutting them");
+        abort.abort();
+    }
 }
 
 /// Probes the workers of health-checked routes every `interval`.

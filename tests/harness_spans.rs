@@ -13,6 +13,7 @@ use common::otlp::{Receiver, Transport};
 use common::process::{Running, Serve};
 use common::{Answer, Request, chat_body, eventually, start_mock};
 use http::Method;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -187,6 +188,16 @@ async fn protobuf_spans_are_stored_and_linked_to_the_calls_made_under_them() {
     assert_eq!(record["otel_parent_span_id"], TOOL);
     assert_eq!(record["harness_span"]["name"], "execute_tool bash");
     assert_eq!(record["harness_span"]["span_id"], TOOL);
+    let schema = serde_json::from_str(include_str!("../schema/trace_record.schema.json")).unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&record)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the schema describes harness_span: {errors:#?}"
+    );
     // The CLI names the enclosing span too.
     let shown = common::process::tracegate(dir.path())
         .args(["traces", "show", &trace_id])
@@ -207,6 +218,15 @@ async fn protobuf_spans_are_stored_and_linked_to_the_calls_made_under_them() {
     flush(&gw).await;
     let lone = get(&gw, &format!("/traces/{}", lone.trace_id())).await;
     assert!(lone.get("harness_span").is_none(), "{lone:#}");
+    // Lists serve the same records, spans joined.
+    let listed = get(&gw, "/traces?session_id=ep-1").await;
+    let under = listed["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trace_id"] == trace_id.as_str())
+        .unwrap();
+    assert_eq!(under["harness_span"]["span_id"], TOOL, "{listed:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,4 +474,319 @@ async fn received_spans_are_forwarded_and_a_collector_outage_loses_none() {
     let tool = spans.iter().find(|s| s.span_id() == TOOL).unwrap();
     assert_eq!(tool.parent_span_id(), AGENT);
     assert_eq!(tool.span.kind, 1, "INTERNAL, as sent");
+}
+
+// --- OTLP/gRPC (`otlp.grpc_listen`) ---
+
+/// A gateway whose OTLP/gRPC receiver listens on a free port, with these
+/// arguments too; and that port.
+fn with_grpc<'a>(dir: &std::path::Path, args: impl IntoIterator<Item = &'a str>) -> (Running, u16) {
+    let port = common::process::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let gw = Serve::new(dir)
+        .args(["--otlp-grpc-listen", listen.as_str()])
+        .args(args)
+        .envs(&[("RUST_LOG", "info")])
+        .spawn();
+    (gw, port)
+}
+
+type GrpcClient = TraceServiceClient<tonic::transport::Channel>;
+
+async fn grpc_client(port: u16) -> GrpcClient {
+    TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap()
+}
+
+/// One export over gRPC, with `authorization` metadata when given.
+async fn export(
+    client: &mut GrpcClient,
+    request: ExportTraceServiceRequest,
+    token: Option<&str>,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    let mut request = tonic::Request::new(request);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+    }
+    client
+        .export(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_spans_are_stored_like_http_ones_and_linked_to_their_calls() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, port) = with_grpc(dir.path(), ["--upstream", &mock.base_url()]);
+    let mut client = grpc_client(port).await;
+    let response = export(&mut client, episode("ep-grpc"), None).await.unwrap();
+    assert_eq!(response.partial_success, None, "nothing rejected or cut");
+    // gzip-compressed messages are taken too.
+    let mut other = episode("ep-grpc-gz");
+    for span in &mut other.resource_spans[0].scope_spans[0].spans {
+        span.trace_id[0] ^= 0xff;
+    }
+    let mut gzipped = grpc_client(port)
+        .await
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    export(&mut gzipped, other, None).await.unwrap();
+
+    let call = Request::new(
+        Method::POST,
+        gw.url("/sessions/ep-grpc/v1/chat/completions"),
+    )
+    .header("traceparent", format!("00-{TRACE}-{TOOL}-01"))
+    .json(&chat_body("which files?"))
+    .answer()
+    .await;
+    assert_eq!(call.status, 200, "{}", call.text());
+    let trace_id = call.trace_id();
+    flush(&gw).await;
+    let tree = get(&gw, "/sessions/ep-grpc/spans").await;
+    let spans = tree["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 2, "{tree:#}");
+    assert_eq!(spans[0]["name"], "invoke_agent solver");
+    assert_eq!(spans[0]["identity"]["run_id"], "run-1");
+    assert_eq!(spans[0]["resource"]["service.name"], "my-harness");
+    assert_eq!(spans[1]["name"], "execute_tool bash");
+    assert_eq!(spans[1]["parent_span_id"], AGENT);
+    assert_eq!(spans[1]["calls"], json!([trace_id]));
+    assert_eq!(tree["calls"][0]["harness_span_id"], TOOL);
+    let gz = get(&gw, "/sessions/ep-grpc-gz/spans").await;
+    assert_eq!(gz["spans"].as_array().unwrap().len(), 2, "{gz:#}");
+    let metrics = Request::new(Method::GET, gw.url("/metrics"))
+        .answer()
+        .await
+        .text();
+    assert!(
+        metrics.contains("tracegate_otlp_received_spans_total 4"),
+        "both transports count in the same metric: {metrics}"
+    );
+    // SIGTERM drains the receiver with the gateway: a clean exit.
+    let (status, log) = gw.stop_with_status().await;
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("OTLP/gRPC receiver listening"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_answers_partial_success_invalid_argument_and_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracegate.toml");
+    std::fs::write(
+        &config,
+        "[otlp]\nmax_spans_per_request = 2\nmax_attribute_bytes = 8\n[store]\nbusy_timeout = \"100ms\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (gw, port) = with_grpc(dir.path(), ["--config", config, "--db", "t.db"]);
+    let mut client = grpc_client(port).await;
+
+    // Limits: the third span is one too many, a long value is cut.
+    let mut big = episode("ep-grpc-lim");
+    let spans = &mut big.resource_spans[0].scope_spans[0].spans;
+    spans[1].attributes = vec![attr("gen_ai.tool.name", "a-very-long-tool-name")];
+    spans.push(span(
+        "1111111111111111",
+        AGENT,
+        "execute_tool extra",
+        Vec::new(),
+    ));
+    let partial = export(&mut client, big, None)
+        .await
+        .unwrap()
+        .partial_success
+        .unwrap();
+    assert_eq!(partial.rejected_spans, 1, "{partial:?}");
+    assert!(
+        partial.error_message.contains("more than 2 spans"),
+        "{partial:?}"
+    );
+    assert!(
+        partial.error_message.contains("tracegate.truncated"),
+        "{partial:?}"
+    );
+
+    // A message that does not decode: INVALID_ARGUMENT, counted.
+    let raw = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut framed = vec![0u8, 0, 0, 0, 3];
+    framed.extend([0xff, 0xff, 0xff]);
+    let answer = raw
+        .post(format!(
+            "http://127.0.0.1:{port}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["grpc-status"], "3", "INVALID_ARGUMENT");
+
+    // A store that cannot commit: UNAVAILABLE, which exporters retry.
+    let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let refused = export(&mut client, episode("ep-lock"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    conn.execute_batch("COMMIT").unwrap();
+    eventually("the store to take the spans again", async || {
+        export(&mut client, episode("ep-lock"), None).await.ok()
+    })
+    .await;
+
+    let metrics = Request::new(Method::GET, gw.url("/metrics"))
+        .answer()
+        .await
+        .text();
+    for reason in [
+        "malformed\"} 1",
+        "too_many_spans\"} 1",
+        "store_unavailable\"} ",
+    ] {
+        let line = format!("tracegate_otlp_rejected_total{{reason=\"{reason}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    let tree = get(&gw, "/sessions/ep-lock/spans").await;
+    assert_eq!(tree["spans"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_is_behind_the_inbound_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, port) = with_grpc(
+        dir.path(),
+        ["--auth-tokens", "secret", "--upstream-auth", "none"],
+    );
+    let mut client = grpc_client(port).await;
+    let refused = export(&mut client, episode("ep-grpc-auth"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let wrong = export(&mut client, episode("ep-grpc-auth"), Some("guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated, "{wrong:?}");
+    export(&mut client, episode("ep-grpc-auth"), Some("secret"))
+        .await
+        .unwrap();
+    let tree = Request::new(Method::GET, gw.url("/sessions/ep-grpc-auth/spans"))
+        .header("authorization", "Bearer secret")
+        .answer()
+        .await
+        .json();
+    assert_eq!(tree["spans"].as_array().unwrap().len(), 2, "{tree:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_is_off_by_default_and_a_taken_port_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // Off: OTLP's gRPC port stays free (when it was free to begin with),
+    // and nothing says a receiver listens.
+    let default_port_free = std::net::TcpListener::bind("127.0.0.1:4317").is_ok();
+    let gw = Serve::new(dir.path()).envs(&[("RUST_LOG", "info")]).spawn();
+    get(&gw, "/health").await;
+    if default_port_free {
+        assert!(std::net::TcpListener::bind("127.0.0.1:4317").is_ok());
+    }
+    let log = gw.stop().await;
+    assert!(log.contains("tracegate listening on"), "{log}");
+    assert!(!log.contains("OTLP/gRPC"), "{log}");
+
+    // A port that is taken: a clear start error naming it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = common::process::tracegate(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", common::process::free_port()),
+        ])
+        .args(["--otlp-grpc-listen", &addr])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+/// `episode`, under another trace id (its first byte set to `n`).
+fn episode_in_trace(session: &str, n: u8) -> ExportTraceServiceRequest {
+    let mut request = episode(session);
+    for span in &mut request.resource_spans[0].scope_spans[0].spans {
+        span.trace_id[0] = n;
+    }
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_outage_mid_run_delivers_every_received_span_exactly_once() {
+    let mut collector = Receiver::start(Transport::Grpc).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, port) = with_grpc(
+        dir.path(),
+        [
+            "--otlp-endpoint",
+            &collector.endpoint(),
+            "--otlp-protocol",
+            collector.protocol(),
+        ],
+    );
+    let mut client = grpc_client(port).await;
+    // Before the outage: forwarded as they come.
+    export(&mut client, episode_in_trace("ep-out", 1), None)
+        .await
+        .unwrap();
+    collector.wait_for(2).await;
+    // During it: received and stored, waiting in the outbox. (The port
+    // closes; a connection the gateway already holds is refused.)
+    collector.refuse(true);
+    collector.kill();
+    export(&mut client, episode_in_trace("ep-out", 2), None)
+        .await
+        .unwrap();
+    eventually("a failed export attempt", async || {
+        let health = get(&gw, "/health").await;
+        health["export"]["last_error"].as_str().map(|_| ())
+    })
+    .await;
+    // After it: the backlog goes out, then what comes next.
+    collector.refuse(false);
+    collector.revive().await;
+    export(&mut client, episode_in_trace("ep-out", 3), None)
+        .await
+        .unwrap();
+    let mut expected: Vec<(String, String)> = (1..=3u8)
+        .flat_map(|n| {
+            let trace = format!("{n:02x}{}", &TRACE[2..]);
+            [
+                (trace.clone(), AGENT.to_string()),
+                (trace, TOOL.to_string()),
+            ]
+        })
+        .collect();
+    expected.sort();
+    let received = eventually("every received span at the collector", async || {
+        let mut ids: Vec<(String, String)> = collector
+            .spans()
+            .iter()
+            .map(|s| (s.trace_id(), s.span_id()))
+            .collect();
+        ids.sort();
+        let all = expected.iter().all(|id| ids.binary_search(id).is_ok());
+        all.then_some(ids)
+    })
+    .await;
+    // The outbox sends in order, so a span sent twice would have arrived
+    // before (or with) the last batch: none did.
+    assert_eq!(received, expected, "each span exactly once");
 }

@@ -77,12 +77,16 @@ fn described(spec: &Value) -> BTreeSet<(String, String)> {
 }
 
 /// Every `(METHOD, path)` the API router registers, read from the
-/// `.route("path", get(..).post(..))` calls under `src/api/` (axum cannot
-/// list its routes; the live test below proves each one answers).
+/// `.route("path", get(..).post(..))` calls under `src/api/` and in
+/// `src/server.rs` (where the OTLP receiver's `POST /v1/traces` sits among
+/// the proxy's routes, which call no method router) — axum cannot list its
+/// routes; the live test below proves each one answers.
 fn served() -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir(root().join("src/api")).unwrap() {
-        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    let api = std::fs::read_dir(root().join("src/api")).unwrap();
+    let files = api.map(|entry| entry.unwrap().path());
+    for file in files.chain([root().join("src/server.rs")]) {
+        let source = std::fs::read_to_string(file).unwrap();
         let mut rest = source.as_str();
         while let Some(at) = rest.find(".route(") {
             rest = &rest[at + ".route(".len()..];
@@ -212,6 +216,11 @@ async fn every_operation_answers_as_described() {
             Some(json!([{"session_id": "session-api", "name": "pass", "value": true}]))
         }
         ("POST", "/sessions/batch_delete") => Some(json!({"session_ids": ["created-api"]})),
+        ("POST", "/v1/traces") => Some(json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+            "traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7",
+            "name": "invoke_agent api", "kind": 1,
+            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000"
+        }]}]}]})),
         ("POST", "/admin/workers") => Some(
             json!({"url": gw.mock.base_url(), "worker_id": "worker-api", "model_name": "m", "weight": 2}),
         ),
@@ -239,6 +248,7 @@ async fn every_operation_answers_as_described() {
         ("GET", "/runs/{run_id}", "/runs/no-such-run"),
         ("GET", "/sessions", "/sessions?limit=lots"),
         ("GET", "/ui/api/calls", "/ui/api/calls?after=x"),
+        ("POST", "/v1/traces", "/v1/traces"),
         (
             "DELETE",
             "/admin/workers/{worker_id}",

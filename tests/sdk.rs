@@ -38,7 +38,12 @@ async fn pytest(file: &str) {
     let python = python();
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    // The OTLP/gRPC receiver is on too, for the harness's gRPC exporter.
+    let grpc = format!("127.0.0.1:{}", common::process::free_port());
+    let gateway = Serve::new(dir.path())
+        .upstream(&mock.base_url())
+        .args(["--otlp-grpc-listen", &grpc])
+        .spawn();
     let url = gateway.url("");
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
@@ -48,6 +53,7 @@ async fn pytest(file: &str) {
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
             .arg(file)
             .env("TRACEGATE_URL", url)
+            .env("TRACEGATE_OTLP_GRPC", grpc)
             .output()
             .unwrap()
     })

@@ -147,8 +147,8 @@ pub enum TraceFormat {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum SessionTraces {
-    /// The full records.
-    Records(Vec<TraceRecord>),
+    /// The full records, as served.
+    Records(Vec<super::traces::ServedRecord>),
     /// The compact graph.
     Graph(TraceGraph),
 }
@@ -167,10 +167,11 @@ pub async fn traces(
         limit: window.limit,
         ..TraceFilter::default()
     };
-    let selected = state.reader.traces(filter.clone()).await?;
     if window.format == TraceFormat::Default {
-        return Ok(Json(SessionTraces::Records(selected)));
+        let records = state.reader.traces_with_parents(filter).await?;
+        return Ok(Json(SessionTraces::Records(super::traces::served(records))));
     }
+    let selected = state.reader.traces(filter.clone()).await?;
     let ids: Vec<String> = selected.iter().map(|r| r.trace_id.clone()).collect();
     // Parents are found in the whole session, then the selection is cut.
     let all = if window.since.is_none() && window.limit.is_none() {

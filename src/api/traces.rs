@@ -7,15 +7,79 @@
 //! it in the order. Calls recorded while a client pages start later than
 //! the first page, so they never shift a later page: no trace is returned
 //! twice and none is skipped, which an offset could not promise.
+//!
+//! Every record is served as a [`ServedRecord`]: the stored record, and —
+//! when the harness sent the span its `traceparent` named to the receiver —
+//! `harness_span`, joined when read.
 
 use super::{Json, Query, found, params};
 use crate::error::GatewayError;
-use crate::record::{Status, TraceRecord};
+use crate::record::{HarnessSpan, HarnessSpanKind, Status, TraceRecord};
 use crate::server::AppState;
 use crate::store::{TraceFilter, TraceKey};
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+
+/// A record as the API serves it: the stored fields, and `harness_span`.
+#[derive(Debug, Serialize)]
+pub struct ServedRecord {
+    /// The stored record.
+    #[serde(flatten)]
+    pub record: TraceRecord,
+    /// The stored harness span the call was made under; absent when there
+    /// is none, so a record outside harness spans is served exactly as it
+    /// is stored and exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub harness_span: Option<EnclosingSpan>,
+}
+
+impl From<(TraceRecord, Option<HarnessSpan>)> for ServedRecord {
+    fn from((record, parent): (TraceRecord, Option<HarnessSpan>)) -> Self {
+        ServedRecord {
+            record,
+            harness_span: parent.map(EnclosingSpan::from),
+        }
+    }
+}
+
+/// What a record says of the harness span it was made under: its ids,
+/// name, kind and times (the whole span is in `GET /sessions/{sid}/spans`).
+#[derive(Debug, Serialize)]
+pub struct EnclosingSpan {
+    /// Its OpenTelemetry trace id.
+    pub trace_id: String,
+    /// Its span id.
+    pub span_id: String,
+    /// Its parent's span id.
+    pub parent_span_id: Option<String>,
+    /// Its name (`execute_tool bash`).
+    pub name: String,
+    /// Its kind.
+    pub kind: HarnessSpanKind,
+    /// When it started (RFC 3339).
+    pub start: String,
+    /// When it ended (RFC 3339).
+    pub end: String,
+}
+
+impl From<HarnessSpan> for EnclosingSpan {
+    fn from(span: HarnessSpan) -> Self {
+        EnclosingSpan {
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            parent_span_id: span.parent_span_id,
+            name: span.name,
+            kind: span.kind,
+            start: span.start,
+            end: span.end,
+        }
+    }
+}
+
+/// Records with their harness spans, as served.
+pub fn served(records: Vec<(TraceRecord, Option<HarnessSpan>)>) -> Vec<ServedRecord> {
+    records.into_iter().map(ServedRecord::from).collect()
+}
 
 /// The query of `GET /traces`.
 #[derive(Debug, Deserialize)]
@@ -59,7 +123,7 @@ pub struct TracesQuery {
 #[derive(Debug, Serialize)]
 pub struct TracePage {
     /// The page's traces, newest first.
-    traces: Vec<TraceRecord>,
+    traces: Vec<ServedRecord>,
     /// Where the next page starts, or none when this one is the last.
     next_cursor: Option<String>,
 }
@@ -88,45 +152,28 @@ pub async fn list(
         newest_first: true,
         ..TraceFilter::default()
     };
-    let mut traces = state.reader.traces(filter).await?;
+    let mut traces = state.reader.traces_with_parents(filter).await?;
     let more = traces.len() > limit;
     traces.truncate(limit);
     let next_cursor = more
         .then(|| traces.last())
         .flatten()
-        .map(|last| params::encode_cursor(&last.started_at, &last.trace_id));
+        .map(|(last, _)| params::encode_cursor(&last.started_at, &last.trace_id));
     Ok(Json(TracePage {
-        traces,
+        traces: served(traces),
         next_cursor,
     }))
 }
 
-/// `GET /traces/{trace_id}`: one trace, 404 when unknown. When the call
-/// hangs under a stored harness span (its `traceparent` named one), the
-/// record carries `harness_span`: that span's ids, name and kind.
+/// `GET /traces/{trace_id}`: one trace, 404 when unknown, with the harness
+/// span it was made under (`harness_span`, when one is stored).
 pub async fn get(
     State(state): State<AppState>,
     Path(trace_id): Path<String>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<ServedRecord>, GatewayError> {
     let found_trace = state.reader.trace_with_parent(trace_id.clone()).await?;
-    let (record, parent) = found(found_trace, "trace", &trace_id)?.0;
-    let mut json =
-        serde_json::to_value(record).map_err(|e| GatewayError::internal(e.to_string()))?;
-    if let (Some(span), Value::Object(fields)) = (parent, &mut json) {
-        fields.insert(
-            "harness_span".into(),
-            json!({
-                "trace_id": span.trace_id,
-                "span_id": span.span_id,
-                "parent_span_id": span.parent_span_id,
-                "name": span.name,
-                "kind": span.kind,
-                "start": span.start,
-                "end": span.end,
-            }),
-        );
-    }
-    Ok(Json(json))
+    let record = found(found_trace, "trace", &trace_id)?.0;
+    Ok(Json(ServedRecord::from(record)))
 }
 
 /// The body of `POST /traces/query`.
@@ -152,7 +199,7 @@ pub struct TraceQuery {
 pub async fn query(
     State(state): State<AppState>,
     Json(query): Json<TraceQuery>,
-) -> Result<Json<Vec<TraceRecord>>, GatewayError> {
+) -> Result<Json<Vec<ServedRecord>>, GatewayError> {
     if query.session_ids.is_empty() {
         // rLLM answers an empty list for no sessions, not every trace.
         return Ok(Json(Vec::new()));
@@ -164,5 +211,7 @@ pub async fn query(
         weight_version: query.weight_version,
         ..TraceFilter::default()
     };
-    Ok(Json(state.reader.traces(filter).await?))
+    Ok(Json(served(
+        state.reader.traces_with_parents(filter).await?,
+    )))
 }

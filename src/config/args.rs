@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// [default: grpc for port 4317, else http/protobuf].
     #[arg(long, value_name = "PROTOCOL")]
     pub otlp_protocol: Option<String>,
+    /// Address of the OTLP/gRPC receiver for harness spans, like
+    /// 127.0.0.1:4317 [default: off].
+    #[arg(long, env = "TRACEGATE_OTLP_GRPC_LISTEN", value_name = "ADDR")]
+    pub otlp_grpc_listen: Option<String>,
     /// Put message content on exported spans [default: false].
     #[arg(long, env = "TRACEGATE_EXPORT_INCLUDE_CONTENT", value_name = "BOOL")]
     pub export_include_content: Option<String>,
@@ -243,6 +247,7 @@ const TEXTS: &[Argument<Option<String>>] = arguments![
     PropagateTraceparent => propagate_traceparent,
     ExportEndpoint => otlp_endpoint,
     ExportProtocol => otlp_protocol,
+    OtlpGrpcListen => otlp_grpc_listen,
     ExportIncludeContent => export_include_content,
     ExportSelfTracing => export_self_tracing,
     UpstreamAuth => upstream_auth,

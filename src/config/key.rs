@@ -68,6 +68,7 @@ keys! {
         HeartbeatEvery => "heartbeat_every",
         StreamKeepalive => "stream_keepalive",
         Retry => "retry",
+        OtlpGrpcListen => "otlp.grpc_listen",
         OtlpMaxSpansPerRequest => "otlp.max_spans_per_request",
         OtlpMaxAttributesPerSpan => "otlp.max_attributes_per_span",
         OtlpMaxAttributeBytes => "otlp.max_attribute_bytes",

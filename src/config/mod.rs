@@ -123,6 +123,9 @@ pub struct Config {
     pub server: ServerOptions,
     /// The OTLP receiver's limits.
     pub otlp: OtlpLimits,
+    /// Where the OTLP/gRPC receiver listens (`otlp.grpc_listen`); `None`
+    /// (the default) when it is off.
+    pub otlp_grpc_listen: Option<SocketAddr>,
 }
 
 fn otlp_limits(s: &Settings) -> Result<OtlpLimits, ConfigError> {
@@ -321,6 +324,7 @@ impl Config {
             },
             server: server_options(s)?,
             otlp: otlp_limits(s)?,
+            otlp_grpc_listen: otlp_grpc_listen(s)?,
         })
     }
 }
@@ -349,6 +353,26 @@ fn listen(s: &Settings) -> Result<SocketAddr, ConfigError> {
 /// The port of `listen` when the value names only a host.
 const DEFAULT_PORT: u16 = 9090;
 
+/// The port of `otlp.grpc_listen` when the value names only a host: OTLP's
+/// gRPC port.
+const DEFAULT_OTLP_GRPC_PORT: u16 = 4317;
+
+/// `otlp.grpc_listen`, in the forms `listen` takes; unset is off.
+fn otlp_grpc_listen(s: &Settings) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(setting) = s.get(Key::OtlpGrpcListen) else {
+        return Ok(None);
+    };
+    let key = Key::OtlpGrpcListen.name();
+    let text = setting.text(key)?;
+    match parse_address(&text, DEFAULT_OTLP_GRPC_PORT) {
+        Some(addr) => Ok(Some(addr)),
+        None => Err(setting.error(
+            key,
+            format!("'{text}' is not an address like 127.0.0.1:4317, 0.0.0.0:4317, :4317 or 4317"),
+        )),
+    }
+}
+
 /// Reads a listen address in the forms people write: `HOST:PORT` with an IP
 /// address, `PORT` and `:PORT` (on the loopback address, like the default:
 /// listening on every interface is written `0.0.0.0:PORT`), `localhost`
@@ -356,6 +380,12 @@ const DEFAULT_PORT: u16 = 9090;
 /// are refused: a listen address is resolved once, and a name that
 /// resolves elsewhere later would be a surprise.
 fn parse_listen(text: &str) -> Option<SocketAddr> {
+    parse_address(text, DEFAULT_PORT)
+}
+
+/// An address in the forms of [`parse_listen`], `default_port` when the
+/// text names only a host.
+fn parse_address(text: &str, default_port: u16) -> Option<SocketAddr> {
     use std::net::{IpAddr, Ipv4Addr};
     let t = text.trim();
     if t.is_empty() {
@@ -366,13 +396,13 @@ fn parse_listen(text: &str) -> Option<SocketAddr> {
     }
     let bare = t.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, DEFAULT_PORT));
+        return Some(SocketAddr::new(ip, default_port));
     }
     let (host, port) = match t.rsplit_once(':') {
         Some((host, port)) => (host, port.parse().ok()?),
         None => match t.parse() {
             Ok(port) => ("", port),
-            Err(_) => (t, DEFAULT_PORT),
+            Err(_) => (t, default_port),
         },
     };
     match host {
@@ -539,6 +569,34 @@ mod tests {
         for bad in ["example.com:80", "localhost:http", ":99999", "", "1.2.3:4"] {
             assert_eq!(parse_listen(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_otlp_grpc_receiver_is_off_by_default_and_listens_where_it_is_told() {
+        let upstream = vec!["http://h".to_string()];
+        let load = |grpc: Option<&str>| {
+            Config::load(&ServeArgs {
+                upstream: upstream.clone(),
+                otlp_grpc_listen: grpc.map(str::to_string),
+                ..ServeArgs::default()
+            })
+        };
+        assert_eq!(load(None).unwrap().otlp_grpc_listen, None);
+        for (text, addr) in [
+            ("127.0.0.1:5317", "127.0.0.1:5317"),
+            ("0.0.0.0", "0.0.0.0:4317"),
+        ] {
+            let c = load(Some(text)).unwrap();
+            assert_eq!(c.otlp_grpc_listen.map(|a| a.to_string()), Some(addr.into()));
+        }
+        let e = load(Some("collector:4317")).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), &e.origin),
+            (
+                "otlp.grpc_listen",
+                &Origin::Flag("--otlp-grpc-listen".into())
+            )
+        );
     }
 
     #[test]

@@ -106,9 +106,16 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// The 200 of a request whose spans are stored: `partial_success` counts
-/// the spans rejected, and its message says why and what was cut.
+/// The 200 of a request whose spans are stored, in its encoding.
 pub fn accepted(encoding: Encoding, decoded: &Decoded) -> Response {
+    let body = response(decoded);
+    encoded(StatusCode::OK, encoding, &body, &body)
+}
+
+/// What an export whose spans are stored is told, on either transport:
+/// `partial_success` counts the spans rejected, and its message says why
+/// and what was cut.
+pub fn response(decoded: &Decoded) -> ExportTraceServiceResponse {
     let mut notes = decoded.reasons.clone();
     if decoded.truncated > 0 {
         notes.push(format!(
@@ -120,8 +127,7 @@ pub fn accepted(encoding: Encoding, decoded: &Decoded) -> Response {
         rejected_spans: i64::try_from(decoded.rejected()).unwrap_or(i64::MAX),
         error_message: notes.join("; "),
     });
-    let body = ExportTraceServiceResponse { partial_success };
-    encoded(StatusCode::OK, encoding, &body, &body)
+    ExportTraceServiceResponse { partial_success }
 }
 
 /// A body in `encoding`: `message` as protobuf, or `json` as JSON.

@@ -17,6 +17,11 @@
 //! * 503 with `Retry-After` while the store cannot commit (the exporter
 //!   retries; the spans are never held in memory meanwhile).
 //!
+//! The OTLP/gRPC receiver (`grpc`, on `otlp.grpc_listen` when set) is the
+//! same receiver over another transport: its messages go through the same
+//! `take` (parse, limits, counts, commit) and get the same
+//! `ExportTraceServiceResponse`; only the status codes travel differently.
+//!
 //! A call the harness made through the gateway with `traceparent` hangs
 //! under the harness span that header named: the link is the call's OTel
 //! trace and parent span ids, read by a join (`store::harness`), so the
@@ -24,6 +29,7 @@
 
 mod answer;
 pub mod decode;
+pub mod grpc;
 
 use crate::config::OtlpLimits;
 use crate::metrics::OtlpRejection;
@@ -32,6 +38,7 @@ use answer::{Encoding, Refusal};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use decode::Decoded;
 use http::{HeaderMap, header};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -51,23 +58,27 @@ pub struct Receiver {
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match handle(&state, &headers, body).await {
         Ok(response) => response,
-        Err(refusal) => {
-            state.metrics.otlp_rejected(refusal.reason(), 1);
-            refusal.into_response()
-        }
+        Err(refusal) => refused(&state, refusal).into_response(),
     }
 }
 
 async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let encoding = Encoding::of(headers).ok_or(Refusal::ContentType)?;
-    let receiver = state.otlp;
-    let body = axum::body::to_bytes(body, receiver.max_body_bytes)
+    let max = state.otlp.max_body_bytes;
+    let body = axum::body::to_bytes(body, max)
         .await
         .map_err(|e| Refusal::Malformed(encoding, format!("cannot read the body: {e}")))?;
-    let body = decompress(headers, body, receiver.max_body_bytes)
-        .map_err(|message| Refusal::Malformed(encoding, message))?;
-    let request = parse(encoding, &body).map_err(|m| Refusal::Malformed(encoding, m))?;
-    let mut decoded = decode::decode(request, &receiver.limits);
+    let body = decompress(headers, body, max).map_err(|m| Refusal::Malformed(encoding, m))?;
+    let decoded = take(state, encoding, &body).await?;
+    Ok(answer::accepted(encoding, &decoded))
+}
+
+/// One export's body, parsed, decoded within the limits, counted and
+/// committed to the store: the path both transports share. The answer is
+/// the caller's to give ([`answer::response`] is its message).
+async fn take(state: &AppState, encoding: Encoding, body: &[u8]) -> Result<Decoded, Refusal> {
+    let request = parse(encoding, body).map_err(|m| Refusal::Malformed(encoding, m))?;
+    let mut decoded = decode::decode(request, &state.otlp.limits);
     count_rejected(state, &decoded);
     let stored = decoded.spans.len();
     if stored > 0 {
@@ -79,11 +90,18 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             .map_err(|e| Refusal::Unavailable(encoding, e.to_string()))?;
         state.metrics.otlp_received(stored);
     }
-    Ok(answer::accepted(encoding, &decoded))
+    Ok(decoded)
+}
+
+/// Counts a refused request under its reason, and gives it back to be
+/// answered.
+fn refused(state: &AppState, refusal: Refusal) -> Refusal {
+    state.metrics.otlp_rejected(refusal.reason(), 1);
+    refusal
 }
 
 /// Counts the spans decode rejected, by why.
-fn count_rejected(state: &AppState, decoded: &decode::Decoded) {
+fn count_rejected(state: &AppState, decoded: &Decoded) {
     let metrics = &state.metrics;
     metrics.otlp_rejected(OtlpRejection::TooManySpans, decoded.too_many);
     metrics.otlp_rejected(OtlpRejection::InvalidSpan, decoded.invalid);

@@ -172,6 +172,15 @@ impl Reader {
         harness::call_links(&self.conn, session_id)
     }
 
+    /// `record` with the stored harness span its `traceparent` named.
+    fn with_parent(&self, record: TraceRecord) -> StoreResult<(TraceRecord, Option<HarnessSpan>)> {
+        let parent = match &record.otel_parent_span_id {
+            Some(span_id) => self.harness_span(&record.otel_trace_id, span_id)?,
+            None => None,
+        };
+        Ok((record, parent))
+    }
+
     /// One harness span by its OpenTelemetry trace and span ids.
     pub fn harness_span(&self, trace_id: &str, span_id: &str) -> StoreResult<Option<HarnessSpan>> {
         harness::one(&self.conn, trace_id, span_id)
@@ -237,6 +246,24 @@ impl StoreReader {
     /// Traces matching `filter`, in its order.
     pub async fn traces(&self, filter: TraceFilter) -> StoreResult<Vec<TraceRecord>> {
         self.call(move |r| r.traces(&filter)).await
+    }
+
+    /// [`traces`](Self::traces), each with the stored harness span its
+    /// `traceparent` named (if any), read in one snapshot.
+    pub async fn traces_with_parents(
+        &self,
+        filter: TraceFilter,
+    ) -> StoreResult<Vec<(TraceRecord, Option<HarnessSpan>)>> {
+        self.call(move |r| {
+            r.snapshot(|r| {
+                let records = r.traces(&filter)?;
+                records
+                    .into_iter()
+                    .map(|record| r.with_parent(record))
+                    .collect()
+            })
+        })
+        .await
     }
 
     /// A page of call nodes and the cursor to poll from next.
@@ -387,11 +414,7 @@ impl StoreReader {
                 let Some(record) = r.trace(&trace_id)? else {
                     return Ok(None);
                 };
-                let parent = match &record.otel_parent_span_id {
-                    Some(span_id) => r.harness_span(&record.otel_trace_id, span_id)?,
-                    None => None,
-                };
-                Ok(Some((record, parent)))
+                r.with_parent(record).map(Some)
             })
         })
         .await

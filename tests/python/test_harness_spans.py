@@ -1,16 +1,26 @@
 """A harness's own OpenTelemetry spans, sent to the real tracegate binary.
 
 The harness side is the real OpenTelemetry Python SDK with its OTLP/HTTP
-exporter: each step of an episode is an `invoke_agent` span, each tool call
-an `execute_tool` span, and the LLM calls go through the gateway with the
+exporter (`POST /v1/traces` on the gateway's listener), or its OTLP/gRPC
+exporter (gzip-compressed, to the receiver on `otlp.grpc_listen`): each
+step of an episode is an `invoke_agent` span, each tool call an
+`execute_tool` span, and the LLM calls go through the gateway with the
 `traceparent` of the span they are made in. The stored tree (the API) must
 link them: every call under the span it was made in, every span listing
-its calls, the tool spans under their step.
+its calls, the tool spans under their step — and be the same tree whichever
+exporter sent the spans.
 """
 
+import os
+
+import grpc
 import httpx
 import openai
+import pytest
 from conftest import API_KEY, GATEWAY
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.resources import Resource
@@ -19,13 +29,22 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
 
-def harness(session_id):
+# Where the gateway's OTLP/gRPC receiver listens (tests/sdk.rs turns it on).
+OTLP_GRPC = os.environ["TRACEGATE_OTLP_GRPC"]
+
+
+def exporter_for(transport):
+    if transport == "grpc":
+        return GrpcSpanExporter(endpoint=OTLP_GRPC, insecure=True, compression=grpc.Compression.Gzip)
+    return OTLPSpanExporter(endpoint=f"{GATEWAY}/v1/traces")
+
+
+def harness(session_id, transport):
     resource = Resource.create(
         {"service.name": "pytest-harness", "session.id": session_id, "rllm.run_id": "otel-run"}
     )
     provider = TracerProvider(resource=resource)
-    exporter = OTLPSpanExporter(endpoint=f"{GATEWAY}/v1/traces")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(SimpleSpanProcessor(exporter_for(transport)))
     return provider
 
 
@@ -39,8 +58,10 @@ def ask(llm, content):
     )
 
 
-def test_an_episode_of_steps_and_tools_is_one_tree(session_id):
-    provider = harness(session_id)
+def episode(session_id, transport):
+    """Runs one episode; returns the stored tree and, by span name, the
+    contents of the calls made in each span."""
+    provider = harness(session_id, transport)
     tracer = provider.get_tracer("pytest-harness")
     llm = openai.OpenAI(base_url=f"{GATEWAY}/sessions/{session_id}/v1", api_key=API_KEY, max_retries=0)
     expected = {}  # span name -> the contents of the calls made in it
@@ -57,8 +78,12 @@ def test_an_episode_of_steps_and_tools_is_one_tree(session_id):
     assert provider.force_flush()
     provider.shutdown()
     httpx.post(f"{GATEWAY}/admin/flush").raise_for_status()
+    return httpx.get(f"{GATEWAY}/sessions/{session_id}/spans").json(), expected
 
-    tree = httpx.get(f"{GATEWAY}/sessions/{session_id}/spans").json()
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_an_episode_of_steps_and_tools_is_one_tree(session_id, transport):
+    tree, expected = episode(session_id, transport)
     spans = {s["name"]: s for s in tree["spans"]}
     assert set(spans) == {"invoke_agent episode", *expected}, tree
     root = spans["invoke_agent episode"]
@@ -85,3 +110,25 @@ def test_an_episode_of_steps_and_tools_is_one_tree(session_id):
             record = httpx.get(f"{GATEWAY}/traces/{trace_id}").json()
             assert record["messages"][0]["content"] in contents
             assert record["harness_span"]["name"] == name
+
+
+def shape(tree):
+    """The tree without its ids: each span by name, with its parent's name,
+    kind, status, identity and the first message of each call under it."""
+    spans = {s["span_id"]: s for s in tree["spans"]}
+    shaped = {}
+    for span in tree["spans"]:
+        parent = spans.get(span["parent_span_id"])
+        identity = {k: v for k, v in span["identity"].items() if k != "session_id"}
+        calls = sorted(
+            httpx.get(f"{GATEWAY}/traces/{t}").json()["messages"][0]["content"] for t in span["calls"]
+        )
+        shaped[span["name"]] = (parent and parent["name"], span["kind"], span["status_code"], identity, calls)
+    return shaped
+
+
+def test_the_grpc_exporter_stores_the_tree_the_http_one_does(session_id):
+    over_http, _ = episode(session_id + "-http", "http")
+    over_grpc, _ = episode(session_id + "-grpc", "grpc")
+    assert shape(over_grpc) == shape(over_http)
+    assert len(over_grpc["calls"]) == len(over_http["calls"]) == 4
