@@ -21,7 +21,7 @@
 //! pushed one at a time, every [`BATCH_ROWS`] rows (or [`BATCH_BYTES`] of
 //! buffered values, whichever first) the buffer becomes one Arrow record
 //! batch handed to the Parquet writer, and the writer closes a row group
-//! every [`ROW_GROUP_BYTES`] of encoded data. Memory is then bounded by a
+//! every [`ROW_GROUP_BYTES`] of encoded data or [`ROW_GROUP_ROWS`] rows. Memory is then bounded by a
 //! batch and a row group, not by the export. Columns are zstd-compressed
 //! (zstd is already the store's codec; level 1, fast).
 
@@ -45,6 +45,8 @@ pub const BATCH_ROWS: usize = 1024;
 pub const BATCH_BYTES: usize = 16 << 20;
 /// Encoded bytes after which the writer closes a row group.
 pub const ROW_GROUP_BYTES: usize = 64 << 20;
+/// Rows after which it closes one anyway (readers split work by row group).
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 crate::wire_enum! {
     /// What one row of a Parquet export is.
@@ -85,6 +87,7 @@ impl<W: Write + Send, R: Rows> ParquetSink<W, R> {
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         Ok(ParquetSink {
             writer: ArrowWriter::try_new(out, R::schema(), Some(properties))?,
