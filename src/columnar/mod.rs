@@ -20,8 +20,8 @@
 //! A store can hold millions of calls, so the file is streamed: items are
 //! pushed one at a time, every [`BATCH_ROWS`] rows (or [`BATCH_BYTES`] of
 //! buffered values, whichever first) the buffer becomes one Arrow record
-//! batch handed to the Parquet writer, and the writer closes a row group
-//! every [`ROW_GROUP_BYTES`] of encoded data or [`ROW_GROUP_ROWS`] rows. Memory is then bounded by a
+//! batch handed to the Parquet writer, and a row group is closed every
+//! [`ROW_GROUP_BYTES`] of values or [`ROW_GROUP_ROWS`] rows. Memory is then bounded by a
 //! batch and a row group, not by the export. Columns are zstd-compressed
 //! (zstd is already the store's codec; level 1, fast).
 
@@ -42,10 +42,13 @@ use std::time::UNIX_EPOCH;
 pub const BATCH_ROWS: usize = 1024;
 /// Buffered values (approximate bytes) before a batch is written anyway:
 /// long episodes make large rows.
-pub const BATCH_BYTES: usize = 16 << 20;
-/// Encoded bytes after which the writer closes a row group.
-pub const ROW_GROUP_BYTES: usize = 64 << 20;
-/// Rows after which it closes one anyway (readers split work by row group).
+pub const BATCH_BYTES: usize = 8 << 20;
+/// Values (approximate bytes, before encoding) after which a row group is
+/// closed. The writer keeps a row group's pages in memory until then, in
+/// buffers sized for the values rather than for their compressed bytes, so
+/// a limit on encoded bytes alone let a 100 000-call export grow.
+pub const ROW_GROUP_BYTES: usize = 8 << 20;
+/// Rows after which one is closed anyway (readers split work by row group).
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 crate::wire_enum! {
@@ -79,6 +82,8 @@ pub struct ParquetSink<W: Write + Send, R: Rows> {
     writer: ArrowWriter<W>,
     rows: R,
     written: u64,
+    /// Bytes of values written since the last row group was closed.
+    in_row_group: usize,
 }
 
 impl<W: Write + Send, R: Rows> ParquetSink<W, R> {
@@ -86,13 +91,13 @@ impl<W: Write + Send, R: Rows> ParquetSink<W, R> {
     pub fn new(out: W) -> Result<Self, ParquetError> {
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         Ok(ParquetSink {
             writer: ArrowWriter::try_new(out, R::schema(), Some(properties))?,
             rows: R::default(),
             written: 0,
+            in_row_group: 0,
         })
     }
 
@@ -109,9 +114,15 @@ impl<W: Write + Send, R: Rows> ParquetSink<W, R> {
         if self.rows.rows() == 0 {
             return Ok(());
         }
+        self.in_row_group += self.rows.bytes();
         let batch = self.rows.batch()?;
         self.written += batch.num_rows() as u64;
-        self.writer.write(&batch)
+        self.writer.write(&batch)?;
+        if self.in_row_group >= ROW_GROUP_BYTES {
+            self.writer.flush()?;
+            self.in_row_group = 0;
+        }
+        Ok(())
     }
 
     /// Writes what is buffered and the file's footer; returns the rows
