@@ -23,7 +23,8 @@
 //!   forwarded with the calls';
 //! * [`api`] serves the records back over HTTP, with the [`feedback`]
 //!   (rewards, scores) harnesses attach to them, and sessions as
-//!   [`trajectory`]s: token sequences with loss masks, for trainers.
+//!   [`trajectory`]s: token sequences with loss masks, for trainers,
+//!   which [`columnar`] writes as Parquet.
 //!
 //! Around them: [`config`] (one validated configuration), [`error`] (the
 //! errors the gateway answers with), [`metrics`] (what `/metrics` reports,
@@ -39,6 +40,7 @@ pub mod auth;
 pub mod call_log;
 pub mod capture;
 pub mod cli;
+pub mod columnar;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -16,12 +16,16 @@
 //! The calls are taken in step order: the order they started, by `step_id`
 //! when every call has one, and never before the call they name as parent
 //! (`parent_span_id`). Calls without token data, or that failed, are listed
-//! but in no segment.
+//! but in no segment. The harness's tool executions (its `execute_tool`
+//! spans) are merged in between the calls they separate ([`steps`]).
+
+pub mod steps;
 
 use crate::feedback::Feedback;
-use crate::record::{Status, TraceRecord};
+use crate::record::{HarnessSpan, Status, TraceRecord};
 use serde::Serialize;
 use std::collections::HashMap;
+use steps::Step;
 
 crate::wire_enum! {
     /// Why a segment starts.
@@ -58,6 +62,8 @@ pub struct Trajectory {
     pub calls: Vec<TrajectoryCall>,
     /// The episode's token sequences: one, unless a turn did not extend.
     pub segments: Vec<Segment>,
+    /// The calls and the tool executions between them, in order.
+    pub steps: Vec<Step>,
 }
 
 /// One call of a trajectory.
@@ -113,10 +119,18 @@ pub struct Segment {
 }
 
 /// The trajectory of session `session_id` from its records (in the order
-/// they started) and the feedback naming the session.
-pub fn build(session_id: &str, records: Vec<TraceRecord>, feedback: Vec<Feedback>) -> Trajectory {
+/// they started), the feedback naming the session, and the harness spans
+/// of the session (its tool spans become steps).
+pub fn build(
+    session_id: &str,
+    records: Vec<TraceRecord>,
+    feedback: Vec<Feedback>,
+    spans: Vec<HarnessSpan>,
+) -> Trajectory {
     let run_id = records.iter().find_map(|r| r.identity.run_id.clone());
-    let mut calls: Vec<TrajectoryCall> = step_order(records).into_iter().map(call).collect();
+    let records = step_order(records);
+    let steps = steps::interleave(session_id, &records, spans);
+    let mut calls: Vec<TrajectoryCall> = records.into_iter().map(call).collect();
     let mut segments: Vec<Segment> = Vec::new();
     for call in &mut calls {
         if call.skipped.is_some() {
@@ -153,6 +167,7 @@ pub fn build(session_id: &str, records: Vec<TraceRecord>, feedback: Vec<Feedback
         feedback,
         calls,
         segments,
+        steps,
     }
 }
 
@@ -279,6 +294,7 @@ mod tests {
             "s",
             vec![turn("a", &[1, 2], &[3]), turn("b", &[1, 2, 3, 4], &[5, 6])],
             vec![],
+            vec![],
         );
         assert_eq!(t.segments.len(), 1);
         let s = &t.segments[0];
@@ -294,6 +310,7 @@ mod tests {
             "s",
             vec![turn("a", &[1, 2], &[3]), turn("b", &[1, 9], &[5])],
             vec![],
+            vec![],
         );
         assert_eq!(t.segments.len(), 2);
         assert_eq!(t.segments[1].start, Some(SegmentStart::PromptDoesNotExtend));
@@ -308,7 +325,7 @@ mod tests {
         child.identity.parent_span_id = Some("span-parent".into());
         let parent = turn("parent", &[1, 2], &[3]);
         let empty = turn("empty", &[], &[]);
-        let t = build("s", vec![child, empty, parent], vec![]);
+        let t = build("s", vec![child, empty, parent], vec![], vec![]);
         let ids: Vec<&str> = t.calls.iter().map(|c| c.trace_id.as_str()).collect();
         assert_eq!(ids, ["parent", "child", "empty"]);
         assert_eq!(t.calls[2].skipped, Some(Skipped::NoTokenData));

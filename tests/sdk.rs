@@ -35,6 +35,13 @@ fn python() -> PathBuf {
 
 /// Runs one pytest file against a fresh gateway in front of the mock.
 async fn pytest(file: &str) {
+    pytest_with(file, &[]).await;
+}
+
+/// Runs one pytest file against a fresh gateway in front of the mock,
+/// started with `args`; the test also gets the binary (`TRACEGATE_BIN`) and
+/// the gateway's database (`TRACEGATE_DB`), for the CLI.
+async fn pytest_with(file: &str, args: &[&str]) {
     let python = python();
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
@@ -43,8 +50,10 @@ async fn pytest(file: &str) {
     let gateway = Serve::new(dir.path())
         .upstream(&mock.base_url())
         .args(["--otlp-grpc-listen", &grpc])
+        .args(args)
         .spawn();
     let url = gateway.url("");
+    let db = dir.path().join("tracegate.db");
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(file);
@@ -54,6 +63,8 @@ async fn pytest(file: &str) {
             .arg(file)
             .env("TRACEGATE_URL", url)
             .env("TRACEGATE_OTLP_GRPC", grpc)
+            .env("TRACEGATE_BIN", common::process::BIN)
+            .env("TRACEGATE_DB", db)
             .output()
             .unwrap()
     })
@@ -94,4 +105,14 @@ async fn anthropic_sdk_end_to_end() {
 )]
 async fn opentelemetry_harness_spans_end_to_end() {
     pytest("test_harness_spans.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(sdk_tests),
+    ignore = "needs the Python SDKs in .venv (docs/development.md, \"Tests\"); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
+)]
+async fn parquet_export_read_by_pyarrow() {
+    let vllm = ["--kind", "vllm", "--strip-vllm-fields", "false"];
+    pytest_with("test_parquet_export.py", &vllm).await;
 }

@@ -3,15 +3,23 @@
 //! version changed mid-run; the trajectory matches, token for token and
 //! logprob for logprob, what the client received, with masks, versions and
 //! rewards right, and a turn whose prompt does not extend is split off.
+//! The harness's tool executions (`execute_tool` spans sent to the OTLP
+//! receiver) appear between the calls they separate, in the API, the
+//! JSONL export and the Parquet export; and `--format parquet` writes a
+//! Parquet file to a file or a pipe.
 
 // A test fails by panicking: unwrap and expect are how it says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
 use common::process::{Running, Serve, tracegate};
-use common::{Gateway, start_mock};
+use common::{Gateway, chat_body, start_mock};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One agent turn on the session; returns the client's answer.
 async fn turn(gw: &Running, sid: &str, step: u32, messages: &[Value]) -> Value {
@@ -230,4 +238,232 @@ fn expected_segment(answers: &[Value]) -> (Vec<u64>, Vec<u8>, Vec<f64>) {
         logprobs.extend(lp);
     }
     (tokens, mask, logprobs)
+}
+
+/// Now, in nanoseconds since the epoch (the gateway's clock is this one).
+fn now_nanos() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    u64::try_from(since.as_nanos()).unwrap()
+}
+
+/// An OTLP/JSON span of session `sid`, `ms` milliseconds long from now.
+fn span(sid: &str, span_id: &str, name: &str, ms: u64, attributes: Value) -> Value {
+    let start = now_nanos();
+    let attributes: Vec<Value> = attributes
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": {"stringValue": v}}))
+        .collect();
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "session.id", "value": {"stringValue": sid}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "5bf92f3577b34da6a3ce929d0e0e4736", "spanId": span_id, "name": name,
+            "kind": 1, "startTimeUnixNano": start.to_string(),
+            "endTimeUnixNano": (start + ms * 1_000_000).to_string(),
+            "attributes": attributes,
+            "status": {"code": 2, "message": "exit status 1"}
+        }]}]
+    }]})
+}
+
+/// A session of two calls with a tool execution between them (and an
+/// agent span around it all); returns the calls' record ids.
+async fn call_tool_call(gw: &Running, sid: &str) -> Vec<String> {
+    let agent = span(
+        sid,
+        "00f067aa0ba902b7",
+        "invoke_agent solver",
+        60_000,
+        json!({}),
+    );
+    let mut ids = Vec::new();
+    for (i, content) in ["plan", "read the output"].into_iter().enumerate() {
+        let answer = gw
+            .chat(&chat_body(content))
+            .headers(&[("x-rllm-session-id", sid)])
+            .answer()
+            .await;
+        assert_eq!(answer.status, 200);
+        ids.push(
+            answer.headers["x-rllm-trace-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        if i == 0 {
+            let tool = span(
+                sid,
+                "b7ad6b7169203331",
+                "execute_tool bash",
+                3,
+                json!({"gen_ai.tool.name": "bash", "gen_ai.tool.call.id": "call-1",
+                       "gen_ai.tool.call.arguments": "{\"cmd\": \"pytest\"}",
+                       "process.pid": "4242"}),
+            );
+            for body in [&agent, &tool] {
+                let posted = gw.post("/v1/traces").json(body).answer().await;
+                assert_eq!(posted.status, 200, "{}", posted.text());
+            }
+        }
+    }
+    gw.flush().await;
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_span_sits_between_the_calls_it_separates() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    let ids = call_tool_call(&gw, "tools-1").await;
+    let t = gw.get_json("/sessions/tools-1/trajectory").await;
+    let steps: Vec<(&str, &str)> = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let what = s["trace_id"].as_str().or(s["name"].as_str()).unwrap();
+            (s["kind"].as_str().unwrap(), what)
+        })
+        .collect();
+    // The agent span encloses the calls: it is no step.
+    assert_eq!(
+        steps,
+        [
+            ("call", ids[0].as_str()),
+            ("tool", "execute_tool bash"),
+            ("call", ids[1].as_str())
+        ],
+        "{t:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_step_has_its_duration_status_and_chosen_attributes() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    call_tool_call(&gw, "tools-2").await;
+    let t = gw.get_json("/sessions/tools-2/trajectory").await;
+    let tool = &t["steps"][1];
+    assert_eq!(tool["name"], "execute_tool bash", "{t:#}");
+    assert_eq!(tool["tool_name"], "bash");
+    assert_eq!(tool["tool_call_id"], "call-1");
+    assert_eq!(tool["duration_ms"], 3.0);
+    assert_eq!(tool["status"], "error");
+    assert_eq!(tool["status_message"], "exit status 1");
+    assert_eq!(tool["span_id"], "b7ad6b7169203331");
+    // Chosen attributes only: the arguments, not the process id.
+    assert_eq!(
+        tool["attributes"],
+        json!({"gen_ai.tool.call.arguments": "{\"cmd\": \"pytest\"}"})
+    );
+}
+
+/// The only record batch of a Parquet file's bytes.
+fn parquet_batch(bytes: Vec<u8>) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 1);
+    batches.remove(0)
+}
+
+/// `tracegate export --db tracegate.db ARGS`: its standard output.
+fn export_bytes(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = tracegate(dir)
+        .args(["export", "--db", "tracegate.db"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exports_carry_the_tool_steps() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Serve::new(dir.path())
+        .upstream(&mock.base_url())
+        .args(["--kind", "vllm", "--strip-vllm-fields", "false"])
+        .spawn();
+    let ids = call_tool_call(&gw, "tools-3").await;
+    let t = gw.get_json("/sessions/tools-3/trajectory").await;
+    let lines = export(dir.path(), &["--format", "trajectory"]);
+    assert_eq!(lines[0]["steps"], t["steps"]);
+
+    // Parquet: the two calls do not extend (two one-message prompts), so
+    // two segments; each row's `steps` are those from its first call to
+    // the next row's: the tool travels with the call it follows.
+    let batch = parquet_batch(export_bytes(
+        dir.path(),
+        &["--format", "parquet", "--out", "-"],
+    ));
+    assert_eq!(batch.num_rows(), 2);
+    let steps = batch.column_by_name("steps").unwrap().as_list::<i32>();
+    let text = |row: usize, name: &str, i: usize| {
+        let row = steps.value(row);
+        let column = row
+            .as_struct()
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        column.is_valid(i).then(|| column.value(i).to_string())
+    };
+    assert_eq!(steps.value_length(0), 2);
+    assert_eq!(steps.value_length(1), 1);
+    assert_eq!(text(0, "kind", 0).as_deref(), Some("call"));
+    assert_eq!(text(0, "trace_id", 0).as_deref(), Some(ids[0].as_str()));
+    assert_eq!(text(0, "kind", 1).as_deref(), Some("tool"));
+    assert_eq!(text(0, "tool_name", 1).as_deref(), Some("bash"));
+    assert_eq!(text(0, "tool_call_id", 1).as_deref(), Some("call-1"));
+    assert_eq!(text(0, "status", 1).as_deref(), Some("error"));
+    assert_eq!(text(1, "trace_id", 0).as_deref(), Some(ids[1].as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_goes_to_a_pipe_or_a_file_and_honours_the_limit() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    for i in 0..3 {
+        let answer = gw.chat(&chat_body(&format!("call {i}"))).answer().await;
+        assert_eq!(answer.status, 200);
+    }
+    gw.flush().await;
+    let piped = export_bytes(dir.path(), &["--format", "parquet", "--shape", "calls"]);
+    assert!(piped.starts_with(b"PAR1") && piped.ends_with(b"PAR1"));
+    assert_eq!(parquet_batch(piped).num_rows(), 3);
+
+    let file = dir.path().join("calls.parquet");
+    let args = [
+        "--format", "parquet", "--shape", "calls", "--limit", "2", "--output",
+    ];
+    let said = export_bytes(dir.path(), &[&args[..], &[file.to_str().unwrap()]].concat());
+    let said = String::from_utf8(said).unwrap();
+    assert!(said.starts_with("exported 2 calls to "), "{said}");
+    assert_eq!(parquet_batch(std::fs::read(&file).unwrap()).num_rows(), 2);
+}
+
+#[test]
+fn a_shape_is_only_for_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tracegate(dir.path())
+        .args([
+            "export", "--format", "jsonl", "--shape", "calls", "--out", "-",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--shape is for --format parquet"), "{err}");
 }

@@ -5,7 +5,6 @@ use super::{Json, found};
 use crate::error::GatewayError;
 use crate::feedback::TargetKind;
 use crate::server::AppState;
-use crate::store::TraceFilter;
 use crate::store::feedback::FeedbackScope;
 use crate::trajectory::{self, Trajectory};
 use axum::extract::{Path, State};
@@ -51,14 +50,11 @@ pub async fn run(
     }))
 }
 
-/// One session's trajectory, from its records and its feedback.
+/// One session's trajectory, from its records, its feedback and its
+/// harness spans (read together with the records).
 async fn read(state: &AppState, session_id: String) -> Result<Trajectory, GatewayError> {
-    let filter = TraceFilter {
-        session_ids: vec![session_id.clone()],
-        ..TraceFilter::default()
-    };
-    let records = state.reader.traces(filter).await?;
+    let (records, spans) = state.reader.session_spans(session_id.clone()).await?;
     let scope = FeedbackScope::Target(TargetKind::Session, session_id.clone());
     let feedback = state.reader.feedback(scope).await?;
-    Ok(trajectory::build(&session_id, records, feedback))
+    Ok(trajectory::build(&session_id, records, feedback, spans))
 }

@@ -1,5 +1,5 @@
-//! `tracegate export`: traces as JSON Lines, to a file or to standard
-//! output, in one of four forms (`--format`):
+//! `tracegate export`: traces as JSON Lines or Parquet, to a file or to
+//! standard output, in one of five forms (`--format`):
 //!
 //! * `jsonl` (the default, also spelled `traces`): one TraceRecord a line, exactly what
 //!   `GET /traces/{id}` answers — rLLM's field names, token ids and logprobs
@@ -10,7 +10,11 @@
 //!   answers (`schema/trajectory.md`): token sequences with loss masks, for
 //!   RL trainers;
 //! * `chat`: one call a line as `{"messages": [...], "tools": [...]}` — its
-//!   messages and its answer — the form SFT and eval pipelines read.
+//!   messages and its answer — the form SFT and eval pipelines read;
+//! * `parquet`: a Parquet file (`crate::columnar`), of a row per trajectory
+//!   segment (`--shape trajectory`, the default) or per call (`--shape
+//!   calls`). Parquet needs no seeking, so it goes to a pipe as well as to
+//!   a file, under the same rule as the other forms.
 //!
 //! Without `--out` the export goes to standard output when that is piped
 //! (`tracegate export | jq`, `> file`), as other tools' data commands do;
@@ -23,7 +27,9 @@
 //!
 //! Stores reach tens of gigabytes, so the export streams: one row is read,
 //! decoded, written and dropped before the next (the store's
-//! `Reader::for_each_trace`), and memory stays flat whatever the size.
+//! `Reader::for_each_trace`; a trajectory is one session's calls), and
+//! memory stays flat whatever the size (Parquet buffers one record batch
+//! and one row group).
 //! Counting and reading happen in one snapshot, so the count behind the
 //! progress bar and the lines written describe the same state even while a
 //! gateway keeps writing.
@@ -36,15 +42,18 @@
 use super::feedback_filter::{self, FeedbackFilter};
 use super::output::Output;
 use super::{DbArg, Failure, FilterArgs};
+use crate::columnar::calls::CallRows;
+use crate::columnar::segments::SegmentRows;
+use crate::columnar::{ParquetSink, Rows, Shape};
 use crate::feedback::{Feedback, TargetKind};
 use crate::record::TraceRecord;
-use crate::store::Reader;
 use crate::store::feedback::FeedbackScope;
-use crate::trajectory;
+use crate::store::{Reader, TraceFilter};
+use crate::trajectory::{self, Trajectory};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -57,21 +66,29 @@ pub struct ExportArgs {
     filter: FilterArgs,
     /// The file to write (replaced if it exists); `-` for standard output,
     /// which is also where the export goes without `--out` when it is piped.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, visible_alias = "output", value_name = "FILE")]
     out: Option<PathBuf>,
     /// At most this many lines (records, sessions or calls; the first,
-    /// oldest first).
+    /// oldest first); for Parquet, sessions (`--shape trajectory`) or calls.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
     /// What is written: TraceRecords (a line each, or one JSON array), a
-    /// session's trajectory a line, or a call a line in the chat
-    /// fine-tuning form.
+    /// session's trajectory a line, a call a line in the chat fine-tuning
+    /// form, or a Parquet file (see --shape).
     #[arg(long, value_enum, default_value_t)]
     format: ExportFormat,
+    /// With --format parquet, what a row is: `trajectory` (a segment of a
+    /// session's trajectory, the default) or `calls` (a call).
+    #[arg(long, value_name = "SHAPE", value_parser = shape)]
+    shape: Option<Shape>,
     /// Only what has feedback satisfying NAME OP VALUE (operators > >= < <=
     /// = !=), e.g. 'reward>0'.
     #[arg(long = "where", value_name = "CONDITION", value_parser = feedback_filter::parse)]
     where_: Option<FeedbackFilter>,
+}
+
+fn shape(text: &str) -> Result<Shape, String> {
+    Shape::parse(text).ok_or_else(|| format!("`{text}` is not a shape: trajectory or calls"))
 }
 
 /// The form of an export.
@@ -87,35 +104,48 @@ pub enum ExportFormat {
     Trajectory,
     /// One call a line: {"messages": [...], "tools": [...]}.
     Chat,
+    /// A Parquet file: a row per trajectory segment, or per call.
+    Parquet,
 }
 
-impl ExportFormat {
-    /// What one line (or array item) of this form is, for the summary.
-    fn unit(self) -> &'static str {
-        match self {
-            ExportFormat::Jsonl | ExportFormat::Json => "traces",
-            ExportFormat::Trajectory => "sessions",
-            ExportFormat::Chat => "calls",
+impl ExportArgs {
+    /// What one line, array item or Parquet item of this export is.
+    fn unit(&self) -> &'static str {
+        match (self.format, self.shape) {
+            (ExportFormat::Jsonl | ExportFormat::Json, _) => "traces",
+            (ExportFormat::Trajectory, _) => "sessions",
+            (ExportFormat::Parquet, None | Some(Shape::Trajectory)) => "sessions",
+            (ExportFormat::Chat, _) | (ExportFormat::Parquet, Some(Shape::Calls)) => "calls",
         }
     }
 }
 
 /// Runs `tracegate export`.
 pub fn export(args: &ExportArgs) -> Result<(), Failure> {
+    if args.shape.is_some() && args.format != ExportFormat::Parquet {
+        return Err(Failure::Usage(
+            "--shape is for --format parquet (the other forms have one shape each)".into(),
+        ));
+    }
     let file = destination(args.out.as_deref())?;
     let reader = args.db.reader()?;
-    let mut out = match file {
-        None => Output::stdout(),
-        Some(path) => Output::create(path)?,
+    let show = file.is_some() && std::io::stderr().is_terminal();
+    let written = if args.format == ExportFormat::Parquet {
+        reader.snapshot(|reader| write_parquet(reader, args, file, show))?
+    } else {
+        let mut out = match file {
+            None => Output::stdout(),
+            Some(path) => Output::create(path)?,
+        };
+        let written = reader.snapshot(|reader| write_lines(reader, args, &mut out, show))?;
+        out.finish()?;
+        written
     };
-    let to_stdout = file.is_none();
-    let written = reader.snapshot(|reader| write_lines(reader, args, &mut out, to_stdout))?;
-    out.finish()?;
     if let Some(path) = file {
         let mut summary = Output::stdout();
         summary.text(&format!(
             "exported {written} {} to {}\n",
-            args.format.unit(),
+            args.unit(),
             path.display()
         ))?;
         summary.finish()?;
@@ -137,36 +167,117 @@ fn destination(out: Option<&Path>) -> Result<Option<&Path>, Failure> {
     }
 }
 
-/// Whether an export that has written `written` lines goes on.
-fn goes_on(args: &ExportArgs, out: &Output, written: u64) -> bool {
-    !out.is_closed() && args.limit.is_none_or(|limit| written < limit)
+/// Whether an export that has written `written` items goes on.
+fn below_limit(args: &ExportArgs, written: u64) -> bool {
+    args.limit.is_none_or(|limit| written < limit)
 }
 
-/// Writes every matching trace in the format, with a progress bar when it
-/// helps; returns how many were written.
+/// Writes every matching trace as JSON (a line each, an array, or the chat
+/// form), or every session's trajectory a line; returns how many were
+/// written.
 fn write_lines(
     reader: &Reader,
     args: &ExportArgs,
     out: &mut Output,
-    to_stdout: bool,
+    show: bool,
+) -> Result<u64, Failure> {
+    if args.format == ExportFormat::Trajectory {
+        return each_trajectory(reader, args, show, |t| {
+            out.json_line(t)?;
+            Ok(!out.is_closed())
+        });
+    }
+    let array = args.format == ExportFormat::Json;
+    if array {
+        out.text("[")?;
+    }
+    let mut first = true;
+    let written = each_record(reader, args, show, |record| {
+        match args.format {
+            ExportFormat::Chat => out.json_line(&chat(record))?,
+            ExportFormat::Json => {
+                out.text(if first { "\n" } else { ",\n" })?;
+                out.json(&record)?;
+            }
+            _ => out.json_line(&record)?,
+        }
+        first = false;
+        Ok(!out.is_closed())
+    })?;
+    if array {
+        out.text(if written == 0 { "]\n" } else { "\n]\n" })?;
+    }
+    Ok(written)
+}
+
+/// Writes a Parquet file of the matching sessions' trajectory segments or
+/// of the matching calls; returns how many sessions or calls it holds.
+fn write_parquet(
+    reader: &Reader,
+    args: &ExportArgs,
+    file: Option<&Path>,
+    show: bool,
+) -> Result<u64, Failure> {
+    let (name, out): (String, Box<dyn Write + Send>) = match file {
+        None => ("standard output".into(), Box::new(std::io::stdout())),
+        Some(path) => {
+            let created = std::fs::File::create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            (path.display().to_string(), Box::new(created))
+        }
+    };
+    let failed = |e: parquet::errors::ParquetError| format!("cannot write {name}: {e}");
+    let out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let written = match args.shape.unwrap_or(Shape::Trajectory) {
+        Shape::Trajectory => {
+            let mut sink = ParquetSink::<_, SegmentRows>::new(out).map_err(failed)?;
+            let written = each_trajectory(reader, args, show, |t| {
+                sink.push(t).map_err(failed)?;
+                Ok(true)
+            })?;
+            flush(sink, &name)?;
+            written
+        }
+        Shape::Calls => {
+            let mut sink = ParquetSink::<_, CallRows>::new(out).map_err(failed)?;
+            let written = each_record(reader, args, show, |record| {
+                sink.push(&record).map_err(failed)?;
+                Ok(true)
+            })?;
+            flush(sink, &name)?;
+            written
+        }
+    };
+    Ok(written)
+}
+
+/// Writes the rest of a Parquet file and its footer, and flushes it.
+fn flush<W: Write + Send, R: Rows>(sink: ParquetSink<W, R>, name: &str) -> Result<(), Failure> {
+    let (_, mut out) = sink
+        .finish()
+        .map_err(|e| format!("cannot write {name}: {e}"))?;
+    out.flush()
+        .map_err(|e| Failure::Runtime(format!("cannot write {name}: {e}")))
+}
+
+/// Calls `emit` with every matching trace (and `--where`), oldest first,
+/// until the limit or until `emit` says stop (`false`); returns how many
+/// it was given.
+fn each_record(
+    reader: &Reader,
+    args: &ExportArgs,
+    show: bool,
+    mut emit: impl FnMut(TraceRecord) -> Result<bool, Failure>,
 ) -> Result<u64, Failure> {
     let filter = args.filter.to_filter();
-    let show = !to_stdout && std::io::stderr().is_terminal();
-    if args.format == ExportFormat::Trajectory {
-        return write_trajectories(reader, args, out, show);
-    }
     let bar = if show {
         progress_bar(reader.count_traces(&filter)?, "traces")
     } else {
         ProgressBar::hidden()
     };
-    let array = args.format == ExportFormat::Json;
-    if array {
-        out.text("[")?;
-    }
     let mut sessions = SessionFeedback::default();
     let mut written = 0;
-    if goes_on(args, out, written) {
+    if below_limit(args, written) {
         reader.for_each_trace(&filter, |record| {
             bar.inc(1);
             if let Some(condition) = &args.where_ {
@@ -175,16 +286,9 @@ fn write_lines(
                     return Ok(ControlFlow::Continue(()));
                 }
             }
-            match args.format {
-                ExportFormat::Chat => out.json_line(&chat(record))?,
-                ExportFormat::Json => {
-                    out.text(if written == 0 { "\n" } else { ",\n" })?;
-                    out.json(&record)?;
-                }
-                _ => out.json_line(&record)?,
-            }
+            let goes_on = emit(record)?;
             written += 1;
-            Ok::<_, Failure>(if goes_on(args, out, written) {
+            Ok::<_, Failure>(if goes_on && below_limit(args, written) {
                 ControlFlow::Continue(())
             } else {
                 ControlFlow::Break(())
@@ -192,9 +296,6 @@ fn write_lines(
         })?;
     }
     bar.finish_and_clear();
-    if array {
-        out.text(if written == 0 { "]\n" } else { "\n]\n" })?;
-    }
     Ok(written)
 }
 
@@ -230,13 +331,14 @@ impl SessionFeedback {
     }
 }
 
-/// Writes a line per session with matching calls (its trajectory, of the
-/// matching calls); returns how many were written.
-fn write_trajectories(
+/// Calls `emit` with the trajectory of each session with matching calls
+/// (of those calls, and passing `--where`), until the limit or until
+/// `emit` says stop (`false`); returns how many it was given.
+fn each_trajectory(
     reader: &Reader,
     args: &ExportArgs,
-    out: &mut Output,
     show: bool,
+    mut emit: impl FnMut(&Trajectory) -> Result<bool, Failure>,
 ) -> Result<u64, Failure> {
     let filter = args.filter.to_filter();
     let sessions = reader.session_ids(&filter)?;
@@ -247,29 +349,47 @@ fn write_trajectories(
     };
     let mut written = 0;
     for session_id in sessions {
-        if !goes_on(args, out, written) {
+        if !below_limit(args, written) {
             break;
         }
         bar.inc(1);
-        let calls = crate::store::TraceFilter {
-            session_ids: vec![session_id.clone()],
-            limit: None,
-            ..filter.clone()
-        };
-        let records = reader.traces(&calls)?;
-        let scope = FeedbackScope::Target(TargetKind::Session, session_id.clone());
-        let t = trajectory::build(&session_id, records, reader.feedback(&scope)?);
+        let t = session_trajectory(reader, &filter, session_id)?;
         let calls_feedback = t.calls.iter().flat_map(|c| &c.feedback);
         if let Some(condition) = &args.where_
             && !condition.matches(t.feedback.iter().chain(calls_feedback))
         {
             continue;
         }
-        out.json_line(&t)?;
+        let goes_on = emit(&t)?;
         written += 1;
+        if !goes_on {
+            break;
+        }
     }
     bar.finish_and_clear();
     Ok(written)
+}
+
+/// One session's trajectory, of its calls that match `filter`, with its
+/// feedback and harness spans.
+fn session_trajectory(
+    reader: &Reader,
+    filter: &TraceFilter,
+    session_id: String,
+) -> Result<Trajectory, Failure> {
+    let calls = TraceFilter {
+        session_ids: vec![session_id.clone()],
+        limit: None,
+        ..filter.clone()
+    };
+    let records = reader.traces(&calls)?;
+    let mut otel_traces: Vec<String> = records.iter().map(|r| r.otel_trace_id.clone()).collect();
+    otel_traces.sort();
+    otel_traces.dedup();
+    let spans = reader.harness_spans_of_session(&session_id, &otel_traces)?;
+    let scope = FeedbackScope::Target(TargetKind::Session, session_id.clone());
+    let feedback = reader.feedback(&scope)?;
+    Ok(trajectory::build(&session_id, records, feedback, spans))
 }
 
 fn progress_bar(total: u64, what: &str) -> ProgressBar {
