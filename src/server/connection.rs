@@ -45,6 +45,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::ServiceExt;
 
 /// hyper's default read buffer limit (8 KiB + 100 × 4 KiB), which also
@@ -63,6 +64,10 @@ pub struct Acceptor {
     http1: Arc<Builder<TokioExecutor>>,
     options: ServerOptions,
     slots: Arc<Semaphore>,
+    /// Cancelled when the acceptor goes (shutdown): a connection still
+    /// waiting for its first bytes then closes, as hyper's detection would.
+    closing: CancellationToken,
+    _close_on_drop: DropGuard,
 }
 
 /// What a connection's first bytes say it speaks.
@@ -104,7 +109,10 @@ impl Acceptor {
             .max_buf_size(head_buffer);
         let list_size = u32::try_from(header_bytes).unwrap_or(u32::MAX);
         builder.http2().max_header_list_size(list_size);
+        let closing = CancellationToken::new();
         Acceptor {
+            _close_on_drop: closing.clone().drop_guard(),
+            closing,
             http1: Arc::new(builder.clone().http1_only()),
             builder: Arc::new(builder),
             options,
@@ -162,8 +170,13 @@ impl Acceptor {
         let watcher = graceful.watcher();
         let options = self.options;
         let watched = activity.clone();
+        let closing = self.closing.clone();
         let connection = async move {
-            let builder = match sniff(&stream).await {
+            let speaks = tokio::select! {
+                speaks = sniff(&stream) => speaks,
+                () = closing.cancelled() => return Ok(()),
+            };
+            let builder = match speaks {
                 Speaks::Http1 => http1,
                 Speaks::Unknown => builder,
             };
