@@ -57,6 +57,46 @@ def peak_kib(pid):
     return status_kib(pid, "VmHWM")
 
 
+def rss_parts(pid):
+    """RSS by what holds it, from /proc/PID/smaps (KiB): the binary's own
+    pages, other files, thread stacks (a read-write mapping right above a
+    guard page), glibc malloc's heap (SQLite allocates there: `[heap]` and
+    the arenas that end in a reserved remainder), and the rest of the
+    anonymous memory (mimalloc's arenas: everything Rust allocates)."""
+    maps = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                maps.append({"lo": lo, "hi": hi, "perms": head[1],
+                             "path": head[5] if len(head) > 5 else "", "rss": 0})
+            elif head[0] == "Rss:":
+                maps[-1]["rss"] = int(head[1])
+    binary = os.path.realpath(BIN)
+    parts = {"binary": 0, "files": 0, "stacks": 0, "glibc heap": 0, "mimalloc/anon": 0}
+    for i, m in enumerate(maps):
+        before = maps[i - 1] if i > 0 else None
+        after = maps[i + 1] if i + 1 < len(maps) else None
+        guard = lambda n, at: n and n["perms"].startswith("---") and n[at] == m["lo" if at == "hi" else "hi"]
+        if m["path"] == binary:
+            kind = "binary"
+        elif m["path"].startswith("/"):
+            kind = "files"
+        elif m["path"] in ("[stack]",) or (guard(before, "hi") and before["hi"] - before["lo"] <= 65536):
+            kind = "stacks"
+        elif m["path"] == "[heap]" or guard(after, "lo"):
+            kind = "glibc heap"
+        else:
+            kind = "mimalloc/anon"
+        parts[kind] += m["rss"]
+    return parts
+
+
+def parts_text(parts):
+    return ", ".join(f"{k} {v / 1024:.1f}" for k, v in parts.items()) + " MiB"
+
+
 def open_files(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -132,6 +172,7 @@ async def main():
                                         headers=("connection: close",)))
         await call(gw_port, request(gw_port, "/admin/flush", headers=("connection: close",)))
         idle = rss_kib(gw.pid)
+        idle_parts = rss_parts(gw.pid)
 
         opened = asyncio.Semaphore(0)
         streams = [asyncio.create_task(held_stream(gw_port, body, opened)) for _ in range(STREAMS)]
@@ -139,6 +180,7 @@ async def main():
             await opened.acquire()
         held = rss_kib(gw.pid)
         held_files = open_files(gw.pid)
+        held_parts = rss_parts(gw.pid)
         await call(mock_port, request(mock_port, "/mock/release", headers=("connection: close",)))
         streaming = held
         pending = set(streams)
@@ -149,6 +191,7 @@ async def main():
         complete = sum(1 for a in answers if b"data: [DONE]" in a and a.endswith(b"\r\n0\r\n\r\n"))
         await call(gw_port, request(gw_port, "/admin/flush", headers=("connection: close",)))
         after = rss_kib(gw.pid)
+        after_parts = rss_parts(gw.pid)
         peak = peak_kib(gw.pid)
         after_files = open_files(gw.pid)
         records = sqlite3.connect(f"{work}/memory.db").execute(
@@ -163,14 +206,19 @@ async def main():
     print(f"binary: {BIN}")
     print(f"streams: {STREAMS} ({CHUNKS} chunks, {DELAY_MS} ms apart), complete: {complete}")
     print(f"records: {records} (expected {STREAMS + 20})")
-    print(f"RSS idle: {mib(idle)}")
+    print(f"RSS idle: {mib(idle)} ({parts_text(idle_parts)})")
     print(f"RSS with {STREAMS} streams open: {mib(held)} "
-          f"({(held - idle) / STREAMS:.1f} KiB per stream; {held_files} open files)")
+          f"({(held - idle) / STREAMS:.1f} KiB per stream; {held_files} open files; "
+          f"{parts_text(held_parts)})")
     print(f"RSS highest sampled while streaming: {mib(streaming)}")
     print(f"peak RSS (VmHWM): {mib(peak)} ({(peak - idle) / STREAMS:.1f} KiB per stream over idle; "
           f"limit {LIMIT_MIB:g} MiB)")
     print(f"RSS after they closed: {mib(after)} (+{mib(after - idle)} over idle; "
-          f"{after_files} open files)")
+          f"{after_files} open files; {parts_text(after_parts)})")
+    print(f"summary: {STREAMS} streams: RSS idle {mib(idle)}, open {mib(held)}, "
+          f"peak {mib(peak)} (goal {LIMIT_MIB:g} MiB), after {mib(after)}; "
+          f"{(held - idle) / STREAMS:.1f} KiB per open stream; "
+          f"records {records}/{STREAMS + 20}, streams complete {complete}/{STREAMS}")
     if complete != STREAMS or records != STREAMS + 20:
         sys.exit("FAILED: a stream was cut or a call was not recorded")
     if peak / 1024 > LIMIT_MIB:

@@ -13,13 +13,22 @@
 //! [`ConnectionIo`] (`io`), which feeds them and reshapes hyper's bare
 //! error answers.
 //!
+//! A connection is HTTP/1 unless its first bytes are the HTTP/2 preface.
+//! hyper-util's automatic detection reads those bytes itself and hands
+//! them back to hyper's HTTP/1 parser as a first read of 24 bytes, after
+//! which hyper doubles its read buffer (16 KiB a connection, for the whole
+//! connection). So the gateway peeks at the first bytes first ([`sniff`]):
+//! a request that is plainly HTTP/1 is served by an HTTP/1-only builder,
+//! whose first read gets the whole request into 8 KiB; the HTTP/2 preface,
+//! or a first segment too short to tell, goes to the automatic one.
+//!
 //! hyper's own head limits are set at twice the gateway's, so that the
 //! gateway's check (`header_limits`) answers first with a message naming
 //! the key, and hyper's only stops what would cost memory; hyper's header
 //! timer is off (the deadlines are the gateway's).
 
 use super::deadline::{self, Activity, CallGuard};
-use super::io::ConnectionIo;
+use super::io::{ConnectionIo, H2_PREFACE};
 use crate::config::ServerOptions;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -36,6 +45,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::ServiceExt;
 
 /// hyper's default read buffer limit (8 KiB + 100 × 4 KiB), which also
@@ -48,9 +58,34 @@ const MAX_TARGET: usize = 64 * 1024;
 /// The accepting side of the server: the slots, and how each connection is
 /// served.
 pub struct Acceptor {
-    builder: Builder<TokioExecutor>,
+    /// Serves HTTP/1 or HTTP/2, as the connection's first bytes say.
+    builder: Arc<Builder<TokioExecutor>>,
+    /// Serves HTTP/1 only: for connections [`sniff`] knows are HTTP/1.
+    http1: Arc<Builder<TokioExecutor>>,
     options: ServerOptions,
     slots: Arc<Semaphore>,
+    /// Cancelled when the acceptor goes (shutdown): a connection still
+    /// waiting for its first bytes then closes, as hyper's detection would.
+    closing: CancellationToken,
+    _close_on_drop: DropGuard,
+}
+
+/// What a connection's first bytes say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    /// Not the HTTP/2 preface: HTTP/1.
+    Http1,
+    /// The HTTP/2 preface, or too few bytes to tell.
+    Unknown,
+}
+
+/// Peeks at the connection's first bytes (without reading them).
+async fn sniff(stream: &TcpStream) -> Speaks {
+    let mut first = [0u8; H2_PREFACE.len()];
+    match stream.peek(&mut first).await {
+        Ok(n) if n > 0 && !H2_PREFACE.starts_with(&first[..n]) => Speaks::Http1,
+        _ => Speaks::Unknown,
+    }
 }
 
 /// An accepted connection and the slot it holds until it closes.
@@ -74,8 +109,12 @@ impl Acceptor {
             .max_buf_size(head_buffer);
         let list_size = u32::try_from(header_bytes).unwrap_or(u32::MAX);
         builder.http2().max_header_list_size(list_size);
+        let closing = CancellationToken::new();
         Acceptor {
-            builder,
+            _close_on_drop: closing.clone().drop_guard(),
+            closing,
+            http1: Arc::new(builder.clone().http1_only()),
+            builder: Arc::new(builder),
             options,
             slots: Arc::new(Semaphore::new(options.max_connections)),
         }
@@ -121,17 +160,30 @@ impl Acceptor {
         // SSE events are small writes that must not wait for more.
         let _ = stream.set_nodelay(true);
         let activity = Activity::opened();
-        let io = TokioIo::new(ConnectionIo::new(stream, activity.clone()));
         let calls = activity.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             call(app.clone(), request, calls.call_started())
         });
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        // Shared, not cloned: the connection's task holds them until it
+        // knows which one serves it.
+        let (builder, http1) = (self.builder.clone(), self.http1.clone());
+        let watcher = graceful.watcher();
         let options = self.options;
+        let watched = activity.clone();
+        let closing = self.closing.clone();
+        let connection = async move {
+            let speaks = tokio::select! {
+                speaks = sniff(&stream) => speaks,
+                () = closing.cancelled() => return Ok(()),
+            };
+            let builder = match speaks {
+                Speaks::Http1 => http1,
+                Speaks::Unknown => builder,
+            };
+            let io = TokioIo::new(ConnectionIo::new(stream, watched));
+            let connection = builder.serve_connection(io, service).into_owned();
+            watcher.watch(connection).await
+        };
         async move {
             let _slot = slot;
             tokio::select! {

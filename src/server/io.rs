@@ -45,7 +45,7 @@ const LINE_KEPT: usize = 256;
 const BARE_HEAD_MAX: usize = 512;
 
 /// The start of the HTTP/2 connection preface.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// A connection's stream, watched (see the module documentation).
 pub struct ConnectionIo<T> {
