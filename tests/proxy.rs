@@ -269,3 +269,24 @@ async fn gateway_errors_on_the_anthropic_api_use_anthropics_shape() {
     );
     assert_eq!(gw.only_record().await.protocol, "anthropic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_with_prior_knowledge_is_served_and_recorded() {
+    let gw = Setup::new().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .post(gw.at("/v1/chat/completions"))
+        .json(&chat_body("over h2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    gw.flush().await;
+    let record = gw.only_record().await;
+    assert_eq!(record.messages[0]["content"], "over h2");
+}
