@@ -147,6 +147,38 @@ pub struct Server {
     otlp_grpc: Option<GrpcReceiver>,
 }
 
+/// The OTLP/gRPC receiver, when `addr` is configured, bound.
+async fn bind_grpc(
+    addr: Option<SocketAddr>,
+    state: &AppState,
+) -> Result<Option<GrpcReceiver>, StartError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let receiver = GrpcReceiver::bind(addr, state.clone()).await;
+    Ok(Some(
+        receiver.map_err(|source| StartError::Listen { addr, source })?,
+    ))
+}
+
+/// Span export from `store`'s outbox, when it is configured.
+fn start_exporter(
+    export: Option<&ExportConfig>,
+    store: &Store,
+    metrics: Arc<Metrics>,
+) -> Result<Option<Exporter>, StartError> {
+    let Some(export) = export else {
+        return Ok(None);
+    };
+    Ok(Some(Exporter::start(
+        export.clone(),
+        store.reader.clone(),
+        store.writer.clone(),
+        store.spans_committed.clone(),
+        metrics,
+    )?))
+}
+
 impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
@@ -177,14 +209,7 @@ impl Server {
                 max_body_bytes: config.max_body_bytes,
             },
         });
-        let otlp_grpc = match config.otlp_grpc_listen {
-            Some(addr) => Some(
-                GrpcReceiver::bind(addr, state.clone())
-                    .await
-                    .map_err(|source| StartError::Listen { addr, source })?,
-            ),
-            None => None,
-        };
+        let otlp_grpc = bind_grpc(config.otlp_grpc_listen, &state).await?;
         let app = app(state);
         let listen_error = |source| StartError::Listen {
             addr: config.listen,
@@ -194,16 +219,7 @@ impl Server {
             .await
             .map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
-        let exporter = match &config.export {
-            Some(export) => Some(Exporter::start(
-                export.clone(),
-                store.reader.clone(),
-                store.writer.clone(),
-                store.spans_committed.clone(),
-                metrics,
-            )?),
-            None => None,
-        };
+        let exporter = start_exporter(config.export.as_ref(), &store, metrics)?;
         let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));
         Ok(Server {
             listener,

@@ -327,17 +327,17 @@ impl Forwarder {
     /// builds the upstream request's headers.
     fn route(&self, inbound: Inbound) -> Result<Routed, Box<Failed>> {
         let Inbound {
-            arrived,
+            arrived:
+                Arrived {
+                    arrival,
+                    parts,
+                    path,
+                    in_flight,
+                },
             mut who,
             body,
             mut json,
         } = inbound;
-        let Arrived {
-            arrival,
-            parts,
-            path,
-            in_flight,
-        } = arrived;
         let model = model_of(json.as_ref());
         let protocol = arrival.endpoint.protocol();
         let route = match self.router.route_ref_for_call(model.as_deref(), protocol) {
@@ -346,39 +346,21 @@ impl Forwarder {
                 self.stamp_version(&mut who, None);
                 let request = request_body(json, body);
                 let ctx = self.context(arrival, in_flight, who, request, Destination::default());
-                return Err(Failed::new(
-                    ctx,
-                    GatewayError::new(ErrorKind::ModelNotFound, message),
-                ));
+                let error = GatewayError::new(ErrorKind::ModelNotFound, message);
+                return Err(Failed::new(ctx, error));
             }
         };
         self.stamp_version(&mut who, route.config.name.as_deref());
         let client_wants_logprobs = vllm::client_wants_logprobs(json.as_ref());
+        let session = sampling_session(&path, &parts.method);
+        let call = (arrival.endpoint, model.as_deref());
         let (forward_body, renamed) = match json.as_mut() {
-            Some(object) => {
-                // The session's sampling parameters, for a session path's
-                // POSTs (as rLLM applies them), after the vLLM parameters.
-                let sampled = path
-                    .session
-                    .as_deref()
-                    .filter(|_| parts.method == http::Method::POST)
-                    .is_some_and(|sid| self.sampling.apply(sid, object));
-                let (bytes, renamed) =
-                    rewrite(object, &route.config, arrival.endpoint, model.as_deref());
-                let bytes =
-                    bytes.or_else(|| sampled.then(|| serde_json::to_vec(object).map(Bytes::from)));
-                (bytes, renamed)
-            }
+            Some(object) => self.rewrite_for(object, session, &route.config, call),
             None => (None, None),
         };
         let mut destination = destination(&route.config);
         destination.model_rewrite = renamed;
-        let mut headers = self.outbound_headers(&route.config, &parts.headers, &who.trace);
-        if let (Ok(headers), Some(session)) = (&mut headers, &who.identity.session_id)
-            && route.config.session_affinity_headers
-        {
-            headers::set_session_affinity(headers, session);
-        }
+        let headers = self.outbound_headers(&route.config, &parts.headers, &who);
         let request = request_body(json, body.clone());
         let ctx = self.context(arrival, in_flight, who, request, destination);
         let (body, mut headers) = match ready(forward_body, body, headers) {
@@ -401,6 +383,23 @@ impl Forwarder {
             client_wants_logprobs,
             beats: None,
         })
+    }
+
+    /// The body `object` of a call (its endpoint and requested model)
+    /// rewritten for `route` ([`rewrite`]), with the sampling parameters of
+    /// `session` — given for a session path's POSTs, applied as rLLM applies
+    /// them, after the vLLM parameters.
+    fn rewrite_for(
+        &self,
+        object: &mut Map<String, Value>,
+        session: Option<&str>,
+        route: &RouteConfig,
+        (endpoint, model): (Endpoint, Option<&str>),
+    ) -> Rewrite {
+        let sampled = session.is_some_and(|sid| self.sampling.apply(sid, object));
+        let (bytes, renamed) = rewrite(object, route, endpoint, model);
+        let bytes = bytes.or_else(|| sampled.then(|| serde_json::to_vec(object).map(Bytes::from)));
+        (bytes, renamed)
     }
 
     /// Stage 4 and the answer: sends the call ([`Forwarder::send`]) — from
@@ -647,16 +646,23 @@ impl Forwarder {
         }
     }
 
-    /// The upstream request's headers: the header policy and the route's
-    /// credentials, then the trace context (the gateway's span is the
-    /// parent, unless propagation is off).
+    /// The upstream request's headers for a call made by `who`: the header
+    /// policy and the route's credentials, then the trace context (the
+    /// gateway's span is the parent, unless propagation is off), and the
+    /// session affinity header when the route sends it.
     fn outbound_headers(
         &self,
         route: &RouteConfig,
         incoming: &HeaderMap,
-        trace: &TraceContext,
+        who: &Who,
     ) -> Result<HeaderMap, OutboundError> {
         let mut outbound = route::outbound_headers(route, incoming, &self.inbound)?;
+        if let Some(session) = &who.identity.session_id
+            && route.session_affinity_headers
+        {
+            headers::set_session_affinity(&mut outbound, session);
+        }
+        let trace = &who.trace;
         let traceparent = trace.traceparent();
         let (parent, state) = if self.propagate_traceparent {
             (Some(traceparent.as_str()), trace.trace_state.as_deref())
@@ -733,6 +739,14 @@ impl Early {
             beats: Arc::new(AtomicU64::new(0)),
         }
     }
+}
+
+/// The session whose sampling parameters a call takes: a session path's,
+/// for a POST.
+fn sampling_session<'a>(path: &'a CallPath, method: &http::Method) -> Option<&'a str> {
+    path.session
+        .as_deref()
+        .filter(|_| method == http::Method::POST)
 }
 
 /// The model the body asks for.
