@@ -42,7 +42,7 @@ use std::time::UNIX_EPOCH;
 pub const BATCH_ROWS: usize = 1024;
 /// Buffered values (approximate bytes) before a batch is written anyway:
 /// long episodes make large rows.
-pub const BATCH_BYTES: usize = 8 << 20;
+pub const BATCH_BYTES: usize = 1 << 20;
 /// Values (approximate bytes, before encoding) after which a row group is
 /// closed. The writer keeps a row group's pages in memory until then, in
 /// buffers sized for the values rather than for their compressed bytes, so
