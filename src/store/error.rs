@@ -76,6 +76,15 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A PostgreSQL statement failed, or the server could not be reached.
+    #[error("{context}: {source}")]
+    Postgres {
+        /// What the store was doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: postgres::Error,
+    },
     /// Another process held the database's lock for longer than the busy
     /// timeout.
     #[error("{context}: the database stayed locked by another process: {source}")]
@@ -169,6 +178,15 @@ impl StoreError {
         }
     }
 
+    /// Turns a PostgreSQL error met while doing `context` into a store
+    /// error. Made for `map_err`.
+    pub(crate) fn postgres(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> StoreError {
+        move |source| StoreError::Postgres {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// Whether the error is another process holding the lock.
     pub fn is_busy(&self) -> bool {
         matches!(self, StoreError::Busy { .. })
@@ -182,6 +200,7 @@ impl StoreError {
             StoreError::Busy { .. } => Some(StoreFault::Locked),
             StoreError::Sqlite { source, .. } => sqlite_fault(source),
             StoreError::Io { .. } => Some(StoreFault::Io),
+            StoreError::Postgres { source, .. } => postgres_fault(source),
             _ => None,
         }
     }
@@ -199,6 +218,9 @@ crate::wire_enum! {
         /// The disk or the file failed another way (I/O error, a file that
         /// cannot be opened, corruption).
         Io = "io_error",
+        /// The database server cannot be reached (PostgreSQL: down,
+        /// restarting, or the connection dropped).
+        Unreachable = "unreachable",
     }
 }
 
@@ -214,6 +236,37 @@ fn sqlite_fault(e: &rusqlite::Error) -> Option<StoreFault> {
         ErrorCode::ReadOnly => Some(StoreFault::ReadOnly),
         ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch => None,
         _ => Some(StoreFault::Io),
+    }
+}
+
+/// The fault behind a PostgreSQL error: `None` for what a record causes (a
+/// constraint, a value out of range, bad data), which retrying cannot cure;
+/// a server that cannot be reached, is shutting down, or is out of space is
+/// the store's condition, like anything else it reports.
+fn postgres_fault(e: &postgres::Error) -> Option<StoreFault> {
+    use postgres::error::SqlState;
+    let Some(code) = e.code() else {
+        return Some(StoreFault::Unreachable);
+    };
+    let class = &code.code()[..2];
+    if *code == SqlState::DISK_FULL || *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+        Some(StoreFault::Full)
+    } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        Some(StoreFault::ReadOnly)
+    } else if matches!(class, "22" | "23") {
+        // Data exceptions and integrity constraint violations.
+        None
+    } else if matches!(class, "08" | "57") {
+        // Connection exceptions; operator intervention (shutdown, restart).
+        Some(StoreFault::Unreachable)
+    } else {
+        Some(StoreFault::Io)
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(source: postgres::Error) -> Self {
+        StoreError::postgres("store query failed")(source)
     }
 }
 
