@@ -10,4 +10,6 @@
 //! (Work in progress this session: the writer, the readers and the shared
 //! outbox land in the files below.)
 
+pub(crate) mod connect;
+pub(crate) mod migrate;
 pub(crate) mod record;
