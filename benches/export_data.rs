@@ -76,7 +76,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let store = Store::open(&db, StoreOptions::default(), Default::default()).unwrap();
+    let store = Store::open(
+        &tracegate::store::Database::from(&*db),
+        StoreOptions::default(),
+        Default::default(),
+        "test",
+    )
+    .unwrap();
     let started = Instant::now();
     let mut rewards = Vec::new();
     for session in 0..n.div_ceil(TURNS) {

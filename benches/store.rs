@@ -77,7 +77,13 @@ async fn main() {
         .unwrap_or(50_000);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bench.db");
-    let store = Store::open(&db, StoreOptions::default(), Default::default()).unwrap();
+    let store = Store::open(
+        &tracegate::store::Database::from(&*db),
+        StoreOptions::default(),
+        Default::default(),
+        "test",
+    )
+    .unwrap();
     let records: Vec<TraceRecord> = (0..n).map(record).collect();
     let started = Instant::now();
     for r in records {

@@ -281,7 +281,7 @@ fn step_body(step: u32, messages: &[Value]) -> Value {
 fn print_tree(db: &Path, run_id: &str) -> Result<String, DemoError> {
     use std::fmt::Write;
     let mut out = String::new();
-    let store = Reader::open(db)?;
+    let store = Reader::open(&crate::store::Database::Sqlite(db.to_path_buf()))?;
     let run = store
         .run(run_id)?
         .ok_or_else(|| DemoError::NotRecorded(run_id.to_string()))?;

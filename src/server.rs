@@ -183,7 +183,8 @@ impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open(&config.db, config.store.clone(), metrics.clone())?;
+        let instance = crate::forward::hop::Hop::draw_instance_id();
+        let store = Store::open(&config.db, config.store.clone(), metrics.clone(), &instance)?;
         let routes = crate::route::kind::decide(config.routes.clone()).await;
         let router = Arc::new(Router::new(routes));
         let forwarder = Forwarder::new(
@@ -191,6 +192,7 @@ impl Server {
             router.clone(),
             store.writer.clone(),
             metrics.clone(),
+            &instance,
         )?;
         for (session_id, params) in store.reader.sampling_params().await? {
             forwarder.sampling.set(session_id, params);

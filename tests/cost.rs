@@ -36,7 +36,7 @@ fn config(dir: &Path, text: &str) -> PathBuf {
 
 /// `tracegate <args> --db <db> --format json`, parsed.
 fn cli_json(db: &Path, args: &[&str]) -> Value {
-    process::cli_json(db.parent().unwrap(), db, args)
+    process::cli_json(db.parent().unwrap(), common::db_arg(db), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +103,7 @@ async fn a_priced_call_costs_its_usage_and_sessions_runs_and_stats_sum_it() {
     assert_eq!(by_model("mock-model"), json!(expected));
     assert!(by_model("unpriced-model").is_null());
     let table = tracegate(dir.path())
-        .args(["runs", "--db", gw.db.to_str().unwrap()])
+        .args(["runs", "--db", &common::db_arg(&gw.db)])
         .output()
         .unwrap();
     let table = String::from_utf8(table.stdout).unwrap();

@@ -183,7 +183,7 @@ async fn feedback_is_stored_once_joined_when_read_counted_and_exported() {
         "feedback",
         "list",
         "--db",
-        "tracegate.db",
+        &common::db_arg(&dir.join("tracegate.db")),
         "--session",
         "ep-1",
         "--format",
@@ -196,7 +196,7 @@ async fn feedback_is_stored_once_joined_when_read_counted_and_exported() {
         "feedback",
         "list",
         "--db",
-        "tracegate.db",
+        &common::db_arg(&dir.join("tracegate.db")),
         "--trace",
         &trace_id,
     ]));

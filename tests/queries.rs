@@ -260,9 +260,10 @@ async fn build_store_with_spans(
     let now = SystemTime::now();
     let records: Vec<TraceRecord> = calls.iter().map(|c| c.record(now)).collect();
     let store = Store::open(
-        &dir.join("traces.db"),
+        &tracegate::store::Database::from(&*dir.join("traces.db")),
         StoreOptions::default(),
         Default::default(),
+        "test",
     )
     .unwrap();
     for record in &records {

@@ -184,6 +184,9 @@ async fn send_all(gw: &impl Gateway, bodies: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_keeps_every_record_until_room_is_made() {
+    if common::sqlite_only("a_full_database_keeps_every_record_until_room_is_made") {
+        return;
+    }
     let (setup, ballast, _dir) = full_database().await;
     let gw = &*setup;
     let bodies: Vec<Value> = (0..12).map(|n| body(n, 24_000)).collect();
@@ -244,6 +247,9 @@ async fn a_full_database_keeps_every_record_until_room_is_made() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_commits_in_pieces_that_fit_the_room_made() {
+    if common::sqlite_only("a_backlog_commits_in_pieces_that_fit_the_room_made") {
+        return;
+    }
     let (setup, ballast, _dir) = full_database().await;
     let gw = &*setup;
     let bodies: Vec<Value> = (0..30).map(|n| body(n, 24_000)).collect();
@@ -305,6 +311,9 @@ impl Lock {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_lock_keeps_the_records_and_refuses_what_must_wait() {
+    if common::sqlite_only("a_long_lock_keeps_the_records_and_refuses_what_must_wait") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = store_config(
         dir.path(),
@@ -357,6 +366,11 @@ async fn a_long_lock_keeps_the_records_and_refuses_what_must_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_stopped_while_degraded_commits_its_spill_file_at_the_next_start() {
+    if common::sqlite_only(
+        "a_gateway_stopped_while_degraded_commits_its_spill_file_at_the_next_start",
+    ) {
+        return;
+    }
     let mock = start_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let config = store_config(dir.path(), &format!("max_size = \"{MAX_SIZE}\""));
@@ -506,6 +520,9 @@ async fn calls_while_degraded(gw: &impl Gateway, for_how_long: Duration) -> Vec<
     ignore = "mounts a tmpfs: needs root; run with TRACEGATE_REQUIRE_ROOT_TESTS=1, as CI does"
 )]
 async fn no_record_is_lost_while_the_disk_is_full() {
+    if common::sqlite_only("no_record_is_lost_while_the_disk_is_full") {
+        return;
+    }
     let disk = SmallDisk::mount("16m");
     let mock = start_mock().await;
     let db = disk.path().join("traces.db");
@@ -549,6 +566,11 @@ async fn no_record_is_lost_while_the_disk_is_full() {
     ignore = "mounts a tmpfs: needs root; run with TRACEGATE_REQUIRE_ROOT_TESTS=1, as CI does"
 )]
 async fn a_spill_file_on_another_disk_keeps_the_backlog_of_a_stop_on_a_full_disk() {
+    if common::sqlite_only(
+        "a_spill_file_on_another_disk_keeps_the_backlog_of_a_stop_on_a_full_disk",
+    ) {
+        return;
+    }
     let disk = SmallDisk::mount("16m");
     let elsewhere = tempfile::tempdir().unwrap();
     let spill = elsewhere.path().join("spill.jsonl");
@@ -584,6 +606,9 @@ async fn a_spill_file_on_another_disk_keeps_the_backlog_of_a_stop_on_a_full_disk
     ignore = "mounts a tmpfs: needs root; run with TRACEGATE_REQUIRE_ROOT_TESTS=1, as CI does"
 )]
 async fn a_stop_on_a_full_disk_with_nowhere_to_spill_says_what_it_lost() {
+    if common::sqlite_only("a_stop_on_a_full_disk_with_nowhere_to_spill_says_what_it_lost") {
+        return;
+    }
     let disk = SmallDisk::mount("16m");
     let mock = start_mock().await;
     let db = disk.path().join("traces.db");

@@ -205,7 +205,13 @@ async fn an_episode_is_one_masked_sequence_until_a_turn_does_not_extend() {
 /// `tracegate export ... --out -`, one JSON value per line.
 fn export(dir: &std::path::Path, args: &[&str]) -> Vec<Value> {
     let out = tracegate(dir)
-        .args(["export", "--db", "tracegate.db", "--out", "-"])
+        .args([
+            "export",
+            "--db",
+            &common::db_arg(&dir.join("tracegate.db")),
+            "--out",
+            "-",
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -375,7 +381,7 @@ fn parquet_batch(bytes: Vec<u8>) -> RecordBatch {
 /// `tracegate export --db tracegate.db ARGS`: its standard output.
 fn export_bytes(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
     let out = tracegate(dir)
-        .args(["export", "--db", "tracegate.db"])
+        .args(["export", "--db", &common::db_arg(&dir.join("tracegate.db"))])
         .args(args)
         .output()
         .unwrap();

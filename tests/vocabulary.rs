@@ -308,7 +308,7 @@ fn cli(db: &Path, args: &[&str]) -> Output {
     tracegate(db.parent().unwrap())
         .args(args)
         .arg("--db")
-        .arg(db)
+        .arg(common::db_arg(db))
         .output()
         .unwrap()
 }

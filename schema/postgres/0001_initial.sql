@@ -130,6 +130,7 @@ CREATE TABLE export_state (
 );
 
 CREATE TABLE feedback (
+    seq           BIGSERIAL UNIQUE,             -- insertion order (SQLite's rowid)
     id            TEXT PRIMARY KEY,
     target_kind   TEXT NOT NULL CHECK (target_kind IN ('trace', 'session', 'run')),
     target_id     TEXT NOT NULL,

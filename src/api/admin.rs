@@ -93,7 +93,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         status: store.state,
         version: env!("CARGO_PKG_VERSION"),
         instance: state.forwarder.instance_id().to_string(),
-        backend: Backend::Sqlite,
+        backend: state.writer.backend(),
         store,
         export,
         auth: auth_scheme(&state.inbound),

@@ -14,12 +14,18 @@ use std::net::SocketAddr;
 /// The banner's lines, for a gateway listening on `addr`.
 pub(super) fn lines(config: &Config, addr: SocketAddr) -> Vec<String> {
     let base = format!("http://{addr}");
-    let db = std::path::absolute(&config.db).unwrap_or_else(|_| config.db.clone());
+    let db = match config.db.sqlite_path() {
+        Some(path) => std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string(),
+        None => config.db.to_string(),
+    };
     let mut lines = vec![
         format!("tracegate listening on {base}"),
         format!("  UI:      {base}/ui/"),
         format!("  metrics: {base}/metrics"),
-        format!("  db:      {}", db.display()),
+        format!("  db:      {db}"),
     ];
     let origins = config
         .upstream_origins

@@ -37,11 +37,10 @@ use crate::config::{Config, LogFormat, ServeArgs};
 use crate::export::self_tracing;
 use crate::mock_upstream::{self, MockOptions};
 use crate::record::Status;
-use crate::store::{Pruner, Reader, StoreError, TraceFilter};
+use crate::store::{Database, Pruner, Reader, StoreError, TraceFilter};
 use crate::time_bound::TimeBound;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -241,14 +240,15 @@ async fn serve(config: Config, finished: Option<self_tracing::Finished>) -> Resu
 /// `serve`).
 #[derive(Debug, Clone, Args)]
 pub struct DbArg {
-    /// SQLite database file.
+    /// SQLite database file, or a postgres:// URL.
     #[arg(
         long,
         env = "TRACEGATE_DB",
         default_value = crate::config::DEFAULT_DB,
-        value_name = "PATH"
+        value_name = "PATH|URL",
+        value_parser = |text: &str| Ok::<_, std::convert::Infallible>(Database::parse(text))
     )]
-    pub db: PathBuf,
+    pub db: Database,
 }
 
 impl DbArg {
@@ -261,10 +261,13 @@ impl DbArg {
     /// The store at the path, to prune (read-only for a dry run); never
     /// creates one.
     pub fn pruner(&self, dry_run: bool) -> Result<Pruner, Failure> {
+        let Some(path) = self.db.sqlite_path() else {
+            return Err(StoreError::NotOnPostgres("prune").into());
+        };
         let pruner = if dry_run {
-            Pruner::open_read_only(&self.db)
+            Pruner::open_read_only(path)
         } else {
-            Pruner::open(&self.db)
+            Pruner::open(path)
         };
         Ok(pruner?)
     }

@@ -117,9 +117,9 @@ fn list(args: &ListArgs) -> Result<(), Failure> {
 
 fn show(args: &ShowArgs) -> Result<(), Failure> {
     let reader = args.db.reader()?;
-    let record = reader.trace(&args.id)?.ok_or_else(|| {
-        Failure::Runtime(format!("no trace {} in {}", args.id, args.db.db.display()))
-    })?;
+    let record = reader
+        .trace(&args.id)?
+        .ok_or_else(|| Failure::Runtime(format!("no trace {} in {}", args.id, args.db.db)))?;
     let enclosing = match &record.otel_parent_span_id {
         Some(span_id) => reader.harness_span(&record.otel_trace_id, span_id)?,
         None => None,

@@ -31,8 +31,8 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:9090].
     #[arg(long, env = "TRACEGATE_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// SQLite database file [default: ./tracegate.db].
-    #[arg(long, env = "TRACEGATE_DB", value_name = "PATH")]
+    /// SQLite database file, or a postgres:// URL [default: ./tracegate.db].
+    #[arg(long, env = "TRACEGATE_DB", value_name = "PATH|URL")]
     pub db: Option<String>,
     /// Upstream base URL, e.g. http://localhost:8000/v1 (repeatable; the
     /// environment variable takes a comma-separated list)

@@ -57,6 +57,7 @@ pub use routes::{
 };
 pub use upstream_url::{UpstreamUrlError, parse_upstream};
 
+use crate::store::Database;
 use key::Key;
 use raw::Settings;
 use std::net::SocketAddr;
@@ -80,8 +81,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub struct Config {
     /// The address the gateway listens on.
     pub listen: SocketAddr,
-    /// The SQLite database file.
-    pub db: PathBuf,
+    /// Where records are stored: a SQLite file, or a PostgreSQL URL.
+    pub db: Database,
     /// Where calls go: the routes in match order (one implicit route when
     /// none is configured).
     pub routes: Vec<RouteConfig>,
@@ -414,13 +415,13 @@ fn parse_address(text: &str, default_port: u16) -> Option<SocketAddr> {
     }
 }
 
-fn db(s: &Settings) -> Result<PathBuf, ConfigError> {
+fn db(s: &Settings) -> Result<Database, ConfigError> {
     let setting = or_default(s, Key::Db, DEFAULT_DB);
-    let db = PathBuf::from(setting.text("db")?);
-    if db.as_os_str().is_empty() {
+    let text = setting.text("db")?;
+    if text.is_empty() {
         return Err(setting.error("db", "must not be empty"));
     }
-    Ok(db)
+    Ok(Database::parse(&text))
 }
 
 fn max_body_bytes(s: &Settings) -> Result<usize, ConfigError> {
@@ -658,7 +659,7 @@ mod tests {
         assert_eq!(c.listen.port(), 2, "the flag wins over the file");
         assert_eq!(
             c.db,
-            PathBuf::from("env.db"),
+            Database::parse("env.db"),
             "the variable wins over the file"
         );
         assert_eq!(

@@ -31,10 +31,21 @@ const NAME_PREFIX: &str = "tracegate-";
 impl Hop {
     /// A hop with a fresh instance id.
     pub fn new() -> Hop {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let received_by = format!("{NAME_PREFIX}{}", &id[..12]);
+        Hop::named(&Hop::draw_instance_id())
+    }
+
+    /// A hop named for `instance` (the id the store tags this replica's
+    /// rows and connections with).
+    pub fn named(instance: &str) -> Hop {
+        let received_by = format!("{NAME_PREFIX}{instance}");
         tracing::debug!(instance = %received_by, "hop name for loop detection");
         Hop { received_by }
+    }
+
+    /// A fresh instance id: 12 random hex digits.
+    pub fn draw_instance_id() -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        id[..12].to_string()
     }
 
     /// This gateway's instance id: 12 hex digits drawn when it started,

@@ -125,11 +125,13 @@ impl Forwarder {
     /// Builds the forwarder and its pooled HTTP client. The client has only
     /// the connect timeout: the first-byte, idle and total limits are each
     /// route's, kept by the forwarder so that each says which one fired.
+    /// `instance` is this replica's id (`Via`, `/health`, the store's rows).
     pub fn new(
         config: &Config,
         router: Arc<Router>,
         store: StoreWriter,
         metrics: Arc<Metrics>,
+        instance: &str,
     ) -> Result<Forwarder, ClientError> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -159,7 +161,7 @@ impl Forwarder {
             metrics,
             connect_timeout: config.connect_timeout,
             detached: Detached::default(),
-            hop: hop::Hop::new(),
+            hop: hop::Hop::named(instance),
             weights: Arc::default(),
             sampling: Arc::default(),
         })

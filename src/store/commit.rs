@@ -342,7 +342,8 @@ impl Writer {
                 Command::HarnessSpans { ack, .. } => {
                     let _ = ack.send(Err(unavailable()));
                 }
-                Command::Flush(_) | Command::Shutdown(_) => {}
+                // Never sent to this backend's thread.
+                Command::PostgresRecord(_) | Command::Flush(_) | Command::Shutdown(_) => {}
             }
         }
         self.backlog.push(lines, SystemTime::now());
@@ -690,6 +691,8 @@ fn apply_batch(
                 Answer::Unit(or_abort(insert_harness_spans(&tx, spans, *forward))?)
             }
             Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
+            // Never sent to this backend's thread.
+            Command::PostgresRecord(_) => Answer::None,
             Command::ExportProgress(progress) => {
                 save_export_progress(&tx, progress)?;
                 Answer::None

@@ -158,6 +158,23 @@ pub enum StoreError {
         /// Why the spill file refused them.
         reason: String,
     },
+    /// A column holds a value outside its fixed set (a row written by
+    /// something else than tracegate).
+    #[error("the store holds an unknown {what}: {value:?}")]
+    Unreadable {
+        /// The column.
+        what: &'static str,
+        /// What it holds.
+        value: String,
+    },
+    /// The PostgreSQL backend does not store this yet (this release keeps
+    /// it on SQLite only).
+    #[error("{0} are not stored on the PostgreSQL backend yet; use a SQLite store for them")]
+    NotOnPostgres(&'static str),
+    /// A read started inside another on the same PostgreSQL connection (a
+    /// bug in the caller).
+    #[error("a store read started inside another on the same connection")]
+    NestedRead,
     /// The blocking task running a query failed (it panicked).
     #[error("store query task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -180,9 +197,10 @@ impl StoreError {
 
     /// Turns a PostgreSQL error met while doing `context` into a store
     /// error. Made for `map_err`.
-    pub(crate) fn postgres(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> StoreError {
+    pub(crate) fn postgres(context: impl Into<String>) -> impl Fn(postgres::Error) -> StoreError {
+        let context = context.into();
         move |source| StoreError::Postgres {
-            context: context.into(),
+            context: context.clone(),
             source,
         }
     }

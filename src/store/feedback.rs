@@ -33,16 +33,26 @@ pub enum FeedbackScope {
     Run(String),
 }
 
-const COLUMNS: &str = "id, target_kind, target_id, name, value_type, value_number, value_string, \
+pub(crate) const COLUMNS: &str = "id, target_kind, target_id, name, value_type, value_number, value_string, \
                        comment, metadata, created_at";
 
 /// Stores `items` in the caller's transaction: all of them, or — when an id
 /// is stored already with other content — none.
 pub(crate) fn post(conn: &Connection, items: &[Feedback]) -> StoreResult<Posted> {
+    post_with(items, |id| by_id(conn, id), |item| insert(conn, item))
+}
+
+/// [`post`] on any backend: `stored` reads an item by id, `insert` stores
+/// a new one.
+pub(crate) fn post_with(
+    items: &[Feedback],
+    mut stored: impl FnMut(&str) -> StoreResult<Option<Feedback>>,
+    mut insert: impl FnMut(&Feedback) -> StoreResult<()>,
+) -> StoreResult<Posted> {
     let mut known = Vec::with_capacity(items.len());
     let mut conflicts = Vec::new();
     for item in items {
-        let stored = by_id(conn, &item.id)?;
+        let stored = stored(&item.id)?;
         // Within one batch, the first item with an id decides its content.
         let earlier = items.iter().take_while(|i| !std::ptr::eq(*i, item));
         let stored = stored.or_else(|| earlier.into_iter().find(|i| i.id == item.id).cloned());
@@ -59,7 +69,7 @@ pub(crate) fn post(conn: &Connection, items: &[Feedback]) -> StoreResult<Posted>
         match stored {
             Some(stored) => out.push((stored, false)),
             None => {
-                insert(conn, item)?;
+                insert(item)?;
                 out.push((item.clone(), true));
             }
         }
@@ -101,35 +111,64 @@ fn by_id(conn: &Connection, id: &str) -> StoreResult<Option<Feedback>> {
 }
 
 fn decode(row: &Row<'_>) -> StoreResult<Feedback> {
-    let unreadable = |column: &'static str| StoreError::Corrupt {
-        what: "feedback",
-        source: CodecError::Dangling(column),
-    };
-    let kind: String = row.get(1)?;
-    let value_type: String = row.get(4)?;
-    let number: Option<f64> = row.get(5)?;
-    let string: Option<String> = row.get(6)?;
-    let value = match (ValueType::parse(&value_type), number, string) {
-        (Some(ValueType::Number), Some(n), _) => FeedbackValue::Number(n),
-        (Some(ValueType::Boolean), Some(n), _) => FeedbackValue::Boolean(n != 0.0),
-        (Some(ValueType::String), _, Some(s)) => FeedbackValue::String(s),
-        _ => return Err(unreadable("value")),
-    };
-    let metadata: String = row.get(8)?;
-    Ok(Feedback {
+    Columns {
         id: row.get(0)?,
-        target_kind: TargetKind::parse(&kind).ok_or_else(|| unreadable("target_kind"))?,
+        target_kind: row.get(1)?,
         target_id: row.get(2)?,
         name: row.get(3)?,
-        value,
+        value_type: row.get(4)?,
+        number: row.get(5)?,
+        string: row.get(6)?,
         comment: row.get(7)?,
-        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        metadata: row.get(8)?,
         created_at: row.get(9)?,
-    })
+    }
+    .decode()
+}
+
+/// A feedback row's [`COLUMNS`] as stored, on either backend.
+pub(crate) struct Columns {
+    pub id: String,
+    pub target_kind: String,
+    pub target_id: String,
+    pub name: String,
+    pub value_type: String,
+    pub number: Option<f64>,
+    pub string: Option<String>,
+    pub comment: Option<String>,
+    pub metadata: String,
+    pub created_at: String,
+}
+
+impl Columns {
+    /// The item the row holds.
+    pub(crate) fn decode(self) -> StoreResult<Feedback> {
+        let unreadable = |column: &'static str| StoreError::Corrupt {
+            what: "feedback",
+            source: CodecError::Dangling(column),
+        };
+        let value = match (ValueType::parse(&self.value_type), self.number, self.string) {
+            (Some(ValueType::Number), Some(n), _) => FeedbackValue::Number(n),
+            (Some(ValueType::Boolean), Some(n), _) => FeedbackValue::Boolean(n != 0.0),
+            (Some(ValueType::String), _, Some(s)) => FeedbackValue::String(s),
+            _ => return Err(unreadable("value")),
+        };
+        Ok(Feedback {
+            id: self.id,
+            target_kind: TargetKind::parse(&self.target_kind)
+                .ok_or_else(|| unreadable("target_kind"))?,
+            target_id: self.target_id,
+            name: self.name,
+            value,
+            comment: self.comment,
+            metadata: serde_json::from_str(&self.metadata).unwrap_or_default(),
+            created_at: self.created_at,
+        })
+    }
 }
 
 /// The condition selecting a scope's feedback, with `?1` its id.
-fn scope_clause(scope: &FeedbackScope) -> (&'static str, &str) {
+pub(crate) fn scope_clause(scope: &FeedbackScope) -> (&'static str, &str) {
     match scope {
         FeedbackScope::Target(TargetKind::Trace, id) => {
             ("target_kind = 'trace' AND target_id = ?1", id)

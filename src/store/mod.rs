@@ -68,6 +68,7 @@ pub mod codec;
 mod commit;
 mod connection;
 mod content;
+mod database;
 mod error;
 pub mod feedback;
 mod harness;
@@ -75,7 +76,6 @@ mod health;
 mod legacy;
 pub mod migrate;
 pub mod outbox;
-#[allow(dead_code)] // wired by the seam (issue 10, in progress)
 mod postgres;
 pub mod prune;
 pub mod query;
@@ -92,6 +92,7 @@ mod traces;
 mod vocabulary;
 pub mod writer;
 
+pub use database::{Database, PostgresUrl};
 pub use error::{StoreError, StoreFault, StoreResult};
 pub use health::{BacklogStatus, StoreState, StoreStatus};
 pub use prune::Pruner;
@@ -113,8 +114,10 @@ use tokio::sync::{Notify, mpsc};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// One SQLite file: the default, and today the only backend.
+    /// One SQLite file: the default.
     Sqlite,
+    /// A PostgreSQL database, which several replicas may share.
+    Postgres,
 }
 
 /// An open store: the writer handle, the reader, and the writer thread.
@@ -129,10 +132,27 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating and migrating as needed) the database at `path` and
-    /// starts the writer thread, which first commits what a previous run left
-    /// in the spill file.
-    pub fn open(path: &Path, options: StoreOptions, metrics: Arc<Metrics>) -> StoreResult<Store> {
+    /// Opens (creating and migrating as needed) the store in `db` for the
+    /// replica `instance` and starts the writer thread, which first commits
+    /// what a previous run left in the spill file.
+    pub fn open(
+        db: &Database,
+        options: StoreOptions,
+        metrics: Arc<Metrics>,
+        instance: &str,
+    ) -> StoreResult<Store> {
+        match db {
+            Database::Sqlite(path) => Self::open_sqlite(path, options, metrics),
+            Database::Postgres(url) => postgres::open(url, options, metrics, instance),
+        }
+    }
+
+    /// [`Store::open`] on a SQLite file.
+    fn open_sqlite(
+        path: &Path,
+        options: StoreOptions,
+        metrics: Arc<Metrics>,
+    ) -> StoreResult<Store> {
         let db = Writable {
             path: path.to_path_buf(),
             busy_timeout: options.busy_timeout,
@@ -163,9 +183,14 @@ impl Store {
             metrics,
             batch_max: options.batch_max,
         };
-        let thread = spawn_writer(start, rx)?;
+        let thread = spawn_writer_thread(move |runtime| commit::run(start, rx, runtime))?;
         Ok(Store {
-            writer: StoreWriter::new(tx, condition, options.flush_timeout, references),
+            writer: StoreWriter::new(
+                tx,
+                condition,
+                options.flush_timeout,
+                writer::Encoding::Sqlite(references),
+            ),
             reader: StoreReader::new(path.to_path_buf(), options.busy_timeout),
             spans_committed,
             thread,
@@ -184,11 +209,10 @@ impl Store {
     }
 }
 
-/// Starts the writer thread, with its own runtime for timed waits on its
-/// channel.
-fn spawn_writer(
-    start: commit::Start,
-    rx: mpsc::Receiver<writer::Command>,
+/// Starts the writer thread `run`, with its own runtime for timed waits on
+/// its channel.
+fn spawn_writer_thread(
+    run: impl FnOnce(tokio::runtime::Runtime) + Send + 'static,
 ) -> StoreResult<std::thread::JoinHandle<()>> {
     let cannot_start = |source| StoreError::Io {
         context: "cannot start the store writer".into(),
@@ -200,7 +224,7 @@ fn spawn_writer(
         .map_err(cannot_start)?;
     std::thread::Builder::new()
         .name("tracegate-store".into())
-        .spawn(move || commit::run(start, rx, runtime))
+        .spawn(move || run(runtime))
         .map_err(cannot_start)
 }
 

@@ -84,16 +84,21 @@ pub(crate) fn spans_after(conn: &Connection, cursor: i64, limit: usize) -> Store
     };
     for row in rows {
         let (id, json) = row?;
-        batch.last_id = id;
-        match serde_json::from_str(&json) {
-            Ok(Outboxed::Harness { harness }) => batch.harness.push(*harness),
-            Ok(Outboxed::Call(span)) => batch.spans.push(*span),
-            // A span that cannot be read can never be sent: skip it rather
-            // than block every span after it.
-            Err(e) => tracing::error!(id, "unreadable span in the outbox, skipped: {e}"),
-        }
+        add_to_batch(&mut batch, id, &json);
     }
     Ok(batch)
+}
+
+/// Adds the outbox row `id` holding `json` to `batch` (either backend's).
+pub(crate) fn add_to_batch(batch: &mut Batch, id: i64, json: &str) {
+    batch.last_id = id;
+    match serde_json::from_str(json) {
+        Ok(Outboxed::Harness { harness }) => batch.harness.push(*harness),
+        Ok(Outboxed::Call(span)) => batch.spans.push(*span),
+        // A span that cannot be read can never be sent: skip it rather
+        // than block every span after it.
+        Err(e) => tracing::error!(id, "unreadable span in the outbox, skipped: {e}"),
+    }
 }
 
 /// An outbox row: a harness span (`{"harness": ...}`), else one of the

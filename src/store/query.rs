@@ -133,10 +133,43 @@ pub struct CallFilter {
     pub limit: usize,
 }
 
+/// The SQL dialect a [`Select`] is written in: the two backends differ in
+/// how arguments are numbered and in a few functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Dialect {
+    /// SQLite: `?` arguments, `instr`, `+column` to steer the planner.
+    #[default]
+    Sqlite,
+    /// PostgreSQL: `$1`, `$2`... arguments, `strpos`.
+    Postgres,
+}
+
+impl Dialect {
+    /// "`column` contains the argument, ignoring case".
+    fn contains(self, column: &str) -> String {
+        let function = match self {
+            Dialect::Sqlite => "instr",
+            Dialect::Postgres => "strpos",
+        };
+        format!("{function}(lower({column}), lower(?)) > 0")
+    }
+
+    /// `column` of the outer query's alias `t`, as a value the planner
+    /// must not use an index for (SQLite's unary `+`; PostgreSQL plans
+    /// these itself).
+    fn unindexed(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("+t.{column}"),
+            Dialect::Postgres => format!("t.{column}"),
+        }
+    }
+}
+
 /// A `SELECT` being built: its columns and table, the conditions of the
 /// filters that are set, an order and a limit.
 #[derive(Debug, Clone)]
 pub(crate) struct Select {
+    dialect: Dialect,
     head: String,
     clauses: Vec<String>,
     args: Vec<SqlValue>,
@@ -147,7 +180,13 @@ pub(crate) struct Select {
 impl Select {
     /// `SELECT columns FROM table`, unrestricted.
     pub(crate) fn new(columns: &str, table: &str) -> Select {
+        Select::new_in(Dialect::Sqlite, columns, table)
+    }
+
+    /// `SELECT columns FROM table` in `dialect`, unrestricted.
+    pub(crate) fn new_in(dialect: Dialect, columns: &str, table: &str) -> Select {
         Select {
+            dialect,
             head: format!("SELECT {columns} FROM {table}"),
             clauses: Vec::new(),
             args: Vec::new(),
@@ -240,7 +279,10 @@ impl Select {
         if let Some(limit) = self.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
         }
-        sql
+        match self.dialect {
+            Dialect::Sqlite => sql,
+            Dialect::Postgres => numbered(&sql),
+        }
     }
 
     /// The statement's arguments, in the order of their `?`.
@@ -264,15 +306,35 @@ impl Select {
     }
 }
 
+/// `sql` with its `?` arguments numbered `$1`, `$2`... (PostgreSQL's).
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl TraceFilter {
     /// `columns` of the matching traces, in the filter's order and limit.
     pub(crate) fn select(&self, columns: &str) -> Select {
+        self.select_in(Dialect::Sqlite, columns)
+    }
+
+    /// [`select`](Self::select) in `dialect`.
+    pub(crate) fn select_in(&self, dialect: Dialect, columns: &str) -> Select {
         let order = if self.newest_first {
             "started_at DESC, trace_id DESC"
         } else {
             "started_at, trace_id"
         };
-        self.restrict(Select::new(columns, "traces"))
+        self.restrict(Select::new_in(dialect, columns, "traces"))
             .order(order)
             .limit(self.limit)
     }
@@ -303,14 +365,22 @@ fn other_operation() -> String {
 impl SessionFilter {
     /// `columns` of the matching sessions, oldest (or newest) first.
     pub(crate) fn select(&self, columns: &str) -> Select {
+        self.select_in(Dialect::Sqlite, columns)
+    }
+
+    /// [`select`](Self::select) in `dialect`.
+    pub(crate) fn select_in(&self, dialect: Dialect, columns: &str) -> Select {
         let order = if self.newest_first {
             "created_at DESC, session_id DESC"
         } else {
             "created_at, session_id"
         };
-        let search = "(instr(lower(session_id), lower(?)) > 0 \
-                      OR instr(lower(COALESCE(run_id, '')), lower(?)) > 0)";
-        let mut select = Select::new(columns, "sessions")
+        let search = format!(
+            "({} OR {})",
+            dialect.contains("session_id"),
+            dialect.contains("COALESCE(run_id, '')")
+        );
+        let mut select = Select::new_in(dialect, columns, "sessions")
             .when("created_at > ?", self.since.map(epoch_text))
             .when("run_id = ?", self.run_id.clone())
             .when_on("run_id IS NULL", self.without_run)
@@ -327,12 +397,13 @@ impl SessionFilter {
             // As for runs: `+` keeps SQLite on the session_id index.
             let clause = format!(
                 "EXISTS (SELECT 1 FROM traces t \
-                 WHERE t.session_id = sessions.session_id AND +t.{column} = ?)"
+                 WHERE t.session_id = sessions.session_id AND {} = ?)",
+                dialect.unindexed(column)
             );
             select = select.when(&clause, value.clone());
         }
         select
-            .when_each(search, self.search.clone())
+            .when_each(&search, self.search.clone())
             .order(order)
             .limit(self.limit)
     }
@@ -341,8 +412,13 @@ impl SessionFilter {
 impl RunFilter {
     /// `columns` of the matching runs, newest first.
     pub(crate) fn select(&self, columns: &str) -> Select {
-        let mut select = Select::new(columns, "runs")
-            .when("instr(lower(run_id), lower(?)) > 0", self.search.clone())
+        self.select_in(Dialect::Sqlite, columns)
+    }
+
+    /// [`select`](Self::select) in `dialect`.
+    pub(crate) fn select_in(&self, dialect: Dialect, columns: &str) -> Select {
+        let mut select = Select::new_in(dialect, columns, "runs")
+            .when(&dialect.contains("run_id"), self.search.clone())
             .when("error_count > ?", self.errors_only.then_some(0))
             .when("last_seen > ?", self.since.map(epoch_text))
             .when("first_seen < ?", self.until.map(epoch_text));
@@ -357,7 +433,8 @@ impl RunFilter {
             // until one matches beats walking every call of a common model
             // once per run.
             let clause = format!(
-                "EXISTS (SELECT 1 FROM traces t WHERE t.run_id = runs.run_id AND +t.{column} = ?)"
+                "EXISTS (SELECT 1 FROM traces t WHERE t.run_id = runs.run_id AND {} = ?)",
+                dialect.unindexed(column)
             );
             select = select.when(&clause, value.clone());
         }
@@ -370,18 +447,23 @@ impl CallFilter {
     /// since the cursor (so that a cut page resumes cleanly); without, the
     /// newest. Commit order is the `id`'s.
     pub(crate) fn select(&self, columns: &str) -> Select {
+        self.select_in(Dialect::Sqlite, columns)
+    }
+
+    /// [`select`](Self::select) in `dialect`.
+    pub(crate) fn select_in(&self, dialect: Dialect, columns: &str) -> Select {
         let order = if self.after.is_some() {
             "id ASC"
         } else {
             "id DESC"
         };
-        Select::new(columns, "traces")
+        Select::new_in(dialect, columns, "traces")
             .when("run_id = ?", self.run_id.clone())
             .when("session_id = ?", self.session_id.clone())
             .when_on("session_id IS NULL", self.without_session)
             .when("started_at > ?", self.since.map(epoch_text))
             .when("started_at < ?", self.until.map(epoch_text))
-            .when("rowid > ?", self.after)
+            .when("id > ?", self.after)
             .order(order)
             .limit(Some(self.limit))
     }

@@ -17,9 +17,15 @@
 use crate::config::StoreOptions;
 use crate::feedback::{Feedback, FeedbackSummary};
 use crate::record::{HarnessSpan, TraceRecord};
+use crate::store::database::Database;
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::feedback::{self, FeedbackScope};
 use crate::store::outbox::{self, Backlog, Batch, ExportState};
+use crate::store::postgres::connect::Server;
+use crate::store::postgres::feedback as pg_feedback;
+use crate::store::postgres::harness as pg_harness;
+use crate::store::postgres::read::{self as pg, ReadConnection};
+use crate::store::query::TraceKey;
 use crate::store::query::{CallFilter, RunFilter, SessionFilter, TraceFilter};
 use crate::store::summary::{CallLink, CallPage, CallStats, CallSummary, ChartSample, Facets};
 use crate::store::summary::{RunInfo, SessionInfo, SessionRow};
@@ -27,23 +33,52 @@ use crate::store::{connection, harness, runs, stats, traces};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Read queries on one read-only connection, answered on the calling thread.
 pub struct Reader {
-    conn: Connection,
+    conn: Conn,
 }
 
+/// A reader's connection, by backend.
+enum Conn {
+    Sqlite(Connection),
+    Postgres(Box<ReadConnection>),
+}
+
+/// Runs the SQLite arm with the connection, or the PostgreSQL arm with the
+/// client (borrowed for that one call).
+macro_rules! on_backend {
+    ($reader:expr, $c:ident => $sqlite:expr, $p:ident => $postgres:expr) => {
+        match &$reader.conn {
+            Conn::Sqlite($c) => $sqlite,
+            Conn::Postgres(pg) => pg.with(|$p| $postgres),
+        }
+    };
+}
+
+/// Page size of [`Reader::for_each_trace`] on PostgreSQL.
+const POSTGRES_PAGE: usize = 256;
+
 impl Reader {
-    /// Opens the tracegate store at `path` read-only. A missing file is
-    /// [`StoreError::Missing`] (and is not created), a file that is not a
-    /// store [`StoreError::NotAStore`].
-    pub fn open(path: &Path) -> StoreResult<Reader> {
-        let busy_timeout = StoreOptions::default().busy_timeout;
-        let conn = connection::open_existing(path, false, busy_timeout)?;
-        crate::store::migrate::require_current(&conn, path)?;
+    /// Opens the tracegate store in `db` read-only. A missing SQLite file
+    /// is [`StoreError::Missing`] (and is not created), a file that is not
+    /// a store [`StoreError::NotAStore`].
+    pub fn open(db: &Database) -> StoreResult<Reader> {
+        let conn = match db {
+            Database::Sqlite(path) => {
+                let busy_timeout = StoreOptions::default().busy_timeout;
+                let conn = connection::open_existing(path, false, busy_timeout)?;
+                crate::store::migrate::require_current(&conn, path)?;
+                Conn::Sqlite(conn)
+            }
+            Database::Postgres(url) => {
+                let server = Server::parse(url.url(), url.shown().to_string())?;
+                Conn::Postgres(Box::new(ReadConnection::open_current(&server)?))
+            }
+        };
         Ok(Reader { conn })
     }
 
@@ -53,17 +88,20 @@ impl Reader {
         &self,
         read: impl FnOnce(&Reader) -> Result<T, E>,
     ) -> Result<T, E> {
-        connection::snapshot(&self.conn, || read(self))
+        match &self.conn {
+            Conn::Sqlite(conn) => connection::snapshot(conn, || read(self)),
+            Conn::Postgres(pg) => pg.snapshot(|| read(self)),
+        }
     }
 
     /// One trace by id.
     pub fn trace(&self, trace_id: &str) -> StoreResult<Option<TraceRecord>> {
-        traces::trace(&self.conn, trace_id)
+        on_backend!(self, c => traces::trace(c, trace_id), p => pg::trace(p, trace_id))
     }
 
     /// Traces matching `filter`, in its order.
     pub fn traces(&self, filter: &TraceFilter) -> StoreResult<Vec<TraceRecord>> {
-        traces::traces(&self.conn, filter)
+        on_backend!(self, c => traces::traces(c, filter), p => pg::traces(p, filter))
     }
 
     /// Calls `each` with every trace matching `filter`, one at a time, in
@@ -73,88 +111,124 @@ impl Reader {
         filter: &TraceFilter,
         each: impl FnMut(TraceRecord) -> Result<ControlFlow<()>, E>,
     ) -> Result<u64, E> {
-        traces::for_each_trace(&self.conn, filter, each)
+        match &self.conn {
+            Conn::Sqlite(conn) => traces::for_each_trace(conn, filter, each),
+            Conn::Postgres(_) => self.snapshot(|r| r.for_each_trace_paged(filter, each)),
+        }
+    }
+
+    /// [`for_each_trace`](Self::for_each_trace) a page at a time (keyset
+    /// pagination in one snapshot), so `each` runs with the connection free.
+    fn for_each_trace_paged<E: From<StoreError>>(
+        &self,
+        filter: &TraceFilter,
+        mut each: impl FnMut(TraceRecord) -> Result<ControlFlow<()>, E>,
+    ) -> Result<u64, E> {
+        let mut page_filter = filter.clone();
+        let mut seen: u64 = 0;
+        loop {
+            let left = filter.limit.map(|l| l.saturating_sub(seen as usize));
+            if left == Some(0) {
+                return Ok(seen);
+            }
+            page_filter.limit = Some(left.map_or(POSTGRES_PAGE, |l| l.min(POSTGRES_PAGE)));
+            let page = self.traces(&page_filter)?;
+            let full = page.len() == POSTGRES_PAGE;
+            for record in page {
+                page_filter.after = Some(TraceKey {
+                    started_at: record.started_at.clone(),
+                    trace_id: record.trace_id.clone(),
+                });
+                seen += 1;
+                if each(record)?.is_break() {
+                    return Ok(seen);
+                }
+            }
+            if !full {
+                return Ok(seen);
+            }
+        }
     }
 
     /// The sessions of the traces matching `filter`, in the order of their
     /// first matching call.
     pub fn session_ids(&self, filter: &TraceFilter) -> StoreResult<Vec<String>> {
-        traces::session_ids(&self.conn, filter)
+        on_backend!(self, c => traces::session_ids(c, filter), p => pg::session_ids(p, filter))
     }
 
     /// How many traces match `filter` (its `limit` included).
     pub fn count_traces(&self, filter: &TraceFilter) -> StoreResult<u64> {
-        traces::count_traces(&self.conn, filter)
+        on_backend!(self, c => traces::count_traces(c, filter), p => pg::count_traces(p, filter))
     }
 
     /// Summaries of the traces matching `filter`, in its order.
     pub fn summaries(&self, filter: &TraceFilter) -> StoreResult<Vec<CallSummary>> {
-        traces::summaries(&self.conn, filter)
+        on_backend!(self, c => traces::summaries(c, filter), p => pg::summaries(p, filter))
     }
 
     /// A page of call nodes and the cursor to poll from next.
     pub fn call_page(&self, filter: &CallFilter) -> StoreResult<CallPage> {
-        traces::call_page(&self.conn, filter)
+        on_backend!(self, c => traces::call_page(c, filter), p => pg::call_page(p, filter))
     }
 
     /// Statistics of the traces matching `filter`, per model and route.
     pub fn stats(&self, filter: &TraceFilter) -> StoreResult<Vec<CallStats>> {
-        stats::stats(&self.conn, filter)
+        on_backend!(self, c => stats::stats(c, filter), p => pg::stats(p, filter))
     }
 
     /// The newest traces matching `filter`, as points for the charts.
     pub fn chart_sample(&self, filter: &TraceFilter) -> StoreResult<ChartSample> {
-        stats::chart_sample(&self.conn, filter)
+        on_backend!(self, c => stats::chart_sample(c, filter), p => pg::chart_sample(p, filter))
     }
 
     /// One session by id.
     pub fn session(&self, session_id: &str) -> StoreResult<Option<SessionInfo>> {
-        runs::session(&self.conn, session_id)
+        on_backend!(self, c => runs::session(c, session_id), p => pg::session(p, session_id))
     }
 
     /// Sessions matching `filter`, in its order.
     pub fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionInfo>> {
-        runs::sessions(&self.conn, filter)
+        on_backend!(self, c => runs::sessions(c, filter), p => pg::sessions(p, filter))
     }
 
     /// Every session's sampling parameters.
     pub fn sampling_params(&self) -> StoreResult<Vec<(String, Map<String, Value>)>> {
-        runs::sampling_params(&self.conn)
+        on_backend!(self, c => runs::sampling_params(c), p => pg::sampling_params(p))
     }
 
     /// Sessions matching `filter` as the UI lists them, in its order.
     pub fn session_rows(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRow>> {
-        runs::session_rows(&self.conn, filter)
+        on_backend!(self, c => runs::session_rows(c, filter), p => pg::session_rows(p, filter))
     }
 
     /// One run by id.
     pub fn run(&self, run_id: &str) -> StoreResult<Option<RunInfo>> {
-        runs::run(&self.conn, run_id)
+        on_backend!(self, c => runs::run(c, run_id), p => pg::run(p, run_id))
     }
 
     /// Runs matching `filter`, newest first.
     pub fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunInfo>> {
-        runs::runs(&self.conn, filter)
+        on_backend!(self, c => runs::runs(c, filter), p => pg::runs(p, filter))
     }
 
     /// The values the run list can be filtered on.
     pub fn facets(&self) -> StoreResult<Facets> {
-        runs::facets(&self.conn)
+        on_backend!(self, c => runs::facets(c), p => pg::facets(p))
     }
 
     /// The feedback of `scope`, oldest first.
     pub fn feedback(&self, scope: &FeedbackScope) -> StoreResult<Vec<Feedback>> {
-        feedback::feedback(&self.conn, scope)
+        on_backend!(self, c => feedback::feedback(c, scope), p => pg_feedback::feedback(p, scope))
     }
 
     /// The feedback of `scope` summarised per name, in name order.
     pub fn feedback_summary(&self, scope: &FeedbackScope) -> StoreResult<Vec<FeedbackSummary>> {
-        feedback::summary(&self.conn, scope)
+        on_backend!(self, c => feedback::summary(c, scope), p => pg_feedback::summary(p, scope))
     }
 
     /// The exporter's saved state (zeroes before the first export).
     pub fn export_state(&self) -> StoreResult<ExportState> {
-        outbox::state(&self.conn)
+        on_backend!(self, c => outbox::state(c), p => pg::export_state(p))
     }
 
     /// The harness spans of a session: those naming it, and those of the
@@ -164,12 +238,14 @@ impl Reader {
         session_id: &str,
         trace_ids: &[String],
     ) -> StoreResult<Vec<HarnessSpan>> {
-        harness::of_session(&self.conn, session_id, trace_ids)
+        on_backend!(self,
+            c => harness::of_session(c, session_id, trace_ids),
+            p => pg_harness::of_session(p, session_id, trace_ids))
     }
 
     /// Where each call of a session sits in OpenTelemetry, by start.
     pub fn call_links(&self, session_id: &str) -> StoreResult<Vec<CallLink>> {
-        harness::call_links(&self.conn, session_id)
+        on_backend!(self, c => harness::call_links(c, session_id), p => pg::call_links(p, session_id))
     }
 
     /// `record` with the stored harness span its `traceparent` named.
@@ -183,17 +259,33 @@ impl Reader {
 
     /// One harness span by its OpenTelemetry trace and span ids.
     pub fn harness_span(&self, trace_id: &str, span_id: &str) -> StoreResult<Option<HarnessSpan>> {
-        harness::one(&self.conn, trace_id, span_id)
+        on_backend!(self, c => harness::one(c, trace_id, span_id), p => pg_harness::one(p, trace_id, span_id))
     }
 
     /// The spans waiting past `cursor`.
     pub fn export_backlog(&self, cursor: i64) -> StoreResult<Backlog> {
-        outbox::backlog(&self.conn, cursor)
+        on_backend!(self, c => outbox::backlog(c, cursor), p => pg::export_backlog(p))
     }
 
-    /// Up to `limit` spans past `cursor`, oldest first.
+    /// Up to `limit` spans past `cursor`, oldest first. On PostgreSQL,
+    /// whose outbox replicas share, the next spans this replica claims
+    /// (see `postgres::read::claim_spans`).
     pub fn spans_after(&self, cursor: i64, limit: usize) -> StoreResult<Batch> {
-        outbox::spans_after(&self.conn, cursor, limit)
+        match &self.conn {
+            Conn::Sqlite(c) => outbox::spans_after(c, cursor, limit),
+            Conn::Postgres(pg) => {
+                let instance = pg.instance().to_string();
+                pg.with(|p| pg::claim_spans(p, &instance, cursor, limit))
+            }
+        }
+    }
+
+    /// Whether the connection is gone (a pooled reader is then dropped).
+    fn is_closed(&self) -> bool {
+        match &self.conn {
+            Conn::Sqlite(_) => false,
+            Conn::Postgres(pg) => pg.is_closed(),
+        }
     }
 }
 
@@ -201,18 +293,74 @@ impl Reader {
 /// of read-only connections off the runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct StoreReader {
-    path: Arc<PathBuf>,
-    busy_timeout: Duration,
-    idle: Arc<Mutex<Vec<Reader>>>,
+    source: Arc<Source>,
+    idle: Arc<Idle>,
+}
+
+/// The pooled readers waiting for a query.
+#[derive(Default)]
+struct Idle(Mutex<Vec<Reader>>);
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        // A PostgreSQL client closes its connection by running a runtime of
+        // its own, which must not start on the async thread the last
+        // handle may be dropped on.
+        let readers = std::mem::take(&mut *crate::sync::lock(&self.0));
+        if readers.iter().any(|r| matches!(r.conn, Conn::Postgres(_))) {
+            let _ = std::thread::Builder::new()
+                .name("tracegate-readers-close".into())
+                .spawn(move || drop(readers));
+        }
+    }
+}
+
+/// Where a [`StoreReader`] opens its connections.
+enum Source {
+    Sqlite {
+        path: PathBuf,
+        busy_timeout: Duration,
+    },
+    Postgres {
+        server: Box<Server>,
+        instance: String,
+    },
+}
+
+impl Source {
+    fn open(&self) -> StoreResult<Reader> {
+        let conn = match self {
+            Source::Sqlite { path, busy_timeout } => {
+                Conn::Sqlite(connection::open_read_only(path, *busy_timeout)?)
+            }
+            Source::Postgres { server, instance } => {
+                Conn::Postgres(Box::new(ReadConnection::open(server, instance)?))
+            }
+        };
+        Ok(Reader { conn })
+    }
 }
 
 impl StoreReader {
-    /// A reader of the database at `path` (which must exist and be migrated).
+    /// A reader of the SQLite file at `path` (which must exist and be
+    /// migrated).
     pub fn new(path: PathBuf, busy_timeout: Duration) -> Self {
+        Self::of(Source::Sqlite { path, busy_timeout })
+    }
+
+    /// A reader of the PostgreSQL database `server` (migrated), its
+    /// connections named for the replica `instance`.
+    pub(crate) fn postgres(server: Server, instance: String) -> Self {
+        Self::of(Source::Postgres {
+            server: Box::new(server),
+            instance,
+        })
+    }
+
+    fn of(source: Source) -> Self {
         Self {
-            path: Arc::new(path),
-            busy_timeout,
-            idle: Arc::new(Mutex::new(Vec::new())),
+            source: Arc::new(source),
+            idle: Arc::new(Idle::default()),
         }
     }
 
@@ -224,15 +372,15 @@ impl StoreReader {
     {
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = crate::sync::lock(&pool.idle).pop();
+            let pooled = crate::sync::lock(&pool.idle.0).pop();
             let reader = match pooled {
-                Some(reader) => reader,
-                None => Reader {
-                    conn: connection::open_read_only(&pool.path, pool.busy_timeout)?,
-                },
+                Some(reader) if !reader.is_closed() => reader,
+                _ => pool.source.open()?,
             };
             let result = read(&reader);
-            crate::sync::lock(&pool.idle).push(reader);
+            if !reader.is_closed() {
+                crate::sync::lock(&pool.idle.0).push(reader);
+            }
             result
         })
         .await?

@@ -14,7 +14,7 @@ use crate::store::summary::{Facets, RunInfo, SessionInfo, SessionRow};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
-const SESSION_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
+pub(crate) const SESSION_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
      first_seen, last_seen, error_count, tokens, \
      (SELECT SUM(t.cost_usd) FROM traces t WHERE t.session_id = sessions.session_id)";
 
@@ -58,7 +58,7 @@ pub(crate) fn sampling_params(conn: &Connection) -> StoreResult<Vec<(String, Map
 
 /// The first harness and model named by a session's calls (its model calls:
 /// a model list names none), read with the session's index.
-const SESSION_ROW_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
+pub(crate) const SESSION_ROW_COLUMNS: &str = "session_id, trace_count, created_at, metadata, run_id, \
      first_seen, last_seen, error_count, tokens, \
      (SELECT SUM(t.cost_usd) FROM traces t WHERE t.session_id = sessions.session_id), \
      (SELECT t.harness FROM traces t WHERE t.session_id = sessions.session_id \
@@ -91,7 +91,7 @@ pub(crate) fn session(conn: &Connection, session_id: &str) -> StoreResult<Option
     .transpose()
 }
 
-const RUN_COLUMNS: &str = "run_id, first_seen, last_seen, \
+pub(crate) const RUN_COLUMNS: &str = "run_id, first_seen, last_seen, \
      (SELECT COUNT(*) FROM sessions s WHERE s.run_id = runs.run_id), \
      trace_count, error_count, tokens, \
      (SELECT SUM(t.cost_usd) FROM traces t WHERE t.run_id = runs.run_id)";

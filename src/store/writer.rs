@@ -38,6 +38,7 @@ use crate::record::{HarnessSpan, Span, TraceRecord};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::feedback::Posted;
 use crate::store::health::{Condition, StoreStatus};
+use crate::store::postgres::row::Row as PostgresRow;
 use crate::store::raw::References;
 use crate::store::row::EncodedRow;
 use serde_json::{Map, Value};
@@ -53,15 +54,26 @@ pub struct StoreWriter {
     pending: Arc<Pending>,
     condition: Arc<Condition>,
     flush_timeout: Option<Duration>,
-    /// The raw references records are compressed against (the writer
-    /// thread stores and announces them).
-    references: Arc<References>,
+    /// How a record is encoded for the writer thread's backend.
+    encoding: Encoding,
+}
+
+/// How records are encoded for the writer thread, by backend.
+#[derive(Clone)]
+pub(crate) enum Encoding {
+    /// Into a SQLite row, its raw blob compressed against these references
+    /// (the writer thread stores and announces them).
+    Sqlite(Arc<References>),
+    /// Into a PostgreSQL row.
+    Postgres,
 }
 
 /// What the writer thread is asked to do.
 pub(crate) enum Command {
-    /// Insert a record (and its span).
+    /// Insert a record (and its span) into SQLite.
     Record(Box<EncodedRow>),
+    /// Insert a record (and its span) into PostgreSQL.
+    PostgresRecord(Box<PostgresRow>),
     /// Create a session or update its metadata (and sampling parameters).
     CreateSession {
         session_id: String,
@@ -112,14 +124,22 @@ impl StoreWriter {
         tx: mpsc::Sender<Command>,
         condition: Arc<Condition>,
         flush_timeout: Option<Duration>,
-        references: Arc<References>,
+        encoding: Encoding,
     ) -> Self {
         Self {
             tx,
             pending: Arc::new(Pending::default()),
             condition,
             flush_timeout,
-            references,
+            encoding,
+        }
+    }
+
+    /// The database the writer commits to.
+    pub fn backend(&self) -> crate::store::Backend {
+        match self.encoding {
+            Encoding::Sqlite(_) => crate::store::Backend::Sqlite,
+            Encoding::Postgres => crate::store::Backend::Postgres,
         }
     }
 
@@ -271,14 +291,17 @@ impl Reservation {
     /// stopped (shutdown), which is logged.
     pub async fn submit(mut self, record: TraceRecord, span: Option<Span>) {
         let trace_id = record.trace_id.clone();
-        match EncodedRow::encode(record, span.as_ref(), Some(&self.writer.references)) {
-            Ok(row) => {
-                if self
-                    .writer
-                    .send(Command::Record(Box::new(row)))
-                    .await
-                    .is_err()
-                {
+        let encoded = match &self.writer.encoding {
+            Encoding::Sqlite(references) => {
+                EncodedRow::encode(record, span.as_ref(), Some(references))
+                    .map(|row| Command::Record(Box::new(row)))
+            }
+            Encoding::Postgres => PostgresRow::encode(record, span.as_ref())
+                .map(|row| Command::PostgresRecord(Box::new(row))),
+        };
+        match encoded {
+            Ok(command) => {
+                if self.writer.send(command).await.is_err() {
                     tracing::error!(%trace_id, "store writer stopped; record lost");
                 }
             }

@@ -2,14 +2,17 @@
 //! tests start from: the mock upstream with a gateway in front of it
 //! ([`Setup`]).
 //!
-//! Each gateway records into a database in its own temporary directory and
-//! listens on a free port; both go away with it. Records are read back from
-//! that file after a flush, so a test sees exactly what was committed.
+//! Each gateway records into a database in its own temporary directory (or,
+//! with `TRACEGATE_TEST_BACKEND=postgres`, a fresh PostgreSQL database of
+//! that directory: [`postgres`](super::postgres)) and listens on a free
+//! port; both go away with it. Records are read back from the database
+//! after a flush, so a test sees exactly what was committed.
 
 use super::http::Gateway;
+use super::postgres::Backend;
 use super::{records_in, start_mock};
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 use tracegate::config::{Config, ServeArgs};
 use tracegate::mock_upstream::{MockServer, ReceivedRequest};
@@ -20,8 +23,10 @@ use tracegate::server::Server;
 pub struct TestGateway {
     /// `http://` and where it listens.
     url: String,
-    /// The database file.
+    /// The database file (under the SQLite backend).
     pub db: PathBuf,
+    /// The PostgreSQL database's URL, under the PostgreSQL backend.
+    pub postgres: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), tracegate::store::StoreError>>>,
     dir: TempDir,
@@ -48,19 +53,33 @@ impl TestGateway {
         Self::serve(args, self.dir).await
     }
 
-    /// Serves `args` on a free port, recording into `dir/traces.db`.
+    /// Serves `args` on a free port, recording into `dir/traces.db` (or the
+    /// directory's PostgreSQL database: [`backend`](super::postgres::backend)).
     async fn serve(args: ServeArgs, dir: TempDir) -> TestGateway {
+        let postgres = match super::postgres::backend() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(super::postgres::database_for(dir.path())),
+        };
+        let db = postgres
+            .clone()
+            .unwrap_or_else(|| dir.path().join("traces.db").display().to_string());
         let config = Config::load(&ServeArgs {
             listen: Some("127.0.0.1:0".into()),
-            db: Some(dir.path().join("traces.db").display().to_string()),
+            db: Some(db),
             ..args
         })
         .unwrap();
-        Self::start_config(config, dir).await
+        Self::start_on(config, dir, postgres).await
     }
 
-    /// A gateway with this configuration, recording in `dir`.
+    /// A gateway with this configuration, recording in `dir/traces.db`.
     pub async fn start_config(config: Config, dir: TempDir) -> TestGateway {
+        Self::start_on(config, dir, None).await
+    }
+
+    /// A gateway with this configuration, recording in `dir` or, when
+    /// `postgres` is its URL, in that database.
+    async fn start_on(config: Config, dir: TempDir, postgres: Option<String>) -> TestGateway {
         let server = Server::bind(&config).await.unwrap();
         let url = format!("http://{}", server.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -69,7 +88,11 @@ impl TestGateway {
         }));
         TestGateway {
             url,
-            db: config.db,
+            db: config
+                .db
+                .sqlite_path()
+                .map_or_else(|| dir.path().join("traces.db"), Path::to_path_buf),
+            postgres,
             stop: Some(stop),
             task: Some(task),
             dir,
@@ -79,7 +102,10 @@ impl TestGateway {
     /// Every record, oldest first (after a flush).
     pub async fn records(&self) -> Vec<TraceRecord> {
         self.flush().await;
-        records_in(&self.db)
+        match &self.postgres {
+            None => records_in(&self.db),
+            Some(url) => super::postgres::records_in(url),
+        }
     }
 
     /// The only record (after a flush); fails if there is not exactly one.
@@ -89,9 +115,12 @@ impl TestGateway {
         records.remove(0)
     }
 
-    /// The single number `sql` selects, read from the database file as it is.
+    /// The single number `sql` selects, read from the database as it is.
     pub fn count(&self, sql: &str) -> i64 {
-        super::count(&self.db, sql)
+        match &self.postgres {
+            None => super::count(&self.db, sql),
+            Some(url) => super::postgres::count(url, sql),
+        }
     }
 
     /// Stops the gateway gracefully and waits for it.

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod gateway;
 pub mod http;
 pub mod otlp;
+pub mod postgres;
 pub mod process;
 pub mod raw;
 pub mod replay;
@@ -22,6 +23,7 @@ pub use gateway::{Setup, TestGateway};
 pub use http::{
     Answer, Gateway, Request, all_at_once, client, first_chunk, rest_of_stream, trace_id,
 };
+pub use postgres::sqlite_only;
 
 use serde_json::{Value, json};
 use std::path::Path;
@@ -61,14 +63,29 @@ pub fn stream_body(content: &str) -> Value {
     body
 }
 
-/// Every record in the database file `db`, oldest first.
+/// Every record in the database file `db`, oldest first; under
+/// `TRACEGATE_TEST_BACKEND=postgres`, when there is no such file, in the
+/// PostgreSQL database of its directory (where the fixtures recorded).
 pub fn records_in(db: &Path) -> Vec<TraceRecord> {
-    let store = Reader::open(db).unwrap();
+    if let Some(url) = postgres::database_instead_of(db) {
+        return postgres::records_in(&url);
+    }
+    let store = Reader::open(&tracegate::store::Database::from(db)).unwrap();
     store.traces(&TraceFilter::default()).unwrap()
 }
 
-/// The single number `sql` selects from the database file `db`.
+/// What to pass as `--db` for the database file `db`: the file, or its
+/// directory's PostgreSQL database, as for [`records_in`].
+pub fn db_arg(db: &Path) -> String {
+    postgres::database_instead_of(db).unwrap_or_else(|| db.display().to_string())
+}
+
+/// The single number `sql` selects from the database file `db` (or its
+/// directory's PostgreSQL database, as for [`records_in`]).
 pub fn count(db: &Path, sql: &str) -> i64 {
+    if let Some(url) = postgres::database_instead_of(db) {
+        return postgres::count(&url, sql);
+    }
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }

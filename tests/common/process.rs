@@ -40,6 +40,10 @@ pub fn tracegate(dir: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
+    // A command run where a gateway recorded into PostgreSQL reads there.
+    if let Some(url) = super::postgres::database_made_for(dir) {
+        cmd.env("TRACEGATE_DB", url);
+    }
     cmd
 }
 
@@ -93,10 +97,16 @@ pub struct Serve {
 
 impl Serve {
     /// `tracegate serve --listen 127.0.0.1:<free port>`, run in `dir`.
+    /// Under `TRACEGATE_TEST_BACKEND=postgres` its database is `dir`'s
+    /// PostgreSQL one, given as `TRACEGATE_DB` (so a test's own `--db` or
+    /// `TRACEGATE_DB` still wins).
     pub fn new(dir: &Path) -> Serve {
         let port = free_port();
         let mut cmd = tracegate(dir);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        if super::postgres::backend() == super::postgres::Backend::Postgres {
+            cmd.env("TRACEGATE_DB", super::postgres::database_for(dir));
+        }
         Serve { cmd, port }
     }
 

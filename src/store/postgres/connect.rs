@@ -38,9 +38,10 @@ impl Server {
     pub(crate) fn connect(&self, instance: &str) -> StoreResult<Client> {
         let mut config = self.config.clone();
         config.application_name(&format!("tracegate {instance}"));
-        config
-            .connect(NoTls)
-            .map_err(StoreError::postgres(format!("cannot connect to {}", self.shown)))
+        config.connect(NoTls).map_err(StoreError::postgres(format!(
+            "cannot connect to {}",
+            self.shown
+        )))
     }
 
     /// The URL without its password.

@@ -50,7 +50,8 @@ pub(crate) fn apply(client: &mut Client) -> StoreResult<Vec<i64>> {
     }
     let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
-        tx.batch_execute(migration.sql).map_err(failed(migration.name))?;
+        tx.batch_execute(migration.sql)
+            .map_err(failed(migration.name))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[&migration.version, &migration.name],
@@ -94,7 +95,10 @@ fn found(client: &mut impl postgres::GenericClient) -> StoreResult<i64> {
         return Ok(0);
     }
     let row = client
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
         .map_err(failed())?;
     Ok(row.get(0))
 }
