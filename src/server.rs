@@ -38,7 +38,7 @@ use crate::forward::{self, ClientError, Forwarder};
 use crate::metrics::Metrics;
 use crate::otlp::grpc::GrpcReceiver;
 use crate::route::Router;
-use crate::store::{Store, StoreError, StoreReader, StoreWriter};
+use crate::store::{Backend, Store, StoreError, StoreReader, StoreWriter};
 use axum::extract::FromRef;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -141,6 +141,8 @@ pub struct Server {
     store: Store,
     exporter: Option<Exporter>,
     health_checks: tokio::task::JoinHandle<()>,
+    /// Follows the weight versions other replicas set (PostgreSQL only).
+    weights: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
     detached: forward::detached::Detached,
     options: ServerOptions,
@@ -198,6 +200,7 @@ impl Server {
             forwarder.sampling.set(session_id, params);
         }
         let detached = forwarder.detached().clone();
+        let weights = forwarder.weights.clone();
         let state = AppState::new(Shared {
             reader: store.reader.clone(),
             writer: store.writer.clone(),
@@ -223,6 +226,12 @@ impl Server {
         let addr = listener.local_addr().map_err(listen_error)?;
         let exporter = start_exporter(config.export.as_ref(), &store, metrics)?;
         let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));
+        let weights = (store.writer.backend() == Backend::Postgres).then(|| {
+            tokio::spawn(crate::forward::weights::follow(
+                weights,
+                store.reader.clone(),
+            ))
+        });
         Ok(Server {
             listener,
             addr,
@@ -230,6 +239,7 @@ impl Server {
             store,
             exporter,
             health_checks,
+            weights,
             grace: config.shutdown_grace,
             detached,
             options: config.server,
@@ -256,6 +266,7 @@ impl Server {
             store,
             exporter,
             health_checks,
+            weights,
             grace,
             detached,
             options,
@@ -279,6 +290,9 @@ impl Server {
         let connections = accept_until(shutdown, listener, options, app, &graceful).await;
         let deadline = tokio::time::Instant::now() + grace;
         health_checks.abort();
+        if let Some(weights) = weights {
+            weights.abort();
+        }
         drain(connections, graceful, grace).await;
         if let Some(receiver) = otlp_grpc {
             drain_grpc(receiver, deadline).await;

@@ -58,7 +58,11 @@ async fn health_names_the_replica_and_the_backend() {
     let (one, other) = (Setup::new().await, Setup::new().await);
     let (_, a) = get(&one, "/health").await;
     let (_, b) = get(&other, "/health").await;
-    assert_eq!(a["backend"], "sqlite");
+    let backend = match common::postgres::backend() {
+        common::postgres::Backend::Sqlite => "sqlite",
+        common::postgres::Backend::Postgres => "postgres",
+    };
+    assert_eq!(a["backend"], backend);
     let instance = a["instance"].as_str().unwrap();
     assert_eq!(instance.len(), 12, "{a}");
     assert!(instance.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");

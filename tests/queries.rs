@@ -279,6 +279,7 @@ async fn build_store_with_spans(
             .export_progress(tracegate::store::ExportProgress {
                 cursor,
                 exported: 0,
+                claim: None,
                 error: None,
             })
             .await

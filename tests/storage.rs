@@ -502,7 +502,7 @@ async fn deleting_a_middle_sessions_calls_and_pruning_keep_every_other_call_whol
     assert_consistent(&db);
     // Prune A's first calls (older than 30 days): its later calls still
     // read whole, the shared rows they use stay, the rest goes.
-    let pruner = Pruner::open(&db).unwrap();
+    let mut pruner = Pruner::open(&db).unwrap();
     let options = PruneOptions {
         cutoff: rfc3339(SystemTime::now() - Duration::from_secs(86_400 * 30)),
         dry_run: false,

@@ -92,7 +92,17 @@ pub async fn set(
             GatewayError::bad_request(format!("invalid weight_version: {value}"))
         })?),
     };
-    state.forwarder.weights.set(scope, version);
+    state.forwarder.weights.set(scope.clone(), version);
+    // The other replicas of a shared store follow it (`weights::follow`);
+    // this one has it already, so a store that cannot take it now only
+    // delays the others.
+    if let Err(e) = state
+        .writer
+        .share_setting(scope.key(), version.into())
+        .await
+    {
+        tracing::warn!("weight version {version:?} not shared with other replicas: {e}");
+    }
     Ok(Json(Version {
         weight_version: version,
         route,

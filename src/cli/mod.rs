@@ -261,15 +261,7 @@ impl DbArg {
     /// The store at the path, to prune (read-only for a dry run); never
     /// creates one.
     pub fn pruner(&self, dry_run: bool) -> Result<Pruner, Failure> {
-        let Some(path) = self.db.sqlite_path() else {
-            return Err(StoreError::NotOnPostgres("prune").into());
-        };
-        let pruner = if dry_run {
-            Pruner::open_read_only(path)
-        } else {
-            Pruner::open(path)
-        };
-        Ok(pruner?)
+        Ok(Pruner::open_database(&self.db, !dry_run)?)
     }
 }
 

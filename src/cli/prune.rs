@@ -44,7 +44,7 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
         dry_run: args.dry_run,
         force: args.force,
     };
-    let pruner = args.db.pruner(args.dry_run)?;
+    let mut pruner = args.db.pruner(args.dry_run)?;
     let report = pruner.prune(&options)?;
     let (deleted, recounted) = if args.dry_run {
         ("would delete", "would recount")

@@ -247,8 +247,8 @@ impl Outbox {
             self.exporter.set_resource(&self.own_resource);
         }
         match sent {
-            Ok(()) => self.exported(batch.last_id, count).await,
-            Err(error) => self.failed(error).await,
+            Ok(()) => self.exported(batch.last_id, count, batch.claim).await,
+            Err(error) => self.failed(error, batch.claim).await,
         }
     }
 
@@ -283,13 +283,19 @@ impl Outbox {
     }
 
     /// The collector has the batch up to `last_id`: the cursor moves on.
-    async fn exported(&mut self, last_id: i64, count: u64) -> ControlFlow<()> {
+    async fn exported(
+        &mut self,
+        last_id: i64,
+        count: u64,
+        claim: Option<String>,
+    ) -> ControlFlow<()> {
         self.metrics.spans_exported(count);
         self.cursor = last_id;
         self.backoff = BACKOFF_START;
         let progress = ExportProgress {
             cursor: last_id,
             exported: count,
+            claim,
             error: None,
         };
         if self.writer.export_progress(progress).await.is_err() {
@@ -300,13 +306,14 @@ impl Outbox {
 
     /// The batch failed: the error is recorded, and the same batch is tried
     /// again after the backoff, which doubles.
-    async fn failed(&mut self, error: SendError) -> ControlFlow<()> {
+    async fn failed(&mut self, error: SendError, claim: Option<String>) -> ControlFlow<()> {
         self.metrics.export_failed();
         let backoff = self.backoff;
         tracing::warn!("span export failed, retrying in {backoff:?}: {error}");
         let progress = ExportProgress {
             cursor: self.cursor,
             exported: 0,
+            claim,
             error: Some(error.to_string()),
         };
         if self.writer.export_progress(progress).await.is_err() {

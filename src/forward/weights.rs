@@ -14,9 +14,25 @@
 //! (`X-RLLM-Weight-Version`, an identity field), which wins over all of
 //! them; and an upstream that reports `weight_version` in its answer fills
 //! a call that none of these named (capture does that).
+//!
+//! **Across replicas.** Replicas sharing a PostgreSQL store share their
+//! versions too: a version set on one is stored in the database (the
+//! `admin_state` table, under [`Scope::key`]) and every replica reads the
+//! stored versions every [`FOLLOW_EVERY`] ([`follow`]), so a trainer that
+//! tells one replica reaches them all within a second. On SQLite there is
+//! one process, and nothing to follow.
 
+use crate::store::StoreReader;
+use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How often a replica reads the versions set on the others.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// The prefix of every version's key among the shared settings.
+const KEY: &str = "weight_version";
 
 /// What a version applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,6 +43,62 @@ pub enum Scope {
     Route(String),
     /// The calls of a run.
     Run(String),
+}
+
+impl Scope {
+    /// The scope's key among the settings replicas share.
+    pub fn key(&self) -> String {
+        match self {
+            Scope::Gateway => KEY.to_string(),
+            Scope::Route(name) => format!("{KEY}:route:{name}"),
+            Scope::Run(id) => format!("{KEY}:run:{id}"),
+        }
+    }
+
+    /// The scope a shared setting's key names.
+    pub fn from_key(key: &str) -> Option<Scope> {
+        let rest = key.strip_prefix(KEY)?;
+        if rest.is_empty() {
+            return Some(Scope::Gateway);
+        }
+        if let Some(name) = rest.strip_prefix(":route:") {
+            return Some(Scope::Route(name.to_string()));
+        }
+        rest.strip_prefix(":run:")
+            .map(|id| Scope::Run(id.to_string()))
+    }
+}
+
+/// Keeps `versions` at what the replicas sharing the store set, reading
+/// the stored versions every [`FOLLOW_EVERY`] until the task is dropped.
+pub async fn follow(versions: Arc<WeightVersions>, reader: StoreReader) {
+    let mut seen: HashMap<String, Value> = HashMap::new();
+    let mut ticks = tokio::time::interval(FOLLOW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        let stored = match reader.shared_settings(KEY.to_string()).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("cannot read the weight versions other replicas set: {e}");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        failing = false;
+        for (key, value) in stored {
+            if seen.get(&key) == Some(&value) {
+                continue;
+            }
+            if let Some(scope) = Scope::from_key(&key) {
+                versions.set(scope, value.as_i64());
+            }
+            seen.insert(key, value);
+        }
+    }
 }
 
 /// The versions current now, per scope.
@@ -71,5 +143,17 @@ mod tests {
         assert_eq!(versions.current(Some("judge"), Some("r1")), Some(5));
         versions.set(Scope::Run("r1".into()), None);
         assert_eq!(versions.current(Some("policy"), Some("r1")), Some(3));
+    }
+
+    #[test]
+    fn a_scope_reads_back_from_its_key() {
+        for scope in [
+            Scope::Gateway,
+            Scope::Route("judge".into()),
+            Scope::Run("r:1".into()),
+        ] {
+            assert_eq!(Scope::from_key(&scope.key()), Some(scope));
+        }
+        assert_eq!(Scope::from_key("workers"), None);
     }
 }

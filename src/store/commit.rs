@@ -343,7 +343,8 @@ impl Writer {
                     let _ = ack.send(Err(unavailable()));
                 }
                 // Never sent to this backend's thread.
-                Command::PostgresRecord(_) | Command::Flush(_) | Command::Shutdown(_) => {}
+                Command::PostgresRecord(_) | Command::ShareSetting { .. } => {}
+                Command::Flush(_) | Command::Shutdown(_) => {}
             }
         }
         self.backlog.push(lines, SystemTime::now());
@@ -692,7 +693,7 @@ fn apply_batch(
             }
             Command::Flush(_) | Command::Shutdown(_) => Answer::Unit(Ok(())),
             // Never sent to this backend's thread.
-            Command::PostgresRecord(_) => Answer::None,
+            Command::PostgresRecord(_) | Command::ShareSetting { .. } => Answer::None,
             Command::ExportProgress(progress) => {
                 save_export_progress(&tx, progress)?;
                 Answer::None

@@ -167,10 +167,6 @@ pub enum StoreError {
         /// What it holds.
         value: String,
     },
-    /// The PostgreSQL backend does not store this yet (this release keeps
-    /// it on SQLite only).
-    #[error("{0} are not stored on the PostgreSQL backend yet; use a SQLite store for them")]
-    NotOnPostgres(&'static str),
     /// A read started inside another on the same PostgreSQL connection (a
     /// bug in the caller).
     #[error("a store read started inside another on the same connection")]

@@ -1,8 +1,10 @@
-//! The store: every TraceRecord in one local SQLite file.
+//! The store: every TraceRecord in one local SQLite file, or in a
+//! PostgreSQL database several gateway replicas share ([`Database`]).
 //!
-//! SQLite because users already have `sqlite3`, a single file is easy to copy
-//! off a training node, and WAL gives one writer plus many readers without a
-//! server.
+//! SQLite by default because users already have `sqlite3`, a single file is
+//! easy to copy off a training node, and WAL gives one writer plus many
+//! readers without a server. PostgreSQL (`postgres/`) when one machine is
+//! not enough: stateless replicas behind a balancer, one database.
 //!
 //! **The seam.** The rest of the gateway talks to the store through four
 //! handles, and only through their methods — no SQL and no connection leaves
@@ -17,10 +19,12 @@
 //!
 //! Their arguments are the filters of [`query`] and their answers the plain
 //! data of [`summary`] (and records), with [`StoreError`] for what went
-//! wrong. A second backend (PostgreSQL, say) would be a sibling of this
-//! SQLite one behind the same methods.
+//! wrong. Both backends answer the same methods: [`Store::open`] starts
+//! the writer thread of the one [`Database`] names, and the read handles
+//! hold a connection of either (an enum, matched once per method).
 //!
-//! **Inside**, one concept per file:
+//! **Inside**, one concept per file (SQLite's here, PostgreSQL's in
+//! `postgres/`, described there):
 //!
 //! * [`migrate`] brings the file to the schema in `schema/` (forward only;
 //!   `legacy` reads the rows of older layouts it converts); `connection`

@@ -68,6 +68,9 @@ pub struct Batch {
     pub harness: Vec<HarnessSpan>,
     /// The id of the last row read: the cursor once the batch is accepted.
     pub last_id: i64,
+    /// The claim its rows are held under (PostgreSQL's shared outbox; see
+    /// `postgres::read::claim_spans`).
+    pub claim: Option<String>,
 }
 
 /// Up to `limit` spans past `cursor`, oldest first.

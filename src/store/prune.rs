@@ -38,7 +38,7 @@
 use crate::config::StoreOptions;
 use crate::store::content::{self, Shared};
 use crate::store::error::{StoreError, StoreResult};
-use crate::store::{connection, migrate};
+use crate::store::{Database, connection, migrate};
 use rusqlite::{Connection, ToSql};
 use serde::Serialize;
 use std::path::Path;
@@ -50,16 +50,16 @@ pub const CHUNK_ROWS: usize = 1000;
 /// One table prune deletes from, and which of its rows are old. The
 /// predicate may use `:cutoff` (RFC 3339 text, the form every stored time
 /// takes) and `:force` (1 when `--force` was given).
-struct Doomed {
-    table: &'static str,
-    old: &'static str,
+pub(crate) struct Doomed {
+    pub table: &'static str,
+    pub old: &'static str,
 }
 
 /// What prune deletes, in order: children before parents, since a session's
 /// or run's fate depends on the traces that remain. The `spans` outbox goes
 /// first: only spans already exported (at or before the export cursor),
 /// unless `--force`, so pruning never loses a span a collector has not had.
-const DOOMED: &[Doomed] = &[
+pub(crate) const DOOMED: &[Doomed] = &[
     Doomed {
         table: "spans",
         old: "created_at < :cutoff AND (:force \
@@ -87,7 +87,7 @@ const DOOMED: &[Doomed] = &[
 /// The tables whose per-row counters summarise traces, and the trace column
 /// that links a trace to a row. A row is recounted when its `first_seen` is
 /// before the cutoff and it was not deleted: it may have lost traces.
-const COUNTED: &[(&str, &str)] = &[("sessions", "session_id"), ("runs", "run_id")];
+pub(crate) const COUNTED: &[(&str, &str)] = &[("sessions", "session_id"), ("runs", "run_id")];
 
 /// What to prune.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,10 +133,30 @@ pub struct Reclaimed {
 
 /// A store opened for pruning.
 pub struct Pruner {
-    conn: Connection,
+    conn: Conn,
+}
+
+/// The pruner's connection, by backend.
+enum Conn {
+    Sqlite(Connection),
+    Postgres(Box<postgres::Client>),
 }
 
 impl Pruner {
+    /// Opens the existing store in `db` to prune it (`writable: false`:
+    /// for a dry run, changing nothing).
+    pub fn open_database(db: &Database, writable: bool) -> StoreResult<Pruner> {
+        match db {
+            Database::Sqlite(path) => Self::open_with(path, writable),
+            Database::Postgres(url) => {
+                let client = crate::store::postgres::prune::open(url, writable)?;
+                Ok(Pruner {
+                    conn: Conn::Postgres(Box::new(client)),
+                })
+            }
+        }
+    }
+
     /// Opens the existing store at `path` to prune it. A missing file is
     /// [`StoreError::Missing`] (and is not created), a file that is not a
     /// store [`StoreError::NotAStore`].
@@ -144,30 +164,33 @@ impl Pruner {
         Self::open_with(path, true)
     }
 
-    /// Opens the existing store at `path` read-only, for a dry run.
-    pub fn open_read_only(path: &Path) -> StoreResult<Pruner> {
-        Self::open_with(path, false)
-    }
-
     fn open_with(path: &Path, writable: bool) -> StoreResult<Pruner> {
         let busy_timeout = StoreOptions::default().busy_timeout;
         let conn = connection::open_existing(path, writable, busy_timeout)?;
         migrate::require_current(&conn, path)?;
-        Ok(Pruner { conn })
+        Ok(Pruner {
+            conn: Conn::Sqlite(conn),
+        })
     }
 
     /// Deletes (or, with `dry_run`, counts) everything older than the
     /// cutoff and recomputes the counters of what is kept.
-    pub fn prune(&self, options: &PruneOptions) -> StoreResult<PruneReport> {
-        prune(&self.conn, options)
+    pub fn prune(&mut self, options: &PruneOptions) -> StoreResult<PruneReport> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => prune(conn, options),
+            Conn::Postgres(client) => crate::store::postgres::prune::prune(client, options),
+        }
     }
 
     /// Rewrites the file without its free pages (`VACUUM`) and truncates the
     /// write-ahead log. Holds the write lock throughout: a gateway writing to
     /// the same file waits, and if the lock cannot be had the error
     /// ([`StoreError::VacuumLocked`]) says so.
-    pub fn vacuum(&self) -> StoreResult<Reclaimed> {
-        vacuum(&self.conn)
+    pub fn vacuum(&mut self) -> StoreResult<Reclaimed> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => vacuum(conn),
+            Conn::Postgres(client) => crate::store::postgres::prune::vacuum(client),
+        }
     }
 }
 
@@ -273,8 +296,17 @@ fn delete_in_chunks(
 /// traces, from the traces that remain. One statement: atomic with respect to
 /// a gateway adding traces meanwhile.
 fn recount(conn: &Connection, table: &str, key: &str, options: &PruneOptions) -> StoreResult<u64> {
+    let sql = recount_sql(table, key);
+    let mut stmt = conn.prepare(&sql).map_err(failed(table))?;
+    bind(&mut stmt, options).map_err(failed(table))?;
+    stmt.raw_execute().map(|n| n as u64).map_err(failed(table))
+}
+
+/// The statement recomputing the counters of `table`'s kept rows (either
+/// backend's: `:cutoff` is the one parameter).
+pub(crate) fn recount_sql(table: &str, key: &str) -> String {
     let of_row = format!("FROM traces t WHERE t.{key} = {table}.{key}");
-    let sql = format!(
+    format!(
         "UPDATE {table} SET
              trace_count = (SELECT COUNT(*) {of_row}),
              error_count = (SELECT COUNT(*) {of_row} AND t.status != 'ok'),
@@ -282,10 +314,7 @@ fn recount(conn: &Connection, table: &str, key: &str, options: &PruneOptions) ->
              first_seen  = COALESCE((SELECT MIN(t.started_at) {of_row}), {table}.first_seen),
              last_seen   = COALESCE((SELECT MAX(t.started_at) {of_row}), {table}.last_seen)
          WHERE first_seen < :cutoff"
-    );
-    let mut stmt = conn.prepare(&sql).map_err(failed(table))?;
-    bind(&mut stmt, options).map_err(failed(table))?;
-    stmt.raw_execute().map(|n| n as u64).map_err(failed(table))
+    )
 }
 
 /// Runs a `SELECT COUNT(*)` with the prune parameters.

@@ -11,8 +11,9 @@
 //! last committed state and never blocks the writer, so the API and the
 //! commands stay fast while the gateway records, and a command can read a
 //! store a gateway is writing to. The SQL is in the modules behind these
-//! methods (`traces`, `runs`, `stats`, `outbox`); a second backend would
-//! answer the same methods with its own.
+//! methods (`traces`, `runs`, `stats`, `outbox` for SQLite,
+//! `postgres::read` and its siblings for PostgreSQL); each method picks the
+//! backend's function for its connection, and nothing else differs.
 
 use crate::config::StoreOptions;
 use crate::feedback::{Feedback, FeedbackSummary};
@@ -280,6 +281,12 @@ impl Reader {
         }
     }
 
+    /// The settings replicas share whose key starts with `prefix` (none on
+    /// SQLite, which has no other replica).
+    pub fn shared_settings(&self, prefix: &str) -> StoreResult<Vec<(String, Value)>> {
+        on_backend!(self, _c => Ok(Vec::new()), p => pg::shared_settings(p, prefix))
+    }
+
     /// Whether the connection is gone (a pooled reader is then dropped).
     fn is_closed(&self) -> bool {
         match &self.conn {
@@ -495,6 +502,11 @@ impl StoreReader {
             })
         })
         .await
+    }
+
+    /// The settings replicas share whose key starts with `prefix`.
+    pub async fn shared_settings(&self, prefix: String) -> StoreResult<Vec<(String, Value)>> {
+        self.call(move |r| r.shared_settings(&prefix)).await
     }
 
     /// The exporter's saved state (zeroes before the first export).

@@ -106,6 +106,12 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<StoreResult<()>>),
     /// Save the exporter's progress.
     ExportProgress(ExportProgress),
+    /// Store a setting every replica follows (PostgreSQL's `admin_state`).
+    ShareSetting {
+        key: String,
+        value: Value,
+        ack: oneshot::Sender<StoreResult<()>>,
+    },
 }
 
 /// What the exporter reports after an export attempt.
@@ -115,6 +121,9 @@ pub struct ExportProgress {
     pub cursor: i64,
     /// How many spans this attempt exported.
     pub exported: u64,
+    /// The claim the batch was read under (PostgreSQL's shared outbox:
+    /// its rows are marked exported, or given back on an error).
+    pub claim: Option<String>,
     /// The attempt's error, if it failed (the cursor then stays).
     pub error: Option<String>,
 }
@@ -258,6 +267,18 @@ impl StoreWriter {
             .await;
         let (ack, done) = oneshot::channel();
         self.send(command(ack)).await?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Stores `value` under `key` for every replica sharing the database to
+    /// follow (`Reader::shared_settings`), committed on return. A SQLite
+    /// store has no other replica: nothing is stored.
+    pub async fn share_setting(&self, key: String, value: Value) -> StoreResult<()> {
+        if let Encoding::Sqlite(_) = self.encoding {
+            return Ok(());
+        }
+        let (ack, done) = oneshot::channel();
+        self.send(Command::ShareSetting { key, value, ack }).await?;
         done.await.map_err(|_| StoreError::WriterStopped)?
     }
 

@@ -93,6 +93,8 @@ fn attribute(attributes: &[KeyValue], key: &str) -> Value {
 struct Shared {
     spans: Mutex<Vec<Received>>,
     refuse: Mutex<bool>,
+    /// Hold each HTTP export until unset, then refuse it.
+    stall: Mutex<bool>,
     attempts: Mutex<u64>,
 }
 
@@ -184,6 +186,17 @@ impl Receiver {
                     axum::routing::post(move |body: Bytes| {
                         let shared = shared.clone();
                         async move {
+                            let stalled = *shared.stall.lock().unwrap();
+                            while *shared.stall.lock().unwrap() {
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            }
+                            if stalled {
+                                return (
+                                    http::StatusCode::SERVICE_UNAVAILABLE,
+                                    [("content-type", "text/plain")],
+                                    b"stalled".to_vec(),
+                                );
+                            }
                             let request = ExportTraceServiceRequest::decode(body).unwrap();
                             if shared.take(request) {
                                 let ok = ExportTraceServiceResponse::default().encode_to_vec();
@@ -229,6 +242,12 @@ impl Receiver {
     /// Refuse (503 / UNAVAILABLE) or accept exports from now on.
     pub fn refuse(&self, refuse: bool) {
         *self.shared.refuse.lock().unwrap() = refuse;
+    }
+
+    /// Hold HTTP exports from now on (each one waits, then is refused
+    /// once this is unset): an exporter stuck mid-batch.
+    pub fn stall(&self, stall: bool) {
+        *self.shared.stall.lock().unwrap() = stall;
     }
 
     /// Stops listening: the port closes.

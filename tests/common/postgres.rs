@@ -29,8 +29,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// Where Debian's `postgresql` package puts the server programs.
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian's `postgresql` package puts each version's programs.
+const PG_LIB: &str = "/usr/lib/postgresql";
 
 /// The backend the store-facing fixtures record into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,9 +120,9 @@ pub fn server() -> Option<&'static Server> {
         assert!(
             std::env::var("TRACEGATE_REQUIRE_POSTGRES_TESTS").as_deref() != Ok("1"),
             "PostgreSQL tests are required (TRACEGATE_REQUIRE_POSTGRES_TESTS=1) but there is \
-             no server: set TRACEGATE_TEST_POSTGRES or install postgresql ({PG_BIN})"
+             no server: set TRACEGATE_TEST_POSTGRES or install postgresql ({PG_LIB})"
         );
-        println!("no PostgreSQL (TRACEGATE_TEST_POSTGRES unset, no {PG_BIN}): skipped");
+        println!("no PostgreSQL (TRACEGATE_TEST_POSTGRES unset, nothing in {PG_LIB}): skipped");
     }
     server.as_ref()
 }
@@ -181,57 +181,129 @@ fn external(url: &str) -> Server {
     }
 }
 
-/// Starts a private cluster in a temporary directory on a free port, or
-/// `None` when PostgreSQL is not installed.
+/// A private PostgreSQL cluster this process started: in a temporary
+/// directory, on a free 127.0.0.1 port, with the superuser `tg`/`tg`;
+/// stopped and removed when the test process ends (a watchdog), or
+/// stopped and started again by a test ([`Cluster::stop`], [`Cluster::start`]).
+pub struct Cluster {
+    dir: PathBuf,
+    port: u16,
+    root: bool,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    /// Makes and starts a cluster, or `None` when PostgreSQL is not installed.
+    pub fn create() -> Option<Cluster> {
+        let bin = pg_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tracegate-pg-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let cluster = Cluster {
+            port: super::process::free_port(),
+            root: is_root(),
+            dir,
+            bin,
+        };
+        let pwfile = cluster.dir.join("pw");
+        std::fs::write(&pwfile, "tg\n").unwrap();
+        if cluster.root {
+            run_ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&cluster.dir),
+            );
+        }
+        let initdb = format!(
+            "{}/initdb -D {}/data -U tg --pwfile={} -A scram-sha-256 --no-sync -E UTF8 --locale=C.UTF-8",
+            cluster.bin.display(),
+            cluster.dir.display(),
+            pwfile.display()
+        );
+        run_ok(&mut as_postgres(cluster.root, &initdb));
+        cluster.start();
+        cluster.watch();
+        Some(cluster)
+    }
+
+    /// Starts the server (waiting until it accepts connections).
+    pub fn start(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let start = format!(
+            "{}/pg_ctl -D {}/data -l {}/log -o '{options}' -w start",
+            self.bin.display(),
+            self.dir.display(),
+            self.dir.display()
+        );
+        run_ok(&mut as_postgres(self.root, &start));
+    }
+
+    /// Stops the server at once (`-m immediate`: connections are cut).
+    pub fn stop(&self) {
+        run_ok(&mut as_postgres(self.root, &self.stop_command()));
+    }
+
+    fn stop_command(&self) -> String {
+        format!(
+            "{}/pg_ctl -D {}/data -m immediate -w stop",
+            self.bin.display(),
+            self.dir.display()
+        )
+    }
+
+    /// A superuser URL of database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgresql://tg:tg@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops and removes the cluster when this process ends.
+    fn watch(&self) {
+        watchdog(&format!(
+            "{}; rm -rf {}",
+            self.as_shell(&self.stop_command()),
+            self.dir.display()
+        ));
+    }
+
+    /// `script` as the watchdog's shell runs it (as `postgres` under root).
+    fn as_shell(&self, script: &str) -> String {
+        if self.root {
+            format!("runuser -u postgres -- sh -c '{script}'")
+        } else {
+            script.to_string()
+        }
+    }
+}
+
+/// Where the installed PostgreSQL's programs are: the newest
+/// `/usr/lib/postgresql/<version>/bin` with an `initdb` (Debian's layout).
+fn pg_bin() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(PG_LIB)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// A private cluster for the whole test process, as a [`Server`].
 fn private_cluster() -> Option<Server> {
-    if !Path::new(PG_BIN).join("initdb").exists() {
-        return None;
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("tracegate-pg-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let data = dir.join("data");
-    let port = super::process::free_port();
-    let root = is_root();
-    if root {
-        run_ok(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir),
-        );
-    }
-    let pwfile = dir.join("pw");
-    std::fs::write(&pwfile, "tg\n").unwrap();
-    if root {
-        run_ok(
-            Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&pwfile),
-        );
-    }
-    let initdb = format!(
-        "{PG_BIN}/initdb -D {} -U tg --pwfile={} -A scram-sha-256 --no-sync -E UTF8 --locale=C.UTF-8",
-        data.display(),
-        pwfile.display()
-    );
-    let options = format!(
-        "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
-        dir.display()
-    );
-    let start = format!(
-        "{PG_BIN}/pg_ctl -D {} -l {} -o '{options}' -w start",
-        data.display(),
-        dir.join("log").display()
-    );
-    run_ok(&mut as_postgres(root, &initdb));
-    run_ok(&mut as_postgres(root, &start));
-    watch_cluster(root, &dir);
+    let cluster = Cluster::create()?;
     Some(Server {
-        base: format!("postgresql://tg:tg@127.0.0.1:{port}"),
+        base: format!("postgresql://tg:tg@127.0.0.1:{}", cluster.port),
         admin: "postgres".into(),
-        cluster: Some(dir),
+        cluster: Some(cluster.dir.clone()),
         made: Mutex::new(None),
     })
 }
@@ -285,20 +357,6 @@ fn watchdog(cleanup: &str) {
         .stderr(Stdio::null())
         .status()
         .unwrap();
-}
-
-/// Stops and removes the private cluster in `dir` when this process ends.
-fn watch_cluster(root: bool, dir: &Path) {
-    let stop = format!(
-        "{PG_BIN}/pg_ctl -D {}/data -m immediate stop",
-        dir.display()
-    );
-    let stop = if root {
-        format!("runuser -u postgres -- sh -c '{stop}'")
-    } else {
-        stop
-    };
-    watchdog(&format!("{stop}; rm -rf {}", dir.display()));
 }
 
 /// Drops every database listed in the returned file when this process

@@ -315,6 +315,10 @@ impl Writer {
                 let _ = ack.send(self.settle(result));
             }
             Command::ExportProgress(progress) => self.progress.push(progress),
+            Command::ShareSetting { key, value, ack } => {
+                let result = self.share_setting(&key, &value);
+                let _ = ack.send(self.settle(result));
+            }
             Command::Feedback { items, spans, ack } => {
                 let queued = spans.iter().any(Option::is_some);
                 let result = self.in_transaction(|tx| feedback::post(tx, &items, &spans));
@@ -438,6 +442,21 @@ impl Writer {
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
+    /// Stores a setting every replica follows, naming this one as its author.
+    fn share_setting(&mut self, key: &str, value: &Value) -> StoreResult<()> {
+        let instance = self.instance.clone();
+        let value = value.to_string();
+        self.client()?
+            .execute(
+                "INSERT INTO admin_state (key, value, changed_by) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,
+                     changed_at = now(), changed_by = EXCLUDED.changed_by",
+                &[&key, &value, &instance],
+            )
+            .map_err(StoreError::postgres("cannot share the setting"))?;
+        Ok(())
+    }
+
     /// Saves the export progress waiting, unless the store is degraded.
     fn save_progress(&mut self) {
         if self.degraded.is_some() || self.progress.is_empty() {
@@ -454,23 +473,25 @@ impl Writer {
         }
     }
 
-    /// Saves one export attempt's progress: on success this replica's
-    /// claimed rows up to its cursor are marked exported (the outbox is
-    /// shared: the mark, not the cursor, says what is done), in the same
+    /// Saves one export attempt's progress: on success the batch's claimed
+    /// rows are marked exported (the outbox is shared: the mark, not the
+    /// cursor, says what is done), on a failure given back; in the same
     /// transaction as the counters.
     fn save_one_progress(&mut self, p: &ExportProgress) -> StoreResult<()> {
         let exported = i64::try_from(p.exported).unwrap_or(i64::MAX);
         let now = crate::record::rfc3339(SystemTime::now());
-        let instance = self.instance.clone();
         let failed = StoreError::postgres("cannot save the export progress");
         let mut tx = self.client()?.transaction().map_err(&failed)?;
-        if p.error.is_none() {
-            tx.execute(
-                "UPDATE spans SET exported_at = now()
-                 WHERE claimed_by = $1 AND exported_at IS NULL AND id <= $2",
-                &[&instance, &p.cursor],
-            )
-            .map_err(&failed)?;
+        if let Some(claim) = &p.claim {
+            let settle = match p.error {
+                None => "UPDATE spans SET exported_at = now() WHERE claimed_by = $1",
+                // Given back: any replica may send it again at once.
+                Some(_) => {
+                    "UPDATE spans SET claimed_by = NULL, claimed_until = NULL \
+                     WHERE claimed_by = $1 AND exported_at IS NULL"
+                }
+            };
+            tx.execute(settle, &[claim]).map_err(&failed)?;
         }
         tx.execute(
                 "INSERT INTO export_state (exporter, cursor, exported, last_success_at, last_error, last_error_at)
@@ -608,6 +629,9 @@ fn refuse(command: Command, status: StoreStatus, progress: &mut Vec<ExportProgre
             let _ = ack.send(Err(unavailable()));
         }
         Command::Feedback { ack, .. } => {
+            let _ = ack.send(Err(unavailable()));
+        }
+        Command::ShareSetting { ack, .. } => {
             let _ = ack.send(Err(unavailable()));
         }
         Command::ExportProgress(p) => progress.push(p),

@@ -24,6 +24,7 @@ pub(crate) mod connect;
 pub(crate) mod feedback;
 pub(crate) mod harness;
 pub(crate) mod migrate;
+pub(crate) mod prune;
 pub(crate) mod read;
 pub(crate) mod record;
 pub(crate) mod row;

@@ -589,11 +589,17 @@ pub(crate) fn export_backlog(client: &mut Client) -> StoreResult<Backlog> {
 }
 
 /// Claims up to `limit` outbox rows for `instance`, oldest first, and
-/// returns them: rows nobody exported, not claimed by another replica
-/// whose lease still runs (`FOR UPDATE SKIP LOCKED`: replicas claiming at
-/// once take different rows, none waits). The rows stay this replica's
-/// until its lease ends; the writer marks them exported when the collector
-/// took them (`ExportProgress`). With none waiting, `last_id` is `cursor`.
+/// returns them: rows nobody exported and nobody holds a lease on (`FOR
+/// UPDATE SKIP LOCKED`: replicas claiming at once take different rows,
+/// none waits). The writer marks them exported once the collector took
+/// them (`ExportProgress`, a few milliseconds later); a batch the
+/// collector refused, or whose replica died, is claimable again when its
+/// lease ends — by any replica. Not even its own replica takes it back
+/// earlier: it might still be waiting for its mark. Delivery is at least
+/// once: a replica killed between the collector's answer and its mark
+/// leaves that batch to be sent again. Each claim has its own token
+/// (`<instance>/<uuid>` in `claimed_by`), so the mark and the give-back
+/// touch exactly its rows. With none waiting, `last_id` is `cursor`.
 pub(crate) fn claim_spans(
     client: &mut Client,
     instance: &str,
@@ -602,6 +608,7 @@ pub(crate) fn claim_spans(
 ) -> StoreResult<Batch> {
     let failed = StoreError::postgres("cannot claim spans from the outbox");
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let claim = format!("{instance}/{}", uuid::Uuid::new_v4().simple());
     let mut tx = client
         .build_transaction()
         .read_only(false)
@@ -614,21 +621,41 @@ pub(crate) fn claim_spans(
              WHERE id IN (
                  SELECT id FROM spans
                  WHERE exported_at IS NULL
-                   AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $1)
+                   AND (claimed_until IS NULL OR claimed_until < now())
                  ORDER BY id LIMIT $2
                  FOR UPDATE SKIP LOCKED)
              RETURNING id, span",
-            &[&instance, &limit, &SPAN_LEASE_SECONDS],
+            &[&claim, &limit, &SPAN_LEASE_SECONDS],
         )
         .map_err(&failed)?;
     tx.commit().map_err(&failed)?;
     rows.sort_by_key(|row| row.get::<_, i64>(0));
     let mut batch = Batch {
         last_id: cursor,
+        claim: (!rows.is_empty()).then_some(claim),
         ..Batch::default()
     };
     for row in &rows {
         outbox::add_to_batch(&mut batch, get(row, 0)?, &get::<String>(row, 1)?);
     }
     Ok(batch)
+}
+
+/// The shared settings whose key starts with `prefix`, as stored.
+pub(crate) fn shared_settings(
+    client: &mut Client,
+    prefix: &str,
+) -> StoreResult<Vec<(String, Value)>> {
+    let rows = query(
+        client,
+        "SELECT key, value FROM admin_state WHERE starts_with(key, $1) ORDER BY key",
+        &[SqlValue::Text(prefix.to_string())],
+    )?;
+    rows.iter()
+        .map(|r| {
+            let text: String = get(r, 1)?;
+            let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Ok((get(r, 0)?, value))
+        })
+        .collect()
 }
