@@ -211,10 +211,15 @@ async fn backends(server: &str, n: usize) {
             store.close().await.unwrap();
         }
         let total = share * replicas;
-        let stored = tracegate::store::Reader::open(&db)
-            .unwrap()
-            .count_traces(&Default::default())
-            .unwrap();
+        let reading = db.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            tracegate::store::Reader::open(&reading)
+                .unwrap()
+                .count_traces(&Default::default())
+                .unwrap()
+        })
+        .await
+        .unwrap();
         assert_eq!(stored, (total + 200) as u64, "{name}: records stored");
         println!(
             "store_backends: {name} x{replicas}: {total} records in {seconds:.2} s: {:.0} records/s; \

@@ -226,12 +226,7 @@ impl Server {
         let addr = listener.local_addr().map_err(listen_error)?;
         let exporter = start_exporter(config.export.as_ref(), &store, metrics)?;
         let health_checks = tokio::spawn(check_workers(router, config.health_check_interval));
-        let weights = (store.writer.backend() == Backend::Postgres).then(|| {
-            tokio::spawn(crate::forward::weights::follow(
-                weights,
-                store.reader.clone(),
-            ))
-        });
+        let weights = follow_weights(&store, weights);
         Ok(Server {
             listener,
             addr,
@@ -368,6 +363,16 @@ async fn drain_grpc(receiver: tokio::task::JoinHandle<()>, deadline: tokio::time
 }
 
 /// Probes the workers of health-checked routes every `interval`.
+/// On a shared (PostgreSQL) store, the task that keeps this replica at the
+/// weight versions set on the others.
+fn follow_weights(
+    store: &Store,
+    weights: Arc<forward::weights::WeightVersions>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    (store.writer.backend() == Backend::Postgres)
+        .then(|| tokio::spawn(forward::weights::follow(weights, store.reader.clone())))
+}
+
 async fn check_workers(router: Arc<Router>, interval: Duration) {
     let client = match reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))

@@ -171,6 +171,154 @@ fn recorded(db: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Replicas behind the test's balancer: round robin over the live ones.
+struct Fleet {
+    replicas: Vec<Option<Running>>,
+    /// Each replica's instance id, as `/health` names it.
+    instances: Vec<String>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Fleet {
+    /// `n` replicas recording into `db`, exporting to `receiver`.
+    async fn start(n: usize, db: &str, config: &Path, receiver: &Receiver) -> Fleet {
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let replicas: Vec<Option<Running>> = dirs
+            .iter()
+            .map(|d| Some(replica(d.path(), db, config, Some(receiver))))
+            .collect();
+        let mut instances = Vec::new();
+        for gw in replicas.iter().flatten() {
+            let health = gw.get_json("/health").await;
+            assert_eq!(health["backend"], "postgres");
+            instances.push(health["instance"].as_str().unwrap().to_string());
+        }
+        Fleet {
+            replicas,
+            instances,
+            _dirs: dirs,
+        }
+    }
+
+    fn live(&self) -> Vec<&Running> {
+        self.replicas.iter().flatten().collect()
+    }
+
+    /// One turn of every session, spread over the live replicas: the
+    /// trace ids of the answered calls.
+    async fn round(&self, sessions: &[String], round: usize) -> Vec<String> {
+        let live = self.live();
+        let calls = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, session)| turn(live[(i + round) % live.len()], session, round));
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Kills replica `i` (SIGKILL): its process just stops.
+    async fn kill(&mut self, i: usize) {
+        let dead = self.replicas[i].take().unwrap();
+        Command::new("kill")
+            .args(["-KILL", &dead.pid().to_string()])
+            .status()
+            .unwrap();
+        let _ = dead.exited().await;
+    }
+}
+
+/// How many outbox rows the replica `instance` holds claimed, unexported.
+fn claimed_by(db: &str, instance: &str) -> i64 {
+    let sql = format!(
+        "SELECT COUNT(*) FROM spans WHERE exported_at IS NULL AND claimed_by LIKE '{instance}/%'"
+    );
+    postgres::count(db, &sql)
+}
+
+/// Each session's workers (the `upstream` of its calls).
+fn workers_of_sessions(records: &BTreeMap<String, Value>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut workers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in records.values() {
+        let session = record["session_id"].as_str().unwrap().to_string();
+        let upstream = record["upstream"].as_str().unwrap().to_string();
+        workers.entry(session).or_default().insert(upstream);
+    }
+    workers
+}
+
+/// How many times each recorded call's own span reached the collector,
+/// once every call's has.
+async fn spans_per_call(
+    receiver: &Receiver,
+    records: &BTreeMap<String, Value>,
+) -> BTreeMap<String, usize> {
+    let spans = eventually("every call's span at the collector", async || {
+        let spans = receiver.spans();
+        let seen: BTreeSet<String> = spans
+            .iter()
+            .filter_map(|s| s.attr("rllm.trace_id").as_str().map(str::to_string))
+            .filter(|id| records.contains_key(id))
+            .collect();
+        (seen.len() == records.len()).then_some(spans)
+    })
+    .await;
+    let mut per_call: BTreeMap<String, usize> = BTreeMap::new();
+    for span in &spans {
+        let id = span.attr("rllm.trace_id");
+        let Some(record) = id.as_str().and_then(|id| records.get(id)) else {
+            continue;
+        };
+        if span.span_id() == record["span_id"].as_str().unwrap() {
+            *per_call.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    per_call
+}
+
+/// 16 sessions of 10 turns through `fleet`, each round's turns at once.
+/// Half-way the collector stalls, so every replica's exporter hangs
+/// mid-batch, and replica 1 dies (SIGKILL) holding its claims on the
+/// outbox; the rest of the run goes to the two others. The answered calls.
+async fn run_with_a_kill(fleet: &mut Fleet, receiver: &Receiver, db: &str) -> BTreeSet<String> {
+    let sessions: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
+    let mut answered = BTreeSet::new();
+    for round in 0..10 {
+        if round == 5 {
+            receiver.stall(true);
+        }
+        answered.extend(fleet.round(&sessions, round).await);
+        if round == 5 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            fleet.kill(1).await;
+            let held = claimed_by(db, &fleet.instances[1]);
+            println!("replicas: the killed replica held {held} spans claimed");
+            assert!(held > 0, "the killed replica died mid-batch");
+            receiver.stall(false);
+        }
+    }
+    answered
+}
+
+/// Any live replica answers the run's questions the same.
+async fn assert_replicas_agree(fleet: &Fleet) {
+    let live = fleet.live();
+    for path in [
+        "/sessions",
+        "/runs",
+        "/runs/replicas",
+        "/sessions/s3/traces",
+    ] {
+        let (a, b) = (live[0].get_json(path).await, live[1].get_json(path).await);
+        assert_eq!(a, b, "{path} differs between replicas");
+    }
+    let run = live[0].get_json("/runs/replicas").await;
+    assert_eq!(run["trace_count"], json!(160));
+    assert_eq!(run["session_count"], json!(16));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_record_every_answered_call_once_and_export_every_span_once() {
     let Some(db) = postgres::fresh_database() else {
@@ -180,64 +328,12 @@ async fn three_replicas_record_every_answered_call_once_and_export_every_span_on
     let (m0, m1) = (start_mock().await, start_mock().await);
     let config = pool_config(dir.path(), &[m0.base_url(), m1.base_url()]);
     let receiver = Receiver::start(Transport::Http).await;
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut replicas: Vec<Option<Running>> = dirs
-        .iter()
-        .map(|d| Some(replica(d.path(), &db, &config, Some(&receiver))))
-        .collect();
-    let mut instances = Vec::new();
-    for gw in replicas.iter().flatten() {
-        let health = gw.get_json("/health").await;
-        assert_eq!(health["backend"], "postgres");
-        instances.push(health["instance"].as_str().unwrap().to_string());
-    }
-    let distinct: BTreeSet<_> = instances.iter().collect();
+    let mut fleet = Fleet::start(3, &db, &config, &receiver).await;
+    let distinct: BTreeSet<_> = fleet.instances.iter().collect();
     assert_eq!(distinct.len(), 3, "each replica has its own instance id");
 
-    // The balancer: round robin over the live replicas, 16 sessions of
-    // 10 turns at once. Half-way the collector stalls, so every replica's
-    // exporter hangs mid-batch, and replica 1 dies (SIGKILL) holding its
-    // claims on the outbox; the rest of the run goes to the two others.
-    let sessions: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
-    let mut answered = BTreeSet::new();
-    let mut n = 0;
-    for round in 0..10 {
-        if round == 5 {
-            receiver.stall(true);
-        }
-        let live: Vec<&Running> = replicas.iter().flatten().collect();
-        let calls = sessions.iter().map(|session| {
-            n += 1;
-            turn(live[n % live.len()], session, round)
-        });
-        answered.extend(
-            futures_util::future::join_all(calls)
-                .await
-                .into_iter()
-                .flatten(),
-        );
-        if round == 5 {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let dead = replicas[1].take().unwrap();
-            Command::new("kill")
-                .args(["-KILL", &dead.pid().to_string()])
-                .status()
-                .unwrap();
-            let _ = dead.exited().await;
-            let held = postgres::count(
-                &db,
-                &format!(
-                    "SELECT COUNT(*) FROM spans WHERE exported_at IS NULL \
-                     AND claimed_by LIKE '{}/%'",
-                    instances[1]
-                ),
-            );
-            println!("replicas: the killed replica held {held} spans claimed");
-            assert!(held > 0, "the killed replica died mid-batch");
-            receiver.stall(false);
-        }
-    }
-    for gw in replicas.iter().flatten() {
+    let answered = run_with_a_kill(&mut fleet, &receiver, &db).await;
+    for gw in fleet.live() {
         gw.flush().await;
     }
 
@@ -257,39 +353,14 @@ async fn three_replicas_record_every_answered_call_once_and_export_every_span_on
     assert_eq!(ids, answered, "every answered call is recorded, once");
 
     // Sessions stayed on their worker, whichever replica took each turn.
-    let mut workers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for record in records.values() {
-        let session = record["session_id"].as_str().unwrap().to_string();
-        let upstream = record["upstream"].as_str().unwrap().to_string();
-        workers.entry(session).or_default().insert(upstream);
-    }
+    let workers = workers_of_sessions(&records);
     assert!(workers.values().all(|w| w.len() == 1), "{workers:?}");
     let used: BTreeSet<_> = workers.values().flatten().collect();
     assert_eq!(used.len(), 2, "both workers served sessions: {workers:?}");
 
     // Every call's span reaches the collector exactly once, the dead
     // replica's claims included (once their lease ran out).
-    let spans = eventually("every call's span at the collector", async || {
-        let spans = receiver.spans();
-        let mine: Vec<String> = spans
-            .iter()
-            .filter_map(|s| s.attr("rllm.trace_id").as_str().map(str::to_string))
-            .filter(|id| ids.contains(id))
-            .collect();
-        let distinct: BTreeSet<_> = mine.iter().collect();
-        (distinct.len() == ids.len()).then_some(spans)
-    })
-    .await;
-    let mut per_call: BTreeMap<String, usize> = BTreeMap::new();
-    for span in &spans {
-        let id = span.attr("rllm.trace_id");
-        let record = id.as_str().and_then(|id| records.get(id));
-        if let Some(record) = record
-            && span.span_id() == record["span_id"].as_str().unwrap()
-        {
-            *per_call.entry(record["trace_id"].to_string()).or_default() += 1;
-        }
-    }
+    let per_call = spans_per_call(&receiver, &records).await;
     println!(
         "replicas: {} spans exported for {} recorded calls",
         per_call.values().sum::<usize>(),
@@ -301,20 +372,7 @@ async fn three_replicas_record_every_answered_call_once_and_export_every_span_on
         "a span exported twice: {per_call:?}"
     );
 
-    // Any replica answers the same.
-    let live: Vec<&Running> = replicas.iter().flatten().collect();
-    for path in [
-        "/sessions",
-        "/runs",
-        "/runs/replicas",
-        "/sessions/s3/traces",
-    ] {
-        let (a, b) = (live[0].get_json(path).await, live[1].get_json(path).await);
-        assert_eq!(a, b, "{path} differs between replicas");
-    }
-    let run = live[0].get_json("/runs/replicas").await;
-    assert_eq!(run["trace_count"], json!(160));
-    assert_eq!(run["session_count"], json!(16));
+    assert_replicas_agree(&fleet).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,13 +14,22 @@ use crate::store::summary::{CallStats, ChartPoint, ChartSample, Counted, Tally};
 use rusqlite::{Connection, Row};
 use std::collections::BTreeMap;
 
+/// The columns [`stats`] reads (either backend's): the model and route,
+/// then what [`counted`] reads.
+pub(crate) const STATS_COLUMNS: &str = "model, route, status != 'ok', latency_ms, \
+     CASE WHEN stream THEN ttft_ms END, \
+     COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd";
+
+/// The columns [`chart_sample`] reads (either backend's): the model and
+/// start, then what [`counted`] reads.
+pub(crate) const CHART_COLUMNS: &str = "COALESCE(model, '(none)'), started_at, status != 'ok', \
+     latency_ms, CASE WHEN stream THEN ttft_ms END, \
+     COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd";
+
 /// Statistics of the traces matching `filter`, per model and route, ordered
 /// by model then route. TTFT counts streamed calls only, as everywhere.
 pub(crate) fn stats(conn: &Connection, filter: &TraceFilter) -> StoreResult<Vec<CallStats>> {
-    let select = filter.select(
-        "model, route, status != 'ok', latency_ms, CASE WHEN stream THEN ttft_ms END, \
-         COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd",
-    );
+    let select = filter.select(STATS_COLUMNS);
     let mut groups: BTreeMap<(Option<String>, Option<String>), Tally> = BTreeMap::new();
     for (key, call) in select.rows(conn, |row| Ok(((row.get(0)?, row.get(1)?), counted(row)?)))? {
         groups.entry(key).or_default().add(call);
@@ -39,12 +48,7 @@ pub const CHART_SAMPLE: usize = 100_000;
 /// first token, other calls have none.
 pub(crate) fn chart_sample(conn: &Connection, filter: &TraceFilter) -> StoreResult<ChartSample> {
     let select = filter
-        .restrict(Select::new(
-            "COALESCE(model, '(none)'), started_at, status != 'ok', latency_ms, \
-             CASE WHEN stream THEN ttft_ms END, \
-             COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd",
-            "traces",
-        ))
+        .restrict(Select::new(CHART_COLUMNS, "traces"))
         .order("id DESC")
         .limit(Some(CHART_SAMPLE + 1));
     let mut points = select.rows(conn, |row| {

@@ -5,7 +5,7 @@
 //! gateway fixtures ([`Setup`](super::Setup), [`Serve`](super::process::Serve))
 //! record into PostgreSQL instead of a SQLite file, so one set of test files
 //! runs on both ([`backend`]; the default is `sqlite`).
-//! `tests/postgres_backend.rs` re-runs the store-facing test binaries with it
+//! `tests/postgres.rs` re-runs the store-facing test binaries with it
 //! set. A test that opens the SQLite file itself starts with
 //! [`sqlite_only`], which skips it under PostgreSQL, counted and printed.
 //!
@@ -13,7 +13,7 @@
 //! `postgresql://tg:tg@127.0.0.1:5432/postgres`) names a running server;
 //! without it the first test that needs one starts a private cluster for
 //! the whole test process (`initdb` + `pg_ctl` from Debian's
-//! `/usr/lib/postgresql/15/bin`, on a free 127.0.0.1 port in a temporary
+//! `/usr/lib/postgresql/<version>/bin`, on a free 127.0.0.1 port in a temporary
 //! directory; as root they run as the `postgres` user, since `initdb`
 //! refuses root). Each gateway directory gets a fresh database,
 //! `tg_t_<uuid>`. A watchdog process, started with the first database,

@@ -238,15 +238,7 @@ impl Writer {
     /// Commits the first `n` held records in one transaction and lets them go.
     fn commit_front(&mut self, n: usize) -> StoreResult<()> {
         let started = Instant::now();
-        let mut rows: Vec<&Row> = self.held.iter().take(n).map(|h| &h.row).collect();
-        // One order for every replica: two batches touching the same
-        // sessions lock their rows in the same order, never a deadlock.
-        rows.sort_by(|a, b| {
-            a.record
-                .identity
-                .session_id
-                .cmp(&b.record.identity.session_id)
-        });
+        let rows: Vec<&Row> = self.held.iter().take(n).map(|h| &h.row).collect();
         let mut client = match self.client.take() {
             Some(client) => client,
             None => self.server.connect(&self.instance)?,
@@ -607,12 +599,7 @@ fn insert_rows(client: &mut Client, rows: &[&Row], instance: &str) -> StoreResul
     let mut tx = client
         .transaction()
         .map_err(StoreError::postgres("cannot begin"))?;
-    let mut spans = false;
-    for row in rows {
-        if row.insert(&mut tx, instance)? {
-            spans |= row.span.is_some();
-        }
-    }
+    let (_, spans) = super::row::insert_batch(&mut tx, rows, instance)?;
     tx.commit().map_err(StoreError::postgres("cannot commit"))?;
     Ok(spans)
 }

@@ -4,6 +4,7 @@
 
 use crate::record::{HarnessSpan, HarnessSpanKind, HarnessStatusCode, Identity};
 use crate::store::error::{StoreError, StoreResult};
+use postgres::types::ToSql;
 use postgres::{GenericClient, Row};
 use serde_json::{Value, json};
 
@@ -12,18 +13,8 @@ const COLUMNS: &str = "trace_id, span_id, parent_span_id, name, kind, start_time
     start_unix_nanos, end_unix_nanos, status_code, status_message, attributes, events,
     resource, session_id, run_id, harness, step_id, project, experiment, weight_version";
 
-/// Inserts (or replaces) `spans`; with `forward`, each one also goes to the
-/// export outbox.
-pub(crate) fn insert(
-    client: &mut impl GenericClient,
-    spans: &[HarnessSpan],
-    forward: bool,
-) -> StoreResult<()> {
-    let failed = StoreError::postgres("cannot store the harness spans");
-    let now = crate::record::rfc3339(std::time::SystemTime::now());
-    let statement = client
-        .prepare(
-            "INSERT INTO harness_spans (trace_id, span_id, parent_span_id, name, kind,
+/// The insert of a span, replacing the row of one received before.
+const UPSERT: &str = "INSERT INTO harness_spans (trace_id, span_id, parent_span_id, name, kind,
                  start_time, end_time, start_unix_nanos, end_unix_nanos, status_code,
                  status_message, attributes, events, resource, session_id, run_id, harness,
                  step_id, project, experiment, weight_version, received_at)
@@ -39,45 +30,51 @@ pub(crate) fn insert(
                  session_id = EXCLUDED.session_id, run_id = EXCLUDED.run_id,
                  harness = EXCLUDED.harness, step_id = EXCLUDED.step_id,
                  project = EXCLUDED.project, experiment = EXCLUDED.experiment,
-                 weight_version = EXCLUDED.weight_version, received_at = EXCLUDED.received_at",
-        )
-        .map_err(&failed)?;
+                 weight_version = EXCLUDED.weight_version, received_at = EXCLUDED.received_at";
+
+/// A span's column values, in [`UPSERT`]'s order (`now`: when received).
+fn values<'a>(span: &'a HarnessSpan, now: &'a str) -> Vec<Box<dyn ToSql + Sync + 'a>> {
+    let id = &span.identity;
+    vec![
+        Box::new(&span.trace_id),
+        Box::new(&span.span_id),
+        Box::new(&span.parent_span_id),
+        Box::new(&span.name),
+        Box::new(span.kind.as_str()),
+        Box::new(&span.start),
+        Box::new(&span.end),
+        Box::new(nanos(span.start_unix_nanos)),
+        Box::new(nanos(span.end_unix_nanos)),
+        Box::new(span.status_code.as_str()),
+        Box::new(&span.status_message),
+        Box::new(Value::Object(span.attributes.clone()).to_string()),
+        Box::new(Value::Array(span.events.clone()).to_string()),
+        Box::new(Value::Object(span.resource.clone()).to_string()),
+        Box::new(&id.session_id),
+        Box::new(&id.run_id),
+        Box::new(&id.harness),
+        Box::new(id.step_id),
+        Box::new(&id.project),
+        Box::new(&id.experiment),
+        Box::new(id.weight_version),
+        Box::new(now),
+    ]
+}
+
+/// Inserts (or replaces) `spans`; with `forward`, each one also goes to the
+/// export outbox.
+pub(crate) fn insert(
+    client: &mut impl GenericClient,
+    spans: &[HarnessSpan],
+    forward: bool,
+) -> StoreResult<()> {
+    let failed = StoreError::postgres("cannot store the harness spans");
+    let now = crate::record::rfc3339(std::time::SystemTime::now());
+    let statement = client.prepare(UPSERT).map_err(&failed)?;
     for span in spans {
-        let id = &span.identity;
-        let (attributes, events, resource) = (
-            Value::Object(span.attributes.clone()).to_string(),
-            Value::Array(span.events.clone()).to_string(),
-            Value::Object(span.resource.clone()).to_string(),
-        );
-        client
-            .execute(
-                &statement,
-                &[
-                    &span.trace_id,
-                    &span.span_id,
-                    &span.parent_span_id,
-                    &span.name,
-                    &span.kind.as_str(),
-                    &span.start,
-                    &span.end,
-                    &nanos(span.start_unix_nanos),
-                    &nanos(span.end_unix_nanos),
-                    &span.status_code.as_str(),
-                    &span.status_message,
-                    &attributes,
-                    &events,
-                    &resource,
-                    &id.session_id,
-                    &id.run_id,
-                    &id.harness,
-                    &id.step_id,
-                    &id.project,
-                    &id.experiment,
-                    &id.weight_version,
-                    &now,
-                ],
-            )
-            .map_err(&failed)?;
+        let values = values(span, &now);
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+        client.execute(&statement, &params).map_err(&failed)?;
     }
     if forward {
         for span in spans {

@@ -17,6 +17,7 @@ use crate::store::error::{StoreError, StoreResult};
 use crate::store::outbox::{self, Backlog, Batch, ExportState};
 use crate::store::query::{CallFilter, Dialect, RunFilter, Select, SessionFilter, TraceFilter};
 use crate::store::runs::{RUN_COLUMNS, SESSION_COLUMNS, SESSION_ROW_COLUMNS};
+use crate::store::stats::{CHART_COLUMNS, STATS_COLUMNS};
 use crate::store::summary::{
     Attempt, CallLink, CallNode, CallPage, CallStats, CallSummary, ChartPoint, ChartSample,
     Counted, Facets, RunInfo, SessionInfo, SessionRow, SummaryUsage, Tally,
@@ -356,11 +357,7 @@ fn node(row: &Row) -> StoreResult<CallNode> {
 
 /// Statistics per model and route (see `stats::stats`).
 pub(crate) fn stats(client: &mut Client, filter: &TraceFilter) -> StoreResult<Vec<CallStats>> {
-    let select = filter.select_in(
-        PG,
-        "model, route, status != 'ok', latency_ms, CASE WHEN stream THEN ttft_ms END, \
-         COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd",
-    );
+    let select = filter.select_in(PG, STATS_COLUMNS);
     let mut groups: BTreeMap<(Option<String>, Option<String>), Tally> = BTreeMap::new();
     for (key, call) in rows(client, &select, |r| {
         Ok(((get(r, 0)?, get(r, 1)?), counted(r)?))
@@ -376,13 +373,7 @@ pub(crate) fn stats(client: &mut Client, filter: &TraceFilter) -> StoreResult<Ve
 /// The newest calls as chart points (see `stats::chart_sample`).
 pub(crate) fn chart_sample(client: &mut Client, filter: &TraceFilter) -> StoreResult<ChartSample> {
     let select = filter
-        .restrict(Select::new_in(
-            PG,
-            "COALESCE(model, '(none)'), started_at, status != 'ok', latency_ms, \
-             CASE WHEN stream THEN ttft_ms END, \
-             COALESCE(input_tokens, 0), COALESCE(output_tokens, 0), cost_usd",
-            "traces",
-        ))
+        .restrict(Select::new_in(PG, CHART_COLUMNS, "traces"))
         .order("id DESC")
         .limit(Some(CHART_SAMPLE + 1));
     let mut points = rows(client, &select, |row| {
