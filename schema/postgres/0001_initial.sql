@@ -13,8 +13,9 @@
 --   a file copied off a node, and sharing rows across replicas that write
 --   at once would serialise them on the shared rows.
 -- * `id` is commit order per replica only: replicas draw from one
---   sequence, so a poller's cursor reads "id greater than" with a short
---   grace window (see the readers).
+--   sequence, so the UI's "calls since" cursor (id greater than) can miss
+--   a call another replica committed at that moment with a lower id; the
+--   next full load of the page shows it.
 -- * `sessions` and `runs` are upserted by each commit, counters added.
 -- * `spans` is the shared export outbox: a replica claims a batch
 --   (`FOR UPDATE SKIP LOCKED`) for a lease, exports it, marks it exported;
