@@ -864,6 +864,9 @@ async fn raw_bodies_errors_keeps_only_failed_calls_bodies_and_never_none() {
     ignore = "needs numpy in .venv (tests/python/requirements.txt); run with TRACEGATE_REQUIRE_SDK_TESTS=1, as CI does"
 )]
 async fn the_documented_python_snippet_reads_what_the_api_returns() {
+    if common::sqlite_only("the snippet reads the SQLite file") {
+        return;
+    }
     let storage = include_str!("../schema/storage.md");
     let recording = include_str!("../docs/recording.md");
     let snippet = python_block(storage);
