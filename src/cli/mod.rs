@@ -127,7 +127,9 @@ impl From<StoreError> for Failure {
 }
 
 /// Parses the command line, runs the command, and returns the exit code.
-pub fn main() -> ExitCode {
+/// `on_idle` runs on a runtime thread each time it runs out of work (the
+/// binary hands idle threads' freed memory back to the system there).
+pub fn main(on_idle: fn()) -> ExitCode {
     let cli = parse_command_line();
     // `serve` sets up its logs once its configuration says how (the log
     // format, and whether the gateway traces itself).
@@ -148,7 +150,7 @@ pub fn main() -> ExitCode {
         Command::Stats(args) => stats::stats(&args),
         Command::Feedback { command } => feedback::run(&command),
         Command::Prune(args) => prune::prune(&args),
-        gateway => run_gateway(gateway),
+        gateway => run_gateway(gateway, on_idle),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,10 +180,12 @@ fn parse_command_line() -> Cli {
     cli
 }
 
-/// Runs `serve`, `mock-upstream` or `demo` on a tokio runtime.
-fn run_gateway(command: Command) -> Result<(), Failure> {
+/// Runs `serve`, `mock-upstream` or `demo` on a tokio runtime whose
+/// threads call `on_idle` when they park.
+fn run_gateway(command: Command, on_idle: fn()) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(on_idle)
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     match command {
