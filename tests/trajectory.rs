@@ -473,3 +473,67 @@ fn a_shape_is_only_for_parquet() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--shape is for --format parquet"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_by_session_is_each_sessions_last_conversation_with_its_answer() {
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    let mut last_answers = Vec::new();
+    for sid in ["chat-a", "chat-b"] {
+        let mut messages = vec![json!({"role": "user", "content": format!("task {sid}")})];
+        for step in 0..3 {
+            let answer = turn(&gw, sid, step, &messages).await;
+            messages.push(answer["choices"][0]["message"].clone());
+            messages.push(json!({"role": "user", "content": format!("next {step}")}));
+        }
+        messages.truncate(messages.len() - 1);
+        last_answers.push(messages);
+    }
+    gw.flush().await;
+
+    let chats = export(dir.path(), &["--format", "chat", "--shape", "sessions"]);
+    assert_eq!(chats.len(), 2);
+    for (chat, conversation) in chats.iter().zip(&last_answers) {
+        assert_eq!(chat["messages"], json!(conversation));
+        assert_eq!(chat["tools"], json!([]));
+    }
+    let one = export(
+        dir.path(),
+        &[
+            "--format",
+            "chat",
+            "--shape",
+            "sessions",
+            "--session",
+            "chat-b",
+        ],
+    );
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["messages"], json!(last_answers[1]));
+}
+
+#[test]
+fn chat_takes_calls_or_sessions_and_parquet_trajectory_or_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, shape, said) in [
+        (
+            "chat",
+            "trajectory",
+            "--format chat takes --shape calls or sessions",
+        ),
+        (
+            "parquet",
+            "sessions",
+            "--format parquet takes --shape trajectory or calls",
+        ),
+    ] {
+        let out = tracegate(dir.path())
+            .args(["export", "--format", format, "--shape", shape, "--out", "-"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(said), "{err}");
+    }
+}

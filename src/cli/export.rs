@@ -10,7 +10,9 @@
 //!   answers (`schema/trajectory.md`): token sequences with loss masks, for
 //!   RL trainers;
 //! * `chat`: one call a line as `{"messages": [...], "tools": [...]}` — its
-//!   messages and its answer — the form SFT and eval pipelines read;
+//!   messages and its answer — the form SFT and eval pipelines read; with
+//!   `--shape sessions`, one session a line, its last successful call's
+//!   conversation (a multi-turn session once, not each growing prefix);
 //! * `parquet`: a Parquet file (`crate::columnar`), of a row per trajectory
 //!   segment (`--shape trajectory`, the default) or per call (`--shape
 //!   calls`). Parquet needs no seeking, so it goes to a pipe as well as to
@@ -46,7 +48,7 @@ use crate::columnar::calls::CallRows;
 use crate::columnar::segments::SegmentRows;
 use crate::columnar::{ParquetSink, Rows, Shape};
 use crate::feedback::{Feedback, TargetKind};
-use crate::record::TraceRecord;
+use crate::record::{Status, TraceRecord};
 use crate::store::feedback::FeedbackScope;
 use crate::store::{Reader, TraceFilter};
 use crate::trajectory::{self, Trajectory};
@@ -77,18 +79,27 @@ pub struct ExportArgs {
     /// form, or a Parquet file (see --shape).
     #[arg(long, value_enum, default_value_t)]
     format: ExportFormat,
-    /// With --format parquet, what a row is: `trajectory` (a segment of a
-    /// session's trajectory, the default) or `calls` (a call).
-    #[arg(long, value_name = "SHAPE", value_parser = shape)]
-    shape: Option<Shape>,
+    /// What a row or line is. With --format parquet: `trajectory` (a
+    /// segment of a session's trajectory, the default) or `calls` (a call).
+    /// With --format chat: `calls` (a call, the default) or `sessions` (a
+    /// session's conversation).
+    #[arg(long, value_enum, value_name = "SHAPE")]
+    shape: Option<ExportShape>,
     /// Only what has feedback satisfying NAME OP VALUE (operators > >= < <=
     /// = !=), e.g. 'reward>0'.
     #[arg(long = "where", value_name = "CONDITION", value_parser = feedback_filter::parse)]
     where_: Option<FeedbackFilter>,
 }
 
-fn shape(text: &str) -> Result<Shape, String> {
-    Shape::parse(text).ok_or_else(|| format!("`{text}` is not a shape: trajectory or calls"))
+/// What one row or line is, for the forms that offer a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportShape {
+    /// A segment of a session's trajectory (Parquet).
+    Trajectory,
+    /// A call (Parquet, chat).
+    Calls,
+    /// A session's conversation (chat).
+    Sessions,
 }
 
 /// The form of an export.
@@ -102,7 +113,8 @@ pub enum ExportFormat {
     Json,
     /// One session a line (schema/trajectory.md).
     Trajectory,
-    /// One call a line: {"messages": [...], "tools": [...]}.
+    /// One call (or, with --shape sessions, one session) a line:
+    /// {"messages": [...], "tools": [...]}.
     Chat,
     /// A Parquet file: a row per trajectory segment, or per call.
     Parquet,
@@ -114,18 +126,43 @@ impl ExportArgs {
         match (self.format, self.shape) {
             (ExportFormat::Jsonl | ExportFormat::Json, _) => "traces",
             (ExportFormat::Trajectory, _) => "sessions",
-            (ExportFormat::Parquet, None | Some(Shape::Trajectory)) => "sessions",
-            (ExportFormat::Chat, _) | (ExportFormat::Parquet, Some(Shape::Calls)) => "calls",
+            (ExportFormat::Parquet, _) if self.parquet_shape() == Shape::Trajectory => "sessions",
+            (ExportFormat::Chat, Some(ExportShape::Sessions)) => "sessions",
+            (ExportFormat::Chat | ExportFormat::Parquet, _) => "calls",
+        }
+    }
+
+    /// A Parquet export's rows.
+    fn parquet_shape(&self) -> Shape {
+        match self.shape {
+            Some(ExportShape::Calls) => Shape::Calls,
+            _ => Shape::Trajectory,
+        }
+    }
+
+    /// Why `--shape` does not fit `--format`, if it does not.
+    fn misfit(&self) -> Option<&'static str> {
+        use ExportShape::{Calls, Sessions, Trajectory};
+        match (self.format, self.shape?) {
+            (ExportFormat::Parquet, Trajectory | Calls)
+            | (ExportFormat::Chat, Calls | Sessions) => None,
+            (ExportFormat::Parquet, Sessions) => {
+                Some("--format parquet takes --shape trajectory or calls")
+            }
+            (ExportFormat::Chat, Trajectory) => {
+                Some("--format chat takes --shape calls or sessions")
+            }
+            _ => Some(
+                "--shape is for --format parquet or chat (the other forms have one shape each)",
+            ),
         }
     }
 }
 
 /// Runs `tracegate export`.
 pub fn export(args: &ExportArgs) -> Result<(), Failure> {
-    if args.shape.is_some() && args.format != ExportFormat::Parquet {
-        return Err(Failure::Usage(
-            "--shape is for --format parquet (the other forms have one shape each)".into(),
-        ));
+    if let Some(misfit) = args.misfit() {
+        return Err(Failure::Usage(misfit.into()));
     }
     let file = destination(args.out.as_deref())?;
     let reader = args.db.reader()?;
@@ -187,6 +224,12 @@ fn write_lines(
             Ok(!out.is_closed())
         });
     }
+    if args.shape == Some(ExportShape::Sessions) {
+        return each_session_chat(reader, args, show, |chat| {
+            out.json_line(&chat)?;
+            Ok(!out.is_closed())
+        });
+    }
     let array = args.format == ExportFormat::Json;
     if array {
         out.text("[")?;
@@ -228,7 +271,7 @@ fn write_parquet(
     };
     let failed = |e: parquet::errors::ParquetError| format!("cannot write {name}: {e}");
     let out = std::io::BufWriter::with_capacity(1 << 20, out);
-    let written = match args.shape.unwrap_or(Shape::Trajectory) {
+    let written = match args.parquet_shape() {
         Shape::Trajectory => {
             let mut sink = ParquetSink::<_, SegmentRows>::new(out).map_err(failed)?;
             let written = each_trajectory(reader, args, show, |t| {
@@ -338,7 +381,58 @@ fn each_trajectory(
     reader: &Reader,
     args: &ExportArgs,
     show: bool,
-    mut emit: impl FnMut(&Trajectory) -> Result<bool, Failure>,
+    emit: impl FnMut(&Trajectory) -> Result<bool, Failure>,
+) -> Result<u64, Failure> {
+    let feedback_of = |t: &Trajectory| {
+        let calls = t.calls.iter().flat_map(|c| &c.feedback);
+        t.feedback.iter().chain(calls).cloned().collect()
+    };
+    each_session(reader, args, show, session_trajectory, feedback_of, emit)
+}
+
+/// Calls `emit` with the conversation of each session with matching calls
+/// in the chat form: its last call that ended `ok`, in step order (step
+/// id, then start), with its answer — in a multi-turn session, every
+/// message the session exchanged. Sessions pass `--where` by their own
+/// feedback or their calls'.
+fn each_session_chat(
+    reader: &Reader,
+    args: &ExportArgs,
+    show: bool,
+    mut emit: impl FnMut(serde_json::Value) -> Result<bool, Failure>,
+) -> Result<u64, Failure> {
+    let load = |reader: &Reader, filter: &TraceFilter, session_id: String| {
+        let records = reader.traces(&of_session(filter, &session_id))?;
+        let scope = FeedbackScope::Target(TargetKind::Session, session_id);
+        Ok((records, reader.feedback(&scope)?))
+    };
+    let feedback_of = |(records, feedback): &(Vec<TraceRecord>, Vec<Feedback>)| {
+        let calls = records.iter().flat_map(|r| &r.feedback);
+        feedback.iter().chain(calls).cloned().collect()
+    };
+    each_session(reader, args, show, load, feedback_of, |(records, _)| {
+        let last = records
+            .iter()
+            .filter(|r| r.status == Status::Ok)
+            .max_by_key(|r| (r.identity.step_id, r.started_at.clone()));
+        match last {
+            Some(record) => emit(chat(record.clone())),
+            None => Ok(true),
+        }
+    })
+}
+
+/// Calls `emit` with each session with matching calls, as `load` reads it
+/// (of those calls), when its feedback (`feedback_of`) passes `--where`,
+/// until the limit or until `emit` says stop (`false`); returns how many
+/// it was given.
+fn each_session<T>(
+    reader: &Reader,
+    args: &ExportArgs,
+    show: bool,
+    load: impl Fn(&Reader, &TraceFilter, String) -> Result<T, Failure>,
+    feedback_of: impl Fn(&T) -> Vec<Feedback>,
+    mut emit: impl FnMut(&T) -> Result<bool, Failure>,
 ) -> Result<u64, Failure> {
     let filter = args.filter.to_filter();
     let sessions = reader.session_ids(&filter)?;
@@ -353,14 +447,13 @@ fn each_trajectory(
             break;
         }
         bar.inc(1);
-        let t = session_trajectory(reader, &filter, session_id)?;
-        let calls_feedback = t.calls.iter().flat_map(|c| &c.feedback);
+        let session = load(reader, &filter, session_id)?;
         if let Some(condition) = &args.where_
-            && !condition.matches(t.feedback.iter().chain(calls_feedback))
+            && !condition.matches(feedback_of(&session).iter())
         {
             continue;
         }
-        let goes_on = emit(&t)?;
+        let goes_on = emit(&session)?;
         written += 1;
         if !goes_on {
             break;
@@ -370,6 +463,15 @@ fn each_trajectory(
     Ok(written)
 }
 
+/// `filter`, narrowed to one session's calls, all of them.
+fn of_session(filter: &TraceFilter, session_id: &str) -> TraceFilter {
+    TraceFilter {
+        session_ids: vec![session_id.to_string()],
+        limit: None,
+        ..filter.clone()
+    }
+}
+
 /// One session's trajectory, of its calls that match `filter`, with its
 /// feedback and harness spans.
 fn session_trajectory(
@@ -377,12 +479,7 @@ fn session_trajectory(
     filter: &TraceFilter,
     session_id: String,
 ) -> Result<Trajectory, Failure> {
-    let calls = TraceFilter {
-        session_ids: vec![session_id.clone()],
-        limit: None,
-        ..filter.clone()
-    };
-    let records = reader.traces(&calls)?;
+    let records = reader.traces(&of_session(filter, &session_id))?;
     let mut otel_traces: Vec<String> = records.iter().map(|r| r.otel_trace_id.clone()).collect();
     otel_traces.sort();
     otel_traces.dedup();
