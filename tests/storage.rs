@@ -467,6 +467,24 @@ async fn calls_arriving_out_of_order_read_back_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_leaves_out_only_itself_and_no_shared_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("traces.db");
+    let records = session("refused", 6, |_| Duration::ZERO);
+    // A second record with turn 2's id, and other messages of its own: the
+    // unique trace id refuses it, in the same batch as the calls around it.
+    let mut twin = records[4].clone();
+    twin.trace_id = records[2].trace_id.clone();
+    twin.messages
+        .push(json!({"role": "user", "content": "only in the twin"}));
+    let mut sent = records.clone();
+    sent.insert(3, twin);
+    store_with(&db, &sent).await;
+    assert_eq!(read_all(&db), records);
+    assert_consistent(&db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_middle_sessions_calls_and_pruning_keep_every_other_call_whole() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("traces.db");

@@ -637,23 +637,61 @@ fn or_abort<T>(result: StoreResult<T>) -> StoreResult<StoreResult<T>> {
 /// (which is then rolled back, and the writer forgets what it remembered:
 /// ids placed in it are gone). A record SQLite refuses for what it holds is
 /// logged and left out; any fault of the store fails the whole batch.
+///
+/// A batch is first tried with its records written straight into the
+/// transaction ([`Records::Straight`]). Only if one of them is refused (or
+/// the writer's memory proves stale) is the transaction rolled back and the
+/// batch run again with each record in a savepoint of its own
+/// ([`Records::Isolated`]), so that the refused one is left out alone.
+/// Savepoints are not free: while one is open SQLite copies every page a
+/// statement first touches into its statement journal, which was 11 % of
+/// the gateway's instructions on small calls (callgrind, 3 000 calls) for
+/// a case that almost never happens.
 fn apply(
     conn: &mut Connection,
     log: &mut SessionLog,
     batch: &[Command],
 ) -> StoreResult<(Vec<Answer>, usize)> {
-    let result = apply_batch(conn, log, batch);
-    if result.is_err() {
-        log.clear();
+    let mut records = Records::Straight;
+    loop {
+        match apply_batch(conn, log, batch, records) {
+            Ok(Applied::Done(answers, written)) => return Ok((answers, written)),
+            // Only a straight run is refused: the isolated one ends the loop.
+            Ok(Applied::Refused) => {
+                log.clear();
+                records = Records::Isolated;
+            }
+            Err(e) => {
+                log.clear();
+                return Err(e);
+            }
+        }
     }
-    result
+}
+
+/// How a batch's records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Records {
+    /// Into the transaction itself: a record refused refuses the batch.
+    Straight,
+    /// Each in a savepoint of its own: a record refused is left out alone.
+    Isolated,
+}
+
+/// What became of a batch that did not fail.
+enum Applied {
+    /// Committed: each command's answer, and the records written.
+    Done(Vec<Answer>, usize),
+    /// Rolled back: a record was refused while written straight.
+    Refused,
 }
 
 fn apply_batch(
     conn: &mut Connection,
     log: &mut SessionLog,
     batch: &[Command],
-) -> StoreResult<(Vec<Answer>, usize)> {
+    records: Records,
+) -> StoreResult<Applied> {
     // Immediate: the write lock first, so what the writer reads (the sweep
     // epoch, a session's latest calls) is the state it writes on.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -662,10 +700,22 @@ fn apply_batch(
     let mut written = 0;
     for command in batch {
         answers.push(match command {
-            Command::Record(row) => {
-                written += usize::from(store_record(&tx, log, row)?);
-                Answer::None
-            }
+            Command::Record(row) => match records {
+                Records::Isolated => {
+                    written += usize::from(store_record(&tx, log, row)?);
+                    Answer::None
+                }
+                Records::Straight => match store_row(&tx, log, row) {
+                    Ok((pending, announcement)) => {
+                        log.remember(pending);
+                        log.announce(announcement);
+                        written += 1;
+                        Answer::None
+                    }
+                    Err(e) if e.fault().is_some() => return Err(e),
+                    Err(_) => return Ok(Applied::Refused),
+                },
+            },
             Command::CreateSession {
                 session_id,
                 metadata,
@@ -702,7 +752,7 @@ fn apply_batch(
     }
     tx.commit()?;
     log.committed();
-    Ok((answers, written))
+    Ok(Applied::Done(answers, written))
 }
 
 /// Stores a record in the batch's transaction; whether it was written. A
