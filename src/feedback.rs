@@ -151,10 +151,34 @@ pub struct FeedbackInput {
     pub metadata: Option<Map<String, Value>>,
 }
 
+/// Why a feedback item is refused (a 400; its text is one line).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FeedbackError {
+    /// None, or more than one, of the three target ids.
+    #[error("give exactly one of trace_id, session_id and run_id")]
+    Target,
+    /// No `name`.
+    #[error("name is required")]
+    NoName,
+    /// No `value`, or one of another JSON type.
+    #[error("value must be a number, a boolean or a string")]
+    NoValue,
+    /// A short text that is empty or blank.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// A text over its length limit (in characters).
+    #[error("{what} is longer than {max} characters")]
+    TooLong {
+        /// Which text.
+        what: &'static str,
+        /// Its limit.
+        max: usize,
+    },
+}
+
 impl FeedbackInput {
-    /// The item to store, accepted at `now`, or what is wrong with it (one
-    /// line, for a 400).
-    pub fn into_feedback(self, now: SystemTime) -> Result<Feedback, String> {
+    /// The item to store, accepted at `now`, or what is wrong with it.
+    pub fn into_feedback(self, now: SystemTime) -> Result<Feedback, FeedbackError> {
         let targets = [
             (TargetKind::Trace, self.trace_id),
             (TargetKind::Session, self.session_id),
@@ -165,12 +189,10 @@ impl FeedbackInput {
             .filter_map(|(k, id)| id.map(|id| (k, id)));
         let (target_kind, target_id) = match (named.next(), named.next()) {
             (Some(target), None) => target,
-            _ => return Err("give exactly one of trace_id, session_id and run_id".into()),
+            _ => return Err(FeedbackError::Target),
         };
-        let name = self.name.ok_or("name is required")?;
-        let value = self
-            .value
-            .ok_or("value must be a number, a boolean or a string")?;
+        let name = self.name.ok_or(FeedbackError::NoName)?;
+        let value = self.value.ok_or(FeedbackError::NoValue)?;
         short("target id", &target_id)?;
         short("name", &name)?;
         if let FeedbackValue::String(s) = &value {
@@ -184,7 +206,10 @@ impl FeedbackInput {
             .as_ref()
             .is_some_and(|c| c.chars().count() > MAX_COMMENT)
         {
-            return Err(format!("comment is longer than {MAX_COMMENT} characters"));
+            return Err(FeedbackError::TooLong {
+                what: "comment",
+                max: MAX_COMMENT,
+            });
         }
         Ok(Feedback {
             id: self.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -200,12 +225,15 @@ impl FeedbackInput {
 }
 
 /// Refuses an empty text, or one longer than [`MAX_SHORT_TEXT`].
-fn short(what: &str, text: &str) -> Result<(), String> {
+fn short(what: &'static str, text: &str) -> Result<(), FeedbackError> {
     if text.trim().is_empty() {
-        return Err(format!("{what} must not be empty"));
+        return Err(FeedbackError::Empty(what));
     }
     if text.chars().count() > MAX_SHORT_TEXT {
-        return Err(format!("{what} is longer than {MAX_SHORT_TEXT} characters"));
+        return Err(FeedbackError::TooLong {
+            what,
+            max: MAX_SHORT_TEXT,
+        });
     }
     Ok(())
 }
@@ -303,9 +331,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn input(value: Value) -> Result<Feedback, String> {
-        let input: FeedbackInput = serde_json::from_value(value).map_err(|e| e.to_string())?;
-        input.into_feedback(SystemTime::now())
+    fn input(value: Value) -> Result<Feedback, Box<dyn std::error::Error>> {
+        let input: FeedbackInput = serde_json::from_value(value)?;
+        Ok(input.into_feedback(SystemTime::now())?)
     }
 
     #[test]

@@ -126,6 +126,21 @@ async fn flush(gw: &Running) {
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
 
+/// A chat call of `session` made under the tool span (`traceparent`), once
+/// it is stored: its trace id.
+async fn call_under_tool(gw: &Running, session: &str) -> String {
+    let path = format!("/sessions/{session}/v1/chat/completions");
+    let call = Request::new(Method::POST, gw.url(&path))
+        .header("traceparent", format!("00-{TRACE}-{TOOL}-01"))
+        .json(&chat_body("which files?"))
+        .answer()
+        .await;
+    assert_eq!(call.status, 200, "{}", call.text());
+    let trace_id = call.trace_id();
+    flush(gw).await;
+    trace_id
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();
@@ -150,15 +165,7 @@ async fn protobuf_spans_are_stored_and_linked_to_the_calls_made_under_them() {
     assert_eq!(response.partial_success, None, "nothing rejected or cut");
 
     // The LLM call the tool step made, under its span.
-    let call = Request::new(Method::POST, gw.url("/sessions/ep-1/v1/chat/completions"))
-        .header("traceparent", format!("00-{TRACE}-{TOOL}-01"))
-        .json(&chat_body("which files?"))
-        .answer()
-        .await;
-    assert_eq!(call.status, 200, "{}", call.text());
-    let trace_id = call.trace_id();
-    flush(&gw).await;
-
+    let trace_id = call_under_tool(&gw, "ep-1").await;
     let tree = get(&gw, "/sessions/ep-1/spans").await;
     let spans = tree["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 2, "{tree:#}");
@@ -534,17 +541,7 @@ async fn grpc_spans_are_stored_like_http_ones_and_linked_to_their_calls() {
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     export(&mut gzipped, other, None).await.unwrap();
 
-    let call = Request::new(
-        Method::POST,
-        gw.url("/sessions/ep-grpc/v1/chat/completions"),
-    )
-    .header("traceparent", format!("00-{TRACE}-{TOOL}-01"))
-    .json(&chat_body("which files?"))
-    .answer()
-    .await;
-    assert_eq!(call.status, 200, "{}", call.text());
-    let trace_id = call.trace_id();
-    flush(&gw).await;
+    let trace_id = call_under_tool(&gw, "ep-grpc").await;
     let tree = get(&gw, "/sessions/ep-grpc/spans").await;
     let spans = tree["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 2, "{tree:#}");

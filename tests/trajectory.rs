@@ -15,11 +15,14 @@ mod common;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
-use common::process::{Running, Serve, tracegate};
-use common::{Gateway, chat_body, start_mock};
+use common::process::{Mocked, Running, tracegate};
+use common::{Gateway, chat_body};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A `kind = "vllm"` route that keeps vLLM's token fields in the answer.
+const VLLM_WITH_TOKENS: [&str; 4] = ["--kind", "vllm", "--strip-vllm-fields", "false"];
 
 /// One agent turn on the session; returns the client's answer.
 async fn turn(gw: &Running, sid: &str, step: u32, messages: &[Value]) -> Value {
@@ -70,12 +73,8 @@ fn numbers(v: &Value) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_episode_is_one_masked_sequence_until_a_turn_does_not_extend() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path())
-        .upstream(&mock.base_url())
-        .args(["--kind", "vllm", "--strip-vllm-fields", "false"])
-        .spawn();
+    let m = Mocked::start().await;
+    let gw = m.serve().args(VLLM_WITH_TOKENS).spawn();
     let sid = "episode-1";
     // The reward for the episode arrives before any of its records.
     let reward = json!({"id": "ep1-reward", "session_id": sid, "name": "reward", "value": 1.0});
@@ -162,14 +161,14 @@ async fn an_episode_is_one_masked_sequence_until_a_turn_does_not_extend() {
     // The run's trajectory, and the export: one session per line, the same.
     let run = gw.get_json("/runs/rl-run/trajectory").await;
     assert_eq!(run["sessions"][0]["segments"], t["segments"]);
-    let lines = export(dir.path(), &["--format", "trajectory"]);
+    let lines = export(m.dir.path(), &["--format", "trajectory"]);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0], t);
 
     // Filters: by feedback, by policy version, by status.
     assert_eq!(
         export(
-            dir.path(),
+            m.dir.path(),
             &["--format", "trajectory", "--where", "reward>0"]
         )
         .len(),
@@ -177,23 +176,23 @@ async fn an_episode_is_one_masked_sequence_until_a_turn_does_not_extend() {
     );
     assert!(
         export(
-            dir.path(),
+            m.dir.path(),
             &["--format", "trajectory", "--where", "reward>1"]
         )
         .is_empty()
     );
     let v4 = export(
-        dir.path(),
+        m.dir.path(),
         &["--format", "trajectory", "--weight-version", "4"],
     );
     assert_eq!(v4[0]["calls"].as_array().unwrap().len(), 2);
-    let passed = export(dir.path(), &["--where", "pass@1=true"]);
+    let passed = export(m.dir.path(), &["--where", "pass@1=true"]);
     assert_eq!(passed.len(), 1);
     assert_eq!(passed[0]["trace_id"], json!(ids[2]));
-    assert!(export(dir.path(), &["--status", "error"]).is_empty());
+    assert!(export(m.dir.path(), &["--status", "error"]).is_empty());
 
     // The chat form: each call's messages, then its answer.
-    let chats = export(dir.path(), &["--format", "chat", "--run", "rl-run"]);
+    let chats = export(m.dir.path(), &["--format", "chat", "--run", "rl-run"]);
     assert_eq!(chats.len(), 4);
     let first = chats[0]["messages"].as_array().unwrap();
     assert_eq!(first.len(), 3);
@@ -319,9 +318,8 @@ async fn call_tool_call(gw: &Running, sid: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_span_sits_between_the_calls_it_separates() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    let m = Mocked::start().await;
+    let gw = m.serve().spawn();
     let ids = call_tool_call(&gw, "tools-1").await;
     let t = gw.get_json("/sessions/tools-1/trajectory").await;
     let steps: Vec<(&str, &str)> = t["steps"]
@@ -347,9 +345,8 @@ async fn a_tool_span_sits_between_the_calls_it_separates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_step_has_its_duration_status_and_chosen_attributes() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    let m = Mocked::start().await;
+    let gw = m.serve().spawn();
     call_tool_call(&gw, "tools-2").await;
     let t = gw.get_json("/sessions/tools-2/trajectory").await;
     let tool = &t["steps"][1];
@@ -395,22 +392,18 @@ fn export_bytes(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exports_carry_the_tool_steps() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path())
-        .upstream(&mock.base_url())
-        .args(["--kind", "vllm", "--strip-vllm-fields", "false"])
-        .spawn();
+    let m = Mocked::start().await;
+    let gw = m.serve().args(VLLM_WITH_TOKENS).spawn();
     let ids = call_tool_call(&gw, "tools-3").await;
     let t = gw.get_json("/sessions/tools-3/trajectory").await;
-    let lines = export(dir.path(), &["--format", "trajectory"]);
+    let lines = export(m.dir.path(), &["--format", "trajectory"]);
     assert_eq!(lines[0]["steps"], t["steps"]);
 
     // Parquet: the two calls do not extend (two one-message prompts), so
     // two segments; each row's `steps` are those from its first call to
     // the next row's: the tool travels with the call it follows.
     let batch = parquet_batch(export_bytes(
-        dir.path(),
+        m.dir.path(),
         &["--format", "parquet", "--out", "-"],
     ));
     assert_eq!(batch.num_rows(), 2);
@@ -438,23 +431,25 @@ async fn the_exports_carry_the_tool_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_goes_to_a_pipe_or_a_file_and_honours_the_limit() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    let m = Mocked::start().await;
+    let gw = m.serve().spawn();
     for i in 0..3 {
         let answer = gw.chat(&chat_body(&format!("call {i}"))).answer().await;
         assert_eq!(answer.status, 200);
     }
     gw.flush().await;
-    let piped = export_bytes(dir.path(), &["--format", "parquet", "--shape", "calls"]);
+    let piped = export_bytes(m.dir.path(), &["--format", "parquet", "--shape", "calls"]);
     assert!(piped.starts_with(b"PAR1") && piped.ends_with(b"PAR1"));
     assert_eq!(parquet_batch(piped).num_rows(), 3);
 
-    let file = dir.path().join("calls.parquet");
+    let file = m.dir.path().join("calls.parquet");
     let args = [
         "--format", "parquet", "--shape", "calls", "--limit", "2", "--output",
     ];
-    let said = export_bytes(dir.path(), &[&args[..], &[file.to_str().unwrap()]].concat());
+    let said = export_bytes(
+        m.dir.path(),
+        &[&args[..], &[file.to_str().unwrap()]].concat(),
+    );
     let said = String::from_utf8(said).unwrap();
     assert!(said.starts_with("exported 2 calls to "), "{said}");
     assert_eq!(parquet_batch(std::fs::read(&file).unwrap()).num_rows(), 2);
@@ -476,9 +471,8 @@ fn a_shape_is_only_for_parquet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_by_session_is_each_sessions_last_conversation_with_its_answer() {
-    let mock = start_mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = Serve::new(dir.path()).upstream(&mock.base_url()).spawn();
+    let m = Mocked::start().await;
+    let gw = m.serve().spawn();
     let mut last_answers = Vec::new();
     for sid in ["chat-a", "chat-b"] {
         let mut messages = vec![json!({"role": "user", "content": format!("task {sid}")})];
@@ -492,14 +486,14 @@ async fn chat_by_session_is_each_sessions_last_conversation_with_its_answer() {
     }
     gw.flush().await;
 
-    let chats = export(dir.path(), &["--format", "chat", "--shape", "sessions"]);
+    let chats = export(m.dir.path(), &["--format", "chat", "--shape", "sessions"]);
     assert_eq!(chats.len(), 2);
     for (chat, conversation) in chats.iter().zip(&last_answers) {
         assert_eq!(chat["messages"], json!(conversation));
         assert_eq!(chat["tools"], json!([]));
     }
     let one = export(
-        dir.path(),
+        m.dir.path(),
         &[
             "--format",
             "chat",

@@ -6,6 +6,7 @@
 //! 1 and 0) compare as numbers with `>`, `>=`, `<`, `<=`, `=`, `!=`; a
 //! string value compares with `=` and `!=` only.
 
+use super::InvalidValue;
 use crate::feedback::{Feedback, FeedbackValue};
 
 /// One comparison.
@@ -38,19 +39,21 @@ const OPS: [(&str, Op); 6] = [
 ];
 
 /// Parses `NAME OP VALUE`.
-pub fn parse(text: &str) -> Result<FeedbackFilter, String> {
+pub fn parse(text: &str) -> Result<FeedbackFilter, InvalidValue> {
     let found = OPS
         .iter()
         .filter_map(|(sym, op)| text.find(sym).map(|at| (at, *sym, *op)))
         .min_by_key(|(at, sym, _)| (*at, std::cmp::Reverse(sym.len())));
     let Some((at, sym, op)) = found else {
-        return Err(format!(
+        return Err(InvalidValue(format!(
             "'{text}' is not NAME>VALUE (operators: > >= < <= = !=)"
-        ));
+        )));
     };
     let (name, value) = (text[..at].trim(), text[at + sym.len()..].trim());
     if name.is_empty() || value.is_empty() {
-        return Err(format!("'{text}' needs a feedback name and a value"));
+        return Err(InvalidValue(format!(
+            "'{text}' needs a feedback name and a value"
+        )));
     }
     Ok(FeedbackFilter {
         name: name.to_string(),

@@ -126,6 +126,11 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// A flag's value that does not parse: clap prints it after the flag's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
 /// Parses the command line, runs the command, and returns the exit code.
 /// `on_idle` runs on a runtime thread each time it runs out of work (the
 /// binary hands idle threads' freed memory back to the system there).
@@ -323,15 +328,18 @@ impl FilterArgs {
 }
 
 /// Parses `--status`: a status's wire name.
-fn parse_status(text: &str) -> Result<Status, String> {
+fn parse_status(text: &str) -> Result<Status, InvalidValue> {
     Status::parse(text.trim()).ok_or_else(|| {
         let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-        format!("'{text}' is not a status ({})", names.join(", "))
+        InvalidValue(format!("'{text}' is not a status ({})", names.join(", ")))
     })
 }
 
 /// Parses a duration such as `30d`, `12h` or `90m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("'{text}' is not a duration like 90m, 12h or 30d ({e})"))
+fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        InvalidValue(format!(
+            "'{text}' is not a duration like 90m, 12h or 30d ({e})"
+        ))
+    })
 }

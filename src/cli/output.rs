@@ -8,6 +8,7 @@
 //! closed pipe as the reader having seen enough: the command stops writing
 //! and exits 0, instead of panicking as `println!` would.
 
+use super::Failure;
 use serde::Serialize;
 use std::fmt::Display;
 use std::io::{self, BufWriter, Write};
@@ -44,9 +45,9 @@ impl Output {
     }
 
     /// A new file at `path` (replacing any file there).
-    pub fn create(path: &Path) -> Result<Output, String> {
+    pub fn create(path: &Path) -> Result<Output, Failure> {
         let file = std::fs::File::create(path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", path.display())))?;
         Ok(Output {
             inner: Box::new(BufWriter::new(file)),
             name: path.display().to_string(),
@@ -60,28 +61,28 @@ impl Output {
     }
 
     /// Writes text.
-    pub fn text(&mut self, text: &str) -> Result<(), String> {
+    pub fn text(&mut self, text: &str) -> Result<(), Failure> {
         self.write_all(text.as_bytes()).map_err(|e| self.failed(e))
     }
 
     /// Writes one value as JSON on one line.
-    pub fn json_line<T: Serialize>(&mut self, value: &T) -> Result<(), String> {
+    pub fn json_line<T: Serialize>(&mut self, value: &T) -> Result<(), Failure> {
         self.json(value)?;
         self.text("\n")
     }
 
     /// Writes one value as compact JSON.
-    pub fn json<T: Serialize>(&mut self, value: &T) -> Result<(), String> {
+    pub fn json<T: Serialize>(&mut self, value: &T) -> Result<(), Failure> {
         serde_json::to_writer(&mut *self, value).map_err(|e| self.failed(e.into()))
     }
 
     /// Flushes what is buffered; call it before reporting success.
-    pub fn finish(mut self) -> Result<(), String> {
+    pub fn finish(mut self) -> Result<(), Failure> {
         self.flush().map_err(|e| self.failed(e))
     }
 
-    fn failed(&self, e: io::Error) -> String {
-        format!("cannot write to {}: {e}", self.name)
+    fn failed(&self, e: io::Error) -> Failure {
+        Failure::Runtime(format!("cannot write to {}: {e}", self.name))
     }
 
     /// Passes an I/O result through, turning a closed pipe into success.
@@ -119,7 +120,7 @@ pub fn print_listing<T: Serialize>(
     format: Format,
     items: &[T],
     table: impl FnOnce(&[T]) -> Table,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut out = Output::stdout();
     match format {
         Format::Table => out.text(&table(items).render())?,

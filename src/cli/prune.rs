@@ -81,7 +81,7 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
 }
 
 /// Prints at once, so the report is out before a slow VACUUM starts.
-fn print(text: &str) -> Result<(), String> {
+fn print(text: &str) -> Result<(), Failure> {
     let mut out = Output::stdout();
     out.text(text)?;
     out.finish()

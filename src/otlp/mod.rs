@@ -68,7 +68,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let body = axum::body::to_bytes(body, max)
         .await
         .map_err(|e| Refusal::Malformed(encoding, format!("cannot read the body: {e}")))?;
-    let body = decompress(headers, body, max).map_err(|m| Refusal::Malformed(encoding, m))?;
+    let body = decompress(headers, body, max, encoding)?;
     let decoded = take(state, encoding, &body).await?;
     Ok(answer::accepted(encoding, &decoded))
 }
@@ -77,7 +77,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
 /// committed to the store: the path both transports share. The answer is
 /// the caller's to give ([`answer::response`] is its message).
 async fn take(state: &AppState, encoding: Encoding, body: &[u8]) -> Result<Decoded, Refusal> {
-    let request = parse(encoding, body).map_err(|m| Refusal::Malformed(encoding, m))?;
+    let request = parse(encoding, body)?;
     let mut decoded = decode::decode(request, &state.otlp.limits);
     count_rejected(state, &decoded);
     let stored = decoded.spans.len();
@@ -107,13 +107,20 @@ fn count_rejected(state: &AppState, decoded: &Decoded) {
     metrics.otlp_rejected(OtlpRejection::InvalidSpan, decoded.invalid);
 }
 
-/// The body, gunzipped when `Content-Encoding: gzip` says so.
-fn decompress(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, String> {
-    let encoding = headers
+/// The body, gunzipped when `Content-Encoding: gzip` says so; a body that
+/// does not is refused in the request's `encoding`.
+fn decompress(
+    headers: &HeaderMap,
+    body: Bytes,
+    max: usize,
+    encoding: Encoding,
+) -> Result<Bytes, Refusal> {
+    let malformed = |message: String| Refusal::Malformed(encoding, message);
+    let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
-    match encoding.as_deref() {
+    match content_encoding.as_deref() {
         None | Some("" | "identity") => Ok(body),
         Some("gzip") => {
             let mut out = Vec::new();
@@ -121,24 +128,31 @@ fn decompress(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Str
             flate2::read::GzDecoder::new(&body[..])
                 .take(limit)
                 .read_to_end(&mut out)
-                .map_err(|e| format!("the gzip body does not decompress: {e}"))?;
+                .map_err(|e| malformed(format!("the gzip body does not decompress: {e}")))?;
             if out.len() > max {
-                return Err(format!("the decompressed body is over {max} bytes"));
+                return Err(malformed(format!(
+                    "the decompressed body is over {max} bytes"
+                )));
             }
             Ok(out.into())
         }
-        Some(other) => Err(format!(
+        Some(other) => Err(malformed(format!(
             "unsupported Content-Encoding '{other}' (gzip or none)"
-        )),
+        ))),
     }
 }
 
 /// The request, from protobuf or OTLP/JSON.
-fn parse(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
-    match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(body)
-            .map_err(|e| format!("not an OTLP ExportTraceServiceRequest: {e}")),
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest: {e}")),
-    }
+fn parse(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, Refusal> {
+    let message = match encoding {
+        Encoding::Protobuf => match ExportTraceServiceRequest::decode(body) {
+            Ok(request) => return Ok(request),
+            Err(e) => format!("not an OTLP ExportTraceServiceRequest: {e}"),
+        },
+        Encoding::Json => match serde_json::from_slice(body) {
+            Ok(request) => return Ok(request),
+            Err(e) => format!("not an OTLP/JSON ExportTraceServiceRequest: {e}"),
+        },
+    };
+    Err(Refusal::Malformed(encoding, message))
 }

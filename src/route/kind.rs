@@ -99,7 +99,7 @@ async fn probe(client: &reqwest::Client, route: &RouteConfig) -> KindReason {
         let url = target_url(&worker.url, "/v1/models", None);
         match models_owner(client.get(url).headers(headers.clone())).await {
             Ok(owned_by) => return KindReason::Probed { owned_by },
-            Err(why) => failure = KindReason::ProbeFailed(why),
+            Err(why) => failure = why,
         }
     }
     failure
@@ -114,15 +114,21 @@ fn probe_headers(route: &RouteConfig) -> Result<HeaderMap, KindReason> {
     Ok(headers)
 }
 
-/// The `owned_by` of the first model in the answer (empty when absent).
-async fn models_owner(request: reqwest::RequestBuilder) -> Result<String, String> {
-    let response = request.send().await.map_err(|e| without_url(&e))?;
+/// The `owned_by` of the first model in the answer (empty when absent), or
+/// why the probe failed.
+async fn models_owner(request: reqwest::RequestBuilder) -> Result<String, KindReason> {
+    let failed = KindReason::ProbeFailed;
+    let response = request.send().await.map_err(|e| failed(without_url(&e)))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("GET /v1/models answered {status}"));
+        return Err(failed(format!("GET /v1/models answered {status}")));
     }
-    let body = response.bytes().await.map_err(|e| without_url(&e))?;
-    let list: Value = serde_json::from_slice(&body).map_err(|_| "not a model list".to_string())?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| failed(without_url(&e)))?;
+    let list: Value =
+        serde_json::from_slice(&body).map_err(|_| failed("not a model list".to_string()))?;
     let owner = list
         .pointer("/data/0/owned_by")
         .and_then(Value::as_str)

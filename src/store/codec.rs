@@ -101,6 +101,8 @@ fn whole(bytes: &[u8], width: usize) -> Result<(), CodecError> {
 thread_local! {
     /// The plain compression context of this thread.
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// The compression context for dictionaries.
+    static DICT_COMPRESSOR: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { RefCell::new(None) };
     /// The decompression context for dictionaries.
     static DICT_DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
@@ -128,31 +130,48 @@ pub fn decompress_json(bytes: &[u8]) -> Result<Value, CodecError> {
 /// Compresses `data` with `dictionary` (raw content: zstd finds in it the
 /// long matches the data shares with it).
 ///
-/// The dictionary is referenced as a prefix, not loaded: loading it built
-/// a compression dictionary whose tables are sized for the level (for
-/// level 3, 2^17 hash entries and a chain table, zeroed and filled for
-/// every call), a quarter of all the gateway's instructions on small calls
-/// (callgrind, 3 000 calls). A prefix is indexed into the context's own
-/// table, sized here for the prefix and the data ([`table_log`]), and the
-/// frames decompress the same way ([`decompress_with`] loads the same bytes
-/// as raw content, which zstd reads as the history before the frame either
-/// way). The context is made per call: a referenced prefix must outlive
-/// its context.
+/// The dictionary is referenced as a prefix of the frame, indexed into the
+/// match-finding table of a context that each thread reuses, sized for the
+/// prefix and the data ([`table_log`]), at level 1. Measured with callgrind
+/// on the store bench (`benches/store.rs`), per call: loading the
+/// dictionary builds a compression dictionary (`ZSTD_createCDict`: a
+/// quarter of the store's instructions, even with small tables), and a new
+/// context for each call spent 12 % allocating and zeroing its workspace.
+/// A reused context keeps its workspace and does not zero its tables (it
+/// moves its window past what it indexed before). The frames decompress
+/// the same way ([`decompress_with`] loads the same bytes as raw content,
+/// which zstd reads as the history before the frame either way).
 pub fn compress_with(dictionary: &[u8], data: &[u8]) -> Result<Vec<u8>, CodecError> {
-    use zstd::zstd_safe::{CCtx, CParameter};
+    use zstd::zstd_safe::{CParameter, ResetDirective};
     let code = |code: usize| std::io::Error::other(zstd::zstd_safe::get_error_name(code));
-    let mut context = CCtx::create();
-    context
-        .set_parameter(CParameter::CompressionLevel(DICT_LEVEL))
-        .map_err(code)?;
-    let tables = table_log(dictionary.len() + data.len());
-    context
-        .set_parameter(CParameter::HashLog(tables))
-        .map_err(code)?;
-    context.ref_prefix(dictionary).map_err(code)?;
-    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-    context.compress2(&mut frame, data).map_err(code)?;
-    Ok(frame)
+    DICT_COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let context = slot.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+        let tables = table_log(dictionary.len() + data.len());
+        context
+            .set_parameter(CParameter::CompressionLevel(DICT_LEVEL))
+            .and_then(|_| context.set_parameter(CParameter::HashLog(tables)))
+            .map_err(code)?;
+        // SAFETY: the context outlives `dictionary`, so the reference is
+        // given a longer lifetime than the bytes have; it is sound because
+        // zstd uses a prefix for the next frame only: `compress2` below
+        // compresses the whole frame and ends it, and the prefix is
+        // dropped with that frame (or, on an error, by the reset), before
+        // this function returns and `dictionary` may go. The next frame
+        // invalidates the window's old positions before it reads.
+        let prefix: &'static [u8] =
+            unsafe { std::slice::from_raw_parts(dictionary.as_ptr(), dictionary.len()) };
+        let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+        let written = context
+            .ref_prefix(prefix)
+            .and_then(|_| context.compress2(&mut frame, data));
+        if let Err(e) = written {
+            // Parameters and dictionaries go: nothing refers to `prefix`.
+            let _ = context.reset(ResetDirective::SessionAndParameters);
+            return Err(code(e).into());
+        }
+        Ok(frame)
+    })
 }
 
 /// The size (log2 entries) of the match-finding table for `bytes` of

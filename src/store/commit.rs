@@ -700,21 +700,12 @@ fn apply_batch(
     let mut written = 0;
     for command in batch {
         answers.push(match command {
-            Command::Record(row) => match records {
-                Records::Isolated => {
-                    written += usize::from(store_record(&tx, log, row)?);
+            Command::Record(row) => match write_record(&tx, log, row, records)? {
+                Some(stored) => {
+                    written += usize::from(stored);
                     Answer::None
                 }
-                Records::Straight => match store_row(&tx, log, row) {
-                    Ok((pending, announcement)) => {
-                        log.remember(pending);
-                        log.announce(announcement);
-                        written += 1;
-                        Answer::None
-                    }
-                    Err(e) if e.fault().is_some() => return Err(e),
-                    Err(_) => return Ok(Applied::Refused),
-                },
+                None => return Ok(Applied::Refused),
             },
             Command::CreateSession {
                 session_id,
@@ -753,6 +744,29 @@ fn apply_batch(
     tx.commit()?;
     log.committed();
     Ok(Applied::Done(answers, written))
+}
+
+/// Writes one record the batch's way: whether it was written, or `None`
+/// when it was written straight and refused (the batch is then rolled back
+/// and replayed with each record isolated).
+fn write_record(
+    tx: &Connection,
+    log: &mut SessionLog,
+    row: &EncodedRow,
+    records: Records,
+) -> StoreResult<Option<bool>> {
+    match records {
+        Records::Isolated => store_record(tx, log, row).map(Some),
+        Records::Straight => match store_row(tx, log, row) {
+            Ok((pending, announcement)) => {
+                log.remember(pending);
+                log.announce(announcement);
+                Ok(Some(true))
+            }
+            Err(e) if e.fault().is_some() => Err(e),
+            Err(_) => Ok(None),
+        },
+    }
 }
 
 /// Stores a record in the batch's transaction; whether it was written. A

@@ -27,7 +27,6 @@
 use crate::store::codec::{self, CodecError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 /// The layout of the blobs this binary writes.
@@ -172,15 +171,17 @@ pub(crate) fn kind_of(record: &crate::record::TraceRecord) -> String {
     )
 }
 
-/// `[1,2,3]`: token ids as JSON writes them.
+/// `[1,2,3]`: token ids as JSON writes them (with `itoa`, as serde_json
+/// does: `write!` cost 5 % of the store's instructions here).
 fn push_ids(text: &mut String, ids: &[u32]) {
+    let mut digits = itoa::Buffer::new();
+    text.reserve(ids.len() * 7 + 2);
     text.push('[');
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
             text.push(',');
         }
-        // Writing to a String cannot fail.
-        let _ = write!(text, "{id}");
+        text.push_str(digits.format(*id));
     }
     text.push(']');
 }
