@@ -961,28 +961,13 @@ mod tests {
 
     #[test]
     fn each_inserts_parameters_are_numbered_by_their_position() {
-        let conn = Connection::open_in_memory().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrate::apply(&mut conn).unwrap();
         for insert in [&*INSERT, &*CONVERSION_INSERT] {
-            // The table need not exist for SQLite to number the names.
-            let sql = insert
-                .sql
-                .replace("INSERT INTO traces", "INSERT INTO nowhere");
-            conn.execute_batch(&format!(
-                "CREATE TEMP TABLE nowhere ({}); ",
-                insert
-                    .params
-                    .iter()
-                    .map(|(c, _)| c.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .unwrap();
-            let stmt = conn.prepare(&sql).unwrap();
+            let stmt = conn.prepare(&insert.sql).unwrap();
             for (position, (_, name)) in insert.params.iter().enumerate() {
                 assert_eq!(stmt.parameter_index(name).unwrap(), Some(position + 1));
             }
-            drop(stmt);
-            conn.execute_batch("DROP TABLE nowhere").unwrap();
         }
     }
 
